@@ -1,0 +1,302 @@
+//! The frames of protocol v1 and their fields. Byte layouts are in `docs/PROTOCOL.md`.
+
+use bytes::Bytes;
+
+use crate::error::ErrorCode;
+use crate::media::Codec;
+use crate::wire::chunk::{Chunk, StreamId};
+
+/// The only protocol version this build speaks.
+pub const VERSION: u16 = 1;
+
+/// The four bytes that open every `HELLO`: they tell a chunkcast peer from a stray client
+/// (and, being ASCII, from a TLS record, whose first byte is 0x16).
+pub const MAGIC: [u8; 4] = *b"CKCS";
+
+/// Capability bits exchanged in `HELLO` and `WELCOME`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Caps(pub u32);
+
+impl Caps {
+    /// Per-chunk lz4 compression.
+    pub const LZ4: Self = Self(0x1);
+    /// QUIC datagrams for realtime audio.
+    pub const DATAGRAMS: Self = Self(0x2);
+
+    /// Whether every bit of `other` is set.
+    pub const fn contains(self, other: Self) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    /// The bits both sides set.
+    #[must_use]
+    pub const fn intersect(self, other: Self) -> Self {
+        Self(self.0 & other.0)
+    }
+}
+
+impl std::ops::BitOr for Caps {
+    type Output = Self;
+    fn bitor(self, rhs: Self) -> Self {
+        Self(self.0 | rhs.0)
+    }
+}
+
+/// Client → server, the first frame of a connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hello {
+    /// Lowest version the client speaks.
+    pub min_version: u16,
+    /// Highest version the client speaks.
+    pub max_version: u16,
+    /// What the client can do.
+    pub caps: Caps,
+    /// The shared secret, empty when none.
+    pub token: String,
+    /// A free-form name for logs, e.g. `chunkcast/0.1.0`.
+    pub client_name: String,
+}
+
+/// Server → client: the handshake succeeded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Welcome {
+    /// The version both speak from now on.
+    pub version: u16,
+    /// The capabilities both have.
+    pub caps: Caps,
+    /// The server's id for this connection, for logs on both sides.
+    pub session_id: u64,
+    /// A free-form name for logs.
+    pub server_name: String,
+}
+
+/// Either direction: a request failed, or (`request` 0) the connection is failing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorFrame {
+    /// The request it answers; 0 for the connection.
+    pub request: u32,
+    /// What kind of failure.
+    pub code: ErrorCode,
+    /// A human-readable explanation.
+    pub message: String,
+}
+
+/// How a stream is paced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Mode {
+    /// As fast as backpressure allows.
+    Download,
+    /// Paced by presentation timestamps.
+    Realtime,
+}
+
+/// Where an opened stream starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Resume {
+    /// From the beginning.
+    Start,
+    /// From this chunk sequence number (chunking as the first open did).
+    Seq(u64),
+    /// From this byte offset of the file, as plain bytes chunks.
+    Offset(u64),
+}
+
+/// Client → server: open a stream of a file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Open {
+    /// Request id, echoed by `OPENED` or `ERROR`.
+    pub request: u32,
+    /// The id the client gives the stream; unique among its open streams.
+    pub stream: StreamId,
+    /// Path within the server's library, `/`-separated, no leading `/`.
+    pub path: String,
+    /// Pacing.
+    pub mode: Mode,
+    /// Start position.
+    pub resume: Resume,
+    /// Ask for lz4 where it pays (needs the `LZ4` capability).
+    pub compress: bool,
+    /// Serve as bytes whatever the format.
+    pub raw: bool,
+    /// Requested payload bytes per chunk; 0 lets the server choose.
+    pub chunk_size: u32,
+}
+
+/// Server → client: a stream is open; what it carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Opened {
+    /// The request it answers.
+    pub request: u32,
+    /// The stream.
+    pub stream: StreamId,
+    /// Kind and codec parameters.
+    pub codec: Codec,
+    /// Size of the whole file in bytes, when known.
+    pub total_len: Option<u64>,
+    /// Number of chunks from the stream's start, when known.
+    pub chunk_count: Option<u64>,
+    /// Media duration in microseconds, when known.
+    pub duration_us: Option<u64>,
+    /// BLAKE3 of the whole file, when known (not for live channels).
+    pub digest: Option<[u8; 32]>,
+    /// Sequence number of the first chunk that will be sent.
+    pub start_seq: u64,
+    /// Byte offset of the first chunk's payload.
+    pub start_offset: u64,
+    /// Payload bytes per chunk that the server uses.
+    pub chunk_size: u32,
+}
+
+/// One entry of a catalog.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// Path within the library (or `live/NAME`).
+    pub path: String,
+    /// Kind and parameters.
+    pub codec: Codec,
+    /// Size in bytes, when known.
+    pub size: Option<u64>,
+    /// Duration in microseconds, when known.
+    pub duration_us: Option<u64>,
+    /// Current viewers (live channels); 0 for files.
+    pub viewers: u32,
+}
+
+/// Server → client: part of a listing. A listing is one or more of these, the last one with
+/// `last` set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Catalog {
+    /// The `LIST` request it answers.
+    pub request: u32,
+    /// Whether this is the listing's final part.
+    pub last: bool,
+    /// Entries in this part.
+    pub entries: Vec<Entry>,
+}
+
+/// One protocol v1 frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Frame {
+    /// See [`Hello`].
+    Hello(Hello),
+    /// See [`Welcome`].
+    Welcome(Welcome),
+    /// See [`ErrorFrame`].
+    Error(ErrorFrame),
+    /// Either direction: asks for a `PONG`.
+    Ping {
+        /// Echoed back.
+        nonce: u64,
+        /// The sender's clock, microseconds since an arbitrary epoch of its own.
+        time_us: u64,
+    },
+    /// The answer to a `PING`.
+    Pong {
+        /// The ping's nonce.
+        nonce: u64,
+        /// The ping's `time_us`, echoed.
+        echo_us: u64,
+        /// The responder's clock when it answered, for clock-offset estimates.
+        time_us: u64,
+    },
+    /// Client → server: list what is under a prefix (`""` for the library, `live/` for channels).
+    List {
+        /// Request id.
+        request: u32,
+        /// Path prefix.
+        prefix: String,
+    },
+    /// See [`Catalog`].
+    Catalog(Catalog),
+    /// See [`Open`].
+    Open(Open),
+    /// See [`Opened`].
+    Opened(Opened),
+    /// See [`Chunk`].
+    Chunk(Chunk),
+    /// Either direction: stop a stream (the client cancels; the server aborts with a code).
+    Close {
+        /// The stream.
+        stream: StreamId,
+        /// Why; [`ErrorCode::None`] for a plain cancel.
+        code: ErrorCode,
+        /// A human-readable explanation, may be empty.
+        message: String,
+    },
+    /// Client → server: announce a live source; its chunks follow on `stream`.
+    Publish {
+        /// Request id, answered by `OPENED` or `ERROR`.
+        request: u32,
+        /// The stream the client will send on.
+        stream: StreamId,
+        /// Channel name (`live/NAME` or `call/ROOM`).
+        channel: String,
+        /// What the source carries.
+        codec: Codec,
+    },
+    /// Client → server: receive a live channel on `stream`.
+    Subscribe {
+        /// Request id, answered by `OPENED` or `ERROR`.
+        request: u32,
+        /// The stream the server will send on.
+        stream: StreamId,
+        /// Channel name.
+        channel: String,
+    },
+    /// Either direction: the sender closes the connection after this frame.
+    Goodbye {
+        /// Why; [`ErrorCode::None`] for a normal close.
+        code: ErrorCode,
+        /// A human-readable explanation, may be empty.
+        message: String,
+    },
+}
+
+/// Frame type bytes (see `docs/PROTOCOL.md`).
+pub(crate) mod ty {
+    pub(crate) const HELLO: u8 = 0x01;
+    pub(crate) const WELCOME: u8 = 0x02;
+    pub(crate) const ERROR: u8 = 0x03;
+    pub(crate) const PING: u8 = 0x04;
+    pub(crate) const PONG: u8 = 0x05;
+    pub(crate) const LIST: u8 = 0x06;
+    pub(crate) const CATALOG: u8 = 0x07;
+    pub(crate) const OPEN: u8 = 0x08;
+    pub(crate) const OPENED: u8 = 0x09;
+    pub(crate) const CHUNK: u8 = 0x0a;
+    pub(crate) const CLOSE: u8 = 0x0b;
+    pub(crate) const PUBLISH: u8 = 0x0c;
+    pub(crate) const SUBSCRIBE: u8 = 0x0d;
+    pub(crate) const GOODBYE: u8 = 0x0e;
+}
+
+impl Frame {
+    /// The frame's name, for logs and errors.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Hello(_) => "HELLO",
+            Self::Welcome(_) => "WELCOME",
+            Self::Error(_) => "ERROR",
+            Self::Ping { .. } => "PING",
+            Self::Pong { .. } => "PONG",
+            Self::List { .. } => "LIST",
+            Self::Catalog(_) => "CATALOG",
+            Self::Open(_) => "OPEN",
+            Self::Opened(_) => "OPENED",
+            Self::Chunk(_) => "CHUNK",
+            Self::Close { .. } => "CLOSE",
+            Self::Publish { .. } => "PUBLISH",
+            Self::Subscribe { .. } => "SUBSCRIBE",
+            Self::Goodbye { .. } => "GOODBYE",
+        }
+    }
+
+    /// Payload bytes this frame carries by reference (a chunk's), for accounting.
+    pub fn payload(&self) -> Option<&Bytes> {
+        match self {
+            Self::Chunk(c) => Some(&c.payload),
+            _ => None,
+        }
+    }
+}

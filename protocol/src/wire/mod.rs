@@ -1,0 +1,11 @@
+//! The wire format: frames, their encoding and decoding (see `docs/PROTOCOL.md`).
+
+pub mod chunk;
+pub mod codec;
+pub mod frame;
+
+pub use codec::{CHUNK_OVERHEAD, DEFAULT_MAX_PAYLOAD, Decoder, Limits, encode, encode_chunk_head, parse};
+pub use frame::{
+    Caps, Catalog, Entry, ErrorFrame, Frame, Hello, MAGIC, Mode, Open, Opened, Resume, VERSION,
+    Welcome,
+};
