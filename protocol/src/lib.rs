@@ -6,6 +6,8 @@ pub mod chunk;
 pub mod compress;
 pub mod error;
 pub mod media;
+#[cfg(feature = "tokio")]
+pub mod net;
 pub mod playout;
 pub mod session;
 pub mod wire;

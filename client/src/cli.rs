@@ -1,0 +1,145 @@
+//! Command-line flags (`chunkcast --help`) and the commands they run.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use chunkcast_protocol::net::tls::Trust;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::error::ClientError;
+use crate::get::{GetOptions, get};
+use crate::session::{ConnectOptions, Session};
+use crate::url::Url;
+
+/// Lists, gets and benchmarks media from a chunkcast server.
+#[derive(Debug, Parser)]
+#[command(name = "chunkcast", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List a server's library.
+    Ls {
+        /// tcp://HOST:PORT/[PREFIX], tcps://… or quic://…
+        url: String,
+        /// Trust and auth.
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
+    /// Save a file byte for byte, verified.
+    Get {
+        /// tcp://HOST:PORT/PATH, tcps://… or quic://…
+        url: String,
+        /// Output file (default: the file's name, in the current directory).
+        #[arg(short, long)]
+        o: Option<PathBuf>,
+        /// Continue an interrupted download from what is on disk.
+        #[arg(long)]
+        resume: bool,
+        /// Have the server pace chunks by their timestamps.
+        #[arg(long)]
+        realtime: bool,
+        /// Payload bytes per chunk (default: the server's).
+        #[arg(long, default_value_t = 0)]
+        chunk_size: u32,
+        /// Compress chunks where it pays.
+        #[arg(long, value_enum, default_value_t = Compress::None)]
+        compress: Compress,
+        /// No progress bar.
+        #[arg(short, long)]
+        q: bool,
+        /// Trust and auth.
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
+    /// Start a server on loopback, get every sample over TCP, TLS and QUIC, and verify them.
+    Demo,
+}
+
+/// Compression choice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Compress {
+    /// Per-chunk lz4, kept only where it shrinks the chunk.
+    Lz4,
+    /// None.
+    None,
+}
+
+/// Trust and auth flags shared by every networked command.
+#[derive(Debug, Clone, Args)]
+pub struct ConnArgs {
+    /// Trust only the certificate with this SHA-256 (the server's listening line prints it).
+    #[arg(long, value_name = "HEX", conflicts_with_all = ["ca", "insecure"])]
+    pub cert_sha256: Option<String>,
+    /// Trust certificates signed by the CA(s) in this PEM file.
+    #[arg(long, value_name = "FILE", conflicts_with = "insecure")]
+    pub ca: Option<PathBuf>,
+    /// Do not verify the server's certificate (anyone on the path can read and change the data).
+    #[arg(long)]
+    pub insecure: bool,
+    /// The server's token.
+    #[arg(long, env = "CHUNKCAST_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+impl ConnArgs {
+    /// The connect options these flags describe.
+    pub fn options(&self) -> Result<ConnectOptions, ClientError> {
+        let trust = if let Some(pin) = &self.cert_sha256 {
+            Trust::pin_from_hex(pin)?
+        } else if let Some(ca) = &self.ca {
+            Trust::Ca(ca.clone())
+        } else if self.insecure {
+            eprintln!("chunkcast: warning: --insecure: the server's certificate is not verified");
+            Trust::Insecure
+        } else {
+            Trust::System
+        };
+        Ok(ConnectOptions { trust, token: self.token.clone().filter(|t| !t.is_empty()), ..Default::default() })
+    }
+}
+
+/// Runs a parsed command line.
+pub async fn run(cli: Cli) -> Result<(), ClientError> {
+    match cli.command {
+        Command::Ls { url, conn } => {
+            let url = Url::parse(&url)?;
+            let session = Session::connect(&url, &conn.options()?).await?;
+            let entries = session.list(&url.path).await?;
+            session.close().await;
+            print!("{}", crate::ls::table(&entries));
+            Ok(())
+        }
+        Command::Get { url, o, resume, realtime, chunk_size, compress, q, conn } => {
+            let url = Url::parse(&url)?;
+            let session = Session::connect(&url, &conn.options()?).await?;
+            let opts = GetOptions {
+                out: o,
+                resume,
+                realtime,
+                chunk_size,
+                compress: compress == Compress::Lz4,
+                progress: !q && std::io::stderr().is_terminal(),
+            };
+            let report = get(&session, &url.path, &opts).await;
+            session.close().await;
+            let report = report?;
+            if !q {
+                eprintln!(
+                    "saved {} ({} bytes, {:.1} MB/s, {})",
+                    report.path.display(),
+                    report.len,
+                    report.mb_per_s(),
+                    if report.verified { "digest verified" } else { "no digest to verify" }
+                );
+            }
+            Ok(())
+        }
+        Command::Demo => crate::demo::run().await,
+    }
+}

@@ -1,0 +1,43 @@
+//! `chunkcast ls`: the catalog as a table.
+
+use chunkcast_protocol::wire::Entry;
+
+/// Formats entries as an aligned table: path, kind, size, duration, codec.
+pub fn table(entries: &[Entry]) -> String {
+    let rows: Vec<[String; 5]> = entries
+        .iter()
+        .map(|e| {
+            [
+                e.path.clone(),
+                e.codec.kind().name().to_owned(),
+                e.size.map(human_bytes).unwrap_or_else(|| "-".into()),
+                e.duration_us.filter(|d| *d > 0).map(|d| format!("{:.2}s", d as f64 / 1e6)).unwrap_or_else(|| "-".into()),
+                e.codec.summary(),
+            ]
+        })
+        .collect();
+    let head = ["PATH", "KIND", "SIZE", "DURATION", "CODEC"].map(str::to_owned);
+    let mut widths = head.each_ref().map(|h| h.chars().count());
+    for r in &rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for r in std::iter::once(&head).chain(&rows) {
+        let line: Vec<String> = r.iter().zip(widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// Bytes as B, KB, MB or GB (powers of 1000, as network rates are).
+pub fn human_bytes(n: u64) -> String {
+    match n {
+        n if n >= 1_000_000_000 => format!("{:.1} GB", n as f64 / 1e9),
+        n if n >= 1_000_000 => format!("{:.1} MB", n as f64 / 1e6),
+        n if n >= 1_000 => format!("{:.1} KB", n as f64 / 1e3),
+        n => format!("{n} B"),
+    }
+}

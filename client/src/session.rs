@@ -1,0 +1,418 @@
+//! A connection to a server, over any transport: connect, handshake, then requests.
+//!
+//! A background task reads control frames: it answers pings and hands each response to the
+//! request that waits for it (by request id) or to the stream it ends (by stream id).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use chunkcast_protocol::compress;
+use chunkcast_protocol::net::link::{self, ChunkResult};
+use chunkcast_protocol::net::tls::{self, Trust};
+use chunkcast_protocol::net::{BoxedIo, LinkRx, LinkTx, quic, tcp};
+use chunkcast_protocol::session::{ClientConfig, ClientHandshake, Established};
+use chunkcast_protocol::wire::{Entry, Frame, Limits, Mode, Open, Opened, Resume};
+use chunkcast_protocol::{Chunk, ErrorCode, StreamId};
+use rustls::pki_types::ServerName;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::error::ClientError;
+use crate::url::{Scheme, Url};
+
+/// How to connect.
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    /// How to trust the server's certificate (tcps, quic).
+    pub trust: Trust,
+    /// The server's token, if it needs one.
+    pub token: Option<String>,
+    /// Bound on connecting plus handshaking.
+    pub timeout: Duration,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        Self { trust: Trust::System, token: None, timeout: Duration::from_secs(10) }
+    }
+}
+
+/// What to open.
+#[derive(Debug, Clone)]
+pub struct OpenOptions {
+    /// Path in the library.
+    pub path: String,
+    /// Download or realtime pacing.
+    pub mode: Mode,
+    /// Where to start.
+    pub resume: Resume,
+    /// Ask for lz4.
+    pub compress: bool,
+    /// Serve as bytes.
+    pub raw: bool,
+    /// Payload bytes per chunk; 0 lets the server choose.
+    pub chunk_size: u32,
+}
+
+impl OpenOptions {
+    /// Download `path` from the start, server's chunk size, no compression.
+    pub fn download(path: &str) -> Self {
+        Self {
+            path: path.to_owned(),
+            mode: Mode::Download,
+            resume: Resume::Start,
+            compress: false,
+            raw: false,
+            chunk_size: 0,
+        }
+    }
+}
+
+type Pending = Arc<Mutex<HashMap<u32, mpsc::Sender<Frame>>>>;
+type Closes = Arc<Mutex<HashMap<StreamId, oneshot::Sender<(ErrorCode, String)>>>>;
+
+/// An established connection.
+pub struct Session {
+    tx: LinkTx,
+    pending: Pending,
+    closes: Closes,
+    next_request: AtomicU32,
+    next_stream: AtomicU32,
+    established: Established,
+    limits: Limits,
+    down: watch::Receiver<Option<String>>,
+    endpoint: Option<quinn::Endpoint>,
+}
+
+/// Chunks a stream may buffer in the client before the reader waits: with 64 KiB chunks,
+/// 4 MiB, enough to ride out a slow disk write without stalling the link for long.
+const STREAM_BUFFER: usize = 64;
+
+impl Session {
+    /// Connects to the server named by `url` and completes the handshake.
+    pub async fn connect(url: &Url, opts: &ConnectOptions) -> Result<Self, ClientError> {
+        let limits = Limits::default();
+        let addr = resolve(url).await?;
+        let connecting = async {
+            match url.scheme {
+                Scheme::Tcp | Scheme::Tcps => {
+                    let sock = tokio::net::TcpStream::connect(addr)
+                        .await
+                        .map_err(|source| ClientError::Connect { addr: url.authority(), source })?;
+                    tcp::configure(&sock).map_err(|source| ClientError::Connect { addr: url.authority(), source })?;
+                    let io: BoxedIo = if url.scheme == Scheme::Tcps {
+                        let cfg = tls::client_config(&opts.trust)?;
+                        let name = server_name(&url.host)?;
+                        let s = tokio_rustls::TlsConnector::from(cfg)
+                            .connect(name, sock)
+                            .await
+                            .map_err(|e| secure_error(url, &e.to_string()))?;
+                        Box::new(s)
+                    } else {
+                        Box::new(sock)
+                    };
+                    let (tx, rx) = link::tcp(io, limits, BytesMut::new());
+                    Ok::<_, ClientError>((tx, rx, None))
+                }
+                Scheme::Quic => {
+                    let ep = quic::client_endpoint(addr, &opts.trust).map_err(|e| ClientError::Secure {
+                        addr: url.authority(),
+                        reason: e.to_string(),
+                    })?;
+                    let conn = ep
+                        .connect(addr, &url.host)
+                        .map_err(|e| secure_error(url, &e.to_string()))?
+                        .await
+                        .map_err(|e| quic_connect_error(url, e))?;
+                    let (send, recv) = conn.open_bi().await.map_err(|e| ClientError::Lost(e.to_string()))?;
+                    let (tx, rx) = link::quic(conn, send, recv, limits);
+                    Ok((tx, rx, Some(ep)))
+                }
+            }
+        };
+        let (tx, rx, endpoint) = tokio::time::timeout(opts.timeout, connecting)
+            .await
+            .map_err(|_| ClientError::Timeout("connecting"))??;
+        let (established, rx) = tokio::time::timeout(opts.timeout, handshake(&tx, rx, opts))
+            .await
+            .map_err(|_| ClientError::Timeout("waiting for the server's handshake"))??;
+        let pending = Pending::default();
+        let closes = Closes::default();
+        let (down_tx, down) = watch::channel(None);
+        tokio::spawn(demux(rx, tx.clone(), pending.clone(), closes.clone(), down_tx));
+        Ok(Self {
+            tx,
+            pending,
+            closes,
+            next_request: AtomicU32::new(1),
+            next_stream: AtomicU32::new(1),
+            established,
+            limits,
+            down,
+            endpoint,
+        })
+    }
+
+    /// What the handshake agreed.
+    pub fn established(&self) -> &Established {
+        &self.established
+    }
+
+    fn lost(&self) -> ClientError {
+        let why = self.down.borrow().clone().unwrap_or_else(|| "closed by the server".to_owned());
+        ClientError::Lost(why)
+    }
+
+    async fn request(&self, build: impl FnOnce(u32) -> Frame) -> Result<mpsc::Receiver<Frame>, ClientError> {
+        let id = self.next_request.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(16);
+        self.pending.lock().unwrap_or_else(|e| e.into_inner()).insert(id, tx);
+        if self.down.borrow().is_some() {
+            return Err(self.lost());
+        }
+        self.tx.send(build(id)).await.map_err(|_| self.lost())?;
+        Ok(rx)
+    }
+
+    /// Lists what the server has under `prefix`.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<Entry>, ClientError> {
+        let prefix = prefix.to_owned();
+        let mut rx = self.request(|request| Frame::List { request, prefix }).await?;
+        let mut entries = Vec::new();
+        loop {
+            match rx.recv().await {
+                Some(Frame::Catalog(c)) => {
+                    entries.extend(c.entries);
+                    if c.last {
+                        return Ok(entries);
+                    }
+                }
+                Some(Frame::Error(e)) => return Err(ClientError::Server { code: e.code, message: e.message }),
+                Some(other) => return Err(ClientError::Lost(format!("unexpected {} answer", other.name()))),
+                None => return Err(self.lost()),
+            }
+        }
+    }
+
+    /// Opens a stream; its chunks arrive through the returned [`Incoming`].
+    pub async fn open(&self, opts: &OpenOptions) -> Result<Incoming, ClientError> {
+        let stream = StreamId(self.next_stream.fetch_add(1, Ordering::Relaxed));
+        // Route before asking: on QUIC the chunks may overtake the OPENED frame.
+        let chunks = self.tx.route(stream, STREAM_BUFFER);
+        let (close_tx, close_rx) = oneshot::channel();
+        self.closes.lock().unwrap_or_else(|e| e.into_inner()).insert(stream, close_tx);
+        let open = |request| {
+            Frame::Open(Open {
+                request,
+                stream,
+                path: opts.path.clone(),
+                mode: opts.mode,
+                resume: opts.resume,
+                compress: opts.compress,
+                raw: opts.raw,
+                chunk_size: opts.chunk_size,
+            })
+        };
+        let mut rx = self.request(open).await?;
+        let opened = match rx.recv().await {
+            Some(Frame::Opened(o)) => o,
+            Some(Frame::Error(e)) => {
+                self.tx.unroute(stream);
+                return Err(ClientError::Server { code: e.code, message: e.message });
+            }
+            Some(other) => return Err(ClientError::Lost(format!("unexpected {} answer", other.name()))),
+            None => return Err(self.lost()),
+        };
+        let max_payload = self.limits.max_payload().max(opened.chunk_size as usize);
+        Ok(Incoming {
+            opened,
+            chunks,
+            close: close_rx,
+            max_payload,
+            tx: self.tx.clone(),
+            down: self.down.clone(),
+            done: false,
+            closes: self.closes.clone(),
+        })
+    }
+
+    /// Says goodbye and waits briefly for the transport to close.
+    pub async fn close(self) {
+        let _ = self.tx.send(Frame::Goodbye { code: ErrorCode::None, message: String::new() }).await;
+        if let Some(conn) = self.tx.quic() {
+            // Let the GOODBYE reach the server before the close cuts the streams.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            conn.close(quinn::VarInt::from_u32(0), b"bye");
+        }
+        if let Some(ep) = self.endpoint {
+            let _ = tokio::time::timeout(Duration::from_secs(1), ep.wait_idle()).await;
+        }
+    }
+}
+
+/// An open stream's chunks, decompressed and checked.
+pub struct Incoming {
+    /// What the server said about the stream.
+    pub opened: Opened,
+    chunks: mpsc::Receiver<ChunkResult>,
+    close: oneshot::Receiver<(ErrorCode, String)>,
+    max_payload: usize,
+    tx: LinkTx,
+    down: watch::Receiver<Option<String>>,
+    done: bool,
+    closes: Closes,
+}
+
+impl Drop for Incoming {
+    fn drop(&mut self) {
+        self.closes.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.opened.stream);
+    }
+}
+
+impl Incoming {
+    /// The next chunk; `None` after the `END_OF_STREAM` chunk.
+    ///
+    /// Cancel-safe.
+    pub async fn next(&mut self) -> Option<Result<Chunk, ClientError>> {
+        if self.done {
+            return None;
+        }
+        let item = tokio::select! {
+            biased;
+            c = self.chunks.recv() => c,
+            closed = &mut self.close => {
+                self.done = true;
+                return Some(Err(match closed {
+                    Ok((code, message)) => ClientError::Server { code, message },
+                    Err(_) => self.lost(),
+                }));
+            }
+        };
+        let result = match item {
+            Some(Ok(c)) => compress::decompress(c, self.max_payload).map_err(ClientError::Corrupt),
+            Some(Err(e)) => Err(ClientError::Corrupt(e)),
+            None => Err(self.lost()),
+        };
+        match &result {
+            Ok(c) if c.has(chunkcast_protocol::ChunkFlags::END_OF_STREAM) => self.done = true,
+            Err(_) => self.done = true,
+            Ok(_) => {}
+        }
+        Some(result)
+    }
+
+    fn lost(&self) -> ClientError {
+        let why = self.down.borrow().clone().unwrap_or_else(|| "closed by the server".to_owned());
+        ClientError::Lost(why)
+    }
+
+    /// Asks the server to stop sending.
+    pub async fn cancel(mut self) {
+        if !self.done {
+            self.done = true;
+            let stream = self.opened.stream;
+            self.tx.unroute(stream);
+            let _ = self
+                .tx
+                .send(Frame::Close { stream, code: ErrorCode::None, message: String::new() })
+                .await;
+        }
+    }
+}
+
+async fn resolve(url: &Url) -> Result<SocketAddr, ClientError> {
+    let mut addrs = tokio::net::lookup_host((url.host.as_str(), url.port))
+        .await
+        .map_err(|source| ClientError::Resolve { host: url.host.clone(), source })?;
+    addrs.next().ok_or_else(|| ClientError::Resolve {
+        host: url.host.clone(),
+        source: std::io::Error::new(std::io::ErrorKind::NotFound, "no address"),
+    })
+}
+
+fn server_name(host: &str) -> Result<ServerName<'static>, ClientError> {
+    ServerName::try_from(host.to_owned())
+        .map_err(|_| ClientError::Usage(format!("{host:?} is not a valid host name")))
+}
+
+fn secure_error(url: &Url, raw: &str) -> ClientError {
+    let reason = if raw.contains("UnknownIssuer") || raw.contains("invalid peer certificate") && !raw.contains("mismatch") {
+        format!("{raw}: the server's certificate is not trusted; pass --cert-sha256 HEX (from the server's listening line) or --ca FILE")
+    } else {
+        raw.to_owned()
+    };
+    ClientError::Secure { addr: url.authority(), reason }
+}
+
+fn quic_connect_error(url: &Url, e: quinn::ConnectionError) -> ClientError {
+    match e {
+        quinn::ConnectionError::TransportError(ref t) if t.code.to_string().contains("crypto") || t.to_string().contains("certificate") => {
+            secure_error(url, &e.to_string())
+        }
+        quinn::ConnectionError::TimedOut => ClientError::Connect {
+            addr: url.authority(),
+            source: std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer over QUIC"),
+        },
+        other => secure_error(url, &other.to_string()),
+    }
+}
+
+async fn handshake(tx: &LinkTx, mut rx: LinkRx, opts: &ConnectOptions) -> Result<(Established, LinkRx), ClientError> {
+    let config = ClientConfig { token: opts.token.clone(), ..ClientConfig::default() };
+    let mut hs = ClientHandshake::new(config, Instant::now());
+    let mut out = BytesMut::new();
+    hs.poll_transmit(&mut out);
+    tx.send_raw(out.freeze()).await.map_err(|e| ClientError::Lost(e.to_string()))?;
+    let frame = match rx.recv().await {
+        Some(Ok(f)) => f,
+        Some(Err(e)) => return Err(ClientError::Lost(e.to_string())),
+        None => return Err(ClientError::Lost("the server closed the connection during the handshake".into())),
+    };
+    let est = hs.handle_frame(Instant::now(), frame)?;
+    Ok((est, rx))
+}
+
+async fn demux(mut rx: LinkRx, tx: LinkTx, pending: Pending, closes: Closes, down: watch::Sender<Option<String>>) {
+    let epoch = Instant::now();
+    let why = loop {
+        let frame = match rx.recv().await {
+            Some(Ok(f)) => f,
+            Some(Err(e)) => break e.to_string(),
+            None => break "closed by the server".to_owned(),
+        };
+        let request = match &frame {
+            Frame::Ping { nonce, time_us } => {
+                let time = epoch.elapsed().as_micros() as u64;
+                let _ = tx.send(Frame::Pong { nonce: *nonce, echo_us: *time_us, time_us: time }).await;
+                continue;
+            }
+            Frame::Catalog(c) => c.request,
+            Frame::Opened(o) => o.request,
+            Frame::Error(e) if e.request != 0 => e.request,
+            Frame::Error(e) => break format!("{}: {}", e.code, e.message),
+            Frame::Goodbye { code, message } => break format!("server closed the connection: {code}: {message}"),
+            Frame::Close { stream, code, message } => {
+                let waiter = closes.lock().unwrap_or_else(|e| e.into_inner()).remove(stream);
+                if let Some(w) = waiter {
+                    let _ = w.send((*code, message.clone()));
+                }
+                continue;
+            }
+            _ => continue,
+        };
+        let last = !matches!(&frame, Frame::Catalog(c) if !c.last);
+        let waiter = {
+            let mut p = pending.lock().unwrap_or_else(|e| e.into_inner());
+            if last { p.remove(&request) } else { p.get(&request).cloned() }
+        };
+        if let Some(w) = waiter {
+            let _ = w.send(frame).await;
+        }
+    };
+    let _ = down.send(Some(why));
+    pending.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    closes.lock().unwrap_or_else(|e| e.into_inner()).clear();
+}

@@ -1,0 +1,255 @@
+//! rustls configuration for both transports: the server's identity and the client's trust.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use sha2::{Digest, Sha256};
+
+use super::ALPN;
+
+/// Why TLS could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TlsError {
+    /// The certificate or key file could not be read.
+    #[error("reading {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The PEM file holds no certificate or no private key.
+    #[error("{path}: {what}")]
+    Pem {
+        /// The file.
+        path: String,
+        /// What is missing.
+        what: &'static str,
+    },
+    /// Certificate generation failed.
+    #[error("generating a self-signed certificate: {0}")]
+    Generate(#[from] rcgen::Error),
+    /// rustls refused the configuration.
+    #[error("TLS configuration: {0}")]
+    Rustls(#[from] rustls::Error),
+    /// A `--cert-sha256` value that is not 64 hex digits.
+    #[error("certificate pin must be 64 hex digits (the cert-sha256 of the server's listening line)")]
+    BadPin,
+    /// No system root certificates could be loaded.
+    #[error("no system root certificates found: pass --cert-sha256 HEX (from the server's listening line), --ca FILE, or --insecure")]
+    NoRoots,
+}
+
+/// The server's certificate chain and key, and the SHA-256 of its leaf certificate.
+#[derive(Debug)]
+pub struct Identity {
+    /// Leaf first.
+    pub certs: Vec<CertificateDer<'static>>,
+    /// The leaf's key.
+    pub key: PrivateKeyDer<'static>,
+}
+
+impl Clone for Identity {
+    fn clone(&self) -> Self {
+        Self { certs: self.certs.clone(), key: self.key.clone_key() }
+    }
+}
+
+impl Identity {
+    /// A fresh self-signed certificate for `localhost`, the loopback addresses and `names`.
+    pub fn self_signed(names: &[String]) -> Result<Self, TlsError> {
+        let mut sans = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
+        sans.extend(names.iter().filter(|n| !sans.contains(n)).cloned().collect::<Vec<_>>());
+        let ck = rcgen::generate_simple_self_signed(sans)?;
+        let key = PrivateKeyDer::Pkcs8(ck.signing_key.serialize_der().into());
+        Ok(Self { certs: vec![ck.cert.der().clone()], key })
+    }
+
+    /// Loads a PEM certificate chain and a PEM private key.
+    pub fn from_pem_files(cert: &Path, key: &Path) -> Result<Self, TlsError> {
+        let read = |p: &Path| {
+            std::fs::read(p).map_err(|source| TlsError::Read { path: p.display().to_string(), source })
+        };
+        let cert_pem = read(cert)?;
+        let certs = rustls_pemfile::certs(&mut &cert_pem[..])
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|source| TlsError::Read { path: cert.display().to_string(), source })?;
+        if certs.is_empty() {
+            return Err(TlsError::Pem { path: cert.display().to_string(), what: "no certificate" });
+        }
+        let key_pem = read(key)?;
+        let key = rustls_pemfile::private_key(&mut &key_pem[..])
+            .map_err(|source| TlsError::Read { path: key.display().to_string(), source })?
+            .ok_or(TlsError::Pem { path: key.display().to_string(), what: "no private key" })?;
+        Ok(Self { certs, key })
+    }
+
+    /// SHA-256 of the leaf certificate's DER: what clients pin with `--cert-sha256`.
+    pub fn fingerprint(&self) -> [u8; 32] {
+        Sha256::digest(&self.certs[0]).into()
+    }
+
+    /// The fingerprint as lower-case hex.
+    pub fn fingerprint_hex(&self) -> String {
+        hex(&self.fingerprint())
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// The rustls server configuration for TLS-over-TCP and QUIC: TLS 1.3 only (QUIC requires it,
+/// and one configuration for both keeps the two transports' security the same).
+pub fn server_config(identity: &Identity) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_no_client_auth()
+        .with_single_cert(identity.certs.clone(), identity.key.clone_key())?;
+    cfg.alpn_protocols = vec![ALPN.to_vec()];
+    Ok(Arc::new(cfg))
+}
+
+/// How the client decides to trust the server.
+#[derive(Debug, Clone)]
+pub enum Trust {
+    /// The system's root certificates, with the server name checked.
+    System,
+    /// Only the certificate whose SHA-256 is this (names and expiry are not checked: the pin
+    /// is the identity, as with SSH host keys).
+    Pin([u8; 32]),
+    /// Certificates signed by the CA(s) in this PEM file.
+    Ca(std::path::PathBuf),
+    /// Anything: no protection against an active attacker.
+    Insecure,
+}
+
+impl Trust {
+    /// Parses a `--cert-sha256` value (64 hex digits; `:` separators allowed).
+    pub fn pin_from_hex(s: &str) -> Result<Self, TlsError> {
+        let digits: String = s.chars().filter(|c| *c != ':').collect();
+        if digits.len() != 64 {
+            return Err(TlsError::BadPin);
+        }
+        let mut out = [0u8; 32];
+        for (i, o) in out.iter_mut().enumerate() {
+            *o = u8::from_str_radix(digits.get(2 * i..2 * i + 2).ok_or(TlsError::BadPin)?, 16)
+                .map_err(|_| TlsError::BadPin)?;
+        }
+        Ok(Self::Pin(out))
+    }
+}
+
+/// The rustls client configuration for `trust`, TLS 1.3, ALPN `chunkcast/1`.
+pub fn client_config(trust: &Trust) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    let provider = provider();
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])?;
+    let mut cfg = match trust {
+        Trust::System => {
+            let mut roots = rustls::RootCertStore::empty();
+            let loaded = rustls_native_certs::load_native_certs();
+            roots.add_parsable_certificates(loaded.certs);
+            if roots.is_empty() {
+                return Err(TlsError::NoRoots);
+            }
+            builder.with_root_certificates(roots).with_no_client_auth()
+        }
+        Trust::Ca(path) => {
+            let pem = std::fs::read(path)
+                .map_err(|source| TlsError::Read { path: path.display().to_string(), source })?;
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in rustls_pemfile::certs(&mut &pem[..]) {
+                let cert = cert
+                    .map_err(|source| TlsError::Read { path: path.display().to_string(), source })?;
+                roots.add(cert)?;
+            }
+            if roots.is_empty() {
+                return Err(TlsError::Pem { path: path.display().to_string(), what: "no certificate" });
+            }
+            builder.with_root_certificates(roots).with_no_client_auth()
+        }
+        Trust::Pin(pin) => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(Verifier { pin: Some(*pin), provider }))
+            .with_no_client_auth(),
+        Trust::Insecure => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(Verifier { pin: None, provider }))
+            .with_no_client_auth(),
+    };
+    cfg.alpn_protocols = vec![ALPN.to_vec()];
+    Ok(Arc::new(cfg))
+}
+
+/// Accepts the certificate whose SHA-256 is `pin` (or any, when `pin` is `None`), and still
+/// checks the handshake signature, so that the peer must hold the certificate's key.
+#[derive(Debug)]
+struct Verifier {
+    pin: Option<[u8; 32]>,
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for Verifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        if let Some(pin) = self.pin {
+            let seen: [u8; 32] = Sha256::digest(end_entity).into();
+            if seen != pin {
+                return Err(rustls::Error::General(format!(
+                    "certificate mismatch: the server's certificate has sha256 {}, not the pinned {}",
+                    hex(&seen),
+                    hex(&pin)
+                )));
+            }
+        }
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider.signature_verification_algorithms.supported_schemes()
+    }
+}

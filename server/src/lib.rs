@@ -1,0 +1,199 @@
+//! chunkcast's server: serves a media library over TCP (plain and TLS on one port) and QUIC.
+//!
+//! - [`config`]: the [`Config`] and its limits; [`cli`]: the flags that build it.
+//! - [`library`]: the served tree, path confinement, catalog and digests.
+//! - `listen`: accept loops; `conn`: one connection's handshake and control loop;
+//!   `stream`: reading, cutting, pacing and sending one file.
+//!
+//! The binary is a thin shell around [`Server::start`], so tests run the very same server
+//! in-process:
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), chunkcast_server::ServerError> {
+//! let config = chunkcast_server::Config::on("127.0.0.1:0".parse().unwrap());
+//! let server = chunkcast_server::Server::start(config).await?;
+//! println!("{}", server.listening_line());
+//! server.shutdown().await;
+//! # Ok(()) }
+//! ```
+#![warn(missing_docs)]
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod config;
+mod conn;
+pub mod library;
+mod listen;
+mod stream;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use chunkcast_protocol::net::{quic, tls};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::info;
+
+pub use config::{Config, Limits};
+
+use crate::conn::Shared;
+use crate::library::Library;
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    /// A non-loopback address without a token.
+    #[error("refusing to listen on {0} without a token: pass --token (or set CHUNKCAST_TOKEN), or --allow-anonymous to serve anyone")]
+    NeedsToken(SocketAddr),
+    /// The library could not be opened or generated.
+    #[error("library {path}: {source}")]
+    Library {
+        /// The directory.
+        path: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The built-in sample library could not be generated.
+    #[error("generating the sample library: {0}")]
+    Samples(#[from] chunkcast_media_samples::Error),
+    /// Binding a socket failed.
+    #[error("binding {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// TLS setup failed.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    /// QUIC setup failed.
+    #[error(transparent)]
+    Quic(#[from] quic::QuicSetupError),
+}
+
+/// A running server.
+pub struct Server {
+    tcp_addr: SocketAddr,
+    quic_addr: SocketAddr,
+    fingerprint: String,
+    root: std::path::PathBuf,
+    shared: Arc<Shared>,
+    tracker: TaskTracker,
+    endpoint: quinn::Endpoint,
+}
+
+impl Server {
+    /// Opens the library, binds both transports and starts accepting.
+    pub async fn start(config: Config) -> Result<Self, ServerError> {
+        if config.exposed() && config.token.is_none() && !config.allow_anonymous {
+            let addr = if config.tcp.ip().is_loopback() { config.quic } else { config.tcp };
+            return Err(ServerError::NeedsToken(addr));
+        }
+        let root = match &config.root {
+            Some(r) => r.clone(),
+            None => {
+                let dir = chunkcast_media_samples::default_cache_dir();
+                let d = dir.clone();
+                tokio::task::spawn_blocking(move || chunkcast_media_samples::ensure(&d))
+                    .await
+                    .map_err(|e| ServerError::Library { path: dir.display().to_string(), source: std::io::Error::other(e) })??;
+                dir
+            }
+        };
+        let library = Library::new(&root)
+            .map_err(|source| ServerError::Library { path: root.display().to_string(), source })?;
+        let identity = match &config.cert {
+            Some((c, k)) => tls::Identity::from_pem_files(c, k)?,
+            None => {
+                let names = [config.tcp.ip().to_string(), config.quic.ip().to_string()];
+                tls::Identity::self_signed(&names)?
+            }
+        };
+        let listener = TcpListener::bind(config.tcp)
+            .await
+            .map_err(|source| ServerError::Bind { addr: config.tcp, source })?;
+        let tcp_addr = listener.local_addr().map_err(|source| ServerError::Bind { addr: config.tcp, source })?;
+        // "--listen" means one port for both: with port 0, QUIC takes the port TCP got.
+        let mut quic_want = config.quic;
+        if quic_want.port() == 0 && quic_want.ip() == tcp_addr.ip() {
+            quic_want.set_port(tcp_addr.port());
+        }
+        let endpoint = match quic::server_endpoint(quic_want, &identity) {
+            Ok(ep) => ep,
+            Err(_) if config.quic.port() == 0 => quic::server_endpoint(config.quic, &identity)?,
+            Err(e) => return Err(e.into()),
+        };
+        let quic_addr = endpoint.local_addr().map_err(|source| ServerError::Bind { addr: quic_want, source })?;
+        let acceptor = TlsAcceptor::from(tls::server_config(&identity)?);
+
+        let shared = Arc::new(Shared {
+            library: Arc::new(library),
+            next_session: AtomicU64::new(1),
+            draining: CancellationToken::new(),
+            stop: CancellationToken::new(),
+            config,
+        });
+        let slots = Arc::new(Semaphore::new(shared.config.limits.max_connections));
+        let tracker = TaskTracker::new();
+        tokio::spawn(listen::tcp_loop(listener, acceptor, shared.clone(), slots.clone(), tracker.clone()));
+        tokio::spawn(listen::quic_loop(endpoint.clone(), shared.clone(), slots, tracker.clone()));
+        let server = Self {
+            tcp_addr,
+            quic_addr,
+            fingerprint: identity.fingerprint_hex(),
+            root,
+            shared,
+            tracker,
+            endpoint,
+        };
+        info!(root = %server.root.display(), "serving");
+        info!("connect with: chunkcast ls --cert-sha256 {} quic://{}/", server.fingerprint, server.quic_addr);
+        Ok(server)
+    }
+
+    /// The TCP address (plain and TLS).
+    pub fn tcp_addr(&self) -> SocketAddr {
+        self.tcp_addr
+    }
+
+    /// The QUIC address.
+    pub fn quic_addr(&self) -> SocketAddr {
+        self.quic_addr
+    }
+
+    /// SHA-256 of the certificate, hex: what clients pin.
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
+
+    /// The directory served.
+    pub fn root(&self) -> &std::path::Path {
+        &self.root
+    }
+
+    /// The one line the binary prints on stdout once bound (the product contract).
+    pub fn listening_line(&self) -> String {
+        format!("listening tcp={} quic={} cert-sha256={}", self.tcp_addr, self.quic_addr, self.fingerprint)
+    }
+
+    /// Graceful shutdown: stop accepting and refuse new streams, let running streams finish
+    /// for the configured grace period, then close everything.
+    pub async fn shutdown(self) {
+        self.shared.draining.cancel();
+        self.tracker.close();
+        let grace = self.shared.config.grace;
+        if tokio::time::timeout(grace, self.tracker.wait()).await.is_err() {
+            info!("grace period over; closing remaining connections");
+        }
+        self.shared.stop.cancel();
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), self.tracker.wait()).await;
+        self.endpoint.close(quinn::VarInt::from_u32(0), b"shutdown");
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), self.endpoint.wait_idle()).await;
+    }
+}

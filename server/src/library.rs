@@ -1,0 +1,276 @@
+//! The media library: a directory tree served read-only, with every request path confined to
+//! it, its catalog, and cached whole-file digests.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::path::{Component, Path, PathBuf};
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+use chunkcast_protocol::chunk::{Config as ChunkConfig, Packetizer};
+use chunkcast_protocol::wire::Entry;
+use chunkcast_protocol::{Codec, ErrorCode};
+
+/// Files listed at most, so that a huge tree cannot make a listing unbounded.
+const MAX_ENTRIES: usize = 10_000;
+/// Directory depth walked at most.
+const MAX_DEPTH: usize = 16;
+
+/// Why a request for a path failed; each maps to a wire error code.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PathError {
+    /// The path tries to leave the root or is not a plain relative path.
+    #[error("bad path {0:?}: paths are relative to the library, without '..'")]
+    Invalid(String),
+    /// No such file in the library.
+    #[error("not found: {0}")]
+    NotFound(String),
+}
+
+impl PathError {
+    /// The wire code.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::Invalid(_) => ErrorCode::BadRequest,
+            Self::NotFound(_) => ErrorCode::NotFound,
+        }
+    }
+}
+
+#[derive(Clone, PartialEq, Eq)]
+struct Stamp {
+    len: u64,
+    modified: Option<SystemTime>,
+}
+
+impl Stamp {
+    fn of(meta: &std::fs::Metadata) -> Self {
+        Self { len: meta.len(), modified: meta.modified().ok() }
+    }
+}
+
+/// A library rooted at a directory.
+pub struct Library {
+    root: PathBuf,
+    digests: Mutex<HashMap<PathBuf, (Stamp, [u8; 32])>>,
+    probes: Mutex<HashMap<PathBuf, (Stamp, Entry)>>,
+}
+
+impl Library {
+    /// A library serving `root` (canonicalized, so that confinement checks compare real paths).
+    pub fn new(root: &Path) -> std::io::Result<Self> {
+        let root = root.canonicalize()?;
+        if !root.is_dir() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::NotADirectory,
+                format!("{} is not a directory", root.display()),
+            ));
+        }
+        Ok(Self { root, digests: Mutex::default(), probes: Mutex::default() })
+    }
+
+    /// The root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Resolves a request path to a regular file inside the root.
+    ///
+    /// The path arrives already percent-decoded by the client; it must be relative, `/`-separated,
+    /// free of `.`/`..` components, backslashes and NULs; the file it names, after following
+    /// symlinks, must still lie under the root.
+    pub fn resolve(&self, request: &str) -> Result<PathBuf, PathError> {
+        let invalid = || PathError::Invalid(request.to_owned());
+        if request.contains(['\0', '\\']) || request.starts_with('/') {
+            return Err(invalid());
+        }
+        let mut rel = PathBuf::new();
+        for part in request.split('/').filter(|p| !p.is_empty()) {
+            let mut comps = Path::new(part).components();
+            match (comps.next(), comps.next()) {
+                (Some(Component::Normal(_)), None) => rel.push(part),
+                _ => return Err(invalid()),
+            }
+        }
+        if rel.as_os_str().is_empty() {
+            return Err(invalid());
+        }
+        let real = self
+            .root
+            .join(&rel)
+            .canonicalize()
+            .map_err(|_| PathError::NotFound(request.to_owned()))?;
+        if !real.starts_with(&self.root) {
+            // A symlink pointing out of the root: reported as not found, so that the answer
+            // does not reveal what exists outside.
+            return Err(PathError::NotFound(request.to_owned()));
+        }
+        if !real.is_file() {
+            return Err(PathError::NotFound(request.to_owned()));
+        }
+        Ok(real)
+    }
+
+    /// The BLAKE3 digest of a resolved file, computed once per (size, mtime).
+    pub fn digest(&self, path: &Path) -> std::io::Result<[u8; 32]> {
+        let meta = std::fs::metadata(path)?;
+        let stamp = Stamp::of(&meta);
+        if let Some((s, d)) = self.digests.lock().unwrap_or_else(|e| e.into_inner()).get(path) {
+            if *s == stamp {
+                return Ok(*d);
+            }
+        }
+        let mut hasher = blake3::Hasher::new();
+        let mut reader = BufReader::with_capacity(1 << 20, File::open(path)?);
+        std::io::copy(&mut reader, &mut hasher)?;
+        let digest = *hasher.finalize().as_bytes();
+        self.digests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(path.to_owned(), (stamp, digest));
+        Ok(digest)
+    }
+
+    /// Lists the files under `prefix` (a directory path relative to the root, or `""`).
+    ///
+    /// Hidden files, symlinks leading out of the root and unreadable files are skipped.
+    /// Blocking: call it from a blocking thread.
+    pub fn list(&self, prefix: &str) -> Result<Vec<Entry>, PathError> {
+        let prefix = prefix.trim_matches('/');
+        let start = if prefix.is_empty() {
+            self.root.clone()
+        } else {
+            let dir = self.root.join(prefix);
+            let real = dir.canonicalize().map_err(|_| PathError::NotFound(prefix.to_owned()))?;
+            if !real.starts_with(&self.root) || prefix.split('/').any(|p| p == ".." || p == ".") {
+                return Err(PathError::Invalid(prefix.to_owned()));
+            }
+            real
+        };
+        let mut files = Vec::new();
+        self.walk(&start, 0, &mut files);
+        files.sort();
+        Ok(files.iter().filter_map(|p| self.entry(p)).collect())
+    }
+
+    fn walk(&self, dir: &Path, depth: usize, out: &mut Vec<PathBuf>) {
+        if depth > MAX_DEPTH {
+            return;
+        }
+        let Ok(rd) = std::fs::read_dir(dir) else { return };
+        for e in rd.flatten() {
+            if out.len() >= MAX_ENTRIES {
+                return;
+            }
+            if e.file_name().to_string_lossy().starts_with('.') {
+                continue;
+            }
+            let Ok(real) = e.path().canonicalize() else { continue };
+            if !real.starts_with(&self.root) {
+                continue;
+            }
+            if real.is_dir() {
+                self.walk(&e.path(), depth + 1, out);
+            } else if real.is_file() {
+                out.push(e.path());
+            }
+        }
+    }
+
+    fn entry(&self, path: &Path) -> Option<Entry> {
+        let meta = std::fs::metadata(path).ok()?;
+        let stamp = Stamp::of(&meta);
+        if let Some((s, e)) = self.probes.lock().unwrap_or_else(|e| e.into_inner()).get(path) {
+            if *s == stamp {
+                return Some(e.clone());
+            }
+        }
+        let rel = path.strip_prefix(&self.root).ok()?;
+        let rel = rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>();
+        let name = rel.join("/");
+        let (codec, duration_us) = match probe(path, &name) {
+            Ok(p) => (p.codec(), p.duration_us()),
+            Err(_) => (Codec::Bytes, None),
+        };
+        let entry = Entry { path: name, codec, size: Some(meta.len()), duration_us, viewers: 0 };
+        self.probes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(path.to_owned(), (stamp, entry.clone()));
+        Some(entry)
+    }
+}
+
+fn probe(path: &Path, name: &str) -> Result<Packetizer, chunkcast_protocol::chunk::MediaError> {
+    let mut f = File::open(path)?;
+    let len = f.metadata()?.len();
+    Packetizer::open(ChunkConfig::default(), &mut f, len, name)
+}
+
+/// Reads up to `buf.len()` bytes, fewer only at end of file.
+pub(crate) fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lib() -> (tempfile::TempDir, Library) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        std::fs::write(dir.path().join("sub/a b ç.bin"), b"hello").unwrap();
+        std::fs::write(dir.path().join("top.bin"), b"x").unwrap();
+        std::fs::write(dir.path().join(".hidden"), b"x").unwrap();
+        let lib = Library::new(dir.path()).unwrap();
+        (dir, lib)
+    }
+
+    #[test]
+    fn resolves_names_with_spaces_and_unicode() {
+        let (_d, lib) = lib();
+        assert!(lib.resolve("sub/a b ç.bin").unwrap().ends_with("a b ç.bin"));
+        assert!(lib.resolve("sub//a b ç.bin").is_ok());
+    }
+
+    #[test]
+    fn traversal_is_refused() {
+        let (_d, lib) = lib();
+        for bad in ["../etc/passwd", "sub/../../x", "/etc/passwd", "sub/./a", "a\\..\\b", "x\0y", "", "."] {
+            assert!(matches!(lib.resolve(bad), Err(PathError::Invalid(_))), "{bad:?}");
+        }
+        // Encoded forms are literal names here (the client decodes once): they do not exist.
+        for literal in ["%2e%2e/etc/passwd", "..%2fetc", "．．/etc"] {
+            assert!(matches!(lib.resolve(literal), Err(PathError::NotFound(_))), "{literal:?}");
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn symlink_out_of_the_root_is_not_served_nor_listed() {
+        let (d, lib) = lib();
+        let outside = tempfile::NamedTempFile::new().unwrap();
+        std::os::unix::fs::symlink(outside.path(), d.path().join("escape")).unwrap();
+        assert!(matches!(lib.resolve("escape"), Err(PathError::NotFound(_))));
+        assert!(lib.list("").unwrap().iter().all(|e| e.path != "escape"));
+    }
+
+    #[test]
+    fn lists_files_skipping_hidden_ones() {
+        let (_d, lib) = lib();
+        let names: Vec<_> = lib.list("").unwrap().into_iter().map(|e| e.path).collect();
+        assert_eq!(names, ["sub/a b ç.bin", "top.bin"]);
+        assert!(lib.list("../").is_err());
+    }
+}
