@@ -100,7 +100,11 @@ impl ConnArgs {
         } else {
             Trust::System
         };
-        Ok(ConnectOptions { trust, token: self.token.clone().filter(|t| !t.is_empty()), ..Default::default() })
+        Ok(ConnectOptions {
+            trust,
+            token: self.token.clone().filter(|t| !t.is_empty()),
+            ..Default::default()
+        })
     }
 }
 
@@ -115,7 +119,16 @@ pub async fn run(cli: Cli) -> Result<(), ClientError> {
             print!("{}", crate::ls::table(&entries));
             Ok(())
         }
-        Command::Get { url, o, resume, realtime, chunk_size, compress, q, conn } => {
+        Command::Get {
+            url,
+            o,
+            resume,
+            realtime,
+            chunk_size,
+            compress,
+            q,
+            conn,
+        } => {
             let url = Url::parse(&url)?;
             let session = Session::connect(&url, &conn.options()?).await?;
             let opts = GetOptions {
@@ -135,7 +148,11 @@ pub async fn run(cli: Cli) -> Result<(), ClientError> {
                     report.path.display(),
                     report.len,
                     report.mb_per_s(),
-                    if report.verified { "digest verified" } else { "no digest to verify" }
+                    if report.verified {
+                        "digest verified"
+                    } else {
+                        "no digest to verify"
+                    }
                 );
             }
             Ok(())

@@ -18,7 +18,8 @@ pub async fn run() -> Result<(), ClientError> {
         .await
         .map_err(|e| ClientError::Usage(format!("starting the demo server: {e}")))?;
     println!("{}", server.listening_line());
-    let dir = tempfile::tempdir().map_err(|e| ClientError::file(std::path::Path::new("tempdir"), e))?;
+    let dir =
+        tempfile::tempdir().map_err(|e| ClientError::file(std::path::Path::new("tempdir"), e))?;
     let opts = ConnectOptions {
         trust: Trust::pin_from_hex(server.fingerprint())?,
         token: None,
@@ -27,24 +28,58 @@ pub async fn run() -> Result<(), ClientError> {
     let mut rows = Vec::new();
     let mut all_ok = true;
     for scheme in [Scheme::Tcp, Scheme::Tcps, Scheme::Quic] {
-        let addr = if scheme == Scheme::Quic { server.quic_addr() } else { server.tcp_addr() };
-        let url = Url { scheme, host: addr.ip().to_string(), port: addr.port(), path: String::new() };
+        let addr = if scheme == Scheme::Quic {
+            server.quic_addr()
+        } else {
+            server.tcp_addr()
+        };
+        let url = Url {
+            scheme,
+            host: addr.ip().to_string(),
+            port: addr.port(),
+            path: String::new(),
+        };
         let session = Session::connect(&url, &opts).await?;
         let entries = session.list("").await?;
         for e in entries {
-            let out = dir.path().join(format!("{}-{}", scheme.name(), e.path.replace('/', "_")));
-            let got = get(&session, &e.path, &GetOptions { out: Some(out.clone()), ..Default::default() }).await;
+            let out = dir
+                .path()
+                .join(format!("{}-{}", scheme.name(), e.path.replace('/', "_")));
+            let got = get(
+                &session,
+                &e.path,
+                &GetOptions {
+                    out: Some(out.clone()),
+                    ..Default::default()
+                },
+            )
+            .await;
             let row = match got {
                 Ok(r) => {
-                    let same = std::fs::read(&out).ok() == std::fs::read(server.root().join(&e.path)).ok();
+                    let same =
+                        std::fs::read(&out).ok() == std::fs::read(server.root().join(&e.path)).ok();
                     all_ok &= r.verified && same;
                     let verified = if r.verified && same { "yes" } else { "NO" };
                     let ms = r.elapsed.as_secs_f64() * 1e3;
-                    [e.path, scheme.name().into(), r.len.to_string(), format!("{ms:.1} ms"), format!("{:.1}", r.mb_per_s()), verified.into()]
+                    [
+                        e.path,
+                        scheme.name().into(),
+                        r.len.to_string(),
+                        format!("{ms:.1} ms"),
+                        format!("{:.1}", r.mb_per_s()),
+                        verified.into(),
+                    ]
                 }
                 Err(err) => {
                     all_ok = false;
-                    [e.path, scheme.name().into(), "-".into(), "-".into(), "-".into(), format!("failed: {err}")]
+                    [
+                        e.path,
+                        scheme.name().into(),
+                        "-".into(),
+                        "-".into(),
+                        "-".into(),
+                        format!("failed: {err}"),
+                    ]
                 }
             };
             let _ = std::fs::remove_file(&out);
@@ -72,8 +107,17 @@ fn print_table(rows: &[[String; 6]]) {
     for r in std::iter::once(&head).chain(rows) {
         println!(
             "{:<a$}  {:<b$}  {:>c$}  {:>d$}  {:>e$}  {}",
-            r[0], r[1], r[2], r[3], r[4], r[5],
-            a = w[0], b = w[1], c = w[2], d = w[3], e = w[4]
+            r[0],
+            r[1],
+            r[2],
+            r[3],
+            r[4],
+            r[5],
+            a = w[0],
+            b = w[1],
+            c = w[2],
+            d = w[3],
+            e = w[4]
         );
     }
 }

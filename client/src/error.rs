@@ -88,6 +88,9 @@ impl ClientError {
     }
 
     pub(crate) fn file(path: &std::path::Path, source: std::io::Error) -> Self {
-        Self::File { path: path.display().to_string(), source }
+        Self::File {
+            path: path.display().to_string(),
+            source,
+        }
     }
 }

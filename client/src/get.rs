@@ -61,7 +61,10 @@ impl GetReport {
 
 /// The partial file that belongs to `out`.
 pub fn partial_path(out: &Path) -> PathBuf {
-    let mut name = out.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    let mut name = out
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
     name.push(".partial");
     out.with_file_name(name)
 }
@@ -71,11 +74,19 @@ pub fn default_out(path: &str) -> Result<PathBuf, ClientError> {
     path.rsplit('/')
         .find(|s| !s.is_empty())
         .map(PathBuf::from)
-        .ok_or_else(|| ClientError::Usage("the URL names no file: add its path, e.g. tcp://HOST:PORT/file.wav".into()))
+        .ok_or_else(|| {
+            ClientError::Usage(
+                "the URL names no file: add its path, e.g. tcp://HOST:PORT/file.wav".into(),
+            )
+        })
 }
 
 /// Downloads `path` from `session` according to `opts`.
-pub async fn get(session: &Session, path: &str, opts: &GetOptions) -> Result<GetReport, ClientError> {
+pub async fn get(
+    session: &Session,
+    path: &str,
+    opts: &GetOptions,
+) -> Result<GetReport, ClientError> {
     let out = match &opts.out {
         Some(o) => o.clone(),
         None => default_out(path)?,
@@ -94,8 +105,16 @@ pub async fn get(session: &Session, path: &str, opts: &GetOptions) -> Result<Get
     };
     let open = OpenOptions {
         path: path.to_owned(),
-        mode: if opts.realtime { Mode::Realtime } else { Mode::Download },
-        resume: if have > 0 { Resume::Offset(have) } else { Resume::Start },
+        mode: if opts.realtime {
+            Mode::Realtime
+        } else {
+            Mode::Download
+        },
+        resume: if have > 0 {
+            Resume::Offset(have)
+        } else {
+            Resume::Start
+        },
         compress: opts.compress,
         raw: have > 0,
         chunk_size: opts.chunk_size,
@@ -103,7 +122,10 @@ pub async fn get(session: &Session, path: &str, opts: &GetOptions) -> Result<Get
     let mut incoming = session.open(&open).await?;
     let info = incoming.opened.clone();
     if info.start_offset != have {
-        return Err(ClientError::Usage(format!("server resumed at {} instead of {have}", info.start_offset)));
+        return Err(ClientError::Usage(format!(
+            "server resumed at {} instead of {have}",
+            info.start_offset
+        )));
     }
     let mut expect = Expect::new();
     expect.total_len = info.total_len;
@@ -125,7 +147,9 @@ pub async fn get(session: &Session, path: &str, opts: &GetOptions) -> Result<Get
     let wpath = partial.clone();
     let writer = tokio::task::spawn_blocking(move || write_all(file, wrx, &wpath));
 
-    let bar = opts.progress.then(|| progress_bar(info.total_len.unwrap_or(0), have));
+    let bar = opts
+        .progress
+        .then(|| progress_bar(info.total_len.unwrap_or(0), have));
     let received = async {
         while let Some(chunk) = incoming.next().await {
             reasm.push(chunk?)?;
@@ -142,7 +166,9 @@ pub async fn get(session: &Session, path: &str, opts: &GetOptions) -> Result<Get
     }
     .await;
     drop(wtx);
-    let written = writer.await.map_err(|e| ClientError::Usage(e.to_string()))?;
+    let written = writer
+        .await
+        .map_err(|e| ClientError::Usage(e.to_string()))?;
     if let Some(b) = &bar {
         b.finish_and_clear();
     }
@@ -170,7 +196,9 @@ fn hash_prefix(partial: &Path) -> Result<(u64, Option<blake3::Hasher>), ClientEr
     let mut buf = vec![0u8; 1 << 20];
     let mut n = 0u64;
     loop {
-        let k = f.read(&mut buf).map_err(|e| ClientError::file(partial, e))?;
+        let k = f
+            .read(&mut buf)
+            .map_err(|e| ClientError::file(partial, e))?;
         if k == 0 {
             break;
         }
@@ -180,7 +208,11 @@ fn hash_prefix(partial: &Path) -> Result<(u64, Option<blake3::Hasher>), ClientEr
     Ok((n, Some(hasher)))
 }
 
-fn write_all(mut file: File, mut rx: mpsc::Receiver<Bytes>, path: &Path) -> Result<(), ClientError> {
+fn write_all(
+    mut file: File,
+    mut rx: mpsc::Receiver<Bytes>,
+    path: &Path,
+) -> Result<(), ClientError> {
     while let Some(b) = rx.blocking_recv() {
         file.write_all(&b).map_err(|e| ClientError::file(path, e))?;
     }

@@ -11,7 +11,10 @@ pub fn table(entries: &[Entry]) -> String {
                 e.path.clone(),
                 e.codec.kind().name().to_owned(),
                 e.size.map(human_bytes).unwrap_or_else(|| "-".into()),
-                e.duration_us.filter(|d| *d > 0).map(|d| format!("{:.2}s", d as f64 / 1e6)).unwrap_or_else(|| "-".into()),
+                e.duration_us
+                    .filter(|d| *d > 0)
+                    .map(|d| format!("{:.2}s", d as f64 / 1e6))
+                    .unwrap_or_else(|| "-".into()),
                 e.codec.summary(),
             ]
         })
@@ -25,7 +28,11 @@ pub fn table(entries: &[Entry]) -> String {
     }
     let mut out = String::new();
     for r in std::iter::once(&head).chain(&rows) {
-        let line: Vec<String> = r.iter().zip(widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        let line: Vec<String> = r
+            .iter()
+            .zip(widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
         out.push_str(line.join("  ").trim_end());
         out.push('\n');
     }

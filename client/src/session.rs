@@ -36,7 +36,11 @@ pub struct ConnectOptions {
 
 impl Default for ConnectOptions {
     fn default() -> Self {
-        Self { trust: Trust::System, token: None, timeout: Duration::from_secs(10) }
+        Self {
+            trust: Trust::System,
+            token: None,
+            timeout: Duration::from_secs(10),
+        }
     }
 }
 
@@ -101,8 +105,14 @@ impl Session {
                 Scheme::Tcp | Scheme::Tcps => {
                     let sock = tokio::net::TcpStream::connect(addr)
                         .await
-                        .map_err(|source| ClientError::Connect { addr: url.authority(), source })?;
-                    tcp::configure(&sock).map_err(|source| ClientError::Connect { addr: url.authority(), source })?;
+                        .map_err(|source| ClientError::Connect {
+                            addr: url.authority(),
+                            source,
+                        })?;
+                    tcp::configure(&sock).map_err(|source| ClientError::Connect {
+                        addr: url.authority(),
+                        source,
+                    })?;
                     let io: BoxedIo = if url.scheme == Scheme::Tcps {
                         let cfg = tls::client_config(&opts.trust)?;
                         let name = server_name(&url.host)?;
@@ -118,16 +128,21 @@ impl Session {
                     Ok::<_, ClientError>((tx, rx, None))
                 }
                 Scheme::Quic => {
-                    let ep = quic::client_endpoint(addr, &opts.trust).map_err(|e| ClientError::Secure {
-                        addr: url.authority(),
-                        reason: e.to_string(),
+                    let ep = quic::client_endpoint(addr, &opts.trust).map_err(|e| {
+                        ClientError::Secure {
+                            addr: url.authority(),
+                            reason: e.to_string(),
+                        }
                     })?;
                     let conn = ep
                         .connect(addr, &url.host)
                         .map_err(|e| secure_error(url, &e.to_string()))?
                         .await
                         .map_err(|e| quic_connect_error(url, e))?;
-                    let (send, recv) = conn.open_bi().await.map_err(|e| ClientError::Lost(e.to_string()))?;
+                    let (send, recv) = conn
+                        .open_bi()
+                        .await
+                        .map_err(|e| ClientError::Lost(e.to_string()))?;
                     let (tx, rx) = link::quic(conn, send, recv, limits);
                     Ok((tx, rx, Some(ep)))
                 }
@@ -142,7 +157,13 @@ impl Session {
         let pending = Pending::default();
         let closes = Closes::default();
         let (down_tx, down) = watch::channel(None);
-        tokio::spawn(demux(rx, tx.clone(), pending.clone(), closes.clone(), down_tx));
+        tokio::spawn(demux(
+            rx,
+            tx.clone(),
+            pending.clone(),
+            closes.clone(),
+            down_tx,
+        ));
         Ok(Self {
             tx,
             pending,
@@ -162,14 +183,24 @@ impl Session {
     }
 
     fn lost(&self) -> ClientError {
-        let why = self.down.borrow().clone().unwrap_or_else(|| "closed by the server".to_owned());
+        let why = self
+            .down
+            .borrow()
+            .clone()
+            .unwrap_or_else(|| "closed by the server".to_owned());
         ClientError::Lost(why)
     }
 
-    async fn request(&self, build: impl FnOnce(u32) -> Frame) -> Result<mpsc::Receiver<Frame>, ClientError> {
+    async fn request(
+        &self,
+        build: impl FnOnce(u32) -> Frame,
+    ) -> Result<mpsc::Receiver<Frame>, ClientError> {
         let id = self.next_request.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(16);
-        self.pending.lock().unwrap_or_else(|e| e.into_inner()).insert(id, tx);
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, tx);
         if self.down.borrow().is_some() {
             return Err(self.lost());
         }
@@ -180,7 +211,9 @@ impl Session {
     /// Lists what the server has under `prefix`.
     pub async fn list(&self, prefix: &str) -> Result<Vec<Entry>, ClientError> {
         let prefix = prefix.to_owned();
-        let mut rx = self.request(|request| Frame::List { request, prefix }).await?;
+        let mut rx = self
+            .request(|request| Frame::List { request, prefix })
+            .await?;
         let mut entries = Vec::new();
         loop {
             match rx.recv().await {
@@ -190,8 +223,18 @@ impl Session {
                         return Ok(entries);
                     }
                 }
-                Some(Frame::Error(e)) => return Err(ClientError::Server { code: e.code, message: e.message }),
-                Some(other) => return Err(ClientError::Lost(format!("unexpected {} answer", other.name()))),
+                Some(Frame::Error(e)) => {
+                    return Err(ClientError::Server {
+                        code: e.code,
+                        message: e.message,
+                    });
+                }
+                Some(other) => {
+                    return Err(ClientError::Lost(format!(
+                        "unexpected {} answer",
+                        other.name()
+                    )));
+                }
                 None => return Err(self.lost()),
             }
         }
@@ -203,7 +246,10 @@ impl Session {
         // Route before asking: on QUIC the chunks may overtake the OPENED frame.
         let chunks = self.tx.route(stream, STREAM_BUFFER);
         let (close_tx, close_rx) = oneshot::channel();
-        self.closes.lock().unwrap_or_else(|e| e.into_inner()).insert(stream, close_tx);
+        self.closes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(stream, close_tx);
         let open = |request| {
             Frame::Open(Open {
                 request,
@@ -221,9 +267,17 @@ impl Session {
             Some(Frame::Opened(o)) => o,
             Some(Frame::Error(e)) => {
                 self.tx.unroute(stream);
-                return Err(ClientError::Server { code: e.code, message: e.message });
+                return Err(ClientError::Server {
+                    code: e.code,
+                    message: e.message,
+                });
             }
-            Some(other) => return Err(ClientError::Lost(format!("unexpected {} answer", other.name()))),
+            Some(other) => {
+                return Err(ClientError::Lost(format!(
+                    "unexpected {} answer",
+                    other.name()
+                )));
+            }
             None => return Err(self.lost()),
         };
         let max_payload = self.limits.max_payload().max(opened.chunk_size as usize);
@@ -241,7 +295,13 @@ impl Session {
 
     /// Says goodbye and waits briefly for the transport to close.
     pub async fn close(self) {
-        let _ = self.tx.send(Frame::Goodbye { code: ErrorCode::None, message: String::new() }).await;
+        let _ = self
+            .tx
+            .send(Frame::Goodbye {
+                code: ErrorCode::None,
+                message: String::new(),
+            })
+            .await;
         if let Some(conn) = self.tx.quic() {
             // Let the GOODBYE reach the server before the close cuts the streams.
             tokio::time::sleep(Duration::from_millis(5)).await;
@@ -268,7 +328,10 @@ pub struct Incoming {
 
 impl Drop for Incoming {
     fn drop(&mut self) {
-        self.closes.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.opened.stream);
+        self.closes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.opened.stream);
     }
 }
 
@@ -305,7 +368,11 @@ impl Incoming {
     }
 
     fn lost(&self) -> ClientError {
-        let why = self.down.borrow().clone().unwrap_or_else(|| "closed by the server".to_owned());
+        let why = self
+            .down
+            .borrow()
+            .clone()
+            .unwrap_or_else(|| "closed by the server".to_owned());
         ClientError::Lost(why)
     }
 
@@ -317,7 +384,11 @@ impl Incoming {
             self.tx.unroute(stream);
             let _ = self
                 .tx
-                .send(Frame::Close { stream, code: ErrorCode::None, message: String::new() })
+                .send(Frame::Close {
+                    stream,
+                    code: ErrorCode::None,
+                    message: String::new(),
+                })
                 .await;
         }
     }
@@ -326,7 +397,10 @@ impl Incoming {
 async fn resolve(url: &Url) -> Result<SocketAddr, ClientError> {
     let mut addrs = tokio::net::lookup_host((url.host.as_str(), url.port))
         .await
-        .map_err(|source| ClientError::Resolve { host: url.host.clone(), source })?;
+        .map_err(|source| ClientError::Resolve {
+            host: url.host.clone(),
+            source,
+        })?;
     addrs.next().ok_or_else(|| ClientError::Resolve {
         host: url.host.clone(),
         source: std::io::Error::new(std::io::ErrorKind::NotFound, "no address"),
@@ -339,17 +413,26 @@ fn server_name(host: &str) -> Result<ServerName<'static>, ClientError> {
 }
 
 fn secure_error(url: &Url, raw: &str) -> ClientError {
-    let reason = if raw.contains("UnknownIssuer") || raw.contains("invalid peer certificate") && !raw.contains("mismatch") {
-        format!("{raw}: the server's certificate is not trusted; pass --cert-sha256 HEX (from the server's listening line) or --ca FILE")
+    let reason = if raw.contains("UnknownIssuer")
+        || raw.contains("invalid peer certificate") && !raw.contains("mismatch")
+    {
+        format!(
+            "{raw}: the server's certificate is not trusted; pass --cert-sha256 HEX (from the server's listening line) or --ca FILE"
+        )
     } else {
         raw.to_owned()
     };
-    ClientError::Secure { addr: url.authority(), reason }
+    ClientError::Secure {
+        addr: url.authority(),
+        reason,
+    }
 }
 
 fn quic_connect_error(url: &Url, e: quinn::ConnectionError) -> ClientError {
     match e {
-        quinn::ConnectionError::TransportError(ref t) if t.code.to_string().contains("crypto") || t.to_string().contains("certificate") => {
+        quinn::ConnectionError::TransportError(ref t)
+            if t.code.to_string().contains("crypto") || t.to_string().contains("certificate") =>
+        {
             secure_error(url, &e.to_string())
         }
         quinn::ConnectionError::TimedOut => ClientError::Connect {
@@ -360,22 +443,41 @@ fn quic_connect_error(url: &Url, e: quinn::ConnectionError) -> ClientError {
     }
 }
 
-async fn handshake(tx: &LinkTx, mut rx: LinkRx, opts: &ConnectOptions) -> Result<(Established, LinkRx), ClientError> {
-    let config = ClientConfig { token: opts.token.clone(), ..ClientConfig::default() };
+async fn handshake(
+    tx: &LinkTx,
+    mut rx: LinkRx,
+    opts: &ConnectOptions,
+) -> Result<(Established, LinkRx), ClientError> {
+    let config = ClientConfig {
+        token: opts.token.clone(),
+        ..ClientConfig::default()
+    };
     let mut hs = ClientHandshake::new(config, Instant::now());
     let mut out = BytesMut::new();
     hs.poll_transmit(&mut out);
-    tx.send_raw(out.freeze()).await.map_err(|e| ClientError::Lost(e.to_string()))?;
+    tx.send_raw(out.freeze())
+        .await
+        .map_err(|e| ClientError::Lost(e.to_string()))?;
     let frame = match rx.recv().await {
         Some(Ok(f)) => f,
         Some(Err(e)) => return Err(ClientError::Lost(e.to_string())),
-        None => return Err(ClientError::Lost("the server closed the connection during the handshake".into())),
+        None => {
+            return Err(ClientError::Lost(
+                "the server closed the connection during the handshake".into(),
+            ));
+        }
     };
     let est = hs.handle_frame(Instant::now(), frame)?;
     Ok((est, rx))
 }
 
-async fn demux(mut rx: LinkRx, tx: LinkTx, pending: Pending, closes: Closes, down: watch::Sender<Option<String>>) {
+async fn demux(
+    mut rx: LinkRx,
+    tx: LinkTx,
+    pending: Pending,
+    closes: Closes,
+    down: watch::Sender<Option<String>>,
+) {
     let epoch = Instant::now();
     let why = loop {
         let frame = match rx.recv().await {
@@ -386,16 +488,31 @@ async fn demux(mut rx: LinkRx, tx: LinkTx, pending: Pending, closes: Closes, dow
         let request = match &frame {
             Frame::Ping { nonce, time_us } => {
                 let time = epoch.elapsed().as_micros() as u64;
-                let _ = tx.send(Frame::Pong { nonce: *nonce, echo_us: *time_us, time_us: time }).await;
+                let _ = tx
+                    .send(Frame::Pong {
+                        nonce: *nonce,
+                        echo_us: *time_us,
+                        time_us: time,
+                    })
+                    .await;
                 continue;
             }
             Frame::Catalog(c) => c.request,
             Frame::Opened(o) => o.request,
             Frame::Error(e) if e.request != 0 => e.request,
             Frame::Error(e) => break format!("{}: {}", e.code, e.message),
-            Frame::Goodbye { code, message } => break format!("server closed the connection: {code}: {message}"),
-            Frame::Close { stream, code, message } => {
-                let waiter = closes.lock().unwrap_or_else(|e| e.into_inner()).remove(stream);
+            Frame::Goodbye { code, message } => {
+                break format!("server closed the connection: {code}: {message}");
+            }
+            Frame::Close {
+                stream,
+                code,
+                message,
+            } => {
+                let waiter = closes
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(stream);
                 if let Some(w) = waiter {
                     let _ = w.send((*code, message.clone()));
                 }
@@ -406,7 +523,11 @@ async fn demux(mut rx: LinkRx, tx: LinkTx, pending: Pending, closes: Closes, dow
         let last = !matches!(&frame, Frame::Catalog(c) if !c.last);
         let waiter = {
             let mut p = pending.lock().unwrap_or_else(|e| e.into_inner());
-            if last { p.remove(&request) } else { p.get(&request).cloned() }
+            if last {
+                p.remove(&request)
+            } else {
+                p.get(&request).cloned()
+            }
         };
         if let Some(w) = waiter {
             let _ = w.send(frame).await;

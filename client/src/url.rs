@@ -53,7 +53,10 @@ pub struct UrlError {
 impl Url {
     /// Parses a URL.
     pub fn parse(s: &str) -> Result<Self, UrlError> {
-        let fail = |reason| UrlError { url: s.to_owned(), reason };
+        let fail = |reason| UrlError {
+            url: s.to_owned(),
+            reason,
+        };
         let (scheme, rest) = s.split_once("://").ok_or_else(|| fail("no scheme"))?;
         let scheme = match scheme.to_ascii_lowercase().as_str() {
             "tcp" => Scheme::Tcp,
@@ -90,7 +93,12 @@ impl Url {
             .decode_utf8()
             .map_err(|_| fail("path is not UTF-8 once decoded"))?
             .into_owned();
-        Ok(Self { scheme, host: host.to_owned(), port, path })
+        Ok(Self {
+            scheme,
+            host: host.to_owned(),
+            port,
+            path,
+        })
     }
 
     /// `HOST:PORT`, bracketing IPv6.
@@ -104,13 +112,22 @@ impl Url {
 
     /// This URL with another path.
     pub fn with_path(&self, path: &str) -> Self {
-        Self { path: path.trim_start_matches('/').to_owned(), ..self.clone() }
+        Self {
+            path: path.trim_start_matches('/').to_owned(),
+            ..self.clone()
+        }
     }
 }
 
 impl fmt::Display for Url {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}://{}/{}", self.scheme.name(), self.authority(), self.path)
+        write!(
+            f,
+            "{}://{}/{}",
+            self.scheme.name(),
+            self.authority(),
+            self.path
+        )
     }
 }
 
@@ -121,9 +138,15 @@ mod tests {
     #[test]
     fn parses_every_scheme_and_host_form() {
         let u = Url::parse("quic://127.0.0.1:9000/dir/a%20b%C3%A7.wav").unwrap();
-        assert_eq!((u.scheme, u.host.as_str(), u.port, u.path.as_str()), (Scheme::Quic, "127.0.0.1", 9000, "dir/a bç.wav"));
+        assert_eq!(
+            (u.scheme, u.host.as_str(), u.port, u.path.as_str()),
+            (Scheme::Quic, "127.0.0.1", 9000, "dir/a bç.wav")
+        );
         let u = Url::parse("tcps://[::1]:7/x").unwrap();
-        assert_eq!((u.scheme, u.host.as_str(), u.port), (Scheme::Tcps, "::1", 7));
+        assert_eq!(
+            (u.scheme, u.host.as_str(), u.port),
+            (Scheme::Tcps, "::1", 7)
+        );
         assert_eq!(u.authority(), "[::1]:7");
         let u = Url::parse("tcp://localhost").unwrap();
         assert_eq!((u.port, u.path.as_str()), (DEFAULT_PORT, ""));
@@ -131,7 +154,14 @@ mod tests {
 
     #[test]
     fn rejects_bad_urls_with_a_reason() {
-        for bad in ["http://x/y", "x/y", "tcp://:1/", "tcp://h:99999/", "tcp://[::1/", "tcp://h/%ff"] {
+        for bad in [
+            "http://x/y",
+            "x/y",
+            "tcp://:1/",
+            "tcp://h:99999/",
+            "tcp://[::1/",
+            "tcp://h/%ff",
+        ] {
             let e = Url::parse(bad).unwrap_err();
             assert!(e.to_string().contains("expected tcp://"), "{bad}: {e}");
         }

@@ -53,7 +53,12 @@ pub(crate) async fn serve(shared: Arc<Shared>, tx: LinkTx, mut rx: LinkRx, peer:
         return;
     };
     info!(%peer, session = id, client = %est.peer_name, "connected");
-    let mut conn = Conn { shared: shared.clone(), tx, est, streams: HashMap::new() };
+    let mut conn = Conn {
+        shared: shared.clone(),
+        tx,
+        est,
+        streams: HashMap::new(),
+    };
     conn.run(&mut rx).await;
     info!(%peer, session = id, "disconnected");
 }
@@ -78,7 +83,13 @@ async fn handshake(shared: &Shared, tx: &LinkTx, rx: &mut LinkRx, id: u64) -> Op
             // Garbage: say so in a frame the client can show, then close.
             let code = ErrorCode::Protocol;
             let message = format!("not a chunkcast hello: {e}");
-            let _ = tx.send(Frame::Error(ErrorFrame { request: 0, code, message })).await;
+            let _ = tx
+                .send(Frame::Error(ErrorFrame {
+                    request: 0,
+                    code,
+                    message,
+                }))
+                .await;
             return None;
         }
         None => return None,
@@ -147,7 +158,13 @@ impl Conn {
         }
         if self.shared.stop.is_cancelled() {
             let message = "server shutting down".to_owned();
-            let _ = self.tx.send(Frame::Goodbye { code: ErrorCode::None, message }).await;
+            let _ = self
+                .tx
+                .send(Frame::Goodbye {
+                    code: ErrorCode::None,
+                    message,
+                })
+                .await;
             for (_, h) in self.streams.drain() {
                 h.abort();
             }
@@ -168,12 +185,17 @@ impl Conn {
                 match listed {
                     Ok(Ok(entries)) => self.send_catalog(request, entries).await,
                     Ok(Err(e)) => self.error(request, e.code(), e.to_string()).await,
-                    Err(_) => self.error(request, ErrorCode::Internal, "listing failed").await,
+                    Err(_) => {
+                        self.error(request, ErrorCode::Internal, "listing failed")
+                            .await
+                    }
                 }
             }
             Frame::Open(open) => {
                 if self.shared.draining.is_cancelled() {
-                    return self.error(open.request, ErrorCode::Busy, "server is shutting down").await;
+                    return self
+                        .error(open.request, ErrorCode::Busy, "server is shutting down")
+                        .await;
                 }
                 if self.streams.len() >= self.shared.config.limits.max_streams_per_connection {
                     let msg = format!(
@@ -183,7 +205,13 @@ impl Conn {
                     return self.error(open.request, ErrorCode::Busy, msg).await;
                 }
                 if self.streams.contains_key(&open.stream) {
-                    return self.error(open.request, ErrorCode::BadRequest, "stream id already in use").await;
+                    return self
+                        .error(
+                            open.request,
+                            ErrorCode::BadRequest,
+                            "stream id already in use",
+                        )
+                        .await;
                 }
                 let lz4 = open.compress && self.est.caps.contains(Caps::LZ4);
                 let max_payload = self.shared.config.limits.wire.max_payload();
@@ -216,7 +244,12 @@ impl Conn {
                 true
             }
             Frame::Publish { request, .. } | Frame::Subscribe { request, .. } => {
-                self.error(request, ErrorCode::BadRequest, "live channels are not supported by this server yet").await
+                self.error(
+                    request,
+                    ErrorCode::BadRequest,
+                    "live channels are not supported by this server yet",
+                )
+                .await
             }
             Frame::Chunk(c) => {
                 let msg = format!("chunk for stream {} that is not being published", c.stream);
@@ -231,13 +264,26 @@ impl Conn {
         }
     }
 
-    async fn send_catalog(&self, request: u32, entries: Vec<chunkcast_protocol::wire::Entry>) -> bool {
+    async fn send_catalog(
+        &self,
+        request: u32,
+        entries: Vec<chunkcast_protocol::wire::Entry>,
+    ) -> bool {
         let pages = entries.len().div_ceil(CATALOG_PAGE).max(1);
         let mut it = entries.into_iter();
         for page in 0..pages {
             let entries: Vec<_> = it.by_ref().take(CATALOG_PAGE).collect();
             let last = page + 1 == pages;
-            if self.tx.send(Frame::Catalog(Catalog { request, last, entries })).await.is_err() {
+            if self
+                .tx
+                .send(Frame::Catalog(Catalog {
+                    request,
+                    last,
+                    entries,
+                }))
+                .await
+                .is_err()
+            {
                 return false;
             }
         }
@@ -245,7 +291,11 @@ impl Conn {
     }
 
     async fn error(&self, request: u32, code: ErrorCode, message: impl Into<String>) -> bool {
-        let frame = Frame::Error(ErrorFrame { request, code, message: message.into() });
+        let frame = Frame::Error(ErrorFrame {
+            request,
+            code,
+            message: message.into(),
+        });
         self.tx.send(frame).await.is_ok()
     }
 }

@@ -48,7 +48,9 @@ use crate::library::Library;
 #[non_exhaustive]
 pub enum ServerError {
     /// A non-loopback address without a token.
-    #[error("refusing to listen on {0} without a token: pass --token (or set CHUNKCAST_TOKEN), or --allow-anonymous to serve anyone")]
+    #[error(
+        "refusing to listen on {0} without a token: pass --token (or set CHUNKCAST_TOKEN), or --allow-anonymous to serve anyone"
+    )]
     NeedsToken(SocketAddr),
     /// The library could not be opened or generated.
     #[error("library {path}: {source}")]
@@ -92,7 +94,11 @@ impl Server {
     /// Opens the library, binds both transports and starts accepting.
     pub async fn start(config: Config) -> Result<Self, ServerError> {
         if config.exposed() && config.token.is_none() && !config.allow_anonymous {
-            let addr = if config.tcp.ip().is_loopback() { config.quic } else { config.tcp };
+            let addr = if config.tcp.ip().is_loopback() {
+                config.quic
+            } else {
+                config.tcp
+            };
             return Err(ServerError::NeedsToken(addr));
         }
         let root = match &config.root {
@@ -102,12 +108,17 @@ impl Server {
                 let d = dir.clone();
                 tokio::task::spawn_blocking(move || chunkcast_media_samples::ensure(&d))
                     .await
-                    .map_err(|e| ServerError::Library { path: dir.display().to_string(), source: std::io::Error::other(e) })??;
+                    .map_err(|e| ServerError::Library {
+                        path: dir.display().to_string(),
+                        source: std::io::Error::other(e),
+                    })??;
                 dir
             }
         };
-        let library = Library::new(&root)
-            .map_err(|source| ServerError::Library { path: root.display().to_string(), source })?;
+        let library = Library::new(&root).map_err(|source| ServerError::Library {
+            path: root.display().to_string(),
+            source,
+        })?;
         let identity = match &config.cert {
             Some((c, k)) => tls::Identity::from_pem_files(c, k)?,
             None => {
@@ -117,8 +128,14 @@ impl Server {
         };
         let listener = TcpListener::bind(config.tcp)
             .await
-            .map_err(|source| ServerError::Bind { addr: config.tcp, source })?;
-        let tcp_addr = listener.local_addr().map_err(|source| ServerError::Bind { addr: config.tcp, source })?;
+            .map_err(|source| ServerError::Bind {
+                addr: config.tcp,
+                source,
+            })?;
+        let tcp_addr = listener.local_addr().map_err(|source| ServerError::Bind {
+            addr: config.tcp,
+            source,
+        })?;
         // "--listen" means one port for both: with port 0, QUIC takes the port TCP got.
         let mut quic_want = config.quic;
         if quic_want.port() == 0 && quic_want.ip() == tcp_addr.ip() {
@@ -129,7 +146,10 @@ impl Server {
             Err(_) if config.quic.port() == 0 => quic::server_endpoint(config.quic, &identity)?,
             Err(e) => return Err(e.into()),
         };
-        let quic_addr = endpoint.local_addr().map_err(|source| ServerError::Bind { addr: quic_want, source })?;
+        let quic_addr = endpoint.local_addr().map_err(|source| ServerError::Bind {
+            addr: quic_want,
+            source,
+        })?;
         let acceptor = TlsAcceptor::from(tls::server_config(&identity)?);
 
         let shared = Arc::new(Shared {
@@ -141,8 +161,19 @@ impl Server {
         });
         let slots = Arc::new(Semaphore::new(shared.config.limits.max_connections));
         let tracker = TaskTracker::new();
-        tokio::spawn(listen::tcp_loop(listener, acceptor, shared.clone(), slots.clone(), tracker.clone()));
-        tokio::spawn(listen::quic_loop(endpoint.clone(), shared.clone(), slots, tracker.clone()));
+        tokio::spawn(listen::tcp_loop(
+            listener,
+            acceptor,
+            shared.clone(),
+            slots.clone(),
+            tracker.clone(),
+        ));
+        tokio::spawn(listen::quic_loop(
+            endpoint.clone(),
+            shared.clone(),
+            slots,
+            tracker.clone(),
+        ));
         let server = Self {
             tcp_addr,
             quic_addr,
@@ -153,7 +184,10 @@ impl Server {
             endpoint,
         };
         info!(root = %server.root.display(), "serving");
-        info!("connect with: chunkcast ls --cert-sha256 {} quic://{}/", server.fingerprint, server.quic_addr);
+        info!(
+            "connect with: chunkcast ls --cert-sha256 {} quic://{}/",
+            server.fingerprint, server.quic_addr
+        );
         Ok(server)
     }
 
@@ -179,7 +213,10 @@ impl Server {
 
     /// The one line the binary prints on stdout once bound (the product contract).
     pub fn listening_line(&self) -> String {
-        format!("listening tcp={} quic={} cert-sha256={}", self.tcp_addr, self.quic_addr, self.fingerprint)
+        format!(
+            "listening tcp={} quic={} cert-sha256={}",
+            self.tcp_addr, self.quic_addr, self.fingerprint
+        )
     }
 
     /// Graceful shutdown: stop accepting and refuse new streams, let running streams finish
@@ -188,12 +225,16 @@ impl Server {
         self.shared.draining.cancel();
         self.tracker.close();
         let grace = self.shared.config.grace;
-        if tokio::time::timeout(grace, self.tracker.wait()).await.is_err() {
+        if tokio::time::timeout(grace, self.tracker.wait())
+            .await
+            .is_err()
+        {
             info!("grace period over; closing remaining connections");
         }
         self.shared.stop.cancel();
         let _ = tokio::time::timeout(std::time::Duration::from_secs(1), self.tracker.wait()).await;
         self.endpoint.close(quinn::VarInt::from_u32(0), b"shutdown");
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), self.endpoint.wait_idle()).await;
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), self.endpoint.wait_idle())
+            .await;
     }
 }

@@ -47,7 +47,10 @@ struct Stamp {
 
 impl Stamp {
     fn of(meta: &std::fs::Metadata) -> Self {
-        Self { len: meta.len(), modified: meta.modified().ok() }
+        Self {
+            len: meta.len(),
+            modified: meta.modified().ok(),
+        }
     }
 }
 
@@ -68,7 +71,11 @@ impl Library {
                 format!("{} is not a directory", root.display()),
             ));
         }
-        Ok(Self { root, digests: Mutex::default(), probes: Mutex::default() })
+        Ok(Self {
+            root,
+            digests: Mutex::default(),
+            probes: Mutex::default(),
+        })
     }
 
     /// The root directory.
@@ -117,7 +124,12 @@ impl Library {
     pub fn digest(&self, path: &Path) -> std::io::Result<[u8; 32]> {
         let meta = std::fs::metadata(path)?;
         let stamp = Stamp::of(&meta);
-        if let Some((s, d)) = self.digests.lock().unwrap_or_else(|e| e.into_inner()).get(path) {
+        if let Some((s, d)) = self
+            .digests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(path)
+        {
             if *s == stamp {
                 return Ok(*d);
             }
@@ -143,7 +155,9 @@ impl Library {
             self.root.clone()
         } else {
             let dir = self.root.join(prefix);
-            let real = dir.canonicalize().map_err(|_| PathError::NotFound(prefix.to_owned()))?;
+            let real = dir
+                .canonicalize()
+                .map_err(|_| PathError::NotFound(prefix.to_owned()))?;
             if !real.starts_with(&self.root) || prefix.split('/').any(|p| p == ".." || p == ".") {
                 return Err(PathError::Invalid(prefix.to_owned()));
             }
@@ -159,7 +173,9 @@ impl Library {
         if depth > MAX_DEPTH {
             return;
         }
-        let Ok(rd) = std::fs::read_dir(dir) else { return };
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return;
+        };
         for e in rd.flatten() {
             if out.len() >= MAX_ENTRIES {
                 return;
@@ -167,7 +183,9 @@ impl Library {
             if e.file_name().to_string_lossy().starts_with('.') {
                 continue;
             }
-            let Ok(real) = e.path().canonicalize() else { continue };
+            let Ok(real) = e.path().canonicalize() else {
+                continue;
+            };
             if !real.starts_with(&self.root) {
                 continue;
             }
@@ -182,19 +200,33 @@ impl Library {
     fn entry(&self, path: &Path) -> Option<Entry> {
         let meta = std::fs::metadata(path).ok()?;
         let stamp = Stamp::of(&meta);
-        if let Some((s, e)) = self.probes.lock().unwrap_or_else(|e| e.into_inner()).get(path) {
+        if let Some((s, e)) = self
+            .probes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(path)
+        {
             if *s == stamp {
                 return Some(e.clone());
             }
         }
         let rel = path.strip_prefix(&self.root).ok()?;
-        let rel = rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>();
+        let rel = rel
+            .components()
+            .map(|c| c.as_os_str().to_string_lossy())
+            .collect::<Vec<_>>();
         let name = rel.join("/");
         let (codec, duration_us) = match probe(path, &name) {
             Ok(p) => (p.codec(), p.duration_us()),
             Err(_) => (Codec::Bytes, None),
         };
-        let entry = Entry { path: name, codec, size: Some(meta.len()), duration_us, viewers: 0 };
+        let entry = Entry {
+            path: name,
+            codec,
+            size: Some(meta.len()),
+            duration_us,
+            viewers: 0,
+        };
         self.probes
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -247,12 +279,27 @@ mod tests {
     #[test]
     fn traversal_is_refused() {
         let (_d, lib) = lib();
-        for bad in ["../etc/passwd", "sub/../../x", "/etc/passwd", "sub/./a", "a\\..\\b", "x\0y", "", "."] {
-            assert!(matches!(lib.resolve(bad), Err(PathError::Invalid(_))), "{bad:?}");
+        for bad in [
+            "../etc/passwd",
+            "sub/../../x",
+            "/etc/passwd",
+            "sub/./a",
+            "a\\..\\b",
+            "x\0y",
+            "",
+            ".",
+        ] {
+            assert!(
+                matches!(lib.resolve(bad), Err(PathError::Invalid(_))),
+                "{bad:?}"
+            );
         }
         // Encoded forms are literal names here (the client decodes once): they do not exist.
         for literal in ["%2e%2e/etc/passwd", "..%2fetc", "．．/etc"] {
-            assert!(matches!(lib.resolve(literal), Err(PathError::NotFound(_))), "{literal:?}");
+            assert!(
+                matches!(lib.resolve(literal), Err(PathError::NotFound(_))),
+                "{literal:?}"
+            );
         }
     }
 

@@ -3,10 +3,10 @@
 use std::sync::Arc;
 
 use bytes::BytesMut;
+use chunkcast_protocol::ErrorCode;
 use chunkcast_protocol::net::tcp::{self, Flavor};
 use chunkcast_protocol::net::{BoxedIo, link};
 use chunkcast_protocol::wire::{ErrorFrame, Frame, encode};
-use chunkcast_protocol::ErrorCode;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
@@ -38,7 +38,11 @@ pub(crate) async fn tcp_loop(
             () = shared.draining.cancelled() => return,
         };
         let Ok(permit) = slots.clone().try_acquire_owned() else {
-            tracker.spawn(refuse(sock, ErrorCode::Busy, "server is at its connection limit; try again later"));
+            tracker.spawn(refuse(
+                sock,
+                ErrorCode::Busy,
+                "server is at its connection limit; try again later",
+            ));
             continue;
         };
         let shared = shared.clone();
@@ -71,7 +75,8 @@ async fn tcp_conn(
             }
         }
         Some(Flavor::Plain) => {
-            if !peer.ip().is_loopback() && shared.config.exposed() && !shared.config.allow_plaintext {
+            if !peer.ip().is_loopback() && shared.config.exposed() && !shared.config.allow_plaintext
+            {
                 refuse(
                     sock,
                     ErrorCode::Unauthorized,
@@ -90,7 +95,14 @@ async fn tcp_conn(
 
 async fn refuse(mut sock: TcpStream, code: ErrorCode, message: &str) {
     let mut out = BytesMut::new();
-    encode(&Frame::Error(ErrorFrame { request: 0, code, message: message.to_owned() }), &mut out);
+    encode(
+        &Frame::Error(ErrorFrame {
+            request: 0,
+            code,
+            message: message.to_owned(),
+        }),
+        &mut out,
+    );
     let _ = tokio::time::timeout(std::time::Duration::from_secs(1), sock.write_all(&out)).await;
     let _ = sock.shutdown().await;
 }

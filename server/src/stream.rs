@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use chunkcast_protocol::chunk::{Config as ChunkConfig, DEFAULT_CHUNK_SIZE, MediaError, Packetizer};
+use chunkcast_protocol::chunk::{
+    Config as ChunkConfig, DEFAULT_CHUNK_SIZE, MediaError, Packetizer,
+};
 use chunkcast_protocol::compress::Compressor;
 use chunkcast_protocol::net::{LinkError, LinkTx};
 use chunkcast_protocol::wire::{ErrorFrame, Frame, Mode, Open, Opened, Resume};
@@ -33,7 +35,11 @@ pub(crate) struct Prepared {
 }
 
 fn err(request: u32, code: ErrorCode, message: impl Into<String>) -> ErrorFrame {
-    ErrorFrame { request, code, message: message.into() }
+    ErrorFrame {
+        request,
+        code,
+        message: message.into(),
+    }
 }
 
 /// Resolves and probes the requested file and starts its reader thread.
@@ -43,14 +49,22 @@ pub(crate) async fn prepare(
     max_payload: usize,
     lz4: bool,
 ) -> Result<Prepared, ErrorFrame> {
-    let path = library.resolve(&open.path).map_err(|e| err(open.request, e.code(), e.to_string()))?;
+    let path = library
+        .resolve(&open.path)
+        .map_err(|e| err(open.request, e.code(), e.to_string()))?;
     let (info_tx, info_rx) = oneshot::channel();
     let (tx, rx) = mpsc::channel(AHEAD);
     let mode = open.mode;
     let request = open.request;
-    tokio::task::spawn_blocking(move || produce(&library, path, open, max_payload, lz4, info_tx, tx));
+    tokio::task::spawn_blocking(move || {
+        produce(&library, path, open, max_payload, lz4, info_tx, tx)
+    });
     match info_rx.await {
-        Ok(Ok(opened)) => Ok(Prepared { opened, chunks: rx, mode }),
+        Ok(Ok(opened)) => Ok(Prepared {
+            opened,
+            chunks: rx,
+            mode,
+        }),
         Ok(Err(e)) => Err(e),
         Err(_) => Err(err(request, ErrorCode::Internal, "reader thread failed")),
     }
@@ -66,7 +80,13 @@ fn produce(
     tx: mpsc::Sender<Produced>,
 ) {
     let request = open.request;
-    let io_err = |e: std::io::Error| err(request, ErrorCode::Internal, format!("reading {}: {e}", open.path));
+    let io_err = |e: std::io::Error| {
+        err(
+            request,
+            ErrorCode::Internal,
+            format!("reading {}: {e}", open.path),
+        )
+    };
     let setup = || -> Result<(File, Packetizer, Opened), ErrorFrame> {
         let digest = library.digest(&path).map_err(io_err)?;
         let mut file = File::open(&path).map_err(io_err)?;
@@ -81,7 +101,11 @@ fn produce(
             Resume::Start => (0, 0),
             Resume::Seq(n) => (0, n),
             Resume::Offset(x) if x > len => {
-                return Err(err(request, ErrorCode::BadRequest, format!("resume offset {x} is past the end ({len} bytes)")));
+                return Err(err(
+                    request,
+                    ErrorCode::BadRequest,
+                    format!("resume offset {x} is past the end ({len} bytes)"),
+                ));
             }
             // The rest of the file, as plain bytes: a resumed download needs bytes, not units.
             Resume::Offset(x) => {
@@ -89,8 +113,9 @@ fn produce(
                 (x, 0)
             }
         };
-        let packetizer = Packetizer::open(cfg.clone(), &mut file, len - start_offset, &open.path)
-            .map_err(|e| err(request, ErrorCode::BadMedia, format!("{}: {e}", open.path)))?;
+        let packetizer =
+            Packetizer::open(cfg.clone(), &mut file, len - start_offset, &open.path)
+                .map_err(|e| err(request, ErrorCode::BadMedia, format!("{}: {e}", open.path)))?;
         file.seek(SeekFrom::Start(start_offset)).map_err(io_err)?;
         let opened = Opened {
             request,
@@ -196,7 +221,13 @@ impl Prepared {
                 Err(e) => {
                     media.abort();
                     let message = format!("stream failed: {e}");
-                    let _ = tx.send(Frame::Close { stream, code: ErrorCode::BadMedia, message }).await;
+                    let _ = tx
+                        .send(Frame::Close {
+                            stream,
+                            code: ErrorCode::BadMedia,
+                            message,
+                        })
+                        .await;
                     return Ended::Failed(e);
                 }
             };

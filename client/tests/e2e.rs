@@ -1,0 +1,315 @@
+//! End to end: the real server and the real client code, in-process, on loopback.
+//! Every behaviour is checked over plain TCP, TLS over TCP and QUIC.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use chunkcast::error::ClientError;
+use chunkcast::get::{GetOptions, get, partial_path};
+use chunkcast::session::{ConnectOptions, OpenOptions, Session};
+use chunkcast::url::{Scheme, Url};
+use chunkcast_protocol::ErrorCode;
+use chunkcast_protocol::net::tls::Trust;
+use chunkcast_server::{Config, Server};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const ALL: [Scheme; 3] = [Scheme::Tcp, Scheme::Tcps, Scheme::Quic];
+/// Every test is bounded: a hang is a failure, not a stuck CI.
+const LIMIT: Duration = Duration::from_secs(60);
+
+/// The sample library, generated once per test binary.
+fn samples() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("chunkcast-e2e-{}", std::process::id()));
+        chunkcast_media_samples::ensure(&dir).expect("generating samples");
+        dir
+    })
+}
+
+async fn server_with(f: impl FnOnce(&mut Config)) -> Server {
+    let mut c = Config::on("127.0.0.1:0".parse().unwrap());
+    c.root = Some(samples().to_owned());
+    f(&mut c);
+    Server::start(c).await.expect("server starts")
+}
+
+fn url(server: &Server, scheme: Scheme, path: &str) -> Url {
+    let addr = if scheme == Scheme::Quic {
+        server.quic_addr()
+    } else {
+        server.tcp_addr()
+    };
+    url_at(addr, scheme, path)
+}
+
+fn url_at(addr: SocketAddr, scheme: Scheme, path: &str) -> Url {
+    Url {
+        scheme,
+        host: addr.ip().to_string(),
+        port: addr.port(),
+        path: path.to_owned(),
+    }
+}
+
+fn pinned(server: &Server) -> ConnectOptions {
+    ConnectOptions {
+        trust: Trust::pin_from_hex(server.fingerprint()).unwrap(),
+        ..Default::default()
+    }
+}
+
+async fn connect(server: &Server, scheme: Scheme) -> Session {
+    Session::connect(&url(server, scheme, ""), &pinned(server))
+        .await
+        .expect("connects")
+}
+
+fn out_opts(path: PathBuf) -> GetOptions {
+    GetOptions {
+        out: Some(path),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_sample_arrives_byte_identical_over_every_transport() {
+    tokio::time::timeout(LIMIT, async {
+        let server = server_with(|_| {}).await;
+        let dir = tempfile::tempdir().unwrap();
+        for scheme in ALL {
+            let s = connect(&server, scheme).await;
+            let entries = s.list("").await.unwrap();
+            assert_eq!(entries.len(), chunkcast_media_samples::SAMPLES.len());
+            for e in entries {
+                // lz4 on for TLS, so that the compressed path is covered end to end too.
+                let mut opts = out_opts(dir.path().join(format!("{}-{}", scheme.name(), e.path)));
+                opts.compress = scheme == Scheme::Tcps;
+                let r = get(&s, &e.path, &opts)
+                    .await
+                    .unwrap_or_else(|err| panic!("{scheme:?} {}: {err}", e.path));
+                assert!(r.verified);
+                let got = std::fs::read(&r.path).unwrap();
+                let want = std::fs::read(samples().join(&e.path)).unwrap();
+                assert!(got == want, "{scheme:?} {} differs", e.path);
+                assert!(!partial_path(&r.path).exists(), "partial file left behind");
+            }
+            s.close().await;
+        }
+        server.shutdown().await;
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_concurrent_viewers_all_get_the_file() {
+    tokio::time::timeout(LIMIT, async {
+        let server = server_with(|_| {}).await;
+        let dir = tempfile::tempdir().unwrap();
+        let want = std::fs::read(samples().join(chunkcast_media_samples::CLIP_MJPEG)).unwrap();
+        let mut tasks = Vec::new();
+        for i in 0..20 {
+            let scheme = ALL[i % 3];
+            let u = url(&server, scheme, chunkcast_media_samples::CLIP_MJPEG);
+            let opts = pinned(&server);
+            let out = dir.path().join(format!("viewer-{i}"));
+            tasks.push(tokio::spawn(async move {
+                let s = Session::connect(&u, &opts).await.unwrap();
+                let r = get(&s, &u.path, &out_opts(out)).await.unwrap();
+                s.close().await;
+                r
+            }));
+        }
+        for t in tasks {
+            let r = t.await.unwrap();
+            assert!(r.verified);
+            assert!(std::fs::read(&r.path).unwrap() == want);
+        }
+        server.shutdown().await;
+    })
+    .await
+    .unwrap();
+}
+
+/// A TCP proxy that forwards server→client bytes until `cut_after` bytes, then drops both
+/// sides, as a failing network would.
+async fn cutting_proxy(target: SocketAddr, cut_after: usize) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let Ok((client, _)) = listener.accept().await else {
+            return;
+        };
+        let server = tokio::net::TcpStream::connect(target).await.unwrap();
+        let (mut cr, mut cw) = client.into_split();
+        let (mut sr, mut sw) = server.into_split();
+        let up = tokio::spawn(async move {
+            let _ = tokio::io::copy(&mut cr, &mut sw).await;
+        });
+        let mut left = cut_after;
+        let mut buf = vec![0u8; 64 << 10];
+        while left > 0 {
+            let n = match sr.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n.min(left),
+            };
+            if cw.write_all(&buf[..n]).await.is_err() {
+                break;
+            }
+            left -= n;
+        }
+        up.abort();
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_after_a_cut_connection_completes_the_file() {
+    tokio::time::timeout(LIMIT, async {
+        let server = server_with(|_| {}).await;
+        let name = chunkcast_media_samples::RANDOM_BIN;
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("resumed.bin");
+        let proxy = cutting_proxy(server.tcp_addr(), 7_000_000).await;
+        let s = Session::connect(&url_at(proxy, Scheme::Tcp, ""), &ConnectOptions::default())
+            .await
+            .unwrap();
+        let err = get(&s, name, &out_opts(out.clone())).await.unwrap_err();
+        assert!(matches!(err, ClientError::Lost(_)), "{err}");
+        assert!(
+            err.to_string().contains("--resume"),
+            "says what to do: {err}"
+        );
+        assert!(!out.exists(), "no file under the final name after a cut");
+        let have = std::fs::metadata(partial_path(&out)).unwrap().len();
+        assert!(
+            have > 0 && have < 7_000_000,
+            "partial holds what arrived: {have}"
+        );
+
+        for scheme in [Scheme::Quic] {
+            let s = connect(&server, scheme).await;
+            let r = get(
+                &s,
+                name,
+                &GetOptions {
+                    resume: true,
+                    ..out_opts(out.clone())
+                },
+            )
+            .await
+            .unwrap();
+            assert_eq!(r.resumed_from, have);
+            assert!(r.verified);
+            s.close().await;
+        }
+        assert!(std::fs::read(&out).unwrap() == std::fs::read(samples().join(name)).unwrap());
+        server.shutdown().await;
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_clear_errors_on_every_transport() {
+    tokio::time::timeout(LIMIT, async {
+        let server = server_with(|c| c.token = Some("sesame".into())).await;
+        let dir = tempfile::tempdir().unwrap();
+        for scheme in ALL {
+            let u = url(&server, scheme, "");
+            // No token, then a wrong one.
+            for token in [None, Some("open".to_owned())] {
+                let opts = ConnectOptions {
+                    token,
+                    ..pinned(&server)
+                };
+                let err = Session::connect(&u, &opts).await.err().expect("refused");
+                assert_eq!(
+                    err.code(),
+                    Some(ErrorCode::Unauthorized),
+                    "{scheme:?}: {err}"
+                );
+            }
+            let opts = ConnectOptions {
+                token: Some("sesame".into()),
+                ..pinned(&server)
+            };
+            let s = Session::connect(&u, &opts).await.unwrap();
+            for (path, code) in [
+                ("../etc/passwd", ErrorCode::BadRequest),
+                ("/etc/passwd", ErrorCode::BadRequest),
+                ("no-such-file.wav", ErrorCode::NotFound),
+            ] {
+                let err = get(&s, path, &out_opts(dir.path().join("x")))
+                    .await
+                    .unwrap_err();
+                assert_eq!(err.code(), Some(code), "{scheme:?} {path}: {err}");
+            }
+            // The connection is still good after refusals.
+            assert!(!s.list("").await.unwrap().is_empty());
+            s.close().await;
+        }
+        // A wrong pin is refused before any byte of chunkcast is exchanged.
+        let wrong = ConnectOptions {
+            trust: Trust::Pin([7; 32]),
+            ..Default::default()
+        };
+        for scheme in [Scheme::Tcps, Scheme::Quic] {
+            let err = Session::connect(&url(&server, scheme, ""), &wrong)
+                .await
+                .err()
+                .expect("refused");
+            assert!(
+                err.to_string().contains("certificate mismatch"),
+                "{scheme:?}: {err}"
+            );
+        }
+        server.shutdown().await;
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_vanishing_mid_stream_does_not_disturb_others() {
+    tokio::time::timeout(LIMIT, async {
+        let server = server_with(|_| {}).await;
+        let dir = tempfile::tempdir().unwrap();
+        for scheme in ALL {
+            let s = connect(&server, scheme).await;
+            let mut inc = s
+                .open(&OpenOptions::download(chunkcast_media_samples::RANDOM_BIN))
+                .await
+                .unwrap();
+            for _ in 0..5 {
+                inc.next().await.unwrap().unwrap();
+            }
+            drop(inc);
+            drop(s); // no goodbye: the client just disappears
+            let other = connect(&server, scheme).await;
+            let r = get(
+                &other,
+                chunkcast_media_samples::SWEEP_48K_WAV,
+                &out_opts(dir.path().join("ok.wav")),
+            )
+            .await
+            .unwrap();
+            assert!(r.verified);
+            other.close().await;
+        }
+        server.shutdown().await;
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn exposed_address_without_a_token_is_refused_before_binding() {
+    let mut c = Config::on("0.0.0.0:0".parse().unwrap());
+    c.root = Some(std::env::temp_dir());
+    let err = Server::start(c).await.err().expect("refused");
+    assert!(err.to_string().contains("--allow-anonymous"), "{err}");
+}
