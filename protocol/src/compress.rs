@@ -78,7 +78,11 @@ pub fn decompress(chunk: Chunk, max_len: usize) -> Result<Chunk, DecodeError> {
     if !chunk.has(ChunkFlags::COMPRESSED) {
         return Ok(chunk);
     }
-    let fail = |reason| DecodeError::Decompress { stream: chunk.stream, seq: chunk.seq, reason };
+    let fail = |reason| DecodeError::Decompress {
+        stream: chunk.stream,
+        seq: chunk.seq,
+        reason,
+    };
     let raw_len = chunk.raw_len as usize;
     if raw_len > max_len {
         return Err(fail("declared size above the limit"));
@@ -102,7 +106,15 @@ mod tests {
     use crate::wire::chunk::StreamId;
 
     fn chunk(payload: Vec<u8>) -> Chunk {
-        Chunk::new(StreamId(1), 0, 0, 0, 0, ChunkFlags::empty(), Bytes::from(payload))
+        Chunk::new(
+            StreamId(1),
+            0,
+            0,
+            0,
+            0,
+            ChunkFlags::empty(),
+            Bytes::from(payload),
+        )
     }
 
     #[test]
@@ -144,7 +156,10 @@ mod tests {
         let mut bomb = chunk(lz4_flex::block::compress(&[0u8; 1024]));
         bomb.flags = ChunkFlags::COMPRESSED;
         bomb.raw_len = u32::MAX;
-        assert!(matches!(decompress(bomb, 1 << 20), Err(DecodeError::Decompress { .. })));
+        assert!(matches!(
+            decompress(bomb, 1 << 20),
+            Err(DecodeError::Decompress { .. })
+        ));
     }
 
     #[test]

@@ -13,6 +13,8 @@ pub mod session;
 pub mod wire;
 
 pub use error::{DecodeError, ErrorCode};
-pub use media::{AudioParams, Codec, ImageParams, MediaKind, SampleFormat, VideoParams, VisualFormat};
+pub use media::{
+    AudioParams, Codec, ImageParams, MediaKind, SampleFormat, VideoParams, VisualFormat,
+};
 pub use wire::chunk::{Chunk, ChunkFlags, StreamId};
 pub use wire::frame::{Caps, Frame};

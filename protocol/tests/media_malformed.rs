@@ -322,3 +322,40 @@ fn mutated_valid_files_never_panic() {
         }
     }
 }
+
+#[test]
+fn mutated_mp4_falls_back_or_streams_but_never_panics() {
+    if !have_ffmpeg() {
+        eprintln!(
+            "skipping mutated_mp4_falls_back_or_streams_but_never_panics: ffmpeg not on PATH"
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (data, _) =
+        ffmpeg_mp4(dir.path(), "m.mp4", &["-movflags", "+faststart"]).expect("ffmpeg failed");
+    let moov = data.windows(4).position(|w| w == b"moov").unwrap() - 4;
+    let moov_len = u32::from_be_bytes(data[moov..moov + 4].try_into().unwrap()) as usize;
+    let mut rng = Rng::new(17);
+    let mut fallbacks = 0;
+    for i in 0..300u64 {
+        let mut d = data.clone();
+        for _ in 0..1 + rng.below(3) {
+            let at = moov + rng.below(moov_len as u64) as usize;
+            d[at] = match rng.below(3) {
+                0 => 0,
+                1 => 0xFF,
+                _ => rng.next() as u8,
+            };
+        }
+        if i % 10 == 0 {
+            d.truncate(rng.below(d.len() as u64) as usize);
+        }
+        let c = config();
+        let mut p = open(&d, "m.mp4", c.clone()).expect("MP4 never fails at open");
+        fallbacks += usize::from(p.codec() == Codec::Bytes);
+        let chunks = feed(&mut p, &d, Pieces::Random(50_000), &mut Rng::new(i)).unwrap();
+        check_stream(&p, &chunks, &d, &c);
+    }
+    assert!(fallbacks > 0);
+}

@@ -5,7 +5,9 @@ mod media_common;
 
 use chunkcast_protocol::chunk::frames_to_us;
 use chunkcast_protocol::{ChunkFlags, Codec};
-use media_common::*;
+use media_common::{
+    Pieces, Rng, WavSpec, check_stream, config, feed, open, packetize, reassemble, wav,
+};
 use proptest::prelude::*;
 
 fn spec() -> impl Strategy<Value = WavSpec> {
@@ -77,7 +79,7 @@ proptest! {
         let mut c = config();
         c.chunk_size = chunk_size;
         if let Ok(mut p) = open(&data, "soup.mjpeg", c.clone()) {
-            let chunks = feed(&mut p, &data, Pieces::Random(piece), &mut media_common::Rng::new(piece as u64)).unwrap();
+            let chunks = feed(&mut p, &data, Pieces::Random(piece), &mut Rng::new(piece as u64)).unwrap();
             check_stream(&p, &chunks, &data, &c);
             // Units never straddle INIT bytes.
             let mut in_unit = false;

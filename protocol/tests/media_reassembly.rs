@@ -200,7 +200,7 @@ fn resume_with_a_prefix_hasher_checks_the_whole_file() {
     for c in &cs[split..] {
         r.push(c.clone()).unwrap();
     }
-    drain(&mut r, &mut Vec::new());
+    drain(&mut r, &mut data[..start_offset as usize].to_vec());
     assert_eq!(r.finish(), Err(ReassemblyError::NoPrefix));
 }
 
@@ -227,12 +227,13 @@ fn units_resync_after_losses_and_bound_size() {
     let mut c = config();
     c.chunk_size = 20;
     let (p, cs) = packetize(&data, "v.y4m", c, Pieces::Random(50), 1);
-    assert_eq!(cs.len(), 1 + 6 * 3);
+    // The 27-byte header is two INIT chunks.
+    assert_eq!(cs.len(), 2 + 6 * 3);
     let mut a = UnitAssembler::new(p.codec(), 1000);
     let mut got = Vec::new();
     for (i, c) in cs.iter().enumerate() {
-        // Lose the middle piece of frame 1 (chunks 4..=6): frame 1 is dropped, 2 is whole.
-        if i == 5 {
+        // Lose the middle piece of frame 1 (chunks 5..=7): frame 1 is dropped, 2 is whole.
+        if i == 6 {
             continue;
         }
         if let Some(u) = a.push(c.clone()).unwrap() {
@@ -245,7 +246,7 @@ fn units_resync_after_losses_and_bound_size() {
     // A bound below the unit size drops every unit with an error, then recovers.
     let mut a = UnitAssembler::new(Codec::Bytes, 30);
     let mut errors = 0;
-    for c in &cs[1..] {
+    for c in &cs[2..] {
         match a.push(c.clone()) {
             Err(UnitError::TooLarge { limit: 30, .. }) => errors += 1,
             Ok(None) => {}

@@ -494,57 +494,6 @@ fn audio_units_are_pcm_and_init_is_the_header() {
     assert!(f.iter().all(|s| (-1.0..1.0).contains(s)));
 }
 
-fn ffmpeg_mp4(dir: &std::path::Path, name: &str, extra: &[&str]) -> Option<Vec<u8>> {
-    let out = dir.join(name);
-    let mut args = vec![
-        "-hide_banner",
-        "-loglevel",
-        "error",
-        "-y",
-        "-f",
-        "lavfi",
-        "-i",
-        "testsrc=size=160x120:rate=25",
-        "-f",
-        "lavfi",
-        "-i",
-        "sine=frequency=440:sample_rate=48000",
-        "-t",
-        "2",
-        "-pix_fmt",
-        "yuv420p",
-        "-c:v",
-        "libx264",
-        "-g",
-        "12",
-        "-c:a",
-        "aac",
-    ];
-    args.extend_from_slice(extra);
-    let status = std::process::Command::new("ffmpeg")
-        .args(&args)
-        .arg(&out)
-        .status()
-        .ok()?;
-    if !status.success() {
-        // Debian's ffmpeg may lack libx264: fall back to MPEG-4 part 2.
-        let args: Vec<&str> = args
-            .iter()
-            .map(|a| if *a == "libx264" { "mpeg4" } else { a })
-            .collect();
-        let status = std::process::Command::new("ffmpeg")
-            .args(&args)
-            .arg(&out)
-            .status()
-            .ok()?;
-        if !status.success() {
-            return None;
-        }
-        eprintln!("note: libx264 missing, {name} uses mpeg4");
-    }
-    std::fs::read(out).ok()
-}
-
 #[test]
 fn mp4_video_samples_are_units() {
     if !have_ffmpeg() {
@@ -556,9 +505,10 @@ fn mp4_video_samples_are_units() {
         ("plain.mp4", &[][..]),
         ("fast.mp4", &["-movflags", "+faststart"][..]),
     ] {
-        let data = ffmpeg_mp4(dir.path(), name, extra).expect("ffmpeg failed");
+        let (data, h264) = ffmpeg_mp4(dir.path(), name, extra).expect("ffmpeg failed");
         let (p, chunks) = packetize(&data, name, config_with(8192), Pieces::Random(100_000), 6);
-        assert_eq!(p.warning(), None, "{name}");
+        // Without libx264 the clip is MPEG-4 part 2, which is served but flagged.
+        assert_eq!(p.warning().is_none(), h264, "{name}: {:?}", p.warning());
         let Codec::Video(v) = p.codec() else {
             panic!("{name}: {:?} {:?}", p.codec(), p.warning())
         };
@@ -585,7 +535,7 @@ fn mp4_video_samples_are_units() {
         );
         assert!(units.iter().all(|u| u.duration_us == 40_000));
         // Every unit is an AVCC sample: 4-byte NAL lengths that add up.
-        for u in &units {
+        for u in units.iter().filter(|_| h264) {
             let mut at = 0;
             while at < u.data.len() {
                 let n = u32::from_be_bytes(u.data[at..at + 4].try_into().unwrap()) as usize;
@@ -601,4 +551,12 @@ fn mp4_video_samples_are_units() {
         assert_eq!(has_moov, name == "fast.mp4");
         assert!(a.dropped_init_bytes() > 0, "audio samples travel as INIT");
     }
+}
+
+#[test]
+fn state_machines_can_move_between_threads() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<Packetizer>();
+    send_sync::<chunkcast_protocol::chunk::Reassembler>();
+    send_sync::<UnitAssembler>();
 }

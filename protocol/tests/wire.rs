@@ -40,9 +40,19 @@ fn one_of_each() -> Vec<Frame> {
             code: ErrorCode::NotFound,
             message: "no such file: a b/ç.wav".into(),
         }),
-        Frame::Ping { nonce: 1, time_us: 2 },
-        Frame::Pong { nonce: 1, echo_us: 2, time_us: 3 },
-        Frame::List { request: 3, prefix: "live/".into() },
+        Frame::Ping {
+            nonce: 1,
+            time_us: 2,
+        },
+        Frame::Pong {
+            nonce: 1,
+            echo_us: 2,
+            time_us: 3,
+        },
+        Frame::List {
+            request: 3,
+            prefix: "live/".into(),
+        },
         Frame::Catalog(Catalog {
             request: 3,
             last: true,
@@ -79,7 +89,13 @@ fn one_of_each() -> Vec<Frame> {
                     duration_us: Some(0),
                     viewers: 0,
                 },
-                Entry { path: "x".into(), codec: Codec::Bytes, size: None, duration_us: None, viewers: 0 },
+                Entry {
+                    path: "x".into(),
+                    codec: Codec::Bytes,
+                    size: None,
+                    duration_us: None,
+                    viewers: 0,
+                },
             ],
         }),
         Frame::Open(Open {
@@ -123,11 +139,35 @@ fn one_of_each() -> Vec<Frame> {
             ChunkFlags::KEY | ChunkFlags::END_OF_UNIT,
             Bytes::from_static(b"payload bytes"),
         )),
-        Frame::Chunk(Chunk::new(StreamId(0), 0, 0, 0, 0, ChunkFlags::END_OF_STREAM, Bytes::new())),
-        Frame::Close { stream: StreamId(2), code: ErrorCode::None, message: String::new() },
-        Frame::Publish { request: 6, stream: StreamId(8), channel: "live/cam".into(), codec: audio() },
-        Frame::Subscribe { request: 7, stream: StreamId(9), channel: "live/cam".into() },
-        Frame::Goodbye { code: ErrorCode::Timeout, message: "idle".into() },
+        Frame::Chunk(Chunk::new(
+            StreamId(0),
+            0,
+            0,
+            0,
+            0,
+            ChunkFlags::END_OF_STREAM,
+            Bytes::new(),
+        )),
+        Frame::Close {
+            stream: StreamId(2),
+            code: ErrorCode::None,
+            message: String::new(),
+        },
+        Frame::Publish {
+            request: 6,
+            stream: StreamId(8),
+            channel: "live/cam".into(),
+            codec: audio(),
+        },
+        Frame::Subscribe {
+            request: 7,
+            stream: StreamId(9),
+            channel: "live/cam".into(),
+        },
+        Frame::Goodbye {
+            code: ErrorCode::Timeout,
+            message: "idle".into(),
+        },
     ]
 }
 
@@ -146,7 +186,12 @@ fn every_frame_type_round_trips() {
     for frame in one_of_each() {
         let mut buf = BytesMut::new();
         encode(&frame, &mut buf);
-        assert_eq!(decode_all(&buf).unwrap(), vec![frame.clone()], "{}", frame.name());
+        assert_eq!(
+            decode_all(&buf).unwrap(),
+            vec![frame.clone()],
+            "{}",
+            frame.name()
+        );
     }
 }
 
@@ -158,14 +203,27 @@ fn chunk_payload_is_a_slice_of_the_read_buffer() {
     encode(&Frame::Chunk(chunk), &mut buf);
     let frozen_start = buf.as_ptr() as usize;
     let frozen_end = frozen_start + buf.len();
-    let Some(Frame::Chunk(c)) = Decoder::default().decode(&mut buf).unwrap() else { panic!() };
+    let Some(Frame::Chunk(c)) = Decoder::default().decode(&mut buf).unwrap() else {
+        panic!()
+    };
     let p = c.payload.as_ptr() as usize;
-    assert!(p >= frozen_start && p + c.payload.len() <= frozen_end, "payload was copied");
+    assert!(
+        p >= frozen_start && p + c.payload.len() <= frozen_end,
+        "payload was copied"
+    );
 }
 
 #[test]
 fn head_then_payload_equals_whole_encoding() {
-    let chunk = Chunk::new(StreamId(5), 1, 2, 3, 4, ChunkFlags::INIT, Bytes::from_static(b"abc"));
+    let chunk = Chunk::new(
+        StreamId(5),
+        1,
+        2,
+        3,
+        4,
+        ChunkFlags::INIT,
+        Bytes::from_static(b"abc"),
+    );
     let mut whole = BytesMut::new();
     encode(&Frame::Chunk(chunk.clone()), &mut whole);
     let mut split = BytesMut::new();
@@ -176,54 +234,135 @@ fn head_then_payload_equals_whole_encoding() {
 
 #[test]
 fn corrupt_chunk_is_reported_and_decoding_goes_on() {
-    let chunk = Chunk::new(StreamId(5), 1, 2, 3, 4, ChunkFlags::KEY, Bytes::from_static(b"abcdef"));
+    let chunk = Chunk::new(
+        StreamId(5),
+        1,
+        2,
+        3,
+        4,
+        ChunkFlags::KEY,
+        Bytes::from_static(b"abcdef"),
+    );
     let mut buf = BytesMut::new();
     encode(&Frame::Chunk(chunk.clone()), &mut buf);
     let good_len = buf.len();
     encode(&Frame::Chunk(chunk.clone()), &mut buf);
     buf[good_len - 2] ^= 0x01; // a bit flip in the first chunk's payload
     let mut d = Decoder::default();
-    assert_eq!(d.decode(&mut buf), Err(DecodeError::Checksum { stream: StreamId(5), seq: 1 }));
+    assert_eq!(
+        d.decode(&mut buf),
+        Err(DecodeError::Checksum {
+            stream: StreamId(5),
+            seq: 1
+        })
+    );
     assert_eq!(d.decode(&mut buf).unwrap(), Some(Frame::Chunk(chunk)));
     // A flipped header bit is caught too: the CRC covers the header fields.
     let mut buf = BytesMut::new();
-    encode(&Frame::Chunk(Chunk::new(StreamId(5), 1, 2, 3, 4, ChunkFlags::KEY, Bytes::new())), &mut buf);
+    encode(
+        &Frame::Chunk(Chunk::new(
+            StreamId(5),
+            1,
+            2,
+            3,
+            4,
+            ChunkFlags::KEY,
+            Bytes::new(),
+        )),
+        &mut buf,
+    );
     buf[10] ^= 0x80;
-    assert!(matches!(Decoder::default().decode(&mut buf), Err(DecodeError::Checksum { .. })));
+    assert!(matches!(
+        Decoder::default().decode(&mut buf),
+        Err(DecodeError::Checksum { .. })
+    ));
 }
 
 #[test]
 fn limits_are_enforced_before_allocation() {
-    let limits = Limits { max_frame_len: 100, max_string_len: 8, max_list_len: 1 };
+    let limits = Limits {
+        max_frame_len: 100,
+        max_string_len: 8,
+        max_list_len: 1,
+    };
     let mut d = Decoder::new(limits);
     let mut huge = BytesMut::from(&[0xff, 0xff, 0xff, 0xff, 0x0a][..]);
-    assert!(matches!(d.decode(&mut huge), Err(DecodeError::FrameTooLarge { .. })));
-    assert!(huge.capacity() < 1024, "reserved memory for a refused frame");
+    assert!(matches!(
+        d.decode(&mut huge),
+        Err(DecodeError::FrameTooLarge { .. })
+    ));
+    assert!(
+        huge.capacity() < 1024,
+        "reserved memory for a refused frame"
+    );
 
     let mut long = BytesMut::new();
-    encode(&Frame::List { request: 1, prefix: "123456789".into() }, &mut long);
+    encode(
+        &Frame::List {
+            request: 1,
+            prefix: "123456789".into(),
+        },
+        &mut long,
+    );
     assert_eq!(
         Decoder::new(limits).decode(&mut long),
         Err(DecodeError::StringTooLong { len: 9, max: 8 })
     );
     let mut list = BytesMut::new();
-    let e = Entry { path: "a".into(), codec: Codec::Bytes, size: None, duration_us: None, viewers: 0 };
-    encode(&Frame::Catalog(Catalog { request: 1, last: true, entries: vec![e.clone(), e] }), &mut list);
-    assert_eq!(Decoder::new(limits).decode(&mut list), Err(DecodeError::ListTooLong { len: 2, max: 1 }));
+    let e = Entry {
+        path: "a".into(),
+        codec: Codec::Bytes,
+        size: None,
+        duration_us: None,
+        viewers: 0,
+    };
+    encode(
+        &Frame::Catalog(Catalog {
+            request: 1,
+            last: true,
+            entries: vec![e.clone(), e],
+        }),
+        &mut list,
+    );
+    assert_eq!(
+        Decoder::new(limits).decode(&mut list),
+        Err(DecodeError::ListTooLong { len: 2, max: 1 })
+    );
 }
 
 #[test]
 fn malformed_frames_get_typed_errors() {
     assert_eq!(decode_all(&[0, 0, 0, 0]), Err(DecodeError::EmptyFrame));
-    assert_eq!(decode_all(&[0, 0, 0, 1, 0x7f]), Err(DecodeError::UnknownFrameType(0x7f)));
-    assert_eq!(decode_all(&[0, 0, 0, 2, 0x04, 0]), Err(DecodeError::Truncated("PING")));
+    assert_eq!(
+        decode_all(&[0, 0, 0, 1, 0x7f]),
+        Err(DecodeError::UnknownFrameType(0x7f))
+    );
+    assert_eq!(
+        decode_all(&[0, 0, 0, 2, 0x04, 0]),
+        Err(DecodeError::Truncated("PING"))
+    );
     let mut ping = BytesMut::new();
-    encode(&Frame::Ping { nonce: 1, time_us: 2 }, &mut ping);
+    encode(
+        &Frame::Ping {
+            nonce: 1,
+            time_us: 2,
+        },
+        &mut ping,
+    );
     ping[3] += 1;
     ping.extend_from_slice(&[0]);
-    assert_eq!(decode_all(&ping), Err(DecodeError::TrailingBytes("PING", 1)));
+    assert_eq!(
+        decode_all(&ping),
+        Err(DecodeError::TrailingBytes("PING", 1))
+    );
     let mut list = BytesMut::new();
-    encode(&Frame::List { request: 1, prefix: "ab".into() }, &mut list);
+    encode(
+        &Frame::List {
+            request: 1,
+            prefix: "ab".into(),
+        },
+        &mut list,
+    );
     let n = list.len();
     list[n - 1] = 0xff;
     assert_eq!(decode_all(&list), Err(DecodeError::BadUtf8));
@@ -235,7 +374,13 @@ fn unknown_chunk_flags_are_rejected() {
     c.flags = ChunkFlags(0x80);
     let mut buf = BytesMut::new();
     encode(&Frame::Chunk(c), &mut buf);
-    assert!(matches!(decode_all(&buf), Err(DecodeError::InvalidField { field: "chunk flags", .. })));
+    assert!(matches!(
+        decode_all(&buf),
+        Err(DecodeError::InvalidField {
+            field: "chunk flags",
+            ..
+        })
+    ));
 }
 
 fn arb_string() -> impl Strategy<Value = String> {
@@ -250,7 +395,11 @@ fn arb_codec() -> impl Strategy<Value = Codec> {
                 sample_rate: r,
                 channels: c,
                 bits_per_sample: b,
-                sample_format: if f { SampleFormat::Float } else { SampleFormat::Int },
+                sample_format: if f {
+                    SampleFormat::Float
+                } else {
+                    SampleFormat::Int
+                },
             })
         }),
         (0u8..3, any::<u32>(), any::<u32>(), any::<u32>(), 1u32..).prop_map(|(f, w, h, n, d)| {
@@ -263,7 +412,12 @@ fn arb_codec() -> impl Strategy<Value = Codec> {
             })
         }),
         (3u8..9, any::<u32>(), any::<u32>(), any::<u8>()).prop_map(|(f, w, h, c)| {
-            Codec::Image(ImageParams { format: VisualFormat::from_code(f).unwrap(), width: w, height: h, color: c })
+            Codec::Image(ImageParams {
+                format: VisualFormat::from_code(f).unwrap(),
+                width: w,
+                height: h,
+                color: c,
+            })
         }),
     ]
 }
@@ -274,60 +428,139 @@ fn arb_opt() -> impl Strategy<Value = Option<u64>> {
 
 fn arb_frame() -> impl Strategy<Value = Frame> {
     prop_oneof![
-        (any::<u16>(), any::<u16>(), any::<u32>(), arb_string(), arb_string()).prop_map(
-            |(a, b, c, t, n)| Frame::Hello(Hello {
+        (
+            any::<u16>(),
+            any::<u16>(),
+            any::<u32>(),
+            arb_string(),
+            arb_string()
+        )
+            .prop_map(|(a, b, c, t, n)| Frame::Hello(Hello {
                 min_version: a,
                 max_version: b,
                 caps: Caps(c),
                 token: t,
                 client_name: n
-            })
-        ),
+            })),
         (any::<u32>(), any::<u16>(), arb_string()).prop_map(|(r, c, m)| Frame::Error(ErrorFrame {
             request: r,
             code: ErrorCode::from_u16(c),
             message: m
         })),
-        (any::<u64>(), any::<u64>(), any::<u64>())
-            .prop_map(|(n, e, t)| Frame::Pong { nonce: n, echo_us: e, time_us: t }),
-        (any::<u32>(), any::<bool>(), proptest::collection::vec((arb_string(), arb_codec(), arb_opt(), arb_opt(), any::<u32>()), 0..5))
+        (any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(n, e, t)| Frame::Pong {
+            nonce: n,
+            echo_us: e,
+            time_us: t
+        }),
+        (
+            any::<u32>(),
+            any::<bool>(),
+            proptest::collection::vec(
+                (
+                    arb_string(),
+                    arb_codec(),
+                    arb_opt(),
+                    arb_opt(),
+                    any::<u32>()
+                ),
+                0..5
+            )
+        )
             .prop_map(|(r, last, es)| Frame::Catalog(Catalog {
                 request: r,
                 last,
                 entries: es
                     .into_iter()
-                    .map(|(path, codec, size, duration_us, viewers)| Entry { path, codec, size, duration_us, viewers })
+                    .map(|(path, codec, size, duration_us, viewers)| Entry {
+                        path,
+                        codec,
+                        size,
+                        duration_us,
+                        viewers
+                    })
                     .collect()
             })),
-        (any::<u32>(), any::<u32>(), arb_string(), any::<bool>(), 0u8..3, any::<u64>(), any::<bool>(), any::<bool>(), any::<u32>())
+        (
+            any::<u32>(),
+            any::<u32>(),
+            arb_string(),
+            any::<bool>(),
+            0u8..3,
+            any::<u64>(),
+            any::<bool>(),
+            any::<bool>(),
+            any::<u32>()
+        )
             .prop_map(|(r, s, p, rt, rk, at, z, raw, cs)| Frame::Open(Open {
                 request: r,
                 stream: StreamId(s),
                 path: p,
                 mode: if rt { Mode::Realtime } else { Mode::Download },
-                resume: match rk { 0 => Resume::Start, 1 => Resume::Seq(at), _ => Resume::Offset(at) },
+                resume: match rk {
+                    0 => Resume::Start,
+                    1 => Resume::Seq(at),
+                    _ => Resume::Offset(at),
+                },
                 compress: z,
                 raw,
                 chunk_size: cs
             })),
-        (any::<u32>(), any::<u32>(), arb_codec(), arb_opt(), arb_opt(), arb_opt(), proptest::option::of(any::<[u8; 32]>()), any::<u64>(), any::<u64>(), any::<u32>())
-            .prop_map(|(r, s, codec, t, c, d, g, ss, so, cs)| Frame::Opened(Opened {
+        (
+            any::<u32>(),
+            any::<u32>(),
+            arb_codec(),
+            arb_opt(),
+            arb_opt(),
+            arb_opt(),
+            proptest::option::of(any::<[u8; 32]>()),
+            any::<u64>(),
+            any::<u64>(),
+            any::<u32>()
+        )
+            .prop_map(
+                |(r, s, codec, t, c, d, g, ss, so, cs)| Frame::Opened(Opened {
+                    request: r,
+                    stream: StreamId(s),
+                    codec,
+                    total_len: t,
+                    chunk_count: c,
+                    duration_us: d,
+                    digest: g,
+                    start_seq: ss,
+                    start_offset: so,
+                    chunk_size: cs
+                })
+            ),
+        (
+            any::<u32>(),
+            any::<u64>(),
+            any::<u64>(),
+            any::<u64>(),
+            any::<u32>(),
+            0u8..0x10,
+            proptest::collection::vec(any::<u8>(), 0..300)
+        )
+            .prop_map(|(s, q, o, p, d, f, data)| Frame::Chunk(Chunk::new(
+                StreamId(s),
+                q,
+                o,
+                p,
+                d,
+                ChunkFlags(f),
+                Bytes::from(data)
+            ))),
+        (any::<u32>(), any::<u32>(), arb_string(), arb_codec()).prop_map(|(r, s, c, codec)| {
+            Frame::Publish {
                 request: r,
                 stream: StreamId(s),
+                channel: c,
                 codec,
-                total_len: t,
-                chunk_count: c,
-                duration_us: d,
-                digest: g,
-                start_seq: ss,
-                start_offset: so,
-                chunk_size: cs
-            })),
-        (any::<u32>(), any::<u64>(), any::<u64>(), any::<u64>(), any::<u32>(), 0u8..0x10, proptest::collection::vec(any::<u8>(), 0..300))
-            .prop_map(|(s, q, o, p, d, f, data)| Frame::Chunk(Chunk::new(StreamId(s), q, o, p, d, ChunkFlags(f), Bytes::from(data)))),
-        (any::<u32>(), any::<u32>(), arb_string(), arb_codec())
-            .prop_map(|(r, s, c, codec)| Frame::Publish { request: r, stream: StreamId(s), channel: c, codec }),
-        (any::<u16>(), arb_string()).prop_map(|(c, m)| Frame::Goodbye { code: ErrorCode::from_u16(c), message: m }),
+            }
+        }),
+        (any::<u16>(), arb_string()).prop_map(|(c, m)| Frame::Goodbye {
+            code: ErrorCode::from_u16(c),
+            message: m
+        }),
     ]
 }
 

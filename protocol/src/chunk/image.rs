@@ -3,8 +3,10 @@
 //!
 //! The decode runs straight from the source (buffered), so the file is never held whole in
 //! memory here; the decoder's own memory is bounded by [`MAX_IMAGE_DIMENSION`] per side and
-//! [`MAX_IMAGE_ALLOC`], so a decompression bomb is refused as [`MediaError::Unsupported`] rather than exhausting memory. A JPEG must also end (`FF D9`):
-//! the decoder would otherwise accept a truncated file, filling the missing rows with grey.
+//! [`MAX_IMAGE_ALLOC`], so a decompression bomb is refused as [`MediaError::Unsupported`]
+//! rather than exhausting memory. A JPEG must also end (`FF D9`, within
+//! [`MAX_FRAME_BYTES`](super::MAX_FRAME_BYTES)): the decoder would otherwise accept a truncated
+//! file, filling the missing rows with grey.
 
 use std::io::{BufReader, Read, Seek, SeekFrom};
 
@@ -29,7 +31,7 @@ pub(crate) fn probe<R: Read + Seek>(
     if format == VisualFormat::Jpeg && mjpeg::first_frame_end(source, len)?.is_none() {
         return Err(MediaError::corrupt(
             name,
-            "no end-of-image marker: the file is truncated",
+            "no end-of-image marker (FF D9) in the file or its first 64 MiB: truncated?",
         ));
     }
     let image_format = match format {

@@ -19,9 +19,9 @@
 //!
 //! | format | `INIT` chunks | media chunks (one unit each, split at the chunk size) |
 //! |---|---|---|
-//! | bytes | none | every chunk `KEY | END_OF_UNIT`, pts 0 |
+//! | bytes | none | every chunk `KEY` + `END_OF_UNIT`, pts 0 |
 //! | image | none | the whole file is one unit: every piece `KEY`, the last `END_OF_UNIT`, pts 0 |
-//! | WAV | header and every chunk before `data`; pad byte, chunks after `data`, a partial last frame | whole PCM frames, [`Config::audio_chunk_us`] each, `KEY | END_OF_UNIT` |
+//! | WAV | header and every chunk before `data`; pad byte, chunks after `data`, a partial last frame | whole PCM frames, [`Config::audio_chunk_us`] each, `KEY` + `END_OF_UNIT` |
 //! | MJPEG | bytes between frames (if any) | one JPEG per unit, every piece `KEY` |
 //! | Y4M | the stream header line | `FRAME…\n` line + planes per unit, every piece `KEY` |
 //! | MP4 | every byte that is not a video sample (ftyp, moov, mdat header, audio samples, free) | one video sample per unit, `KEY` on sync samples |

@@ -186,17 +186,13 @@ fn demux<R: Read + Seek>(source: &mut R, len: u64) -> Result<Demuxed, MediaError
     let runs = &stsc.samples;
     for (r, run) in runs.iter().enumerate() {
         let first = u64::from(run.first_chunk);
-        let last = runs.get(r + 1).map_or(stco.offsets.len() as u64, |next| {
-            u64::from(next.first_chunk) - 1
-        });
-        if first == 0
-            || last > stco.offsets.len() as u64
-            || runs
-                .get(r + 1)
-                .is_some_and(|x| u64::from(x.first_chunk) <= first)
-        {
+        let chunks = stco.offsets.len() as u64;
+        // Runs must start at chunk 1 or later, in increasing order, within the chunk table.
+        let next_first = runs.get(r + 1).map(|next| u64::from(next.first_chunk));
+        if first == 0 || first > chunks || next_first.is_some_and(|n| n <= first) {
             return Err(bad("bad sample-to-chunk table"));
         }
+        let last = next_first.map_or(chunks, |n| (n - 1).min(chunks));
         for c in first..=last {
             let mut at = stco.offsets[(c - 1) as usize];
             for _ in 0..run.samples_per_chunk {

@@ -223,7 +223,8 @@ impl Packetizer {
     /// Feeds the next bytes of the file (in order from offset 0, any piece sizes) and appends
     /// every chunk that is now complete to `out`.
     ///
-    /// Payloads are slices of `data` wherever a chunk lies within one pushed piece.
+    /// Payloads are slices of `data` wherever a chunk lies within one pushed piece. After an
+    /// error the packetizer is unusable (the stream must be abandoned).
     pub fn push(&mut self, data: Bytes, out: &mut Vec<Chunk>) -> Result<(), MediaError> {
         let end = self.received + data.len() as u64;
         if end > self.len || (self.finished && !data.is_empty()) {

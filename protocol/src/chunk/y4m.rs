@@ -259,7 +259,8 @@ fn parse_header(head: &[u8]) -> Result<Header, MediaError> {
 
 /// Bytes of one frame's planes, refused above [`MAX_FRAME_BYTES`].
 fn frame_bytes(width: u32, height: u32, colour: &str) -> Result<u64, MediaError> {
-    let (w, h) = (u64::from(width), u64::from(height));
+    // u128: 4 planes of (2^32 - 1)^2 samples of 2 bytes fit, u64 would overflow.
+    let (w, h) = (u128::from(width), u128::from(height));
     // Colour spaces with more than 8 bits (420p10, mono16, ...) store 2 bytes per sample.
     let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
     let (base, depth) = match colour.rsplit_once('p') {
@@ -294,16 +295,17 @@ fn frame_bytes(width: u32, height: u32, colour: &str) -> Result<u64, MediaError>
             ));
         }
     };
-    // Both factors are below 2^32 · 4, so none of the above overflows u64.
     let size = planes * sample;
-    if size > MAX_FRAME_BYTES {
+    if size > u128::from(MAX_FRAME_BYTES) {
+        let size = u64::try_from(size).unwrap_or(u64::MAX);
         return Err(MediaError::TooLarge {
             what: "Y4M frame",
             size,
             limit: MAX_FRAME_BYTES,
         });
     }
-    Ok(size)
+    // At most MAX_FRAME_BYTES, so it fits.
+    Ok(size as u64)
 }
 
 #[cfg(test)]

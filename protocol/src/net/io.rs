@@ -74,14 +74,19 @@ impl Outbox {
     /// Writes everything queued with vectored writes.
     ///
     /// Not cancel-safe: dropping the future mid-write loses track of what was written.
-    pub async fn write_to<W: AsyncWrite + Unpin + ?Sized>(&mut self, w: &mut W) -> std::io::Result<()> {
+    pub async fn write_to<W: AsyncWrite + Unpin + ?Sized>(
+        &mut self,
+        w: &mut W,
+    ) -> std::io::Result<()> {
         // At most this many slices per writev: Linux's IOV_MAX is 1024.
         const MAX_SLICES: usize = 512;
         let mut first = 0;
         while first < self.parts.len() {
             let end = (first + MAX_SLICES).min(self.parts.len());
-            let slices: Vec<IoSlice<'_>> =
-                self.parts[first..end].iter().map(|b| IoSlice::new(b)).collect();
+            let slices: Vec<IoSlice<'_>> = self.parts[first..end]
+                .iter()
+                .map(|b| IoSlice::new(b))
+                .collect();
             let mut n = w.write_vectored(&slices).await?;
             if n == 0 {
                 return Err(std::io::ErrorKind::WriteZero.into());
@@ -101,7 +106,10 @@ impl Outbox {
     }
 
     /// Writes everything queued to a QUIC stream, payloads by reference.
-    pub async fn write_to_quic(&mut self, s: &mut quinn::SendStream) -> Result<(), quinn::WriteError> {
+    pub async fn write_to_quic(
+        &mut self,
+        s: &mut quinn::SendStream,
+    ) -> Result<(), quinn::WriteError> {
         s.write_all_chunks(&mut self.parts).await?;
         self.clear();
         Ok(())

@@ -139,7 +139,10 @@ impl MediaTx {
 impl LinkTx {
     /// Sends a control frame (queued behind earlier control frames, ahead of media).
     pub async fn send(&self, frame: Frame) -> Result<(), LinkError> {
-        self.out.send(Outgoing::Frame(frame)).await.map_err(|_| LinkError::Closed)
+        self.out
+            .send(Outgoing::Frame(frame))
+            .await
+            .map_err(|_| LinkError::Closed)
     }
 
     /// Sends bytes that already hold encoded frames (handshake output).
@@ -147,20 +150,29 @@ impl LinkTx {
         if bytes.is_empty() {
             return Ok(());
         }
-        self.out.send(Outgoing::Raw(bytes)).await.map_err(|_| LinkError::Closed)
+        self.out
+            .send(Outgoing::Raw(bytes))
+            .await
+            .map_err(|_| LinkError::Closed)
     }
 
     /// Routes incoming chunks of `stream` to the returned receiver (bounded by `capacity`
     /// chunks). The route ends after the stream's `END_OF_STREAM` chunk.
     pub fn route(&self, stream: StreamId, capacity: usize) -> mpsc::Receiver<ChunkResult> {
         let (tx, rx) = mpsc::channel(capacity.max(1));
-        self.routes.lock().unwrap_or_else(|e| e.into_inner()).insert(stream, tx);
+        self.routes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(stream, tx);
         rx
     }
 
     /// Stops routing `stream`; its chunks then arrive on [`LinkRx`] (and are usually dropped).
     pub fn unroute(&self, stream: StreamId) {
-        self.routes.lock().unwrap_or_else(|e| e.into_inner()).remove(&stream);
+        self.routes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&stream);
     }
 
     /// Starts sending a media stream.
@@ -168,11 +180,17 @@ impl LinkTx {
         match &self.quic {
             Some(conn) => {
                 let send = conn.open_uni().await?;
-                Ok(MediaTx::Quic { send, out: Box::default() })
+                Ok(MediaTx::Quic {
+                    send,
+                    out: Box::default(),
+                })
             }
             None => {
                 let (tx, rx) = mpsc::channel(STREAM_QUEUE);
-                self.out.send(Outgoing::Stream(rx)).await.map_err(|_| LinkError::Closed)?;
+                self.out
+                    .send(Outgoing::Stream(rx))
+                    .await
+                    .map_err(|_| LinkError::Closed)?;
                 Ok(MediaTx::Tcp(tx))
             }
         }
@@ -192,7 +210,14 @@ pub fn tcp(io: BoxedIo, limits: Limits, leftover: BytesMut) -> (LinkTx, LinkRx) 
     let routes = Arc::new(Mutex::new(RouteMap::new()));
     tokio::spawn(tcp_writer(wr, out_rx));
     tokio::spawn(read_loop(rd, leftover, limits, routes.clone(), in_tx));
-    (LinkTx { out: out_tx, routes, quic: None }, LinkRx { rx: in_rx })
+    (
+        LinkTx {
+            out: out_tx,
+            routes,
+            quic: None,
+        },
+        LinkRx { rx: in_rx },
+    )
 }
 
 /// Runs a link over a QUIC connection whose control stream is `(send, recv)`.
@@ -206,9 +231,22 @@ pub fn quic(
     let (in_tx, in_rx) = mpsc::channel(CONTROL_QUEUE);
     let routes = Arc::new(Mutex::new(RouteMap::new()));
     tokio::spawn(quic_control_writer(send, out_rx));
-    tokio::spawn(read_loop(recv, BytesMut::new(), limits, routes.clone(), in_tx.clone()));
+    tokio::spawn(read_loop(
+        recv,
+        BytesMut::new(),
+        limits,
+        routes.clone(),
+        in_tx.clone(),
+    ));
     tokio::spawn(accept_media(conn.clone(), limits, routes.clone(), in_tx));
-    (LinkTx { out: out_tx, routes, quic: Some(conn) }, LinkRx { rx: in_rx })
+    (
+        LinkTx {
+            out: out_tx,
+            routes,
+            quic: Some(conn),
+        },
+        LinkRx { rx: in_rx },
+    )
 }
 
 async fn tcp_writer(mut wr: tokio::io::WriteHalf<BoxedIo>, mut out_rx: mpsc::Receiver<Outgoing>) {
@@ -302,7 +340,13 @@ async fn accept_media(
     in_tx: mpsc::Sender<Result<Frame, LinkError>>,
 ) {
     while let Ok(recv) = conn.accept_uni().await {
-        tokio::spawn(read_loop(recv, BytesMut::new(), limits, routes.clone(), in_tx.clone()));
+        tokio::spawn(read_loop(
+            recv,
+            BytesMut::new(),
+            limits,
+            routes.clone(),
+            in_tx.clone(),
+        ));
     }
 }
 
@@ -348,7 +392,9 @@ async fn read_loop<R: AsyncRead + Unpin>(
         match rd.read_buf(&mut buf).await {
             Ok(0) => {
                 if !buf.is_empty() {
-                    let _ = in_tx.send(Err(DecodeError::Truncated("final").into())).await;
+                    let _ = in_tx
+                        .send(Err(DecodeError::Truncated("final").into()))
+                        .await;
                 }
                 return;
             }
@@ -362,7 +408,11 @@ async fn read_loop<R: AsyncRead + Unpin>(
 }
 
 fn lookup(routes: &Mutex<RouteMap>, stream: StreamId) -> Option<mpsc::Sender<ChunkResult>> {
-    routes.lock().unwrap_or_else(|e| e.into_inner()).get(&stream).cloned()
+    routes
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&stream)
+        .cloned()
 }
 
 /// Delivers one frame; `false` when nobody listens any more.
@@ -381,7 +431,10 @@ async fn dispatch(
     let last = chunk.has(ChunkFlags::END_OF_STREAM);
     if tx.send(Ok(chunk)).await.is_err() || last {
         // The receiver is gone (cancelled) or the stream is complete.
-        routes.lock().unwrap_or_else(|e| e.into_inner()).remove(&stream);
+        routes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&stream);
     }
     true
 }

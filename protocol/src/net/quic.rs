@@ -72,7 +72,8 @@ pub fn client_endpoint(peer: SocketAddr, trust: &Trust) -> Result<Endpoint, Quic
     } else {
         (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
     };
-    let mut ep = Endpoint::client(bind).map_err(|source| QuicSetupError::Bind { addr: bind, source })?;
+    let mut ep =
+        Endpoint::client(bind).map_err(|source| QuicSetupError::Bind { addr: bind, source })?;
     ep.set_default_client_config(cfg);
     Ok(ep)
 }

@@ -38,10 +38,14 @@ pub enum TlsError {
     #[error("TLS configuration: {0}")]
     Rustls(#[from] rustls::Error),
     /// A `--cert-sha256` value that is not 64 hex digits.
-    #[error("certificate pin must be 64 hex digits (the cert-sha256 of the server's listening line)")]
+    #[error(
+        "certificate pin must be 64 hex digits (the cert-sha256 of the server's listening line)"
+    )]
     BadPin,
     /// No system root certificates could be loaded.
-    #[error("no system root certificates found: pass --cert-sha256 HEX (from the server's listening line), --ca FILE, or --insecure")]
+    #[error(
+        "no system root certificates found: pass --cert-sha256 HEX (from the server's listening line), --ca FILE, or --insecure"
+    )]
     NoRoots,
 }
 
@@ -56,36 +60,67 @@ pub struct Identity {
 
 impl Clone for Identity {
     fn clone(&self) -> Self {
-        Self { certs: self.certs.clone(), key: self.key.clone_key() }
+        Self {
+            certs: self.certs.clone(),
+            key: self.key.clone_key(),
+        }
     }
 }
 
 impl Identity {
     /// A fresh self-signed certificate for `localhost`, the loopback addresses and `names`.
     pub fn self_signed(names: &[String]) -> Result<Self, TlsError> {
-        let mut sans = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
-        sans.extend(names.iter().filter(|n| !sans.contains(n)).cloned().collect::<Vec<_>>());
+        let mut sans = vec![
+            "localhost".to_owned(),
+            "127.0.0.1".to_owned(),
+            "::1".to_owned(),
+        ];
+        sans.extend(
+            names
+                .iter()
+                .filter(|n| !sans.contains(n))
+                .cloned()
+                .collect::<Vec<_>>(),
+        );
         let ck = rcgen::generate_simple_self_signed(sans)?;
         let key = PrivateKeyDer::Pkcs8(ck.signing_key.serialize_der().into());
-        Ok(Self { certs: vec![ck.cert.der().clone()], key })
+        Ok(Self {
+            certs: vec![ck.cert.der().clone()],
+            key,
+        })
     }
 
     /// Loads a PEM certificate chain and a PEM private key.
     pub fn from_pem_files(cert: &Path, key: &Path) -> Result<Self, TlsError> {
         let read = |p: &Path| {
-            std::fs::read(p).map_err(|source| TlsError::Read { path: p.display().to_string(), source })
+            std::fs::read(p).map_err(|source| TlsError::Read {
+                path: p.display().to_string(),
+                source,
+            })
         };
         let cert_pem = read(cert)?;
         let certs = rustls_pemfile::certs(&mut &cert_pem[..])
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|source| TlsError::Read { path: cert.display().to_string(), source })?;
+            .map_err(|source| TlsError::Read {
+                path: cert.display().to_string(),
+                source,
+            })?;
         if certs.is_empty() {
-            return Err(TlsError::Pem { path: cert.display().to_string(), what: "no certificate" });
+            return Err(TlsError::Pem {
+                path: cert.display().to_string(),
+                what: "no certificate",
+            });
         }
         let key_pem = read(key)?;
         let key = rustls_pemfile::private_key(&mut &key_pem[..])
-            .map_err(|source| TlsError::Read { path: key.display().to_string(), source })?
-            .ok_or(TlsError::Pem { path: key.display().to_string(), what: "no private key" })?;
+            .map_err(|source| TlsError::Read {
+                path: key.display().to_string(),
+                source,
+            })?
+            .ok_or(TlsError::Pem {
+                path: key.display().to_string(),
+                what: "no private key",
+            })?;
         Ok(Self { certs, key })
     }
 
@@ -165,26 +200,39 @@ pub fn client_config(trust: &Trust) -> Result<Arc<rustls::ClientConfig>, TlsErro
             builder.with_root_certificates(roots).with_no_client_auth()
         }
         Trust::Ca(path) => {
-            let pem = std::fs::read(path)
-                .map_err(|source| TlsError::Read { path: path.display().to_string(), source })?;
+            let pem = std::fs::read(path).map_err(|source| TlsError::Read {
+                path: path.display().to_string(),
+                source,
+            })?;
             let mut roots = rustls::RootCertStore::empty();
             for cert in rustls_pemfile::certs(&mut &pem[..]) {
-                let cert = cert
-                    .map_err(|source| TlsError::Read { path: path.display().to_string(), source })?;
+                let cert = cert.map_err(|source| TlsError::Read {
+                    path: path.display().to_string(),
+                    source,
+                })?;
                 roots.add(cert)?;
             }
             if roots.is_empty() {
-                return Err(TlsError::Pem { path: path.display().to_string(), what: "no certificate" });
+                return Err(TlsError::Pem {
+                    path: path.display().to_string(),
+                    what: "no certificate",
+                });
             }
             builder.with_root_certificates(roots).with_no_client_auth()
         }
         Trust::Pin(pin) => builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(Verifier { pin: Some(*pin), provider }))
+            .with_custom_certificate_verifier(Arc::new(Verifier {
+                pin: Some(*pin),
+                provider,
+            }))
             .with_no_client_auth(),
         Trust::Insecure => builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(Verifier { pin: None, provider }))
+            .with_custom_certificate_verifier(Arc::new(Verifier {
+                pin: None,
+                provider,
+            }))
             .with_no_client_auth(),
     };
     cfg.alpn_protocols = vec![ALPN.to_vec()];
@@ -250,6 +298,8 @@ impl ServerCertVerifier for Verifier {
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }

@@ -49,7 +49,11 @@ impl ClientHandshake {
     /// Starts a handshake at `now`.
     pub fn new(config: ClientConfig, now: Instant) -> Self {
         let deadline = now + config.timeout;
-        Self { config, deadline, hello_sent: false }
+        Self {
+            config,
+            deadline,
+            hello_sent: false,
+        }
     }
 
     /// Appends the `HELLO` to `buf` the first time it is called; later calls append nothing.
@@ -100,7 +104,10 @@ impl ClientHandshake {
                     peer_name: w.server_name,
                 })
             }
-            Frame::Error(e) => Err(HandshakeError::Rejected { code: e.code, message: e.message }),
+            Frame::Error(e) => Err(HandshakeError::Rejected {
+                code: e.code,
+                message: e.message,
+            }),
             Frame::Goodbye { code, message } => Err(HandshakeError::Rejected { code, message }),
             other => Err(HandshakeError::Unexpected(other.name())),
         }

@@ -53,7 +53,14 @@ impl Keepalive {
     /// Answers a `PING` by appending a `PONG` to `out`.
     pub fn handle_ping(&mut self, now: Instant, nonce: u64, time_us: u64, out: &mut BytesMut) {
         self.handle_rx(now);
-        encode(&Frame::Pong { nonce, echo_us: time_us, time_us: self.clock_us(now) }, out);
+        encode(
+            &Frame::Pong {
+                nonce,
+                echo_us: time_us,
+                time_us: self.clock_us(now),
+            },
+            out,
+        );
     }
 
     /// Takes a `PONG`: updates the RTT and the estimate of the peer's clock offset.
@@ -89,7 +96,13 @@ impl Keepalive {
     /// Sends a ping now regardless of the schedule (e.g. to measure RTT at start).
     pub fn ping_now(&mut self, now: Instant, out: &mut BytesMut) {
         self.nonce += 1;
-        encode(&Frame::Ping { nonce: self.nonce, time_us: self.clock_us(now) }, out);
+        encode(
+            &Frame::Ping {
+                nonce: self.nonce,
+                time_us: self.clock_us(now),
+            },
+            out,
+        );
         self.next_ping = now + self.interval;
     }
 

@@ -51,7 +51,9 @@ pub enum HandshakeError {
     #[error("handshake timed out")]
     Timeout,
     /// The version ranges do not overlap.
-    #[error("no protocol version in common: we speak {ours_min}..={ours_max}, peer {theirs_min}..={theirs_max}")]
+    #[error(
+        "no protocol version in common: we speak {ours_min}..={ours_max}, peer {theirs_min}..={theirs_max}"
+    )]
     VersionMismatch {
         /// Our lowest.
         ours_min: u16,

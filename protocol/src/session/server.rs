@@ -45,7 +45,11 @@ impl ServerHandshake {
     /// Starts a handshake at `now` for the connection the server calls `session_id`.
     pub fn new(config: ServerConfig, now: Instant, session_id: u64) -> Self {
         let deadline = now + config.timeout;
-        Self { config, deadline, session_id }
+        Self {
+            config,
+            deadline,
+            session_id,
+        }
     }
 
     /// When [`ServerHandshake::handle_timeout`] must be called.
@@ -127,5 +131,12 @@ impl ServerHandshake {
 fn reject(err: &HandshakeError, message: &str, out: &mut BytesMut) {
     let code = err.code();
     debug_assert_ne!(code, ErrorCode::None);
-    encode(&Frame::Error(ErrorFrame { request: 0, code, message: message.to_owned() }), out);
+    encode(
+        &Frame::Error(ErrorFrame {
+            request: 0,
+            code,
+            message: message.to_owned(),
+        }),
+        out,
+    );
 }

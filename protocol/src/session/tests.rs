@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 
 use super::*;
-use crate::error::ErrorCode;
 use crate::error::DecodeError;
+use crate::error::ErrorCode;
 use crate::wire::{Caps, Decoder, Frame, Hello, MAGIC, encode};
 
 fn decode_all(buf: &mut BytesMut) -> Vec<Frame> {
@@ -22,7 +22,10 @@ fn decode_all(buf: &mut BytesMut) -> Vec<Frame> {
 fn handshake(
     client: ClientConfig,
     server: ServerConfig,
-) -> (Result<Established, HandshakeError>, Result<Established, HandshakeError>) {
+) -> (
+    Result<Established, HandshakeError>,
+    Result<Established, HandshakeError>,
+) {
     let t0 = Instant::now();
     let mut c = ClientHandshake::new(client, t0);
     let s = ServerHandshake::new(server, t0, 42);
@@ -32,7 +35,10 @@ fn handshake(
     let mut reply = BytesMut::new();
     let server_side = s.handle_frame(t0, hello, &mut reply);
     let reply = decode_all(&mut reply).pop().unwrap();
-    (c.handle_frame(t0 + Duration::from_millis(1), reply), server_side)
+    (
+        c.handle_frame(t0 + Duration::from_millis(1), reply),
+        server_side,
+    )
 }
 
 #[test]
@@ -49,9 +55,16 @@ fn handshake_agrees_on_version_caps_and_session() {
 
 #[test]
 fn version_mismatch_is_refused_with_a_code() {
-    let client = ClientConfig { min_version: 7, max_version: 9, ..Default::default() };
+    let client = ClientConfig {
+        min_version: 7,
+        max_version: 9,
+        ..Default::default()
+    };
     let (c, s) = handshake(client, ServerConfig::default());
-    assert!(matches!(s, Err(HandshakeError::VersionMismatch { theirs_min: 7, .. })));
+    assert!(matches!(
+        s,
+        Err(HandshakeError::VersionMismatch { theirs_min: 7, .. })
+    ));
     match c {
         Err(HandshakeError::Rejected { code, message }) => {
             assert_eq!(code, ErrorCode::UnsupportedVersion);
@@ -63,18 +76,33 @@ fn version_mismatch_is_refused_with_a_code() {
 
 #[test]
 fn token_is_required_and_checked() {
-    let server = ServerConfig { token: Some("s3cret".into()), ..Default::default() };
+    let server = ServerConfig {
+        token: Some("s3cret".into()),
+        ..Default::default()
+    };
     let (c, s) = handshake(ClientConfig::default(), server.clone());
     assert_eq!(s, Err(HandshakeError::Unauthorized));
     match c {
-        Err(HandshakeError::Rejected { code: ErrorCode::Unauthorized, message }) => {
+        Err(HandshakeError::Rejected {
+            code: ErrorCode::Unauthorized,
+            message,
+        }) => {
             assert!(message.contains("--token"), "says how to fix it: {message}")
         }
         other => panic!("{other:?}"),
     }
-    let wrong = ClientConfig { token: Some("s3creT".into()), ..Default::default() };
-    assert_eq!(handshake(wrong, server.clone()).1, Err(HandshakeError::Unauthorized));
-    let right = ClientConfig { token: Some("s3cret".into()), ..Default::default() };
+    let wrong = ClientConfig {
+        token: Some("s3creT".into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        handshake(wrong, server.clone()).1,
+        Err(HandshakeError::Unauthorized)
+    );
+    let right = ClientConfig {
+        token: Some("s3cret".into()),
+        ..Default::default()
+    };
     assert!(handshake(right, server).1.is_ok());
 }
 
@@ -83,7 +111,14 @@ fn unexpected_first_frame_is_refused() {
     let t0 = Instant::now();
     let s = ServerHandshake::new(ServerConfig::default(), t0, 1);
     let mut out = BytesMut::new();
-    let r = s.handle_frame(t0, Frame::List { request: 1, prefix: String::new() }, &mut out);
+    let r = s.handle_frame(
+        t0,
+        Frame::List {
+            request: 1,
+            prefix: String::new(),
+        },
+        &mut out,
+    );
     assert_eq!(r, Err(HandshakeError::Unexpected("LIST")));
     match decode_all(&mut out).as_slice() {
         [Frame::Error(e)] => assert_eq!(e.code, ErrorCode::Protocol),
@@ -96,7 +131,10 @@ fn garbage_instead_of_hello_is_a_decode_error() {
     let mut d = Decoder::default();
     let mut junk = BytesMut::from(&b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"[..]);
     // "GET " read as a length is ~1.2 GB: refused before any allocation.
-    assert!(matches!(d.decode(&mut junk), Err(DecodeError::FrameTooLarge { .. })));
+    assert!(matches!(
+        d.decode(&mut junk),
+        Err(DecodeError::FrameTooLarge { .. })
+    ));
     let mut bad_magic = BytesMut::new();
     encode(
         &Frame::Hello(Hello {
@@ -110,7 +148,10 @@ fn garbage_instead_of_hello_is_a_decode_error() {
     );
     bad_magic[5..9].copy_from_slice(b"XXXX");
     assert_ne!(&bad_magic[5..9], &MAGIC);
-    assert_eq!(Decoder::default().decode(&mut bad_magic), Err(DecodeError::BadMagic));
+    assert_eq!(
+        Decoder::default().decode(&mut bad_magic),
+        Err(DecodeError::BadMagic)
+    );
 }
 
 #[test]
@@ -118,10 +159,16 @@ fn server_times_out_a_silent_client() {
     let t0 = Instant::now();
     let s = ServerHandshake::new(ServerConfig::default(), t0, 1);
     let mut out = BytesMut::new();
-    assert!(s.handle_timeout(t0 + Duration::from_secs(9), &mut out).is_ok());
+    assert!(
+        s.handle_timeout(t0 + Duration::from_secs(9), &mut out)
+            .is_ok()
+    );
     assert!(out.is_empty());
     assert_eq!(s.poll_timeout(), t0 + DEFAULT_HANDSHAKE_TIMEOUT);
-    assert_eq!(s.handle_timeout(s.poll_timeout(), &mut out), Err(HandshakeError::Timeout));
+    assert_eq!(
+        s.handle_timeout(s.poll_timeout(), &mut out),
+        Err(HandshakeError::Timeout)
+    );
     match decode_all(&mut out).as_slice() {
         [Frame::Error(e)] => assert_eq!(e.code, ErrorCode::Timeout),
         other => panic!("{other:?}"),
@@ -137,7 +184,10 @@ fn client_times_out_a_silent_server_and_sends_hello_once() {
     let once = out.len();
     c.poll_transmit(&mut out);
     assert_eq!(out.len(), once);
-    assert_eq!(c.handle_timeout(t0 + Duration::from_secs(11)), Err(HandshakeError::Timeout));
+    assert_eq!(
+        c.handle_timeout(t0 + Duration::from_secs(11)),
+        Err(HandshakeError::Timeout)
+    );
 }
 
 #[test]
@@ -146,16 +196,38 @@ fn keepalive_pings_measures_rtt_and_detects_death() {
     let interval = Duration::from_secs(5);
     let mut a = Keepalive::new(t0, t0, interval, Duration::from_secs(30));
     // The peer's clock started 1 s before ours.
-    let mut b = Keepalive::new(t0, t0 - Duration::from_secs(1), interval, Duration::from_secs(30));
+    let mut b = Keepalive::new(
+        t0,
+        t0 - Duration::from_secs(1),
+        interval,
+        Duration::from_secs(30),
+    );
     let mut out = BytesMut::new();
     a.handle_timeout(t0 + interval, &mut out).unwrap();
-    let Some(Frame::Ping { nonce, time_us }) = decode_all(&mut out).pop() else { panic!() };
-    // 10 ms one way, 10 ms back.
-    b.handle_ping(t0 + interval + Duration::from_millis(10), nonce, time_us, &mut out);
-    let Some(Frame::Pong { nonce, echo_us, time_us }) = decode_all(&mut out).pop() else {
+    let Some(Frame::Ping { nonce, time_us }) = decode_all(&mut out).pop() else {
         panic!()
     };
-    a.handle_pong(t0 + interval + Duration::from_millis(20), nonce, echo_us, time_us);
+    // 10 ms one way, 10 ms back.
+    b.handle_ping(
+        t0 + interval + Duration::from_millis(10),
+        nonce,
+        time_us,
+        &mut out,
+    );
+    let Some(Frame::Pong {
+        nonce,
+        echo_us,
+        time_us,
+    }) = decode_all(&mut out).pop()
+    else {
+        panic!()
+    };
+    a.handle_pong(
+        t0 + interval + Duration::from_millis(20),
+        nonce,
+        echo_us,
+        time_us,
+    );
     assert_eq!(a.rtt(), Some(Duration::from_millis(20)));
     assert_eq!(a.clock_offset_us(), Some(1_000_000));
     let dead = t0 + interval + Duration::from_millis(20) + Duration::from_secs(30);

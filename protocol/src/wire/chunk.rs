@@ -101,7 +101,16 @@ impl Chunk {
         payload: Bytes,
     ) -> Self {
         let raw_len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
-        Self { stream, seq, offset, pts_us, duration_us, flags, raw_len, payload }
+        Self {
+            stream,
+            seq,
+            offset,
+            pts_us,
+            duration_us,
+            flags,
+            raw_len,
+            payload,
+        }
     }
 
     /// Whether this chunk carries the given flag(s).

@@ -13,8 +13,7 @@ use crate::media::{
 };
 use crate::wire::chunk::{Chunk, ChunkFlags, StreamId};
 use crate::wire::frame::{
-    Caps, Catalog, Entry, ErrorFrame, Frame, Hello, MAGIC, Mode, Open, Opened, Resume, Welcome,
-    ty,
+    Caps, Catalog, Entry, ErrorFrame, Frame, Hello, MAGIC, Mode, Open, Opened, Resume, Welcome, ty,
 };
 
 /// Bytes of a chunk frame before its payload: length (4), type (1) and the chunk header (41).
@@ -75,7 +74,10 @@ enum State {
 impl Decoder {
     /// A decoder enforcing `limits`.
     pub fn new(limits: Limits) -> Self {
-        Self { limits, state: State::Head }
+        Self {
+            limits,
+            state: State::Head,
+        }
     }
 
     /// The limits in force.
@@ -130,7 +132,11 @@ impl Default for Decoder {
 /// Decodes one whole frame body (type byte first), as found after the length prefix.
 pub fn parse(mut body: Bytes, limits: &Limits) -> Result<Frame, DecodeError> {
     let ty = body.get_u8();
-    let mut r = Reader { buf: body, what: "", limits };
+    let mut r = Reader {
+        buf: body,
+        what: "",
+        limits,
+    };
     let frame = match ty {
         ty::HELLO => {
             r.what = "HELLO";
@@ -164,15 +170,25 @@ pub fn parse(mut body: Bytes, limits: &Limits) -> Result<Frame, DecodeError> {
         }
         ty::PING => {
             r.what = "PING";
-            Frame::Ping { nonce: r.u64()?, time_us: r.u64()? }
+            Frame::Ping {
+                nonce: r.u64()?,
+                time_us: r.u64()?,
+            }
         }
         ty::PONG => {
             r.what = "PONG";
-            Frame::Pong { nonce: r.u64()?, echo_us: r.u64()?, time_us: r.u64()? }
+            Frame::Pong {
+                nonce: r.u64()?,
+                echo_us: r.u64()?,
+                time_us: r.u64()?,
+            }
         }
         ty::LIST => {
             r.what = "LIST";
-            Frame::List { request: r.u32()?, prefix: r.string()? }
+            Frame::List {
+                request: r.u32()?,
+                prefix: r.string()?,
+            }
         }
         ty::CATALOG => {
             r.what = "CATALOG";
@@ -180,7 +196,10 @@ pub fn parse(mut body: Bytes, limits: &Limits) -> Result<Frame, DecodeError> {
             let last = r.bool()?;
             let count = usize::from(r.u16()?);
             if count > limits.max_list_len {
-                return Err(DecodeError::ListTooLong { len: count, max: limits.max_list_len });
+                return Err(DecodeError::ListTooLong {
+                    len: count,
+                    max: limits.max_list_len,
+                });
             }
             // Each entry takes at least 22 bytes, so a count the body cannot hold is refused
             // before the Vec is sized by it.
@@ -197,7 +216,11 @@ pub fn parse(mut body: Bytes, limits: &Limits) -> Result<Frame, DecodeError> {
                     viewers: r.u32()?,
                 });
             }
-            Frame::Catalog(Catalog { request, last, entries })
+            Frame::Catalog(Catalog {
+                request,
+                last,
+                entries,
+            })
         }
         ty::OPEN => {
             r.what = "OPEN";
@@ -205,7 +228,10 @@ pub fn parse(mut body: Bytes, limits: &Limits) -> Result<Frame, DecodeError> {
             let stream = StreamId(r.u32()?);
             let flags = r.u8()?;
             if flags & !0x07 != 0 {
-                return Err(DecodeError::InvalidField { field: "open flags", value: flags.into() });
+                return Err(DecodeError::InvalidField {
+                    field: "open flags",
+                    value: flags.into(),
+                });
             }
             let resume_kind = r.u8()?;
             let resume_at = r.u64()?;
@@ -213,7 +239,12 @@ pub fn parse(mut body: Bytes, limits: &Limits) -> Result<Frame, DecodeError> {
                 0 => Resume::Start,
                 1 => Resume::Seq(resume_at),
                 2 => Resume::Offset(resume_at),
-                v => return Err(DecodeError::InvalidField { field: "resume", value: v.into() }),
+                v => {
+                    return Err(DecodeError::InvalidField {
+                        field: "resume",
+                        value: v.into(),
+                    });
+                }
             };
             let chunk_size = r.u32()?;
             let path = r.string()?;
@@ -221,7 +252,11 @@ pub fn parse(mut body: Bytes, limits: &Limits) -> Result<Frame, DecodeError> {
                 request,
                 stream,
                 path,
-                mode: if flags & 0x01 != 0 { Mode::Realtime } else { Mode::Download },
+                mode: if flags & 0x01 != 0 {
+                    Mode::Realtime
+                } else {
+                    Mode::Download
+                },
                 resume,
                 compress: flags & 0x02 != 0,
                 raw: flags & 0x04 != 0,
@@ -239,7 +274,12 @@ pub fn parse(mut body: Bytes, limits: &Limits) -> Result<Frame, DecodeError> {
             let digest = match r.u8()? {
                 0 => None,
                 1 => Some(r.array32()?),
-                v => return Err(DecodeError::InvalidField { field: "digest kind", value: v.into() }),
+                v => {
+                    return Err(DecodeError::InvalidField {
+                        field: "digest kind",
+                        value: v.into(),
+                    });
+                }
             };
             Frame::Opened(Opened {
                 request,
@@ -274,11 +314,18 @@ pub fn parse(mut body: Bytes, limits: &Limits) -> Result<Frame, DecodeError> {
         }
         ty::SUBSCRIBE => {
             r.what = "SUBSCRIBE";
-            Frame::Subscribe { request: r.u32()?, stream: StreamId(r.u32()?), channel: r.string()? }
+            Frame::Subscribe {
+                request: r.u32()?,
+                stream: StreamId(r.u32()?),
+                channel: r.string()?,
+            }
         }
         ty::GOODBYE => {
             r.what = "GOODBYE";
-            Frame::Goodbye { code: ErrorCode::from_u16(r.u16()?), message: r.string()? }
+            Frame::Goodbye {
+                code: ErrorCode::from_u16(r.u16()?),
+                message: r.string()?,
+            }
         }
         other => return Err(DecodeError::UnknownFrameType(other)),
     };
@@ -305,12 +352,27 @@ fn parse_chunk(mut body: Bytes) -> Result<Chunk, DecodeError> {
         return Err(DecodeError::Checksum { stream, seq });
     }
     if !ChunkFlags::ALL.contains(flags) {
-        return Err(DecodeError::InvalidField { field: "chunk flags", value: flags.0.into() });
+        return Err(DecodeError::InvalidField {
+            field: "chunk flags",
+            value: flags.0.into(),
+        });
     }
     if !flags.contains(ChunkFlags::COMPRESSED) && raw_len as usize != body.len() {
-        return Err(DecodeError::InvalidField { field: "chunk raw_len", value: raw_len.into() });
+        return Err(DecodeError::InvalidField {
+            field: "chunk raw_len",
+            value: raw_len.into(),
+        });
     }
-    Ok(Chunk { stream, seq, offset, pts_us, duration_us, flags, raw_len, payload: body })
+    Ok(Chunk {
+        stream,
+        seq,
+        offset,
+        pts_us,
+        duration_us,
+        flags,
+        raw_len,
+        payload: body,
+    })
 }
 
 struct Reader<'a> {
@@ -334,7 +396,10 @@ impl Reader<'_> {
         match self.u8()? {
             0 => Ok(false),
             1 => Ok(true),
-            v => Err(DecodeError::InvalidField { field: "bool", value: v.into() }),
+            v => Err(DecodeError::InvalidField {
+                field: "bool",
+                value: v.into(),
+            }),
         }
     }
     fn u16(&mut self) -> Result<u16, DecodeError> {
@@ -365,15 +430,20 @@ impl Reader<'_> {
     fn string(&mut self) -> Result<String, DecodeError> {
         let len = usize::from(self.u16()?);
         if len > self.limits.max_string_len {
-            return Err(DecodeError::StringTooLong { len, max: self.limits.max_string_len });
+            return Err(DecodeError::StringTooLong {
+                len,
+                max: self.limits.max_string_len,
+            });
         }
         let b = self.bytes(len)?;
         String::from_utf8(b.to_vec()).map_err(|_| DecodeError::BadUtf8)
     }
     fn codec(&mut self) -> Result<Codec, DecodeError> {
         let kind = self.u8()?;
-        let kind = MediaKind::from_code(kind)
-            .ok_or(DecodeError::InvalidField { field: "media kind", value: kind.into() })?;
+        let kind = MediaKind::from_code(kind).ok_or(DecodeError::InvalidField {
+            field: "media kind",
+            value: kind.into(),
+        })?;
         Ok(match kind {
             MediaKind::Bytes => Codec::Bytes,
             MediaKind::Audio => {
@@ -390,7 +460,12 @@ impl Reader<'_> {
                         });
                     }
                 };
-                Codec::Audio(AudioParams { sample_rate, channels, bits_per_sample, sample_format })
+                Codec::Audio(AudioParams {
+                    sample_rate,
+                    channels,
+                    bits_per_sample,
+                    sample_format,
+                })
             }
             MediaKind::Video => Codec::Video(VideoParams {
                 format: self.format()?,
@@ -398,7 +473,12 @@ impl Reader<'_> {
                 height: self.u32()?,
                 fps_num: self.u32()?,
                 fps_den: match self.u32()? {
-                    0 => return Err(DecodeError::InvalidField { field: "fps_den", value: 0 }),
+                    0 => {
+                        return Err(DecodeError::InvalidField {
+                            field: "fps_den",
+                            value: 0,
+                        });
+                    }
                     d => d,
                 },
             }),
@@ -412,8 +492,10 @@ impl Reader<'_> {
     }
     fn format(&mut self) -> Result<VisualFormat, DecodeError> {
         let v = self.u8()?;
-        VisualFormat::from_code(v)
-            .ok_or(DecodeError::InvalidField { field: "visual format", value: v.into() })
+        VisualFormat::from_code(v).ok_or(DecodeError::InvalidField {
+            field: "visual format",
+            value: v.into(),
+        })
     }
 }
 
@@ -457,7 +539,11 @@ pub fn encode(frame: &Frame, dst: &mut BytesMut) {
             dst.put_u64(*nonce);
             dst.put_u64(*time_us);
         }
-        Frame::Pong { nonce, echo_us, time_us } => {
+        Frame::Pong {
+            nonce,
+            echo_us,
+            time_us,
+        } => {
             dst.put_u8(ty::PONG);
             dst.put_u64(*nonce);
             dst.put_u64(*echo_us);
@@ -520,20 +606,33 @@ pub fn encode(frame: &Frame, dst: &mut BytesMut) {
             dst.put_u32(o.chunk_size);
         }
         Frame::Chunk(_) => unreachable!("handled above"),
-        Frame::Close { stream, code, message } => {
+        Frame::Close {
+            stream,
+            code,
+            message,
+        } => {
             dst.put_u8(ty::CLOSE);
             dst.put_u32(stream.0);
             dst.put_u16(code.to_u16());
             put_string(dst, message);
         }
-        Frame::Publish { request, stream, channel, codec } => {
+        Frame::Publish {
+            request,
+            stream,
+            channel,
+            codec,
+        } => {
             dst.put_u8(ty::PUBLISH);
             dst.put_u32(*request);
             dst.put_u32(stream.0);
             put_string(dst, channel);
             put_codec(dst, codec);
         }
-        Frame::Subscribe { request, stream, channel } => {
+        Frame::Subscribe {
+            request,
+            stream,
+            channel,
+        } => {
             dst.put_u8(ty::SUBSCRIBE);
             dst.put_u32(*request);
             dst.put_u32(stream.0);

@@ -4,7 +4,9 @@ pub mod chunk;
 pub mod codec;
 pub mod frame;
 
-pub use codec::{CHUNK_OVERHEAD, DEFAULT_MAX_PAYLOAD, Decoder, Limits, encode, encode_chunk_head, parse};
+pub use codec::{
+    CHUNK_OVERHEAD, DEFAULT_MAX_PAYLOAD, Decoder, Limits, encode, encode_chunk_head, parse,
+};
 pub use frame::{
     Caps, Catalog, Entry, ErrorFrame, Frame, Hello, MAGIC, Mode, Open, Opened, Resume, VERSION,
     Welcome,

@@ -300,3 +300,57 @@ pub fn have_ffmpeg() -> bool {
         .status()
         .is_ok_and(|s| s.success())
 }
+
+/// Makes a 2 s 160x120 25 fps H.264 + AAC MP4 (GOP 12) with ffmpeg in `dir`; returns its
+/// bytes and whether it is H.264 (Debian's ffmpeg may lack libx264: then MPEG-4 part 2).
+pub fn ffmpeg_mp4(dir: &std::path::Path, name: &str, extra: &[&str]) -> Option<(Vec<u8>, bool)> {
+    let out = dir.join(name);
+    let mut args = vec![
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-y",
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc=size=160x120:rate=25",
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=frequency=440:sample_rate=48000",
+        "-t",
+        "2",
+        "-pix_fmt",
+        "yuv420p",
+        "-c:v",
+        "libx264",
+        "-g",
+        "12",
+        "-sc_threshold",
+        "0",
+        "-c:a",
+        "aac",
+    ];
+    args.extend_from_slice(extra);
+    let run = |args: &[&str]| {
+        std::process::Command::new("ffmpeg")
+            .args(args)
+            .arg(&out)
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    let mut h264 = true;
+    if !run(&args) {
+        eprintln!("note: libx264 unavailable, {name} falls back to -c:v mpeg4");
+        let args: Vec<&str> = args
+            .iter()
+            .filter(|a| **a != "-sc_threshold" && **a != "0")
+            .map(|a| if *a == "libx264" { "mpeg4" } else { a })
+            .collect();
+        if !run(&args) {
+            return None;
+        }
+        h264 = false;
+    }
+    std::fs::read(out).ok().map(|d| (d, h264))
+}
