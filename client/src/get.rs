@@ -230,3 +230,32 @@ fn progress_bar(total: u64, done: u64) -> indicatif::ProgressBar {
     bar.set_position(done);
     bar
 }
+
+/// How many times [`get_resuming`] reconnects and resumes after a cut or corrupted transfer.
+pub const DEFAULT_RETRIES: u32 = 3;
+
+/// Like [`get`], but on a lost connection or a corrupted chunk it reconnects and resumes from
+/// what is on disk (the partial file is always consistent: bytes are written in order and
+/// only after their chunk's checksum passed), up to `retries` times.
+pub async fn get_resuming(
+    url: &crate::url::Url,
+    connect: &crate::session::ConnectOptions,
+    opts: &GetOptions,
+    retries: u32,
+) -> Result<GetReport, ClientError> {
+    let mut opts = opts.clone();
+    let mut attempt = 0;
+    loop {
+        let session = Session::connect(url, connect).await?;
+        let result = get(&session, &url.path, &opts).await;
+        session.close().await;
+        match result {
+            Err(e @ (ClientError::Lost(_) | ClientError::Corrupt(_))) if attempt < retries => {
+                attempt += 1;
+                tracing::warn!("{e}; resuming (attempt {attempt} of {retries})");
+                opts.resume = true;
+            }
+            other => return other,
+        }
+    }
+}

@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use chunkcast::error::ClientError;
-use chunkcast::get::{GetOptions, get, partial_path};
+use chunkcast::get::{GetOptions, get, get_resuming, partial_path};
 use chunkcast::session::{ConnectOptions, OpenOptions, Session};
 use chunkcast::url::{Scheme, Url};
 use chunkcast_protocol::ErrorCode;
@@ -134,36 +134,63 @@ async fn twenty_concurrent_viewers_all_get_the_file() {
     .unwrap();
 }
 
-/// A TCP proxy that forwards server→client bytes until `cut_after` bytes, then drops both
-/// sides, as a failing network would.
+/// A TCP proxy: the first connection forwards server→client bytes until `cut_after` bytes,
+/// then drops both sides, as a failing network would; later connections pass everything.
 async fn cutting_proxy(target: SocketAddr, cut_after: usize) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
-        let Ok((client, _)) = listener.accept().await else {
-            return;
-        };
-        let server = tokio::net::TcpStream::connect(target).await.unwrap();
-        let (mut cr, mut cw) = client.into_split();
-        let (mut sr, mut sw) = server.into_split();
-        let up = tokio::spawn(async move {
-            let _ = tokio::io::copy(&mut cr, &mut sw).await;
-        });
-        let mut left = cut_after;
-        let mut buf = vec![0u8; 64 << 10];
-        while left > 0 {
-            let n = match sr.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => n.min(left),
+        let mut cut = Some(cut_after);
+        for _ in 0..8 {
+            let Ok((client, _)) = listener.accept().await else {
+                return;
             };
-            if cw.write_all(&buf[..n]).await.is_err() {
-                break;
-            }
-            left -= n;
+            let limit = cut.take().unwrap_or(usize::MAX);
+            tokio::spawn(async move {
+                let server = tokio::net::TcpStream::connect(target).await.unwrap();
+                let (mut cr, mut cw) = client.into_split();
+                let (mut sr, mut sw) = server.into_split();
+                let up = tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut cr, &mut sw).await;
+                });
+                let mut left = limit;
+                let mut buf = vec![0u8; 64 << 10];
+                while left > 0 {
+                    let n = match sr.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n.min(left),
+                    };
+                    if cw.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                    left -= n;
+                }
+                up.abort();
+            });
         }
-        up.abort();
     });
     addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_resuming_recovers_from_a_cut_by_itself() {
+    tokio::time::timeout(LIMIT, async {
+        let server = server_with(|_| {}).await;
+        let name = chunkcast_media_samples::CLIP_Y4M;
+        let dir = tempfile::tempdir().unwrap();
+        let proxy = cutting_proxy(server.tcp_addr(), 2_000_000).await;
+        let u = url_at(proxy, Scheme::Tcp, name);
+        let opts = out_opts(dir.path().join("clip.y4m"));
+        let r = get_resuming(&u, &ConnectOptions::default(), &opts, 2)
+            .await
+            .unwrap();
+        assert!(r.verified);
+        assert!(r.resumed_from > 0, "it resumed rather than starting over");
+        assert!(std::fs::read(&r.path).unwrap() == std::fs::read(samples().join(name)).unwrap());
+        server.shutdown().await;
+    })
+    .await
+    .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
