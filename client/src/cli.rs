@@ -7,7 +7,7 @@ use chunkcast_protocol::net::tls::Trust;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::error::ClientError;
-use crate::get::{GetOptions, get};
+use crate::get::{DEFAULT_RETRIES, GetOptions, get_resuming};
 use crate::session::{ConnectOptions, Session};
 use crate::url::Url;
 
@@ -130,7 +130,6 @@ pub async fn run(cli: Cli) -> Result<(), ClientError> {
             conn,
         } => {
             let url = Url::parse(&url)?;
-            let session = Session::connect(&url, &conn.options()?).await?;
             let opts = GetOptions {
                 out: o,
                 resume,
@@ -139,9 +138,7 @@ pub async fn run(cli: Cli) -> Result<(), ClientError> {
                 compress: compress == Compress::Lz4,
                 progress: !q && std::io::stderr().is_terminal(),
             };
-            let report = get(&session, &url.path, &opts).await;
-            session.close().await;
-            let report = report?;
+            let report = get_resuming(&url, &conn.options()?, &opts, DEFAULT_RETRIES).await?;
             if !q {
                 eprintln!(
                     "saved {} ({} bytes, {:.1} MB/s, {})",
