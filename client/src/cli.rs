@@ -57,8 +57,28 @@ pub enum Command {
         #[command(flatten)]
         conn: ConnArgs,
     },
+    /// Play a stream in real time through a playout buffer, then print its statistics.
+    Play {
+        /// tcp://HOST:PORT/PATH, tcps://… or quic://…
+        url: String,
+        /// Playout buffer: the first unit plays this long after it arrives.
+        #[arg(long, value_name = "N", default_value_t = 100)]
+        buffer_ms: u64,
+        /// Where to render: file:PATH, wav:PATH, pcm:-, mjpeg:-, frames:DIR, or null (the
+        /// default: discard, still in real time). Repeat for several; one may use stdout (-).
+        #[arg(long, value_name = "SINK")]
+        sink: Vec<crate::sink::Spec>,
+        /// Statistics format (printed on stderr when a sink writes to stdout).
+        #[arg(long, value_enum, value_name = "FORMAT", default_value_t = crate::play::StatsFormat::Table)]
+        stats: crate::play::StatsFormat,
+        /// Trust and auth.
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
     /// Start a server on loopback, get every sample over TCP, TLS and QUIC, and verify them.
     Demo,
+    /// Measure download throughput, latency, CPU and memory per transport and chunk size.
+    Bench(crate::bench::Args),
 }
 
 /// Compression choice.
@@ -154,6 +174,18 @@ pub async fn run(cli: Cli) -> Result<(), ClientError> {
             }
             Ok(())
         }
+        Command::Play {
+            url,
+            buffer_ms,
+            sink,
+            stats,
+            conn,
+        } => {
+            let url = Url::parse(&url)?;
+            let buffer = std::time::Duration::from_millis(buffer_ms);
+            crate::play::run(&url, &conn.options()?, buffer, sink, stats).await
+        }
         Command::Demo => crate::demo::run().await,
+        Command::Bench(args) => crate::bench::run(args).await,
     }
 }

@@ -75,6 +75,15 @@ pub enum ClientError {
     /// The request is not valid for what the server has.
     #[error("{0}")]
     Usage(String),
+    /// A sink could not render what was played (a frame that does not decode, a format it
+    /// cannot write); choose another `--sink`, or `file:PATH` to keep the bytes as they came.
+    #[error("{sink} sink: {reason}")]
+    Sink {
+        /// The sink's kind (`frames`, `wav`, ...).
+        sink: String,
+        /// What went wrong.
+        reason: String,
+    },
 }
 
 impl ClientError {

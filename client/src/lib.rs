@@ -18,10 +18,14 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod bench;
 pub mod cli;
 pub mod demo;
 pub mod error;
 pub mod get;
+pub mod live;
 pub mod ls;
+pub mod play;
 pub mod session;
+pub mod sink;
 pub mod url;

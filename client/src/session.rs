@@ -13,10 +13,10 @@ use bytes::BytesMut;
 use chunkcast_protocol::compress;
 use chunkcast_protocol::net::link::{self, ChunkResult};
 use chunkcast_protocol::net::tls::{self, Trust};
-use chunkcast_protocol::net::{BoxedIo, LinkRx, LinkTx, quic, tcp};
-use chunkcast_protocol::session::{ClientConfig, ClientHandshake, Established};
+use chunkcast_protocol::net::{BoxedIo, LinkRx, LinkTx, MediaTx, quic, tcp};
+use chunkcast_protocol::session::{ClientConfig, ClientHandshake, Established, Keepalive};
 use chunkcast_protocol::wire::{Entry, Frame, Limits, Mode, Open, Opened, Resume};
-use chunkcast_protocol::{Chunk, ErrorCode, StreamId};
+use chunkcast_protocol::{Chunk, Codec, ErrorCode, StreamId};
 use rustls::pki_types::ServerName;
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -89,6 +89,21 @@ pub struct Session {
     limits: Limits,
     down: watch::Receiver<Option<String>>,
     endpoint: Option<quinn::Endpoint>,
+    pongs: tokio::sync::Mutex<mpsc::Receiver<Frame>>,
+    epoch: Instant,
+    demux: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Session {
+    /// A dropped session closes its connection: the control task (which holds a sender) is
+    /// stopped, so the TCP writer ends once the last stream handle is gone, and a QUIC
+    /// connection is closed outright.
+    fn drop(&mut self) {
+        self.demux.abort();
+        if let Some(conn) = self.tx.quic() {
+            conn.close(quinn::VarInt::from_u32(0), b"closed");
+        }
+    }
 }
 
 /// Chunks a stream may buffer in the client before the reader waits: with 64 KiB chunks,
@@ -157,13 +172,8 @@ impl Session {
         let pending = Pending::default();
         let closes = Closes::default();
         let (down_tx, down) = watch::channel(None);
-        tokio::spawn(demux(
-            rx,
-            tx.clone(),
-            pending.clone(),
-            closes.clone(),
-            down_tx,
-        ));
+        let (pong_tx, pongs) = mpsc::channel(4);
+        let demux = tokio::spawn(demux(rx, tx.clone(), pending.clone(), closes.clone(), pong_tx, down_tx));
         Ok(Self {
             tx,
             pending,
@@ -174,6 +184,9 @@ impl Session {
             limits,
             down,
             endpoint,
+            pongs: tokio::sync::Mutex::new(pongs),
+            epoch: Instant::now(),
+            demux,
         })
     }
 
@@ -242,15 +255,7 @@ impl Session {
 
     /// Opens a stream; its chunks arrive through the returned [`Incoming`].
     pub async fn open(&self, opts: &OpenOptions) -> Result<Incoming, ClientError> {
-        let stream = StreamId(self.next_stream.fetch_add(1, Ordering::Relaxed));
-        // Route before asking: on QUIC the chunks may overtake the OPENED frame.
-        let chunks = self.tx.route(stream, STREAM_BUFFER);
-        let (close_tx, close_rx) = oneshot::channel();
-        self.closes
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(stream, close_tx);
-        let open = |request| {
+        self.incoming(|request, stream| {
             Frame::Open(Open {
                 request,
                 stream,
@@ -261,24 +266,30 @@ impl Session {
                 raw: opts.raw,
                 chunk_size: opts.chunk_size,
             })
-        };
-        let mut rx = self.request(open).await?;
-        let opened = match rx.recv().await {
-            Some(Frame::Opened(o)) => o,
-            Some(Frame::Error(e)) => {
+        })
+        .await
+    }
+
+    /// Receives a live channel (`live/NAME`) or the other side of a call (`call/ROOM/TRACK`),
+    /// from its latest keyframe. Waits for a publisher if the channel has none yet.
+    pub async fn subscribe(&self, channel: &str) -> Result<Incoming, ClientError> {
+        let channel = channel.to_owned();
+        self.incoming(|request, stream| Frame::Subscribe { request, stream, channel }).await
+    }
+
+    async fn incoming(&self, build: impl FnOnce(u32, StreamId) -> Frame) -> Result<Incoming, ClientError> {
+        let stream = StreamId(self.next_stream.fetch_add(1, Ordering::Relaxed));
+        // Route before asking: on QUIC the chunks may overtake the OPENED frame.
+        let chunks = self.tx.route(stream, STREAM_BUFFER);
+        let (close_tx, close_rx) = oneshot::channel();
+        self.closes.lock().unwrap_or_else(|e| e.into_inner()).insert(stream, close_tx);
+        let mut rx = self.request(|request| build(request, stream)).await?;
+        let opened = match self.answer(&mut rx).await {
+            Ok(o) => o,
+            Err(e) => {
                 self.tx.unroute(stream);
-                return Err(ClientError::Server {
-                    code: e.code,
-                    message: e.message,
-                });
+                return Err(e);
             }
-            Some(other) => {
-                return Err(ClientError::Lost(format!(
-                    "unexpected {} answer",
-                    other.name()
-                )));
-            }
-            None => return Err(self.lost()),
         };
         let max_payload = self.limits.max_payload().max(opened.chunk_size as usize);
         Ok(Incoming {
@@ -293,8 +304,57 @@ impl Session {
         })
     }
 
+    async fn answer(&self, rx: &mut mpsc::Receiver<Frame>) -> Result<Opened, ClientError> {
+        match rx.recv().await {
+            Some(Frame::Opened(o)) => Ok(o),
+            Some(Frame::Error(e)) => Err(ClientError::Server { code: e.code, message: e.message }),
+            Some(other) => Err(ClientError::Lost(format!("unexpected {} answer", other.name()))),
+            None => Err(self.lost()),
+        }
+    }
+
+    /// Starts publishing to a live channel or a call track; send chunks on the returned
+    /// [`Publisher`].
+    pub async fn publish(&self, channel: &str, codec: Codec) -> Result<Publisher, ClientError> {
+        let stream = StreamId(self.next_stream.fetch_add(1, Ordering::Relaxed));
+        let channel = channel.to_owned();
+        let mut rx = self.request(|request| Frame::Publish { request, stream, channel, codec }).await?;
+        let opened = self.answer(&mut rx).await?;
+        let media = self.tx.open_media().await.map_err(|e| ClientError::Lost(e.to_string()))?;
+        Ok(Publisher { stream: opened.stream, media, sent: 0 })
+    }
+
+    /// Measures the round-trip time to the server and the server's clock minus ours (in
+    /// microseconds, on the symmetric-path assumption), from one ping.
+    pub async fn clock(&self) -> Result<(Duration, i64), ClientError> {
+        let mut pongs = self.pongs.lock().await;
+        let mut ka = Keepalive::new(Instant::now(), self.epoch, Duration::from_secs(3600), Duration::from_secs(3600));
+        let mut out = BytesMut::new();
+        ka.ping_now(Instant::now(), &mut out);
+        self.tx.send_raw(out.freeze()).await.map_err(|_| self.lost())?;
+        loop {
+            match tokio::time::timeout(Duration::from_secs(5), pongs.recv()).await {
+                Ok(Some(Frame::Pong { nonce, echo_us, time_us })) => {
+                    ka.handle_pong(Instant::now(), nonce, echo_us, time_us);
+                    if let (Some(rtt), Some(offset)) = (ka.rtt(), ka.clock_offset_us()) {
+                        return Ok((rtt, offset));
+                    }
+                }
+                Ok(Some(_)) => {}
+                Ok(None) => return Err(self.lost()),
+                Err(_) => return Err(ClientError::Timeout("waiting for a pong")),
+            }
+        }
+    }
+
+    /// Microseconds on this session's clock (the one [`Session::clock`] relates to the
+    /// server's).
+    pub fn clock_us(&self) -> u64 {
+        self.epoch.elapsed().as_micros() as u64
+    }
+
     /// Says goodbye and waits briefly for the transport to close.
-    pub async fn close(self) {
+    pub async fn close(mut self) {
         let _ = self
             .tx
             .send(Frame::Goodbye {
@@ -307,9 +367,41 @@ impl Session {
             tokio::time::sleep(Duration::from_millis(5)).await;
             conn.close(quinn::VarInt::from_u32(0), b"bye");
         }
-        if let Some(ep) = self.endpoint {
+        if let Some(ep) = self.endpoint.take() {
             let _ = tokio::time::timeout(Duration::from_secs(1), ep.wait_idle()).await;
         }
+    }
+}
+
+/// Sends one published stream's chunks.
+pub struct Publisher {
+    stream: StreamId,
+    media: MediaTx,
+    sent: u64,
+}
+
+impl Publisher {
+    /// The stream id chunks must carry (set by [`Publisher::send`]).
+    pub fn stream(&self) -> StreamId {
+        self.stream
+    }
+
+    /// Chunks sent so far.
+    pub fn sent(&self) -> u64 {
+        self.sent
+    }
+
+    /// Sends a chunk (its stream id is set to this publisher's), waiting under backpressure.
+    pub async fn send(&mut self, mut chunk: Chunk) -> Result<(), ClientError> {
+        chunk.stream = self.stream;
+        self.media.send(chunk).await.map_err(|e| ClientError::Lost(e.to_string()))?;
+        self.sent += 1;
+        Ok(())
+    }
+
+    /// Ends the stream after everything sent.
+    pub async fn finish(self) -> Result<(), ClientError> {
+        self.media.finish().await.map_err(|e| ClientError::Lost(e.to_string()))
     }
 }
 
@@ -476,6 +568,7 @@ async fn demux(
     tx: LinkTx,
     pending: Pending,
     closes: Closes,
+    pongs: mpsc::Sender<Frame>,
     down: watch::Sender<Option<String>>,
 ) {
     let epoch = Instant::now();
@@ -495,6 +588,11 @@ async fn demux(
                         time_us: time,
                     })
                     .await;
+                continue;
+            }
+            Frame::Pong { .. } => {
+                // Only `Session::clock` pings; if nobody waits, the pong is stale.
+                let _ = pongs.try_send(frame);
                 continue;
             }
             Frame::Catalog(c) => c.request,

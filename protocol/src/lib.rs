@@ -5,7 +5,9 @@
 pub mod chunk;
 pub mod compress;
 pub mod error;
+pub mod fanout;
 pub mod media;
+pub mod pace;
 #[cfg(feature = "tokio")]
 pub mod net;
 pub mod playout;

@@ -6,18 +6,30 @@ use std::time::Duration;
 
 use chunkcast_protocol::wire::Limits as WireLimits;
 
-/// Resource limits, each with a safe default.
+/// Resource limits, each with a safe default. SECURITY.md lists them with the flag that sets
+/// each one and what a client sees when it hits one.
 #[derive(Debug, Clone)]
 pub struct Limits {
-    /// Time a new connection has to finish TLS and the chunkcast handshake (slowloris bound).
+    /// Time a new connection has, from accept to `WELCOME`, for the first byte, TLS (or QUIC's
+    /// setup) and the chunkcast handshake together: the slowloris bound. Past it the server
+    /// sends an `ERROR` (timeout) where it can and closes.
     pub handshake_timeout: Duration,
-    /// Time a connection may stay silent (pings unanswered) before it is closed.
+    /// Time a connection may stay silent (pings unanswered), and time its socket may refuse to
+    /// take any of the bytes the server is sending (a client that stopped reading), before it
+    /// is closed.
     pub idle_timeout: Duration,
-    /// Connections open at once, over both transports.
+    /// Connections open at once, over both transports, handshaking ones included.
     pub max_connections: usize,
+    /// Connections open at once from one IP address.
+    pub max_connections_per_ip: usize,
     /// Media streams one connection may have open at once.
     pub max_streams_per_connection: usize,
-    /// Frame limits (frame, string and list sizes).
+    /// Requests (`LIST`, `OPEN`, `PUBLISH`, `SUBSCRIBE`) per second one connection may make,
+    /// with bursts of as many; one over gets a busy `ERROR`, and a connection that gets more
+    /// than this many such refusals within about a second is closed.
+    pub max_requests_per_sec: u32,
+    /// Frame limits (frame, string and list sizes) on what clients send. `max_frame_len` also
+    /// caps the payload of the chunks the server sends.
     pub wire: WireLimits,
 }
 
@@ -26,8 +38,17 @@ impl Default for Limits {
         Self {
             handshake_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(30),
+            // Each connection costs a socket, two link tasks and at most a few MiB of queued
+            // chunks per stream: 1024 stays far below the default file-descriptor limit's
+            // practical share and a few GiB of memory in the worst case.
             max_connections: 1024,
+            // Enough for a household or an office behind one NAT, few enough that one host
+            // cannot take the whole server's connection budget.
+            max_connections_per_ip: 64,
             max_streams_per_connection: 16,
+            // A player or `get` makes a handful of requests per connection; 50 per second
+            // leaves room for scripted listings while a flood costs the server little.
+            max_requests_per_sec: 50,
             wire: WireLimits::default(),
         }
     }
@@ -54,6 +75,8 @@ pub struct Config {
     pub grace: Duration,
     /// Resource limits.
     pub limits: Limits,
+    /// Where to serve Prometheus metrics over HTTP (`GET /metrics`); `None`: nowhere.
+    pub metrics: Option<SocketAddr>,
 }
 
 /// The default address: loopback only, so that nothing is exposed unless the user says so.
@@ -72,6 +95,7 @@ impl Config {
             cert: None,
             grace: Duration::from_secs(5),
             limits: Limits::default(),
+            metrics: None,
         }
     }
 

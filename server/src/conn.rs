@@ -6,18 +6,22 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::BytesMut;
-use chunkcast_protocol::net::{LinkRx, LinkTx};
+use chunkcast_protocol::net::{LinkError, LinkRx, LinkTx};
 use chunkcast_protocol::session::{
     DEFAULT_PING_INTERVAL, Established, Keepalive, ServerConfig, ServerHandshake,
 };
 use chunkcast_protocol::wire::{Caps, Catalog, ErrorFrame, Frame};
 use chunkcast_protocol::{ErrorCode, StreamId};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::config::Config;
 use crate::library::Library;
+use crate::limit::{RateLimit, Verdict};
+use crate::live::{self, Live};
+use crate::metrics::{self, Dropped, HandshakeFailed, Metrics};
 use crate::stream::{self, Ended};
 
 /// Catalog entries per `CATALOG` frame: keeps each frame far below the frame size limit.
@@ -32,23 +36,51 @@ pub(crate) struct Shared {
     pub(crate) draining: CancellationToken,
     /// Cancelled when the grace period is over: everything stops.
     pub(crate) stop: CancellationToken,
+    /// Live channels and call rooms.
+    pub(crate) live: Arc<Live>,
+    /// The instant every connection's ping timestamps count from, so that clients estimating
+    /// their offset to the server's clock (calls) share one reference.
+    pub(crate) epoch: std::time::Instant,
+    /// What `--metrics` serves.
+    pub(crate) metrics: Arc<Metrics>,
 }
 
 impl Shared {
-    fn handshake_config(&self) -> ServerConfig {
+    /// The state for a server with `config` serving `library`.
+    pub(crate) fn new(config: Config, library: Library) -> Self {
+        Self {
+            library: Arc::new(library),
+            next_session: AtomicU64::new(1),
+            draining: CancellationToken::new(),
+            stop: CancellationToken::new(),
+            live: Arc::new(Live::new(Default::default())),
+            epoch: std::time::Instant::now(),
+            metrics: Arc::new(Metrics::new()),
+            config,
+        }
+    }
+
+    fn handshake_config(&self, timeout: std::time::Duration) -> ServerConfig {
         ServerConfig {
             caps: Caps::LZ4,
             token: self.config.token.clone(),
-            timeout: self.config.limits.handshake_timeout,
+            timeout,
             ..ServerConfig::default()
         }
     }
 }
 
-/// Serves one connection until the client leaves, the link fails, or the server stops.
-pub(crate) async fn serve(shared: Arc<Shared>, tx: LinkTx, mut rx: LinkRx, peer: String) {
+/// Serves one connection until the client leaves, the link fails, or the server stops. The
+/// client's `HELLO` must arrive before `deadline` (what is left of the handshake timeout).
+pub(crate) async fn serve(
+    shared: Arc<Shared>,
+    tx: LinkTx,
+    mut rx: LinkRx,
+    peer: String,
+    deadline: Instant,
+) {
     let id = shared.next_session.fetch_add(1, Ordering::Relaxed);
-    let Some(est) = handshake(&shared, &tx, &mut rx, id).await else {
+    let Some(est) = handshake(&shared, &tx, &mut rx, id, deadline).await else {
         debug!(%peer, session = id, "handshake failed");
         return;
     };
@@ -58,20 +90,35 @@ pub(crate) async fn serve(shared: Arc<Shared>, tx: LinkTx, mut rx: LinkRx, peer:
         tx,
         est,
         streams: HashMap::new(),
+        rate: RateLimit::new(
+            shared.config.limits.max_requests_per_sec,
+            std::time::Instant::now(),
+        ),
     };
     conn.run(&mut rx).await;
+    shared.live.leave(id);
     info!(%peer, session = id, "disconnected");
 }
 
-async fn handshake(shared: &Shared, tx: &LinkTx, rx: &mut LinkRx, id: u64) -> Option<Established> {
+async fn handshake(
+    shared: &Shared,
+    tx: &LinkTx,
+    rx: &mut LinkRx,
+    id: u64,
+    deadline: Instant,
+) -> Option<Established> {
+    let metrics = &shared.metrics;
     let now = std::time::Instant::now();
-    let hs = ServerHandshake::new(shared.handshake_config(), now, id);
-    let deadline = tokio::time::Instant::from_std(hs.poll_timeout());
+    let left = deadline.saturating_duration_since(Instant::now());
+    let hs = ServerHandshake::new(shared.handshake_config(left), now, id);
     let mut out = BytesMut::new();
     let first = tokio::select! {
         f = rx.recv() => f,
         () = tokio::time::sleep_until(deadline) => {
-            let _ = hs.handle_timeout(std::time::Instant::now(), &mut out);
+            let at = hs.poll_timeout().max(std::time::Instant::now());
+            let _ = hs.handle_timeout(at, &mut out);
+            metrics.handshake_failed(HandshakeFailed::Refused(ErrorCode::Timeout));
+            metrics.error_sent(ErrorCode::Timeout);
             let _ = tx.send_raw(out.freeze()).await;
             return None;
         }
@@ -79,9 +126,11 @@ async fn handshake(shared: &Shared, tx: &LinkTx, rx: &mut LinkRx, id: u64) -> Op
     };
     let result = match first {
         Some(Ok(frame)) => hs.handle_frame(std::time::Instant::now(), frame, &mut out),
-        Some(Err(e)) => {
+        Some(Err(LinkError::Decode(e))) => {
             // Garbage: say so in a frame the client can show, then close.
-            let code = ErrorCode::Protocol;
+            let code = ErrorCode::from(&e);
+            metrics.handshake_failed(HandshakeFailed::Refused(code));
+            metrics.error_sent(code);
             let message = format!("not a chunkcast hello: {e}");
             let _ = tx
                 .send(Frame::Error(ErrorFrame {
@@ -92,10 +141,28 @@ async fn handshake(shared: &Shared, tx: &LinkTx, rx: &mut LinkRx, id: u64) -> Op
                 .await;
             return None;
         }
-        None => return None,
+        Some(Err(_)) | None => {
+            metrics.handshake_failed(HandshakeFailed::Closed);
+            return None;
+        }
     };
+    if let Err(e) = &result {
+        metrics.handshake_failed(HandshakeFailed::Refused(e.code()));
+        metrics.error_sent(e.code());
+    }
     let _ = tx.send_raw(out.freeze()).await;
     result.ok()
+}
+
+/// What the control loop does after a frame or a timer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flow {
+    /// Carry on.
+    Continue,
+    /// The client is done: stop reading, let running streams finish.
+    Close,
+    /// The server ends the connection: stop reading, abort running streams.
+    Abort,
 }
 
 struct Conn {
@@ -103,82 +170,160 @@ struct Conn {
     tx: LinkTx,
     est: Established,
     streams: HashMap<StreamId, JoinHandle<()>>,
+    rate: RateLimit,
 }
 
 impl Conn {
     async fn run(&mut self, rx: &mut LinkRx) {
         let now = std::time::Instant::now();
         let idle = self.shared.config.limits.idle_timeout;
-        let mut keepalive = Keepalive::new(now, now, DEFAULT_PING_INTERVAL, idle);
+        let mut keepalive = Keepalive::new(now, self.shared.epoch, DEFAULT_PING_INTERVAL, idle);
         let mut out = BytesMut::new();
-        loop {
+        let flow = loop {
             self.streams.retain(|_, h| !h.is_finished());
-            let wake = tokio::time::Instant::from_std(keepalive.poll_timeout());
-            tokio::select! {
-                frame = rx.recv() => {
-                    let frame = match frame {
-                        Some(Ok(f)) => f,
-                        Some(Err(e)) => {
-                            warn!(session = self.est.session_id, "closing: {e}");
-                            let message = e.to_string();
-                            let _ = self.tx.send(Frame::Goodbye { code: ErrorCode::Protocol, message }).await;
-                            break;
-                        }
-                        None => break,
-                    };
-                    keepalive.handle_rx(std::time::Instant::now());
-                    match frame {
-                        Frame::Ping { nonce, time_us } => {
-                            keepalive.handle_ping(std::time::Instant::now(), nonce, time_us, &mut out);
-                        }
-                        Frame::Pong { nonce, echo_us, time_us } => {
-                            keepalive.handle_pong(std::time::Instant::now(), nonce, echo_us, time_us);
-                        }
-                        Frame::Goodbye { .. } => break,
-                        other => {
-                            if !self.handle(other).await {
-                                break;
-                            }
-                        }
+            let wake = Instant::from_std(keepalive.poll_timeout());
+            let flow = tokio::select! {
+                frame = rx.recv() => match frame {
+                    Some(Ok(frame)) => {
+                        keepalive.handle_rx(std::time::Instant::now());
+                        self.on_frame(frame, &mut keepalive, &mut out).await
                     }
-                }
+                    Some(Err(e)) => self.link_failed(e).await,
+                    None => Flow::Close,
+                },
                 () = tokio::time::sleep_until(wake) => {
-                    if let Err(e) = keepalive.handle_timeout(std::time::Instant::now(), &mut out) {
-                        debug!(session = self.est.session_id, "idle: {e}");
-                        let message = format!("closing an idle connection: {e}");
-                        let _ = self.tx.send(Frame::Goodbye { code: ErrorCode::Timeout, message }).await;
-                        break;
+                    match keepalive.handle_timeout(std::time::Instant::now(), &mut out) {
+                        Ok(()) => Flow::Continue,
+                        Err(e) => {
+                            debug!(session = self.est.session_id, "idle: {e}");
+                            self.shared.metrics.dropped(Dropped::IdleTimeout);
+                            let message = format!("closing an idle connection: {e}");
+                            self.goodbye(ErrorCode::Timeout, message).await;
+                            Flow::Abort
+                        }
                     }
                 }
-                () = self.shared.stop.cancelled() => break,
+                () = self.shared.stop.cancelled() => Flow::Abort,
+            };
+            if flow != Flow::Continue {
+                break flow;
             }
             if !out.is_empty() && self.tx.send_raw(out.split().freeze()).await.is_err() {
-                break;
+                break Flow::Close;
             }
-        }
+        };
         if self.shared.stop.is_cancelled() {
-            let message = "server shutting down".to_owned();
-            let _ = self
-                .tx
-                .send(Frame::Goodbye {
-                    code: ErrorCode::None,
-                    message,
-                })
-                .await;
+            self.goodbye(ErrorCode::None, "server shutting down").await;
+        }
+        if flow == Flow::Abort {
             for (_, h) in self.streams.drain() {
                 h.abort();
             }
         }
         // Let running streams finish (they hold their own link handle); the connection closes
-        // once all of them are done.
+        // once all of them are done. A client that stopped reading cannot hold this up for
+        // long: its writes stall and the link fails after the idle timeout.
         for (_, h) in self.streams.drain() {
             let _ = h.await;
         }
     }
 
+    /// Takes one frame from the client.
+    async fn on_frame(
+        &mut self,
+        frame: Frame,
+        keepalive: &mut Keepalive,
+        out: &mut BytesMut,
+    ) -> Flow {
+        let request = match &frame {
+            Frame::List { request, .. }
+            | Frame::Open(chunkcast_protocol::wire::Open { request, .. })
+            | Frame::Publish { request, .. }
+            | Frame::Subscribe { request, .. } => Some(*request),
+            Frame::Ping { .. } => None,
+            Frame::Pong {
+                nonce,
+                echo_us,
+                time_us,
+            } => {
+                keepalive.handle_pong(std::time::Instant::now(), *nonce, *echo_us, *time_us);
+                return Flow::Continue;
+            }
+            Frame::Goodbye { .. } => return Flow::Close,
+            _ => {
+                return if self.handle(frame).await {
+                    Flow::Continue
+                } else {
+                    Flow::Abort
+                };
+            }
+        };
+        // Requests and pings draw on the connection's rate.
+        match self.rate.check(std::time::Instant::now()) {
+            Verdict::Serve => {}
+            Verdict::Refuse => {
+                self.shared.metrics.request_limited();
+                let Some(request) = request else {
+                    return Flow::Continue; // a ping over the rate goes unanswered
+                };
+                let limit = self.shared.config.limits.max_requests_per_sec;
+                let msg = format!("too many requests (limit {limit} per second): slow down");
+                return if self.error(request, ErrorCode::Busy, msg).await {
+                    Flow::Continue
+                } else {
+                    Flow::Close
+                };
+            }
+            Verdict::Close => {
+                self.shared.metrics.request_limited();
+                self.shared.metrics.dropped(Dropped::RateLimit);
+                let limit = self.shared.config.limits.max_requests_per_sec;
+                warn!(
+                    session = self.est.session_id,
+                    "closing: over its request rate"
+                );
+                let msg =
+                    format!("closing: requests kept coming over the limit of {limit} per second");
+                self.goodbye(ErrorCode::Busy, msg).await;
+                return Flow::Abort;
+            }
+        }
+        if let Frame::Ping { nonce, time_us } = frame {
+            keepalive.handle_ping(std::time::Instant::now(), nonce, time_us, out);
+            return Flow::Continue;
+        }
+        if self.handle(frame).await {
+            Flow::Continue
+        } else {
+            Flow::Abort
+        }
+    }
+
+    /// The link failed: say why if it was the client's bytes, and end the connection.
+    async fn link_failed(&mut self, e: LinkError) -> Flow {
+        let LinkError::Decode(d) = &e else {
+            debug!(session = self.est.session_id, "link failed: {e}");
+            return Flow::Abort;
+        };
+        warn!(session = self.est.session_id, "closing: {e}");
+        let code = ErrorCode::from(d);
+        let why = if code == ErrorCode::TooLarge {
+            Dropped::TooLarge
+        } else {
+            Dropped::Protocol
+        };
+        self.shared.metrics.dropped(why);
+        self.goodbye(code, e.to_string()).await;
+        Flow::Abort
+    }
+
     /// Handles one request; `false` closes the connection.
     async fn handle(&mut self, frame: Frame) -> bool {
         match frame {
+            Frame::List { request, prefix } if prefix.trim_matches('/') == "live" => {
+                let entries = self.shared.live.list();
+                self.send_catalog(request, entries).await
+            }
             Frame::List { request, prefix } => {
                 let lib = self.shared.library.clone();
                 let listed = tokio::task::spawn_blocking(move || lib.list(&prefix)).await;
@@ -220,20 +365,28 @@ impl Conn {
                 let stream = open.stream;
                 let path = open.path.clone();
                 let session = self.est.session_id;
-                let task = tokio::spawn(async move {
+                let m = self.shared.metrics.clone();
+                let task = tokio::spawn(metrics::scope(m.clone(), async move {
                     let request = open.request;
                     match stream::prepare(lib, open, max_payload, lz4).await {
-                        Ok(prepared) => match prepared.run(&tx).await {
-                            Ended::Complete => debug!(session, %path, "stream complete"),
-                            Ended::Failed(e) => warn!(session, %path, "stream failed: {e}"),
-                            Ended::Link(e) => debug!(session, %path, "stream cut: {e}"),
-                        },
+                        Ok(prepared) => {
+                            let _open = m.stream_opened();
+                            match prepared.run(&tx).await {
+                                Ended::Complete => debug!(session, %path, "stream complete"),
+                                Ended::Failed(e) => {
+                                    m.error_sent(ErrorCode::BadMedia);
+                                    warn!(session, %path, "stream failed: {e}");
+                                }
+                                Ended::Link(e) => debug!(session, %path, "stream cut: {e}"),
+                            }
+                        }
                         Err(e) => {
                             debug!(session, %path, "open refused: {}", e.message);
+                            m.error_sent(e.code);
                             let _ = tx.send(Frame::Error(ErrorFrame { request, ..e })).await;
                         }
                     }
-                });
+                }));
                 self.streams.insert(stream, task);
                 true
             }
@@ -243,21 +396,61 @@ impl Conn {
                 }
                 true
             }
-            Frame::Publish { request, .. } | Frame::Subscribe { request, .. } => {
-                self.error(
+            Frame::Publish {
+                request,
+                stream,
+                channel,
+                codec,
+            } => {
+                let max_payload = self.shared.config.limits.wire.max_payload();
+                let live = self.shared.live.clone();
+                let session = self.est.session_id;
+                let at = live::Request {
+                    session,
                     request,
-                    ErrorCode::BadRequest,
-                    "live channels are not supported by this server yet",
-                )
-                .await
+                    stream,
+                    channel: &channel,
+                };
+                match live.publish(&self.tx, at, codec, max_payload).await {
+                    Ok(()) => true,
+                    Err(r) => self.send(live::refusal(request, r)).await,
+                }
+            }
+            Frame::Subscribe {
+                request,
+                stream,
+                channel,
+            } => {
+                if self.streams.contains_key(&stream) {
+                    return self
+                        .error(request, ErrorCode::BadRequest, "stream id already in use")
+                        .await;
+                }
+                let live = self.shared.live.clone();
+                let session = self.est.session_id;
+                let at = live::Request {
+                    session,
+                    request,
+                    stream,
+                    channel: &channel,
+                };
+                match live.subscribe(self.tx.clone(), at).await {
+                    Ok(task) => {
+                        self.streams.insert(stream, task);
+                        true
+                    }
+                    Err(r) => self.send(live::refusal(request, r)).await,
+                }
             }
             Frame::Chunk(c) => {
                 let msg = format!("chunk for stream {} that is not being published", c.stream);
+                self.shared.metrics.dropped(Dropped::Protocol);
                 self.error(0, ErrorCode::BadRequest, msg).await;
                 false
             }
             other => {
                 let msg = format!("unexpected {} frame", other.name());
+                self.shared.metrics.dropped(Dropped::Protocol);
                 self.error(0, ErrorCode::Protocol, msg).await;
                 false
             }
@@ -296,6 +489,23 @@ impl Conn {
             code,
             message: message.into(),
         });
+        self.send(frame).await
+    }
+
+    async fn goodbye(&self, code: ErrorCode, message: impl Into<String>) {
+        let message = message.into();
+        let _ = self.send(Frame::Goodbye { code, message }).await;
+    }
+
+    /// Sends a control frame, counting the error code it carries; `false` if the link is gone.
+    async fn send(&self, frame: Frame) -> bool {
+        match &frame {
+            Frame::Error(e) => self.shared.metrics.error_sent(e.code),
+            Frame::Goodbye { code, .. } | Frame::Close { code, .. } => {
+                self.shared.metrics.error_sent(*code);
+            }
+            _ => {}
+        }
         self.tx.send(frame).await.is_ok()
     }
 }

@@ -2,8 +2,10 @@
 //!
 //! - [`config`]: the [`Config`] and its limits; [`cli`]: the flags that build it.
 //! - [`library`]: the served tree, path confinement, catalog and digests.
-//! - `listen`: accept loops; `conn`: one connection's handshake and control loop;
-//!   `stream`: reading, cutting, pacing and sending one file.
+//! - `listen`: accept loops; `limit`: connection limits and request rates; `guard`: the byte
+//!   stream wrapper that bounds stalled writes and kills finished connections; `conn`: one
+//!   connection's handshake and control loop; `stream`: reading, cutting, pacing and sending
+//!   one file; `metrics`: the counters `--metrics` serves.
 //!
 //! The binary is a thin shell around [`Server::start`], so tests run the very same server
 //! in-process:
@@ -22,19 +24,22 @@
 pub mod cli;
 pub mod config;
 mod conn;
+#[doc(hidden)]
+pub mod fuzzing;
+mod guard;
 pub mod library;
+mod limit;
 mod listen;
+mod live;
+mod metrics;
 mod stream;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 
 use chunkcast_protocol::net::{quic, tls};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
-use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::info;
 
@@ -83,6 +88,7 @@ pub enum ServerError {
 pub struct Server {
     tcp_addr: SocketAddr,
     quic_addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
     fingerprint: String,
     root: std::path::PathBuf,
     shared: Arc<Shared>,
@@ -152,31 +158,49 @@ impl Server {
         })?;
         let acceptor = TlsAcceptor::from(tls::server_config(&identity)?);
 
-        let shared = Arc::new(Shared {
-            library: Arc::new(library),
-            next_session: AtomicU64::new(1),
-            draining: CancellationToken::new(),
-            stop: CancellationToken::new(),
-            config,
-        });
-        let slots = Arc::new(Semaphore::new(shared.config.limits.max_connections));
+        let metrics_listener = match config.metrics {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| ServerError::Bind { addr, source })?,
+            ),
+            None => None,
+        };
+        let metrics_addr = match &metrics_listener {
+            Some(l) => Some(l.local_addr().map_err(|source| ServerError::Bind {
+                addr: config.metrics.unwrap_or(tcp_addr),
+                source,
+            })?),
+            None => None,
+        };
+
+        let shared = Arc::new(Shared::new(config, library));
+        if let Some(listener) = metrics_listener {
+            tokio::spawn(metrics::serve(
+                listener,
+                shared.metrics.clone(),
+                shared.stop.clone(),
+            ));
+        }
+        let gate = Arc::new(listen::Gate::new(&shared));
         let tracker = TaskTracker::new();
         tokio::spawn(listen::tcp_loop(
             listener,
             acceptor,
             shared.clone(),
-            slots.clone(),
+            gate.clone(),
             tracker.clone(),
         ));
         tokio::spawn(listen::quic_loop(
             endpoint.clone(),
             shared.clone(),
-            slots,
+            gate,
             tracker.clone(),
         ));
         let server = Self {
             tcp_addr,
             quic_addr,
+            metrics_addr,
             fingerprint: identity.fingerprint_hex(),
             root,
             shared,
@@ -201,6 +225,11 @@ impl Server {
         self.quic_addr
     }
 
+    /// Where the metrics are served (`GET /metrics`), if `--metrics` was given.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
+    }
+
     /// SHA-256 of the certificate, hex: what clients pin.
     pub fn fingerprint(&self) -> &str {
         &self.fingerprint
@@ -211,12 +240,17 @@ impl Server {
         &self.root
     }
 
-    /// The one line the binary prints on stdout once bound (the product contract).
+    /// The one line the binary prints on stdout once bound (the product contract), with
+    /// ` metrics=IP:PORT` appended when metrics are served.
     pub fn listening_line(&self) -> String {
-        format!(
+        let mut line = format!(
             "listening tcp={} quic={} cert-sha256={}",
             self.tcp_addr, self.quic_addr, self.fingerprint
-        )
+        );
+        if let Some(addr) = self.metrics_addr {
+            line.push_str(&format!(" metrics={addr}"));
+        }
+        line
     }
 
     /// Graceful shutdown: stop accepting and refuse new streams, let running streams finish

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{BufReader, Read};
+use std::io::BufReader;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Mutex;
 use std::time::SystemTime;
@@ -239,20 +239,6 @@ fn probe(path: &Path, name: &str) -> Result<Packetizer, chunkcast_protocol::chun
     let mut f = File::open(path)?;
     let len = f.metadata()?.len();
     Packetizer::open(ChunkConfig::default(), &mut f, len, name)
-}
-
-/// Reads up to `buf.len()` bytes, fewer only at end of file.
-pub(crate) fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
 }
 
 #[cfg(test)]

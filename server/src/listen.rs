@@ -1,27 +1,82 @@
 //! Accept loops: TCP (plain or TLS, told apart by the first byte) and QUIC.
+//!
+//! Every connection is admitted against the connection limits first (refused ones get an
+//! `ERROR` they can show, within a small budget of refusals in flight), then has one deadline,
+//! [`crate::Limits::handshake_timeout`] from accept, for its first byte, TLS or QUIC setup and
+//! the chunkcast handshake together.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::BytesMut;
 use chunkcast_protocol::ErrorCode;
 use chunkcast_protocol::net::tcp::{self, Flavor};
 use chunkcast_protocol::net::{BoxedIo, link};
 use chunkcast_protocol::wire::{ErrorFrame, Frame, encode};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
+use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
 use crate::conn::{self, Shared};
+use crate::guard::{Guarded, Handle};
+use crate::limit::{Admission, Admitted};
+use crate::metrics::{HandshakeFailed, Metrics, Refused, Transport};
+
+/// Refusals being delivered at once. Telling a refused client why costs a TLS or QUIC
+/// handshake; past this many in flight (a flood), refused connections are just closed.
+const REFUSALS_IN_FLIGHT: usize = 64;
+/// Time one refusal may take, handshake and linger included.
+const REFUSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Bytes read and discarded from a refused client before closing, so that its unread `HELLO`
+/// does not turn the close into a reset that destroys the refusal before the client reads it.
+const REFUSE_DRAIN: usize = 64 << 10;
+/// How often a QUIC connection's traffic is added to the byte counters.
+const QUIC_STATS_EVERY: Duration = Duration::from_secs(1);
+/// Time a finished QUIC connection gives the client to read its last frames and close.
+const QUIC_LINGER: Duration = Duration::from_secs(2);
+
+/// The door: connection limits and the budget for refusing politely.
+pub(crate) struct Gate {
+    admission: Admission,
+    refusing: Arc<Semaphore>,
+}
+
+impl Gate {
+    /// The gate for `shared`'s limits.
+    pub(crate) fn new(shared: &Shared) -> Self {
+        let limits = &shared.config.limits;
+        Self {
+            admission: Admission::new(limits.max_connections, limits.max_connections_per_ip),
+            refusing: Arc::new(Semaphore::new(REFUSALS_IN_FLIGHT)),
+        }
+    }
+}
+
+fn refusal_message(why: Refused, shared: &Shared) -> String {
+    let limits = &shared.config.limits;
+    match why {
+        Refused::MaxConnections => format!(
+            "server is at its connection limit ({}); try again later",
+            limits.max_connections
+        ),
+        Refused::MaxConnectionsPerIp => format!(
+            "too many connections from your address (limit {}); close some or try again later",
+            limits.max_connections_per_ip
+        ),
+        Refused::Plaintext => "plain TCP is refused on this address: use tcps:// or quic:// (or start the server with --allow-plaintext)".to_owned(),
+    }
+}
 
 /// Accepts TCP connections until draining starts.
 pub(crate) async fn tcp_loop(
     listener: TcpListener,
     tls: TlsAcceptor,
     shared: Arc<Shared>,
-    slots: Arc<Semaphore>,
+    gate: Arc<Gate>,
     tracker: TaskTracker,
 ) {
     loop {
@@ -31,27 +86,42 @@ pub(crate) async fn tcp_loop(
                 Err(e) => {
                     // EMFILE and friends: back off rather than spin.
                     warn!("accept failed: {e}");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             },
             () = shared.draining.cancelled() => return,
         };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            tracker.spawn(refuse(
-                sock,
-                ErrorCode::Busy,
-                "server is at its connection limit; try again later",
-            ));
-            continue;
+        let deadline = Instant::now() + shared.config.limits.handshake_timeout;
+        let admitted = match gate.admission.admit(peer.ip()) {
+            Ok(a) => a,
+            Err(why) => {
+                shared.metrics.refused(why);
+                debug!(%peer, "refused: {why:?}");
+                let Ok(permit) = gate.refusing.clone().try_acquire_owned() else {
+                    continue; // dropping the socket closes it
+                };
+                let message = refusal_message(why, &shared);
+                let tls = tls.clone();
+                tracker.spawn(async move {
+                    let _permit = permit;
+                    let _ = tokio::time::timeout(REFUSE_TIMEOUT, async {
+                        let io: BoxedIo = match tcp::sniff(&sock, REFUSE_TIMEOUT).await {
+                            Ok(Some(Flavor::Tls)) => Box::new(tls.accept(sock).await?),
+                            Ok(Some(Flavor::Plain)) => Box::new(sock),
+                            _ => return Ok(()),
+                        };
+                        refuse(io, ErrorCode::Busy, message).await
+                    })
+                    .await;
+                });
+                continue;
+            }
         };
         let shared = shared.clone();
         let tls = tls.clone();
         tracker.spawn(async move {
-            let _permit = permit;
-            if let Err(e) = tcp_conn(sock, peer, tls, shared).await {
-                debug!(%peer, "connection setup failed: {e}");
-            }
+            tcp_conn(sock, peer, tls, shared, deadline, admitted).await;
         });
     }
 }
@@ -61,57 +131,101 @@ async fn tcp_conn(
     peer: std::net::SocketAddr,
     tls: TlsAcceptor,
     shared: Arc<Shared>,
-) -> std::io::Result<()> {
-    tcp::configure(&sock)?;
-    let timeout = shared.config.limits.handshake_timeout;
-    let io: BoxedIo = match tcp::sniff(&sock, timeout).await? {
-        None => return Ok(()),
-        Some(Flavor::Tls) => {
-            let accepted = tokio::time::timeout(timeout, tls.accept(sock)).await;
-            match accepted {
-                Ok(Ok(s)) => Box::new(s),
-                Ok(Err(e)) => return Err(e),
-                Err(_) => return Ok(()),
-            }
+    deadline: Instant,
+    admitted: Admitted,
+) {
+    let _admitted = admitted;
+    let _open = shared.metrics.connection_opened(Transport::Tcp);
+    let metrics = &shared.metrics;
+    let _ = tcp::configure(&sock);
+    let remaining = deadline.saturating_duration_since(Instant::now());
+    let flavor = match tcp::sniff(&sock, remaining).await {
+        Ok(Some(f)) => f,
+        Ok(None) if Instant::now() >= deadline => {
+            debug!(%peer, "no first byte within the handshake timeout");
+            metrics.handshake_failed(HandshakeFailed::Refused(ErrorCode::Timeout));
+            return;
         }
-        Some(Flavor::Plain) => {
-            if !peer.ip().is_loopback() && shared.config.exposed() && !shared.config.allow_plaintext
-            {
-                refuse(
-                    sock,
-                    ErrorCode::Unauthorized,
-                    "plain TCP is refused on this address: use tcps:// or quic:// (or start the server with --allow-plaintext)",
-                )
-                .await;
-                return Ok(());
-            }
-            Box::new(sock)
+        Ok(None) | Err(_) => {
+            metrics.handshake_failed(HandshakeFailed::Closed);
+            return;
         }
     };
-    let (tx, rx) = link::tcp(io, shared.config.limits.wire, BytesMut::new());
-    conn::serve(shared, tx, rx, peer.to_string()).await;
-    Ok(())
+    if flavor == Flavor::Plain
+        && !peer.ip().is_loopback()
+        && shared.config.exposed()
+        && !shared.config.allow_plaintext
+    {
+        metrics.refused(Refused::Plaintext);
+        let message = refusal_message(Refused::Plaintext, &shared);
+        let refusal = refuse(Box::new(sock), ErrorCode::Unauthorized, message);
+        let _ = tokio::time::timeout(REFUSE_TIMEOUT, refusal).await;
+        return;
+    }
+    let idle = shared.config.limits.idle_timeout;
+    let (guarded, handle) = Guarded::new(sock, idle, metrics.clone());
+    let io: BoxedIo = match flavor {
+        Flavor::Tls => match tokio::time::timeout_at(deadline, tls.accept(guarded)).await {
+            Ok(Ok(s)) => Box::new(s),
+            Ok(Err(e)) => {
+                debug!(%peer, "TLS handshake failed: {e}");
+                metrics.handshake_failed(HandshakeFailed::Tls);
+                return;
+            }
+            Err(_) => {
+                debug!(%peer, "TLS handshake timed out");
+                metrics.handshake_failed(HandshakeFailed::Refused(ErrorCode::Timeout));
+                return;
+            }
+        },
+        Flavor::Plain => Box::new(guarded),
+    };
+    serve_io(shared, io, handle, peer.to_string(), deadline).await;
 }
 
-async fn refuse(mut sock: TcpStream, code: ErrorCode, message: &str) {
+/// Serves a byte stream (TCP or TLS after accept, or the fuzzer's in-memory pipe) until the
+/// connection is over, then makes sure nothing of it outlives [`crate::guard::LINGER`].
+pub(crate) async fn serve_io(
+    shared: Arc<Shared>,
+    io: BoxedIo,
+    handle: Handle,
+    peer: String,
+    deadline: Instant,
+) {
+    let (tx, rx) = link::tcp(io, shared.config.limits.wire, BytesMut::new());
+    conn::serve(shared, tx, rx, peer, deadline).await;
+    handle.close().await;
+}
+
+/// Tells a client it is refused, in a frame its handshake shows, then closes.
+async fn refuse(mut io: BoxedIo, code: ErrorCode, message: String) -> std::io::Result<()> {
     let mut out = BytesMut::new();
     encode(
         &Frame::Error(ErrorFrame {
             request: 0,
             code,
-            message: message.to_owned(),
+            message,
         }),
         &mut out,
     );
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), sock.write_all(&out)).await;
-    let _ = sock.shutdown().await;
+    io.write_all(&out).await?;
+    io.shutdown().await?;
+    let mut sink = [0u8; 4096];
+    let mut drained = 0;
+    while drained < REFUSE_DRAIN {
+        match io.read(&mut sink).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => drained += n,
+        }
+    }
+    Ok(())
 }
 
 /// Accepts QUIC connections until draining starts.
 pub(crate) async fn quic_loop(
     endpoint: quinn::Endpoint,
     shared: Arc<Shared>,
-    slots: Arc<Semaphore>,
+    gate: Arc<Gate>,
     tracker: TaskTracker,
 ) {
     loop {
@@ -122,35 +236,151 @@ pub(crate) async fn quic_loop(
             },
             () = shared.draining.cancelled() => return,
         };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            incoming.refuse();
+        let peer = incoming.remote_address();
+        // Under pressure, make a client prove its address (a Retry round trip) before it
+        // counts against that address's limit: otherwise spoofed Initials could use up a
+        // victim's connections.
+        if !incoming.remote_address_validated()
+            && incoming.may_retry()
+            && gate.admission.under_pressure(peer.ip())
+        {
+            let _ = incoming.retry();
             continue;
+        }
+        let deadline = Instant::now() + shared.config.limits.handshake_timeout;
+        let admitted = match gate.admission.admit(peer.ip()) {
+            Ok(a) => a,
+            Err(why) => {
+                shared.metrics.refused(why);
+                debug!(%peer, "refused: {why:?}");
+                let Ok(permit) = gate.refusing.clone().try_acquire_owned() else {
+                    incoming.refuse();
+                    continue;
+                };
+                let message = refusal_message(why, &shared);
+                tracker.spawn(async move {
+                    let _permit = permit;
+                    let _ =
+                        tokio::time::timeout(REFUSE_TIMEOUT, refuse_quic(incoming, message)).await;
+                });
+                continue;
+            }
         };
         let shared = shared.clone();
         tracker.spawn(async move {
-            let _permit = permit;
-            let peer = incoming.remote_address();
-            let timeout = shared.config.limits.handshake_timeout;
-            let setup = async {
-                let conn = incoming.await?;
-                let (send, recv) = conn.accept_bi().await?;
-                Ok::<_, quinn::ConnectionError>((conn, send, recv))
-            };
-            let (conn, send, recv) = match tokio::time::timeout(timeout, setup).await {
-                Ok(Ok(v)) => v,
-                Ok(Err(e)) => {
-                    debug!(%peer, "QUIC setup failed: {e}");
-                    return;
-                }
-                Err(_) => {
-                    debug!(%peer, "QUIC setup timed out");
-                    return;
-                }
-            };
-            let (tx, rx) = link::quic(conn.clone(), send, recv, shared.config.limits.wire);
-            conn::serve(shared, tx, rx, peer.to_string()).await;
-            // Give the client a moment to read the last frames before the close.
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), conn.closed()).await;
+            quic_conn(incoming, shared, deadline, admitted).await;
         });
     }
+}
+
+async fn quic_conn(
+    incoming: quinn::Incoming,
+    shared: Arc<Shared>,
+    deadline: Instant,
+    admitted: Admitted,
+) {
+    let _admitted = admitted;
+    let metrics = shared.metrics.clone();
+    let _open = metrics.connection_opened(Transport::Quic);
+    let peer = incoming.remote_address();
+    let conn = match tokio::time::timeout_at(deadline, incoming).await {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => {
+            debug!(%peer, "QUIC setup failed: {e}");
+            metrics.handshake_failed(HandshakeFailed::Quic);
+            return;
+        }
+        Err(_) => {
+            debug!(%peer, "QUIC setup timed out");
+            metrics.handshake_failed(HandshakeFailed::Refused(ErrorCode::Timeout));
+            return;
+        }
+    };
+    let mut traffic = QuicTraffic::new(&metrics);
+    let (send, recv) = match tokio::time::timeout_at(deadline, conn.accept_bi()).await {
+        Ok(Ok(v)) => v,
+        Ok(Err(e)) => {
+            debug!(%peer, "QUIC connection closed before its control stream: {e}");
+            metrics.handshake_failed(HandshakeFailed::Closed);
+            traffic.add(&conn);
+            return;
+        }
+        Err(_) => {
+            debug!(%peer, "no control stream within the handshake timeout");
+            metrics.handshake_failed(HandshakeFailed::Refused(ErrorCode::Timeout));
+            conn.close(quic_code(ErrorCode::Timeout), b"no control stream in time");
+            traffic.add(&conn);
+            return;
+        }
+    };
+    let (tx, rx) = link::quic(conn.clone(), send, recv, shared.config.limits.wire);
+    let serving = conn::serve(shared, tx, rx, peer.to_string(), deadline);
+    tokio::pin!(serving);
+    let mut tick = tokio::time::interval(QUIC_STATS_EVERY);
+    loop {
+        tokio::select! {
+            () = &mut serving => break,
+            _ = tick.tick() => traffic.add(&conn),
+        }
+    }
+    // Give the client a moment to read the last frames, then close: the link's tasks hold
+    // the connection open otherwise.
+    let _ = tokio::time::timeout(QUIC_LINGER, conn.closed()).await;
+    conn.close(quic_code(ErrorCode::None), b"");
+    traffic.add(&conn);
+}
+
+/// The chunkcast error code as a QUIC application close code.
+fn quic_code(code: ErrorCode) -> quinn::VarInt {
+    quinn::VarInt::from_u32(u32::from(code.to_u16()))
+}
+
+/// Adds a QUIC connection's UDP traffic to the byte counters as it grows.
+struct QuicTraffic {
+    sent: prometheus_client::metrics::counter::Counter,
+    received: prometheus_client::metrics::counter::Counter,
+    seen: (u64, u64),
+}
+
+impl QuicTraffic {
+    fn new(metrics: &Metrics) -> Self {
+        let (sent, received) = metrics.byte_counters(Transport::Quic);
+        Self {
+            sent,
+            received,
+            seen: (0, 0),
+        }
+    }
+
+    fn add(&mut self, conn: &quinn::Connection) {
+        let s = conn.stats();
+        let now = (s.udp_tx.bytes, s.udp_rx.bytes);
+        self.sent.inc_by(now.0.saturating_sub(self.seen.0));
+        self.received.inc_by(now.1.saturating_sub(self.seen.1));
+        self.seen = now;
+    }
+}
+
+/// Completes a refused client's QUIC handshake to tell it why, in an `ERROR` on its control
+/// stream, then closes.
+async fn refuse_quic(incoming: quinn::Incoming, message: String) {
+    let Ok(conn) = incoming.await else {
+        return;
+    };
+    if let Ok((mut send, _recv)) = conn.accept_bi().await {
+        let mut out = BytesMut::new();
+        let code = ErrorCode::Busy;
+        encode(
+            &Frame::Error(ErrorFrame {
+                request: 0,
+                code,
+                message,
+            }),
+            &mut out,
+        );
+        if send.write_all(&out).await.is_ok() && send.finish().is_ok() {
+            let _ = send.stopped().await;
+        }
+    }
+    conn.close(quic_code(ErrorCode::Busy), b"busy");
 }

@@ -209,7 +209,14 @@ pub fn tcp(io: BoxedIo, limits: Limits, leftover: BytesMut) -> (LinkTx, LinkRx) 
     let (in_tx, in_rx) = mpsc::channel(CONTROL_QUEUE);
     let routes = Arc::new(Mutex::new(RouteMap::new()));
     tokio::spawn(tcp_writer(wr, out_rx));
-    tokio::spawn(read_loop(rd, leftover, limits, routes.clone(), in_tx));
+    tokio::spawn(read_loop(
+        rd,
+        leftover,
+        limits,
+        routes.clone(),
+        in_tx,
+        Scope::Connection,
+    ));
     (
         LinkTx {
             out: out_tx,
@@ -231,13 +238,15 @@ pub fn quic(
     let (in_tx, in_rx) = mpsc::channel(CONTROL_QUEUE);
     let routes = Arc::new(Mutex::new(RouteMap::new()));
     tokio::spawn(quic_control_writer(send, out_rx));
-    tokio::spawn(read_loop(
+    let control = read_loop(
         recv,
         BytesMut::new(),
         limits,
         routes.clone(),
         in_tx.clone(),
-    ));
+        Scope::Connection,
+    );
+    tokio::spawn(control);
     tokio::spawn(accept_media(conn.clone(), limits, routes.clone(), in_tx));
     (
         LinkTx {
@@ -340,14 +349,26 @@ async fn accept_media(
     in_tx: mpsc::Sender<Result<Frame, LinkError>>,
 ) {
     while let Ok(recv) = conn.accept_uni().await {
-        tokio::spawn(read_loop(
+        let media = read_loop(
             recv,
             BytesMut::new(),
             limits,
             routes.clone(),
             in_tx.clone(),
-        ));
+            Scope::Stream,
+        );
+        tokio::spawn(media);
     }
+}
+
+/// What a read error ends.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Scope {
+    /// The byte stream carries the connection (TCP, or QUIC's control stream).
+    Connection,
+    /// One QUIC media stream: its reset or truncation ends that stream only; the sender
+    /// explains why on the control stream (`CLOSE`).
+    Stream,
 }
 
 async fn read_loop<R: AsyncRead + Unpin>(
@@ -356,6 +377,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
     limits: Limits,
     routes: Arc<Mutex<RouteMap>>,
     in_tx: mpsc::Sender<Result<Frame, LinkError>>,
+    scope: Scope,
 ) {
     let mut decoder = Decoder::new(limits);
     loop {
@@ -391,7 +413,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
         }
         match rd.read_buf(&mut buf).await {
             Ok(0) => {
-                if !buf.is_empty() {
+                if !buf.is_empty() && scope == Scope::Connection {
                     let _ = in_tx
                         .send(Err(DecodeError::Truncated("final").into()))
                         .await;
@@ -400,7 +422,9 @@ async fn read_loop<R: AsyncRead + Unpin>(
             }
             Ok(_) => {}
             Err(e) => {
-                let _ = in_tx.send(Err(e.into())).await;
+                if scope == Scope::Connection {
+                    let _ = in_tx.send(Err(e.into())).await;
+                }
                 return;
             }
         }

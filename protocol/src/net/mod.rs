@@ -4,6 +4,7 @@
 pub mod io;
 pub mod link;
 pub mod quic;
+pub mod source;
 pub mod tcp;
 pub mod tls;
 

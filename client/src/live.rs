@@ -1,0 +1,203 @@
+//! Live: `publish` a file to a channel in real time, and `call`: two peers exchange media
+//! through a room, each measuring one-way latency.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use chunkcast_protocol::chunk::{Config as ChunkConfig, Packetizer};
+use chunkcast_protocol::net::source::{self, Shaping};
+use chunkcast_protocol::pace::Pacer;
+use chunkcast_protocol::{ChunkFlags, Codec, MediaKind, StreamId};
+
+use crate::error::ClientError;
+use crate::session::{ConnectOptions, Session};
+use crate::url::Url;
+
+/// Chunks read ahead of the pacer.
+const AHEAD: usize = 16;
+
+/// How to publish.
+#[derive(Debug, Clone, Default)]
+pub struct PublishOptions {
+    /// Start over at the end, forever (until cancelled).
+    pub looped: bool,
+    /// Stop after this many passes over the file when looping (`None`: forever).
+    pub passes: Option<u32>,
+    /// Payload bytes per chunk (0: the packetizer's default).
+    pub chunk_size: usize,
+    /// Call mode: stamp each chunk with the send time on the server's clock (this offset,
+    /// server minus local, in µs) instead of its media time, so that receivers can measure
+    /// one-way latency.
+    pub stamp_server_clock: Option<i64>,
+}
+
+/// What a publish did.
+#[derive(Debug, Clone, Default)]
+pub struct PublishReport {
+    /// Chunks sent.
+    pub chunks: u64,
+    /// Payload bytes sent.
+    pub bytes: u64,
+    /// Passes over the file.
+    pub passes: u32,
+}
+
+fn open_packetizer(path: &Path, chunk_size: usize) -> Result<(File, Packetizer), ClientError> {
+    let mut file = File::open(path).map_err(|e| ClientError::file(path, e))?;
+    let len = file.metadata().map_err(|e| ClientError::file(path, e))?.len();
+    let mut cfg = ChunkConfig::new(StreamId(0));
+    if chunk_size > 0 {
+        cfg.chunk_size = chunk_size;
+    }
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let p = Packetizer::open(cfg, &mut file, len, &name)
+        .map_err(|e| ClientError::Usage(format!("{}: {e}", path.display())))?;
+    use std::io::Seek;
+    file.rewind().map_err(|e| ClientError::file(path, e))?;
+    Ok((file, p))
+}
+
+/// The codec a file would be published with.
+pub fn probe(path: &Path) -> Result<Codec, ClientError> {
+    Ok(open_packetizer(path, 0)?.1.codec())
+}
+
+/// Publishes `path` to `channel` in real time (paced by its timestamps).
+pub async fn publish_file(
+    session: &Session,
+    channel: &str,
+    path: &Path,
+    opts: &PublishOptions,
+) -> Result<PublishReport, ClientError> {
+    let (file, packetizer) = open_packetizer(path, opts.chunk_size)?;
+    let mut publisher = session.publish(channel, packetizer.codec()).await?;
+    let mut report = PublishReport::default();
+    let mut pacer = Pacer::new();
+    // Media time already played by earlier passes, so that a loop's pts keep increasing.
+    let mut pts_base = 0u64;
+    let mut next = Some((file, packetizer));
+    while let Some((file, packetizer)) = next.take() {
+        report.passes += 1;
+        let last_pass = !opts.looped || opts.passes.is_some_and(|p| report.passes >= p);
+        let mut chunks = source::spawn(file, packetizer, Shaping::default(), AHEAD);
+        let mut pass_end = pts_base;
+        while let Some(item) = chunks.recv().await {
+            let mut chunk = item.map_err(|e| ClientError::Usage(format!("{}: {e}", path.display())))?;
+            chunk.pts_us += pts_base;
+            if !chunk.has(ChunkFlags::INIT) {
+                pass_end = pass_end.max(chunk.pts_us + u64::from(chunk.duration_us));
+            }
+            if chunk.has(ChunkFlags::INIT) && report.passes > 1 {
+                continue; // the header was sent on the first pass
+            }
+            if chunk.duration_us > 0 {
+                tokio::time::sleep_until(pacer.due(Instant::now(), chunk.pts_us).into()).await;
+            }
+            if !last_pass {
+                chunk.flags = chunk.flags.without(ChunkFlags::END_OF_STREAM);
+            }
+            if let Some(offset) = opts.stamp_server_clock {
+                chunk.pts_us = session.clock_us().saturating_add_signed(offset);
+            }
+            report.bytes += chunk.payload.len() as u64;
+            publisher.send(chunk).await?;
+            report.chunks += 1;
+        }
+        pts_base = pass_end;
+        if !last_pass {
+            next = Some(open_packetizer(path, opts.chunk_size)?);
+        }
+    }
+    publisher.finish().await?;
+    Ok(report)
+}
+
+/// One received track of a call.
+#[derive(Debug, Clone)]
+pub struct TrackReport {
+    /// `video` or `audio`.
+    pub track: String,
+    /// Chunks received.
+    pub chunks: u64,
+    /// Payload bytes received.
+    pub bytes: u64,
+    /// One-way latency (send on the peer → arrival here), p50.
+    pub latency_p50: Duration,
+    /// p99.
+    pub latency_p99: Duration,
+    /// Largest.
+    pub latency_max: Duration,
+}
+
+/// What a call did.
+#[derive(Debug, Clone)]
+pub struct CallReport {
+    /// What we sent, per file.
+    pub sent: Vec<PublishReport>,
+    /// What we received, per track.
+    pub received: Vec<TrackReport>,
+    /// Round-trip time to the server when the call started.
+    pub rtt: Duration,
+}
+
+/// Joins the room named by `url` (`…/call/ROOM`), sends each file as a track (`video` or
+/// `audio`, by its kind) and receives the other participant's same tracks, until both sides
+/// have sent everything.
+pub async fn call(url: &Url, connect: &ConnectOptions, from: &[PathBuf]) -> Result<CallReport, ClientError> {
+    let room = url.path.trim_matches('/');
+    if !room.starts_with("call/") || room.matches('/').count() != 1 {
+        return Err(ClientError::Usage(format!("{url} is not a call room: use …/call/ROOM")));
+    }
+    let owned = Session::connect(url, connect).await?;
+    let (rtt, offset) = owned.clock().await?;
+    let mut tracks = Vec::new();
+    for f in from {
+        let track = match probe(f)?.kind() {
+            MediaKind::Audio => "audio",
+            _ => "video",
+        };
+        if tracks.iter().any(|(t, _)| *t == track) {
+            return Err(ClientError::Usage(format!("two {track} files: a call has one of each")));
+        }
+        tracks.push((track, f.clone()));
+    }
+    let session = &owned;
+    let sends = tracks.iter().map(|(track, file)| async move {
+        let opts = PublishOptions { stamp_server_clock: Some(offset), ..Default::default() };
+        publish_file(session, &format!("{room}/{track}"), file, &opts).await
+    });
+    let receives = tracks.iter().map(|(track, _)| async move {
+        let mut incoming = session.subscribe(&format!("{room}/{track}")).await?;
+        let mut latencies = Vec::new();
+        let (mut chunks, mut bytes) = (0u64, 0u64);
+        while let Some(c) = incoming.next().await {
+            let c = c?;
+            let now = session.clock_us().saturating_add_signed(offset);
+            if !c.has(ChunkFlags::INIT) && !c.has(ChunkFlags::END_OF_STREAM) && latencies.len() < 1 << 20 {
+                latencies.push(now.saturating_sub(c.pts_us));
+            }
+            chunks += 1;
+            bytes += c.payload.len() as u64;
+        }
+        latencies.sort_unstable();
+        let pick = |q: f64| {
+            let i = ((latencies.len() as f64 * q).ceil() as usize).clamp(1, latencies.len().max(1)) - 1;
+            Duration::from_micros(latencies.get(i).copied().unwrap_or(0))
+        };
+        Ok::<_, ClientError>(TrackReport {
+            track: (*track).to_owned(),
+            chunks,
+            bytes,
+            latency_p50: pick(0.50),
+            latency_p99: pick(0.99),
+            latency_max: Duration::from_micros(latencies.last().copied().unwrap_or(0)),
+        })
+    });
+    let (sent, received) =
+        tokio::join!(futures_util::future::join_all(sends), futures_util::future::join_all(receives));
+    owned.close().await;
+    let sent = sent.into_iter().collect::<Result<Vec<_>, _>>()?;
+    let received = received.into_iter().collect::<Result<Vec<_>, _>>()?;
+    Ok(CallReport { sent, received, rtt })
+}

@@ -1,0 +1,482 @@
+//! `chunkcast play`: open a stream in realtime mode and render it at its play times.
+//!
+//! Chunks are assembled into units ([`UnitAssembler`]), each unit goes into a
+//! [`PlayoutBuffer`] on arrival, and the buffer releases units at their play time on this
+//! machine's clock (first arrival + buffer + pts offset), concealing any gap; a
+//! [`Sink`] renders what it releases. Time is read through tokio, so tests with a
+//! paused clock drive it too.
+//!
+//! The startup delay is measured from the open request to the first unit played: the open's
+//! round trip, the first unit's transfer, then the buffer.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), chunkcast::error::ClientError> {
+//! use chunkcast::play::{PlayOptions, play};
+//! use chunkcast::session::{ConnectOptions, Session};
+//!
+//! let url = chunkcast::url::Url::parse("tcp://127.0.0.1:7700/sweep-48k-stereo-s16.wav")?;
+//! let session = Session::connect(&url, &ConnectOptions::default()).await?;
+//! let opts = PlayOptions {
+//!     sinks: vec!["wav:out.wav".parse()?],
+//!     ..PlayOptions::default()
+//! };
+//! let report = play(&session, &url.path, &opts).await?;
+//! println!("{}", report.stats);
+//! session.close().await;
+//! # Ok(()) }
+//! ```
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use chunkcast_protocol::chunk::UnitAssembler;
+use chunkcast_protocol::playout::{Config, Kind, Output, PlayoutBuffer, Stats, Unit};
+use chunkcast_protocol::wire::{Mode, Opened, Resume};
+use chunkcast_protocol::{ChunkFlags, Codec};
+use tokio_util::sync::CancellationToken;
+
+use crate::error::ClientError;
+use crate::session::{ConnectOptions, Incoming, OpenOptions, Session};
+use crate::sink::{self, Sink, Spec};
+use crate::url::{Scheme, Url};
+
+/// The playout buffer when `--buffer-ms` is not given: absorbs the jitter of a loaded LAN or
+/// a good Internet path while keeping the startup delay short.
+pub const DEFAULT_BUFFER: Duration = Duration::from_millis(100);
+
+/// The largest unit assembled: a 4K 4:4:4 Y4M frame is 25 MB, and a larger still image
+/// would not decode within the `image` crate's default memory limit anyway.
+const MAX_UNIT_BYTES: usize = 64 << 20;
+
+/// How long playback waits for the server's next chunk (concealing all the while) before
+/// giving up. Realtime streams send at least one chunk per frame or audio block.
+const STALL: Duration = Duration::from_secs(15);
+
+/// How to play.
+#[derive(Debug, Clone)]
+pub struct PlayOptions {
+    /// Playout delay: the first unit plays this long after it arrived.
+    pub buffer: Duration,
+    /// Where to render; none means [`sink::Null`].
+    pub sinks: Vec<Spec>,
+    /// Stops playback cleanly when cancelled (Ctrl-C): the stream is cancelled, the sinks
+    /// are finished and a report is still returned, with
+    /// [`interrupted`](PlayReport::interrupted) set.
+    pub cancel: CancellationToken,
+}
+
+impl Default for PlayOptions {
+    fn default() -> Self {
+        Self {
+            buffer: DEFAULT_BUFFER,
+            sinks: Vec::new(),
+            cancel: CancellationToken::new(),
+        }
+    }
+}
+
+/// What a playback did.
+#[derive(Debug, Clone)]
+pub struct PlayReport {
+    /// The transport, when known (set by [`run`]; [`play`] only sees a session).
+    pub transport: Option<Scheme>,
+    /// What was played.
+    pub codec: Codec,
+    /// The playout buffer's statistics.
+    pub stats: Stats,
+    /// Units played (frames, audio blocks, or the image).
+    pub played: u64,
+    /// From the open request to the first unit played.
+    pub startup_delay: Option<Duration>,
+    /// From the open request to the end of the last unit played (or to the interruption).
+    pub elapsed: Duration,
+    /// Whether playback was cancelled before the stream ended.
+    pub interrupted: bool,
+    /// Units the assembler dropped (malformed or over the size bound).
+    pub dropped_units: u64,
+}
+
+impl PlayReport {
+    /// One line of JSON: `transport`, `codec`, `interrupted`, `elapsed_us`, `dropped_units`,
+    /// then every key of [`Stats::to_json`] (durations in integer microseconds).
+    pub fn to_json(&self) -> String {
+        let transport = self
+            .transport
+            .map_or_else(|| "null".to_owned(), |s| json_string(s.name()));
+        let stats = self.stats.to_json();
+        let stats = stats.strip_prefix('{').unwrap_or(&stats);
+        format!(
+            "{{\"transport\":{transport},\"codec\":{},\"interrupted\":{},\"elapsed_us\":{},\"dropped_units\":{},{stats}",
+            json_string(&self.codec.summary()),
+            self.interrupted,
+            self.elapsed.as_micros(),
+            self.dropped_units,
+        )
+    }
+}
+
+impl fmt::Display for PlayReport {
+    /// A table: transport, stream and elapsed time, then [`Stats`]' rows.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let transport = self.transport.map_or("-", Scheme::name);
+        writeln!(f, "{:<15} {transport}", "transport")?;
+        writeln!(f, "{:<15} {}", "stream", self.codec.summary())?;
+        let how = if self.interrupted {
+            " (interrupted)"
+        } else {
+            ""
+        };
+        writeln!(
+            f,
+            "{:<15} {:.3} s{how}",
+            "elapsed",
+            self.elapsed.as_secs_f64()
+        )?;
+        if self.dropped_units > 0 {
+            writeln!(f, "{:<15} {}", "dropped units", self.dropped_units)?;
+        }
+        write!(f, "{}", self.stats)
+    }
+}
+
+fn json_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if u32::from(c) < 0x20 => out.push_str(&format!("\\u{:04x}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// The clock, read through tokio (so a paused test clock drives playout too).
+fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+/// Opens `path` on `session` in realtime mode and plays it to `opts.sinks` until it ends or
+/// `opts.cancel` is cancelled.
+pub async fn play(
+    session: &Session,
+    path: &str,
+    opts: &PlayOptions,
+) -> Result<PlayReport, ClientError> {
+    Player::open(session, path, opts).await?.run().await
+}
+
+/// An opened stream with its sinks, ready to play.
+pub struct Player {
+    incoming: Incoming,
+    sink: Box<dyn Sink>,
+    buffer: PlayoutBuffer<Bytes>,
+    assembler: UnitAssembler,
+    codec: Codec,
+    cancel: CancellationToken,
+    request_at: Instant,
+    dropped_units: u64,
+    /// Media time at which the last played unit ends.
+    last_end_us: Option<u64>,
+}
+
+impl Player {
+    /// Asks for `path` in realtime mode and opens the sinks for its codec.
+    pub async fn open(
+        session: &Session,
+        path: &str,
+        opts: &PlayOptions,
+    ) -> Result<Self, ClientError> {
+        sink::check(&opts.sinks)?;
+        let request_at = now();
+        let incoming = session
+            .open(&OpenOptions {
+                path: path.to_owned(),
+                mode: Mode::Realtime,
+                resume: Resume::Start,
+                compress: false,
+                raw: false,
+                chunk_size: 0,
+            })
+            .await?;
+        let codec = incoming.opened.codec;
+        let (kind, buffer) = match codec {
+            Codec::Audio(_) => (Kind::Audio, opts.buffer),
+            Codec::Video(_) => (Kind::Video, opts.buffer),
+            // One unit: shown as soon as it is complete.
+            Codec::Image(_) => (Kind::Video, Duration::ZERO),
+            Codec::Bytes => {
+                incoming.cancel().await;
+                return Err(ClientError::Usage(format!(
+                    "{path} is not audio, video or an image; save it with `chunkcast get`"
+                )));
+            }
+        };
+        let sink = match sink::open(&opts.sinks, &codec) {
+            Ok(s) => s,
+            Err(e) => {
+                incoming.cancel().await;
+                return Err(e);
+            }
+        };
+        let mut buffer = PlayoutBuffer::new(Config {
+            buffer,
+            kind,
+            ..Config::default()
+        });
+        buffer.set_request_instant(request_at);
+        Ok(Self {
+            incoming,
+            sink,
+            buffer,
+            assembler: UnitAssembler::new(codec, MAX_UNIT_BYTES),
+            codec,
+            cancel: opts.cancel.clone(),
+            request_at,
+            dropped_units: 0,
+            last_end_us: None,
+        })
+    }
+
+    /// What the server said about the stream.
+    pub fn opened(&self) -> &Opened {
+        &self.incoming.opened
+    }
+
+    /// The sinks' notes for the user (e.g. the PCM format on stdout), one per line.
+    pub fn note(&self) -> Option<String> {
+        self.sink.note()
+    }
+
+    /// Plays to the end (or until cancelled), then finishes the sinks.
+    ///
+    /// On an error the sinks are not finished: their files stay as `PATH.partial`.
+    pub async fn run(mut self) -> Result<PlayReport, ClientError> {
+        let result = self.drive().await;
+        let end = now();
+        let Self {
+            incoming,
+            sink,
+            buffer,
+            codec,
+            request_at,
+            dropped_units,
+            ..
+        } = self;
+        // Stops the server sending if the stream did not end (Ctrl-C or an error).
+        incoming.cancel().await;
+        let interrupted = result?;
+        sink.finish()?;
+        let stats = buffer.stats();
+        Ok(PlayReport {
+            transport: None,
+            codec,
+            played: stats.played,
+            startup_delay: stats.startup_delay,
+            stats,
+            elapsed: end.saturating_duration_since(request_at),
+            interrupted,
+            dropped_units,
+        })
+    }
+
+    /// The drive loop of the playout buffer's contract: push every arrival, poll until
+    /// `Wait`/`Idle` after every arrival and wake-up, sleep until the `Wait` instant or the
+    /// next arrival. Returns whether it was cancelled.
+    async fn drive(&mut self) -> Result<bool, ClientError> {
+        let mut wake: Option<Instant> = None;
+        let mut ended = false;
+        let mut last_arrival = now();
+        loop {
+            let stall = last_arrival + STALL;
+            let until = match wake {
+                Some(at) if ended => at,
+                Some(at) => at.min(stall),
+                None => stall,
+            };
+            tokio::select! {
+                biased;
+                () = self.cancel.cancelled() => return Ok(true),
+                item = self.incoming.next(), if !ended => {
+                    last_arrival = now();
+                    match item {
+                        None => {
+                            ended = true;
+                            self.buffer.end_of_stream();
+                        }
+                        Some(chunk) => ended = self.arrived(chunk?, last_arrival)?,
+                    }
+                }
+                () = tokio::time::sleep_until(until.into()) => {
+                    if !ended && now() >= stall {
+                        return Err(ClientError::Timeout("waiting for media from the server"));
+                    }
+                }
+            }
+            wake = self.release(now())?;
+            if ended && wake.is_none() {
+                break;
+            }
+        }
+        // Let the last unit play out: playback ends when it does.
+        let end = self.last_end_us.and_then(|us| self.buffer.play_instant(us));
+        if let Some(end) = end.filter(|&e| e > now()) {
+            tokio::select! {
+                () = self.cancel.cancelled() => {}
+                () = tokio::time::sleep_until(end.into()) => {}
+            }
+        }
+        Ok(false)
+    }
+
+    /// Feeds one chunk to the sinks and the assembler, and a completed unit to the buffer.
+    /// Returns whether it ends the stream.
+    fn arrived(
+        &mut self,
+        chunk: chunkcast_protocol::Chunk,
+        at: Instant,
+    ) -> Result<bool, ClientError> {
+        self.sink.arrived(&chunk)?;
+        let eos = chunk.has(ChunkFlags::END_OF_STREAM);
+        match self.assembler.push(chunk) {
+            Ok(Some(u)) => {
+                let unit = Unit {
+                    seq: u.index,
+                    pts_us: u.pts_us,
+                    duration_us: u.duration_us,
+                    key: u.key,
+                    payload: u.data,
+                };
+                self.buffer.push(at, unit);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!("dropped a unit: {e}");
+                self.dropped_units += 1;
+            }
+        }
+        if eos {
+            self.buffer.end_of_stream();
+        }
+        Ok(eos)
+    }
+
+    /// Polls the buffer at `now` until it waits or idles, rendering what it releases; returns
+    /// when to wake up next (`None`: on the next arrival).
+    fn release(&mut self, now: Instant) -> Result<Option<Instant>, ClientError> {
+        loop {
+            match self.buffer.poll(now) {
+                Output::Play(unit) => {
+                    self.sink.play(&unit)?;
+                    self.last_end_us = Some(unit.end_us());
+                }
+                Output::Conceal {
+                    pts_us,
+                    duration_us,
+                    kind,
+                } => self.sink.conceal(pts_us, duration_us, kind)?,
+                Output::Wait(at) => return Ok(Some(at)),
+                Output::Idle => return Ok(None),
+            }
+        }
+    }
+}
+
+/// How `chunkcast play` prints its statistics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum StatsFormat {
+    /// A human-readable table.
+    #[default]
+    Table,
+    /// One line of JSON ([`PlayReport::to_json`]).
+    Json,
+}
+
+/// `chunkcast play`: connects, plays `url` with Ctrl-C wired to a clean stop, and prints the
+/// sinks' notes and the statistics (on stdout, or on stderr when a sink writes to stdout).
+pub async fn run(
+    url: &Url,
+    connect: &ConnectOptions,
+    buffer: Duration,
+    sinks: Vec<Spec>,
+    format: StatsFormat,
+) -> Result<(), ClientError> {
+    sink::check(&sinks)?;
+    let stdout_taken = sinks.iter().any(Spec::is_stdout);
+    let opts = PlayOptions {
+        buffer,
+        sinks,
+        cancel: CancellationToken::new(),
+    };
+    let cancel = opts.cancel.clone();
+    let ctrl_c = tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            cancel.cancel();
+            // A second Ctrl-C while finishing: give up at once.
+            if tokio::signal::ctrl_c().await.is_ok() {
+                std::process::exit(130);
+            }
+        }
+    });
+    let result = async {
+        let session = Session::connect(url, connect).await?;
+        let played = async {
+            let player = Player::open(&session, &url.path, &opts).await?;
+            if let Some(note) = player.note() {
+                eprintln!("{note}");
+            }
+            player.run().await
+        }
+        .await;
+        session.close().await;
+        played
+    }
+    .await;
+    ctrl_c.abort();
+    let mut report = result?;
+    report.transport = Some(url.scheme);
+    let text = match format {
+        StatsFormat::Json => report.to_json(),
+        StatsFormat::Table => report.to_string().trim_end().to_owned(),
+    };
+    if stdout_taken {
+        eprintln!("{text}");
+    } else {
+        println!("{text}");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_is_one_line_with_transport_first() {
+        let report = PlayReport {
+            transport: Some(Scheme::Quic),
+            codec: Codec::Bytes,
+            stats: Stats::default(),
+            played: 0,
+            startup_delay: None,
+            elapsed: Duration::from_millis(5),
+            interrupted: true,
+            dropped_units: 0,
+        };
+        let json = report.to_json();
+        assert!(!json.contains('\n'));
+        assert!(
+            json.starts_with(
+                "{\"transport\":\"quic\",\"codec\":\"bytes\",\"interrupted\":true,\"elapsed_us\":5000,\"dropped_units\":0,\"startup_delay_us\":null,"
+            ),
+            "{json}"
+        );
+        assert!(json.ends_with('}'));
+        assert_eq!(json_string("a\"b\\\n"), "\"a\\\"b\\\\\\u000a\"");
+        assert!(report.to_string().contains("(interrupted)"));
+    }
+}

@@ -1,0 +1,625 @@
+//! `play` end to end: the real server in-process on loopback, the real playout loop and sinks,
+//! and the real binary where a pipe to ffmpeg is the point. Every test has a hard timeout.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use chunkcast::play::{PlayOptions, PlayReport, play};
+use chunkcast::session::{ConnectOptions, Session};
+use chunkcast::sink::{Spec, frames::frame_path};
+use chunkcast::url::{Scheme, Url};
+use chunkcast_media_samples as samples;
+use chunkcast_protocol::net::tls::Trust;
+use chunkcast_server::{Config, Server};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// A hang is a failure, not a stuck CI.
+const LIMIT: Duration = Duration::from_secs(60);
+/// The default playout buffer.
+const BUFFER: Duration = Duration::from_millis(100);
+
+/// The sample library, generated once per test binary (unoptimised, it takes seconds). The
+/// 50 MB random file is deleted at once: nothing here plays it.
+fn samples() -> &'static Path {
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = tempfile::Builder::new()
+            .prefix("chunkcast-play-")
+            .tempdir()
+            .expect("tempdir");
+        samples::generate(dir.path()).expect("generating samples");
+        std::fs::remove_file(dir.path().join(samples::RANDOM_BIN)).expect("removing random");
+        dir
+    })
+    .path()
+}
+
+async fn server() -> Server {
+    let root = tokio::task::spawn_blocking(|| samples().to_owned())
+        .await
+        .unwrap();
+    let mut c = Config::on("127.0.0.1:0".parse().unwrap());
+    c.root = Some(root);
+    Server::start(c).await.expect("server starts")
+}
+
+fn url_at(addr: SocketAddr, scheme: Scheme, path: &str) -> Url {
+    Url {
+        scheme,
+        host: addr.ip().to_string(),
+        port: addr.port(),
+        path: path.to_owned(),
+    }
+}
+
+fn url(server: &Server, scheme: Scheme, path: &str) -> Url {
+    let addr = match scheme {
+        Scheme::Quic => server.quic_addr(),
+        _ => server.tcp_addr(),
+    };
+    url_at(addr, scheme, path)
+}
+
+fn pinned(server: &Server) -> ConnectOptions {
+    ConnectOptions {
+        trust: Trust::pin_from_hex(server.fingerprint()).unwrap(),
+        ..Default::default()
+    }
+}
+
+/// Connects to `url`, plays its path to `sinks`, and returns the report with the wall time of
+/// the play call (open request to the end of the last unit).
+async fn play_at(url: &Url, connect: &ConnectOptions, sinks: &[&str]) -> (PlayReport, Duration) {
+    let session = Session::connect(url, connect).await.expect("connects");
+    let opts = PlayOptions {
+        sinks: sinks.iter().map(|s| s.parse().unwrap()).collect(),
+        ..PlayOptions::default()
+    };
+    let t0 = Instant::now();
+    let report = play(&session, &url.path, &opts).await.expect("plays");
+    let wall = t0.elapsed();
+    session.close().await;
+    eprintln!(
+        "{} {}: startup {:?}, wall {wall:?}, underruns {}, played {}, jitter max {:?}",
+        url.scheme.name(),
+        url.path,
+        report.startup_delay.unwrap_or_default(),
+        report.stats.underruns,
+        report.played,
+        report.stats.jitter_max,
+    );
+    (report, wall)
+}
+
+fn pcm_i16(path: &Path) -> (hound::WavSpec, Vec<i16>) {
+    let mut r = hound::WavReader::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let samples = r.samples::<i16>().map(Result::unwrap).collect();
+    (r.spec(), samples)
+}
+
+fn png_frame_number(dir: &Path, index: u64) -> Option<u32> {
+    let img = image::open(frame_path(dir, index))
+        .expect("frame decodes")
+        .to_rgb8();
+    samples::read_clip_frame_number(&img)
+}
+
+fn pngs_in(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "png")
+        })
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mjpeg_clip_plays_in_real_time_to_frames_over_tcp_and_quic() {
+    tokio::time::timeout(LIMIT, async {
+        let server = server().await;
+        let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+        let plays = [Scheme::Tcp, Scheme::Quic]
+            .into_iter()
+            .zip(&dirs)
+            .map(|(scheme, dir)| {
+                let u = url(&server, scheme, samples::CLIP_MJPEG);
+                let connect = pinned(&server);
+                let sink = format!("frames:{}", dir.path().display());
+                async move { play_at(&u, &connect, &[sink.as_str()]).await }
+            });
+        let results = futures_util::future::join_all(plays).await;
+        for ((report, wall), dir) in results.iter().zip(&dirs) {
+            let clip = Duration::from_secs(5);
+            assert!(
+                wall >= &clip && *wall <= clip + BUFFER + Duration::from_millis(600),
+                "a 5 s clip played in {wall:?}"
+            );
+            assert_eq!(report.stats.underruns, 0, "{}", report.stats);
+            assert_eq!(report.played, u64::from(samples::MJPEG_FRAMES));
+            let startup = report.startup_delay.expect("something played");
+            assert!(startup >= BUFFER, "{startup:?}");
+            assert_eq!(pngs_in(dir.path()), samples::MJPEG_FRAMES as usize);
+            for i in [0, 1, 31, 62, 100, 124] {
+                assert_eq!(png_frame_number(dir.path(), i), Some(i as u32), "frame {i}");
+            }
+        }
+        server.shutdown().await;
+    })
+    .await
+    .expect("within the time limit");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sweep_wav_plays_every_frame_over_tcp_and_quic() {
+    tokio::time::timeout(LIMIT, async {
+        let server = server().await;
+        let dir = tempfile::tempdir().unwrap();
+        let outs = [dir.path().join("tcp.wav"), dir.path().join("quic.wav")];
+        let plays = [Scheme::Tcp, Scheme::Quic]
+            .into_iter()
+            .zip(&outs)
+            .map(|(scheme, out)| {
+                let u = url(&server, scheme, samples::SWEEP_48K_WAV);
+                let connect = pinned(&server);
+                let sink = format!("wav:{}", out.display());
+                async move { play_at(&u, &connect, &[sink.as_str()]).await }
+            });
+        let results = futures_util::future::join_all(plays).await;
+        let (src_spec, src) = pcm_i16(&samples().join(samples::SWEEP_48K_WAV));
+        for ((report, wall), out) in results.iter().zip(&outs) {
+            assert_eq!(report.stats.underruns, 0, "{}", report.stats);
+            assert!(*wall >= Duration::from_secs(10), "{wall:?}");
+            let (spec, got) = pcm_i16(out);
+            assert_eq!(spec, src_spec);
+            assert_eq!(got.len() / 2, 480_000, "10 s at 48 kHz");
+            assert!(got == src, "played samples differ from the source");
+            assert!(!chunkcast::get::partial_path(out).exists());
+        }
+        server.shutdown().await;
+    })
+    .await
+    .expect("within the time limit");
+}
+
+/// A TCP proxy that delays every read by a random 0..`max` (keeping order: a read is never
+/// released before the one before it).
+async fn jitter_proxy(upstream: SocketAddr, max: Duration) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        while let Ok((down, _)) = listener.accept().await {
+            let Ok(up) = TcpStream::connect(upstream).await else {
+                continue;
+            };
+            let (dr, dw) = down.into_split();
+            let (ur, uw) = up.into_split();
+            seed = seed.wrapping_add(1);
+            tokio::spawn(delay_pipe(dr, uw, max, seed));
+            tokio::spawn(delay_pipe(ur, dw, max, seed ^ 0xff));
+        }
+    });
+    addr
+}
+
+async fn delay_pipe(
+    mut r: impl tokio::io::AsyncRead + Unpin,
+    mut w: impl tokio::io::AsyncWrite + Unpin + Send + 'static,
+    max: Duration,
+    mut rng: u64,
+) {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>)>();
+    let writer = tokio::spawn(async move {
+        while let Some((at, data)) = rx.recv().await {
+            tokio::time::sleep_until(at).await;
+            if w.write_all(&data).await.is_err() {
+                return;
+            }
+        }
+        let _ = w.shutdown().await;
+    });
+    let mut last = tokio::time::Instant::now();
+    let mut buf = vec![0; 64 * 1024];
+    while let Ok(n @ 1..) = r.read(&mut buf).await {
+        // xorshift64*: reproducible, no dependency.
+        rng ^= rng >> 12;
+        rng ^= rng << 25;
+        rng ^= rng >> 27;
+        let unit = (rng.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) as f64 / (1u64 << 53) as f64;
+        let at = (tokio::time::Instant::now() + max.mul_f64(unit)).max(last);
+        last = at;
+        if tx.send((at, buf[..n].to_vec())).is_err() {
+            break;
+        }
+    }
+    drop(tx);
+    let _ = writer.await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jitter_below_the_buffer_causes_no_underrun() {
+    tokio::time::timeout(LIMIT, async {
+        let server = server().await;
+        let proxy = jitter_proxy(server.tcp_addr(), Duration::from_millis(40)).await;
+        let dir = tempfile::tempdir().unwrap();
+        let (wav, file) = (dir.path().join("out.wav"), dir.path().join("copy.wav"));
+        let u = url_at(proxy, Scheme::Tcp, samples::TONE_8K_WAV);
+        let sinks = [
+            format!("wav:{}", wav.display()),
+            format!("file:{}", file.display()),
+        ];
+        let sinks: Vec<&str> = sinks.iter().map(String::as_str).collect();
+        let (report, _) = play_at(&u, &ConnectOptions::default(), &sinks).await;
+        assert_eq!(report.stats.underruns, 0, "{}", report.stats);
+        assert_eq!(report.stats.late_drops, 0, "{}", report.stats);
+        assert!(
+            report.stats.jitter_max >= Duration::from_millis(10),
+            "the proxy added jitter: {}",
+            report.stats
+        );
+        let (_, got) = pcm_i16(&wav);
+        let (_, src) = pcm_i16(&samples().join(samples::TONE_8K_WAV));
+        assert_eq!(got.len(), 24_000, "3 s at 8 kHz mono");
+        assert!(got == src);
+        // The file sink keeps the stream's bytes, header included: the WAV, rebuilt.
+        let original = std::fs::read(samples().join(samples::TONE_8K_WAV)).unwrap();
+        assert!(std::fs::read(&file).unwrap() == original);
+        server.shutdown().await;
+    })
+    .await
+    .expect("within the time limit");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn y4m_frames_convert_to_rgb() {
+    tokio::time::timeout(LIMIT, async {
+        let server = server().await;
+        let dir = tempfile::tempdir().unwrap();
+        let u = url(&server, Scheme::Tcp, samples::CLIP_Y4M);
+        let sink = format!("frames:{}", dir.path().display());
+        let (report, _) = play_at(&u, &pinned(&server), &[sink.as_str()]).await;
+        assert_eq!(report.stats.underruns, 0);
+        assert_eq!(pngs_in(dir.path()), samples::Y4M_FRAMES as usize);
+        for i in [0, 7, 25, 49] {
+            assert_eq!(png_frame_number(dir.path(), i), Some(i as u32), "frame {i}");
+        }
+        server.shutdown().await;
+    })
+    .await
+    .expect("within the time limit");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sink_that_cannot_render_the_stream_says_so() {
+    tokio::time::timeout(LIMIT, async {
+        let server = server().await;
+        let session = Session::connect(&url(&server, Scheme::Tcp, ""), &pinned(&server))
+            .await
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let opts = PlayOptions {
+            sinks: vec![Spec::Wav(dir.path().join("x.wav"))],
+            ..PlayOptions::default()
+        };
+        let e = play(&session, samples::CLIP_MJPEG, &opts)
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("wav sink plays audio"), "{e}");
+        let opts = PlayOptions::default();
+        let e = play(&session, "no-such-file.wav", &opts).await.unwrap_err();
+        assert!(e.code().is_some(), "{e}");
+        // The session is still usable after both refusals.
+        let opts = PlayOptions {
+            sinks: vec![format!("frames:{}", dir.path().display()).parse().unwrap()],
+            ..PlayOptions::default()
+        };
+        let report = play(&session, samples::TESTCARD_PNG, &opts).await.unwrap();
+        assert_eq!(report.played, 1);
+        let got = image::open(frame_path(dir.path(), 0)).unwrap().to_rgba8();
+        let want = image::open(samples().join(samples::TESTCARD_PNG))
+            .unwrap()
+            .to_rgba8();
+        assert!(got == want, "the image is written as it was served");
+        session.close().await;
+        server.shutdown().await;
+    })
+    .await
+    .expect("within the time limit");
+}
+
+// ---- the binary ----
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_chunkcast"));
+    c.env_remove("CHUNKCAST_TOKEN").env("RUST_LOG", "warn");
+    c
+}
+
+fn have(tool: &str) -> bool {
+    let found = Command::new(tool)
+        .arg("-version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !found {
+        eprintln!("skipped: {tool} is not on PATH");
+    }
+    found
+}
+
+/// Waits for `child` up to `limit`, killing it (by its handle) if it takes longer.
+fn wait_bounded(mut child: Child, limit: Duration) -> Output {
+    let t0 = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if t0.elapsed() > limit {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// Runs `chunkcast play ARGS` with its stdout piped into `consumer`; returns both outputs.
+async fn pipe_into(args: Vec<String>, mut consumer: Command) -> (Output, Output) {
+    tokio::task::spawn_blocking(move || {
+        let mut player = bin()
+            .arg("play")
+            .args(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = player.stdout.take().unwrap();
+        let consumer = consumer
+            .stdin(Stdio::from(stdout))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let player = wait_bounded(player, Duration::from_secs(40));
+        let consumer = wait_bounded(consumer, Duration::from_secs(10));
+        (player, consumer)
+    })
+    .await
+    .unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// The JSON statistics line has the documented keys (a string check: no serde here).
+fn assert_stats_json(line: &str, transport: &str) {
+    assert!(line.starts_with('{') && line.ends_with('}'), "{line}");
+    assert!(
+        line.starts_with(&format!("{{\"transport\":\"{transport}\",")),
+        "{line}"
+    );
+    for key in [
+        "codec",
+        "interrupted",
+        "elapsed_us",
+        "startup_delay_us",
+        "underruns",
+        "underrun_time_us",
+        "late_drops",
+        "played",
+        "concealed",
+        "jitter_p99_us",
+        "bitrate_bps",
+    ] {
+        assert!(line.contains(&format!("\"{key}\":")), "no {key} in {line}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pcm_on_stdout_decodes_with_ffmpeg_sample_for_sample() {
+    if !have("ffmpeg") {
+        return;
+    }
+    tokio::time::timeout(LIMIT, async {
+        let server = server().await;
+        let dir = tempfile::tempdir().unwrap();
+        let decoded = dir.path().join("decoded.wav");
+        let u = url(&server, Scheme::Tcp, samples::TONE_8K_WAV);
+        let args = vec![
+            u.to_string(),
+            "--sink".into(),
+            "pcm:-".into(),
+            "--stats".into(),
+            "json".into(),
+        ];
+        let mut ffmpeg = Command::new("ffmpeg");
+        ffmpeg.args([
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-f",
+            "s16le",
+            "-ar",
+            "8000",
+            "-ac",
+            "1",
+        ]);
+        ffmpeg.args(["-i", "-", "-y"]).arg(&decoded);
+        let (player, ffmpeg) = pipe_into(args, ffmpeg).await;
+        let err = text(&player.stderr);
+        assert!(player.status.success(), "{err}");
+        assert!(ffmpeg.status.success(), "{}", text(&ffmpeg.stderr));
+        assert!(err.contains("pcm: s16le 8000 Hz 1 ch"), "{err}");
+        assert!(err.contains("ffplay -f s16le -ar 8000 -ac 1 -"), "{err}");
+        // stdout carries the audio, so the statistics went to stderr.
+        let json = err
+            .lines()
+            .find(|l| l.starts_with('{'))
+            .expect("a JSON line on stderr");
+        assert_stats_json(json, "tcp");
+        assert!(json.contains("\"underruns\":0,"), "{json}");
+        let (_, got) = pcm_i16(&decoded);
+        let (_, src) = pcm_i16(&samples().join(samples::TONE_8K_WAV));
+        assert_eq!(got.len(), src.len());
+        assert!(got == src);
+        server.shutdown().await;
+    })
+    .await
+    .expect("within the time limit");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mjpeg_on_stdout_has_every_frame_for_ffprobe() {
+    if !have("ffprobe") {
+        return;
+    }
+    tokio::time::timeout(LIMIT, async {
+        let server = server().await;
+        let u = url(&server, Scheme::Quic, samples::CLIP_MJPEG);
+        let args = vec![
+            u.to_string(),
+            "--sink".into(),
+            "mjpeg:-".into(),
+            "--cert-sha256".into(),
+            server.fingerprint().to_owned(),
+        ];
+        let mut ffprobe = Command::new("ffprobe");
+        ffprobe.args(["-v", "error", "-f", "mjpeg", "-count_frames"]);
+        ffprobe.args([
+            "-show_entries",
+            "stream=nb_read_frames",
+            "-of",
+            "csv=p=0",
+            "-i",
+            "-",
+        ]);
+        let (player, ffprobe) = pipe_into(args, ffprobe).await;
+        let err = text(&player.stderr);
+        assert!(player.status.success(), "{err}");
+        assert!(
+            err.contains("underruns       0 "),
+            "the table goes to stderr: {err}"
+        );
+        assert_eq!(
+            text(&ffprobe.stdout).trim(),
+            "125",
+            "{}",
+            text(&ffprobe.stderr)
+        );
+        server.shutdown().await;
+    })
+    .await
+    .expect("within the time limit");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_json_is_one_line_on_stdout() {
+    tokio::time::timeout(LIMIT, async {
+        let server = server().await;
+        let dir = tempfile::tempdir().unwrap();
+        let u = url(&server, Scheme::Tcp, samples::TESTCARD_PNG);
+        let sink = format!("frames:{}", dir.path().display());
+        let out = tokio::task::spawn_blocking(move || {
+            let child = bin()
+                .args(["play", &u.to_string(), "--sink", &sink, "--stats", "json"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            wait_bounded(child, Duration::from_secs(30))
+        })
+        .await
+        .unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let stdout = text(&out.stdout);
+        assert_eq!(stdout.lines().count(), 1, "{stdout}");
+        let line = stdout.trim_end();
+        assert_stats_json(line, "tcp");
+        assert!(
+            line.contains("\"played\":1,") && line.contains("\"interrupted\":false"),
+            "{line}"
+        );
+        assert!(frame_path(dir.path(), 0).exists());
+        server.shutdown().await;
+    })
+    .await
+    .expect("within the time limit");
+}
+
+#[tokio::test]
+async fn an_unknown_sink_is_a_usage_error() {
+    let out = bin()
+        .args(["play", "tcp://127.0.0.1:9/x.wav", "--sink", "speaker:left"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains("unknown sink \"speaker\""), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let out = bin()
+        .args([
+            "play",
+            "tcp://127.0.0.1:9/x.wav",
+            "--sink",
+            "pcm:-",
+            "--sink",
+            "mjpeg:-",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("only one sink can write to stdout"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_finishes_the_wav_and_prints_the_statistics() {
+    tokio::time::timeout(LIMIT, async {
+        let server = server().await;
+        let dir = tempfile::tempdir().unwrap();
+        let wav: PathBuf = dir.path().join("cut.wav");
+        let u = url(&server, Scheme::Tcp, samples::SWEEP_48K_WAV);
+        let sink = format!("wav:{}", wav.display());
+        let out = tokio::task::spawn_blocking(move || {
+            let child = bin()
+                .args(["play", &u.to_string(), "--sink", &sink, "--stats", "json"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            std::thread::sleep(Duration::from_millis(1500));
+            // SIGINT to this child, by its pid.
+            let sent = Command::new("kill")
+                .args(["-INT", &child.id().to_string()])
+                .status()
+                .unwrap();
+            assert!(sent.success());
+            wait_bounded(child, Duration::from_secs(10))
+        })
+        .await
+        .unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let stdout = text(&out.stdout);
+        let line = stdout.trim_end();
+        assert_stats_json(line, "tcp");
+        assert!(line.contains("\"interrupted\":true"), "{line}");
+        let (spec, got) = pcm_i16(&wav);
+        let seconds = got.len() as f64 / f64::from(spec.channels) / f64::from(spec.sample_rate);
+        assert!((0.5..3.0).contains(&seconds), "{seconds} s written");
+        assert!(!chunkcast::get::partial_path(&wav).exists());
+        server.shutdown().await;
+    })
+    .await
+    .expect("within the time limit");
+}

@@ -1,0 +1,244 @@
+//! Admission (connections at once, overall and per IP address) and the per-connection request
+//! rate: the limits checked before any work is done for a client.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::metrics::Refused;
+
+type PerIp = Arc<Mutex<HashMap<IpAddr, usize>>>;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Counts connections, overall and per client address, against their limits.
+pub(crate) struct Admission {
+    slots: Arc<Semaphore>,
+    max: usize,
+    per_ip: PerIp,
+    max_per_ip: usize,
+}
+
+/// One admitted connection: holds its places until dropped.
+#[must_use]
+pub(crate) struct Admitted {
+    _slot: OwnedSemaphorePermit,
+    ip: IpAddr,
+    per_ip: PerIp,
+}
+
+impl Admission {
+    /// At most `max` connections, `max_per_ip` of them from one address.
+    pub(crate) fn new(max: usize, max_per_ip: usize) -> Self {
+        Self {
+            slots: Arc::new(Semaphore::new(max)),
+            max,
+            per_ip: PerIp::default(),
+            max_per_ip,
+        }
+    }
+
+    /// Whether `ip` already uses half of its address's limit, or the server half of its own:
+    /// the point from which QUIC clients must prove their address before they count.
+    pub(crate) fn under_pressure(&self, ip: IpAddr) -> bool {
+        let n = lock(&self.per_ip)
+            .get(&ip.to_canonical())
+            .copied()
+            .unwrap_or(0);
+        n * 2 >= self.max_per_ip || self.slots.available_permits() * 2 <= self.max
+    }
+
+    /// Admits a connection from `ip`, or says which limit is reached. IPv4 addresses mapped
+    /// into IPv6 count as the IPv4 address.
+    pub(crate) fn admit(&self, ip: IpAddr) -> Result<Admitted, Refused> {
+        let ip = ip.to_canonical();
+        let mut per_ip = lock(&self.per_ip);
+        let n = per_ip.entry(ip).or_insert(0);
+        if *n >= self.max_per_ip {
+            if *n == 0 {
+                per_ip.remove(&ip);
+            }
+            return Err(Refused::MaxConnectionsPerIp);
+        }
+        let Ok(slot) = self.slots.clone().try_acquire_owned() else {
+            if *n == 0 {
+                per_ip.remove(&ip);
+            }
+            return Err(Refused::MaxConnections);
+        };
+        *n += 1;
+        Ok(Admitted {
+            _slot: slot,
+            ip,
+            per_ip: self.per_ip.clone(),
+        })
+    }
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        let mut per_ip = lock(&self.per_ip);
+        if let Some(n) = per_ip.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                per_ip.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// A token bucket: `rate` tokens per second, at most `burst` saved up.
+#[derive(Debug, Clone)]
+struct Bucket {
+    tokens: f64,
+    burst: f64,
+    rate: f64,
+    last: Instant,
+}
+
+impl Bucket {
+    fn new(rate: f64, burst: f64, now: Instant) -> Self {
+        Self {
+            tokens: burst,
+            burst,
+            rate,
+            last: now,
+        }
+    }
+
+    fn take(&mut self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// What to do with a request, by its connection's rate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// Serve it.
+    Serve,
+    /// Refuse it (busy) and carry on.
+    Refuse,
+    /// Refuse it and close the connection: it keeps hammering.
+    Close,
+}
+
+/// The request rate of one connection: `per_sec` requests a second with bursts of as many;
+/// over that, requests are refused, and once more than `per_sec` refusals come within about
+/// a second (a second bucket of the same size, drained by refusals), the connection is closed.
+#[derive(Debug, Clone)]
+pub(crate) struct RateLimit {
+    requests: Bucket,
+    refusals: Bucket,
+}
+
+impl RateLimit {
+    /// A full bucket at `now`.
+    pub(crate) fn new(per_sec: u32, now: Instant) -> Self {
+        let rate = f64::from(per_sec.max(1));
+        Self {
+            requests: Bucket::new(rate, rate, now),
+            refusals: Bucket::new(rate, rate, now),
+        }
+    }
+
+    /// Judges a request arriving at `now`.
+    pub(crate) fn check(&mut self, now: Instant) -> Verdict {
+        if self.requests.take(now) {
+            Verdict::Serve
+        } else if self.refusals.take(now) {
+            Verdict::Refuse
+        } else {
+            Verdict::Close
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn per_ip_and_global_limits_hold_and_release() {
+        let a = Admission::new(3, 2);
+        let one: IpAddr = "10.0.0.1".parse().unwrap();
+        let two: IpAddr = "10.0.0.2".parse().unwrap();
+        assert!(!a.under_pressure(one));
+        let x = a.admit(one).unwrap();
+        assert!(a.under_pressure(one), "one of two is half");
+        assert!(!a.under_pressure(two));
+        let _y = a.admit(one).unwrap();
+        assert!(a.under_pressure(two), "two of three slots are taken");
+        assert_eq!(a.admit(one).err(), Some(Refused::MaxConnectionsPerIp));
+        // The mapped form of the same address is the same client.
+        let mapped: IpAddr = "::ffff:10.0.0.1".parse().unwrap();
+        assert_eq!(a.admit(mapped).err(), Some(Refused::MaxConnectionsPerIp));
+        let _z = a.admit(two).unwrap();
+        assert_eq!(a.admit(two).err(), Some(Refused::MaxConnections));
+        drop(x);
+        let _v = a.admit(two).unwrap();
+        assert_eq!(a.admit(one).err(), Some(Refused::MaxConnections));
+        let three: IpAddr = "10.0.0.3".parse().unwrap();
+        assert_eq!(a.admit(three).err(), Some(Refused::MaxConnections));
+        assert_eq!(
+            lock(&a.per_ip).len(),
+            2,
+            "no entry left for refused addresses"
+        );
+    }
+
+    #[test]
+    fn a_burst_is_served_then_refused_then_the_hammer_is_closed() {
+        let t0 = Instant::now();
+        let mut r = RateLimit::new(10, t0);
+        let verdicts: Vec<_> = (0..25).map(|_| r.check(t0)).collect();
+        assert!(verdicts[..10].iter().all(|v| *v == Verdict::Serve));
+        assert!(verdicts[10..20].iter().all(|v| *v == Verdict::Refuse));
+        assert_eq!(verdicts[20], Verdict::Close);
+    }
+
+    #[test]
+    fn a_client_within_its_rate_is_never_refused() {
+        let t0 = Instant::now();
+        let mut r = RateLimit::new(10, t0);
+        for i in 0..1000 {
+            let now = t0 + Duration::from_millis(100) * i;
+            assert_eq!(r.check(now), Verdict::Serve, "request {i}");
+        }
+    }
+
+    #[test]
+    fn refusals_are_forgiven_with_time() {
+        let t0 = Instant::now();
+        let mut r = RateLimit::new(5, t0);
+        for _ in 0..5 {
+            assert_eq!(r.check(t0), Verdict::Serve);
+        }
+        for _ in 0..4 {
+            assert_eq!(r.check(t0), Verdict::Refuse);
+        }
+        // Two seconds later both buckets are full again.
+        let t1 = t0 + Duration::from_secs(2);
+        for _ in 0..5 {
+            assert_eq!(r.check(t1), Verdict::Serve);
+        }
+        for _ in 0..5 {
+            assert_eq!(r.check(t1), Verdict::Refuse);
+        }
+        assert_eq!(r.check(t1), Verdict::Close);
+    }
+}
