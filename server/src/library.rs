@@ -25,7 +25,7 @@ pub enum PathError {
     #[error("bad path {0:?}: paths are relative to the library, without '..'")]
     Invalid(String),
     /// No such file in the library.
-    #[error("not found: {0}")]
+    #[error("no such file in the library: {0}")]
     NotFound(String),
 }
 
