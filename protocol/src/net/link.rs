@@ -384,6 +384,13 @@ async fn read_loop<R: AsyncRead + Unpin>(
         loop {
             match decoder.decode(&mut buf) {
                 Ok(Some(frame)) => {
+                    if scope == Scope::Stream && !matches!(frame, Frame::Chunk(_)) {
+                        // Media streams carry chunks only; anything else is a peer's bug.
+                        let field = "frame type on a media stream";
+                        let e = DecodeError::InvalidField { field, value: 0 };
+                        let _ = in_tx.send(Err(e.into())).await;
+                        return;
+                    }
                     if !dispatch(frame, &routes, &in_tx).await {
                         return;
                     }

@@ -6,8 +6,8 @@ use bytes::BytesMut;
 
 use crate::wire::{Frame, encode};
 
-/// Pings go out when nothing has arrived for this long: frequent enough to measure RTT and to
-/// keep NAT bindings, rare enough to cost nothing.
+/// Pings go out this often, busy link or not: frequent enough to keep the RTT estimate fresh
+/// and NAT bindings alive, rare enough to cost nothing.
 pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(5);
 /// A peer silent for this long (pings unanswered) is considered gone.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -21,6 +21,8 @@ pub struct Keepalive {
     last_rx: Instant,
     next_ping: Instant,
     nonce: u64,
+    /// The nonce of the ping awaiting its pong; a pong for anything else is ignored.
+    outstanding: Option<u64>,
     rtt: Option<Duration>,
     clock_offset_us: Option<i64>,
 }
@@ -40,6 +42,7 @@ impl Keepalive {
             last_rx: now,
             next_ping: now + interval,
             nonce: 0,
+            outstanding: None,
             rtt: None,
             clock_offset_us: None,
         }
@@ -66,16 +69,19 @@ impl Keepalive {
     /// Takes a `PONG`: updates the RTT and the estimate of the peer's clock offset.
     pub fn handle_pong(&mut self, now: Instant, nonce: u64, echo_us: u64, peer_time_us: u64) {
         self.handle_rx(now);
-        if nonce != self.nonce {
-            return; // an answer to an older ping: its RTT would be wrong
+        if self.outstanding != Some(nonce) {
+            return; // unsolicited, or an answer to an older ping: its RTT would be wrong
         }
+        self.outstanding = None;
         let now_us = self.clock_us(now);
         let rtt_us = now_us.saturating_sub(echo_us);
         self.rtt = Some(Duration::from_micros(rtt_us));
         // The peer's clock read `peer_time_us` half an RTT before `now_us`, on the
-        // symmetric-path assumption (as NTP and RTCP make).
-        let ours_then = echo_us + rtt_us / 2;
-        self.clock_offset_us = Some(peer_time_us as i64 - ours_then as i64);
+        // symmetric-path assumption (as NTP and RTCP make). The peer's values are arbitrary:
+        // computed wide and clamped, never overflowing.
+        let ours_then = i128::from(echo_us) + i128::from(rtt_us / 2);
+        let offset = i128::from(peer_time_us) - ours_then;
+        self.clock_offset_us = Some(offset.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64);
     }
 
     /// Microseconds since our epoch.
@@ -95,7 +101,8 @@ impl Keepalive {
 
     /// Sends a ping now regardless of the schedule (e.g. to measure RTT at start).
     pub fn ping_now(&mut self, now: Instant, out: &mut BytesMut) {
-        self.nonce += 1;
+        self.nonce = self.nonce.wrapping_add(1);
+        self.outstanding = Some(self.nonce);
         encode(
             &Frame::Ping {
                 nonce: self.nonce,

@@ -233,3 +233,22 @@ fn keepalive_pings_measures_rtt_and_detects_death() {
     let dead = t0 + interval + Duration::from_millis(20) + Duration::from_secs(30);
     assert!(a.handle_timeout(dead, &mut out).is_err());
 }
+
+#[test]
+fn hostile_pongs_neither_panic_nor_count() {
+    let t0 = Instant::now();
+    let mut k = Keepalive::new(t0, t0, Duration::from_secs(5), Duration::from_secs(30));
+    // Unsolicited (the fuzzer's find: nonce 0 and extreme times before any ping).
+    k.handle_pong(t0, 0, u64::MAX, 0);
+    k.handle_pong(t0, 0, 0, u64::MAX);
+    assert_eq!(k.rtt(), None);
+    let mut out = BytesMut::new();
+    k.ping_now(t0, &mut out);
+    let Some(Frame::Ping { nonce, .. }) = decode_all(&mut out).pop() else { panic!() };
+    k.handle_pong(t0 + Duration::from_millis(1), nonce, u64::MAX, 0);
+    let first = k.clock_offset_us();
+    assert_eq!(first, Some(i64::MIN), "clamped, not wrapped");
+    // Answered once: a replay is ignored.
+    k.handle_pong(t0 + Duration::from_millis(9), nonce, 0, u64::MAX);
+    assert_eq!(k.clock_offset_us(), first);
+}

@@ -131,6 +131,9 @@ impl Default for Decoder {
 
 /// Decodes one whole frame body (type byte first), as found after the length prefix.
 pub fn parse(mut body: Bytes, limits: &Limits) -> Result<Frame, DecodeError> {
+    if body.is_empty() {
+        return Err(DecodeError::EmptyFrame);
+    }
     let ty = body.get_u8();
     let mut r = Reader {
         buf: body,
