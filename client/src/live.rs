@@ -201,3 +201,50 @@ pub async fn call(url: &Url, connect: &ConnectOptions, from: &[PathBuf]) -> Resu
     let received = received.into_iter().collect::<Result<Vec<_>, _>>()?;
     Ok(CallReport { sent, received, rtt })
 }
+
+/// `chunkcast publish`: sends `from` to `url`'s channel in real time, Ctrl-C to stop.
+pub async fn run_publish(
+    url: &Url,
+    connect: &ConnectOptions,
+    from: &Path,
+    looped: bool,
+) -> Result<(), ClientError> {
+    let channel = url.path.trim_matches('/');
+    if !channel.starts_with("live/") {
+        return Err(ClientError::Usage(format!("{url} is not a live channel: use …/live/NAME")));
+    }
+    let session = Session::connect(url, connect).await?;
+    let opts = PublishOptions { looped, ..Default::default() };
+    let result = tokio::select! {
+        r = publish_file(&session, channel, from, &opts) => r.map(Some),
+        _ = tokio::signal::ctrl_c() => Ok(None),
+    };
+    session.close().await;
+    if let Some(r) = result? {
+        eprintln!("published {} chunks ({} bytes) in {} pass(es)", r.chunks, r.bytes, r.passes);
+    }
+    Ok(())
+}
+
+/// `chunkcast call`: joins a room, prints per-track counts and latency percentiles.
+pub async fn run_call(url: &Url, connect: &ConnectOptions, from: &[PathBuf]) -> Result<(), ClientError> {
+    if from.is_empty() {
+        return Err(ClientError::Usage("a call needs at least one --from FILE".into()));
+    }
+    let report = call(url, connect, from).await?;
+    println!("rtt to server: {:.2} ms", report.rtt.as_secs_f64() * 1e3);
+    println!("{:<6}  {:>7}  {:>10}  {:>10}  {:>10}  {:>10}", "TRACK", "CHUNKS", "BYTES", "P50", "P99", "MAX");
+    for t in &report.received {
+        let ms = |d: Duration| format!("{:.3} ms", d.as_secs_f64() * 1e3);
+        println!(
+            "{:<6}  {:>7}  {:>10}  {:>10}  {:>10}  {:>10}",
+            t.track,
+            t.chunks,
+            t.bytes,
+            ms(t.latency_p50),
+            ms(t.latency_p99),
+            ms(t.latency_max)
+        );
+    }
+    Ok(())
+}

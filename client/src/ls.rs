@@ -2,8 +2,12 @@
 
 use chunkcast_protocol::wire::Entry;
 
-/// Formats entries as an aligned table: path, kind, size, duration, codec.
+/// Formats entries as an aligned table: path, kind, size, duration, codec; live channels get
+/// their viewer count in place of the size and duration.
 pub fn table(entries: &[Entry]) -> String {
+    if entries.iter().any(|e| e.path.starts_with("live/")) {
+        return live_table(entries);
+    }
     let rows: Vec<[String; 5]> = entries
         .iter()
         .map(|e| {
@@ -46,5 +50,38 @@ pub fn human_bytes(n: u64) -> String {
         n if n >= 1_000_000 => format!("{:.1} MB", n as f64 / 1e6),
         n if n >= 1_000 => format!("{:.1} KB", n as f64 / 1e3),
         n => format!("{n} B"),
+    }
+}
+
+fn live_table(entries: &[Entry]) -> String {
+    let width = entries.iter().map(|e| e.path.chars().count()).max().unwrap_or(0).max(7);
+    let mut out = format!("{:<width$}  {:>7}  CODEC\n", "CHANNEL", "VIEWERS");
+    for e in entries {
+        let codec = if e.codec.kind() == chunkcast_protocol::MediaKind::Bytes {
+            "(no publisher yet)".to_owned()
+        } else {
+            e.codec.summary()
+        };
+        out.push_str(&format!("{:<width$}  {:>7}  {codec}\n", e.path, e.viewers));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use chunkcast_protocol::Codec;
+
+    use super::*;
+
+    fn entry(path: &str, viewers: u32) -> Entry {
+        Entry { path: path.into(), codec: Codec::Bytes, size: Some(1500), duration_us: None, viewers }
+    }
+
+    #[test]
+    fn files_show_sizes_and_channels_show_viewers() {
+        let t = table(&[entry("a.bin", 0)]);
+        assert!(t.starts_with("PATH") && t.contains("1.5 KB"), "{t}");
+        let t = table(&[entry("live/cam", 7)]);
+        assert!(t.starts_with("CHANNEL") && t.contains("      7  (no publisher yet)"), "{t}");
     }
 }
