@@ -25,7 +25,7 @@ pub struct Cli {
 pub enum Command {
     /// List a server's library.
     Ls {
-        /// tcp://HOST:PORT/[PREFIX], tcps://… or quic://…
+        /// tcp://HOST:PORT/PREFIX (PREFIX may be empty, or live/ for channels), tcps://… or quic://…
         url: String,
         /// Trust and auth.
         #[command(flatten)]
@@ -71,6 +71,49 @@ pub enum Command {
         /// Statistics format (printed on stderr when a sink writes to stdout).
         #[arg(long, value_enum, value_name = "FORMAT", default_value_t = crate::play::StatsFormat::Table)]
         stats: crate::play::StatsFormat,
+        /// Trust and auth.
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
+    /// Watch a live channel (URL/live/NAME) in real time, from its latest keyframe.
+    Watch {
+        /// tcp://HOST:PORT/live/NAME, tcps://… or quic://…
+        url: String,
+        /// Playout buffer: the first unit plays this long after it arrives.
+        #[arg(long, value_name = "N", default_value_t = 100)]
+        buffer_ms: u64,
+        /// Where to render (as for `play`).
+        #[arg(long, value_name = "SINK")]
+        sink: Vec<crate::sink::Spec>,
+        /// Statistics format (printed on stderr when a sink writes to stdout).
+        #[arg(long, value_enum, value_name = "FORMAT", default_value_t = crate::play::StatsFormat::Table)]
+        stats: crate::play::StatsFormat,
+        /// Trust and auth.
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
+    /// Publish a file to a live channel (URL/live/NAME) in real time; viewers join with `watch`.
+    Publish {
+        /// tcp://HOST:PORT/live/NAME, tcps://… or quic://…
+        url: String,
+        /// The media file to send (WAV, MJPEG, Y4M, MP4, ...).
+        #[arg(long, value_name = "FILE")]
+        from: PathBuf,
+        /// Start over at the end, until Ctrl-C.
+        #[arg(long = "loop")]
+        looped: bool,
+        /// Trust and auth.
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
+    /// Join a one-to-one call (URL/call/ROOM): send your files, receive the other side's, and
+    /// print the one-way latency.
+    Call {
+        /// tcp://HOST:PORT/call/ROOM, tcps://… or quic://…
+        url: String,
+        /// A video and/or an audio file to send (one of each at most).
+        #[arg(long, value_name = "FILE", required = true)]
+        from: Vec<PathBuf>,
         /// Trust and auth.
         #[command(flatten)]
         conn: ConnArgs,
@@ -184,6 +227,37 @@ pub async fn run(cli: Cli) -> Result<(), ClientError> {
             let url = Url::parse(&url)?;
             let buffer = std::time::Duration::from_millis(buffer_ms);
             crate::play::run(&url, &conn.options()?, buffer, sink, stats).await
+        }
+        Command::Watch {
+            url,
+            buffer_ms,
+            sink,
+            stats,
+            conn,
+        } => {
+            let url = Url::parse(&url)?;
+            if !url.path.trim_matches('/').starts_with("live/") {
+                return Err(ClientError::Usage(format!(
+                    "{url} is not a live channel: use …/live/NAME"
+                )));
+            }
+            crate::play::run(
+                &url,
+                &conn.options()?,
+                std::time::Duration::from_millis(buffer_ms),
+                sink,
+                stats,
+            )
+            .await
+        }
+        Command::Publish {
+            url,
+            from,
+            looped,
+            conn,
+        } => crate::live::run_publish(&Url::parse(&url)?, &conn.options()?, &from, looped).await,
+        Command::Call { url, from, conn } => {
+            crate::live::run_call(&Url::parse(&url)?, &conn.options()?, &from).await
         }
         Command::Demo => crate::demo::run().await,
         Command::Bench(args) => crate::bench::run(args).await,

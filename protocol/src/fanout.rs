@@ -187,7 +187,8 @@ impl Channel {
             self.next_offset,
             self.pts_end,
             0,
-            ChunkFlags::END_OF_STREAM | ChunkFlags::KEY | ChunkFlags::END_OF_UNIT,
+            // Empty and INIT: it carries no media, so players do not take it for a unit.
+            ChunkFlags::END_OF_STREAM | ChunkFlags::INIT,
             bytes::Bytes::new(),
         );
         self.next_seq += 1;

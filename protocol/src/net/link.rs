@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use super::io::{BoxedIo, Outbox};
 use crate::error::DecodeError;
@@ -56,10 +56,18 @@ pub enum LinkError {
 /// What arrives on a routed media stream: chunks, or the corruption of one.
 pub type ChunkResult = Result<Chunk, DecodeError>;
 
+/// What a TCP media stream's queue carries.
+enum StreamItem {
+    Chunk(Chunk),
+    /// Answered once every chunk queued before it has been written to the socket, so that a
+    /// control frame sent afterwards (`GOODBYE`) cannot overtake them.
+    Flush(oneshot::Sender<()>),
+}
+
 enum Outgoing {
     Frame(Frame),
     Raw(Bytes),
-    Stream(mpsc::Receiver<Chunk>),
+    Stream(mpsc::Receiver<StreamItem>),
 }
 
 type RouteMap = HashMap<StreamId, mpsc::Sender<ChunkResult>>;
@@ -87,14 +95,14 @@ impl LinkRx {
 }
 
 /// Sends one media stream's chunks.
-pub enum MediaTx {
+pub struct MediaTx(Media);
+
+enum Media {
     /// Into the TCP writer's round-robin.
-    Tcp(mpsc::Sender<Chunk>),
-    /// On a QUIC unidirectional stream.
+    Tcp(mpsc::Sender<StreamItem>),
+    /// On a QUIC unidirectional stream, with a reused encoding buffer.
     Quic {
-        /// The stream.
         send: quinn::SendStream,
-        /// Reused encoding buffer.
         out: Box<Outbox>,
     },
 }
@@ -104,9 +112,12 @@ impl MediaTx {
     ///
     /// Not cancel-safe on QUIC (a chunk may be half written).
     pub async fn send(&mut self, chunk: Chunk) -> Result<(), LinkError> {
-        match self {
-            Self::Tcp(tx) => tx.send(chunk).await.map_err(|_| LinkError::Closed),
-            Self::Quic { send, out } => {
+        match &mut self.0 {
+            Media::Tcp(tx) => tx
+                .send(StreamItem::Chunk(chunk))
+                .await
+                .map_err(|_| LinkError::Closed),
+            Media::Quic { send, out } => {
                 out.push(&Frame::Chunk(chunk));
                 out.write_to_quic(send).await?;
                 Ok(())
@@ -116,9 +127,17 @@ impl MediaTx {
 
     /// Ends the stream after everything sent so far.
     pub async fn finish(self) -> Result<(), LinkError> {
-        match self {
-            Self::Tcp(_) => Ok(()),
-            Self::Quic { mut send, .. } => {
+        match self.0 {
+            Media::Tcp(tx) => {
+                // On TCP control frames go ahead of queued media: wait until the stream's
+                // chunks are on the wire before the caller may say goodbye.
+                let (done, written) = oneshot::channel();
+                tx.send(StreamItem::Flush(done))
+                    .await
+                    .map_err(|_| LinkError::Closed)?;
+                written.await.map_err(|_| LinkError::Closed)
+            }
+            Media::Quic { mut send, .. } => {
                 send.finish().map_err(|_| LinkError::Closed)?;
                 // Wait until the peer has it all, so that closing the connection right after
                 // cannot cut the stream's tail.
@@ -130,7 +149,7 @@ impl MediaTx {
 
     /// Abandons the stream (the peer sees it end early).
     pub fn abort(self) {
-        if let Self::Quic { mut send, .. } = self {
+        if let Media::Quic { mut send, .. } = self.0 {
             let _ = send.reset(quinn::VarInt::from_u32(1));
         }
     }
@@ -180,18 +199,18 @@ impl LinkTx {
         match &self.quic {
             Some(conn) => {
                 let send = conn.open_uni().await?;
-                Ok(MediaTx::Quic {
+                Ok(MediaTx(Media::Quic {
                     send,
                     out: Box::default(),
-                })
+                }))
             }
             None => {
-                let (tx, rx) = mpsc::channel(STREAM_QUEUE);
+                let (tx, rx) = mpsc::channel::<StreamItem>(STREAM_QUEUE);
                 self.out
                     .send(Outgoing::Stream(rx))
                     .await
                     .map_err(|_| LinkError::Closed)?;
-                Ok(MediaTx::Tcp(tx))
+                Ok(MediaTx(Media::Tcp(tx)))
             }
         }
     }
@@ -259,7 +278,8 @@ pub fn quic(
 }
 
 async fn tcp_writer(mut wr: tokio::io::WriteHalf<BoxedIo>, mut out_rx: mpsc::Receiver<Outgoing>) {
-    let mut streams: Vec<mpsc::Receiver<Chunk>> = Vec::new();
+    let mut streams: Vec<mpsc::Receiver<StreamItem>> = Vec::new();
+    let mut flushed: Vec<oneshot::Sender<()>> = Vec::new();
     let mut next = 0usize;
     let mut control_open = true;
     let mut batch = Outbox::new();
@@ -284,8 +304,12 @@ async fn tcp_writer(mut wr: tokio::io::WriteHalf<BoxedIo>, mut out_rx: mpsc::Rec
                 while i < n && batch.len() < WRITE_BATCH && !streams.is_empty() {
                     let idx = (next + i) % streams.len();
                     match streams[idx].poll_recv(cx) {
-                        Poll::Ready(Some(c)) => {
+                        Poll::Ready(Some(StreamItem::Chunk(c))) => {
                             batch.push(&Frame::Chunk(c));
+                            took = true;
+                        }
+                        Poll::Ready(Some(StreamItem::Flush(done))) => {
+                            flushed.push(done);
                             took = true;
                         }
                         Poll::Ready(None) => {
@@ -301,7 +325,7 @@ async fn tcp_writer(mut wr: tokio::io::WriteHalf<BoxedIo>, mut out_rx: mpsc::Rec
                     break;
                 }
             }
-            if !batch.is_empty() {
+            if !batch.is_empty() || !flushed.is_empty() {
                 Poll::Ready(true)
             } else if !control_open && streams.is_empty() {
                 Poll::Ready(false)
@@ -315,6 +339,9 @@ async fn tcp_writer(mut wr: tokio::io::WriteHalf<BoxedIo>, mut out_rx: mpsc::Rec
         }
         if batch.write_to(&mut wr).await.is_err() || wr.flush().await.is_err() {
             return;
+        }
+        for done in flushed.drain(..) {
+            let _ = done.send(());
         }
     }
     let _ = wr.shutdown().await;

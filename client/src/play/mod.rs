@@ -26,20 +26,24 @@
 //! # Ok(()) }
 //! ```
 
-use std::fmt;
+mod report;
+
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chunkcast_protocol::chunk::UnitAssembler;
-use chunkcast_protocol::playout::{Config, Kind, Output, PlayoutBuffer, Stats, Unit};
+use chunkcast_protocol::playout::{Config, Kind, Output, PlayoutBuffer, Unit};
 use chunkcast_protocol::wire::{Mode, Opened, Resume};
-use chunkcast_protocol::{ChunkFlags, Codec};
+use chunkcast_protocol::{Chunk, ChunkFlags, Codec};
+use futures_util::FutureExt;
 use tokio_util::sync::CancellationToken;
+
+pub use report::PlayReport;
 
 use crate::error::ClientError;
 use crate::session::{ConnectOptions, Incoming, OpenOptions, Session};
 use crate::sink::{self, Sink, Spec};
-use crate::url::{Scheme, Url};
+use crate::url::Url;
 
 /// The playout buffer when `--buffer-ms` is not given: absorbs the jitter of a loaded LAN or
 /// a good Internet path while keeping the startup delay short.
@@ -48,6 +52,13 @@ pub const DEFAULT_BUFFER: Duration = Duration::from_millis(100);
 /// The largest unit assembled: a 4K 4:4:4 Y4M frame is 25 MB, and a larger still image
 /// would not decode within the `image` crate's default memory limit anyway.
 const MAX_UNIT_BYTES: usize = 64 << 20;
+
+/// Chunks taken per wake-up beyond the first, so a flood cannot hold off the playout timer:
+/// 5 s of 20 ms audio blocks, far more than any burst a playout buffer absorbs.
+const MAX_BURST: usize = 256;
+
+/// A timer that fires this much after its instant means the task was starved.
+const LATE_WAKE: Duration = Duration::from_millis(2);
 
 /// How long playback waits for the server's next chunk (concealing all the while) before
 /// giving up. Realtime streams send at least one chunk per frame or audio block.
@@ -74,85 +85,6 @@ impl Default for PlayOptions {
             cancel: CancellationToken::new(),
         }
     }
-}
-
-/// What a playback did.
-#[derive(Debug, Clone)]
-pub struct PlayReport {
-    /// The transport, when known (set by [`run`]; [`play`] only sees a session).
-    pub transport: Option<Scheme>,
-    /// What was played.
-    pub codec: Codec,
-    /// The playout buffer's statistics.
-    pub stats: Stats,
-    /// Units played (frames, audio blocks, or the image).
-    pub played: u64,
-    /// From the open request to the first unit played.
-    pub startup_delay: Option<Duration>,
-    /// From the open request to the end of the last unit played (or to the interruption).
-    pub elapsed: Duration,
-    /// Whether playback was cancelled before the stream ended.
-    pub interrupted: bool,
-    /// Units the assembler dropped (malformed or over the size bound).
-    pub dropped_units: u64,
-}
-
-impl PlayReport {
-    /// One line of JSON: `transport`, `codec`, `interrupted`, `elapsed_us`, `dropped_units`,
-    /// then every key of [`Stats::to_json`] (durations in integer microseconds).
-    pub fn to_json(&self) -> String {
-        let transport = self
-            .transport
-            .map_or_else(|| "null".to_owned(), |s| json_string(s.name()));
-        let stats = self.stats.to_json();
-        let stats = stats.strip_prefix('{').unwrap_or(&stats);
-        format!(
-            "{{\"transport\":{transport},\"codec\":{},\"interrupted\":{},\"elapsed_us\":{},\"dropped_units\":{},{stats}",
-            json_string(&self.codec.summary()),
-            self.interrupted,
-            self.elapsed.as_micros(),
-            self.dropped_units,
-        )
-    }
-}
-
-impl fmt::Display for PlayReport {
-    /// A table: transport, stream and elapsed time, then [`Stats`]' rows.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let transport = self.transport.map_or("-", Scheme::name);
-        writeln!(f, "{:<15} {transport}", "transport")?;
-        writeln!(f, "{:<15} {}", "stream", self.codec.summary())?;
-        let how = if self.interrupted {
-            " (interrupted)"
-        } else {
-            ""
-        };
-        writeln!(
-            f,
-            "{:<15} {:.3} s{how}",
-            "elapsed",
-            self.elapsed.as_secs_f64()
-        )?;
-        if self.dropped_units > 0 {
-            writeln!(f, "{:<15} {}", "dropped units", self.dropped_units)?;
-        }
-        write!(f, "{}", self.stats)
-    }
-}
-
-fn json_string(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if u32::from(c) < 0x20 => out.push_str(&format!("\\u{:04x}", u32::from(c))),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
 
 /// The clock, read through tokio (so a paused test clock drives playout too).
@@ -182,6 +114,8 @@ pub struct Player {
     dropped_units: u64,
     /// Media time at which the last played unit ends.
     last_end_us: Option<u64>,
+    /// When the last chunk arrived (or the stream was opened): bounds a stall.
+    last_arrival: Instant,
 }
 
 impl Player {
@@ -203,6 +137,28 @@ impl Player {
                 chunk_size: 0,
             })
             .await?;
+        Self::with(incoming, path, opts, request_at).await
+    }
+
+    /// Subscribes to a live channel (`live/NAME`) and opens the sinks for its codec: the
+    /// player behind `chunkcast watch`. It starts at the channel's latest keyframe.
+    pub async fn watch(
+        session: &Session,
+        channel: &str,
+        opts: &PlayOptions,
+    ) -> Result<Self, ClientError> {
+        sink::check(&opts.sinks)?;
+        let request_at = now();
+        let incoming = session.subscribe(channel).await?;
+        Self::with(incoming, channel, opts, request_at).await
+    }
+
+    async fn with(
+        incoming: Incoming,
+        path: &str,
+        opts: &PlayOptions,
+        request_at: Instant,
+    ) -> Result<Self, ClientError> {
         let codec = incoming.opened.codec;
         let (kind, buffer) = match codec {
             Codec::Audio(_) => (Kind::Audio, opts.buffer),
@@ -239,6 +195,7 @@ impl Player {
             request_at,
             dropped_units: 0,
             last_end_us: None,
+            last_arrival: now(),
         })
     }
 
@@ -290,9 +247,8 @@ impl Player {
     async fn drive(&mut self) -> Result<bool, ClientError> {
         let mut wake: Option<Instant> = None;
         let mut ended = false;
-        let mut last_arrival = now();
         loop {
-            let stall = last_arrival + STALL;
+            let stall = self.last_arrival + STALL;
             let until = match wake {
                 Some(at) if ended => at,
                 Some(at) => at.min(stall),
@@ -301,21 +257,23 @@ impl Player {
             tokio::select! {
                 biased;
                 () = self.cancel.cancelled() => return Ok(true),
-                item = self.incoming.next(), if !ended => {
-                    last_arrival = now();
-                    match item {
-                        None => {
-                            ended = true;
-                            self.buffer.end_of_stream();
-                        }
-                        Some(chunk) => ended = self.arrived(chunk?, last_arrival)?,
-                    }
-                }
+                item = self.incoming.next(), if !ended => ended = self.take(item)?,
                 () = tokio::time::sleep_until(until.into()) => {
-                    if !ended && now() >= stall {
-                        return Err(ClientError::Timeout("waiting for media from the server"));
+                    if now().saturating_duration_since(until) > LATE_WAKE {
+                        // This task was not running: the receive path may not have run
+                        // either. Let it deliver what arrived before judging a gap.
+                        tokio::task::yield_now().await;
                     }
                 }
+            }
+            // A burst (after a stall, or a TCP retransmission) delivers many chunks at once:
+            // take every one that is ready before polling, or the buffer would conceal slots
+            // whose units are already here.
+            if !ended {
+                ended = self.take_ready()?;
+            }
+            if !ended && now() >= self.last_arrival + STALL {
+                return Err(ClientError::Timeout("waiting for media from the server"));
             }
             wake = self.release(now())?;
             if ended && wake.is_none() {
@@ -333,13 +291,36 @@ impl Player {
         Ok(false)
     }
 
+    /// Takes one item from the stream; returns whether the stream ended.
+    fn take(&mut self, item: Option<Result<Chunk, ClientError>>) -> Result<bool, ClientError> {
+        self.last_arrival = now();
+        match item {
+            None => {
+                self.buffer.end_of_stream();
+                Ok(true)
+            }
+            Some(chunk) => self.arrived(chunk?, self.last_arrival),
+        }
+    }
+
+    /// Takes the chunks that are already there, up to [`MAX_BURST`]; returns whether the
+    /// stream ended.
+    fn take_ready(&mut self) -> Result<bool, ClientError> {
+        for _ in 0..MAX_BURST {
+            // `Incoming::next` is cancel-safe: dropping it unfinished loses nothing.
+            let Some(item) = self.incoming.next().now_or_never() else {
+                return Ok(false);
+            };
+            if self.take(item)? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// Feeds one chunk to the sinks and the assembler, and a completed unit to the buffer.
     /// Returns whether it ends the stream.
-    fn arrived(
-        &mut self,
-        chunk: chunkcast_protocol::Chunk,
-        at: Instant,
-    ) -> Result<bool, ClientError> {
+    fn arrived(&mut self, chunk: Chunk, at: Instant) -> Result<bool, ClientError> {
         self.sink.arrived(&chunk)?;
         let eos = chunk.has(ChunkFlags::END_OF_STREAM);
         match self.assembler.push(chunk) {
@@ -392,7 +373,7 @@ pub enum StatsFormat {
     /// A human-readable table.
     #[default]
     Table,
-    /// One line of JSON ([`PlayReport::to_json`]).
+    /// One line of JSON with the table's figures (see `PlayReport::to_json`).
     Json,
 }
 
@@ -425,7 +406,11 @@ pub async fn run(
     let result = async {
         let session = Session::connect(url, connect).await?;
         let played = async {
-            let player = Player::open(&session, &url.path, &opts).await?;
+            let player = if url.path.trim_matches('/').starts_with("live/") {
+                Player::watch(&session, url.path.trim_matches('/'), &opts).await?
+            } else {
+                Player::open(&session, &url.path, &opts).await?
+            };
             if let Some(note) = player.note() {
                 eprintln!("{note}");
             }
@@ -449,34 +434,4 @@ pub async fn run(
         println!("{text}");
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn json_is_one_line_with_transport_first() {
-        let report = PlayReport {
-            transport: Some(Scheme::Quic),
-            codec: Codec::Bytes,
-            stats: Stats::default(),
-            played: 0,
-            startup_delay: None,
-            elapsed: Duration::from_millis(5),
-            interrupted: true,
-            dropped_units: 0,
-        };
-        let json = report.to_json();
-        assert!(!json.contains('\n'));
-        assert!(
-            json.starts_with(
-                "{\"transport\":\"quic\",\"codec\":\"bytes\",\"interrupted\":true,\"elapsed_us\":5000,\"dropped_units\":0,\"startup_delay_us\":null,"
-            ),
-            "{json}"
-        );
-        assert!(json.ends_with('}'));
-        assert_eq!(json_string("a\"b\\\n"), "\"a\\\"b\\\\\\u000a\"");
-        assert!(report.to_string().contains("(interrupted)"));
-    }
 }
