@@ -13,7 +13,7 @@
 # pays for a disk (iperf3 doesn't either); set WORK=DIR to choose. The first get of a file also
 # pays for the server's BLAKE3 of the whole file before its first byte (cached afterwards).
 #
-# Usage: benches/compare.sh            (env: SIZE=1000000000 RUNS=3 IPERF_SECS=5 WORK=DIR)
+# Usage: benches/compare.sh   (env: SIZE=1000000000 RUNS=3 IPERF_SECS=5 WORK=DIR BIN=DIR)
 # Needs release binaries; builds them if missing. Installs iperf3 with apt-get if it can,
 # else skips its rows with a message.
 set -euo pipefail
@@ -22,7 +22,7 @@ cd "$(dirname "$0")/.."
 SIZE=${SIZE:-1000000000}
 RUNS=${RUNS:-3}
 IPERF_SECS=${IPERF_SECS:-5}
-BIN=${CARGO_TARGET_DIR:-$PWD/target}/release
+BIN=${BIN:-${CARGO_TARGET_DIR:-$PWD/target}/release}
 
 if [[ ! -x $BIN/chunkcast || ! -x $BIN/chunkcast-server || ! -x $BIN/quinn_ceiling ]]; then
     echo "building release binaries..." >&2
@@ -117,23 +117,41 @@ field() { tr ' ' '\n' <<<"$LINE" | sed -n "s/^$1=//p"; }
 TCP=$(field tcp); QUIC=$(field quic); FP=$(field cert-sha256)
 echo "server: $LINE" >&2
 
-for scheme in tcp tcps quic; do
-    addr=$TCP; [[ $scheme == quic ]] && addr=$QUIC
-    runs=(); walls=(); verified=yes
+cpu_ticks() { awk '{sub(/.*\) /, ""); print $12 + $13}' "/proc/$1/stat"; } # utime + stime, 1/100 s
+HAVE_TIME=0; [[ -x /usr/bin/time ]] && HAVE_TIME=1
+
+get_row() { # $1 scheme, $2 output dir, $3 label suffix
+    local scheme=$1 out=$2/file.bin addr=$TCP
+    [[ $scheme == quic ]] && addr=$QUIC
+    local runs=() walls=() ccpu=() scpu=() verified=yes
     for _ in $(seq "$RUNS"); do
-        rm -f "$WORK/out/file.bin"
+        rm -f "$out"
+        local s0 t0 t1 s1
+        s0=$(cpu_ticks "$SERVER_PID")
         t0=$(date +%s.%N)
-        "$BIN/chunkcast" get "$scheme://$addr/file.bin" -o "$WORK/out/file.bin" --cert-sha256 "$FP" 2>"$WORK/get.err" \
-            || { echo "get over $scheme failed:" >&2; cat "$WORK/get.err" >&2; exit 1; }
+        local cmd=("$BIN/chunkcast" get "$scheme://$addr/file.bin" -o "$out" --cert-sha256 "$FP")
+        if [[ $HAVE_TIME == 1 ]]; then cmd=(/usr/bin/time -f '%U %S' -o "$WORK/time.out" "${cmd[@]}"); fi
+        "${cmd[@]}" 2>"$WORK/get.err" || { echo "get over $scheme failed:" >&2; cat "$WORK/get.err" >&2; exit 1; }
         t1=$(date +%s.%N)
+        s1=$(cpu_ticks "$SERVER_PID")
+        local saved
         saved=$(grep '^saved' "$WORK/get.err")
         grep -q 'digest verified' <<<"$saved" || verified=NO
-        cmp -s "$WORK/srv/file.bin" "$WORK/out/file.bin" || verified=NO
+        cmp -s "$WORK/srv/file.bin" "$out" || verified=NO
         runs+=("$(sed -n 's/.*bytes, \([0-9.]*\) MB\/s.*/\1/p' <<<"$saved")")
         walls+=("$(awk -v s="$SIZE" -v a="$t0" -v b="$t1" 'BEGIN {printf "%.1f", s/1e6/(b-a)}')")
+        scpu+=("$(awk -v s="$SIZE" -v a="$s0" -v b="$s1" 'BEGIN {printf "%.2f", (b-a)/100/(s/1e9)}')")
+        if [[ $HAVE_TIME == 1 ]]; then
+            ccpu+=("$(awk -v s="$SIZE" '{printf "%.2f", ($1+$2)/(s/1e9)}' "$WORK/time.out")")
+        fi
     done
+    rm -f "$out"
+    local med wall cc sc
     med=$(printf '%s\n' "${runs[@]}" | median)
     wall=$(printf '%s\n' "${walls[@]}" | median)
+    sc=$(printf '%s\n' "${scpu[@]}" | median)
+    cc=$( ((${#ccpu[@]})) && printf '%s\n' "${ccpu[@]}" | median || echo "?")
+    local vs note
     case $scheme in
         tcp | tcps)
             vs="$(ratio "$med" "$IPERF_DEFAULT") of iperf3, $(ratio "$med" "$IPERF_1M") of iperf3 -l 1M"
@@ -142,9 +160,20 @@ for scheme in tcp tcps quic; do
             vs="$(ratio "$med" "$QUINN") of quinn_ceiling"
             note="64 KiB chunks, one uni stream" ;;
     esac
-    row "chunkcast get $scheme (verified: $verified)" "$med" "${runs[*]}" "" "$note; wall incl. process start $wall MB/s"
+    row "chunkcast get $scheme$3 (verified: $verified)" "$med" "${runs[*]}" "" \
+        "$note; wall incl. process start $wall MB/s; CPU s/GB client $cc, server $sc"
     ROWS+=("$(printf '%-44s %s' "" "-> $vs")")
+}
+
+for scheme in tcp tcps quic; do
+    get_row "$scheme" "$WORK/out" ""
 done
+# The same get onto a disk-backed file system, fsync included, when the rows above used tmpfs.
+if [[ $(df -T "$WORK" | awk 'NR==2 {print $2}') == tmpfs ]]; then
+    DISK_DIR=${DISK_DIR:-$PWD/target/compare-out}
+    mkdir -p "$DISK_DIR"
+    get_row tcp "$DISK_DIR" " to $(df -T "$DISK_DIR" | awk 'NR==2 {print $2}')"
+fi
 
 echo
 printf '%-44s %9s %7s  %-26s %-8s %s\n' "ROW (median of $RUNS)" "MB/s" "Gbit/s" "runs (MB/s)" "" "notes"

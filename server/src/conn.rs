@@ -159,7 +159,8 @@ async fn handshake(
 enum Flow {
     /// Carry on.
     Continue,
-    /// The client is done: stop reading, let running streams finish.
+    /// The client stopped sending (EOF): stop reading, let running streams finish for at
+    /// most the idle timeout (a half-closed client may still be reading).
     Close,
     /// The server ends the connection: stop reading, abort running streams.
     Abort,
@@ -220,11 +221,22 @@ impl Conn {
                 h.abort();
             }
         }
-        // Let running streams finish (they hold their own link handle); the connection closes
-        // once all of them are done. A client that stopped reading cannot hold this up for
-        // long: its writes stall and the link fails after the idle timeout.
+        // Let running streams finish (they hold their own link handle), for at most the idle
+        // timeout: a stream waiting on something that will not come (a live channel without
+        // a publisher) must not hold the connection forever.
+        let finish = async {
+            for (_, h) in self.streams.iter_mut() {
+                let _ = h.await;
+            }
+        };
+        if tokio::time::timeout(idle, finish).await.is_err() {
+            debug!(
+                session = self.est.session_id,
+                "streams still running after the client left"
+            );
+        }
         for (_, h) in self.streams.drain() {
-            let _ = h.await;
+            h.abort();
         }
     }
 
@@ -249,7 +261,8 @@ impl Conn {
                 keepalive.handle_pong(std::time::Instant::now(), *nonce, *echo_us, *time_us);
                 return Flow::Continue;
             }
-            Frame::Goodbye { .. } => return Flow::Close,
+            // Nobody will read what its streams would send.
+            Frame::Goodbye { .. } => return Flow::Abort,
             _ => {
                 return if self.handle(frame).await {
                     Flow::Continue
@@ -366,12 +379,13 @@ impl Conn {
                 let path = open.path.clone();
                 let session = self.est.session_id;
                 let m = self.shared.metrics.clone();
+                let stall = self.shared.config.limits.idle_timeout;
                 let task = tokio::spawn(metrics::scope(m.clone(), async move {
                     let request = open.request;
                     match stream::prepare(lib, open, max_payload, lz4).await {
                         Ok(prepared) => {
                             let _open = m.stream_opened();
-                            match prepared.run(&tx).await {
+                            match prepared.run(&tx, stall).await {
                                 Ended::Complete => debug!(session, %path, "stream complete"),
                                 Ended::Failed(e) => {
                                     m.error_sent(ErrorCode::BadMedia);

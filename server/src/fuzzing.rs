@@ -1,5 +1,5 @@
 //! The entry point of `fuzz/fuzz_targets/server_conn.rs`: one connection served exactly as
-//! a TCP one is (link, handshake, control loop, streams, the [`crate::guard`] wrapper), over
+//! a TCP one is (link, handshake, control loop, streams, the `guard` wrapper), over
 //! an in-memory pipe instead of a socket, fed arbitrary client bytes. Not part of the API.
 
 use std::path::{Path, PathBuf};
@@ -62,7 +62,8 @@ pub fn serve_bytes(input: &[u8]) -> Outcome {
     config.root = Some(library_dir().to_owned());
     config.token = (flags & 2 != 0).then(|| TOKEN.to_owned());
     config.limits.handshake_timeout = Duration::from_secs(2);
-    config.limits.idle_timeout = Duration::from_secs(2);
+    // Short: a stream that waits on something the input never sends holds the run this long.
+    config.limits.idle_timeout = Duration::from_millis(250);
     if flags & 4 != 0 {
         config.limits.max_requests_per_sec = 2;
     }
@@ -194,6 +195,95 @@ mod tests {
             raw: false,
             chunk_size: 0,
         })
+    }
+
+    /// Seed inputs for the fuzzer, each a flag byte and frames that reach deep paths (a file
+    /// name the fuzzer could not guess, pacing, resume, live channels):
+    /// `CHUNKCAST_FUZZ_SEEDS=fuzz/corpus/server_conn cargo test -p chunkcast-server --lib
+    /// write_fuzz_seeds -- --ignored`.
+    #[test]
+    #[ignore = "writes files; run by hand before fuzzing"]
+    fn write_fuzz_seeds() {
+        let dir = std::env::var("CHUNKCAST_FUZZ_SEEDS").expect("CHUNKCAST_FUZZ_SEEDS=DIR");
+        std::fs::create_dir_all(&dir).unwrap();
+        let list = |request| Frame::List {
+            request,
+            prefix: String::new(),
+        };
+        let mut resumed = open(4, "dir/b.bin", Mode::Download);
+        if let Frame::Open(o) = &mut resumed {
+            o.resume = Resume::Offset(500);
+            o.chunk_size = 100;
+        }
+        let seeds: Vec<(u8, Vec<Frame>)> = vec![
+            (1, vec![list(1)]),
+            (
+                1,
+                vec![
+                    open(2, "a.bin", Mode::Download),
+                    open(3, "tone.wav", Mode::Realtime),
+                ],
+            ),
+            (
+                1,
+                vec![
+                    resumed,
+                    Frame::Close {
+                        stream: StreamId(4),
+                        code: chunkcast_protocol::ErrorCode::None,
+                        message: String::new(),
+                    },
+                ],
+            ),
+            (3, vec![list(1), open(1, "empty.bin", Mode::Download)]),
+            (5, (1..12).map(list).collect()),
+            (
+                1,
+                vec![
+                    Frame::Ping {
+                        nonce: 1,
+                        time_us: 5,
+                    },
+                    Frame::Pong {
+                        nonce: 1,
+                        echo_us: 0,
+                        time_us: 9,
+                    },
+                    Frame::Goodbye {
+                        code: chunkcast_protocol::ErrorCode::None,
+                        message: String::new(),
+                    },
+                ],
+            ),
+            (
+                1,
+                vec![
+                    Frame::Subscribe {
+                        request: 1,
+                        stream: StreamId(1),
+                        channel: "live/x".to_owned(),
+                    },
+                    Frame::Publish {
+                        request: 2,
+                        stream: StreamId(2),
+                        channel: "live/x".to_owned(),
+                        codec: chunkcast_protocol::Codec::Bytes,
+                    },
+                ],
+            ),
+        ];
+        for (i, (flags, fs)) in seeds.iter().enumerate() {
+            let mut input = vec![*flags];
+            input.extend(frames(fs));
+            std::fs::write(format!("{dir}/seed-{i}"), &input).unwrap();
+            assert!(!serve_bytes(&input).timed_out, "seed {i}");
+        }
+        let mut raw = vec![0u8];
+        let mut hello = BytesMut::new();
+        ClientHandshake::new(ClientConfig::default(), Instant::now()).poll_transmit(&mut hello);
+        raw.extend_from_slice(&hello);
+        raw.extend(frames(&[list(1)]));
+        std::fs::write(format!("{dir}/seed-raw-hello"), &raw).unwrap();
     }
 
     #[test]

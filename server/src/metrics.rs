@@ -380,7 +380,6 @@ pub(crate) fn scope<F: Future>(metrics: Arc<Metrics>, task: F) -> impl Future<Ou
 /// Counts one media chunk of `payload_len` bytes handed to the transport by the current
 /// stream task (see [`scope`]); does nothing outside one. The stream code calls this so that
 /// it needs no handle of its own.
-#[allow(dead_code)] // called from stream.rs once its sending loop counts chunks
 pub(crate) fn chunk_sent(payload_len: usize) {
     let _ = CURRENT.try_with(|m| m.chunk_sent(payload_len));
 }

@@ -137,7 +137,10 @@ pub(crate) enum Ended {
 
 impl Prepared {
     /// Sends `OPENED`, then every chunk, paced by timestamps in realtime mode.
-    pub(crate) async fn run(mut self, tx: &LinkTx) -> Ended {
+    ///
+    /// A peer that takes no chunk for `stall` (it stopped reading, but keeps its connection
+    /// alive) loses the stream, so that it cannot pin the read-ahead and window forever.
+    pub(crate) async fn run(mut self, tx: &LinkTx, stall: std::time::Duration) -> Ended {
         let stream = self.opened.stream;
         if let Err(e) = tx.send(Frame::Opened(self.opened.clone())).await {
             return Ended::Link(e);
@@ -167,8 +170,16 @@ impl Prepared {
                 let due = pacer.due(std::time::Instant::now(), chunk.pts_us);
                 tokio::time::sleep_until(due.into()).await;
             }
-            if let Err(e) = media.send(chunk).await {
-                return Ended::Link(e);
+            let len = chunk.payload.len();
+            match tokio::time::timeout(stall, media.send(chunk)).await {
+                Ok(Ok(())) => crate::metrics::chunk_sent(len),
+                Ok(Err(e)) => return Ended::Link(e),
+                Err(_) => {
+                    media.abort();
+                    let message = format!("stream stalled: nothing read for {stall:?}");
+                    let _ = tx.send(Frame::Close { stream, code: ErrorCode::Timeout, message }).await;
+                    return Ended::Link(LinkError::Closed);
+                }
             }
         }
         match media.finish().await {

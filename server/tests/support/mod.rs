@@ -23,11 +23,13 @@ pub const ALL: [Scheme; 3] = [Scheme::Tcp, Scheme::Tcps, Scheme::Quic];
 /// The file every well-behaved download fetches: the largest sample.
 pub const BIG: &str = chunkcast_media_samples::RANDOM_BIN;
 
-/// The sample library, generated once per test binary.
+/// The sample library, generated once per test binary and kept between runs (60 MB: one
+/// per run would fill the temporary directory).
 pub fn samples() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("chunkcast-hostile-{}", std::process::id()));
+        let name = format!("chunkcast-{}-samples", env!("CARGO_CRATE_NAME"));
+        let dir = std::env::temp_dir().join(name);
         chunkcast_media_samples::ensure(&dir).expect("generating samples");
         dir
     })
@@ -140,7 +142,7 @@ pub fn hello(min: u16, max: u16, token: Option<&str>) -> BytesMut {
     out
 }
 
-pub fn frames(fs: &[Frame]) -> BytesMut {
+pub fn encoded(fs: &[Frame]) -> BytesMut {
     let mut b = BytesMut::new();
     for f in fs {
         encode(f, &mut b);
