@@ -17,8 +17,12 @@ use tokio::sync::mpsc;
 use crate::error::ClientError;
 use crate::session::{OpenOptions, Session};
 
-/// Writes queued towards the writer thread: with 64 KiB chunks, 4 MiB in flight.
-const WRITE_QUEUE: usize = 64;
+/// Bytes gathered before they go to the writer thread as one vectored write: one wake-up and
+/// one syscall per MiB instead of per chunk (per-chunk writes cost 15 000 `write`s and twice
+/// as many futex wake-ups per GB, a third of the client's CPU).
+const WRITE_BATCH: usize = 1 << 20;
+/// Batches queued towards the writer thread: 8 MiB in flight at most.
+const WRITE_QUEUE: usize = 8;
 
 /// How to get a file.
 #[derive(Debug, Clone, Default)]
@@ -143,13 +147,15 @@ pub async fn get(
         .truncate(have == 0)
         .open(&partial)
         .map_err(|e| ClientError::file(&partial, e))?;
-    let (wtx, wrx) = mpsc::channel::<Bytes>(WRITE_QUEUE);
+    let (wtx, wrx) = mpsc::channel::<Vec<Bytes>>(WRITE_QUEUE);
     let wpath = partial.clone();
     let writer = tokio::task::spawn_blocking(move || write_all(file, wrx, &wpath));
 
     let bar = opts
         .progress
         .then(|| progress_bar(info.total_len.unwrap_or(0), have));
+    let mut batch = Vec::new();
+    let mut batch_len = 0;
     let received = async {
         while let Some(chunk) = incoming.next().await {
             reasm.push(chunk?)?;
@@ -157,14 +163,24 @@ pub async fn get(
                 if let Some(b) = &bar {
                     b.inc(bytes.len() as u64);
                 }
-                if wtx.send(bytes).await.is_err() {
-                    return Ok(()); // the writer failed; its error is reported below
+                batch_len += bytes.len();
+                batch.push(bytes);
+                if batch_len >= WRITE_BATCH {
+                    batch_len = 0;
+                    if wtx.send(std::mem::take(&mut batch)).await.is_err() {
+                        return Ok(()); // the writer failed; its error is reported below
+                    }
                 }
             }
         }
         Ok::<(), ClientError>(())
     }
     .await;
+    // What arrived in order passed its checksum: keep it on disk, whatever ended the stream,
+    // so that a resume continues after it.
+    if !batch.is_empty() {
+        let _ = wtx.send(batch).await;
+    }
     drop(wtx);
     let written = writer
         .await
@@ -210,12 +226,39 @@ fn hash_prefix(partial: &Path) -> Result<(u64, Option<blake3::Hasher>), ClientEr
 
 fn write_all(
     mut file: File,
-    mut rx: mpsc::Receiver<Bytes>,
+    mut rx: mpsc::Receiver<Vec<Bytes>>,
     path: &Path,
 ) -> Result<(), ClientError> {
-    while let Some(b) = rx.blocking_recv() {
-        file.write_all(&b).map_err(|e| ClientError::file(path, e))?;
+    while let Some(mut parts) = rx.blocking_recv() {
+        let mut first = 0;
+        while first < parts.len() {
+            let slices: Vec<std::io::IoSlice<'_>> = parts[first..]
+                .iter()
+                .take(512)
+                .map(|b| std::io::IoSlice::new(b))
+                .collect();
+            let mut n = match file.write_vectored(&slices) {
+                Ok(0) => {
+                    return Err(ClientError::file(
+                        path,
+                        std::io::ErrorKind::WriteZero.into(),
+                    ));
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(ClientError::file(path, e)),
+            };
+            while n > 0 {
+                let take = n.min(parts[first].len());
+                bytes::Buf::advance(&mut parts[first], take);
+                n -= take;
+                if parts[first].is_empty() {
+                    first += 1;
+                }
+            }
+        }
     }
+    // Durable before the rename that gives it its final name.
     file.sync_all().map_err(|e| ClientError::file(path, e))
 }
 

