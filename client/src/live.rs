@@ -45,12 +45,18 @@ pub struct PublishReport {
 
 fn open_packetizer(path: &Path, chunk_size: usize) -> Result<(File, Packetizer), ClientError> {
     let mut file = File::open(path).map_err(|e| ClientError::file(path, e))?;
-    let len = file.metadata().map_err(|e| ClientError::file(path, e))?.len();
+    let len = file
+        .metadata()
+        .map_err(|e| ClientError::file(path, e))?
+        .len();
     let mut cfg = ChunkConfig::new(StreamId(0));
     if chunk_size > 0 {
         cfg.chunk_size = chunk_size;
     }
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let p = Packetizer::open(cfg, &mut file, len, &name)
         .map_err(|e| ClientError::Usage(format!("{}: {e}", path.display())))?;
     use std::io::Seek;
@@ -83,7 +89,8 @@ pub async fn publish_file(
         let mut chunks = source::spawn(file, packetizer, Shaping::default(), AHEAD);
         let mut pass_end = pts_base;
         while let Some(item) = chunks.recv().await {
-            let mut chunk = item.map_err(|e| ClientError::Usage(format!("{}: {e}", path.display())))?;
+            let mut chunk =
+                item.map_err(|e| ClientError::Usage(format!("{}: {e}", path.display())))?;
             chunk.pts_us += pts_base;
             if !chunk.has(ChunkFlags::INIT) {
                 pass_end = pass_end.max(chunk.pts_us + u64::from(chunk.duration_us));
@@ -144,10 +151,16 @@ pub struct CallReport {
 /// Joins the room named by `url` (`…/call/ROOM`), sends each file as a track (`video` or
 /// `audio`, by its kind) and receives the other participant's same tracks, until both sides
 /// have sent everything.
-pub async fn call(url: &Url, connect: &ConnectOptions, from: &[PathBuf]) -> Result<CallReport, ClientError> {
+pub async fn call(
+    url: &Url,
+    connect: &ConnectOptions,
+    from: &[PathBuf],
+) -> Result<CallReport, ClientError> {
     let room = url.path.trim_matches('/');
     if !room.starts_with("call/") || room.matches('/').count() != 1 {
-        return Err(ClientError::Usage(format!("{url} is not a call room: use …/call/ROOM")));
+        return Err(ClientError::Usage(format!(
+            "{url} is not a call room: use …/call/ROOM"
+        )));
     }
     let owned = Session::connect(url, connect).await?;
     let (rtt, offset) = owned.clock().await?;
@@ -158,13 +171,18 @@ pub async fn call(url: &Url, connect: &ConnectOptions, from: &[PathBuf]) -> Resu
             _ => "video",
         };
         if tracks.iter().any(|(t, _)| *t == track) {
-            return Err(ClientError::Usage(format!("two {track} files: a call has one of each")));
+            return Err(ClientError::Usage(format!(
+                "two {track} files: a call has one of each"
+            )));
         }
         tracks.push((track, f.clone()));
     }
     let session = &owned;
     let sends = tracks.iter().map(|(track, file)| async move {
-        let opts = PublishOptions { stamp_server_clock: Some(offset), ..Default::default() };
+        let opts = PublishOptions {
+            stamp_server_clock: Some(offset),
+            ..Default::default()
+        };
         publish_file(session, &format!("{room}/{track}"), file, &opts).await
     });
     let receives = tracks.iter().map(|(track, _)| async move {
@@ -174,7 +192,10 @@ pub async fn call(url: &Url, connect: &ConnectOptions, from: &[PathBuf]) -> Resu
         while let Some(c) = incoming.next().await {
             let c = c?;
             let now = session.clock_us().saturating_add_signed(offset);
-            if !c.has(ChunkFlags::INIT) && !c.has(ChunkFlags::END_OF_STREAM) && latencies.len() < 1 << 20 {
+            if !c.has(ChunkFlags::INIT)
+                && !c.has(ChunkFlags::END_OF_STREAM)
+                && latencies.len() < 1 << 20
+            {
                 latencies.push(now.saturating_sub(c.pts_us));
             }
             chunks += 1;
@@ -182,7 +203,8 @@ pub async fn call(url: &Url, connect: &ConnectOptions, from: &[PathBuf]) -> Resu
         }
         latencies.sort_unstable();
         let pick = |q: f64| {
-            let i = ((latencies.len() as f64 * q).ceil() as usize).clamp(1, latencies.len().max(1)) - 1;
+            let i =
+                ((latencies.len() as f64 * q).ceil() as usize).clamp(1, latencies.len().max(1)) - 1;
             Duration::from_micros(latencies.get(i).copied().unwrap_or(0))
         };
         Ok::<_, ClientError>(TrackReport {
@@ -194,12 +216,18 @@ pub async fn call(url: &Url, connect: &ConnectOptions, from: &[PathBuf]) -> Resu
             latency_max: Duration::from_micros(latencies.last().copied().unwrap_or(0)),
         })
     });
-    let (sent, received) =
-        tokio::join!(futures_util::future::join_all(sends), futures_util::future::join_all(receives));
+    let (sent, received) = tokio::join!(
+        futures_util::future::join_all(sends),
+        futures_util::future::join_all(receives)
+    );
     owned.close().await;
     let sent = sent.into_iter().collect::<Result<Vec<_>, _>>()?;
     let received = received.into_iter().collect::<Result<Vec<_>, _>>()?;
-    Ok(CallReport { sent, received, rtt })
+    Ok(CallReport {
+        sent,
+        received,
+        rtt,
+    })
 }
 
 /// `chunkcast publish`: sends `from` to `url`'s channel in real time, Ctrl-C to stop.
@@ -211,29 +239,46 @@ pub async fn run_publish(
 ) -> Result<(), ClientError> {
     let channel = url.path.trim_matches('/');
     if !channel.starts_with("live/") {
-        return Err(ClientError::Usage(format!("{url} is not a live channel: use …/live/NAME")));
+        return Err(ClientError::Usage(format!(
+            "{url} is not a live channel: use …/live/NAME"
+        )));
     }
     let session = Session::connect(url, connect).await?;
-    let opts = PublishOptions { looped, ..Default::default() };
+    let opts = PublishOptions {
+        looped,
+        ..Default::default()
+    };
     let result = tokio::select! {
         r = publish_file(&session, channel, from, &opts) => r.map(Some),
         _ = tokio::signal::ctrl_c() => Ok(None),
     };
     session.close().await;
     if let Some(r) = result? {
-        eprintln!("published {} chunks ({} bytes) in {} pass(es)", r.chunks, r.bytes, r.passes);
+        eprintln!(
+            "published {} chunks ({} bytes) in {} pass(es)",
+            r.chunks, r.bytes, r.passes
+        );
     }
     Ok(())
 }
 
 /// `chunkcast call`: joins a room, prints per-track counts and latency percentiles.
-pub async fn run_call(url: &Url, connect: &ConnectOptions, from: &[PathBuf]) -> Result<(), ClientError> {
+pub async fn run_call(
+    url: &Url,
+    connect: &ConnectOptions,
+    from: &[PathBuf],
+) -> Result<(), ClientError> {
     if from.is_empty() {
-        return Err(ClientError::Usage("a call needs at least one --from FILE".into()));
+        return Err(ClientError::Usage(
+            "a call needs at least one --from FILE".into(),
+        ));
     }
     let report = call(url, connect, from).await?;
     println!("rtt to server: {:.2} ms", report.rtt.as_secs_f64() * 1e3);
-    println!("{:<6}  {:>7}  {:>10}  {:>10}  {:>10}  {:>10}", "TRACK", "CHUNKS", "BYTES", "P50", "P99", "MAX");
+    println!(
+        "{:<6}  {:>7}  {:>10}  {:>10}  {:>10}  {:>10}",
+        "TRACK", "CHUNKS", "BYTES", "P50", "P99", "MAX"
+    );
     for t in &report.received {
         let ms = |d: Duration| format!("{:.3} ms", d.as_secs_f64() * 1e3);
         println!(

@@ -54,7 +54,12 @@ pub fn human_bytes(n: u64) -> String {
 }
 
 fn live_table(entries: &[Entry]) -> String {
-    let width = entries.iter().map(|e| e.path.chars().count()).max().unwrap_or(0).max(7);
+    let width = entries
+        .iter()
+        .map(|e| e.path.chars().count())
+        .max()
+        .unwrap_or(0)
+        .max(7);
     let mut out = format!("{:<width$}  {:>7}  CODEC\n", "CHANNEL", "VIEWERS");
     for e in entries {
         let codec = if e.codec.kind() == chunkcast_protocol::MediaKind::Bytes {
@@ -74,7 +79,13 @@ mod tests {
     use super::*;
 
     fn entry(path: &str, viewers: u32) -> Entry {
-        Entry { path: path.into(), codec: Codec::Bytes, size: Some(1500), duration_us: None, viewers }
+        Entry {
+            path: path.into(),
+            codec: Codec::Bytes,
+            size: Some(1500),
+            duration_us: None,
+            viewers,
+        }
     }
 
     #[test]
@@ -82,6 +93,9 @@ mod tests {
         let t = table(&[entry("a.bin", 0)]);
         assert!(t.starts_with("PATH") && t.contains("1.5 KB"), "{t}");
         let t = table(&[entry("live/cam", 7)]);
-        assert!(t.starts_with("CHANNEL") && t.contains("      7  (no publisher yet)"), "{t}");
+        assert!(
+            t.starts_with("CHANNEL") && t.contains("      7  (no publisher yet)"),
+            "{t}"
+        );
     }
 }

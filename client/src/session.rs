@@ -173,7 +173,14 @@ impl Session {
         let closes = Closes::default();
         let (down_tx, down) = watch::channel(None);
         let (pong_tx, pongs) = mpsc::channel(4);
-        let demux = tokio::spawn(demux(rx, tx.clone(), pending.clone(), closes.clone(), pong_tx, down_tx));
+        let demux = tokio::spawn(demux(
+            rx,
+            tx.clone(),
+            pending.clone(),
+            closes.clone(),
+            pong_tx,
+            down_tx,
+        ));
         Ok(Self {
             tx,
             pending,
@@ -274,15 +281,26 @@ impl Session {
     /// from its latest keyframe. Waits for a publisher if the channel has none yet.
     pub async fn subscribe(&self, channel: &str) -> Result<Incoming, ClientError> {
         let channel = channel.to_owned();
-        self.incoming(|request, stream| Frame::Subscribe { request, stream, channel }).await
+        self.incoming(|request, stream| Frame::Subscribe {
+            request,
+            stream,
+            channel,
+        })
+        .await
     }
 
-    async fn incoming(&self, build: impl FnOnce(u32, StreamId) -> Frame) -> Result<Incoming, ClientError> {
+    async fn incoming(
+        &self,
+        build: impl FnOnce(u32, StreamId) -> Frame,
+    ) -> Result<Incoming, ClientError> {
         let stream = StreamId(self.next_stream.fetch_add(1, Ordering::Relaxed));
         // Route before asking: on QUIC the chunks may overtake the OPENED frame.
         let chunks = self.tx.route(stream, STREAM_BUFFER);
         let (close_tx, close_rx) = oneshot::channel();
-        self.closes.lock().unwrap_or_else(|e| e.into_inner()).insert(stream, close_tx);
+        self.closes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(stream, close_tx);
         let mut rx = self.request(|request| build(request, stream)).await?;
         let opened = match self.answer(&mut rx).await {
             Ok(o) => o,
@@ -307,8 +325,14 @@ impl Session {
     async fn answer(&self, rx: &mut mpsc::Receiver<Frame>) -> Result<Opened, ClientError> {
         match rx.recv().await {
             Some(Frame::Opened(o)) => Ok(o),
-            Some(Frame::Error(e)) => Err(ClientError::Server { code: e.code, message: e.message }),
-            Some(other) => Err(ClientError::Lost(format!("unexpected {} answer", other.name()))),
+            Some(Frame::Error(e)) => Err(ClientError::Server {
+                code: e.code,
+                message: e.message,
+            }),
+            Some(other) => Err(ClientError::Lost(format!(
+                "unexpected {} answer",
+                other.name()
+            ))),
             None => Err(self.lost()),
         }
     }
@@ -318,23 +342,50 @@ impl Session {
     pub async fn publish(&self, channel: &str, codec: Codec) -> Result<Publisher, ClientError> {
         let stream = StreamId(self.next_stream.fetch_add(1, Ordering::Relaxed));
         let channel = channel.to_owned();
-        let mut rx = self.request(|request| Frame::Publish { request, stream, channel, codec }).await?;
+        let mut rx = self
+            .request(|request| Frame::Publish {
+                request,
+                stream,
+                channel,
+                codec,
+            })
+            .await?;
         let opened = self.answer(&mut rx).await?;
-        let media = self.tx.open_media().await.map_err(|e| ClientError::Lost(e.to_string()))?;
-        Ok(Publisher { stream: opened.stream, media, sent: 0 })
+        let media = self
+            .tx
+            .open_media()
+            .await
+            .map_err(|e| ClientError::Lost(e.to_string()))?;
+        Ok(Publisher {
+            stream: opened.stream,
+            media,
+            sent: 0,
+        })
     }
 
     /// Measures the round-trip time to the server and the server's clock minus ours (in
     /// microseconds, on the symmetric-path assumption), from one ping.
     pub async fn clock(&self) -> Result<(Duration, i64), ClientError> {
         let mut pongs = self.pongs.lock().await;
-        let mut ka = Keepalive::new(Instant::now(), self.epoch, Duration::from_secs(3600), Duration::from_secs(3600));
+        let mut ka = Keepalive::new(
+            Instant::now(),
+            self.epoch,
+            Duration::from_secs(3600),
+            Duration::from_secs(3600),
+        );
         let mut out = BytesMut::new();
         ka.ping_now(Instant::now(), &mut out);
-        self.tx.send_raw(out.freeze()).await.map_err(|_| self.lost())?;
+        self.tx
+            .send_raw(out.freeze())
+            .await
+            .map_err(|_| self.lost())?;
         loop {
             match tokio::time::timeout(Duration::from_secs(5), pongs.recv()).await {
-                Ok(Some(Frame::Pong { nonce, echo_us, time_us })) => {
+                Ok(Some(Frame::Pong {
+                    nonce,
+                    echo_us,
+                    time_us,
+                })) => {
                     ka.handle_pong(Instant::now(), nonce, echo_us, time_us);
                     if let (Some(rtt), Some(offset)) = (ka.rtt(), ka.clock_offset_us()) {
                         return Ok((rtt, offset));
@@ -394,14 +445,20 @@ impl Publisher {
     /// Sends a chunk (its stream id is set to this publisher's), waiting under backpressure.
     pub async fn send(&mut self, mut chunk: Chunk) -> Result<(), ClientError> {
         chunk.stream = self.stream;
-        self.media.send(chunk).await.map_err(|e| ClientError::Lost(e.to_string()))?;
+        self.media
+            .send(chunk)
+            .await
+            .map_err(|e| ClientError::Lost(e.to_string()))?;
         self.sent += 1;
         Ok(())
     }
 
     /// Ends the stream after everything sent.
     pub async fn finish(self) -> Result<(), ClientError> {
-        self.media.finish().await.map_err(|e| ClientError::Lost(e.to_string()))
+        self.media
+            .finish()
+            .await
+            .map_err(|e| ClientError::Lost(e.to_string()))
     }
 }
 

@@ -10,7 +10,9 @@ use chunkcast::live::{PublishOptions, call, publish_file};
 use chunkcast::session::{ConnectOptions, Incoming, Session};
 use chunkcast::url::{Scheme, Url};
 use chunkcast_protocol::net::tls::Trust;
-use chunkcast_protocol::{Chunk, ChunkFlags, Codec, ErrorCode, StreamId, VideoParams, VisualFormat};
+use chunkcast_protocol::{
+    Chunk, ChunkFlags, Codec, ErrorCode, StreamId, VideoParams, VisualFormat,
+};
 use chunkcast_server::{Config, Server};
 
 const LIMIT: Duration = Duration::from_secs(90);
@@ -33,16 +35,30 @@ async fn server() -> Server {
 }
 
 fn url(server: &Server, scheme: Scheme, path: &str) -> Url {
-    let addr = if scheme == Scheme::Quic { server.quic_addr() } else { server.tcp_addr() };
-    Url { scheme, host: addr.ip().to_string(), port: addr.port(), path: path.to_owned() }
+    let addr = if scheme == Scheme::Quic {
+        server.quic_addr()
+    } else {
+        server.tcp_addr()
+    };
+    Url {
+        scheme,
+        host: addr.ip().to_string(),
+        port: addr.port(),
+        path: path.to_owned(),
+    }
 }
 
 fn opts(server: &Server) -> ConnectOptions {
-    ConnectOptions { trust: Trust::pin_from_hex(server.fingerprint()).unwrap(), ..Default::default() }
+    ConnectOptions {
+        trust: Trust::pin_from_hex(server.fingerprint()).unwrap(),
+        ..Default::default()
+    }
 }
 
 async fn connect(server: &Server, scheme: Scheme) -> Session {
-    Session::connect(&url(server, scheme, ""), &opts(server)).await.unwrap()
+    Session::connect(&url(server, scheme, ""), &opts(server))
+        .await
+        .unwrap()
 }
 
 /// Reads a subscription to its end: the chunks, or the error that ended it.
@@ -58,15 +74,33 @@ async fn drain(mut inc: Incoming) -> (Vec<Chunk>, Option<ClientError>) {
 }
 
 fn video() -> Codec {
-    Codec::Video(VideoParams { format: VisualFormat::Mjpeg, width: 64, height: 64, fps_num: 25, fps_den: 1 })
+    Codec::Video(VideoParams {
+        format: VisualFormat::Mjpeg,
+        width: 64,
+        height: 64,
+        fps_num: 25,
+        fps_den: 1,
+    })
 }
 
 /// Frame `n` of a synthetic video: one chunk of `size` bytes, a keyframe every 10th frame.
 fn frame(n: u64, size: usize) -> Chunk {
-    let key = if n % 10 == 0 { ChunkFlags::KEY } else { ChunkFlags::empty() };
+    let key = if n % 10 == 0 {
+        ChunkFlags::KEY
+    } else {
+        ChunkFlags::empty()
+    };
     let mut payload = vec![(n % 251) as u8; size];
     payload[..8].copy_from_slice(&n.to_be_bytes());
-    Chunk::new(StreamId(0), n, 0, n * 40_000, 40_000, key | ChunkFlags::END_OF_UNIT, Bytes::from(payload))
+    Chunk::new(
+        StreamId(0),
+        n,
+        0,
+        n * 40_000,
+        40_000,
+        key | ChunkFlags::END_OF_UNIT,
+        Bytes::from(payload),
+    )
 }
 
 fn frame_number(c: &Chunk) -> u64 {
@@ -98,13 +132,25 @@ async fn one_publisher_fifty_viewers_each_get_every_chunk_in_order() {
             let entry = listed.iter().find(|e| e.path == channel).expect("listed");
             assert_eq!(entry.viewers, 50);
             let publisher = connect(&server, scheme).await;
-            let sent = publish_file(&publisher, &channel, &file, &PublishOptions::default()).await.unwrap();
+            let sent = publish_file(&publisher, &channel, &file, &PublishOptions::default())
+                .await
+                .unwrap();
             for v in viewers {
                 let (chunks, err) = v.await.unwrap();
                 assert!(err.is_none(), "{scheme:?}: {err:?}");
-                assert_eq!(chunks.len() as u64, sent.chunks + 1, "every chunk, plus the channel's end");
-                assert!(chunks.windows(2).all(|w| w[1].seq == w[0].seq + 1), "in order, no gap");
-                let bytes: Vec<u8> = chunks.iter().flat_map(|c| c.payload.iter().copied()).collect();
+                assert_eq!(
+                    chunks.len() as u64,
+                    sent.chunks + 1,
+                    "every chunk, plus the channel's end"
+                );
+                assert!(
+                    chunks.windows(2).all(|w| w[1].seq == w[0].seq + 1),
+                    "in order, no gap"
+                );
+                let bytes: Vec<u8> = chunks
+                    .iter()
+                    .flat_map(|c| c.payload.iter().copied())
+                    .collect();
                 assert!(bytes == want, "the payloads rebuild the published file");
             }
             publisher.close().await;
@@ -127,7 +173,9 @@ async fn a_stalled_viewer_is_dropped_while_the_others_lose_nothing() {
             for _ in 0..3 {
                 let s = connect(&server, scheme).await;
                 let ch = channel.clone();
-                good.push(tokio::spawn(async move { drain(s.subscribe(&ch).await.unwrap()).await }));
+                good.push(tokio::spawn(async move {
+                    drain(s.subscribe(&ch).await.unwrap()).await
+                }));
             }
             let publisher = connect(&server, scheme).await;
             let (stalled_inc, mut p) = tokio::join!(stalled_inc, async {
@@ -149,14 +197,30 @@ async fn a_stalled_viewer_is_dropped_while_the_others_lose_nothing() {
             for g in good {
                 let (chunks, err) = g.await.unwrap();
                 assert!(err.is_none(), "{err:?}");
-                let frames: Vec<u64> = chunks.iter().filter(|c| !c.payload.is_empty()).map(frame_number).collect();
-                assert_eq!(frames, (0..FRAMES).collect::<Vec<_>>(), "{scheme:?}: a keeping-up viewer loses nothing");
+                let frames: Vec<u64> = chunks
+                    .iter()
+                    .filter(|c| !c.payload.is_empty())
+                    .map(frame_number)
+                    .collect();
+                assert_eq!(
+                    frames,
+                    (0..FRAMES).collect::<Vec<_>>(),
+                    "{scheme:?}: a keeping-up viewer loses nothing"
+                );
             }
             // The stalled viewer now reads: it lost frames (whole groups), or was disconnected.
             let (chunks, err) = drain(stalled_inc).await;
-            let frames: Vec<u64> = chunks.iter().filter(|c| !c.payload.is_empty()).map(frame_number).collect();
+            let frames: Vec<u64> = chunks
+                .iter()
+                .filter(|c| !c.payload.is_empty())
+                .map(frame_number)
+                .collect();
             let lagged = matches!(&err, Some(e) if e.code() == Some(ErrorCode::Lagged));
-            assert!(lagged || (frames.len() as u64) < FRAMES, "{scheme:?}: stalled viewer got all {} frames", frames.len());
+            assert!(
+                lagged || (frames.len() as u64) < FRAMES,
+                "{scheme:?}: stalled viewer got all {} frames",
+                frames.len()
+            );
             // What it did get starts each run at a keyframe: never half a group.
             for w in frames.windows(2) {
                 if w[1] != w[0] + 1 {
@@ -226,7 +290,10 @@ async fn late_joiner_starts_at_a_keyframe_and_a_publisher_restart_is_survived() 
             let media: Vec<&Chunk> = chunks.iter().filter(|c| !c.payload.is_empty()).collect();
             // Frames 3..7 of the new publisher may arrive (a subscriber that was waiting sees
             // the publisher from its first chunk); pts always move forward from the old ones.
-            assert!(media.iter().all(|c| c.pts_us >= 25 * 40_000), "pts continue");
+            assert!(
+                media.iter().all(|c| c.pts_us >= 25 * 40_000),
+                "pts continue"
+            );
             assert_eq!(frame_number(media.last().unwrap()), 11);
             viewer.close().await;
             second.close().await;
@@ -253,8 +320,15 @@ async fn a_call_exchanges_audio_and_video_both_ways_and_reports_latency() {
                 assert_eq!(r.received.len(), 2);
                 for t in &r.received {
                     assert!(t.chunks > 10, "{scheme:?} {}: {} chunks", t.track, t.chunks);
-                    assert!(t.latency_p99 > Duration::ZERO && t.latency_p99 < Duration::from_millis(500), "{t:?}");
-                    eprintln!("{scheme:?} {}: p50 {:?} p99 {:?}", t.track, t.latency_p50, t.latency_p99);
+                    assert!(
+                        t.latency_p99 > Duration::ZERO
+                            && t.latency_p99 < Duration::from_millis(500),
+                        "{t:?}"
+                    );
+                    eprintln!(
+                        "{scheme:?} {}: p50 {:?} p99 {:?}",
+                        t.track, t.latency_p50, t.latency_p99
+                    );
                 }
             }
             // A third participant is turned away while the room is busy.

@@ -118,7 +118,11 @@ impl Channel {
     pub fn ingest(&mut self, chunk: Chunk, stream: StreamId) -> Fanned {
         let starts_unit = self.prev_ended_unit || chunk.has(ChunkFlags::INIT);
         self.prev_ended_unit = chunk.has(ChunkFlags::END_OF_UNIT) || chunk.has(ChunkFlags::INIT);
-        let pts_us = if chunk.has(ChunkFlags::INIT) { self.pts_base } else { self.pts_base + chunk.pts_us };
+        let pts_us = if chunk.has(ChunkFlags::INIT) {
+            self.pts_base
+        } else {
+            self.pts_base + chunk.pts_us
+        };
         self.pts_end = self.pts_end.max(pts_us + u64::from(chunk.duration_us));
         let out = Chunk {
             stream,
@@ -154,7 +158,10 @@ impl Channel {
                 }
             }
         }
-        Fanned { chunk: out, starts_unit }
+        Fanned {
+            chunk: out,
+            starts_unit,
+        }
     }
 
     fn is_video(&self) -> bool {
@@ -167,12 +174,24 @@ impl Channel {
         let mut out: Vec<Fanned> = self
             .init
             .iter()
-            .map(|c| Fanned { chunk: Chunk { stream, ..c.clone() }, starts_unit: true })
+            .map(|c| Fanned {
+                chunk: Chunk {
+                    stream,
+                    ..c.clone()
+                },
+                starts_unit: true,
+            })
             .collect();
         if self.gop_valid {
             let mut prev_end = true;
             for c in &self.gop {
-                out.push(Fanned { chunk: Chunk { stream, ..c.clone() }, starts_unit: prev_end });
+                out.push(Fanned {
+                    chunk: Chunk {
+                        stream,
+                        ..c.clone()
+                    },
+                    starts_unit: prev_end,
+                });
                 prev_end = c.has(ChunkFlags::END_OF_UNIT);
             }
         }
@@ -270,7 +289,10 @@ impl ViewerQueue {
         if self.bytes + len > self.config.viewer_queue_bytes && !init {
             self.lag_events += 1;
             if self.lag_events > self.config.max_lag_events {
-                return Err(Lagged { drops: self.drops, events: self.lag_events });
+                return Err(Lagged {
+                    drops: self.drops,
+                    events: self.lag_events,
+                });
             }
             if self.video {
                 // Whole groups only: everything queued goes, and so does everything until the
@@ -294,7 +316,10 @@ impl ViewerQueue {
             }
         }
         self.bytes += len;
-        self.queue.push_back(Chunk { stream: self.stream, ..chunk.clone() });
+        self.queue.push_back(Chunk {
+            stream: self.stream,
+            ..chunk.clone()
+        });
         Ok(())
     }
 
@@ -330,16 +355,34 @@ mod tests {
     use crate::media::{VideoParams, VisualFormat};
 
     fn video() -> Codec {
-        Codec::Video(VideoParams { format: VisualFormat::Mjpeg, width: 8, height: 8, fps_num: 25, fps_den: 1 })
+        Codec::Video(VideoParams {
+            format: VisualFormat::Mjpeg,
+            width: 8,
+            height: 8,
+            fps_num: 25,
+            fps_den: 1,
+        })
     }
 
     /// Frame `n` of a publisher: two pieces, every 5th frame a keyframe.
     fn frame(n: u64, size: usize) -> [Chunk; 2] {
-        let key = if n % 5 == 0 { ChunkFlags::KEY } else { ChunkFlags::empty() };
+        let key = if n % 5 == 0 {
+            ChunkFlags::KEY
+        } else {
+            ChunkFlags::empty()
+        };
         let p = Bytes::from(vec![n as u8; size]);
         [
             Chunk::new(StreamId(9), 2 * n, 0, n * 40_000, 40_000, key, p.clone()),
-            Chunk::new(StreamId(9), 2 * n + 1, 0, n * 40_000, 40_000, key | ChunkFlags::END_OF_UNIT, p),
+            Chunk::new(
+                StreamId(9),
+                2 * n + 1,
+                0,
+                n * 40_000,
+                40_000,
+                key | ChunkFlags::END_OF_UNIT,
+                p,
+            ),
         ]
     }
 
@@ -347,7 +390,15 @@ mod tests {
     fn late_joiner_starts_with_init_and_the_current_group() {
         let mut ch = Channel::new(Config::default());
         ch.begin(video());
-        let init = Chunk::new(StreamId(9), 0, 0, 0, 0, ChunkFlags::INIT, Bytes::from_static(b"hdr"));
+        let init = Chunk::new(
+            StreamId(9),
+            0,
+            0,
+            0,
+            0,
+            ChunkFlags::INIT,
+            Bytes::from_static(b"hdr"),
+        );
         ch.ingest(init, StreamId(1));
         for n in 0..13 {
             for c in frame(n, 10) {
@@ -373,13 +424,19 @@ mod tests {
         ch.begin(video());
         let f = ch.ingest(frame(0, 1)[0].clone(), StreamId(1));
         assert_eq!(f.chunk.seq, 2);
-        assert_eq!(f.chunk.pts_us, 40_000, "pts continue after the previous publisher's end");
+        assert_eq!(
+            f.chunk.pts_us, 40_000,
+            "pts continue after the previous publisher's end"
+        );
         assert!(f.starts_unit);
     }
 
     #[test]
     fn slow_video_viewer_drops_whole_groups_and_resumes_at_a_keyframe() {
-        let cfg = Config { viewer_queue_bytes: 100, ..Config::default() };
+        let cfg = Config {
+            viewer_queue_bytes: 100,
+            ..Config::default()
+        };
         let mut ch = Channel::new(cfg);
         ch.begin(video());
         let mut q = ViewerQueue::new(cfg, Some(video()), StreamId(2));
@@ -398,12 +455,24 @@ mod tests {
 
     #[test]
     fn slow_audio_viewer_drops_oldest_and_lagging_forever_disconnects() {
-        let cfg = Config { viewer_queue_bytes: 100, max_lag_events: 3, ..Config::default() };
+        let cfg = Config {
+            viewer_queue_bytes: 100,
+            max_lag_events: 3,
+            ..Config::default()
+        };
         let mut q = ViewerQueue::new(cfg, None, StreamId(2));
         let mut ch = Channel::new(cfg);
         let mut result = Ok(());
         for n in 0..20u64 {
-            let c = Chunk::new(StreamId(9), n, 0, n, 1, ChunkFlags::KEY | ChunkFlags::END_OF_UNIT, Bytes::from(vec![0; 30]));
+            let c = Chunk::new(
+                StreamId(9),
+                n,
+                0,
+                n,
+                1,
+                ChunkFlags::KEY | ChunkFlags::END_OF_UNIT,
+                Bytes::from(vec![0; 30]),
+            );
             result = q.push(&ch.ingest(c, StreamId(1)));
             if result.is_err() {
                 break;
@@ -413,7 +482,15 @@ mod tests {
         // A viewer that keeps up is never lagged.
         let mut q = ViewerQueue::new(cfg, None, StreamId(2));
         for n in 0..1000u64 {
-            let c = Chunk::new(StreamId(9), n, 0, n, 1, ChunkFlags::KEY, Bytes::from(vec![0; 30]));
+            let c = Chunk::new(
+                StreamId(9),
+                n,
+                0,
+                n,
+                1,
+                ChunkFlags::KEY,
+                Bytes::from(vec![0; 30]),
+            );
             q.push(&ch.ingest(c, StreamId(1))).unwrap();
             q.pop().unwrap();
         }

@@ -7,9 +7,9 @@ pub mod compress;
 pub mod error;
 pub mod fanout;
 pub mod media;
-pub mod pace;
 #[cfg(feature = "tokio")]
 pub mod net;
+pub mod pace;
 pub mod playout;
 pub mod session;
 pub mod wire;

@@ -32,7 +32,10 @@ mod tests {
         let t0 = Instant::now();
         let mut p = Pacer::new();
         assert_eq!(p.due(t0, 5_000_000), t0);
-        assert_eq!(p.due(t0 + Duration::from_secs(9), 5_040_000), t0 + Duration::from_millis(40));
+        assert_eq!(
+            p.due(t0 + Duration::from_secs(9), 5_040_000),
+            t0 + Duration::from_millis(40)
+        );
         assert_eq!(p.due(t0, 1), t0, "earlier than the anchor: at once");
     }
 }

@@ -55,6 +55,11 @@ pub struct Args {
     /// on loopback or a private network. Default: off.
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<SocketAddr>,
+    /// Serve the browser viewer at ADDR: the page over HTTP (GET /), the protocol over a
+    /// WebSocket (GET /ws), with the same token and limits as the other transports.
+    /// Default: off.
+    #[arg(long, value_name = "ADDR")]
+    pub web: Option<SocketAddr>,
     /// Connections open at once, over TCP and QUIC together.
     #[arg(long, value_name = "N", default_value_t = default_limits().max_connections,
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
@@ -102,6 +107,7 @@ impl Args {
         c.cert = self.cert.zip(self.key);
         c.grace = std::time::Duration::from_secs(self.grace);
         c.metrics = self.metrics;
+        c.web = self.web;
         let l = &mut c.limits;
         l.max_connections = self.max_connections;
         l.max_connections_per_ip = self.max_connections_per_ip;
@@ -136,6 +142,7 @@ mod tests {
         assert_eq!(c.limits.wire, d.wire);
         assert_eq!(c.limits.max_requests_per_sec, d.max_requests_per_sec);
         assert_eq!(c.metrics, None);
+        assert_eq!(c.web, None);
     }
 
     #[test]

@@ -77,6 +77,9 @@ pub struct Config {
     pub limits: Limits,
     /// Where to serve Prometheus metrics over HTTP (`GET /metrics`); `None`: nowhere.
     pub metrics: Option<SocketAddr>,
+    /// Where to serve the browser viewer over HTTP (the page, and the protocol over a
+    /// WebSocket at `GET /ws`); `None`: nowhere.
+    pub web: Option<SocketAddr>,
 }
 
 /// The default address: loopback only, so that nothing is exposed unless the user says so.
@@ -96,11 +99,14 @@ impl Config {
             grace: Duration::from_secs(5),
             limits: Limits::default(),
             metrics: None,
+            web: None,
         }
     }
 
     /// Whether any listening address is reachable from beyond this machine.
     pub fn exposed(&self) -> bool {
-        !self.tcp.ip().is_loopback() || !self.quic.ip().is_loopback()
+        !self.tcp.ip().is_loopback()
+            || !self.quic.ip().is_loopback()
+            || self.web.is_some_and(|w| !w.ip().is_loopback())
     }
 }

@@ -5,7 +5,8 @@
 //! - `listen`: accept loops; `limit`: connection limits and request rates; `guard`: the byte
 //!   stream wrapper that bounds stalled writes and kills finished connections; `conn`: one
 //!   connection's handshake and control loop; `stream`: reading, cutting, pacing and sending
-//!   one file; `metrics`: the counters `--metrics` serves.
+//!   one file; `metrics`: the counters `--metrics` serves; `web`: the browser viewer that
+//!   `--web` serves (a page, and the protocol over a WebSocket).
 //!
 //! The binary is a thin shell around [`Server::start`], so tests run the very same server
 //! in-process:
@@ -33,6 +34,7 @@ mod listen;
 mod live;
 mod metrics;
 mod stream;
+mod web;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -57,6 +59,11 @@ pub enum ServerError {
         "refusing to listen on {0} without a token: pass --token (or set CHUNKCAST_TOKEN), or --allow-anonymous to serve anyone"
     )]
     NeedsToken(SocketAddr),
+    /// `--web` on a non-loopback address: the page and its token travel unencrypted.
+    #[error(
+        "refusing to serve the web viewer on {0}: it is plain HTTP, so the token and the media would cross the network unencrypted; keep --web on loopback (behind a TLS proxy), or pass --allow-plaintext"
+    )]
+    WebPlaintext(SocketAddr),
     /// The library could not be opened or generated.
     #[error("library {path}: {source}")]
     Library {
@@ -89,6 +96,7 @@ pub struct Server {
     tcp_addr: SocketAddr,
     quic_addr: SocketAddr,
     metrics_addr: Option<SocketAddr>,
+    web_addr: Option<SocketAddr>,
     fingerprint: String,
     root: std::path::PathBuf,
     shared: Arc<Shared>,
@@ -100,12 +108,17 @@ impl Server {
     /// Opens the library, binds both transports and starts accepting.
     pub async fn start(config: Config) -> Result<Self, ServerError> {
         if config.exposed() && config.token.is_none() && !config.allow_anonymous {
-            let addr = if config.tcp.ip().is_loopback() {
-                config.quic
-            } else {
-                config.tcp
-            };
+            let addr = [Some(config.tcp), Some(config.quic), config.web]
+                .into_iter()
+                .flatten()
+                .find(|a| !a.ip().is_loopback())
+                .unwrap_or(config.tcp);
             return Err(ServerError::NeedsToken(addr));
+        }
+        if let Some(web) = config.web.filter(|w| !w.ip().is_loopback()) {
+            if !config.allow_plaintext {
+                return Err(ServerError::WebPlaintext(web));
+            }
         }
         let root = match &config.root {
             Some(r) => r.clone(),
@@ -174,6 +187,22 @@ impl Server {
             None => None,
         };
 
+        let web_listener = match config.web {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| ServerError::Bind { addr, source })?,
+            ),
+            None => None,
+        };
+        let web_addr = match &web_listener {
+            Some(l) => Some(l.local_addr().map_err(|source| ServerError::Bind {
+                addr: config.web.unwrap_or(tcp_addr),
+                source,
+            })?),
+            None => None,
+        };
+
         let shared = Arc::new(Shared::new(config, library));
         if let Some(listener) = metrics_listener {
             tokio::spawn(metrics::serve(
@@ -191,6 +220,14 @@ impl Server {
             gate.clone(),
             tracker.clone(),
         ));
+        if let Some(listener) = web_listener {
+            tokio::spawn(web::accept_loop(
+                listener,
+                shared.clone(),
+                gate.clone(),
+                tracker.clone(),
+            ));
+        }
         tokio::spawn(listen::quic_loop(
             endpoint.clone(),
             shared.clone(),
@@ -201,6 +238,7 @@ impl Server {
             tcp_addr,
             quic_addr,
             metrics_addr,
+            web_addr,
             fingerprint: identity.fingerprint_hex(),
             root,
             shared,
@@ -230,6 +268,11 @@ impl Server {
         self.metrics_addr
     }
 
+    /// Where the browser viewer is served (`GET /`, WebSocket at `/ws`), if `--web` was given.
+    pub fn web_addr(&self) -> Option<SocketAddr> {
+        self.web_addr
+    }
+
     /// SHA-256 of the certificate, hex: what clients pin.
     pub fn fingerprint(&self) -> &str {
         &self.fingerprint
@@ -241,7 +284,8 @@ impl Server {
     }
 
     /// The one line the binary prints on stdout once bound (the product contract), with
-    /// ` metrics=IP:PORT` appended when metrics are served.
+    /// ` metrics=IP:PORT` appended when metrics are served and ` web=IP:PORT` when the browser
+    /// viewer is.
     pub fn listening_line(&self) -> String {
         let mut line = format!(
             "listening tcp={} quic={} cert-sha256={}",
@@ -249,6 +293,9 @@ impl Server {
         );
         if let Some(addr) = self.metrics_addr {
             line.push_str(&format!(" metrics={addr}"));
+        }
+        if let Some(addr) = self.web_addr {
+            line.push_str(&format!(" web={addr}"));
         }
         line
     }

@@ -54,6 +54,11 @@ impl Gate {
             refusing: Arc::new(Semaphore::new(REFUSALS_IN_FLIGHT)),
         }
     }
+
+    /// Takes a connection slot for `ip` (the web viewer's connections count too).
+    pub(crate) fn admit(&self, ip: std::net::IpAddr) -> Result<Admitted, Refused> {
+        self.admission.admit(ip)
+    }
 }
 
 fn refusal_message(why: Refused, shared: &Shared) -> String {

@@ -177,7 +177,13 @@ impl Prepared {
                 Err(_) => {
                     media.abort();
                     let message = format!("stream stalled: nothing read for {stall:?}");
-                    let _ = tx.send(Frame::Close { stream, code: ErrorCode::Timeout, message }).await;
+                    let _ = tx
+                        .send(Frame::Close {
+                            stream,
+                            code: ErrorCode::Timeout,
+                            message,
+                        })
+                        .await;
                     return Ended::Link(LinkError::Closed);
                 }
             }

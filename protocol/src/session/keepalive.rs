@@ -81,7 +81,8 @@ impl Keepalive {
         // computed wide and clamped, never overflowing.
         let ours_then = i128::from(echo_us) + i128::from(rtt_us / 2);
         let offset = i128::from(peer_time_us) - ours_then;
-        self.clock_offset_us = Some(offset.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64);
+        self.clock_offset_us =
+            Some(offset.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64);
     }
 
     /// Microseconds since our epoch.

@@ -244,7 +244,9 @@ fn hostile_pongs_neither_panic_nor_count() {
     assert_eq!(k.rtt(), None);
     let mut out = BytesMut::new();
     k.ping_now(t0, &mut out);
-    let Some(Frame::Ping { nonce, .. }) = decode_all(&mut out).pop() else { panic!() };
+    let Some(Frame::Ping { nonce, .. }) = decode_all(&mut out).pop() else {
+        panic!()
+    };
     k.handle_pong(t0 + Duration::from_millis(1), nonce, u64::MAX, 0);
     let first = k.clock_offset_us();
     assert_eq!(first, Some(i64::MIN), "clamped, not wrapped");

@@ -1,0 +1,346 @@
+//! End to end in a real browser: headless Chromium loads the `--web` page, lists the samples,
+//! plays the tone WAV, the MJPEG and Y4M clips and the test card to the end, and the page's own counters must match
+//! the sources; a screenshot of the canvas must show the frame number the page says it drew.
+//!
+//! Chromium is driven over the DevTools protocol (JSON over the WebSocket it opens with
+//! `--remote-debugging-port=0`), so nothing but the browser is needed. Without a Chromium
+//! (`chromium`, `chromium-browser`, `google-chrome`, or `CHUNKCAST_CHROMIUM`), the test says
+//! so and passes. With `CHUNKCAST_SCREENSHOT_OUT=PATH` it also saves a screenshot of the page.
+
+mod support;
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{WebSocketStream, client_async};
+
+use chunkcast_media_samples::{
+    CLIP_FPS, CLIP_HEIGHT, CLIP_MJPEG, CLIP_WIDTH, CLIP_Y4M, MJPEG_FRAMES, TESTCARD_PNG,
+    TONE_8K_WAV, Y4M_FRAMES,
+};
+
+/// The whole test's bound.
+const HARD_TIMEOUT: Duration = Duration::from_secs(60);
+/// The tone: 3 s in 20 ms chunks, one unit each.
+const TONE_UNITS: u64 = 3_000 / 20;
+
+fn find_chromium() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("CHUNKCAST_CHROMIUM") {
+        return Some(PathBuf::from(p));
+    }
+    let path = std::env::var_os("PATH")?;
+    ["chromium", "chromium-browser", "google-chrome"]
+        .iter()
+        .flat_map(|name| std::env::split_paths(&path).map(move |d| d.join(name)))
+        .find(|p| p.is_file())
+}
+
+#[tokio::test]
+async fn plays_in_headless_chromium() {
+    let Some(chromium) = find_chromium() else {
+        eprintln!(
+            "skipping: no Chromium found (apt-get install chromium, or set CHUNKCAST_CHROMIUM)"
+        );
+        return;
+    };
+    let server = support::server_with(|c| c.web = Some("127.0.0.1:0".parse().unwrap())).await;
+    let page = format!("http://{}/", server.web_addr().unwrap());
+    let profile = tempfile::tempdir().unwrap();
+    let mut browser = launch(&chromium, profile.path()).await;
+    let result = tokio::time::timeout(HARD_TIMEOUT, drive(&mut browser, &page)).await;
+    browser.close().await;
+    server.shutdown().await;
+    result.expect("the browser test finishes within its time bound");
+}
+
+struct Browser {
+    child: Child,
+    cdp: Option<Cdp>,
+}
+
+impl Browser {
+    async fn close(&mut self) {
+        if let Some(cdp) = &mut self.cdp {
+            let close = cdp.call("Browser.close", json!({}), None);
+            let _ = tokio::time::timeout(Duration::from_secs(2), close).await;
+        }
+        if tokio::time::timeout(Duration::from_secs(3), self.child.wait())
+            .await
+            .is_err()
+        {
+            let _ = self.child.kill().await;
+        }
+    }
+}
+
+async fn launch(chromium: &std::path::Path, profile: &std::path::Path) -> Browser {
+    let mut child = Command::new(chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            "--no-default-browser-check",
+            "--mute-audio",
+            "--autoplay-policy=no-user-gesture-required",
+            "--hide-scrollbars",
+            "--force-device-scale-factor=1",
+            "--window-size=1000,700",
+            "--remote-debugging-port=0",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg("about:blank")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("starting Chromium");
+    let stderr = child.stderr.take().unwrap();
+    let mut browser = Browser { child, cdp: None };
+    let mut lines = BufReader::new(stderr).lines();
+    let find = async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if let Some(url) = line.strip_prefix("DevTools listening on ") {
+                return Some(url.trim().to_owned());
+            }
+        }
+        None
+    };
+    let Ok(Some(url)) = tokio::time::timeout(Duration::from_secs(20), find).await else {
+        browser.close().await;
+        panic!("Chromium did not open its DevTools endpoint");
+    };
+    // Keep draining Chromium's stderr so that it never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let host = url
+        .strip_prefix("ws://")
+        .and_then(|r| r.split('/').next())
+        .unwrap()
+        .to_owned();
+    let tcp = TcpStream::connect(&host).await.unwrap();
+    let (ws, _) = client_async(url.as_str(), tcp)
+        .await
+        .expect("DevTools WebSocket");
+    browser.cdp = Some(Cdp { ws, next: 1 });
+    browser
+}
+
+/// A DevTools protocol client: one call at a time, events ignored.
+struct Cdp {
+    ws: WebSocketStream<TcpStream>,
+    next: u64,
+}
+
+impl Cdp {
+    async fn call(&mut self, method: &str, params: Value, session: Option<&str>) -> Value {
+        let id = self.next;
+        self.next += 1;
+        let mut msg = json!({ "id": id, "method": method, "params": params });
+        if let Some(s) = session {
+            msg["sessionId"] = json!(s);
+        }
+        self.ws
+            .send(Message::Text(msg.to_string().into()))
+            .await
+            .expect("DevTools send");
+        loop {
+            let Some(Ok(Message::Text(text))) = self.ws.next().await else {
+                panic!("DevTools connection ended during {method}");
+            };
+            let v: Value = serde_json::from_str(&text).unwrap();
+            if v["id"] == json!(id) {
+                assert!(v.get("error").is_none(), "{method}: {v}");
+                return v["result"].clone();
+            }
+        }
+    }
+}
+
+/// A page session: evaluates JavaScript and takes screenshots.
+struct Page<'a> {
+    cdp: &'a mut Cdp,
+    session: String,
+}
+
+impl Page<'_> {
+    async fn eval(&mut self, expression: &str) -> Value {
+        let params =
+            json!({ "expression": expression, "returnByValue": true, "awaitPromise": true });
+        let r = self
+            .cdp
+            .call("Runtime.evaluate", params, Some(&self.session))
+            .await;
+        assert!(r.get("exceptionDetails").is_none(), "{expression}: {r}");
+        r["result"]["value"].clone()
+    }
+
+    async fn counters(&mut self) -> Value {
+        let json = self.eval("JSON.stringify(window.chunkcast || null)").await;
+        serde_json::from_str(json.as_str().unwrap_or("null")).unwrap()
+    }
+
+    /// Polls the page's counters until `done` holds for them.
+    async fn wait_for(&mut self, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let start = std::time::Instant::now();
+        loop {
+            let c = self.counters().await;
+            if done(&c) {
+                return c;
+            }
+            assert!(
+                c["state"] != json!("error"),
+                "page error while waiting for {what}: {c}"
+            );
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "waiting for {what}: {c}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn screenshot(&mut self, clip: Option<Value>) -> Vec<u8> {
+        let mut params = json!({ "format": "png" });
+        if let Some(c) = clip {
+            params["clip"] = c;
+        }
+        let r = self
+            .cdp
+            .call("Page.captureScreenshot", params, Some(&self.session))
+            .await;
+        decode_base64(r["data"].as_str().expect("screenshot data"))
+    }
+
+    /// Reads the frame number from the canvas's pixels: it must be the last frame the page
+    /// says it drew. The canvas is drawn at the clip's native size, one pixel per pixel.
+    async fn check_canvas(&mut self, counters: &Value) {
+        let rect = self
+            .eval("JSON.stringify(document.getElementById('video').getBoundingClientRect())")
+            .await;
+        let rect: Value = serde_json::from_str(rect.as_str().unwrap()).unwrap();
+        let region = json!({
+            "x": rect["x"], "y": rect["y"],
+            "width": CLIP_WIDTH, "height": CLIP_HEIGHT, "scale": 1,
+        });
+        let png = self.screenshot(Some(region)).await;
+        let shot = image::load_from_memory(&png).unwrap().to_rgb8();
+        assert_eq!(shot.dimensions(), (CLIP_WIDTH, CLIP_HEIGHT));
+        let pts = counters["lastPtsUs"].as_u64().expect("a frame was drawn");
+        let expected = (pts * u64::from(CLIP_FPS) + 500_000) / 1_000_000;
+        let seen = chunkcast_media_samples::read_clip_frame_number(&shot);
+        assert_eq!(
+            seen,
+            Some(expected as u32),
+            "the canvas shows the last frame drawn"
+        );
+    }
+
+    async fn play(&mut self, path: &str) -> Value {
+        self.eval(&format!(
+            "document.querySelector('[data-path=\"{path}\"]').click()"
+        ))
+        .await;
+        self.wait_for(path, |c| {
+            c["path"] == json!(path) && c["ended"] == json!(true)
+        })
+        .await
+    }
+}
+
+async fn drive(browser: &mut Browser, url: &str) {
+    let cdp = browser.cdp.as_mut().unwrap();
+    let target = cdp
+        .call("Target.createTarget", json!({ "url": url }), None)
+        .await;
+    let attach = json!({ "targetId": target["targetId"], "flatten": true });
+    let session = cdp.call("Target.attachToTarget", attach, None).await;
+    let session = session["sessionId"].as_str().unwrap().to_owned();
+    let mut page = Page { cdp, session };
+
+    // The page connects and lists the library.
+    let c = page
+        .wait_for("the catalog", |c| {
+            c["state"] == json!("ready") && c["catalog"].as_array().is_some_and(|a| !a.is_empty())
+        })
+        .await;
+    let listed: Vec<&str> = c["catalog"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        listed.contains(&TONE_8K_WAV) && listed.contains(&CLIP_MJPEG),
+        "{listed:?}"
+    );
+
+    let tone = page.play(TONE_8K_WAV).await;
+    assert_eq!(tone["unitsPlayed"], json!(TONE_UNITS), "{tone}");
+    assert_eq!(
+        (tone["drops"].clone(), tone["gaps"].clone()),
+        (json!(0), json!(0)),
+        "{tone}"
+    );
+    assert_eq!(tone["crcFailures"], json!(0), "{tone}");
+
+    let clip = page.play(CLIP_MJPEG).await;
+    assert_eq!(clip["unitsPlayed"], json!(MJPEG_FRAMES), "{clip}");
+    assert_eq!(
+        (clip["drops"].clone(), clip["gaps"].clone()),
+        (json!(0), json!(0)),
+        "{clip}"
+    );
+    assert_eq!(clip["crcFailures"], json!(0), "{clip}");
+
+    page.check_canvas(&clip).await;
+    if let Some(out) = std::env::var_os("CHUNKCAST_SCREENSHOT_OUT") {
+        let whole = page.screenshot(None).await;
+        std::fs::write(&out, whole).expect("writing the screenshot");
+        eprintln!("screenshot saved to {}", PathBuf::from(out).display());
+    }
+
+    let y4m = page.play(CLIP_Y4M).await;
+    assert_eq!(y4m["unitsPlayed"], json!(Y4M_FRAMES), "{y4m}");
+    assert_eq!(
+        (y4m["drops"].clone(), y4m["crcFailures"].clone()),
+        (json!(0), json!(0)),
+        "{y4m}"
+    );
+    page.check_canvas(&y4m).await;
+
+    let card = page.play(TESTCARD_PNG).await;
+    assert_eq!(card["unitsPlayed"], json!(1), "{card}");
+    let width = page
+        .eval("new Promise(r => { const i = document.getElementById('image'); i.complete ? r(i.naturalWidth) : i.onload = () => r(i.naturalWidth); })")
+        .await;
+    assert!(
+        width.as_u64().is_some_and(|w| w > 0),
+        "the image decodes: {width}"
+    );
+}
+
+fn decode_base64(s: &str) -> Vec<u8> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0);
+    for b in s.bytes().filter(|&b| b != b'=') {
+        let v = ALPHABET.iter().position(|&a| a == b).expect("base64") as u32;
+        acc = (acc << 6) | v;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    out
+}
