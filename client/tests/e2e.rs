@@ -2,15 +2,17 @@
 //! Every behaviour is checked over plain TCP, TLS over TCP and QUIC.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use chunkcast::error::ClientError;
 use chunkcast::get::{GetOptions, get, get_resuming, partial_path};
 use chunkcast::session::{ConnectOptions, OpenOptions, Session};
-use chunkcast::url::{Scheme, Url};
+use chunkcast::url::Scheme;
 use chunkcast_protocol::ErrorCode;
+use support::{connect, pinned, samples, server_with, url, url_at};
+
+mod support;
 use chunkcast_protocol::net::tls::Trust;
 use chunkcast_server::{Config, Server};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -18,54 +20,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 const ALL: [Scheme; 3] = [Scheme::Tcp, Scheme::Tcps, Scheme::Quic];
 /// Every test is bounded: a hang is a failure, not a stuck CI.
 const LIMIT: Duration = Duration::from_secs(60);
-
-/// The sample library, generated once per test binary.
-fn samples() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("chunkcast-e2e-{}", std::process::id()));
-        chunkcast_media_samples::ensure(&dir).expect("generating samples");
-        dir
-    })
-}
-
-async fn server_with(f: impl FnOnce(&mut Config)) -> Server {
-    let mut c = Config::on("127.0.0.1:0".parse().unwrap());
-    c.root = Some(samples().to_owned());
-    f(&mut c);
-    Server::start(c).await.expect("server starts")
-}
-
-fn url(server: &Server, scheme: Scheme, path: &str) -> Url {
-    let addr = if scheme == Scheme::Quic {
-        server.quic_addr()
-    } else {
-        server.tcp_addr()
-    };
-    url_at(addr, scheme, path)
-}
-
-fn url_at(addr: SocketAddr, scheme: Scheme, path: &str) -> Url {
-    Url {
-        scheme,
-        host: addr.ip().to_string(),
-        port: addr.port(),
-        path: path.to_owned(),
-    }
-}
-
-fn pinned(server: &Server) -> ConnectOptions {
-    ConnectOptions {
-        trust: Trust::pin_from_hex(server.fingerprint()).unwrap(),
-        ..Default::default()
-    }
-}
-
-async fn connect(server: &Server, scheme: Scheme) -> Session {
-    Session::connect(&url(server, scheme, ""), &pinned(server))
-        .await
-        .expect("connects")
-}
 
 fn out_opts(path: PathBuf) -> GetOptions {
     GetOptions {

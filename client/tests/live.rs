@@ -1,64 +1,25 @@
 //! Live channels and calls, end to end on loopback, over TCP and QUIC.
 
-use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use bytes::Bytes;
 use chunkcast::error::ClientError;
 use chunkcast::live::{PublishOptions, call, publish_file};
-use chunkcast::session::{ConnectOptions, Incoming, Session};
-use chunkcast::url::{Scheme, Url};
-use chunkcast_protocol::net::tls::Trust;
+use chunkcast::session::{Incoming, Session};
+use chunkcast::url::Scheme;
 use chunkcast_protocol::{
     Chunk, ChunkFlags, Codec, ErrorCode, StreamId, VideoParams, VisualFormat,
 };
-use chunkcast_server::{Config, Server};
+use chunkcast_server::Server;
+use support::{connect, pinned, samples, server_with, url};
+
+mod support;
 
 const LIMIT: Duration = Duration::from_secs(90);
 
-fn samples() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("chunkcast-live-{}", std::process::id()));
-        chunkcast_media_samples::ensure(&dir).expect("generating samples");
-        dir
-    })
-}
-
+/// Every test client comes from 127.0.0.1: the per-address limit must admit them all.
 async fn server() -> Server {
-    let mut c = Config::on("127.0.0.1:0".parse().unwrap());
-    c.root = Some(samples().to_owned());
-    // Every test client comes from 127.0.0.1: the per-address limit must admit them all.
-    c.limits.max_connections_per_ip = 512;
-    Server::start(c).await.expect("server starts")
-}
-
-fn url(server: &Server, scheme: Scheme, path: &str) -> Url {
-    let addr = if scheme == Scheme::Quic {
-        server.quic_addr()
-    } else {
-        server.tcp_addr()
-    };
-    Url {
-        scheme,
-        host: addr.ip().to_string(),
-        port: addr.port(),
-        path: path.to_owned(),
-    }
-}
-
-fn opts(server: &Server) -> ConnectOptions {
-    ConnectOptions {
-        trust: Trust::pin_from_hex(server.fingerprint()).unwrap(),
-        ..Default::default()
-    }
-}
-
-async fn connect(server: &Server, scheme: Scheme) -> Session {
-    Session::connect(&url(server, scheme, ""), &opts(server))
-        .await
-        .unwrap()
+    server_with(|c| c.limits.max_connections_per_ip = 512).await
 }
 
 /// Reads a subscription to its end: the chunks, or the error that ended it.
@@ -314,7 +275,7 @@ async fn a_call_exchanges_audio_and_video_both_ways_and_reports_latency() {
         ];
         for scheme in [Scheme::Tcp, Scheme::Quic] {
             let room = url(&server, scheme, &format!("call/room-{}", scheme.name()));
-            let o = opts(&server);
+            let o = pinned(&server);
             let (a, b) = tokio::join!(call(&room, &o, &files), call(&room, &o, &files));
             for r in [a.unwrap(), b.unwrap()] {
                 assert_eq!(r.received.len(), 2);
@@ -332,9 +293,9 @@ async fn a_call_exchanges_audio_and_video_both_ways_and_reports_latency() {
                 }
             }
             // A third participant is turned away while the room is busy.
-            let s1 = Session::connect(&room, &opts(&server)).await.unwrap();
-            let s2 = Session::connect(&room, &opts(&server)).await.unwrap();
-            let s3 = Session::connect(&room, &opts(&server)).await.unwrap();
+            let s1 = Session::connect(&room, &pinned(&server)).await.unwrap();
+            let s2 = Session::connect(&room, &pinned(&server)).await.unwrap();
+            let s3 = Session::connect(&room, &pinned(&server)).await.unwrap();
             let track = format!("{}/audio", room.path);
             let codec = chunkcast::live::probe(&files[1]).unwrap();
             let _p1 = s1.publish(&track, codec).await.unwrap();

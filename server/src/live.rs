@@ -223,18 +223,7 @@ impl Live {
         }
         hub.published.notify_waiters();
         let chunks = tx.route(stream, PUBLISH_QUEUE);
-        let opened = Opened {
-            request,
-            stream,
-            codec,
-            total_len: None,
-            chunk_count: None,
-            duration_us: None,
-            digest: None,
-            start_seq: 0,
-            start_offset: 0,
-            chunk_size: max_payload as u32,
-        };
+        let opened = live_opened(request, stream, codec, (0, 0), max_payload as u32);
         if tx.send(Frame::Opened(opened)).await.is_err() {
             lock(&hub.state).publisher = None;
             return Ok(());
@@ -288,18 +277,9 @@ impl Live {
                             end: Mutex::new(None),
                         });
                         s.viewers.push(v.clone());
-                        let opened = Opened {
-                            request,
-                            stream,
-                            codec,
-                            total_len: None,
-                            chunk_count: None,
-                            duration_us: None,
-                            digest: None,
-                            start_seq,
-                            start_offset: backlog.first().map_or(0, |f| f.chunk.offset),
-                            chunk_size: 0,
-                        };
+                        let start_offset = backlog.first().map_or(0, |f| f.chunk.offset);
+                        let start = (start_seq, start_offset);
+                        let opened = live_opened(request, stream, codec, start, 0);
                         break (v, opened);
                     }
                 }
@@ -426,6 +406,29 @@ fn fan_out(s: &mut HubState, f: &Fanned) {
             }
         }
     });
+}
+
+/// The `OPENED` that acknowledges a publish or a subscription: a live stream has no length,
+/// chunk count, duration or digest.
+fn live_opened(
+    request: u32,
+    stream: StreamId,
+    codec: Codec,
+    (start_seq, start_offset): (u64, u64),
+    chunk_size: u32,
+) -> Opened {
+    Opened {
+        request,
+        stream,
+        codec,
+        total_len: None,
+        chunk_count: None,
+        duration_us: None,
+        digest: None,
+        start_seq,
+        start_offset,
+        chunk_size,
+    }
 }
 
 /// Builds the ERROR frame for a refused request.
