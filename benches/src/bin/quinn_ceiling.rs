@@ -6,7 +6,7 @@
 //! certificate pinned by its SHA-256, and `net::quic::transport_config()` with its stream and
 //! connection windows), on the same multi-threaded tokio runtime. The sender writes `BYTES`
 //! (default 1 GB) on one unidirectional stream as `Bytes` pieces of `--write` bytes (default
-//! 1 MiB), 64 pieces per `write_all_chunks` call, with no copy; the receiver takes them with
+//! 1 MiB), 64 pieces per `write_all_chunks` call (`--per-call N`), with no copy; the receiver takes them with
 //! `read_chunk` (no copy) and counts them, or with `--copy` reads them into a `BytesMut` in
 //! 512 KiB steps with `read_buf`, the way chunkcast's `net::link` read loop does.
 //!
@@ -25,7 +25,7 @@
 //! two threads with one current-thread runtime each (as two processes would) instead of one
 //! shared multi-threaded runtime.
 //!
-//! Usage: `quinn_ceiling [BYTES] [--write BYTES] [--copy] [--socket-buffer BYTES]
+//! Usage: `quinn_ceiling [BYTES] [--write BYTES] [--per-call N] [--copy] [--socket-buffer BYTES]
 //! [--quinn-transport] [--split]`
 
 use std::net::SocketAddr;
@@ -44,8 +44,9 @@ use tokio::io::AsyncReadExt;
 const DEFAULT_BYTES: u64 = 1_000_000_000;
 /// 1 MiB pieces, the size of chunkcast's TCP write batches.
 const DEFAULT_WRITE: usize = 1 << 20;
-/// Pieces handed to quinn per `write_all_chunks` call.
-const PIECES_PER_CALL: usize = 64;
+/// Pieces handed to quinn per `write_all_chunks` call by default (chunkcast's server makes
+/// one call per chunk: `--write 65536 --per-call 1` is its pattern).
+const DEFAULT_PER_CALL: usize = 64;
 /// The receive step of `--copy`: chunkcast's link reads reserve 512 KiB at a time.
 const COPY_READ: usize = 512 << 10;
 
@@ -57,9 +58,10 @@ struct Args {
     socket_buffer: Option<usize>,
     quinn_transport: bool,
     split: bool,
+    per_call: usize,
 }
 
-const USAGE: &str = "usage: quinn_ceiling [BYTES] [--write BYTES] [--copy] [--socket-buffer BYTES] [--quinn-transport] [--split]";
+const USAGE: &str = "usage: quinn_ceiling [BYTES] [--write BYTES] [--copy] [--per-call N] [--socket-buffer BYTES] [--quinn-transport] [--split]";
 
 fn parse_args() -> anyhow::Result<Args> {
     let mut args = Args {
@@ -69,6 +71,7 @@ fn parse_args() -> anyhow::Result<Args> {
         socket_buffer: None,
         quinn_transport: false,
         split: false,
+        per_call: DEFAULT_PER_CALL,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -81,6 +84,13 @@ fn parse_args() -> anyhow::Result<Args> {
                 args.write = v.parse().with_context(|| format!("--write {v}"))?;
                 if args.write == 0 {
                     bail!("--write must be at least 1");
+                }
+            }
+            "--per-call" => {
+                let v = it.next().context("--per-call needs a count")?;
+                args.per_call = v.parse().with_context(|| format!("--per-call {v}"))?;
+                if args.per_call == 0 {
+                    bail!("--per-call must be at least 1");
                 }
             }
             "--socket-buffer" => {
@@ -150,9 +160,10 @@ fn main() -> anyhow::Result<()> {
         .zip(drops_before)
         .map_or_else(|| "unknown".to_owned(), |(a, b)| (a - b).to_string());
     println!(
-        "quinn_ceiling bytes={n} seconds={secs:.3} mb_per_s={mbps:.1} gbit_per_s={:.2} write={} read={} socket_buffer={} transport={} runtime={} udp_rcvbuf_errors={drops}",
+        "quinn_ceiling bytes={n} seconds={secs:.3} mb_per_s={mbps:.1} gbit_per_s={:.2} write={} per_call={} read={} socket_buffer={} transport={} runtime={} udp_rcvbuf_errors={drops}",
         mbps * 8e-3,
         args.write,
+        args.per_call,
         if args.copy { "copy" } else { "chunk" },
         args.socket_buffer
             .map_or_else(|| "default".to_owned(), |b| b.to_string()),
@@ -236,10 +247,10 @@ async fn send(client: &Endpoint, addr: SocketAddr, args: &Args) -> anyhow::Resul
     let piece = Bytes::from(vec![0xa5u8; args.write]);
     let started = Instant::now();
     let mut left = args.bytes;
-    let mut batch = Vec::with_capacity(PIECES_PER_CALL);
+    let mut batch = Vec::with_capacity(args.per_call);
     while left > 0 {
         batch.clear();
-        while batch.len() < PIECES_PER_CALL && left > 0 {
+        while batch.len() < args.per_call && left > 0 {
             let k = left.min(args.write as u64) as usize;
             batch.push(piece.slice(..k));
             left -= k as u64;

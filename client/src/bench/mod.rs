@@ -10,18 +10,19 @@
 //! - For each (transport, chunk size), `connections` sessions each fetch the file in download
 //!   mode again and again until `duration` has passed, and at least once. Every fetch goes
 //!   through the same code as `chunkcast get` up to the disk: [`Session::open`], chunks from
-//!   [`Incoming::next`] (CRC32C-checked, decompressed), fed to a [`Reassembler`] which
-//!   BLAKE3-hashes the bytes in order; the bytes are then dropped instead of written, and
-//!   [`Reassembler::finish`] checks length, chunk count and the server's digest. So the
-//!   figures measure the network path and the verification, not the disk (which is memory
-//!   bounded: the file is never held).
+//!   [`Incoming::next`](crate::session::Incoming::next) (CRC32C-checked, decompressed), fed to
+//!   a [`Reassembler`] which BLAKE3-hashes the bytes in order; the bytes are then dropped
+//!   instead of written, and [`Reassembler::finish`] checks length, chunk count and the
+//!   server's digest. So the figures measure the network path and the verification, not the
+//!   disk, and memory stays bounded (the file is never held).
 //! - Before the sweep, one open of the file is made and cancelled: it warms the server's
 //!   cached whole-file digest (which the server computes before its first `OPENED`) and the
 //!   page cache; its duration is reported as [`Sweep::first_open`].
 //! - Throughput is file bytes over the wall time from the first connect to the last fetch's
 //!   end (MB = 10^6 bytes). Per-chunk latency is the *arrival gap*: the time between
-//!   consecutive chunks handed to the consumer within one fetch (p50 ≈ chunk size ÷ rate;
-//!   p99 and max show stalls); the wait from open to the first chunk is kept apart
+//!   consecutive chunks handed to the consumer within one fetch (chunks decoded from one
+//!   socket read come back to back, so small chunks show sub-microsecond p50s; p99 and max
+//!   show stalls); the wait from open to the first chunk is kept apart
 //!   ([`Measurement::first_chunk`]). CPU is the process's user + system time (`/proc/self/stat`)
 //!   per GB moved; peak memory is `VmHWM`, reset before each measurement.
 
