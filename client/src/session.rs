@@ -109,6 +109,8 @@ impl Drop for Session {
 /// Chunks a stream may buffer in the client before the reader waits: with 64 KiB chunks,
 /// 4 MiB, enough to ride out a slow disk write without stalling the link for long.
 const STREAM_BUFFER: usize = 64;
+/// The same bound in bytes, for streams opened with larger chunks.
+const STREAM_BUFFER_BYTES: usize = 4 << 20;
 
 impl Session {
     /// Connects to the server named by `url` and completes the handshake.
@@ -262,7 +264,11 @@ impl Session {
 
     /// Opens a stream; its chunks arrive through the returned [`Incoming`].
     pub async fn open(&self, opts: &OpenOptions) -> Result<Incoming, ClientError> {
-        self.incoming(|request, stream| {
+        let capacity = match opts.chunk_size as usize {
+            0 => STREAM_BUFFER,
+            n => (STREAM_BUFFER_BYTES / n).clamp(4, STREAM_BUFFER),
+        };
+        self.incoming(capacity, |request, stream| {
             Frame::Open(Open {
                 request,
                 stream,
@@ -281,7 +287,7 @@ impl Session {
     /// from its latest keyframe. Waits for a publisher if the channel has none yet.
     pub async fn subscribe(&self, channel: &str) -> Result<Incoming, ClientError> {
         let channel = channel.to_owned();
-        self.incoming(|request, stream| Frame::Subscribe {
+        self.incoming(STREAM_BUFFER, |request, stream| Frame::Subscribe {
             request,
             stream,
             channel,
@@ -291,11 +297,12 @@ impl Session {
 
     async fn incoming(
         &self,
+        capacity: usize,
         build: impl FnOnce(u32, StreamId) -> Frame,
     ) -> Result<Incoming, ClientError> {
         let stream = StreamId(self.next_stream.fetch_add(1, Ordering::Relaxed));
         // Route before asking: on QUIC the chunks may overtake the OPENED frame.
-        let chunks = self.tx.route(stream, STREAM_BUFFER);
+        let chunks = self.tx.route(stream, capacity);
         let (close_tx, close_rx) = oneshot::channel();
         self.closes
             .lock()

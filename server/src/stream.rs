@@ -18,8 +18,9 @@ use tokio::sync::mpsc;
 
 use crate::library::Library;
 
-/// Chunks the reader thread may run ahead of the socket.
-const AHEAD: usize = 32;
+/// Bytes the reader thread may run ahead of the socket, as whole chunks (at least 2): bounded
+/// in bytes, since a chunk count alone let 1 MiB chunks hold 32 MiB per stream.
+const AHEAD_BYTES: usize = 4 << 20;
 
 type Produced = Result<Chunk, MediaError>;
 
@@ -121,7 +122,8 @@ fn setup(
         skip_below: start_seq,
         compressor: (lz4 && opened.codec.worth_compressing()).then(Compressor::new),
     };
-    Ok((opened, source::spawn(file, packetizer, shaping, AHEAD)))
+    let ahead = (AHEAD_BYTES / cfg.chunk_size.max(1)).clamp(2, 64);
+    Ok((opened, source::spawn(file, packetizer, shaping, ahead)))
 }
 
 /// How a stream ended on the server's side.

