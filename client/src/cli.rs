@@ -61,36 +61,17 @@ pub enum Command {
     Play {
         /// tcp://HOST:PORT/PATH, tcps://… or quic://…
         url: String,
-        /// Playout buffer: the first unit plays this long after it arrives.
-        #[arg(long, value_name = "N", default_value_t = 100)]
-        buffer_ms: u64,
-        /// Where to render: file:PATH, wav:PATH, pcm:-, mjpeg:-, frames:DIR, or null (the
-        /// default: discard, still in real time). Repeat for several; one may use stdout (-).
-        #[arg(long, value_name = "SINK")]
-        sink: Vec<crate::sink::Spec>,
-        /// Statistics format (printed on stderr when a sink writes to stdout).
-        #[arg(long, value_enum, value_name = "FORMAT", default_value_t = crate::play::StatsFormat::Table)]
-        stats: crate::play::StatsFormat,
-        /// Trust and auth.
+        /// Buffer, sinks, statistics, trust and auth.
         #[command(flatten)]
-        conn: ConnArgs,
+        playback: PlaybackArgs,
     },
     /// Watch a live channel (URL/live/NAME) in real time, from its latest keyframe.
     Watch {
         /// tcp://HOST:PORT/live/NAME, tcps://… or quic://…
         url: String,
-        /// Playout buffer: the first unit plays this long after it arrives.
-        #[arg(long, value_name = "N", default_value_t = 100)]
-        buffer_ms: u64,
-        /// Where to render (as for `play`).
-        #[arg(long, value_name = "SINK")]
-        sink: Vec<crate::sink::Spec>,
-        /// Statistics format (printed on stderr when a sink writes to stdout).
-        #[arg(long, value_enum, value_name = "FORMAT", default_value_t = crate::play::StatsFormat::Table)]
-        stats: crate::play::StatsFormat,
-        /// Trust and auth.
+        /// Buffer, sinks, statistics, trust and auth.
         #[command(flatten)]
-        conn: ConnArgs,
+        playback: PlaybackArgs,
     },
     /// Publish a file to a live channel (URL/live/NAME) in real time; viewers join with `watch`.
     Publish {
@@ -122,6 +103,31 @@ pub enum Command {
     Demo,
     /// Measure download throughput, latency, CPU and memory per transport and chunk size.
     Bench(crate::bench::Args),
+}
+
+/// What `play` and `watch` share.
+#[derive(Debug, Clone, Args)]
+pub struct PlaybackArgs {
+    /// Playout buffer: the first unit plays this long after it arrives.
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    pub buffer_ms: u64,
+    /// Where to render: file:PATH, wav:PATH, pcm:-, mjpeg:-, frames:DIR, or null (the
+    /// default: discard, still in real time). Repeat for several; one may use stdout (-).
+    #[arg(long, value_name = "SINK")]
+    pub sink: Vec<crate::sink::Spec>,
+    /// Statistics format (printed on stderr when a sink writes to stdout).
+    #[arg(long, value_enum, value_name = "FORMAT", default_value_t = crate::play::StatsFormat::Table)]
+    pub stats: crate::play::StatsFormat,
+    /// Trust and auth.
+    #[command(flatten)]
+    pub conn: ConnArgs,
+}
+
+impl PlaybackArgs {
+    async fn run(self, url: &Url) -> Result<(), ClientError> {
+        let buffer = std::time::Duration::from_millis(self.buffer_ms);
+        crate::play::run(url, &self.conn.options()?, buffer, self.sink, self.stats).await
+    }
 }
 
 /// Compression choice.
@@ -217,38 +223,15 @@ pub async fn run(cli: Cli) -> Result<(), ClientError> {
             }
             Ok(())
         }
-        Command::Play {
-            url,
-            buffer_ms,
-            sink,
-            stats,
-            conn,
-        } => {
-            let url = Url::parse(&url)?;
-            let buffer = std::time::Duration::from_millis(buffer_ms);
-            crate::play::run(&url, &conn.options()?, buffer, sink, stats).await
-        }
-        Command::Watch {
-            url,
-            buffer_ms,
-            sink,
-            stats,
-            conn,
-        } => {
+        Command::Play { url, playback } => playback.run(&Url::parse(&url)?).await,
+        Command::Watch { url, playback } => {
             let url = Url::parse(&url)?;
             if !url.path.trim_matches('/').starts_with("live/") {
                 return Err(ClientError::Usage(format!(
                     "{url} is not a live channel: use …/live/NAME"
                 )));
             }
-            crate::play::run(
-                &url,
-                &conn.options()?,
-                std::time::Duration::from_millis(buffer_ms),
-                sink,
-                stats,
-            )
-            .await
+            playback.run(&url).await
         }
         Command::Publish {
             url,

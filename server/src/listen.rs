@@ -76,6 +76,26 @@ fn refusal_message(why: Refused, shared: &Shared) -> String {
     }
 }
 
+/// The next TCP connection, or `None` once draining starts. Accept errors (EMFILE and
+/// friends) back off rather than spin.
+pub(crate) async fn next_tcp(
+    listener: &TcpListener,
+    shared: &Shared,
+) -> Option<(TcpStream, std::net::SocketAddr)> {
+    loop {
+        tokio::select! {
+            r = listener.accept() => match r {
+                Ok(v) => return Some(v),
+                Err(e) => {
+                    warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            () = shared.draining.cancelled() => return None,
+        }
+    }
+}
+
 /// Accepts TCP connections until draining starts.
 pub(crate) async fn tcp_loop(
     listener: TcpListener,
@@ -84,19 +104,7 @@ pub(crate) async fn tcp_loop(
     gate: Arc<Gate>,
     tracker: TaskTracker,
 ) {
-    loop {
-        let (sock, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(v) => v,
-                Err(e) => {
-                    // EMFILE and friends: back off rather than spin.
-                    warn!("accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = shared.draining.cancelled() => return,
-        };
+    while let Some((sock, peer)) = next_tcp(&listener, &shared).await {
         let deadline = Instant::now() + shared.config.limits.handshake_timeout;
         let admitted = match gate.admission.admit(peer.ip()) {
             Ok(a) => a,

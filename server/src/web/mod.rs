@@ -27,12 +27,12 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_util::task::TaskTracker;
-use tracing::{debug, warn};
+use tracing::debug;
 
 use crate::conn::Shared;
 use crate::guard::Guarded;
 use crate::limit::Admitted;
-use crate::listen::{self, Gate};
+use crate::listen::{self, Gate, next_tcp};
 use crate::metrics::{HandshakeFailed, Transport};
 
 /// The largest request head read: a browser's is well under 2 KiB.
@@ -66,18 +66,7 @@ pub(crate) async fn accept_loop(
     gate: Arc<Gate>,
     tracker: TaskTracker,
 ) {
-    loop {
-        let (sock, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(v) => v,
-                Err(e) => {
-                    warn!("web accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = shared.draining.cancelled() => return,
-        };
+    while let Some((sock, peer)) = next_tcp(&listener, &shared).await {
         let deadline = Instant::now() + shared.config.limits.handshake_timeout;
         let admitted = match gate.admit(peer.ip()) {
             Ok(a) => a,
