@@ -205,12 +205,7 @@ impl Session {
     }
 
     fn lost(&self) -> ClientError {
-        let why = self
-            .down
-            .borrow()
-            .clone()
-            .unwrap_or_else(|| "closed by the server".to_owned());
-        ClientError::Lost(why)
+        lost(&self.down)
     }
 
     async fn request(
@@ -524,12 +519,7 @@ impl Incoming {
     }
 
     fn lost(&self) -> ClientError {
-        let why = self
-            .down
-            .borrow()
-            .clone()
-            .unwrap_or_else(|| "closed by the server".to_owned());
-        ClientError::Lost(why)
+        lost(&self.down)
     }
 
     /// Asks the server to stop sending.
@@ -548,6 +538,15 @@ impl Incoming {
                 .await;
         }
     }
+}
+
+/// The error for a connection that went down, with the reason its control task recorded.
+fn lost(down: &watch::Receiver<Option<String>>) -> ClientError {
+    let why = down
+        .borrow()
+        .clone()
+        .unwrap_or_else(|| "closed by the server".to_owned());
+    ClientError::Lost(why)
 }
 
 async fn resolve(url: &Url) -> Result<SocketAddr, ClientError> {
