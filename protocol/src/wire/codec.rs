@@ -85,6 +85,16 @@ impl Decoder {
         &self.limits
     }
 
+    /// The length of the frame being decoded, once its length prefix has been taken off
+    /// `src`: `src` must hold that many bytes before the frame comes out (already checked
+    /// against the limits). `None` between frames.
+    pub fn frame_len(&self) -> Option<usize> {
+        match self.state {
+            State::Head => None,
+            State::Body(len) => Some(len),
+        }
+    }
+
     /// Takes one frame off the front of `src`, `Ok(None)` if more bytes are needed.
     ///
     /// On any error but [`DecodeError::Checksum`] the stream is out of sync: close the
@@ -113,8 +123,8 @@ impl Decoder {
             State::Body(len) => len,
         };
         if src.len() < len {
-            // Bounded: `len` passed the limit check above.
-            src.reserve(len - src.len());
+            // Making room is the caller's choice (see `frame_len`): a read loop that recycles
+            // its buffers must not have a fresh one allocated behind its back.
             return Ok(None);
         }
         self.state = State::Head;
