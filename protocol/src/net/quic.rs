@@ -17,6 +17,10 @@ const CONNECTION_WINDOW: u32 = 32 << 20;
 /// Unidirectional streams a peer may have open at once: one per media stream, so this also
 /// bounds the media streams of a QUIC connection.
 const MAX_UNI_STREAMS: u32 = 64;
+/// UDP socket buffers asked for (the kernel caps them at `net.core.rmem_max`/`wmem_max`).
+/// With the system default (about 208 KiB) a receiver that is a few milliseconds late drops
+/// datagrams (hundreds per GB on loopback), and each loss costs a congestion back-off.
+const SOCKET_BUFFER: usize = 8 << 20;
 
 /// The transport configuration both sides use.
 pub fn transport_config() -> TransportConfig {
@@ -58,7 +62,14 @@ pub fn server_endpoint(addr: SocketAddr, identity: &Identity) -> Result<Endpoint
         .map_err(|e| QuicSetupError::Crypto(e.to_string()))?;
     let mut cfg = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     cfg.transport_config(Arc::new(transport_config()));
-    Endpoint::server(cfg, addr).map_err(|source| QuicSetupError::Bind { addr, source })
+    let socket = udp_socket(addr).map_err(|source| QuicSetupError::Bind { addr, source })?;
+    Endpoint::new(
+        quinn::EndpointConfig::default(),
+        Some(cfg),
+        socket,
+        Arc::new(quinn::TokioRuntime),
+    )
+    .map_err(|source| QuicSetupError::Bind { addr, source })
 }
 
 /// A client endpoint bound to an ephemeral port of `peer`'s address family.
@@ -72,8 +83,27 @@ pub fn client_endpoint(peer: SocketAddr, trust: &Trust) -> Result<Endpoint, Quic
     } else {
         (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
     };
-    let mut ep =
-        Endpoint::client(bind).map_err(|source| QuicSetupError::Bind { addr: bind, source })?;
+    let bind_err = |source| QuicSetupError::Bind { addr: bind, source };
+    let socket = udp_socket(bind).map_err(bind_err)?;
+    let mut ep = Endpoint::new(
+        quinn::EndpointConfig::default(),
+        None,
+        socket,
+        Arc::new(quinn::TokioRuntime),
+    )
+    .map_err(bind_err)?;
     ep.set_default_client_config(cfg);
     Ok(ep)
+}
+
+/// A UDP socket bound to `addr` with large buffers where the system allows them.
+fn udp_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    // Best effort: a smaller buffer is slower, not wrong.
+    let _ = socket.set_recv_buffer_size(SOCKET_BUFFER);
+    let _ = socket.set_send_buffer_size(SOCKET_BUFFER);
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
 }
