@@ -3,9 +3,16 @@
 #
 #   - iperf3, one TCP stream, 5 s: default writes (128 KiB) and 1 MiB writes (chunkcast's
 #     TCP write batch); the system congestion control, printed;
-#   - quinn_ceiling: quinn alone with chunkcast's QUIC endpoints and transport config;
+#   - quinn_ceiling: quinn alone with chunkcast's QUIC endpoints and transport config, both
+#     with one shared runtime and with one current-thread runtime per side (--split, as two
+#     processes run): the faster of the two is the ceiling;
 #   - `chunkcast get` (release) of one SIZE file from `chunkcast-server --root` over tcp, tcps
 #     and quic, every run digest-verified by the client and compared byte for byte (cmp).
+#
+#   - get_floor: what a verified get cannot skip besides the transport (file read, CRC32C on
+#     both ends, BLAKE3, file write), in CPU seconds per GB. Added to the transport's own CPU
+#     per GB (iperf3's, quinn_ceiling's), it gives the least CPU a get can spend; with both
+#     ends sharing the machine's cores, cores / that sum bounds what any get could reach here.
 #
 # Each row is the median of RUNS runs (all runs printed). Ratios: tcp and tcps against iperf3
 # (the issue's target: tcp >= 60 % of iperf3's default single stream), quic against
@@ -24,10 +31,13 @@ RUNS=${RUNS:-3}
 IPERF_SECS=${IPERF_SECS:-5}
 BIN=${BIN:-${CARGO_TARGET_DIR:-$PWD/target}/release}
 
-if [[ ! -x $BIN/chunkcast || ! -x $BIN/chunkcast-server || ! -x $BIN/quinn_ceiling ]]; then
+if [[ ! -x $BIN/chunkcast || ! -x $BIN/chunkcast-server || ! -x $BIN/quinn_ceiling || ! -x $BIN/get_floor ]]; then
     echo "building release binaries..." >&2
-    cargo build --release -p chunkcast -p chunkcast-server -p chunkcast-benches --bin quinn_ceiling >&2
+    cargo build --release -p chunkcast -p chunkcast-server -p chunkcast-benches \
+        --bin quinn_ceiling --bin get_floor >&2
 fi
+CORES=$(nproc)
+HAVE_TIME=0; [[ -x /usr/bin/time ]] && HAVE_TIME=1
 
 if [[ -z ${WORK:-} ]]; then
     if [[ -d /dev/shm && -w /dev/shm ]]; then base=/dev/shm; else base=${TMPDIR:-/tmp}; fi
@@ -62,12 +72,14 @@ row() { ROWS+=("$(printf '%-44s %9s %7s  %-26s %-8s %s' "$1" "$2" "$(gbit "$2")"
 # --- iperf3 ---------------------------------------------------------------------------------
 IPERF_DEFAULT=nan
 IPERF_1M=nan
+IPERF_DEFAULT_CPU=nan
+IPERF_1M_CPU=nan
 if ! command -v iperf3 >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
     echo "installing iperf3..." >&2
     (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iperf3 >/dev/null) \
         || echo "could not install iperf3" >&2
 fi
-iperf_run() { # $@: extra client flags; prints MB/s (received)
+iperf_run() { # $@: extra client flags; prints "MB/s CPU-s/GB" (received; sender + receiver CPU)
     local port=$((20000 + RANDOM % 20000))
     iperf3 -s -1 -p "$port" >/dev/null 2>&1 &
     IPERF_PID=$!
@@ -75,37 +87,83 @@ iperf_run() { # $@: extra client flags; prints MB/s (received)
     iperf3 -c 127.0.0.1 -p "$port" -t "$IPERF_SECS" -J "$@" >"$WORK/iperf.json" 2>/dev/null || true
     wait "$IPERF_PID" 2>/dev/null || true
     IPERF_PID=
-    awk '/"sum_received"/ {s=1} s && /"bits_per_second"/ {gsub(/[^0-9.e+]/, "", $2); printf "%.1f\n", $2/8e6; exit}' "$WORK/iperf.json"
+    python3 - "$WORK/iperf.json" <<'PY' 2>/dev/null || echo "nan nan"
+import json, sys
+end = json.load(open(sys.argv[1]))["end"]
+got, cpu = end["sum_received"], end["cpu_utilization_percent"]
+gb = got["bytes"] / 1e9
+print("%.1f %.3f" % (got["bits_per_second"] / 8e6,
+                     (cpu["host_total"] + cpu["remote_total"]) / 100 * got["seconds"] / gb))
+PY
 }
 if command -v iperf3 >/dev/null 2>&1; then
     for spec in "default:128 KiB writes:" "1M:1 MiB writes:-l 1M"; do
         name=${spec%%:*}; rest=${spec#*:}; label=${rest%%:*}; flags=${rest#*:}
         runs=()
+        cpus=()
         for _ in $(seq "$RUNS"); do
             # shellcheck disable=SC2086
-            runs+=("$(iperf_run $flags)")
+            read -r mbps cpu < <(iperf_run $flags)
+            runs+=("$mbps")
+            cpus+=("$cpu")
         done
         med=$(printf '%s\n' "${runs[@]}" | median)
-        [[ $name == default ]] && IPERF_DEFAULT=$med || IPERF_1M=$med
-        row "iperf3 tcp, 1 stream, $label" "$med" "${runs[*]}" "ceiling" "cc=$CC, ${IPERF_SECS}s"
+        cpu=$(printf '%s\n' "${cpus[@]}" | median)
+        if [[ $name == default ]]; then IPERF_DEFAULT=$med; IPERF_DEFAULT_CPU=$cpu; else IPERF_1M=$med; IPERF_1M_CPU=$cpu; fi
+        row "iperf3 tcp, 1 stream, $label" "$med" "${runs[*]}" "ceiling" "cc=$CC, ${IPERF_SECS}s; CPU s/GB both ends $cpu"
     done
 else
     echo "iperf3 not available: skipping its rows" >&2
 fi
 
 # --- quinn ceiling --------------------------------------------------------------------------
-runs=()
-for _ in $(seq "$RUNS"); do
-    line=$("$BIN/quinn_ceiling" "$SIZE")
-    runs+=("$(sed -n 's/.*mb_per_s=\([0-9.]*\).*/\1/p' <<<"$line")")
+# Both runtime shapes, alternated; the faster median is the ceiling (and its CPU per GB).
+QUINN=0
+QUINN_CPU=nan
+QUINN_SHAPE=none
+for shape in shared split; do
+    runs=()
+    cpus=()
+    for _ in $(seq "$RUNS"); do
+        flag=()
+        [[ $shape == split ]] && flag=(--split)
+        if [[ $HAVE_TIME == 1 ]]; then
+            line=$(/usr/bin/time -f 'cpu %U %S' -o "$WORK/quinn.time" "$BIN/quinn_ceiling" "$SIZE" "${flag[@]}")
+        else
+            line=$("$BIN/quinn_ceiling" "$SIZE" "${flag[@]}")
+            echo "cpu nan nan" >"$WORK/quinn.time"
+        fi
+        runs+=("$(sed -n 's/.*mb_per_s=\([0-9.]*\).*/\1/p' <<<"$line")")
+        cpus+=("$(awk -v s="$SIZE" '/^cpu/ {printf "%.3f", ($2+$3)/(s/1e9)}' "$WORK/quinn.time")")
+    done
+    med=$(printf '%s\n' "${runs[@]}" | median)
+    cpu=$(printf '%s\n' "${cpus[@]}" | median)
+    row "quinn_ceiling ($shape runtime), 1 uni stream" "$med" "${runs[*]}" "" "1 MiB writes, read_chunk, no copy; CPU s/GB both ends $cpu"
+    if awk -v a="$med" -v b="$QUINN" 'BEGIN {exit !(a > b)}'; then QUINN=$med; QUINN_CPU=$cpu; QUINN_SHAPE=$shape; fi
 done
-QUINN=$(printf '%s\n' "${runs[@]}" | median)
-row "quinn_ceiling, 1 uni stream, 1 MiB writes" "$QUINN" "${runs[*]}" "ceiling" "read_chunk, no copy"
+ROWS+=("$(printf '%-44s %s' "" "-> ceiling: the $QUINN_SHAPE runtime's $QUINN MB/s")")
+
+# --- the floor: what a verified get must do besides the transport ----------------------------
 
 # --- chunkcast get --------------------------------------------------------------------------
 mkdir -p "$WORK/srv" "$WORK/out"
 echo "writing a $SIZE-byte test file..." >&2
 head -c "$SIZE" /dev/urandom >"$WORK/srv/file.bin"
+runs=()
+for _ in $(seq "$RUNS"); do
+    runs+=("$("$BIN/get_floor" "$WORK/srv/file.bin" "$WORK/out")")
+done
+floor_item() { printf '%s\n' "${runs[@]}" | sed -n "s/.* $1=\([0-9.]*\).*/\1/p" | median; }
+F_READ=$(floor_item read); F_CRC=$(floor_item crc32c); F_B3=$(floor_item blake3); F_WRITE=$(floor_item write)
+EXTRA=$(awk -v r="$F_READ" -v c="$F_CRC" -v b="$F_B3" -v w="$F_WRITE" 'BEGIN {printf "%.3f", r + 2*c + b + w}')
+bound() { awk -v n="$CORES" -v t="$1" -v e="$EXTRA" 'BEGIN {if (t==t+0) printf "%.1f", n*1000/(t+e); else print "nan"}'; }
+TCP_BOUND=$(bound "$IPERF_1M_CPU")
+QUIC_BOUND=$(bound "$QUINN_CPU")
+ROWS+=("$(printf '%-44s %s' "get_floor (CPU s/GB, median of $RUNS)" "file read $F_READ + CRC32C 2 x $F_CRC + BLAKE3 $F_B3 + file write $F_WRITE = $EXTRA")")
+row "bound for tcp: $CORES cores / (iperf3 -l 1M CPU + floor)" "$TCP_BOUND" "" "" "$CORES / ($IPERF_1M_CPU + $EXTRA); a get with no overhead at all"
+ROWS+=("$(printf '%-44s %s' "" "-> $(ratio "$TCP_BOUND" "$IPERF_DEFAULT") of iperf3")")
+row "bound for quic: $CORES cores / (quinn CPU + floor)" "$QUIC_BOUND" "" "" "$CORES / ($QUINN_CPU + $EXTRA)"
+ROWS+=("$(printf '%-44s %s' "" "-> $(ratio "$QUIC_BOUND" "$QUINN") of quinn_ceiling")")
 "$BIN/chunkcast-server" --root "$WORK/srv" --listen 127.0.0.1:0 >"$WORK/server.out" 2>"$WORK/server.log" &
 SERVER_PID=$!
 for _ in $(seq 100); do
@@ -118,7 +176,6 @@ TCP=$(field tcp); QUIC=$(field quic); FP=$(field cert-sha256)
 echo "server: $LINE" >&2
 
 cpu_ticks() { awk '{sub(/.*\) /, ""); print $12 + $13}' "/proc/$1/stat"; } # utime + stime, 1/100 s
-HAVE_TIME=0; [[ -x /usr/bin/time ]] && HAVE_TIME=1
 
 get_row() { # $1 scheme, $2 output dir, $3 label suffix
     local scheme=$1 out=$2/file.bin addr=$TCP
@@ -180,3 +237,4 @@ printf '%-44s %9s %7s  %-26s %-8s %s\n' "ROW (median of $RUNS)" "MB/s" "Gbit/s" 
 printf '%s\n' "${ROWS[@]}"
 echo
 echo "targets: tcp >= 60 % of iperf3 (default writes), quic >= 80 % of quinn_ceiling; MB = 10^6 bytes"
+echo "bounds: both ends share $CORES cores; a get costs at least the transport's CPU plus the floor per GB"

@@ -21,8 +21,10 @@ use crate::session::{OpenOptions, Session};
 /// one syscall per MiB instead of per chunk (per-chunk writes cost 15 000 `write`s and twice
 /// as many futex wake-ups per GB, a third of the client's CPU).
 const WRITE_BATCH: usize = 1 << 20;
-/// Batches queued towards the writer thread: 4 MiB in flight at most.
-const WRITE_QUEUE: usize = 4;
+/// Batches queued towards the writer thread: 2 MiB, plus the one being written. With the
+/// stream's buffer this keeps what a download holds in flight (about 6 MiB) within the
+/// connection's pool of read buffers, so that steady downloading allocates nothing.
+const WRITE_QUEUE: usize = 2;
 
 /// How to get a file.
 #[derive(Debug, Clone, Default)]

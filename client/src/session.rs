@@ -106,11 +106,12 @@ impl Drop for Session {
     }
 }
 
-/// Chunks a stream may buffer in the client before the reader waits: with 64 KiB chunks,
-/// 4 MiB, enough to ride out a slow disk write without stalling the link for long.
+/// Chunks a stream may buffer in the client before the reader waits (small chunks: audio).
 const STREAM_BUFFER: usize = 64;
-/// The same bound in bytes, for streams opened with larger chunks.
-const STREAM_BUFFER_BYTES: usize = 4 << 20;
+/// The same bound in bytes, for streams opened with larger chunks: 2 MiB, 32 chunks of
+/// 64 KiB. A slow disk is ridden out by the writer's queue and the socket's buffers behind
+/// it; more here only holds more read buffers (see `net::link`'s read pool).
+const STREAM_BUFFER_BYTES: usize = 2 << 20;
 
 impl Session {
     /// Connects to the server named by `url` and completes the handshake.

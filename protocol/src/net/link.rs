@@ -27,9 +27,9 @@ use crate::wire::{Decoder, Frame, Limits};
 pub const WRITE_BATCH: usize = 1 << 20;
 /// Bytes asked of the socket per read.
 const READ_SIZE: usize = 512 << 10;
-/// Read buffers a connection keeps for reuse (16 MiB at most): what a fast download holds in
-/// flight between the socket and the consumer.
-const READ_POOL: usize = 32;
+/// Read buffers a connection keeps for reuse (8 MiB at most): what a fast download holds in
+/// flight between the socket and the consumer, so that it allocates nothing in steady state.
+const READ_POOL: usize = 16;
 /// Chunks queued per media stream on the TCP writer: with 64 KiB chunks, 1 MiB per stream.
 pub const STREAM_QUEUE: usize = 16;
 /// Control frames queued towards the writer.
