@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# A/B of two chunkcast builds: their `chunkcast get` clients alternate, run after run, against
+# one server, so that the machine's drift (which on a shared 2-core machine is larger than
+# most changes) hits both alike.
+#
+# Usage: benches/ab.sh DIR_A DIR_B
+#   DIR_A, DIR_B: directories holding a release `chunkcast` binary each (e.g. copies of
+#   target/release taken before and after a change). The server is DIR_B's
+#   `chunkcast-server` unless SERVER_BIN=DIR says otherwise.
+#   env: SCHEME=tcp|tcps|quic (tcp)  RUNS=per build (8)  SIZE=file bytes (1000000000)
+#        WORK=dir for the file and the output (a new one under /dev/shm when there is one)
+#
+# Prints, per build: the median of the client's own MB/s (open -> rename, digest verified,
+# file compared with the source) and of the client's and the server's CPU seconds per GB.
+set -euo pipefail
+
+[[ $# -eq 2 ]] || { sed -n '2,14p' "$0" >&2; exit 2; }
+A=$1 B=$2
+SCHEME=${SCHEME:-tcp}
+RUNS=${RUNS:-8}
+SIZE=${SIZE:-1000000000}
+SERVER_BIN=${SERVER_BIN:-$B}
+for d in "$A" "$B"; do [[ -x $d/chunkcast ]] || { echo "no chunkcast binary in $d" >&2; exit 2; }; done
+[[ -x $SERVER_BIN/chunkcast-server ]] || { echo "no chunkcast-server in $SERVER_BIN" >&2; exit 2; }
+[[ -x /usr/bin/time ]] || { echo "needs /usr/bin/time (apt-get install time)" >&2; exit 2; }
+
+if [[ -z ${WORK:-} ]]; then
+    if [[ -d /dev/shm && -w /dev/shm ]]; then base=/dev/shm; else base=${TMPDIR:-/tmp}; fi
+    WORK=$(mktemp -d "$base/chunkcast-ab.XXXXXX")
+    CLEAN_WORK=1
+else
+    mkdir -p "$WORK"
+    CLEAN_WORK=0
+fi
+SERVER_PID=
+cleanup() {
+    [[ -n $SERVER_PID ]] && kill "$SERVER_PID" 2>/dev/null && wait "$SERVER_PID" 2>/dev/null
+    [[ $CLEAN_WORK == 1 ]] && rm -rf "$WORK"
+    return 0
+}
+trap cleanup EXIT
+
+mkdir -p "$WORK/srv" "$WORK/out"
+head -c "$SIZE" /dev/urandom >"$WORK/srv/file.bin"
+"$SERVER_BIN/chunkcast-server" --root "$WORK/srv" --listen 127.0.0.1:0 >"$WORK/server.out" 2>"$WORK/server.log" &
+SERVER_PID=$!
+for _ in $(seq 100); do
+    grep -q '^listening' "$WORK/server.out" 2>/dev/null && break
+    sleep 0.1
+done
+LINE=$(grep '^listening' "$WORK/server.out") || { cat "$WORK/server.log" >&2; exit 1; }
+field() { tr ' ' '\n' <<<"$LINE" | sed -n "s/^$1=//p"; }
+ADDR=$(field tcp)
+[[ $SCHEME == quic ]] && ADDR=$(field quic)
+FP=$(field cert-sha256)
+cpu_ticks() { awk '{sub(/.*\) /, ""); print $12 + $13}' "/proc/$SERVER_PID/stat"; }
+
+get() { # $1: build dir; prints "MB/s client-CPU-s/GB server-CPU-s/GB"
+    local out=$WORK/out/file.bin s0 s1
+    rm -f "$out"
+    s0=$(cpu_ticks)
+    /usr/bin/time -f '%U %S' -o "$WORK/time.out" "$1/chunkcast" get \
+        "$SCHEME://$ADDR/file.bin" -o "$out" --cert-sha256 "$FP" 2>"$WORK/get.err" \
+        || { cat "$WORK/get.err" >&2; exit 1; }
+    s1=$(cpu_ticks)
+    grep -q 'digest verified' "$WORK/get.err" || { echo "not verified" >&2; exit 1; }
+    cmp -s "$WORK/srv/file.bin" "$out" || { echo "the output differs from the source" >&2; exit 1; }
+    awk -v s="$SIZE" -v a="$s0" -v b="$s1" \
+        -v mb="$(sed -n 's/.*bytes, \([0-9.]*\) MB\/s.*/\1/p' "$WORK/get.err")" \
+        '{printf "%s %.3f %.3f\n", mb, ($1+$2)/(s/1e9), (b-a)/100/(s/1e9)}' "$WORK/time.out"
+}
+
+get "$B" >/dev/null # warm: the server hashes the file on its first open
+: >"$WORK/a.txt"
+: >"$WORK/b.txt"
+for _ in $(seq "$RUNS"); do
+    get "$A" >>"$WORK/a.txt"
+    get "$B" >>"$WORK/b.txt"
+done
+median() { sort -g | awk '{v[NR]=$1} END {if (NR%2) print v[(NR+1)/2]; else print (v[NR/2]+v[NR/2+1])/2}'; }
+echo "$SCHEME, $SIZE bytes, $RUNS gets per build, alternated"
+for x in a b; do
+    f=$WORK/$x.txt
+    name=$A; [[ $x == b ]] && name=$B
+    printf '%-30s MB/s %7.1f  [%s]  CPU s/GB client %.2f server %.2f\n' "$name" \
+        "$(cut -d' ' -f1 "$f" | median)" "$(cut -d' ' -f1 "$f" | tr '\n' ' ' | sed 's/ $//')" \
+        "$(cut -d' ' -f2 "$f" | median)" "$(cut -d' ' -f3 "$f" | median)"
+done
