@@ -136,7 +136,6 @@ pub async fn get(
     let mut expect = Expect::new();
     expect.total_len = info.total_len;
     expect.chunk_count = if have == 0 { info.chunk_count } else { None };
-    expect.digest = info.digest;
     expect.start_seq = info.start_seq;
     expect.start_offset = have;
     expect.prefix = prefix;
@@ -158,6 +157,7 @@ pub async fn get(
         .then(|| progress_bar(info.total_len.unwrap_or(0), have));
     let mut batch = Vec::new();
     let mut batch_len = 0;
+    let mut verified = false;
     let received = async {
         while let Some(chunk) = incoming.next().await {
             reasm.push(chunk?)?;
@@ -174,6 +174,11 @@ pub async fn get(
                     }
                 }
             }
+        }
+        // Announced in OPENED, or sent after the last chunk: checked by `finish` below.
+        if let Some(d) = incoming.file_digest().await? {
+            reasm.expect_digest(d);
+            verified = true;
         }
         Ok::<(), ClientError>(())
     }
@@ -200,7 +205,7 @@ pub async fn get(
         len: summary.len,
         resumed_from: have,
         elapsed: started.elapsed(),
-        verified: summary.digest.is_some(),
+        verified: verified && summary.digest.is_some(),
     })
 }
 

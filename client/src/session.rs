@@ -15,7 +15,7 @@ use chunkcast_protocol::net::link::{self, ChunkResult};
 use chunkcast_protocol::net::tls::{self, Trust};
 use chunkcast_protocol::net::{BoxedIo, LinkRx, LinkTx, MediaTx, quic, tcp};
 use chunkcast_protocol::session::{ClientConfig, ClientHandshake, Established, Keepalive};
-use chunkcast_protocol::wire::{Entry, Frame, Limits, Mode, Open, Opened, Resume};
+use chunkcast_protocol::wire::{Entry, FileDigest, Frame, Limits, Mode, Open, Opened, Resume};
 use chunkcast_protocol::{Chunk, Codec, ErrorCode, StreamId};
 use rustls::pki_types::ServerName;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -76,7 +76,20 @@ impl OpenOptions {
 }
 
 type Pending = Arc<Mutex<HashMap<u32, mpsc::Sender<Frame>>>>;
-type Closes = Arc<Mutex<HashMap<StreamId, oneshot::Sender<(ErrorCode, String)>>>>;
+type Closes = Arc<Mutex<HashMap<StreamId, Ends>>>;
+
+/// What the control stream may still tell an open stream besides its chunks.
+struct Ends {
+    /// The server's `CLOSE` (the stream failed or was stopped).
+    close: oneshot::Sender<(ErrorCode, String)>,
+    /// The server's `DIGEST` (the whole file's, after the last chunk).
+    digest: Option<oneshot::Sender<[u8; 32]>>,
+}
+
+/// How long a finished stream waits for a `DIGEST` its `OPENED` announced. The server sends
+/// it right after the last chunk; a server that never does is broken, and the download fails
+/// with a clear error instead of hanging.
+const DIGEST_WAIT: Duration = Duration::from_secs(30);
 
 /// An established connection.
 pub struct Session {
@@ -300,10 +313,17 @@ impl Session {
         // Route before asking: on QUIC the chunks may overtake the OPENED frame.
         let chunks = self.tx.route(stream, capacity);
         let (close_tx, close_rx) = oneshot::channel();
+        let (digest_tx, digest_rx) = oneshot::channel();
         self.closes
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(stream, close_tx);
+            .insert(
+                stream,
+                Ends {
+                    close: close_tx,
+                    digest: Some(digest_tx),
+                },
+            );
         let mut rx = self.request(|request| build(request, stream)).await?;
         let opened = match self.answer(&mut rx).await {
             Ok(o) => o,
@@ -317,6 +337,7 @@ impl Session {
             opened,
             chunks,
             close: close_rx,
+            digest: digest_rx,
             max_payload,
             tx: self.tx.clone(),
             down: self.down.clone(),
@@ -471,6 +492,7 @@ pub struct Incoming {
     pub opened: Opened,
     chunks: mpsc::Receiver<ChunkResult>,
     close: oneshot::Receiver<(ErrorCode, String)>,
+    digest: oneshot::Receiver<[u8; 32]>,
     max_payload: usize,
     tx: LinkTx,
     down: watch::Receiver<Option<String>>,
@@ -521,6 +543,24 @@ impl Incoming {
 
     fn lost(&self) -> ClientError {
         lost(&self.down)
+    }
+
+    /// The BLAKE3 digest of the whole file, to check once the last chunk is in: the one
+    /// `OPENED` carried, or the server's `DIGEST` frame when `OPENED` announced it for the end
+    /// (waited for here); `None` for streams without one (live channels).
+    pub async fn file_digest(&mut self) -> Result<Option<[u8; 32]>, ClientError> {
+        match self.opened.digest {
+            FileDigest::None => Ok(None),
+            FileDigest::Known(d) => Ok(Some(d)),
+            FileDigest::AtEnd => match tokio::time::timeout(DIGEST_WAIT, &mut self.digest).await {
+                Ok(Ok(d)) => Ok(Some(d)),
+                Ok(Err(_)) => Err(self.lost()),
+                Err(_) => Err(ClientError::Lost(format!(
+                    "the server did not send the file's digest within {DIGEST_WAIT:?} of its \
+                     last chunk"
+                ))),
+            },
+        }
     }
 
     /// Asks the server to stop sending.
@@ -676,7 +716,18 @@ async fn demux(
                     .unwrap_or_else(|e| e.into_inner())
                     .remove(stream);
                 if let Some(w) = waiter {
-                    let _ = w.send((*code, message.clone()));
+                    let _ = w.close.send((*code, message.clone()));
+                }
+                continue;
+            }
+            Frame::Digest { stream, digest } => {
+                let waiter = closes
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get_mut(stream)
+                    .and_then(|w| w.digest.take());
+                if let Some(w) = waiter {
+                    let _ = w.send(*digest);
                 }
                 continue;
             }

@@ -10,6 +10,7 @@ use chunkcast::get::{GetOptions, get, get_resuming, partial_path};
 use chunkcast::session::{ConnectOptions, OpenOptions, Session};
 use chunkcast::url::Scheme;
 use chunkcast_protocol::ErrorCode;
+use chunkcast_protocol::wire::FileDigest;
 use support::{connect, pinned, samples, server_with, url, url_at};
 
 mod support;
@@ -53,6 +54,51 @@ async fn every_sample_arrives_byte_identical_over_every_transport() {
             s.close().await;
         }
         server.shutdown().await;
+    })
+    .await
+    .unwrap();
+}
+
+/// A file the server has not hashed yet starts streaming at once and is verified with the
+/// digest the server computes while sending it (`DIGEST`, after the last chunk); the server
+/// keeps that digest and announces it in `OPENED` the next time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_download_is_verified_by_the_digest_sent_after_it() {
+    tokio::time::timeout(LIMIT, async {
+        let name = "clip-320x240-25fps.mjpeg";
+        let want = *blake3::hash(&std::fs::read(samples().join(name)).unwrap()).as_bytes();
+        for scheme in ALL {
+            // A new server: nothing hashed yet.
+            let server = server_with(|_| {}).await;
+            let s = connect(&server, scheme).await;
+            for announced in [FileDigest::AtEnd, FileDigest::Known(want)] {
+                let mut incoming = s.open(&OpenOptions::download(name)).await.unwrap();
+                assert_eq!(incoming.opened.digest, announced, "{scheme:?}");
+                let mut chunks = 0;
+                while let Some(c) = incoming.next().await {
+                    c.unwrap();
+                    chunks += 1;
+                }
+                assert!(chunks > 1);
+                assert_eq!(incoming.file_digest().await.unwrap(), Some(want));
+            }
+            // And `get` checks it: a verified, byte-identical file.
+            let dir = tempfile::tempdir().unwrap();
+            let server2 = server_with(|_| {}).await;
+            let s2 = connect(&server2, scheme).await;
+            let r = get(&s2, name, &out_opts(dir.path().join(name)))
+                .await
+                .unwrap();
+            assert!(r.verified);
+            assert_eq!(
+                std::fs::read(&r.path).unwrap(),
+                std::fs::read(samples().join(name)).unwrap()
+            );
+            s2.close().await;
+            server2.shutdown().await;
+            s.close().await;
+            server.shutdown().await;
+        }
     })
     .await
     .unwrap();

@@ -91,6 +91,30 @@ fn duplicates_are_ignored_and_digest_checked() {
 }
 
 #[test]
+fn a_digest_announced_after_the_stream_is_checked() {
+    let data = Rng::new(9).bytes(5000);
+    let cs = chunks(&data, 700);
+    for (digest, ok) in [
+        (*blake3::hash(&data).as_bytes(), true),
+        (*blake3::hash(b"other").as_bytes(), false),
+    ] {
+        let mut e = expect(&data, cs.len());
+        e.digest = None;
+        let mut r = Reassembler::new(e);
+        let mut out = Vec::new();
+        for c in &cs {
+            r.push(c.clone()).unwrap();
+            drain(&mut r, &mut out);
+        }
+        r.expect_digest(digest);
+        match r.finish() {
+            Ok(s) => assert!(ok && s.digest == Some(digest)),
+            Err(e) => assert!(!ok && matches!(e, ReassemblyError::DigestMismatch { .. })),
+        }
+    }
+}
+
+#[test]
 fn reorder_bound_is_enforced() {
     let data = Rng::new(3).bytes(10_000);
     let cs = chunks(&data, 1000);

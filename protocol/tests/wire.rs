@@ -2,8 +2,8 @@
 
 use bytes::{Bytes, BytesMut};
 use chunkcast_protocol::wire::{
-    Caps, Catalog, Decoder, Entry, ErrorFrame, Frame, Hello, Limits, Mode, Open, Opened, Resume,
-    Welcome, encode, encode_chunk_head,
+    Caps, Catalog, Decoder, Entry, ErrorFrame, FileDigest, Frame, Hello, Limits, Mode, Open,
+    Opened, Resume, Welcome, encode, encode_chunk_head,
 };
 use chunkcast_protocol::{
     AudioParams, Chunk, ChunkFlags, Codec, DecodeError, ErrorCode, ImageParams, SampleFormat,
@@ -125,7 +125,7 @@ fn one_of_each() -> Vec<Frame> {
             total_len: Some(50_000_000),
             chunk_count: None,
             duration_us: Some(5),
-            digest: Some([0xab; 32]),
+            digest: FileDigest::Known([0xab; 32]),
             start_seq: 3,
             start_offset: 4096,
             chunk_size: 65536,
@@ -152,6 +152,22 @@ fn one_of_each() -> Vec<Frame> {
             stream: StreamId(2),
             code: ErrorCode::None,
             message: String::new(),
+        },
+        Frame::Opened(Opened {
+            request: 5,
+            stream: StreamId(4),
+            codec: Codec::Bytes,
+            total_len: Some(1_000_000_000),
+            chunk_count: Some(15_259),
+            duration_us: None,
+            digest: FileDigest::AtEnd,
+            start_seq: 0,
+            start_offset: 0,
+            chunk_size: 65536,
+        }),
+        Frame::Digest {
+            stream: StreamId(4),
+            digest: [0x5c; 32],
         },
         Frame::Publish {
             request: 6,
@@ -512,7 +528,11 @@ fn arb_frame() -> impl Strategy<Value = Frame> {
             arb_opt(),
             arb_opt(),
             arb_opt(),
-            proptest::option::of(any::<[u8; 32]>()),
+            prop_oneof![
+                Just(FileDigest::None),
+                Just(FileDigest::AtEnd),
+                any::<[u8; 32]>().prop_map(FileDigest::Known)
+            ],
             any::<u64>(),
             any::<u64>(),
             any::<u32>()
@@ -556,6 +576,10 @@ fn arb_frame() -> impl Strategy<Value = Frame> {
                 channel: c,
                 codec,
             }
+        }),
+        (any::<u32>(), any::<[u8; 32]>()).prop_map(|(s, d)| Frame::Digest {
+            stream: StreamId(s),
+            digest: d,
         }),
         (any::<u16>(), arb_string()).prop_map(|(c, m)| Frame::Goodbye {
             code: ErrorCode::from_u16(c),
@@ -622,4 +646,20 @@ proptest! {
         let mut part = BytesMut::from(&buf[..n.min(buf.len() - 1)]);
         prop_assert_eq!(Decoder::default().decode(&mut part), Ok(None));
     }
+}
+
+#[test]
+fn digest_frame_is_laid_out_as_specified() {
+    // docs/PROTOCOL.md, section 11.
+    let mut b = BytesMut::new();
+    encode(
+        &Frame::Digest {
+            stream: StreamId(4),
+            digest: [0x5c; 32],
+        },
+        &mut b,
+    );
+    let mut want = vec![0, 0, 0, 0x25, 0x0f, 0, 0, 0, 4];
+    want.extend([0x5c; 32]);
+    assert_eq!(&b[..], &want[..]);
 }

@@ -62,7 +62,7 @@ impl Shared {
 
     fn handshake_config(&self, timeout: std::time::Duration) -> ServerConfig {
         ServerConfig {
-            caps: Caps::LZ4,
+            caps: Caps::LZ4 | Caps::DIGEST_AT_END,
             token: self.config.token.clone(),
             timeout,
             ..ServerConfig::default()
@@ -372,6 +372,7 @@ impl Conn {
                         .await;
                 }
                 let lz4 = open.compress && self.est.caps.contains(Caps::LZ4);
+                let digest_at_end = self.est.caps.contains(Caps::DIGEST_AT_END);
                 let max_payload = self.shared.config.limits.wire.max_payload();
                 let lib = self.shared.library.clone();
                 let tx = self.tx.clone();
@@ -382,7 +383,7 @@ impl Conn {
                 let stall = self.shared.config.limits.idle_timeout;
                 let task = tokio::spawn(metrics::scope(m.clone(), async move {
                     let request = open.request;
-                    match stream::prepare(lib, open, max_payload, lz4).await {
+                    match stream::prepare(lib, open, max_payload, lz4, digest_at_end).await {
                         Ok(prepared) => {
                             let _open = m.stream_opened();
                             match prepared.run(&tx, stall).await {

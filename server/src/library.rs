@@ -120,6 +120,25 @@ impl Library {
         Ok(real)
     }
 
+    /// The cached digest of a resolved file whose metadata is `meta`, if it was computed for
+    /// this (size, mtime).
+    pub fn cached_digest(&self, path: &Path, meta: &std::fs::Metadata) -> Option<[u8; 32]> {
+        let digests = self.digests.lock().unwrap_or_else(|e| e.into_inner());
+        digests
+            .get(path)
+            .filter(|(s, _)| *s == Stamp::of(meta))
+            .map(|(_, d)| *d)
+    }
+
+    /// Caches `digest` for `path` as it was when `meta` was read (hashed while it was being
+    /// sent): if the file changed meanwhile, its new (size, mtime) will not match.
+    pub fn remember_digest(&self, path: &Path, meta: &std::fs::Metadata, digest: [u8; 32]) {
+        self.digests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(path.to_owned(), (Stamp::of(meta), digest));
+    }
+
     /// The BLAKE3 digest of a resolved file, computed once per (size, mtime).
     pub fn digest(&self, path: &Path) -> std::io::Result<[u8; 32]> {
         let meta = std::fs::metadata(path)?;

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use chunkcast_protocol::fanout::{Channel, Config as FanoutConfig, Fanned, Lagged, ViewerQueue};
 use chunkcast_protocol::net::LinkTx;
 use chunkcast_protocol::net::link::ChunkResult;
-use chunkcast_protocol::wire::{Entry, ErrorFrame, Frame, Opened};
+use chunkcast_protocol::wire::{Entry, ErrorFrame, FileDigest, Frame, Opened};
 use chunkcast_protocol::{ChunkFlags, Codec, ErrorCode, StreamId, compress};
 use tokio::sync::{Notify, mpsc};
 use tracing::{debug, info};
@@ -424,7 +424,7 @@ fn live_opened(
         total_len: None,
         chunk_count: None,
         duration_us: None,
-        digest: None,
+        digest: FileDigest::None,
         start_seq,
         start_offset,
         chunk_size,

@@ -12,9 +12,9 @@ use chunkcast_protocol::compress::Compressor;
 use chunkcast_protocol::net::source::{self, Shaping};
 use chunkcast_protocol::net::{LinkError, LinkTx};
 use chunkcast_protocol::pace::Pacer;
-use chunkcast_protocol::wire::{ErrorFrame, Frame, Mode, Open, Opened, Resume};
+use chunkcast_protocol::wire::{ErrorFrame, FileDigest, Frame, Mode, Open, Opened, Resume};
 use chunkcast_protocol::{Chunk, ErrorCode};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::library::Library;
 
@@ -29,6 +29,16 @@ pub(crate) struct Prepared {
     pub(crate) opened: Opened,
     chunks: mpsc::Receiver<Produced>,
     mode: Mode,
+    /// For [`FileDigest::AtEnd`]: the digest the reader thread computes as it reads.
+    digest: Option<PendingDigest>,
+}
+
+/// A digest being computed while the file is sent, and what to cache it under.
+struct PendingDigest {
+    rx: oneshot::Receiver<[u8; 32]>,
+    library: Arc<Library>,
+    path: std::path::PathBuf,
+    meta: std::fs::Metadata,
 }
 
 fn err(request: u32, code: ErrorCode, message: impl Into<String>) -> ErrorFrame {
@@ -39,39 +49,44 @@ fn err(request: u32, code: ErrorCode, message: impl Into<String>) -> ErrorFrame 
     }
 }
 
-/// Resolves and probes the requested file and starts its reader thread.
+/// Resolves and probes the requested file and starts its reader thread. `digest_at_end`: the
+/// client can take the file's digest after the stream (`Caps::DIGEST_AT_END`).
 pub(crate) async fn prepare(
     library: Arc<Library>,
     open: Open,
     max_payload: usize,
     lz4: bool,
+    digest_at_end: bool,
 ) -> Result<Prepared, ErrorFrame> {
     let path = library
         .resolve(&open.path)
         .map_err(|e| err(open.request, e.code(), e.to_string()))?;
     let mode = open.mode;
     let request = open.request;
-    let setup =
-        tokio::task::spawn_blocking(move || setup(&library, &path, &open, max_payload, lz4));
+    let setup = tokio::task::spawn_blocking(move || {
+        setup(library, path, &open, max_payload, lz4, digest_at_end)
+    });
     match setup.await {
-        Ok(Ok((opened, chunks))) => Ok(Prepared {
+        Ok(Ok((opened, chunks, digest))) => Ok(Prepared {
             opened,
             chunks,
             mode,
+            digest,
         }),
         Ok(Err(e)) => Err(e),
         Err(_) => Err(err(request, ErrorCode::Internal, "reader thread failed")),
     }
 }
 
-/// Digest, probe and position: everything that must happen before `OPENED` can be sent.
+/// Probe, position and digest: everything that must happen before `OPENED` can be sent.
 fn setup(
-    library: &Library,
-    path: &std::path::Path,
+    library: Arc<Library>,
+    path: std::path::PathBuf,
     open: &Open,
     max_payload: usize,
     lz4: bool,
-) -> Result<(Opened, mpsc::Receiver<Produced>), ErrorFrame> {
+    digest_at_end: bool,
+) -> Result<(Opened, mpsc::Receiver<Produced>, Option<PendingDigest>), ErrorFrame> {
     let request = open.request;
     let io_err = |e: std::io::Error| {
         err(
@@ -80,9 +95,9 @@ fn setup(
             format!("reading {}: {e}", open.path),
         )
     };
-    let digest = library.digest(path).map_err(io_err)?;
-    let mut file = File::open(path).map_err(io_err)?;
-    let len = file.metadata().map_err(io_err)?.len();
+    let mut file = File::open(&path).map_err(io_err)?;
+    let meta = file.metadata().map_err(io_err)?;
+    let len = meta.len();
     let mut cfg = ChunkConfig::new(open.stream);
     cfg.chunk_size = match open.chunk_size as usize {
         0 => DEFAULT_CHUNK_SIZE,
@@ -105,6 +120,28 @@ fn setup(
     let packetizer = Packetizer::open(cfg.clone(), &mut file, len - start_offset, &open.path)
         .map_err(|e| err(request, ErrorCode::BadMedia, format!("{}: {e}", open.path)))?;
     file.seek(SeekFrom::Start(start_offset)).map_err(io_err)?;
+    // The whole-file digest: cached, or computed now when the stream starts mid-file (the
+    // reader will not see the start) or the client cannot take it later, or else by the
+    // reader thread as it goes and sent after the last chunk, so that the first chunk does
+    // not wait for a pass over the whole file.
+    let (digest, pending) = match library.cached_digest(&path, &meta) {
+        Some(d) => (FileDigest::Known(d), None),
+        None if start_offset > 0 || !digest_at_end => (
+            FileDigest::Known(library.digest(&path).map_err(io_err)?),
+            None,
+        ),
+        None => {
+            let (tx, rx) = oneshot::channel();
+            let pending = PendingDigest {
+                rx,
+                library: library.clone(),
+                path: path.clone(),
+                meta,
+            };
+            (FileDigest::AtEnd, Some((tx, pending)))
+        }
+    };
+    let (digest_tx, pending) = pending.unzip();
     let opened = Opened {
         request,
         stream: open.stream,
@@ -112,7 +149,7 @@ fn setup(
         total_len: Some(len),
         chunk_count: packetizer.chunk_count(),
         duration_us: packetizer.duration_us(),
-        digest: Some(digest),
+        digest,
         start_seq,
         start_offset,
         chunk_size: cfg.chunk_size as u32,
@@ -121,9 +158,11 @@ fn setup(
         offset_base: start_offset,
         skip_below: start_seq,
         compressor: (lz4 && opened.codec.worth_compressing()).then(Compressor::new),
+        digest: digest_tx,
     };
     let ahead = (AHEAD_BYTES / cfg.chunk_size.max(1)).clamp(2, 64);
-    Ok((opened, source::spawn(file, packetizer, shaping, ahead)))
+    let chunks = source::spawn(file, packetizer, shaping, ahead);
+    Ok((opened, chunks, pending))
 }
 
 /// How a stream ended on the server's side.
@@ -190,9 +229,19 @@ impl Prepared {
                 }
             }
         }
-        match media.finish().await {
-            Ok(()) => Ended::Complete,
-            Err(e) => Ended::Link(e),
+        if let Err(e) = media.finish().await {
+            return Ended::Link(e);
         }
+        if let Some(p) = self.digest {
+            // Sent by the reader thread before its last chunk, so it is there by now.
+            let Ok(digest) = p.rx.await else {
+                return Ended::Link(LinkError::Closed);
+            };
+            p.library.remember_digest(&p.path, &p.meta, digest);
+            if let Err(e) = tx.send(Frame::Digest { stream, digest }).await {
+                return Ended::Link(e);
+            }
+        }
+        Ended::Complete
     }
 }

@@ -8,7 +8,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use chunkcast_protocol::wire::{Caps, Decoder, Frame, Hello, Limits, Mode, Open, Resume, encode};
+use chunkcast_protocol::wire::{
+    Caps, Decoder, FileDigest, Frame, Hello, Limits, Mode, Open, Resume, encode,
+};
 use chunkcast_protocol::{ChunkFlags, ErrorCode, StreamId};
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -178,6 +180,13 @@ async fn protocol_over_websocket() {
         blake3::hash(&file).as_bytes(),
         &support::digest_of(name),
         "the file arrives whole"
+    );
+    // The page does not offer DIGEST_AT_END: a file never hashed before gets its digest in
+    // OPENED (the server hashes it first), never in a DIGEST frame the page does not expect.
+    assert_eq!(
+        opened.digest,
+        FileDigest::Known(support::digest_of(name)),
+        "a client without DIGEST_AT_END gets the digest up front"
     );
 
     // Path confinement is the library's, as on every transport.

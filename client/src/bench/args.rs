@@ -146,7 +146,7 @@ pub async fn run(args: Args) -> Result<(), ClientError> {
     })
     .await?;
     eprintln!(
-        "file: {} bytes; first open {:.1} ms (the server hashes the whole file before its first OPENED; later opens use its cache)",
+        "file: {} bytes; first chunk {:.1} ms after the first open (a file the server has not hashed streams at once; its digest follows the last chunk)",
         sweep.file_len,
         sweep.first_open.as_secs_f64() * 1e3
     );

@@ -15,9 +15,10 @@
 //!   instead of written, and [`Reassembler::finish`] checks length, chunk count and the
 //!   server's digest. So the figures measure the network path and the verification, not the
 //!   disk, and memory stays bounded (the file is never held).
-//! - Before the sweep, one open of the file is made and cancelled: it warms the server's
-//!   cached whole-file digest (which the server computes before its first `OPENED`) and the
-//!   page cache; its duration is reported as [`Sweep::first_open`].
+//! - Before the sweep, the file is fetched once, unmeasured: it warms the page cache and the
+//!   server's cached whole-file digest (a file it has not hashed before is hashed while it is
+//!   sent, the digest following the last chunk; later opens announce it up front). The time
+//!   from that first open to its first chunk is reported as [`Sweep::first_open`].
 //! - Throughput is file bytes over the wall time from the first connect to the last fetch's
 //!   end (MB = 10^6 bytes). Per-chunk latency is the *arrival gap*: the time between
 //!   consecutive chunks handed to the consumer within one fetch (chunks decoded from one
@@ -169,7 +170,7 @@ impl Measurement {
 pub struct Sweep {
     /// The file's length.
     pub file_len: u64,
-    /// How long the first open took (the server hashes the whole file before answering it).
+    /// From the first open of the file to its first chunk.
     pub first_open: Duration,
     /// One result per (transport, chunk size), in order.
     pub results: Vec<Measurement>,
@@ -303,16 +304,21 @@ impl Target {
         }
     }
 
-    /// Opens the file once and cancels: returns how long the open took, and the file length.
+    /// Fetches the file once, unmeasured: returns the time from the open to the first chunk,
+    /// and the file length.
     async fn warm_up(&self, scheme: Scheme) -> Result<(Duration, u64), ClientError> {
         let session = Session::connect(&self.url(scheme), &self.connect).await?;
         let started = Instant::now();
-        let incoming = session.open(&OpenOptions::download(&self.path)).await?;
-        let took = started.elapsed();
+        let mut incoming = session.open(&OpenOptions::download(&self.path)).await?;
         let len = incoming.opened.total_len.unwrap_or(0);
-        incoming.cancel().await;
+        let mut first = None;
+        while let Some(chunk) = incoming.next().await {
+            chunk?;
+            first.get_or_insert_with(|| started.elapsed());
+        }
+        incoming.file_digest().await?;
         session.close().await;
-        Ok((took, len))
+        Ok((first.unwrap_or_else(|| started.elapsed()), len))
     }
 
     async fn stop(self) {
@@ -443,7 +449,6 @@ async fn fetch(session: &Session, open: &OpenOptions, seen: &mut Seen) -> Result
     let mut expect = Expect::new();
     expect.total_len = info.total_len;
     expect.chunk_count = info.chunk_count;
-    expect.digest = info.digest;
     expect.start_seq = info.start_seq;
     let mut reasm = Reassembler::new(expect);
     let mut last: Option<Instant> = None;
@@ -461,9 +466,13 @@ async fn fetch(session: &Session, open: &OpenOptions, seen: &mut Seen) -> Result
             seen.bytes += bytes.len() as u64;
         }
     }
+    let digest = incoming.file_digest().await?;
+    if let Some(d) = digest {
+        reasm.expect_digest(d);
+    }
     let summary = reasm.finish()?;
     seen.files += 1;
-    seen.verified &= info.digest.is_some() && summary.digest.is_some();
+    seen.verified &= digest.is_some() && summary.digest.is_some();
     Ok(())
 }
 

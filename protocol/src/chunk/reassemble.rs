@@ -195,6 +195,12 @@ impl Reassembler {
         }
     }
 
+    /// Sets the digest that [`Self::finish`] checks, for one announced after the stream
+    /// ([`crate::wire::FileDigest::AtEnd`]).
+    pub fn expect_digest(&mut self, digest: [u8; 32]) {
+        self.expect.digest = Some(digest);
+    }
+
     /// Accepts a decompressed chunk: duplicates are ignored (counted), out-of-order chunks
     /// wait, in-order ones become ready for [`Self::poll_write`].
     pub fn push(&mut self, chunk: Chunk) -> Result<(), ReassemblyError> {

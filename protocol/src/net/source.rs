@@ -7,7 +7,7 @@ use std::fs::File;
 use std::io::Read;
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::chunk::{MediaError, Packetizer};
 use crate::compress::Compressor;
@@ -30,6 +30,11 @@ pub struct Shaping {
     pub skip_below: u64,
     /// Compress where it pays.
     pub compressor: Option<Compressor>,
+    /// Hash every byte read with BLAKE3 and send the digest here once the whole file has been
+    /// read (the file must be read from offset 0 for it to be the file's digest). Hashing the
+    /// buffer just read costs less than a separate pass over the file, and the first chunk
+    /// does not wait for it.
+    pub digest: Option<oneshot::Sender<[u8; 32]>>,
 }
 
 /// Starts a blocking thread that reads `file` from its current position, cuts it with
@@ -52,6 +57,8 @@ fn produce(
     mut shaping: Shaping,
     tx: &mpsc::Sender<Result<Chunk, MediaError>>,
 ) {
+    let digest = shaping.digest.take();
+    let mut hasher = digest.is_some().then(blake3::Hasher::new);
     let mut out = Vec::new();
     let mut send = |out: &mut Vec<Chunk>| -> bool {
         for mut c in out.drain(..) {
@@ -81,6 +88,9 @@ fn produce(
         if buf.is_empty() {
             break;
         }
+        if let Some(h) = &mut hasher {
+            h.update(&buf);
+        }
         let buf = Bytes::from(buf);
         pool.keep(&buf);
         if let Err(e) = packetizer.push(buf, &mut out) {
@@ -90,6 +100,9 @@ fn produce(
         if !send(&mut out) {
             return;
         }
+    }
+    if let (Some(h), Some(done)) = (hasher, digest) {
+        let _ = done.send(*h.finalize().as_bytes());
     }
     match packetizer.finish(&mut out) {
         Ok(()) => {

@@ -13,7 +13,8 @@ use crate::media::{
 };
 use crate::wire::chunk::{Chunk, ChunkFlags, StreamId};
 use crate::wire::frame::{
-    Caps, Catalog, Entry, ErrorFrame, Frame, Hello, MAGIC, Mode, Open, Opened, Resume, Welcome, ty,
+    Caps, Catalog, Entry, ErrorFrame, FileDigest, Frame, Hello, MAGIC, Mode, Open, Opened, Resume,
+    Welcome, ty,
 };
 
 /// Bytes of a chunk frame before its payload: length (4), type (1) and the chunk header (41).
@@ -285,8 +286,9 @@ pub fn parse(mut body: Bytes, limits: &Limits) -> Result<Frame, DecodeError> {
             let chunk_count = r.opt_u64()?;
             let duration_us = r.opt_u64()?;
             let digest = match r.u8()? {
-                0 => None,
-                1 => Some(r.array32()?),
+                0 => FileDigest::None,
+                1 => FileDigest::Known(r.array32()?),
+                2 => FileDigest::AtEnd,
                 v => {
                     return Err(DecodeError::InvalidField {
                         field: "digest kind",
@@ -331,6 +333,13 @@ pub fn parse(mut body: Bytes, limits: &Limits) -> Result<Frame, DecodeError> {
                 request: r.u32()?,
                 stream: StreamId(r.u32()?),
                 channel: r.string()?,
+            }
+        }
+        ty::DIGEST => {
+            r.what = "DIGEST";
+            Frame::Digest {
+                stream: StreamId(r.u32()?),
+                digest: r.array32()?,
             }
         }
         ty::GOODBYE => {
@@ -608,11 +617,12 @@ pub fn encode(frame: &Frame, dst: &mut BytesMut) {
             dst.put_u64(o.chunk_count.unwrap_or(UNKNOWN));
             dst.put_u64(o.duration_us.unwrap_or(UNKNOWN));
             match &o.digest {
-                None => dst.put_u8(0),
-                Some(d) => {
+                FileDigest::None => dst.put_u8(0),
+                FileDigest::Known(d) => {
                     dst.put_u8(1);
                     dst.put_slice(d);
                 }
+                FileDigest::AtEnd => dst.put_u8(2),
             }
             dst.put_u64(o.start_seq);
             dst.put_u64(o.start_offset);
@@ -650,6 +660,11 @@ pub fn encode(frame: &Frame, dst: &mut BytesMut) {
             dst.put_u32(*request);
             dst.put_u32(stream.0);
             put_string(dst, channel);
+        }
+        Frame::Digest { stream, digest } => {
+            dst.put_u8(ty::DIGEST);
+            dst.put_u32(stream.0);
+            dst.put_slice(digest);
         }
         Frame::Goodbye { code, message } => {
             dst.put_u8(ty::GOODBYE);

@@ -22,6 +22,9 @@ impl Caps {
     pub const LZ4: Self = Self(0x1);
     /// QUIC datagrams for realtime audio.
     pub const DATAGRAMS: Self = Self(0x2);
+    /// The receiver understands `OPENED` announcing the digest for the end
+    /// ([`FileDigest::AtEnd`]) and the `DIGEST` frame that then follows the stream.
+    pub const DIGEST_AT_END: Self = Self(0x4);
 
     /// Whether every bit of `other` is set.
     pub const fn contains(self, other: Self) -> bool {
@@ -137,14 +140,39 @@ pub struct Opened {
     pub chunk_count: Option<u64>,
     /// Media duration in microseconds, when known.
     pub duration_us: Option<u64>,
-    /// BLAKE3 of the whole file, when known (not for live channels).
-    pub digest: Option<[u8; 32]>,
+    /// BLAKE3 of the whole file: here, after the stream, or not at all (live channels).
+    pub digest: FileDigest,
     /// Sequence number of the first chunk that will be sent.
     pub start_seq: u64,
     /// Byte offset of the first chunk's payload.
     pub start_offset: u64,
     /// Payload bytes per chunk that the server uses.
     pub chunk_size: u32,
+}
+
+/// What an `OPENED` says about the BLAKE3 digest of the whole file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FileDigest {
+    /// No digest (live channels).
+    #[default]
+    None,
+    /// The digest, known before the first chunk (the server had it cached, or the stream
+    /// resumes from a byte offset and the server hashed the whole file first).
+    Known([u8; 32]),
+    /// The server hashes the file as it sends it and sends the digest in a `DIGEST` frame
+    /// once the stream's last chunk is on its way: the first chunk need not wait for a
+    /// whole-file hash.
+    AtEnd,
+}
+
+impl FileDigest {
+    /// The digest, if this frame carries it.
+    pub fn known(self) -> Option<[u8; 32]> {
+        match self {
+            Self::Known(d) => Some(d),
+            Self::None | Self::AtEnd => None,
+        }
+    }
 }
 
 /// One entry of a catalog.
@@ -244,6 +272,14 @@ pub enum Frame {
         /// Channel name.
         channel: String,
     },
+    /// Server → client: the BLAKE3 of the whole file of a stream whose `OPENED` said
+    /// [`FileDigest::AtEnd`], sent after the stream's last chunk.
+    Digest {
+        /// The stream.
+        stream: StreamId,
+        /// BLAKE3-256 of the whole file.
+        digest: [u8; 32],
+    },
     /// Either direction: the sender closes the connection after this frame.
     Goodbye {
         /// Why; [`ErrorCode::None`] for a normal close.
@@ -269,6 +305,7 @@ pub(crate) mod ty {
     pub(crate) const PUBLISH: u8 = 0x0c;
     pub(crate) const SUBSCRIBE: u8 = 0x0d;
     pub(crate) const GOODBYE: u8 = 0x0e;
+    pub(crate) const DIGEST: u8 = 0x0f;
 }
 
 impl Frame {
@@ -288,6 +325,7 @@ impl Frame {
             Self::Close { .. } => "CLOSE",
             Self::Publish { .. } => "PUBLISH",
             Self::Subscribe { .. } => "SUBSCRIBE",
+            Self::Digest { .. } => "DIGEST",
             Self::Goodbye { .. } => "GOODBYE",
         }
     }
