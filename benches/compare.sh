@@ -17,8 +17,8 @@
 # Each row is the median of RUNS runs (all runs printed). Ratios: tcp and tcps against iperf3
 # (the issue's target: tcp >= 60 % of iperf3's default single stream), quic against
 # quinn_ceiling (target >= 80 %). Files live on tmpfs (/dev/shm) when there is one, so no row
-# pays for a disk (iperf3 doesn't either); set WORK=DIR to choose. The first get of a file also
-# pays for the server's BLAKE3 of the whole file before its first byte (cached afterwards).
+# pays for a disk (iperf3 doesn't either); set WORK=DIR to choose. During the first get of a
+# file the server also hashes it (BLAKE3, sent after the last chunk; cached afterwards).
 #
 # Usage: benches/compare.sh   (env: SIZE=1000000000 RUNS=3 IPERF_SECS=5 WORK=DIR BIN=DIR)
 # Needs release binaries; builds them if missing. Installs iperf3 with apt-get if it can,
