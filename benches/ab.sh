@@ -13,6 +13,7 @@
 # Prints, per build: the median of the client's own MB/s (open -> rename, digest verified,
 # file compared with the source) and of the client's and the server's CPU seconds per GB.
 set -euo pipefail
+source "$(dirname "$0")/common.sh"
 
 [[ $# -eq 2 ]] || { sed -n '2,14p' "$0" >&2; exit 2; }
 A=$1 B=$2
@@ -24,45 +25,24 @@ for d in "$A" "$B"; do [[ -x $d/chunkcast ]] || { echo "no chunkcast binary in $
 [[ -x $SERVER_BIN/chunkcast-server ]] || { echo "no chunkcast-server in $SERVER_BIN" >&2; exit 2; }
 [[ -x /usr/bin/time ]] || { echo "needs /usr/bin/time (apt-get install time)" >&2; exit 2; }
 
-if [[ -z ${WORK:-} ]]; then
-    if [[ -d /dev/shm && -w /dev/shm ]]; then base=/dev/shm; else base=${TMPDIR:-/tmp}; fi
-    WORK=$(mktemp -d "$base/chunkcast-ab.XXXXXX")
-    CLEAN_WORK=1
-else
-    mkdir -p "$WORK"
-    CLEAN_WORK=0
-fi
-SERVER_PID=
-cleanup() {
-    [[ -n $SERVER_PID ]] && kill "$SERVER_PID" 2>/dev/null && wait "$SERVER_PID" 2>/dev/null
-    [[ $CLEAN_WORK == 1 ]] && rm -rf "$WORK"
-    return 0
-}
-trap cleanup EXIT
+make_work_dir ab
+trap cleanup_common EXIT
 
 mkdir -p "$WORK/srv" "$WORK/out"
 head -c "$SIZE" /dev/urandom >"$WORK/srv/file.bin"
-"$SERVER_BIN/chunkcast-server" --root "$WORK/srv" --listen 127.0.0.1:0 >"$WORK/server.out" 2>"$WORK/server.log" &
-SERVER_PID=$!
-for _ in $(seq 100); do
-    grep -q '^listening' "$WORK/server.out" 2>/dev/null && break
-    sleep 0.1
-done
-LINE=$(grep '^listening' "$WORK/server.out") || { cat "$WORK/server.log" >&2; exit 1; }
-field() { tr ' ' '\n' <<<"$LINE" | sed -n "s/^$1=//p"; }
+start_server "$SERVER_BIN" "$WORK/srv"
 ADDR=$(field tcp)
 [[ $SCHEME == quic ]] && ADDR=$(field quic)
 FP=$(field cert-sha256)
-cpu_ticks() { awk '{sub(/.*\) /, ""); print $12 + $13}' "/proc/$SERVER_PID/stat"; }
 
 get() { # $1: build dir; prints "MB/s client-CPU-s/GB server-CPU-s/GB"
     local out=$WORK/out/file.bin s0 s1
     rm -f "$out"
-    s0=$(cpu_ticks)
+    s0=$(server_ticks)
     /usr/bin/time -f '%U %S' -o "$WORK/time.out" "$1/chunkcast" get \
         "$SCHEME://$ADDR/file.bin" -o "$out" --cert-sha256 "$FP" 2>"$WORK/get.err" \
         || { cat "$WORK/get.err" >&2; exit 1; }
-    s1=$(cpu_ticks)
+    s1=$(server_ticks)
     grep -q 'digest verified' "$WORK/get.err" || { echo "not verified" >&2; exit 1; }
     cmp -s "$WORK/srv/file.bin" "$out" || { echo "the output differs from the source" >&2; exit 1; }
     awk -v s="$SIZE" -v a="$s0" -v b="$s1" \
@@ -77,7 +57,6 @@ for _ in $(seq "$RUNS"); do
     get "$A" >>"$WORK/a.txt"
     get "$B" >>"$WORK/b.txt"
 done
-median() { sort -g | awk '{v[NR]=$1} END {if (NR%2) print v[(NR+1)/2]; else print (v[NR/2]+v[NR/2+1])/2}'; }
 echo "$SCHEME, $SIZE bytes, $RUNS gets per build, alternated"
 for x in a b; do
     f=$WORK/$x.txt

@@ -25,6 +25,7 @@
 # else skips its rows with a message.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source benches/common.sh
 
 SIZE=${SIZE:-1000000000}
 RUNS=${RUNS:-3}
@@ -39,26 +40,14 @@ fi
 CORES=$(nproc)
 HAVE_TIME=0; [[ -x /usr/bin/time ]] && HAVE_TIME=1
 
-if [[ -z ${WORK:-} ]]; then
-    if [[ -d /dev/shm && -w /dev/shm ]]; then base=/dev/shm; else base=${TMPDIR:-/tmp}; fi
-    WORK=$(mktemp -d "$base/chunkcast-compare.XXXXXX")
-    CLEAN_WORK=1
-else
-    mkdir -p "$WORK"
-    CLEAN_WORK=0
-fi
-SERVER_PID=
+make_work_dir compare
 IPERF_PID=
 cleanup() {
-    [[ -n $SERVER_PID ]] && kill "$SERVER_PID" 2>/dev/null && wait "$SERVER_PID" 2>/dev/null
     [[ -n $IPERF_PID ]] && kill "$IPERF_PID" 2>/dev/null
-    [[ $CLEAN_WORK == 1 ]] && rm -rf "$WORK"
-    return 0
+    cleanup_common
 }
 trap cleanup EXIT
 
-minimum() { sort -g | head -1; }
-median() { sort -g | awk '{v[NR]=$1} END {if (NR==0) print "nan"; else if (NR%2) print v[(NR+1)/2]; else print (v[NR/2]+v[NR/2+1])/2}'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (b>0 && a==a+0) printf "%.0f %%", 100*a/b; else print "-"}'; }
 gbit() { awk -v m="$1" 'BEGIN {printf "%.2f", m*8/1000}'; }
 
@@ -167,18 +156,10 @@ row "bound, tcp: cores / (iperf3 CPU + floor)" "$TCP_BOUND" "" "" "$CORES / ($IP
 ROWS+=("$(printf '%-44s %s' "" "-> $(ratio "$TCP_BOUND" "$IPERF_DEFAULT") of iperf3")")
 row "bound, quic: cores / (quinn CPU + floor)" "$QUIC_BOUND" "" "" "$CORES / ($QUINN_MIN_CPU + $EXTRA)"
 ROWS+=("$(printf '%-44s %s' "" "-> $(ratio "$QUIC_BOUND" "$QUINN") of quinn_ceiling")")
-"$BIN/chunkcast-server" --root "$WORK/srv" --listen 127.0.0.1:0 >"$WORK/server.out" 2>"$WORK/server.log" &
-SERVER_PID=$!
-for _ in $(seq 100); do
-    grep -q '^listening' "$WORK/server.out" 2>/dev/null && break
-    sleep 0.1
-done
-LINE=$(grep '^listening' "$WORK/server.out") || { echo "the server did not start:" >&2; cat "$WORK/server.log" >&2; exit 1; }
-field() { tr ' ' '\n' <<<"$LINE" | sed -n "s/^$1=//p"; }
+start_server "$BIN" "$WORK/srv"
 TCP=$(field tcp); QUIC=$(field quic); FP=$(field cert-sha256)
 echo "server: $LINE" >&2
 
-cpu_ticks() { awk '{sub(/.*\) /, ""); print $12 + $13}' "/proc/$1/stat"; } # utime + stime, 1/100 s
 
 get_row() { # $1 scheme, $2 output dir, $3 label suffix
     local scheme=$1 out=$2/file.bin addr=$TCP
@@ -187,13 +168,13 @@ get_row() { # $1 scheme, $2 output dir, $3 label suffix
     for _ in $(seq "$RUNS"); do
         rm -f "$out"
         local s0 t0 t1 s1
-        s0=$(cpu_ticks "$SERVER_PID")
+        s0=$(server_ticks)
         t0=$(date +%s.%N)
         local cmd=("$BIN/chunkcast" get "$scheme://$addr/file.bin" -o "$out" --cert-sha256 "$FP")
         if [[ $HAVE_TIME == 1 ]]; then cmd=(/usr/bin/time -f '%U %S' -o "$WORK/time.out" "${cmd[@]}"); fi
         "${cmd[@]}" 2>"$WORK/get.err" || { echo "get over $scheme failed:" >&2; cat "$WORK/get.err" >&2; exit 1; }
         t1=$(date +%s.%N)
-        s1=$(cpu_ticks "$SERVER_PID")
+        s1=$(server_ticks)
         local saved
         saved=$(grep '^saved' "$WORK/get.err")
         grep -q 'digest verified' <<<"$saved" || verified=NO

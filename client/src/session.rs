@@ -76,10 +76,10 @@ impl OpenOptions {
 }
 
 type Pending = Arc<Mutex<HashMap<u32, mpsc::Sender<Frame>>>>;
-type Closes = Arc<Mutex<HashMap<StreamId, Ends>>>;
+type Ends = Arc<Mutex<HashMap<StreamId, StreamEnd>>>;
 
 /// What the control stream may still tell an open stream besides its chunks.
-struct Ends {
+struct StreamEnd {
     /// The server's `CLOSE` (the stream failed or was stopped).
     close: oneshot::Sender<(ErrorCode, String)>,
     /// The server's `DIGEST` (the whole file's, after the last chunk).
@@ -95,7 +95,7 @@ const DIGEST_WAIT: Duration = Duration::from_secs(30);
 pub struct Session {
     tx: LinkTx,
     pending: Pending,
-    closes: Closes,
+    ends: Ends,
     next_request: AtomicU32,
     next_stream: AtomicU32,
     established: Established,
@@ -186,21 +186,21 @@ impl Session {
             .await
             .map_err(|_| ClientError::Timeout("waiting for the server's handshake"))??;
         let pending = Pending::default();
-        let closes = Closes::default();
+        let ends = Ends::default();
         let (down_tx, down) = watch::channel(None);
         let (pong_tx, pongs) = mpsc::channel(4);
         let demux = tokio::spawn(demux(
             rx,
             tx.clone(),
             pending.clone(),
-            closes.clone(),
+            ends.clone(),
             pong_tx,
             down_tx,
         ));
         Ok(Self {
             tx,
             pending,
-            closes,
+            ends,
             next_request: AtomicU32::new(1),
             next_stream: AtomicU32::new(1),
             established,
@@ -314,16 +314,13 @@ impl Session {
         let chunks = self.tx.route(stream, capacity);
         let (close_tx, close_rx) = oneshot::channel();
         let (digest_tx, digest_rx) = oneshot::channel();
-        self.closes
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(
-                stream,
-                Ends {
-                    close: close_tx,
-                    digest: Some(digest_tx),
-                },
-            );
+        self.ends.lock().unwrap_or_else(|e| e.into_inner()).insert(
+            stream,
+            StreamEnd {
+                close: close_tx,
+                digest: Some(digest_tx),
+            },
+        );
         let mut rx = self.request(|request| build(request, stream)).await?;
         let opened = match self.answer(&mut rx).await {
             Ok(o) => o,
@@ -342,7 +339,7 @@ impl Session {
             tx: self.tx.clone(),
             down: self.down.clone(),
             done: false,
-            closes: self.closes.clone(),
+            ends: self.ends.clone(),
         })
     }
 
@@ -497,12 +494,12 @@ pub struct Incoming {
     tx: LinkTx,
     down: watch::Receiver<Option<String>>,
     done: bool,
-    closes: Closes,
+    ends: Ends,
 }
 
 impl Drop for Incoming {
     fn drop(&mut self) {
-        self.closes
+        self.ends
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&self.opened.stream);
@@ -671,7 +668,7 @@ async fn demux(
     mut rx: LinkRx,
     tx: LinkTx,
     pending: Pending,
-    closes: Closes,
+    ends: Ends,
     pongs: mpsc::Sender<Frame>,
     down: watch::Sender<Option<String>>,
 ) {
@@ -711,7 +708,7 @@ async fn demux(
                 code,
                 message,
             } => {
-                let waiter = closes
+                let waiter = ends
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .remove(stream);
@@ -721,7 +718,7 @@ async fn demux(
                 continue;
             }
             Frame::Digest { stream, digest } => {
-                let waiter = closes
+                let waiter = ends
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .get_mut(stream)
@@ -748,5 +745,5 @@ async fn demux(
     };
     let _ = down.send(Some(why));
     pending.lock().unwrap_or_else(|e| e.into_inner()).clear();
-    closes.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    ends.lock().unwrap_or_else(|e| e.into_inner()).clear();
 }
