@@ -61,8 +61,8 @@ impl Shared {
     }
 
     fn handshake_config(&self, timeout: std::time::Duration) -> ServerConfig {
+        // The capabilities offered are the protocol crate's server default (one place).
         ServerConfig {
-            caps: Caps::LZ4 | Caps::DIGEST_AT_END,
             token: self.config.token.clone(),
             timeout,
             ..ServerConfig::default()
