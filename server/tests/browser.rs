@@ -45,6 +45,11 @@ fn find_chromium() -> Option<PathBuf> {
 #[tokio::test]
 async fn plays_in_headless_chromium() {
     let Some(chromium) = find_chromium() else {
+        // CI installs Chromium: there, a missing browser is a failure, not a skip.
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "Chromium is required under CI (apt-get install chromium)"
+        );
         eprintln!(
             "skipping: no Chromium found (apt-get install chromium, or set CHUNKCAST_CHROMIUM)"
         );

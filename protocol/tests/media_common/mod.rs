@@ -291,14 +291,20 @@ pub fn wav_with(
     out
 }
 
-/// Whether `ffmpeg` is on PATH (tests that need it skip, with a message, when it is not).
+/// Whether `ffmpeg` is on PATH. Outside CI, tests that need it skip, with a message, when it
+/// is not; under CI (which installs it) a missing ffmpeg fails the test instead.
 pub fn have_ffmpeg() -> bool {
-    std::process::Command::new("ffmpeg")
+    let found = std::process::Command::new("ffmpeg")
         .arg("-version")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .status()
-        .is_ok_and(|s| s.success())
+        .is_ok_and(|s| s.success());
+    assert!(
+        found || std::env::var_os("CI").is_none(),
+        "ffmpeg is required under CI (apt-get install ffmpeg)"
+    );
+    found
 }
 
 /// Makes a 2 s 160x120 25 fps H.264 + AAC MP4 (GOP 12) with ffmpeg in `dir`; returns its
