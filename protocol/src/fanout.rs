@@ -487,7 +487,8 @@ mod tests {
         // Audio never waits for a keyframe.
         let mut a = ViewerQueue::new(Config::default(), None, StreamId(2));
         a.skip_to_keyframe();
-        a.push(&ch.ingest(frame(7, 10)[0].clone(), StreamId(1))).unwrap();
+        a.push(&ch.ingest(frame(7, 10)[0].clone(), StreamId(1)))
+            .unwrap();
         assert_eq!(a.len(), 1);
     }
 

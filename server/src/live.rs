@@ -373,6 +373,7 @@ impl Live {
             if let Some(old) = s.publisher.take() {
                 info!(channel = %name, session, "a new publisher takes over");
                 old.evict.cancel();
+                self.gauges.evicted.inc();
             }
             s.publisher = Some(Publishing {
                 id,
@@ -398,7 +399,7 @@ impl Live {
             id,
             ended: false,
         };
-        let chunks = tx.route(stream, PUBLISH_QUEUE);
+        let mut chunks = tx.route(stream, PUBLISH_QUEUE);
         let opened = live_opened(request, stream, codec, (0, 0), max_payload as u32);
         if tx.send(Frame::Opened(opened)).await.is_err() {
             tx.unroute(stream);
@@ -407,16 +408,18 @@ impl Live {
         info!(channel = %name, session, "publisher started");
         let tx = tx.clone();
         Ok(tokio::spawn(async move {
-            let why = relay(&mut guard, chunks, &evict, max_payload).await;
+            let why = relay(&mut guard, &mut chunks, &evict, max_payload).await;
             if why == RelayEnd::Evicted {
                 drop(guard);
-                tx.unroute(stream);
                 let close = Frame::Close {
                     stream,
                     code: ErrorCode::Busy,
                     message: format!("{name} was taken over by another publisher"),
                 };
                 let _ = tokio::time::timeout(EVICTED_CLOSE_WAIT, tx.send(close)).await;
+                // What it sent before it heard is discarded here, not taken for a protocol
+                // error on its connection; the route ends with its stream or connection.
+                while chunks.recv().await.is_some() {}
             }
         }))
     }
@@ -638,7 +641,7 @@ enum RelayEnd {
 
 async fn relay(
     guard: &mut Relaying,
-    mut chunks: mpsc::Receiver<ChunkResult>,
+    chunks: &mut mpsc::Receiver<ChunkResult>,
     evict: &CancellationToken,
     max_payload: usize,
 ) -> RelayEnd {

@@ -178,14 +178,17 @@ pub(crate) struct Metrics {
     requests_limited: Counter,
     live_channels: Gauge,
     live_viewers: Gauge,
+    live_evicted: Counter,
 }
 
-/// The gauges the live-channel registry keeps up to date itself.
+/// The metrics the live-channel registry keeps up to date itself.
 pub(crate) struct LiveGauges {
     /// Entries in the channel table.
     pub(crate) channels: Gauge,
     /// Subscriptions running, waiting ones included.
     pub(crate) viewers: Gauge,
+    /// Publishers replaced by a new publisher of their channel.
+    pub(crate) evicted: Counter,
 }
 
 impl Metrics {
@@ -209,6 +212,7 @@ impl Metrics {
             requests_limited: Counter::default(),
             live_channels: Gauge::default(),
             live_viewers: Gauge::default(),
+            live_evicted: Counter::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -284,6 +288,11 @@ impl Metrics {
             "Subscriptions to live channels and call tracks now, those waiting for a publisher \
              included",
             m.live_viewers.clone(),
+        );
+        r.register(
+            "live_publishers_evicted",
+            "Live publishers replaced by a new publisher of their channel (a takeover)",
+            m.live_evicted.clone(),
         );
         for t in [Transport::Tcp, Transport::Quic] {
             let _ = m.connections_open.get_or_create(&t.label());
@@ -364,6 +373,7 @@ impl Metrics {
         LiveGauges {
             channels: self.live_channels.clone(),
             viewers: self.live_viewers.clone(),
+            evicted: self.live_evicted.clone(),
         }
     }
 
@@ -514,6 +524,7 @@ mod tests {
             "chunkcast_connections_dropped_total{reason=\"write_stall\"} 0",
             "chunkcast_live_channels 0",
             "chunkcast_live_viewers 0",
+            "chunkcast_live_publishers_evicted_total 0",
         ] {
             assert!(text.contains(want), "{want} missing from\n{text}");
         }
