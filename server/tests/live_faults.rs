@@ -474,6 +474,76 @@ async fn a_new_publisher_takes_over_and_the_viewer_carries_on() {
     .unwrap();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_evicted_publisher_is_told_and_its_connection_stays_usable() {
+    tokio::time::timeout(LIMIT, async {
+        let server = server(|_| {}).await;
+        let channel = "live/evict-raw";
+        let mut a = raw_session(&server).await;
+        let publish = Frame::Publish {
+            request: 1,
+            stream: StreamId(7),
+            channel: channel.to_owned(),
+            codec: Codec::Bytes,
+        };
+        a.write_all(&encoded(&[publish])).await.unwrap();
+        let (frames, _) = read_frames(&mut a, Duration::from_millis(300)).await;
+        assert!(
+            frames
+                .iter()
+                .any(|f| matches!(f, Frame::Opened(o) if o.stream == StreamId(7))),
+            "{frames:?}"
+        );
+        let b = connect(&server, Scheme::Tcp).await;
+        let pb = b.publish(channel, Codec::Bytes).await;
+        assert!(pb.is_ok(), "takeover refused: {:?}", pb.err());
+        // A hears it on its stream, and what it still sends is no protocol error.
+        let chunk = Chunk::new(
+            StreamId(7),
+            0,
+            0,
+            0,
+            0,
+            ChunkFlags::KEY | ChunkFlags::END_OF_UNIT,
+            Bytes::from_static(b"late"),
+        );
+        a.write_all(&encoded(&[
+            Frame::Chunk(chunk),
+            Frame::List {
+                request: 2,
+                prefix: "live/".into(),
+            },
+        ]))
+        .await
+        .unwrap();
+        let (frames, end) = read_frames(&mut a, Duration::from_millis(500)).await;
+        assert_eq!(end, End::Open, "{frames:?}");
+        let close = frames.iter().find_map(|f| match f {
+            Frame::Close {
+                stream,
+                code,
+                message,
+            } => Some((*stream, *code, message.clone())),
+            _ => None,
+        });
+        let (stream, code, message) = close.expect("a CLOSE for the evicted stream");
+        assert_eq!((stream, code), (StreamId(7), ErrorCode::Busy));
+        assert!(message.contains("taken over"), "{message}");
+        assert!(
+            frames
+                .iter()
+                .any(|f| matches!(f, Frame::Catalog(c) if c.request == 2)),
+            "{frames:?}"
+        );
+        drop(pb);
+        drop(a);
+        b.close().await;
+        server.shutdown().await;
+    })
+    .await
+    .unwrap();
+}
+
 /// The answers (by request id) among frames read for `within`.
 async fn errors(sock: &mut TcpStream, within: Duration) -> Vec<(u32, ErrorCode, String)> {
     let (frames, _) = read_frames(sock, within).await;
