@@ -258,6 +258,17 @@ impl ViewerQueue {
         self.video = codec.kind() == MediaKind::Video;
     }
 
+    /// Makes a video viewer start over at the next keyframe that starts a unit: what comes
+    /// before it is skipped (counted as dropped; the viewer sees the gap in `seq`). For a
+    /// viewer joining while the channel has no cached group, or when a new publisher takes
+    /// over mid-group, so that nobody is handed frames it cannot decode. Init chunks still
+    /// pass. Audio and bytes need no keyframe: nothing changes for them.
+    pub fn skip_to_keyframe(&mut self) {
+        if self.video {
+            self.skipping = true;
+        }
+    }
+
     /// Chunks dropped for this viewer so far.
     pub fn drops(&self) -> u64 {
         self.drops
@@ -451,6 +462,34 @@ mod tests {
         assert!(left[0].has(ChunkFlags::KEY), "{:?}", left[0]);
         assert_eq!(left.len() % 2, 0);
         assert!(left.windows(2).all(|w| w[0].seq < w[1].seq));
+    }
+
+    #[test]
+    fn a_viewer_told_to_skip_starts_at_the_next_keyframe_and_init_still_passes() {
+        let mut ch = Channel::new(Config::default());
+        ch.begin(video());
+        let mut q = ViewerQueue::new(Config::default(), Some(video()), StreamId(2));
+        q.skip_to_keyframe();
+        let init = Chunk::new(StreamId(9), 0, 0, 0, 0, ChunkFlags::INIT, Bytes::new());
+        q.push(&ch.ingest(init, StreamId(1))).unwrap();
+        // Frames 3 and 4 are mid-group; 5 is a keyframe.
+        for n in 3..7 {
+            for c in frame(n, 10) {
+                q.push(&ch.ingest(c, StreamId(1))).unwrap();
+            }
+        }
+        let got: Vec<Chunk> = std::iter::from_fn(|| q.pop()).collect();
+        assert!(got[0].has(ChunkFlags::INIT));
+        assert!(got[1].has(ChunkFlags::KEY), "{:?}", got[1]);
+        assert_eq!(got[1].pts_us, 5 * 40_000);
+        assert_eq!(got.len(), 1 + 4, "init, then frames 5 and 6");
+        assert_eq!(q.drops(), 4);
+        // Audio never waits for a keyframe.
+        let mut a = ViewerQueue::new(Config::default(), None, StreamId(2));
+        a.skip_to_keyframe();
+        a.push(&ch.ingest(frame(7, 10)[0].clone(), StreamId(1)))
+            .unwrap();
+        assert_eq!(a.len(), 1);
     }
 
     #[test]

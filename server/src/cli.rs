@@ -92,6 +92,11 @@ pub struct Args {
     #[arg(long, value_name = "N", default_value_t = default_limits().max_requests_per_sec,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_requests_per_sec: u32,
+    /// Milliseconds a live channel whose publisher went away without ending it is kept for a
+    /// returning publisher, which then continues its numbering; 0: removed at once.
+    #[arg(long, value_name = "MS",
+          default_value_t = default_limits().live_linger.as_millis() as u64)]
+    pub live_linger_ms: u64,
 }
 
 impl Args {
@@ -117,6 +122,7 @@ impl Args {
         // In range: clap checked it against MAX_FRAME_BYTES.
         l.wire.max_frame_len = self.max_frame_bytes as u32;
         l.max_requests_per_sec = self.max_requests_per_sec;
+        l.live_linger = std::time::Duration::from_millis(self.live_linger_ms);
         c
     }
 }
@@ -141,6 +147,7 @@ mod tests {
         assert_eq!(c.limits.idle_timeout, d.idle_timeout);
         assert_eq!(c.limits.wire, d.wire);
         assert_eq!(c.limits.max_requests_per_sec, d.max_requests_per_sec);
+        assert_eq!(c.limits.live_linger, d.live_linger);
         assert_eq!(c.metrics, None);
         assert_eq!(c.web, None);
     }
@@ -156,6 +163,7 @@ mod tests {
             "--idle-timeout-ms=2500",
             "--max-frame-bytes=65536",
             "--max-requests-per-sec=7",
+            "--live-linger-ms=250",
             "--metrics=127.0.0.1:9100",
         ])
         .into_config();
@@ -166,6 +174,7 @@ mod tests {
         assert_eq!(l.idle_timeout.as_millis(), 2500);
         assert_eq!(l.wire.max_frame_len, 65536);
         assert_eq!(l.max_requests_per_sec, 7);
+        assert_eq!(l.live_linger.as_millis(), 250);
         assert_eq!(c.metrics, Some("127.0.0.1:9100".parse().unwrap()));
     }
 

@@ -28,6 +28,11 @@ pub struct Limits {
     /// with bursts of as many; one over gets a busy `ERROR`, and a connection that gets more
     /// than this many such refusals within about a second is closed.
     pub max_requests_per_sec: u32,
+    /// Time a live channel whose publisher went away without ending it (and that nobody
+    /// watches or waits for) is kept, so that a restarting publisher finds its viewers'
+    /// numbering (`seq`, `pts_us`) where it left it. Ended channels and channels that never
+    /// had a publisher go as soon as nobody uses them.
+    pub live_linger: Duration,
     /// Frame limits (frame, string and list sizes) on what clients send. `max_frame_len` also
     /// caps the payload of the chunks the server sends.
     pub wire: WireLimits,
@@ -49,6 +54,9 @@ impl Default for Limits {
             // A player or `get` makes a handful of requests per connection; 50 per second
             // leaves room for scripted listings while a flood costs the server little.
             max_requests_per_sec: 50,
+            // Long enough for a publisher's supervisor to restart it, short enough that
+            // abandoned names free their slot in the channel table quickly.
+            live_linger: Duration::from_secs(10),
             wire: WireLimits::default(),
         }
     }

@@ -48,14 +48,16 @@ pub(crate) struct Shared {
 impl Shared {
     /// The state for a server with `config` serving `library`.
     pub(crate) fn new(config: Config, library: Library) -> Self {
+        let metrics = Arc::new(Metrics::new());
+        let linger = config.limits.live_linger;
         Self {
             library: Arc::new(library),
             next_session: AtomicU64::new(1),
             draining: CancellationToken::new(),
             stop: CancellationToken::new(),
-            live: Arc::new(Live::new(Default::default())),
+            live: Arc::new(Live::new(Default::default(), linger, metrics.live_gauges())),
             epoch: std::time::Instant::now(),
-            metrics: Arc::new(Metrics::new()),
+            metrics,
             config,
         }
     }
@@ -166,11 +168,31 @@ enum Flow {
     Abort,
 }
 
+/// What a stream's task does, which decides how it ends with its connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// Sends a file: may finish after the client stopped sending (a half-closed client may
+    /// still be reading).
+    File,
+    /// Sends a live channel (or waits for its publisher): aborted as soon as the client is
+    /// gone, since a live stream never finishes on its own.
+    Viewer,
+    /// Relays a publisher's chunks: never aborted by the connection, whose end closes the
+    /// route the task reads from; the task then relays what had arrived and ends.
+    Publisher,
+}
+
+/// A stream's task.
+struct Running {
+    task: JoinHandle<()>,
+    kind: Kind,
+}
+
 struct Conn {
     shared: Arc<Shared>,
     tx: LinkTx,
     est: Established,
-    streams: HashMap<StreamId, JoinHandle<()>>,
+    streams: HashMap<StreamId, Running>,
     rate: RateLimit,
 }
 
@@ -181,7 +203,7 @@ impl Conn {
         let mut keepalive = Keepalive::new(now, self.shared.epoch, DEFAULT_PING_INTERVAL, idle);
         let mut out = BytesMut::new();
         let flow = loop {
-            self.streams.retain(|_, h| !h.is_finished());
+            self.streams.retain(|_, r| !r.task.is_finished());
             let wake = Instant::from_std(keepalive.poll_timeout());
             let flow = tokio::select! {
                 frame = rx.recv() => match frame {
@@ -216,17 +238,30 @@ impl Conn {
         if self.shared.stop.is_cancelled() {
             self.goodbye(ErrorCode::None, "server shutting down").await;
         }
-        if flow == Flow::Abort {
-            for (_, h) in self.streams.drain() {
-                h.abort();
+        // Live viewers never finish: the client that asked for them is gone (or is being
+        // dropped), so they go now, whatever the flow; their tasks' guards detach them.
+        // Publishers' routes close so that their relays finish with what has arrived.
+        let tx = self.tx.clone();
+        self.streams.retain(|&stream, r| match r.kind {
+            Kind::File if flow == Flow::Abort => {
+                r.task.abort();
+                false
             }
-        }
-        // Let running streams finish (they hold their own link handle), for at most the idle
-        // timeout: a stream waiting on something that will not come (a live channel without
-        // a publisher) must not hold the connection forever.
+            Kind::File => true,
+            Kind::Viewer => {
+                r.task.abort();
+                false
+            }
+            Kind::Publisher => {
+                tx.unroute(stream);
+                false
+            }
+        });
+        // Let running file streams finish (they hold their own link handle), for at most the
+        // idle timeout: a half-closed client may still be reading.
         let finish = async {
-            for (_, h) in self.streams.iter_mut() {
-                let _ = h.await;
+            for r in self.streams.values_mut() {
+                let _ = (&mut r.task).await;
             }
         };
         if tokio::time::timeout(idle, finish).await.is_err() {
@@ -235,8 +270,8 @@ impl Conn {
                 "streams still running after the client left"
             );
         }
-        for (_, h) in self.streams.drain() {
-            h.abort();
+        for (_, r) in self.streams.drain() {
+            r.task.abort();
         }
     }
 
@@ -350,26 +385,8 @@ impl Conn {
                 }
             }
             Frame::Open(open) => {
-                if self.shared.draining.is_cancelled() {
-                    return self
-                        .error(open.request, ErrorCode::Busy, "server is shutting down")
-                        .await;
-                }
-                if self.streams.len() >= self.shared.config.limits.max_streams_per_connection {
-                    let msg = format!(
-                        "too many streams on one connection (limit {})",
-                        self.shared.config.limits.max_streams_per_connection
-                    );
-                    return self.error(open.request, ErrorCode::Busy, msg).await;
-                }
-                if self.streams.contains_key(&open.stream) {
-                    return self
-                        .error(
-                            open.request,
-                            ErrorCode::BadRequest,
-                            "stream id already in use",
-                        )
-                        .await;
+                if let Err((code, msg)) = self.admit(open.stream) {
+                    return self.error(open.request, code, msg).await;
                 }
                 let lz4 = open.compress && self.est.caps.contains(Caps::LZ4);
                 let digest_at_end = self.est.caps.contains(Caps::DIGEST_AT_END);
@@ -402,12 +419,18 @@ impl Conn {
                         }
                     }
                 }));
-                self.streams.insert(stream, task);
+                let kind = Kind::File;
+                self.streams.insert(stream, Running { task, kind });
                 true
             }
             Frame::Close { stream, .. } => {
-                if let Some(h) = self.streams.remove(&stream) {
-                    h.abort();
+                if let Some(r) = self.streams.remove(&stream) {
+                    if r.kind == Kind::Publisher {
+                        // A publisher that cancels is lost, unless its end already came.
+                        self.tx.unroute(stream);
+                    } else {
+                        r.task.abort();
+                    }
                 }
                 true
             }
@@ -417,6 +440,9 @@ impl Conn {
                 channel,
                 codec,
             } => {
+                if let Err((code, msg)) = self.admit(stream) {
+                    return self.error(request, code, msg).await;
+                }
                 let max_payload = self.shared.config.limits.wire.max_payload();
                 let live = self.shared.live.clone();
                 let session = self.est.session_id;
@@ -427,7 +453,11 @@ impl Conn {
                     channel: &channel,
                 };
                 match live.publish(&self.tx, at, codec, max_payload).await {
-                    Ok(()) => true,
+                    Ok(task) => {
+                        let kind = Kind::Publisher;
+                        self.streams.insert(stream, Running { task, kind });
+                        true
+                    }
                     Err(r) => self.send(live::refusal(request, r)).await,
                 }
             }
@@ -436,10 +466,8 @@ impl Conn {
                 stream,
                 channel,
             } => {
-                if self.streams.contains_key(&stream) {
-                    return self
-                        .error(request, ErrorCode::BadRequest, "stream id already in use")
-                        .await;
+                if let Err((code, msg)) = self.admit(stream) {
+                    return self.error(request, code, msg).await;
                 }
                 let live = self.shared.live.clone();
                 let session = self.est.session_id;
@@ -449,9 +477,10 @@ impl Conn {
                     stream,
                     channel: &channel,
                 };
-                match live.subscribe(self.tx.clone(), at).await {
+                match live.subscribe(self.tx.clone(), at) {
                     Ok(task) => {
-                        self.streams.insert(stream, task);
+                        let kind = Kind::Viewer;
+                        self.streams.insert(stream, Running { task, kind });
                         true
                     }
                     Err(r) => self.send(live::refusal(request, r)).await,
@@ -470,6 +499,23 @@ impl Conn {
                 false
             }
         }
+    }
+
+    /// Whether a new stream (`OPEN`, `PUBLISH` or `SUBSCRIBE`) may start on `stream`: not
+    /// while draining, not past the per-connection limit, not on an id in use.
+    fn admit(&self, stream: StreamId) -> Result<(), (ErrorCode, String)> {
+        if self.shared.draining.is_cancelled() {
+            return Err((ErrorCode::Busy, "server is shutting down".into()));
+        }
+        let limit = self.shared.config.limits.max_streams_per_connection;
+        if self.streams.len() >= limit {
+            let msg = format!("too many streams on one connection (limit {limit})");
+            return Err((ErrorCode::Busy, msg));
+        }
+        if self.streams.contains_key(&stream) {
+            return Err((ErrorCode::BadRequest, "stream id already in use".into()));
+        }
+        Ok(())
     }
 
     async fn send_catalog(

@@ -5,24 +5,46 @@
 //! every viewer's bounded queue; pushing never waits, so a slow viewer cannot slow the
 //! publisher or the other viewers. Each viewer has a task that drains its queue into its own
 //! connection, at its own pace.
+//!
+//! Lifecycle. Every user of a channel (a publisher's relay task, a subscriber's task, waiting
+//! or attached) holds a drop guard, so that an aborted task lets go of the channel as surely as
+//! one that returns. When the last one lets go, the channel leaves the table: at once if it
+//! never had a publisher or its publisher ended it, after [`Limits::live_linger`] if its
+//! publisher was lost (so that a restarting publisher continues the channel's `seq` and
+//! `pts_us`). Only channels that have had a publisher count against [`MAX_CHANNELS`]; the ones
+//! subscribers wait for are bounded by the connections and streams they hold.
+//!
+//! [`Limits::live_linger`]: crate::config::Limits::live_linger
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
 
 use chunkcast_protocol::fanout::{Channel, Config as FanoutConfig, Fanned, Lagged, ViewerQueue};
 use chunkcast_protocol::net::LinkTx;
 use chunkcast_protocol::net::link::ChunkResult;
 use chunkcast_protocol::wire::{Entry, ErrorFrame, FileDigest, Frame, Opened};
 use chunkcast_protocol::{ChunkFlags, Codec, ErrorCode, StreamId, compress};
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::{Notify, mpsc};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
-/// Channels that may exist at once.
+use crate::metrics::LiveGauges;
+
+/// Channels that have a publisher, or had one and linger, at once.
 pub(crate) const MAX_CHANNELS: usize = 256;
-/// Viewers one channel may have.
+/// Viewers one channel may have, waiting subscribers included.
 pub(crate) const MAX_VIEWERS: usize = 1024;
+/// Call rooms one connection may hold seats in: a call takes one, and a connection naming
+/// room after room must not fill the room table while it lives.
+const MAX_ROOMS_PER_CONNECTION: usize = 4;
 /// Chunks buffered from a publisher's link before its reader waits.
 const PUBLISH_QUEUE: usize = 64;
+/// Time an evicted publisher's connection has to take the `CLOSE` that tells it so.
+const EVICTED_CLOSE_WAIT: Duration = Duration::from_secs(5);
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -31,8 +53,19 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// The registry of channels and rooms.
 pub(crate) struct Live {
     config: FanoutConfig,
-    channels: Mutex<HashMap<String, Arc<Hub>>>,
+    linger: Duration,
+    /// Lock order: this before any hub's state.
+    table: Mutex<Table>,
     rooms: Mutex<HashMap<String, [Option<u64>; 2]>>,
+    gauges: LiveGauges,
+    next_publisher: AtomicU64,
+}
+
+#[derive(Default)]
+struct Table {
+    hubs: HashMap<String, Arc<Hub>>,
+    /// Hubs counted against [`MAX_CHANNELS`] (see [`HubState::counted`]).
+    published: usize,
 }
 
 struct Hub {
@@ -43,10 +76,32 @@ struct Hub {
 
 struct HubState {
     channel: Channel,
-    publisher: Option<u64>,
+    publisher: Option<Publishing>,
     viewers: Vec<Arc<Viewer>>,
     /// Subscribers waiting for a publisher: viewers too, for listings.
     waiting: u32,
+    /// Has had a publisher: counted against [`MAX_CHANNELS`], and lingers when left.
+    counted: bool,
+    /// The last publisher ended the channel (`END_OF_STREAM`).
+    ended: bool,
+    /// Bumped each time the hub falls idle: a linger timer only removes the hub it was set
+    /// for if nobody used it in between.
+    idle_epoch: u64,
+    /// Out of the table: whoever still holds it must not register on it.
+    removed: bool,
+}
+
+impl HubState {
+    fn idle(&self) -> bool {
+        self.publisher.is_none() && self.viewers.is_empty() && self.waiting == 0
+    }
+}
+
+/// The publisher a hub relays now.
+struct Publishing {
+    id: u64,
+    /// Cancelled when another publisher takes the channel over.
+    evict: CancellationToken,
 }
 
 struct Viewer {
@@ -74,11 +129,16 @@ pub(crate) struct Request<'a> {
 pub(crate) type Refusal = (ErrorCode, String);
 
 impl Live {
-    pub(crate) fn new(config: FanoutConfig) -> Self {
+    /// A registry whose channels linger `linger` after their publisher is lost, keeping
+    /// `gauges` up to date.
+    pub(crate) fn new(config: FanoutConfig, linger: Duration, gauges: LiveGauges) -> Self {
         Self {
             config,
-            channels: Mutex::default(),
+            linger,
+            table: Mutex::default(),
             rooms: Mutex::default(),
+            gauges,
+            next_publisher: AtomicU64::new(1),
         }
     }
 
@@ -109,6 +169,19 @@ impl Live {
                 if !rooms.contains_key(*room) && rooms.len() >= MAX_CHANNELS {
                     return Err((ErrorCode::Busy, "too many call rooms".into()));
                 }
+                let held = rooms
+                    .iter()
+                    .filter(|(r, slots)| r.as_str() != *room && slots.contains(&Some(session)))
+                    .count();
+                let seated = rooms.get(*room).is_some_and(|s| s.contains(&Some(session)));
+                if !seated && held >= MAX_ROOMS_PER_CONNECTION {
+                    return Err((
+                        ErrorCode::Busy,
+                        format!(
+                            "this connection is in {held} call rooms already (limit {MAX_ROOMS_PER_CONNECTION})"
+                        ),
+                    ));
+                }
                 let slots = rooms.entry((*room).to_owned()).or_default();
                 let mine = match slots.iter().position(|s| *s == Some(session)) {
                     Some(i) => i,
@@ -132,16 +205,11 @@ impl Live {
         }
     }
 
-    fn hub(&self, name: &str) -> Result<Arc<Hub>, Refusal> {
-        let mut channels = lock(&self.channels);
-        if let Some(h) = channels.get(name) {
-            return Ok(h.clone());
-        }
-        if channels.len() >= MAX_CHANNELS {
-            return Err((
-                ErrorCode::Busy,
-                format!("too many live channels (limit {MAX_CHANNELS})"),
-            ));
+    /// The hub called `name`, created if missing. Creating costs no [`MAX_CHANNELS`] slot:
+    /// the first publisher takes one.
+    fn entry(&self, table: &mut Table, name: &str) -> Arc<Hub> {
+        if let Some(h) = table.hubs.get(name) {
+            return h.clone();
         }
         let hub = Arc::new(Hub {
             name: name.to_owned(),
@@ -150,17 +218,92 @@ impl Live {
                 publisher: None,
                 viewers: Vec::new(),
                 waiting: 0,
+                counted: false,
+                ended: false,
+                idle_epoch: 0,
+                removed: false,
             }),
             published: Notify::new(),
         });
-        channels.insert(name.to_owned(), hub.clone());
-        Ok(hub)
+        table.hubs.insert(name.to_owned(), hub.clone());
+        self.gauges.channels.set(table.hubs.len() as i64);
+        hub
+    }
+
+    /// Decides the fate of a hub nobody may be using, with the table and its state locked:
+    /// removed now, or left to linger (the epoch its timer must find unchanged).
+    fn settle(&self, table: &mut Table, hub: &Arc<Hub>, s: &mut HubState) -> Option<u64> {
+        if s.removed || !s.idle() {
+            return None;
+        }
+        if s.counted && !s.ended && !self.linger.is_zero() {
+            s.idle_epoch += 1;
+            return Some(s.idle_epoch);
+        }
+        self.remove(table, hub, s);
+        None
+    }
+
+    fn remove(&self, table: &mut Table, hub: &Arc<Hub>, s: &mut HubState) {
+        if table
+            .hubs
+            .get(&hub.name)
+            .is_some_and(|h| Arc::ptr_eq(h, hub))
+        {
+            table.hubs.remove(&hub.name);
+        }
+        s.removed = true;
+        if s.counted {
+            table.published -= 1;
+        }
+        self.gauges.channels.set(table.hubs.len() as i64);
+        debug!(channel = %hub.name, "channel removed");
+    }
+
+    /// Someone let go of `hub`: removes it, or sets its linger timer, if nobody uses it now.
+    fn release(self: &Arc<Self>, hub: &Arc<Hub>) {
+        let epoch = {
+            let mut table = lock(&self.table);
+            let mut s = lock(&hub.state);
+            self.settle(&mut table, hub, &mut s)
+        };
+        if let Some(epoch) = epoch {
+            self.linger(hub, epoch);
+        }
+    }
+
+    /// Removes `hub` after the linger unless it is used again meanwhile.
+    fn linger(self: &Arc<Self>, hub: &Arc<Hub>, epoch: u64) {
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            // No runtime left to wait on (shutting down): nothing will come back for it.
+            let mut table = lock(&self.table);
+            let mut s = lock(&hub.state);
+            if !s.removed && s.idle() {
+                self.remove(&mut table, hub, &mut s);
+            }
+            return;
+        };
+        let live = Arc::downgrade(self);
+        let hub = hub.clone();
+        let linger = self.linger;
+        rt.spawn(async move {
+            tokio::time::sleep(linger).await;
+            let Some(live) = Weak::upgrade(&live) else {
+                return;
+            };
+            let mut table = lock(&live.table);
+            let mut s = lock(&hub.state);
+            if !s.removed && s.idle() && s.idle_epoch == epoch {
+                live.remove(&mut table, &hub, &mut s);
+            }
+        });
     }
 
     /// The channels under `live/`, with their viewer counts.
     pub(crate) fn list(&self) -> Vec<Entry> {
-        let channels = lock(&self.channels);
-        let mut out: Vec<Entry> = channels
+        let table = lock(&self.table);
+        let mut out: Vec<Entry> = table
+            .hubs
             .values()
             .filter(|h| h.name.starts_with("live/"))
             .map(|h| {
@@ -191,14 +334,18 @@ impl Live {
         rooms.retain(|_, s| s.iter().any(Option::is_some));
     }
 
-    /// Starts relaying a publisher. `chunks` is the route of its stream on its connection.
+    /// Starts relaying a publisher; the returned task relays until the publisher ends the
+    /// stream, its route closes (its connection went away, or it cancelled), or another
+    /// publisher takes the channel over. A publisher of a channel that already has one takes
+    /// it over: the server has one credential (its token, or none), so whoever may publish may
+    /// replace a publisher that crashed and whose connection has not timed out yet.
     pub(crate) async fn publish(
         self: &Arc<Self>,
         tx: &LinkTx,
         at: Request<'_>,
         codec: Codec,
         max_payload: usize,
-    ) -> Result<(), Refusal> {
+    ) -> Result<JoinHandle<()>, Refusal> {
         let Request {
             session,
             request,
@@ -206,39 +353,85 @@ impl Live {
             channel,
         } = at;
         let name = self.hub_name(channel, session, true)?;
-        let hub = self.hub(&name)?;
-        {
+        let id = self.next_publisher.fetch_add(1, Ordering::Relaxed);
+        let evict = CancellationToken::new();
+        let hub = {
+            let mut table = lock(&self.table);
+            let hub = self.entry(&mut table, &name);
             let mut s = lock(&hub.state);
-            if s.publisher.is_some() {
-                return Err((
-                    ErrorCode::Busy,
-                    format!("{channel} already has a publisher"),
-                ));
+            if !s.counted {
+                if table.published >= MAX_CHANNELS {
+                    self.settle(&mut table, &hub, &mut s);
+                    return Err((
+                        ErrorCode::Busy,
+                        format!("too many live channels (limit {MAX_CHANNELS})"),
+                    ));
+                }
+                s.counted = true;
+                table.published += 1;
             }
-            s.publisher = Some(session);
+            if let Some(old) = s.publisher.take() {
+                info!(channel = %name, session, "a new publisher takes over");
+                old.evict.cancel();
+                self.gauges.evicted.inc();
+            }
+            s.publisher = Some(Publishing {
+                id,
+                evict: evict.clone(),
+            });
+            s.ended = false;
             s.channel.begin(codec);
             for v in &s.viewers {
-                lock(&v.queue).set_codec(codec);
+                // Viewers of a publisher just replaced stay, and go on at the new one's first
+                // keyframe.
+                let mut q = lock(&v.queue);
+                q.set_codec(codec);
+                q.skip_to_keyframe();
             }
-        }
+            drop(s);
+            hub
+        };
         hub.published.notify_waiters();
-        let chunks = tx.route(stream, PUBLISH_QUEUE);
+        // From here on, however this ends, the guard gives the channel back.
+        let mut guard = Relaying {
+            live: self.clone(),
+            hub,
+            id,
+            ended: false,
+        };
+        let mut chunks = tx.route(stream, PUBLISH_QUEUE);
         let opened = live_opened(request, stream, codec, (0, 0), max_payload as u32);
         if tx.send(Frame::Opened(opened)).await.is_err() {
-            lock(&hub.state).publisher = None;
-            return Ok(());
+            tx.unroute(stream);
+            return Err((ErrorCode::Internal, "connection lost".into()));
         }
         info!(channel = %name, session, "publisher started");
-        tokio::spawn(relay(hub, chunks, max_payload));
-        Ok(())
+        let tx = tx.clone();
+        Ok(tokio::spawn(async move {
+            let why = relay(&mut guard, &mut chunks, &evict, max_payload).await;
+            if why == RelayEnd::Evicted {
+                drop(guard);
+                let close = Frame::Close {
+                    stream,
+                    code: ErrorCode::Busy,
+                    message: format!("{name} was taken over by another publisher"),
+                };
+                let _ = tokio::time::timeout(EVICTED_CLOSE_WAIT, tx.send(close)).await;
+                // What it sent before it heard is discarded here, not taken for a protocol
+                // error on its connection; the route ends with its stream or connection.
+                while chunks.recv().await.is_some() {}
+            }
+        }))
     }
 
-    /// Starts sending a channel to a viewer on `stream`, from the latest keyframe.
-    pub(crate) async fn subscribe(
+    /// Starts sending a channel to a viewer on `stream`, from the latest keyframe. The task
+    /// waits for a publisher if there is none yet; aborting it at any point lets go of the
+    /// channel.
+    pub(crate) fn subscribe(
         self: &Arc<Self>,
         tx: LinkTx,
         at: Request<'_>,
-    ) -> Result<tokio::task::JoinHandle<()>, Refusal> {
+    ) -> Result<JoinHandle<()>, Refusal> {
         let Request {
             session,
             request,
@@ -246,19 +439,31 @@ impl Live {
             channel,
         } = at;
         let name = self.hub_name(channel, session, false)?;
-        let hub = self.hub(&name)?;
-        if lock(&hub.state).viewers.len() >= MAX_VIEWERS {
-            return Err((
-                ErrorCode::Busy,
-                format!("{channel} has its maximum of {MAX_VIEWERS} viewers"),
-            ));
-        }
+        let hub = {
+            let mut table = lock(&self.table);
+            let hub = self.entry(&mut table, &name);
+            let mut s = lock(&hub.state);
+            if s.viewers.len() + s.waiting as usize >= MAX_VIEWERS {
+                self.settle(&mut table, &hub, &mut s);
+                return Err((
+                    ErrorCode::Busy,
+                    format!("{channel} has its maximum of {MAX_VIEWERS} viewers"),
+                ));
+            }
+            s.waiting += 1;
+            drop(s);
+            hub
+        };
+        let waiting = Waiting {
+            live: self.clone(),
+            hub: hub.clone(),
+        };
+        let counted = Counted::new(&self.gauges.viewers);
+        let live = self.clone();
         let config = self.config;
         Ok(tokio::spawn(async move {
-            // Wait for a publisher, if there is none yet.
-            lock(&hub.state).waiting += 1;
-            let waiting = WaitGuard(&hub);
-            let (viewer, opened) = loop {
+            let _counted = counted;
+            let (attached, opened) = loop {
                 let published = hub.published.notified();
                 {
                     let mut s = lock(&hub.state);
@@ -268,51 +473,127 @@ impl Live {
                         let start_seq = backlog
                             .first()
                             .map_or(s.channel.next_seq(), |f| f.chunk.seq);
+                        if backlog.iter().all(|f| f.chunk.has(ChunkFlags::INIT)) {
+                            // No group cached to start with: start at the next keyframe.
+                            q.skip_to_keyframe();
+                        }
                         for f in &backlog {
                             let _ = q.push(f);
                         }
-                        let v = Arc::new(Viewer {
+                        let viewer = Arc::new(Viewer {
                             queue: Mutex::new(q),
                             ready: Notify::new(),
                             end: Mutex::new(None),
                         });
-                        s.viewers.push(v.clone());
+                        s.viewers.push(viewer.clone());
+                        let attached = Attached {
+                            live: live.clone(),
+                            hub: hub.clone(),
+                            viewer,
+                        };
                         let start_offset = backlog.first().map_or(0, |f| f.chunk.offset);
                         let start = (start_seq, start_offset);
                         let opened = live_opened(request, stream, codec, start, 0);
-                        break (v, opened);
+                        break (attached, opened);
                     }
                 }
                 published.await;
             };
+            // Attached before no longer waiting: the channel is never idle in between.
             drop(waiting);
-            serve_viewer(&hub, &tx, viewer, opened).await;
+            serve_viewer(&tx, &attached.viewer, opened).await;
         }))
     }
 }
 
-/// Counts a subscriber as waiting until dropped (also when its task is aborted).
-struct WaitGuard<'a>(&'a Hub);
+/// Holds a gauge up by one while alive.
+struct Counted(Gauge);
 
-impl Drop for WaitGuard<'_> {
-    fn drop(&mut self) {
-        let mut s = lock(&self.0.state);
-        s.waiting = s.waiting.saturating_sub(1);
+impl Counted {
+    fn new(gauge: &Gauge) -> Self {
+        gauge.inc();
+        Self(gauge.clone())
     }
 }
 
-async fn serve_viewer(hub: &Hub, tx: &LinkTx, viewer: Arc<Viewer>, opened: Opened) {
-    let stream = opened.stream;
-    let detach = || {
-        lock(&hub.state)
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// Counts a subscriber as waiting until dropped (also when its task is aborted).
+struct Waiting {
+    live: Arc<Live>,
+    hub: Arc<Hub>,
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        {
+            let mut s = lock(&self.hub.state);
+            s.waiting = s.waiting.saturating_sub(1);
+        }
+        self.live.release(&self.hub);
+    }
+}
+
+/// A viewer on a hub's list until dropped (also when its task is aborted).
+struct Attached {
+    live: Arc<Live>,
+    hub: Arc<Hub>,
+    viewer: Arc<Viewer>,
+}
+
+impl Drop for Attached {
+    fn drop(&mut self) {
+        lock(&self.hub.state)
             .viewers
-            .retain(|v| !Arc::ptr_eq(v, &viewer))
-    };
+            .retain(|v| !Arc::ptr_eq(v, &self.viewer));
+        self.live.release(&self.hub);
+    }
+}
+
+/// A publisher's hold on its hub until dropped (also when its task is aborted): unless the
+/// publisher ended the channel or was replaced, its viewers are told it was lost.
+struct Relaying {
+    live: Arc<Live>,
+    hub: Arc<Hub>,
+    id: u64,
+    /// Nothing to tell viewers: the channel was ended, or never started.
+    ended: bool,
+}
+
+impl Drop for Relaying {
+    fn drop(&mut self) {
+        {
+            let mut s = lock(&self.hub.state);
+            if s.publisher.as_ref().is_some_and(|p| p.id == self.id) {
+                s.publisher = None;
+                if !self.ended {
+                    for v in s.viewers.drain(..) {
+                        v.close(
+                            ErrorCode::PublisherLost,
+                            format!(
+                                "the publisher of {} went away; it may come back",
+                                self.hub.name
+                            ),
+                        );
+                    }
+                }
+            }
+        }
+        self.live.release(&self.hub);
+    }
+}
+
+async fn serve_viewer(tx: &LinkTx, viewer: &Viewer, opened: Opened) {
+    let stream = opened.stream;
     if tx.send(Frame::Opened(opened)).await.is_err() {
-        return detach();
+        return;
     }
     let Ok(mut media) = tx.open_media().await else {
-        return detach();
+        return;
     };
     loop {
         let ready = viewer.ready.notified();
@@ -321,11 +602,11 @@ async fn serve_viewer(hub: &Hub, tx: &LinkTx, viewer: Arc<Viewer>, opened: Opene
             Some(chunk) => {
                 let last = chunk.has(ChunkFlags::END_OF_STREAM);
                 if media.send(chunk).await.is_err() {
-                    break;
+                    return;
                 }
                 if last {
                     let _ = media.finish().await;
-                    break;
+                    return;
                 }
             }
             None => {
@@ -339,57 +620,71 @@ async fn serve_viewer(hub: &Hub, tx: &LinkTx, viewer: Arc<Viewer>, opened: Opene
                             message,
                         })
                         .await;
-                    break;
+                    return;
                 }
                 ready.await;
             }
         }
     }
-    detach();
 }
 
-async fn relay(hub: Arc<Hub>, mut chunks: mpsc::Receiver<ChunkResult>, max_payload: usize) {
-    let mut ended = false;
-    while let Some(item) = chunks.recv().await {
+/// Why a relay stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RelayEnd {
+    /// The publisher sent `END_OF_STREAM`.
+    Ended,
+    /// The route closed without one: the publisher is lost.
+    Lost,
+    /// Another publisher took the channel over.
+    Evicted,
+}
+
+async fn relay(
+    guard: &mut Relaying,
+    chunks: &mut mpsc::Receiver<ChunkResult>,
+    evict: &CancellationToken,
+    max_payload: usize,
+) -> RelayEnd {
+    let hub = guard.hub.clone();
+    let why = loop {
+        let item = tokio::select! {
+            biased;
+            () = evict.cancelled() => break RelayEnd::Evicted,
+            item = chunks.recv() => item,
+        };
+        let Some(item) = item else {
+            break RelayEnd::Lost;
+        };
         let Ok(chunk) = item else { continue }; // corrupted in transit: dropped, as loss
         let Ok(chunk) = compress::decompress(chunk, max_payload) else {
             continue;
         };
         let eos = chunk.has(ChunkFlags::END_OF_STREAM);
-        {
-            let mut s = lock(&hub.state);
-            let stream = StreamId(0);
-            let fanned = s.channel.ingest(chunk, stream);
-            fan_out(&mut s, &fanned);
-            if eos {
-                let end = s.channel.end_chunk(stream);
-                fan_out(
-                    &mut s,
-                    &Fanned {
-                        chunk: end,
-                        starts_unit: true,
-                    },
-                );
-                s.publisher = None;
-                ended = true;
-            }
-        }
-        if ended {
-            break;
-        }
-    }
-    if !ended {
-        // The publisher's connection went away mid-stream.
         let mut s = lock(&hub.state);
-        s.publisher = None;
-        for v in s.viewers.drain(..) {
-            v.close(
-                ErrorCode::PublisherLost,
-                format!("the publisher of {} went away; it may come back", hub.name),
-            );
+        if s.publisher.as_ref().is_none_or(|p| p.id != guard.id) {
+            // Replaced while this chunk was on its way: it must not reach the channel.
+            break RelayEnd::Evicted;
         }
-    }
-    debug!(channel = %hub.name, "publisher ended");
+        let stream = StreamId(0);
+        let fanned = s.channel.ingest(chunk, stream);
+        fan_out(&mut s, &fanned);
+        if eos {
+            let end = s.channel.end_chunk(stream);
+            fan_out(
+                &mut s,
+                &Fanned {
+                    chunk: end,
+                    starts_unit: true,
+                },
+            );
+            s.publisher = None;
+            s.ended = true;
+            guard.ended = true;
+            break RelayEnd::Ended;
+        }
+    };
+    debug!(channel = %hub.name, ?why, "publisher ended");
+    why
 }
 
 fn fan_out(s: &mut HubState, f: &Fanned) {

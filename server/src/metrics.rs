@@ -176,6 +176,19 @@ pub(crate) struct Metrics {
     streams_open: Gauge,
     streams: Counter,
     requests_limited: Counter,
+    live_channels: Gauge,
+    live_viewers: Gauge,
+    live_evicted: Counter,
+}
+
+/// The metrics the live-channel registry keeps up to date itself.
+pub(crate) struct LiveGauges {
+    /// Entries in the channel table.
+    pub(crate) channels: Gauge,
+    /// Subscriptions running, waiting ones included.
+    pub(crate) viewers: Gauge,
+    /// Publishers replaced by a new publisher of their channel.
+    pub(crate) evicted: Counter,
 }
 
 impl Metrics {
@@ -197,6 +210,9 @@ impl Metrics {
             streams_open: Gauge::default(),
             streams: Counter::default(),
             requests_limited: Counter::default(),
+            live_channels: Gauge::default(),
+            live_viewers: Gauge::default(),
+            live_evicted: Counter::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -260,6 +276,23 @@ impl Metrics {
             "requests_rate_limited",
             "Requests refused because their connection was over its request rate",
             m.requests_limited.clone(),
+        );
+        r.register(
+            "live_channels",
+            "Live channels and call tracks in the channel table now: published, lingering after \
+             their publisher left, or awaited by subscribers",
+            m.live_channels.clone(),
+        );
+        r.register(
+            "live_viewers",
+            "Subscriptions to live channels and call tracks now, those waiting for a publisher \
+             included",
+            m.live_viewers.clone(),
+        );
+        r.register(
+            "live_publishers_evicted",
+            "Live publishers replaced by a new publisher of their channel (a takeover)",
+            m.live_evicted.clone(),
         );
         for t in [Transport::Tcp, Transport::Quic] {
             let _ = m.connections_open.get_or_create(&t.label());
@@ -333,6 +366,15 @@ impl Metrics {
     /// A request was refused for its connection's rate.
     pub(crate) fn request_limited(&self) {
         self.requests_limited.inc();
+    }
+
+    /// Handles on the live-channel gauges, for the registry that maintains them.
+    pub(crate) fn live_gauges(&self) -> LiveGauges {
+        LiveGauges {
+            channels: self.live_channels.clone(),
+            viewers: self.live_viewers.clone(),
+            evicted: self.live_evicted.clone(),
+        }
     }
 
     /// The counters a byte stream adds its traffic to.
@@ -480,6 +522,9 @@ mod tests {
             "chunkcast_streams_total 1",
             "chunkcast_connections_open{transport=\"quic\"} 0",
             "chunkcast_connections_dropped_total{reason=\"write_stall\"} 0",
+            "chunkcast_live_channels 0",
+            "chunkcast_live_viewers 0",
+            "chunkcast_live_publishers_evicted_total 0",
         ] {
             assert!(text.contains(want), "{want} missing from\n{text}");
         }
