@@ -157,9 +157,8 @@ pub struct Player<'s> {
     last_end_us: Option<u64>,
     /// Media time at which the last assembled unit ends.
     last_queued_end_us: Option<u64>,
-    /// When the last chunk arrived (or the stream was opened, or the player woke from a
-    /// pause): bounds a stall.
-    last_arrival: Instant,
+    /// Bounds a stall: nothing arriving for [`STALL`] of this task's running time.
+    stall: StallClock,
     live: Option<Live<'s>>,
 }
 
@@ -259,7 +258,7 @@ impl<'s> Player<'s> {
             units: 0,
             last_end_us: None,
             last_queued_end_us: None,
-            last_arrival: now(),
+            stall: StallClock::new(now()),
             live: None,
         })
     }
@@ -343,7 +342,7 @@ impl<'s> Player<'s> {
         loop {
             let deadline = match self.live.as_ref().and_then(|l| l.waiting.as_ref()) {
                 Some((_, until)) => *until,
-                None => self.last_arrival + STALL,
+                None => self.stall.deadline(),
             };
             let until = match wake {
                 Some(at) if ended => at,
@@ -358,12 +357,10 @@ impl<'s> Player<'s> {
                 item = self.incoming.next(), if !ended && !waiting => ended = self.take(item)?,
                 back = resubscribed(&mut self.live), if waiting => self.resumed(back?)?,
                 () = tokio::time::sleep_until(until.into()) => {
-                    let late = now().saturating_duration_since(until.max(slept_at));
-                    if late > LATE_WAKE {
+                    if self.stall.woke(until.max(slept_at), now()) {
                         // This task was not running (the process was stopped, suspended or
-                        // starved): neither was the receive path, and the time it lost is no
-                        // stall of the server's. Let it deliver what arrived before judging.
-                        self.last_arrival = (self.last_arrival + late).min(now());
+                        // starved): neither was the receive path. Let it deliver what arrived
+                        // before judging a gap.
                         tokio::task::yield_now().await;
                     }
                 }
@@ -411,7 +408,7 @@ impl<'s> Player<'s> {
 
     /// Whether nothing arrived for [`STALL`] while a publisher is there to send.
     fn stalled(&self) -> bool {
-        !self.waiting() && now() >= self.last_arrival + STALL
+        !self.waiting() && self.stall.stalled(now())
     }
 
     /// The error when no publisher came back in time.
@@ -475,7 +472,7 @@ impl<'s> Player<'s> {
         drop(old);
         // A new stream: its first chunk may follow a gap in seq, but starts a unit.
         self.assembler = UnitAssembler::new(self.codec, MAX_UNIT_BYTES);
-        self.last_arrival = now();
+        self.stall.arrived(now());
         if let Some(live) = self.live.as_mut() {
             live.waiting = None;
             if live.notices {
@@ -487,7 +484,8 @@ impl<'s> Player<'s> {
 
     /// Takes one item from the stream; returns whether the stream ended.
     fn take(&mut self, item: Option<Result<Chunk, ClientError>>) -> Result<bool, ClientError> {
-        self.last_arrival = now();
+        let at = now();
+        self.stall.arrived(at);
         match item {
             None => {
                 self.buffer.end_of_stream();
@@ -497,7 +495,7 @@ impl<'s> Player<'s> {
                 self.publisher_lost(e)?;
                 Ok(false)
             }
-            Some(chunk) => self.arrived(chunk?, self.last_arrival),
+            Some(chunk) => self.arrived(chunk?, at),
         }
     }
 
@@ -576,6 +574,48 @@ impl<'s> Player<'s> {
                 Output::Idle => return Ok(None),
             }
         }
+    }
+}
+
+/// When playback gives up on a server that sends nothing: [`STALL`] after the last arrival,
+/// counting only the time this task was running. A process stopped (SIGSTOP, a suspended
+/// laptop) or starved for longer than [`STALL`] finds on waking that its timer fired late;
+/// that time is no silence of the server's, whose media may be waiting in the socket.
+#[derive(Debug, Clone, Copy)]
+struct StallClock {
+    /// The last arrival, moved forward by the time the task was not running since.
+    since: Instant,
+}
+
+impl StallClock {
+    fn new(now: Instant) -> Self {
+        Self { since: now }
+    }
+
+    /// Something arrived at `now`.
+    fn arrived(&mut self, now: Instant) {
+        self.since = self.since.max(now);
+    }
+
+    /// A timer due at `due` fired at `now`; returns whether it fired late (the task was not
+    /// running), in which case the time lost does not count towards a stall.
+    fn woke(&mut self, due: Instant, now: Instant) -> bool {
+        let late = now.saturating_duration_since(due);
+        if late <= LATE_WAKE {
+            return false;
+        }
+        self.since = (self.since + late).min(now);
+        true
+    }
+
+    /// When the stall will be declared, if nothing arrives.
+    fn deadline(&self) -> Instant {
+        self.since + STALL
+    }
+
+    /// Whether nothing arrived for [`STALL`] of running time.
+    fn stalled(&self, now: Instant) -> bool {
+        now >= self.deadline()
     }
 }
 
@@ -680,4 +720,42 @@ pub fn stop_on_ctrl_c(token: CancellationToken) -> tokio::task::JoinHandle<()> {
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn a_stopped_process_is_not_a_stalled_server() {
+        let t0 = Instant::now();
+        let mut stall = StallClock::new(t0);
+        stall.arrived(t0 + 10 * MS);
+        // The process is stopped for 20 s while a 40 ms playout timer is pending: on waking,
+        // that timer fires 20 s late. Before the fix this judged a 20 s stall at once.
+        let woke = t0 + 20_000 * MS;
+        assert!(stall.woke(t0 + 50 * MS, woke));
+        assert!(!stall.stalled(woke), "the stopped time is no stall");
+        // The media queued in the socket meanwhile arrives: playback goes on.
+        stall.arrived(woke + MS);
+        assert!(!stall.stalled(woke + 14_000 * MS));
+        // A server silent for 15 s of running time after that is a stall.
+        assert!(stall.stalled(woke + MS + STALL));
+    }
+
+    #[test]
+    fn a_silent_server_is_a_stall_after_15_s_of_timely_wakes() {
+        let t0 = Instant::now();
+        let mut stall = StallClock::new(t0);
+        // Woken on time every 40 ms (concealing): nothing is excused.
+        let mut now = t0;
+        while !stall.stalled(now) {
+            now += 40 * MS;
+            assert!(!stall.woke(now, now + MS));
+        }
+        assert_eq!(now, t0 + STALL);
+        assert_eq!(stall.deadline(), t0 + STALL);
+    }
 }
