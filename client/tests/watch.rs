@@ -444,6 +444,43 @@ async fn twenty_watch_processes_survive_two_publisher_restarts() {
 
 #[cfg(unix)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_on_a_looping_publish_ends_the_channel_for_its_viewers() {
+    tokio::time::timeout(LIMIT, async {
+        let server = server().await;
+        let viewer = connect(&server, Scheme::Tcp).await;
+        let u = url(&server, Scheme::Tcp, "/live/ended").to_string();
+        let publisher = publish(&u);
+        let mut incoming = viewer.subscribe("live/ended").await.unwrap();
+        let publisher = tokio::task::spawn_blocking(move || {
+            std::thread::sleep(Duration::from_millis(1500));
+            signal(&publisher, "INT");
+            wait_bounded(publisher, Duration::from_secs(10))
+        });
+        let mut chunks = 0u64;
+        let mut last = None;
+        while let Some(c) = incoming.next().await {
+            // Before the fix: `publisher lost`, as if it had crashed.
+            let c = c.unwrap_or_else(|e| panic!("after {chunks} chunks: {e}"));
+            chunks += 1;
+            last = Some(c);
+        }
+        let last = last.expect("chunks");
+        assert!(last.has(chunkcast_protocol::ChunkFlags::END_OF_STREAM));
+        assert!(chunks > 30, "{chunks}");
+        let out = publisher.await.unwrap();
+        assert_eq!(out.status.code(), Some(130), "{}", text(&out.stderr));
+        let err = text(&out.stderr);
+        assert!(err.contains("channel ended"), "{err}");
+        assert!(!err.contains("chunkcast:"), "no error: {err}");
+        viewer.close().await;
+        server.shutdown().await;
+    })
+    .await
+    .expect("within the time limit");
+}
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ctrl_c_on_watch_prints_the_statistics_and_exits_130() {
     tokio::time::timeout(LIMIT, async {
         let server = server().await;
