@@ -29,12 +29,14 @@ fn clip() -> PathBuf {
 
 /// Publishes the clip in a loop on its own connection until the task is aborted, which drops
 /// the connection without ending the channel: the publisher is lost.
-fn publish_until_lost(server: &Server, channel: &str) -> tokio::task::JoinHandle<()> {
-    let (addr, channel) = (url(server, Scheme::Tcp, ""), channel.to_owned());
+async fn publish_until_lost_on(
+    server: &Server,
+    scheme: Scheme,
+    channel: &str,
+) -> tokio::task::JoinHandle<()> {
+    let s = connect(server, scheme).await;
+    let channel = channel.to_owned();
     tokio::spawn(async move {
-        let s = chunkcast::session::Session::connect(&addr, &Default::default())
-            .await
-            .unwrap();
         let opts = PublishOptions {
             looped: true,
             ..Default::default()
@@ -43,49 +45,60 @@ fn publish_until_lost(server: &Server, channel: &str) -> tokio::task::JoinHandle
     })
 }
 
+/// [`publish_until_lost_on`] over TCP.
+async fn publish_until_lost(server: &Server, channel: &str) -> tokio::task::JoinHandle<()> {
+    publish_until_lost_on(server, Scheme::Tcp, channel).await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watch_outlives_its_publisher_and_counts_the_gap() {
     tokio::time::timeout(LIMIT, async {
         let server = server().await;
-        let channel = "live/outlive";
-        let first = publish_until_lost(&server, channel);
-        let viewer = connect(&server, Scheme::Tcp).await;
-        let opts = PlayOptions {
-            wait_publisher: Duration::from_secs(30),
-            ..PlayOptions::default()
-        };
-        let player = Player::watch(&viewer, channel, &opts).await.unwrap();
-        let watching = player.run_to_end();
-        let restarts = async {
-            tokio::time::sleep(Duration::from_millis(1500)).await;
-            first.abort();
-            let _ = first.await;
-            // Nobody publishes for a second and a half.
-            tokio::time::sleep(Duration::from_millis(1500)).await;
-            // The new publisher plays the clip once and ends the channel.
-            let second = connect(&server, Scheme::Tcp).await;
-            let sent = publish_file(&second, channel, &clip(), &PublishOptions::default())
-                .await
-                .unwrap();
-            second.close().await;
-            sent
-        };
-        let ((report, result), sent) = tokio::join!(watching, restarts);
-        assert!(result.is_ok(), "{result:?}");
-        assert_eq!(report.error, None);
-        assert_eq!(report.publisher_gaps, 1, "{report}");
-        assert!(
-            report.gap_time >= Duration::from_millis(1200),
-            "the gap is counted: {report}"
-        );
-        // The whole second clip played, from its first frame (a keyframe), after the gap.
-        assert!(sent.chunks > 0);
-        assert!(
-            report.played >= u64::from(samples::MJPEG_FRAMES) + 20,
-            "{report}"
-        );
-        assert_eq!(report.stats.late_drops, 0, "{report}");
-        viewer.close().await;
+        for scheme in [Scheme::Tcp, Scheme::Quic] {
+            let channel = &format!("live/outlive-{}", scheme.name());
+            let first = publish_until_lost_on(&server, scheme, channel).await;
+            let viewer = connect(&server, scheme).await;
+            let opts = PlayOptions {
+                wait_publisher: Duration::from_secs(30),
+                ..PlayOptions::default()
+            };
+            let player = Player::watch(&viewer, channel, &opts).await.unwrap();
+            let watching = player.run_to_end();
+            let restarts = async {
+                tokio::time::sleep(Duration::from_millis(1500)).await;
+                first.abort();
+                let _ = first.await;
+                // Nobody publishes for a second and a half.
+                tokio::time::sleep(Duration::from_millis(1500)).await;
+                // The new publisher plays the clip once and ends the channel.
+                let second = connect(&server, scheme).await;
+                let sent = publish_file(&second, channel, &clip(), &PublishOptions::default())
+                    .await
+                    .unwrap();
+                second.close().await;
+                sent
+            };
+            let ((report, result), sent) = tokio::join!(watching, restarts);
+            assert!(result.is_ok(), "{scheme:?}: {result:?}");
+            assert_eq!(report.error, None);
+            assert_eq!(report.publisher_gaps, 1, "{report}");
+            assert!(
+                report.gap_time >= Duration::from_millis(1200),
+                "the gap is counted: {report}"
+            );
+            // The whole second clip played, from its first frame (a keyframe), after the gap.
+            assert!(sent.chunks > 0);
+            assert!(
+                report.played >= u64::from(samples::MJPEG_FRAMES) + 20,
+                "{report}"
+            );
+            assert_eq!(report.stats.late_drops, 0, "{report}");
+            eprintln!(
+                "{scheme:?}: {} played, gap {:?}",
+                report.played, report.gap_time
+            );
+            viewer.close().await;
+        }
         server.shutdown().await;
     })
     .await
@@ -97,7 +110,7 @@ async fn with_no_wait_a_lost_publisher_ends_the_watch_and_it_still_reports() {
     tokio::time::timeout(LIMIT, async {
         let server = server().await;
         let channel = "live/nowait";
-        let first = publish_until_lost(&server, channel);
+        let first = publish_until_lost(&server, channel).await;
         let viewer = connect(&server, Scheme::Tcp).await;
         let opts = PlayOptions {
             wait_publisher: Duration::ZERO,
@@ -126,7 +139,7 @@ async fn a_publisher_that_never_comes_back_ends_the_wait_with_a_clear_error() {
     tokio::time::timeout(LIMIT, async {
         let server = server().await;
         let channel = "live/gone";
-        let first = publish_until_lost(&server, channel);
+        let first = publish_until_lost(&server, channel).await;
         let viewer = connect(&server, Scheme::Tcp).await;
         let opts = PlayOptions {
             wait_publisher: Duration::from_secs(1),
@@ -484,7 +497,7 @@ async fn ctrl_c_on_a_looping_publish_ends_the_channel_for_its_viewers() {
 async fn ctrl_c_on_watch_prints_the_statistics_and_exits_130() {
     tokio::time::timeout(LIMIT, async {
         let server = server().await;
-        let first = publish_until_lost(&server, "live/sigint");
+        let first = publish_until_lost(&server, "live/sigint").await;
         let u = url(&server, Scheme::Tcp, "/live/sigint").to_string();
         let out = tokio::task::spawn_blocking(move || {
             let child = bin()
@@ -515,7 +528,7 @@ async fn ctrl_c_on_watch_prints_the_statistics_and_exits_130() {
 async fn a_lost_connection_ends_watch_with_its_statistics_and_no_resume_hint() {
     tokio::time::timeout(LIMIT, async {
         let server = server().await;
-        let first = publish_until_lost(&server, "live/down");
+        let first = publish_until_lost(&server, "live/down").await;
         let u = url(&server, Scheme::Tcp, "/live/down").to_string();
         let child = bin()
             .args(["watch", &u, "--stats", "json"])
