@@ -69,6 +69,10 @@ pub enum Command {
     Watch {
         /// tcp://HOST:PORT/live/NAME, tcps://… or quic://…
         url: String,
+        /// When the publisher goes away, wait this long for one to come back (and go on at its
+        /// first keyframe); 0 ends the watch instead.
+        #[arg(long, value_name = "SECONDS", default_value_t = crate::play::DEFAULT_WAIT_PUBLISHER.as_secs())]
+        wait_publisher: u64,
         /// Buffer, sinks, statistics, trust and auth.
         #[command(flatten)]
         playback: PlaybackArgs,
@@ -80,7 +84,7 @@ pub enum Command {
         /// The media file to send (WAV, MJPEG, Y4M, MP4, ...).
         #[arg(long, value_name = "FILE")]
         from: PathBuf,
-        /// Start over at the end, until Ctrl-C.
+        /// Start over at the end, until Ctrl-C (which ends the channel: viewers see its end).
         #[arg(long = "loop")]
         looped: bool,
         /// Trust and auth.
@@ -124,9 +128,15 @@ pub struct PlaybackArgs {
 }
 
 impl PlaybackArgs {
-    async fn run(self, url: &Url) -> Result<(), ClientError> {
+    /// `wait_publisher`: `Some` for `watch`.
+    async fn run(
+        self,
+        url: &Url,
+        wait_publisher: Option<std::time::Duration>,
+    ) -> Result<(), ClientError> {
         let buffer = std::time::Duration::from_millis(self.buffer_ms);
-        crate::play::run(url, &self.conn.options()?, buffer, self.sink, self.stats).await
+        let conn = self.conn.options()?;
+        crate::play::run(url, &conn, buffer, self.sink, self.stats, wait_publisher).await
     }
 }
 
@@ -234,15 +244,20 @@ pub async fn run(cli: Cli) -> Result<(), ClientError> {
             }
             Ok(())
         }
-        Command::Play { url, playback } => playback.run(&Url::parse(&url)?).await,
-        Command::Watch { url, playback } => {
+        Command::Play { url, playback } => playback.run(&Url::parse(&url)?, None).await,
+        Command::Watch {
+            url,
+            wait_publisher,
+            playback,
+        } => {
             let url = Url::parse(&url)?;
             if !url.path.trim_matches('/').starts_with("live/") {
                 return Err(ClientError::Usage(format!(
                     "{url} is not a live channel: use …/live/NAME"
                 )));
             }
-            playback.run(&url).await
+            let wait = std::time::Duration::from_secs(wait_publisher);
+            playback.run(&url, Some(wait)).await
         }
         Command::Publish {
             url,

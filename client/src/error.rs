@@ -75,6 +75,16 @@ pub enum ClientError {
     /// The request is not valid for what the server has.
     #[error("{0}")]
     Usage(String),
+    /// The user stopped the command (Ctrl-C) and it finished cleanly: what it printed is
+    /// complete. The binary exits 130, the shell's code for an interrupt.
+    #[error("interrupted")]
+    Interrupted,
+    /// The connection closed or failed, for a command that cannot resume (all but `get`).
+    #[error("connection lost: {0}")]
+    Disconnected(String),
+    /// The server's data did not decode, for a command that cannot resume (all but `get`).
+    #[error("corrupted data from the server: {0}")]
+    Garbled(DecodeError),
     /// A sink could not render what was played (a frame that does not decode, a format it
     /// cannot write); choose another `--sink`, or `file:PATH` to keep the bytes as they came.
     #[error("{sink} sink: {reason}")]
@@ -93,6 +103,16 @@ impl ClientError {
             Self::Server { code, .. } => Some(*code),
             Self::Handshake(HandshakeError::Rejected { code, .. }) => Some(*code),
             _ => None,
+        }
+    }
+
+    /// The same error as said by a command that has no `--resume` (every command but
+    /// `get`): without the hint to run again with `--resume`.
+    pub fn without_resume_hint(self) -> Self {
+        match self {
+            Self::Lost(why) => Self::Disconnected(why),
+            Self::Corrupt(e) => Self::Garbled(e),
+            other => other,
         }
     }
 

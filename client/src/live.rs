@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use chunkcast_protocol::chunk::{Config as ChunkConfig, Packetizer};
 use chunkcast_protocol::net::source::{self, Shaping};
 use chunkcast_protocol::pace::Pacer;
-use chunkcast_protocol::{ChunkFlags, Codec, MediaKind, StreamId};
+use chunkcast_protocol::{Chunk, ChunkFlags, Codec, MediaKind, StreamId};
+use tokio_util::sync::CancellationToken;
 
 use crate::error::ClientError;
 use crate::session::{ConnectOptions, Session};
@@ -30,6 +31,10 @@ pub struct PublishOptions {
     /// server minus local, in µs) instead of its media time, so that receivers can measure
     /// one-way latency.
     pub stamp_server_clock: Option<i64>,
+    /// Stops the publish cleanly when cancelled (Ctrl-C): the channel is ended as the end of
+    /// the file ends it (an `END_OF_STREAM` chunk, so viewers see the end of the stream rather
+    /// than a lost publisher) and the stream is finished.
+    pub stop: CancellationToken,
 }
 
 /// What a publish did.
@@ -41,6 +46,8 @@ pub struct PublishReport {
     pub bytes: u64,
     /// Passes over the file.
     pub passes: u32,
+    /// Whether [`PublishOptions::stop`] ended it before the file did.
+    pub stopped: bool,
 }
 
 fn open_packetizer(path: &Path, chunk_size: usize) -> Result<(File, Packetizer), ClientError> {
@@ -83,12 +90,25 @@ pub async fn publish_file(
     // Media time already played by earlier passes, so that a loop's pts keep increasing.
     let mut pts_base = 0u64;
     let mut next = Some((file, packetizer));
-    while let Some((file, packetizer)) = next.take() {
+    // Where the end-of-stream chunk of a stopped publish goes: after the last chunk sent.
+    let (mut next_seq, mut next_offset, mut end_us) = (0u64, 0u64, 0u64);
+    'passes: while let Some((file, packetizer)) = next.take() {
         report.passes += 1;
         let last_pass = !opts.looped || opts.passes.is_some_and(|p| report.passes >= p);
         let mut chunks = source::spawn(file, packetizer, Shaping::default(), AHEAD);
         let mut pass_end = pts_base;
-        while let Some(item) = chunks.recv().await {
+        loop {
+            // A chunk is either sent whole or not at all: the stop is only looked at while
+            // waiting for the file or the pacer, never in the middle of a send.
+            let item = tokio::select! {
+                biased;
+                () = opts.stop.cancelled() => {
+                    report.stopped = true;
+                    break 'passes;
+                }
+                item = chunks.recv() => item,
+            };
+            let Some(item) = item else { break };
             let mut chunk =
                 item.map_err(|e| ClientError::Usage(format!("{}: {e}", path.display())))?;
             chunk.pts_us += pts_base;
@@ -99,7 +119,15 @@ pub async fn publish_file(
                 continue; // the header was sent on the first pass
             }
             if chunk.duration_us > 0 {
-                tokio::time::sleep_until(pacer.due(Instant::now(), chunk.pts_us).into()).await;
+                let due = pacer.due(Instant::now(), chunk.pts_us);
+                tokio::select! {
+                    biased;
+                    () = opts.stop.cancelled() => {
+                    report.stopped = true;
+                    break 'passes;
+                }
+                    () = tokio::time::sleep_until(due.into()) => {}
+                }
             }
             if !last_pass {
                 chunk.flags = chunk.flags.without(ChunkFlags::END_OF_STREAM);
@@ -108,6 +136,9 @@ pub async fn publish_file(
                 chunk.pts_us = session.clock_us().saturating_add_signed(offset);
             }
             report.bytes += chunk.payload.len() as u64;
+            next_seq = chunk.seq + 1;
+            next_offset = chunk.offset + u64::from(chunk.raw_len);
+            end_us = end_us.max(chunk.pts_us + u64::from(chunk.duration_us));
             publisher.send(chunk).await?;
             report.chunks += 1;
         }
@@ -115,6 +146,20 @@ pub async fn publish_file(
         if !last_pass {
             next = Some(open_packetizer(path, opts.chunk_size)?);
         }
+    }
+    if report.stopped {
+        // Empty and INIT, like the channel's own end: no media, so no player takes it for a
+        // unit, and a unit cut short by the stop is dropped whole by every viewer.
+        let end = Chunk::new(
+            StreamId(0),
+            next_seq,
+            next_offset,
+            end_us,
+            0,
+            ChunkFlags::END_OF_STREAM | ChunkFlags::INIT,
+            bytes::Bytes::new(),
+        );
+        publisher.send(end).await?;
     }
     publisher.finish().await?;
     Ok(report)
@@ -230,7 +275,8 @@ pub async fn call(
     })
 }
 
-/// `chunkcast publish`: sends `from` to `url`'s channel in real time, Ctrl-C to stop.
+/// `chunkcast publish`: sends `from` to `url`'s channel in real time. Ctrl-C ends the channel
+/// cleanly (its viewers see the end of the stream) and returns [`ClientError::Interrupted`].
 pub async fn run_publish(
     url: &Url,
     connect: &ConnectOptions,
@@ -248,16 +294,25 @@ pub async fn run_publish(
         looped,
         ..Default::default()
     };
-    let result = tokio::select! {
-        r = publish_file(&session, channel, from, &opts) => r.map(Some),
-        _ = tokio::signal::ctrl_c() => Ok(None),
-    };
+    let ctrl_c = crate::play::stop_on_ctrl_c(opts.stop.clone());
+    let result = publish_file(&session, channel, from, &opts).await;
+    ctrl_c.abort();
+    // After the end-of-stream chunk and the flush: the goodbye cannot overtake them.
     session.close().await;
-    if let Some(r) = result? {
-        eprintln!(
-            "published {} chunks ({} bytes) in {} pass(es)",
-            r.chunks, r.bytes, r.passes
-        );
+    let r = result?;
+    eprintln!(
+        "published {} chunks ({} bytes) in {} pass(es){}",
+        r.chunks,
+        r.bytes,
+        r.passes,
+        if r.stopped {
+            ", stopped: channel ended"
+        } else {
+            ""
+        }
+    );
+    if r.stopped {
+        return Err(ClientError::Interrupted);
     }
     Ok(())
 }

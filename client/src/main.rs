@@ -27,9 +27,18 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
+    // Only `get` can continue a cut transfer: no other command may suggest `--resume`.
+    let resumable = matches!(cli.command, chunkcast::cli::Command::Get { .. });
     match runtime.block_on(chunkcast::cli::run(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        // Ctrl-C, handled: the command already said what it did. 130 = 128 + SIGINT.
+        Err(chunkcast::error::ClientError::Interrupted) => std::process::ExitCode::from(130),
         Err(e) => {
+            let e = if resumable {
+                e
+            } else {
+                e.without_resume_hint()
+            };
             eprintln!("chunkcast: {e}");
             std::process::ExitCode::FAILURE
         }

@@ -28,13 +28,15 @@
 
 mod report;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chunkcast_protocol::chunk::UnitAssembler;
 use chunkcast_protocol::playout::{Config, Kind, Output, PlayoutBuffer, Unit};
 use chunkcast_protocol::wire::{Mode, Opened, Resume};
-use chunkcast_protocol::{Chunk, ChunkFlags, Codec};
+use chunkcast_protocol::{Chunk, ChunkFlags, Codec, ErrorCode};
 use futures_util::FutureExt;
 use tokio_util::sync::CancellationToken;
 
@@ -60,9 +62,20 @@ const MAX_BURST: usize = 256;
 /// A timer that fires this much after its instant means the task was starved.
 const LATE_WAKE: Duration = Duration::from_millis(2);
 
+/// Times the receive path is let run before a stall is declared.
+const JUDGE_ROUNDS: usize = 8;
+
 /// How long playback waits for the server's next chunk (concealing all the while) before
 /// giving up. Realtime streams send at least one chunk per frame or audio block.
 const STALL: Duration = Duration::from_secs(15);
+
+/// How far a live stream's playout may fall behind (the player paused or starved while the
+/// channel went on) before it skips to the newest keyframe it has.
+const CATCH_UP: Duration = Duration::from_secs(2);
+
+/// How long `watch` waits for a lost publisher to come back when `--wait-publisher` is not
+/// given: long enough for a publisher to be restarted by hand.
+pub const DEFAULT_WAIT_PUBLISHER: Duration = Duration::from_secs(300);
 
 /// How to play.
 #[derive(Debug, Clone)]
@@ -75,6 +88,13 @@ pub struct PlayOptions {
     /// are finished and a report is still returned, with
     /// [`interrupted`](PlayReport::interrupted) set.
     pub cancel: CancellationToken,
+    /// Live channels ([`Player::watch`]): how long to wait, after the publisher is lost, for
+    /// one to come back (subscribing again on the same session); zero ends playback with the
+    /// loss. Playback goes on at the new publisher's first keyframe, the gap counted in
+    /// [`PlayReport::publisher_gaps`] and [`PlayReport::gap_time`].
+    pub wait_publisher: Duration,
+    /// Say on stderr, in one line each, when the publisher is lost and when it is back.
+    pub notices: bool,
 }
 
 impl Default for PlayOptions {
@@ -83,6 +103,8 @@ impl Default for PlayOptions {
             buffer: DEFAULT_BUFFER,
             sinks: Vec::new(),
             cancel: CancellationToken::new(),
+            wait_publisher: DEFAULT_WAIT_PUBLISHER,
+            notices: false,
         }
     }
 }
@@ -102,8 +124,25 @@ pub async fn play(
     Player::open(session, path, opts).await?.run().await
 }
 
+/// A subscription being made again, until a publisher answers it.
+type Resubscribe<'s> = Pin<Box<dyn Future<Output = Result<Incoming, ClientError>> + Send + 's>>;
+
+/// What a live channel's player needs to outlive its publisher.
+struct Live<'s> {
+    session: &'s Session,
+    channel: String,
+    wait: Duration,
+    notices: bool,
+    /// While the publisher is away: the new subscription, and until when it may take.
+    waiting: Option<(Resubscribe<'s>, Instant)>,
+    gaps: u32,
+    gap_time: Duration,
+    /// While a gap is open: when the screen froze (the last unit before the loss ended).
+    gap_from: Option<Instant>,
+}
+
 /// An opened stream with its sinks, ready to play.
-pub struct Player {
+pub struct Player<'s> {
     incoming: Incoming,
     sink: Box<dyn Sink>,
     buffer: PlayoutBuffer<Bytes>,
@@ -112,13 +151,18 @@ pub struct Player {
     cancel: CancellationToken,
     request_at: Instant,
     dropped_units: u64,
+    /// Units assembled so far, over every subscription: the next unit's number.
+    units: u64,
     /// Media time at which the last played unit ends.
     last_end_us: Option<u64>,
-    /// When the last chunk arrived (or the stream was opened): bounds a stall.
-    last_arrival: Instant,
+    /// Media time at which the last assembled unit ends.
+    last_queued_end_us: Option<u64>,
+    /// Bounds a stall: nothing arriving for [`STALL`] of this task's running time.
+    stall: StallClock,
+    live: Option<Live<'s>>,
 }
 
-impl Player {
+impl<'s> Player<'s> {
     /// Asks for `path` in realtime mode and opens the sinks for its codec.
     pub async fn open(
         session: &Session,
@@ -142,15 +186,32 @@ impl Player {
 
     /// Subscribes to a live channel (`live/NAME`) and opens the sinks for its codec: the
     /// player behind `chunkcast watch`. It starts at the channel's latest keyframe.
+    ///
+    /// If the publisher is lost, it subscribes again and waits up to
+    /// [`PlayOptions::wait_publisher`] for a new one, then goes on at its first keyframe.
+    /// Playback that falls far behind the channel (the process paused or starved) skips to the
+    /// newest keyframe it has instead of playing the backlog late.
     pub async fn watch(
-        session: &Session,
+        session: &'s Session,
         channel: &str,
         opts: &PlayOptions,
     ) -> Result<Self, ClientError> {
         sink::check(&opts.sinks)?;
         let request_at = now();
         let incoming = session.subscribe(channel).await?;
-        Self::with(incoming, channel, opts, request_at).await
+        let mut player = Self::with(incoming, channel, opts, request_at).await?;
+        player.buffer.set_catch_up(Some(CATCH_UP.max(opts.buffer)));
+        player.live = Some(Live {
+            session,
+            channel: channel.to_owned(),
+            wait: opts.wait_publisher,
+            notices: opts.notices,
+            waiting: None,
+            gaps: 0,
+            gap_time: Duration::ZERO,
+            gap_from: None,
+        });
+        Ok(player)
     }
 
     async fn with(
@@ -194,8 +255,11 @@ impl Player {
             cancel: opts.cancel.clone(),
             request_at,
             dropped_units: 0,
+            units: 0,
             last_end_us: None,
-            last_arrival: now(),
+            last_queued_end_us: None,
+            stall: StallClock::new(now()),
+            live: None,
         })
     }
 
@@ -212,7 +276,16 @@ impl Player {
     /// Plays to the end (or until cancelled), then finishes the sinks.
     ///
     /// On an error the sinks are not finished: their files stay as `PATH.partial`.
-    pub async fn run(mut self) -> Result<PlayReport, ClientError> {
+    pub async fn run(self) -> Result<PlayReport, ClientError> {
+        let (report, result) = self.run_to_end().await;
+        result.map(|()| report)
+    }
+
+    /// Plays to the end, until cancelled or until an error, and reports in every case: the
+    /// report (with [`error`](PlayReport::error) set if one ended playback) and that error.
+    ///
+    /// On an error the sinks are not finished: their files stay as `PATH.partial`.
+    pub async fn run_to_end(mut self) -> (PlayReport, Result<(), ClientError>) {
         let result = self.drive().await;
         let end = now();
         let Self {
@@ -222,14 +295,24 @@ impl Player {
             codec,
             request_at,
             dropped_units,
+            live,
             ..
         } = self;
         // Stops the server sending if the stream did not end (Ctrl-C or an error).
         incoming.cancel().await;
-        let interrupted = result?;
-        sink.finish()?;
+        let (interrupted, result) = match result {
+            Ok(interrupted) => (interrupted, sink.finish()),
+            Err(e) => (false, Err(e)),
+        };
         let stats = buffer.stats();
-        Ok(PlayReport {
+        let (publisher_gaps, mut gap_time) = live
+            .as_ref()
+            .map_or((0, Duration::ZERO), |l| (l.gaps, l.gap_time));
+        if let Some(from) = live.as_ref().and_then(|l| l.gap_from) {
+            // Playback ended in a gap: it lasted until now.
+            gap_time += end.saturating_duration_since(from);
+        }
+        let report = PlayReport {
             transport: None,
             codec,
             played: stats.played,
@@ -238,7 +321,16 @@ impl Player {
             elapsed: end.saturating_duration_since(request_at),
             interrupted,
             dropped_units,
-        })
+            publisher_gaps,
+            gap_time,
+            error: result.as_ref().err().map(ToString::to_string),
+        };
+        (report, result)
+    }
+
+    /// Whether the publisher is away and a new subscription waits for one.
+    fn waiting(&self) -> bool {
+        self.live.as_ref().is_some_and(|l| l.waiting.is_some())
     }
 
     /// The drive loop of the playout buffer's contract: push every arrival, poll until
@@ -248,20 +340,27 @@ impl Player {
         let mut wake: Option<Instant> = None;
         let mut ended = false;
         loop {
-            let stall = self.last_arrival + STALL;
+            let deadline = match self.live.as_ref().and_then(|l| l.waiting.as_ref()) {
+                Some((_, until)) => *until,
+                None => self.stall.deadline(),
+            };
             let until = match wake {
                 Some(at) if ended => at,
-                Some(at) => at.min(stall),
-                None => stall,
+                Some(at) => at.min(deadline),
+                None => deadline,
             };
+            let waiting = self.waiting();
+            let slept_at = now();
             tokio::select! {
                 biased;
                 () = self.cancel.cancelled() => return Ok(true),
-                item = self.incoming.next(), if !ended => ended = self.take(item)?,
+                item = self.incoming.next(), if !ended && !waiting => ended = self.take(item)?,
+                back = resubscribed(&mut self.live), if waiting => self.resumed(back?)?,
                 () = tokio::time::sleep_until(until.into()) => {
-                    if now().saturating_duration_since(until) > LATE_WAKE {
-                        // This task was not running: the receive path may not have run
-                        // either. Let it deliver what arrived before judging a gap.
+                    if self.stall.woke(until.max(slept_at), now()) {
+                        // This task was not running (the process was stopped, suspended or
+                        // starved): neither was the receive path. Let it deliver what arrived
+                        // before judging a gap.
                         tokio::task::yield_now().await;
                     }
                 }
@@ -272,8 +371,24 @@ impl Player {
             if !ended {
                 ended = self.take_ready()?;
             }
-            if !ended && now() >= self.last_arrival + STALL {
-                return Err(ClientError::Timeout("waiting for media from the server"));
+            if !ended && self.stalled() {
+                // Judge the stall against what has arrived, not against what this task has
+                // looked at: let the receive path run and take what it delivers first.
+                for _ in 0..JUDGE_ROUNDS {
+                    tokio::task::yield_now().await;
+                    ended = self.take_ready()?;
+                    if ended || !self.stalled() {
+                        break;
+                    }
+                }
+                if !ended && self.stalled() {
+                    return Err(ClientError::Timeout("waiting for media from the server"));
+                }
+            }
+            if let Some((_, until)) = self.live.as_ref().and_then(|l| l.waiting.as_ref()) {
+                if now() >= *until {
+                    return Err(self.gave_up_waiting());
+                }
             }
             wake = self.release(now())?;
             if ended && wake.is_none() {
@@ -291,15 +406,96 @@ impl Player {
         Ok(false)
     }
 
+    /// Whether nothing arrived for [`STALL`] while a publisher is there to send.
+    fn stalled(&self) -> bool {
+        !self.waiting() && self.stall.stalled(now())
+    }
+
+    /// The error when no publisher came back in time.
+    fn gave_up_waiting(&self) -> ClientError {
+        let (channel, wait) = self
+            .live
+            .as_ref()
+            .map_or((String::new(), Duration::ZERO), |l| {
+                (l.channel.clone(), l.wait)
+            });
+        ClientError::Server {
+            code: ErrorCode::PublisherLost,
+            message: format!(
+                "the publisher of {channel} went away and none came back within {} s (--wait-publisher)",
+                wait.as_secs()
+            ),
+        }
+    }
+
+    /// The publisher is lost: subscribe again, and let what is queued play out meanwhile.
+    fn publisher_lost(&mut self, why: ClientError) -> Result<(), ClientError> {
+        let at = now();
+        // The screen freezes once what is queued has played out.
+        let frozen_at = self
+            .last_queued_end_us
+            .and_then(|us| self.buffer.play_instant(us))
+            .map_or(at, |end| end.max(at));
+        let Some(live) = self.live.as_mut().filter(|l| !l.wait.is_zero()) else {
+            return Err(why);
+        };
+        if live.notices {
+            eprintln!(
+                "chunkcast: the publisher of {} went away; waiting up to {} s for it to come back",
+                live.channel,
+                live.wait.as_secs()
+            );
+        }
+        let session = live.session;
+        let channel = live.channel.clone();
+        live.waiting = Some((
+            Box::pin(async move { session.subscribe(&channel).await }),
+            at + live.wait,
+        ));
+        live.gaps += 1;
+        live.gap_from.get_or_insert(frozen_at);
+        self.buffer.restart();
+        Ok(())
+    }
+
+    /// A publisher is back: play its channel stream from its first keyframe.
+    fn resumed(&mut self, incoming: Incoming) -> Result<(), ClientError> {
+        let codec = incoming.opened.codec;
+        if codec != self.codec {
+            return Err(ClientError::Usage(format!(
+                "the channel's new publisher sends {}, not {} as before: watch it again",
+                codec.summary(),
+                self.codec.summary()
+            )));
+        }
+        let old = std::mem::replace(&mut self.incoming, incoming);
+        drop(old);
+        // A new stream: its first chunk may follow a gap in seq, but starts a unit.
+        self.assembler = UnitAssembler::new(self.codec, MAX_UNIT_BYTES);
+        self.stall.arrived(now());
+        if let Some(live) = self.live.as_mut() {
+            live.waiting = None;
+            if live.notices {
+                eprintln!("chunkcast: {} has a publisher again", live.channel);
+            }
+        }
+        Ok(())
+    }
+
     /// Takes one item from the stream; returns whether the stream ended.
     fn take(&mut self, item: Option<Result<Chunk, ClientError>>) -> Result<bool, ClientError> {
-        self.last_arrival = now();
+        let at = now();
+        self.stall.arrived(at);
         match item {
             None => {
                 self.buffer.end_of_stream();
                 Ok(true)
             }
-            Some(chunk) => self.arrived(chunk?, self.last_arrival),
+            Some(Err(e)) if e.code() == Some(ErrorCode::PublisherLost) && self.live.is_some() => {
+                self.publisher_lost(e)?;
+                Ok(false)
+            }
+            Some(chunk) => self.arrived(chunk?, at),
         }
     }
 
@@ -307,6 +503,9 @@ impl Player {
     /// stream ended.
     fn take_ready(&mut self) -> Result<bool, ClientError> {
         for _ in 0..MAX_BURST {
+            if self.waiting() {
+                return Ok(false); // this subscription is over
+            }
             // `Incoming::next` is cancel-safe: dropping it unfinished loses nothing.
             let Some(item) = self.incoming.next().now_or_never() else {
                 return Ok(false);
@@ -325,8 +524,12 @@ impl Player {
         let eos = chunk.has(ChunkFlags::END_OF_STREAM);
         match self.assembler.push(chunk) {
             Ok(Some(u)) => {
+                // Numbered over every subscription, so that a frame's number never repeats.
+                let seq = self.units;
+                self.units += 1;
+                self.last_queued_end_us = Some(u.pts_us.saturating_add(u64::from(u.duration_us)));
                 let unit = Unit {
-                    seq: u.index,
+                    seq,
                     pts_us: u.pts_us,
                     duration_us: u.duration_us,
                     key: u.key,
@@ -354,6 +557,13 @@ impl Player {
                 Output::Play(unit) => {
                     self.sink.play(&unit)?;
                     self.last_end_us = Some(unit.end_us());
+                    // The first unit after the publisher is back closes the gap (not what was
+                    // still queued when it went away).
+                    if let Some(live) = self.live.as_mut().filter(|l| l.waiting.is_none()) {
+                        if let Some(from) = live.gap_from.take() {
+                            live.gap_time += now.saturating_duration_since(from);
+                        }
+                    }
                 }
                 Output::Conceal {
                     pts_us,
@@ -367,6 +577,56 @@ impl Player {
     }
 }
 
+/// When playback gives up on a server that sends nothing: [`STALL`] after the last arrival,
+/// counting only the time this task was running. A process stopped (SIGSTOP, a suspended
+/// laptop) or starved for longer than [`STALL`] finds on waking that its timer fired late;
+/// that time is no silence of the server's, whose media may be waiting in the socket.
+#[derive(Debug, Clone, Copy)]
+struct StallClock {
+    /// The last arrival, moved forward by the time the task was not running since.
+    since: Instant,
+}
+
+impl StallClock {
+    fn new(now: Instant) -> Self {
+        Self { since: now }
+    }
+
+    /// Something arrived at `now`.
+    fn arrived(&mut self, now: Instant) {
+        self.since = self.since.max(now);
+    }
+
+    /// A timer due at `due` fired at `now`; returns whether it fired late (the task was not
+    /// running), in which case the time lost does not count towards a stall.
+    fn woke(&mut self, due: Instant, now: Instant) -> bool {
+        let late = now.saturating_duration_since(due);
+        if late <= LATE_WAKE {
+            return false;
+        }
+        self.since = (self.since + late).min(now);
+        true
+    }
+
+    /// When the stall will be declared, if nothing arrives.
+    fn deadline(&self) -> Instant {
+        self.since + STALL
+    }
+
+    /// Whether nothing arrived for [`STALL`] of running time.
+    fn stalled(&self, now: Instant) -> bool {
+        now >= self.deadline()
+    }
+}
+
+/// The new subscription of a player waiting for its publisher (pending forever otherwise).
+async fn resubscribed(live: &mut Option<Live<'_>>) -> Result<Incoming, ClientError> {
+    match live.as_mut().and_then(|l| l.waiting.as_mut()) {
+        Some((subscribe, _)) => subscribe.await,
+        None => std::future::pending().await,
+    }
+}
+
 /// How `chunkcast play` prints its statistics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum StatsFormat {
@@ -377,44 +637,53 @@ pub enum StatsFormat {
     Json,
 }
 
-/// `chunkcast play`: connects, plays `url` with Ctrl-C wired to a clean stop, and prints the
-/// sinks' notes and the statistics (on stdout, or on stderr when a sink writes to stdout).
+/// `chunkcast play` and `chunkcast watch`: connects, plays `url` with Ctrl-C wired to a clean
+/// stop, and prints the sinks' notes and the statistics (on stdout, or on stderr when a sink
+/// writes to stdout). The statistics are printed however playback ends, once the stream is
+/// open: at its end, on an error (then returned) and on Ctrl-C.
+///
+/// `wait_publisher` is `Some` for `watch` (see [`PlayOptions::wait_publisher`]); a watch
+/// stopped by Ctrl-C returns [`ClientError::Interrupted`] after printing its statistics.
 pub async fn run(
     url: &Url,
     connect: &ConnectOptions,
     buffer: Duration,
     sinks: Vec<Spec>,
     format: StatsFormat,
+    wait_publisher: Option<Duration>,
 ) -> Result<(), ClientError> {
     sink::check(&sinks)?;
     let stdout_taken = sinks.iter().any(Spec::is_stdout);
+    let watch = wait_publisher.is_some();
     let opts = PlayOptions {
         buffer,
         sinks,
         cancel: CancellationToken::new(),
+        wait_publisher: wait_publisher.unwrap_or(Duration::ZERO),
+        notices: true,
     };
-    let cancel = opts.cancel.clone();
-    let ctrl_c = tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            cancel.cancel();
-            // A second Ctrl-C while finishing: give up at once.
-            if tokio::signal::ctrl_c().await.is_ok() {
-                std::process::exit(130);
-            }
-        }
-    });
+    let ctrl_c = stop_on_ctrl_c(opts.cancel.clone());
     let result = async {
         let session = Session::connect(url, connect).await?;
         let played = async {
-            let player = if url.path.trim_matches('/').starts_with("live/") {
-                Player::watch(&session, url.path.trim_matches('/'), &opts).await?
-            } else {
-                Player::open(&session, &url.path, &opts).await?
+            let channel = url.path.trim_matches('/');
+            let open = async {
+                if channel.starts_with("live/") {
+                    Player::watch(&session, channel, &opts).await
+                } else {
+                    Player::open(&session, &url.path, &opts).await
+                }
+            };
+            // A watch may wait for its first publisher: Ctrl-C stops that wait too.
+            let player = tokio::select! {
+                biased;
+                () = opts.cancel.cancelled() => return Err(ClientError::Interrupted),
+                player = open => player?,
             };
             if let Some(note) = player.note() {
                 eprintln!("{note}");
             }
-            player.run().await
+            Ok(player.run_to_end().await)
         }
         .await;
         session.close().await;
@@ -422,7 +691,7 @@ pub async fn run(
     }
     .await;
     ctrl_c.abort();
-    let mut report = result?;
+    let (mut report, result) = result?;
     report.transport = Some(url.scheme);
     let text = match format {
         StatsFormat::Json => report.to_json(),
@@ -433,5 +702,60 @@ pub async fn run(
     } else {
         println!("{text}");
     }
+    result?;
+    if watch && report.interrupted {
+        return Err(ClientError::Interrupted);
+    }
     Ok(())
+}
+
+/// Cancels `token` on Ctrl-C; a second Ctrl-C (while finishing) exits at once with 130.
+/// Abort the returned task once the work is done.
+pub fn stop_on_ctrl_c(token: CancellationToken) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            token.cancel();
+            if tokio::signal::ctrl_c().await.is_ok() {
+                std::process::exit(130);
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn a_stopped_process_is_not_a_stalled_server() {
+        let t0 = Instant::now();
+        let mut stall = StallClock::new(t0);
+        stall.arrived(t0 + 10 * MS);
+        // The process is stopped for 20 s while a 40 ms playout timer is pending: on waking,
+        // that timer fires 20 s late. Before the fix this judged a 20 s stall at once.
+        let woke = t0 + 20_000 * MS;
+        assert!(stall.woke(t0 + 50 * MS, woke));
+        assert!(!stall.stalled(woke), "the stopped time is no stall");
+        // The media queued in the socket meanwhile arrives: playback goes on.
+        stall.arrived(woke + MS);
+        assert!(!stall.stalled(woke + 14_000 * MS));
+        // A server silent for 15 s of running time after that is a stall.
+        assert!(stall.stalled(woke + MS + STALL));
+    }
+
+    #[test]
+    fn a_silent_server_is_a_stall_after_15_s_of_timely_wakes() {
+        let t0 = Instant::now();
+        let mut stall = StallClock::new(t0);
+        // Woken on time every 40 ms (concealing): nothing is excused.
+        let mut now = t0;
+        while !stall.stalled(now) {
+            now += 40 * MS;
+            assert!(!stall.woke(now, now + MS));
+        }
+        assert_eq!(now, t0 + STALL);
+        assert_eq!(stall.deadline(), t0 + STALL);
+    }
 }

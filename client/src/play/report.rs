@@ -28,11 +28,19 @@ pub struct PlayReport {
     pub interrupted: bool,
     /// Units the assembler dropped (malformed or over the size bound).
     pub dropped_units: u64,
+    /// Times a live channel's publisher was lost and playback waited for a new one.
+    pub publisher_gaps: u32,
+    /// How long playback stood still in those gaps: from the end of the last unit played
+    /// before each loss to the first unit played after it (or to the end).
+    pub gap_time: Duration,
+    /// The error that ended playback, if one did.
+    pub error: Option<String>,
 }
 
 impl PlayReport {
     /// One line of JSON: `transport`, `codec`, `interrupted`, `elapsed_us`, `dropped_units`,
-    /// then every key of [`Stats::to_json`] (durations in integer microseconds).
+    /// `publisher_gaps`, `gap_time_us`, `error` (`null`, or the message), then every key of
+    /// [`Stats::to_json`] (durations in integer microseconds).
     pub fn to_json(&self) -> String {
         let transport = self
             .transport
@@ -40,11 +48,16 @@ impl PlayReport {
         let stats = self.stats.to_json();
         let stats = stats.strip_prefix('{').unwrap_or(&stats);
         format!(
-            "{{\"transport\":{transport},\"codec\":{},\"interrupted\":{},\"elapsed_us\":{},\"dropped_units\":{},{stats}",
+            "{{\"transport\":{transport},\"codec\":{},\"interrupted\":{},\"elapsed_us\":{},\"dropped_units\":{},\"publisher_gaps\":{},\"gap_time_us\":{},\"error\":{},{stats}",
             json_string(&self.codec.summary()),
             self.interrupted,
             self.elapsed.as_micros(),
             self.dropped_units,
+            self.publisher_gaps,
+            self.gap_time.as_micros(),
+            self.error
+                .as_deref()
+                .map_or_else(|| "null".to_owned(), json_string),
         )
     }
 }
@@ -68,6 +81,18 @@ impl fmt::Display for PlayReport {
         )?;
         if self.dropped_units > 0 {
             writeln!(f, "{:<15} {}", "dropped units", self.dropped_units)?;
+        }
+        if self.publisher_gaps > 0 {
+            writeln!(
+                f,
+                "{:<15} {} ({:.3} s without a publisher)",
+                "publisher gaps",
+                self.publisher_gaps,
+                self.gap_time.as_secs_f64()
+            )?;
+        }
+        if let Some(error) = &self.error {
+            writeln!(f, "{:<15} {error}", "ended by")?;
         }
         write!(f, "{}", self.stats)
     }
@@ -103,17 +128,25 @@ mod tests {
             elapsed: Duration::from_millis(5),
             interrupted: true,
             dropped_units: 0,
+            publisher_gaps: 1,
+            gap_time: Duration::from_millis(1500),
+            error: Some("x \"y\"".into()),
         };
         let json = report.to_json();
         assert!(!json.contains('\n'));
         assert!(
             json.starts_with(
-                "{\"transport\":\"quic\",\"codec\":\"bytes\",\"interrupted\":true,\"elapsed_us\":5000,\"dropped_units\":0,\"startup_delay_us\":null,"
+                "{\"transport\":\"quic\",\"codec\":\"bytes\",\"interrupted\":true,\"elapsed_us\":5000,\"dropped_units\":0,\"publisher_gaps\":1,\"gap_time_us\":1500000,\"error\":\"x \\\"y\\\"\",\"startup_delay_us\":null,"
             ),
             "{json}"
         );
         assert!(json.ends_with('}'));
         assert_eq!(json_string("a\"b\\\n"), "\"a\\\"b\\\\\\u000a\"");
-        assert!(report.to_string().contains("(interrupted)"));
+        let table = report.to_string();
+        assert!(table.contains("(interrupted)"));
+        assert!(
+            table.contains("publisher gaps  1 (1.500 s without a publisher)"),
+            "{table}"
+        );
     }
 }

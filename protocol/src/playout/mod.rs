@@ -85,6 +85,24 @@
 //! presentation order (B-frames) need ordering by decode time instead, which
 //! this buffer does not do.
 //!
+//! # Live sources
+//!
+//! Two calls serve a live source, which may go away and come back, or be
+//! left behind while the caller was not running:
+//!
+//! - [`restart`](PlayoutBuffer::restart): the source stopped without ending
+//!   and may come back (a live channel's publisher restarting). What is
+//!   queued plays out, nothing is concealed while the source is away, and the
+//!   next arrival re-anchors the clock (it plays `buffer` after it arrived),
+//!   starting at a keyframe: units before the first `key` one are skipped.
+//! - [`set_catch_up`](PlayoutBuffer::set_catch_up): when playout falls behind
+//!   by more than a bound (the caller was paused or starved while units kept
+//!   arriving, so queued units are overdue or the queue holds far more than
+//!   the buffer), skip to the newest queued keyframe and play on from there,
+//!   `buffer` from now, instead of releasing the backlog in a burst.
+//!
+//! Both count what they skip ([`Stats::skips`], [`Stats::skipped`]).
+//!
 //! # Example
 //!
 //! ```
@@ -192,6 +210,14 @@ pub struct PlayoutBuffer<T> {
     /// Media time concealed in the current underrun; `None` when not in one.
     underrun_us: Option<u64>,
     eos: bool,
+    /// The source went away ([`restart`](Self::restart)): idle when drained,
+    /// and the next arrival re-anchors the clock.
+    restarting: bool,
+    /// Skip arrivals until a keyframe (after a restart).
+    await_key: bool,
+    /// Skip to the newest keyframe when this far behind (µs); see
+    /// [`set_catch_up`](Self::set_catch_up).
+    catch_up_us: Option<u64>,
     request_at: Option<Instant>,
     rec: Recorder,
 }
@@ -215,9 +241,32 @@ impl<T> PlayoutBuffer<T> {
             head: None,
             underrun_us: None,
             eos: false,
+            restarting: false,
+            await_key: false,
+            catch_up_us: None,
             request_at: None,
             rec: Recorder::new(),
         }
+    }
+
+    /// For a live source: when playout is more than `limit` behind (the first
+    /// queued unit overdue by more than `limit`, or more than `buffer + limit`
+    /// of media queued), drop what is queued before the newest queued
+    /// keyframe and play it `buffer` from then on. `None` (the default) never
+    /// skips: every unit of a file is played, late or not.
+    pub fn set_catch_up(&mut self, limit: Option<Duration>) {
+        self.catch_up_us = limit.map(micros);
+    }
+
+    /// The source stopped without ending and may come back (a live channel's
+    /// publisher went away). What is queued still plays; once drained,
+    /// [`poll`](Self::poll) idles instead of concealing. The next arrival
+    /// re-anchors the clock: it plays `buffer` after it arrived, whatever its
+    /// pts, and arrivals are skipped until a keyframe (counted in
+    /// [`Stats::skipped`]).
+    pub fn restart(&mut self) {
+        self.restarting = true;
+        self.await_key = true;
     }
 
     /// The configuration this buffer was built with.
@@ -265,16 +314,36 @@ impl<T> PlayoutBuffer<T> {
     /// pushed out by [`Config::max_units`]; each of those is counted.
     pub fn push_sized(&mut self, now: Instant, unit: Unit<T>, len: usize) {
         self.rec.received += 1;
-        let anchor = *self.anchor.get_or_insert(Anchor {
-            at: now,
-            first_pts: unit.pts_us,
-        });
         let seq = unit.seq;
         if self.queued_seqs.contains(&seq) || self.played_seqs.contains(seq) {
             self.rec.duplicates += 1;
             return;
         }
-        let transit_ns = Self::offset_ns(anchor, now) - i128::from(unit.pts_us) * 1000;
+        if self.await_key {
+            if !unit.key {
+                self.rec.skipped += 1;
+                return;
+            }
+            self.await_key = false;
+        }
+        if self.restarting {
+            // The source is back: its first unit plays `buffer` from now, whatever the time
+            // spent without it. What is still queued from before plays first.
+            self.restarting = false;
+            self.anchor = Some(Anchor {
+                at: now,
+                first_pts: unit.pts_us,
+            });
+            self.head = None;
+            self.underrun_us = None;
+        }
+        let anchor = *self.anchor.get_or_insert(Anchor {
+            at: now,
+            first_pts: unit.pts_us,
+        });
+        // Transit from the anchoring unit's arrival: a re-anchored clock starts it over.
+        let transit_ns = Self::offset_ns(anchor, now)
+            - (i128::from(unit.pts_us) - i128::from(anchor.first_pts)) * 1000;
         self.rec.jitter.sample(transit_ns);
         let reordered = self.max_seq.is_some_and(|m| seq < m);
         self.max_seq = Some(self.max_seq.map_or(seq, |m| m.max(seq)));
@@ -305,6 +374,10 @@ impl<T> PlayoutBuffer<T> {
         let Some(anchor) = self.anchor else {
             return Output::Idle;
         };
+        let mut anchor = anchor;
+        if let Some(limit) = self.catch_up_us {
+            anchor = self.catch_up(anchor, now, limit);
+        }
         let now_ns = Self::offset_ns(anchor, now);
         // Units that overlap what was already played (beyond the tolerance)
         // can only be queued before the overlapping unit was released.
@@ -329,7 +402,7 @@ impl<T> PlayoutBuffer<T> {
             Some(pts) if pts <= head.next_us.saturating_add(self.tolerance_us) => {
                 self.play_or_wait(anchor, now, now_ns, pts)
             }
-            None if self.eos => Output::Idle,
+            None if self.eos || self.restarting => Output::Idle,
             _ => {
                 let due_ns = self.play_ns(anchor, head.next_us);
                 if now_ns < due_ns {
@@ -349,6 +422,55 @@ impl<T> PlayoutBuffer<T> {
             _ => None,
         };
         self.rec.snapshot(startup_delay, self.queue.len())
+    }
+
+    /// Skips to the newest queued keyframe if playout is more than `limit_us`
+    /// behind; returns the (possibly new) anchor.
+    fn catch_up(&mut self, anchor: Anchor, now: Instant, limit_us: u64) -> Anchor {
+        let (Some((&(first, _), _)), Some((_, last))) =
+            (self.queue.first_key_value(), self.queue.last_key_value())
+        else {
+            return anchor;
+        };
+        let overdue_ns = Self::offset_ns(anchor, now) - self.play_ns(anchor, first);
+        let span_us = last.unit.end_us().saturating_sub(first);
+        let behind = overdue_ns > i128::from(limit_us) * 1000
+            || span_us > self.buffer_us.saturating_add(limit_us);
+        if !behind {
+            return anchor;
+        }
+        let Some(&(key_pts, key_seq)) = self
+            .queue
+            .iter()
+            .rev()
+            .find(|(_, q)| q.unit.key)
+            .map(|(k, _)| k)
+        else {
+            return anchor; // no keyframe to go to: play on
+        };
+        if key_pts == first && overdue_ns <= i128::from(limit_us) * 1000 {
+            return anchor; // already at the newest keyframe, and on time
+        }
+        let behind_key = self.queue.split_off(&(key_pts, key_seq));
+        let dropped = std::mem::replace(&mut self.queue, behind_key);
+        for (_, seq) in dropped.keys() {
+            self.queued_seqs.remove(seq);
+        }
+        self.rec.skipped += dropped.len() as u64;
+        self.rec.skips = self.rec.skips.saturating_add(1);
+        let anchor = Anchor {
+            at: now,
+            first_pts: key_pts,
+        };
+        self.anchor = Some(anchor);
+        // Nothing before the keyframe plays any more, and nothing is concealed up to it.
+        self.head = self.head.map(|h| Head {
+            next_us: key_pts,
+            floor_us: key_pts,
+            last_duration_us: h.last_duration_us,
+        });
+        self.underrun_us = None;
+        anchor
     }
 
     fn play_or_wait(&mut self, anchor: Anchor, now: Instant, now_ns: i128, pts: u64) -> Output<T> {

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 /// A snapshot of a [`PlayoutBuffer`](super::PlayoutBuffer)'s statistics.
 ///
 /// Every arrival is counted once in `received` and ends up in exactly one of
-/// `played`, `late_drops`, `duplicates`, `overflow_drops` or `queued`.
+/// `played`, `late_drops`, `duplicates`, `overflow_drops`, `skipped` or
+/// `queued`.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Stats {
     /// From the first push (or the instant given to
@@ -42,6 +43,12 @@ pub struct Stats {
     pub played: u64,
     /// `Conceal` outputs (pieces; see `underrun_time` for their total length).
     pub concealed: u64,
+    /// Jumps to the newest keyframe because playout fell behind (see
+    /// [`set_catch_up`](super::PlayoutBuffer::set_catch_up)).
+    pub skips: u32,
+    /// Units skipped: dropped by those jumps, or arriving before the first
+    /// keyframe after a [`restart`](super::PlayoutBuffer::restart).
+    pub skipped: u64,
     /// Mean packet delay variation: for each non-duplicate arrival,
     /// `(arrival − pts) − min(arrival − pts)` over the arrivals so far, i.e.
     /// how much later than the fastest unit it arrived (RFC 5481 PDV, the
@@ -90,6 +97,7 @@ impl Stats {
                 "{{\"startup_delay_us\":{},\"underruns\":{},\"underrun_time_us\":{},",
                 "\"late_drops\":{},\"duplicates\":{},\"reordered\":{},\"overflow_drops\":{},",
                 "\"received\":{},\"queued\":{},\"played\":{},\"concealed\":{},",
+                "\"skips\":{},\"skipped\":{},",
                 "\"jitter_mean_us\":{},\"jitter_p99_us\":{},\"jitter_max_us\":{},",
                 "\"jitter_rfc3550_us\":{},\"bytes\":{},\"bitrate_bps\":{}}}"
             ),
@@ -104,6 +112,8 @@ impl Stats {
             self.queued,
             self.played,
             self.concealed,
+            self.skips,
+            self.skipped,
             self.jitter_mean.as_micros(),
             self.jitter_p99.as_micros(),
             self.jitter_max.as_micros(),
@@ -121,7 +131,7 @@ fn ms(d: Duration) -> String {
 impl fmt::Display for Stats {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let startup = self.startup_delay.map_or_else(|| "-".to_owned(), ms);
-        let rows: [(&str, String); 10] = [
+        let rows: [(&str, String); 11] = [
             ("startup delay", startup),
             (
                 "underruns",
@@ -139,6 +149,13 @@ impl fmt::Display for Stats {
             ("duplicates", self.duplicates.to_string()),
             ("reordered", self.reordered.to_string()),
             ("overflow drops", self.overflow_drops.to_string()),
+            (
+                "skipped",
+                format!(
+                    "{} units ({} jumps to a keyframe)",
+                    self.skipped, self.skips
+                ),
+            ),
             (
                 "jitter",
                 format!(
@@ -281,6 +298,8 @@ pub(super) struct Recorder {
     pub(super) reordered: u64,
     pub(super) overflow_drops: u64,
     pub(super) underruns: u32,
+    pub(super) skips: u32,
+    pub(super) skipped: u64,
     pub(super) first_play_at: Option<Instant>,
     pub(super) jitter: Jitter,
     played: u64,
@@ -300,6 +319,8 @@ impl Recorder {
             reordered: 0,
             overflow_drops: 0,
             underruns: 0,
+            skips: 0,
+            skipped: 0,
             first_play_at: None,
             jitter: Jitter::new(),
             played: 0,
@@ -345,6 +366,8 @@ impl Recorder {
             queued: queued as u64,
             played: self.played,
             concealed: self.concealed,
+            skips: self.skips,
+            skipped: self.skipped,
             jitter_mean: self.jitter.mean(),
             jitter_p99: self.jitter.p99(),
             jitter_max: Duration::from_micros(self.jitter.max_us),

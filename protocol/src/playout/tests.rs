@@ -467,3 +467,156 @@ fn seq_window_remembers_recent_played_seqs() {
     w.insert(0); // too old: ignored
     assert!(!w.contains(0));
 }
+
+/// A 40 ms video frame with seq `i` at pts `40 ms * i`, a keyframe every `gop` frames.
+fn frame(i: u64, gop: u64) -> Unit<u64> {
+    Unit {
+        key: i % gop == 0,
+        ..unit(i, i * 40_000, 40_000)
+    }
+}
+
+fn video() -> Config {
+    Config {
+        kind: Kind::Video,
+        ..Config::default()
+    }
+}
+
+#[test]
+fn a_restarted_source_resumes_at_its_next_keyframe_without_concealing_the_wait() {
+    let t0 = Instant::now();
+    let mut pb = PlayoutBuffer::new(video());
+    for i in 0..10 {
+        pb.push_sized(t0 + 40 * i as u32 * MS, frame(i, 5), 0);
+    }
+    // The publisher goes away after frame 9 arrived at 360 ms.
+    pb.restart();
+    let log = run_to_idle(&mut pb, t0);
+    assert_eq!(
+        log.len(),
+        10,
+        "what was queued plays out, then idles: {log:?}"
+    );
+    assert!(conceals(&log).is_empty());
+    // 3 s later, while the new publisher is away, nothing is concealed either.
+    let (outs, term) = drain(&mut pb, t0 + 3000 * MS);
+    assert!(outs.is_empty() && term == Output::Idle, "{outs:?} {term:?}");
+    // It comes back mid-group (pts continue, as a live channel renumbers them): frames
+    // before its first keyframe are skipped, and that keyframe plays `buffer` after it
+    // arrived, not 3 s late.
+    let back = t0 + 5000 * MS;
+    for i in 10..20 {
+        pb.push_sized(back + 40 * (i - 10) as u32 * MS, frame(i + 2, 5), 0);
+    }
+    let log = run_to_idle_or(&mut pb, back, 7);
+    let pts = played_pts(&log);
+    assert_eq!(pts.first(), Some(&(15 * 40_000)), "starts at the keyframe");
+    assert_eq!(log[0].0, back + 3 * 40 * MS + 100 * MS);
+    assert_eq!(pts.len(), 7);
+    let stats = pb.stats();
+    assert_eq!(stats.skipped, 3);
+    assert_eq!(
+        (stats.late_drops, stats.underruns, stats.concealed),
+        (0, 0, 0)
+    );
+    assert_eq!(stats.played, 17);
+}
+
+#[test]
+fn a_paused_player_skips_to_the_newest_keyframe_instead_of_bursting() {
+    for catch_up in [None, Some(Duration::from_secs(1))] {
+        let t0 = Instant::now();
+        let mut pb = PlayoutBuffer::new(video());
+        pb.set_catch_up(catch_up);
+        let mut now = t0;
+        // Half a second played on time.
+        for i in 0..12 {
+            now = t0 + 40 * i as u32 * MS;
+            pb.push_sized(now, frame(i, 25), 0);
+            drain(&mut pb, now);
+        }
+        // The player is stopped for 20 s while the server keeps sending: on waking it finds
+        // 20 s of frames in its socket, read all at once.
+        let woke = now + Duration::from_secs(20);
+        for i in 12..512 {
+            pb.push_sized(woke, frame(i, 25), 0);
+        }
+        let (outs, term) = drain(&mut pb, woke);
+        let stats = pb.stats();
+        match catch_up {
+            None => {
+                // Every overdue frame comes out at once.
+                assert!(outs.len() > 400, "{}", outs.len());
+            }
+            Some(_) => {
+                assert!(outs.is_empty(), "nothing in a burst: {outs:?}");
+                // The newest keyframe is frame 500: it plays a buffer from now, then on.
+                assert_eq!(term, Output::Wait(woke + 100 * MS));
+                assert_eq!(stats.skips, 1);
+                // Frames 0..=8 were played before the pause; the rest up to 500 is skipped.
+                assert_eq!((stats.played, stats.skipped), (9, 500 - 9));
+                let log = run_to_idle_or(&mut pb, woke, 12);
+                assert_eq!(played_pts(&log)[0], 500 * 40_000);
+                assert_eq!(log[0].0, woke + 100 * MS);
+                assert_eq!(pb.stats().late_drops, 0);
+            }
+        }
+    }
+}
+
+#[test]
+fn units_left_overdue_in_the_queue_are_skipped_to_the_newest_keyframe() {
+    let t0 = Instant::now();
+    let mut pb = PlayoutBuffer::new(video());
+    pb.set_catch_up(Some(Duration::from_secs(1)));
+    for i in 0..30 {
+        pb.push_sized(t0 + 40 * i as u32 * MS, frame(i, 10), 0);
+    }
+    // Nobody polled for 15 s: every queued frame is overdue.
+    let late = t0 + 15_000 * MS;
+    let (outs, term) = drain(&mut pb, late);
+    assert!(outs.is_empty(), "{outs:?}");
+    assert_eq!(term, Output::Wait(late + 100 * MS));
+    assert_eq!(pb.stats().skipped, 20);
+    // On time and at a keyframe: no skip while playing normally.
+    let log = run_to_idle_or(&mut pb, late, 10);
+    assert_eq!(
+        played_pts(&log),
+        (20..30).map(|i| i * 40_000).collect::<Vec<_>>()
+    );
+    assert_eq!(pb.stats().skips, 1);
+}
+
+#[test]
+fn catching_up_never_skips_a_stream_that_keeps_up() {
+    let t0 = Instant::now();
+    let mut pb = PlayoutBuffer::new(video());
+    pb.set_catch_up(Some(Duration::from_secs(1)));
+    // A late joiner's backlog: a 3 s group arrives at once, one keyframe at its start.
+    for i in 0..75 {
+        pb.push_sized(t0, frame(i, 1000), 0);
+    }
+    pb.end_of_stream();
+    let log = run_to_idle(&mut pb, t0);
+    assert_eq!(played_pts(&log).len(), 75);
+    assert_eq!((pb.stats().skips, pb.stats().skipped), (0, 0));
+}
+
+/// Follow Wait instants until `n` units were played (or Idle).
+fn run_to_idle_or(
+    pb: &mut PlayoutBuffer<u64>,
+    mut now: Instant,
+    n: usize,
+) -> Vec<(Instant, Output<u64>)> {
+    let mut log = Vec::new();
+    while played_pts(&log).len() < n {
+        let (outs, term) = drain(pb, now);
+        log.extend(outs.into_iter().map(|o| (now, o)));
+        match term {
+            Output::Wait(at) => now = at,
+            _ => break,
+        }
+    }
+    log
+}
