@@ -1,9 +1,8 @@
 //! `chunkcast-server`: parse flags, start, print the listening line, serve until a signal.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 
 use anyhow::Context;
-use clap::Parser;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
@@ -17,14 +16,16 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn run() -> anyhow::Result<()> {
-    let args = chunkcast_server::cli::Args::parse();
+    let config = chunkcast_server::cli::Args::load()?;
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
+        // Colour codes only for a person watching: not in a journal, a file or a pipe.
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
-    let server = chunkcast_server::Server::start(args.into_config()).await?;
+    let server = chunkcast_server::Server::start(config).await?;
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "{}", server.listening_line()).context("writing to stdout")?;
     stdout.flush().context("writing to stdout")?;
