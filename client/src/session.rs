@@ -551,7 +551,11 @@ impl Incoming {
             FileDigest::Known(d) => Ok(Some(d)),
             FileDigest::AtEnd => match tokio::time::timeout(DIGEST_WAIT, &mut self.digest).await {
                 Ok(Ok(d)) => Ok(Some(d)),
-                Ok(Err(_)) => Err(self.lost()),
+                // A `CLOSE` instead of the digest (the file changed on the server): its reason.
+                Ok(Err(_)) => Err(match self.close.try_recv() {
+                    Ok((code, message)) => ClientError::Server { code, message },
+                    Err(_) => self.lost(),
+                }),
                 Err(_) => Err(ClientError::Lost(format!(
                     "the server did not send the file's digest within {DIGEST_WAIT:?} of its \
                      last chunk"

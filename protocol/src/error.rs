@@ -113,6 +113,9 @@ pub enum ErrorCode {
     Lagged,
     /// A media file could not be read as the format it claims.
     BadMedia,
+    /// The file changed on the server while it was being sent (rewritten in place, replaced,
+    /// grown or shrunk): what arrived may mix two versions, so the download must start over.
+    Changed,
     /// A code from a newer version.
     Unknown(u16),
 }
@@ -135,6 +138,7 @@ impl ErrorCode {
             Self::PublisherLost => 11,
             Self::Lagged => 12,
             Self::BadMedia => 13,
+            Self::Changed => 14,
             Self::Unknown(c) => c,
         }
     }
@@ -157,6 +161,7 @@ impl ErrorCode {
             11 => Self::PublisherLost,
             12 => Self::Lagged,
             13 => Self::BadMedia,
+            14 => Self::Changed,
             c => Self::Unknown(c),
         }
     }
@@ -178,6 +183,7 @@ impl ErrorCode {
             Self::PublisherLost => "publisher lost",
             Self::Lagged => "lagged",
             Self::BadMedia => "bad media",
+            Self::Changed => "source changed",
             Self::Unknown(_) => "unknown error",
         }
     }
@@ -224,6 +230,7 @@ mod tests {
             (ErrorCode::PublisherLost, 11),
             (ErrorCode::Lagged, 12),
             (ErrorCode::BadMedia, 13),
+            (ErrorCode::Changed, 14),
         ];
         for (code, value) in pinned {
             assert_eq!(code.to_u16(), value, "{code:?}");

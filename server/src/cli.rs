@@ -3,9 +3,10 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::Parser;
+use clap::parser::ValueSource;
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
 
-use crate::config::{Config, DEFAULT_LISTEN, Limits};
+use crate::config::{Config, DEFAULT_LISTEN, Limits, SetupError};
 
 /// The largest `--max-frame-bytes`: a plain connection is told from TLS by its first byte,
 /// which is a frame length's high byte and must stay 0.
@@ -17,10 +18,23 @@ fn default_limits() -> Limits {
     Limits::default()
 }
 
+/// What `--help` adds after the flags.
+const AFTER_HELP: &str = "\
+Every flag can also be set in a TOML file given with --config, as a key named like the flag
+without its leading dashes (`listen = \"0.0.0.0:7700\"`, `max-connections = 100`, `allow-anonymous = true`);
+flags on the command line override the file.
+
+Logs go to stderr, one line per request at the default level (info). Set RUST_LOG to change
+it: RUST_LOG=debug for more, RUST_LOG=warn for refusals and failures only.";
+
 /// Serves a media library over TCP (plain and TLS on one port) and QUIC.
 #[derive(Debug, Parser)]
-#[command(name = "chunkcast-server", version, about)]
+#[command(name = "chunkcast-server", version, about, after_help = AFTER_HELP)]
 pub struct Args {
+    /// Read settings from this TOML file (keys: the flags' names without the leading `--`);
+    /// flags given on the command line override it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Directory to serve, read-only. Default: the built-in sample library.
     #[arg(long)]
     pub root: Option<PathBuf>,
@@ -48,6 +62,11 @@ pub struct Args {
     /// PEM private key (with --cert).
     #[arg(long, requires = "cert")]
     pub key: Option<PathBuf>,
+    /// Where the self-signed certificate and its key are kept, so that the cert-sha256 that
+    /// clients pin stays the same across restarts. Default: `chunkcast` in the user's data
+    /// directory (~/.local/share/chunkcast on Linux).
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
     /// Seconds that shutdown lets running streams finish.
     #[arg(long, default_value_t = 5)]
     pub grace: u64,
@@ -99,7 +118,143 @@ pub struct Args {
     pub live_linger_ms: u64,
 }
 
+/// The `--config` file: every flag, by its long name without `--`, each optional. Unknown keys are refused
+/// (with their name), so that a typo cannot silently leave a default in place.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct FileConfig {
+    root: Option<PathBuf>,
+    listen: Option<SocketAddr>,
+    tcp: Option<SocketAddr>,
+    quic: Option<SocketAddr>,
+    token: Option<String>,
+    allow_anonymous: Option<bool>,
+    allow_plaintext: Option<bool>,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    state_dir: Option<PathBuf>,
+    grace: Option<u64>,
+    metrics: Option<SocketAddr>,
+    web: Option<SocketAddr>,
+    max_connections: Option<u64>,
+    max_connections_per_ip: Option<u64>,
+    max_streams: Option<u64>,
+    handshake_timeout_ms: Option<u64>,
+    idle_timeout_ms: Option<u64>,
+    max_frame_bytes: Option<u64>,
+    max_requests_per_sec: Option<u64>,
+}
+
 impl Args {
+    /// Parses the process's command line (exiting with clap's message on a usage error or
+    /// `--help`), reads `--config` if given, and returns the configuration.
+    pub fn load() -> Result<Config, SetupError> {
+        let matches = Self::command().get_matches();
+        Self::from_matches(&matches)
+    }
+
+    /// [`Args::load`] for a given command line; usage errors are returned, not printed.
+    pub fn load_from<I, T>(args: I) -> Result<Config, SetupError>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let matches = Self::command()
+            .try_get_matches_from(args)
+            .map_err(|e| SetupError::Flags(e.to_string()))?;
+        Self::from_matches(&matches)
+    }
+
+    fn from_matches(matches: &ArgMatches) -> Result<Config, SetupError> {
+        let mut args =
+            Self::from_arg_matches(matches).map_err(|e| SetupError::Flags(e.to_string()))?;
+        if let Some(path) = args.config.clone() {
+            args.merge_file(&path, matches)?;
+        }
+        if args.state_dir.is_none() {
+            args.state_dir = crate::state::default_dir();
+        }
+        Ok(args.into_config())
+    }
+
+    /// Takes from the file every setting not given on the command line (or in its
+    /// environment variable).
+    fn merge_file(
+        &mut self,
+        path: &std::path::Path,
+        matches: &ArgMatches,
+    ) -> Result<(), SetupError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|cause| SetupError::ConfigRead {
+            path: shown.clone(),
+            cause,
+        })?;
+        let file: FileConfig = toml::from_str(&text).map_err(|e| SetupError::ConfigParse {
+            path: shown.clone(),
+            message: e.to_string().trim_end().replace('\n', " "),
+        })?;
+        let given = |id: &str| {
+            matches!(
+                matches.value_source(id),
+                Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+            )
+        };
+        // Relative paths in the file are relative to the file, as a service's would be.
+        let base = path.parent().unwrap_or(std::path::Path::new("."));
+        let rel = |p: PathBuf| base.join(p);
+        let bad = |key: &'static str, message: String| SetupError::ConfigValue {
+            path: shown.clone(),
+            key,
+            message,
+        };
+        let ranged = |key: &'static str, v: u64, min: u64, max: u64| {
+            if (min..=max).contains(&v) {
+                Ok(v)
+            } else {
+                Err(bad(key, format!("{v} is out of range {min}..={max}")))
+            }
+        };
+        macro_rules! take {
+            ($field:ident, $v:ident => $e:expr) => {
+                if let Some($v) = file.$field {
+                    if !given(stringify!($field)) {
+                        self.$field = $e;
+                    }
+                }
+            };
+        }
+        take!(root, v => Some(rel(v)));
+        take!(listen, v => v);
+        take!(tcp, v => Some(v));
+        take!(quic, v => Some(v));
+        take!(token, v => Some(v));
+        take!(allow_anonymous, v => v);
+        take!(allow_plaintext, v => v);
+        take!(cert, v => Some(rel(v)));
+        take!(key, v => Some(rel(v)));
+        take!(state_dir, v => Some(rel(v)));
+        take!(grace, v => v);
+        take!(metrics, v => Some(v));
+        take!(web, v => Some(v));
+        let big = usize::MAX as u64;
+        take!(max_connections, v => ranged("max-connections", v, 1, big)? as usize);
+        take!(max_connections_per_ip, v => ranged("max-connections-per-ip", v, 1, big)? as usize);
+        take!(max_streams, v => ranged("max-streams", v, 1, big)? as usize);
+        take!(handshake_timeout_ms, v => ranged("handshake-timeout-ms", v, 1, u64::MAX)?);
+        take!(idle_timeout_ms, v => ranged("idle-timeout-ms", v, 1, u64::MAX)?);
+        take!(max_frame_bytes, v => ranged("max-frame-bytes", v, MIN_FRAME_BYTES, MAX_FRAME_BYTES)?);
+        take!(max_requests_per_sec, v =>
+            ranged("max-requests-per-sec", v, 1, u64::from(u32::MAX))? as u32);
+        if self.cert.is_some() != self.key.is_some() {
+            let key = if self.cert.is_some() { "key" } else { "cert" };
+            return Err(bad(
+                key,
+                "cert and key go together: give both, or neither".into(),
+            ));
+        }
+        Ok(())
+    }
+
     /// The configuration these flags describe.
     pub fn into_config(self) -> Config {
         let mut c = Config::on(self.listen);
@@ -110,6 +265,7 @@ impl Args {
         c.allow_anonymous = self.allow_anonymous;
         c.allow_plaintext = self.allow_plaintext;
         c.cert = self.cert.zip(self.key);
+        c.state_dir = self.state_dir;
         c.grace = std::time::Duration::from_secs(self.grace);
         c.metrics = self.metrics;
         c.web = self.web;

@@ -77,8 +77,12 @@ pub struct Config {
     pub allow_anonymous: bool,
     /// Accept plain (unencrypted) TCP on a non-loopback address.
     pub allow_plaintext: bool,
-    /// PEM certificate chain and key; `None` generates a self-signed certificate.
+    /// PEM certificate chain and key; `None` uses a self-signed certificate (kept in
+    /// `state_dir` if there is one).
     pub cert: Option<(PathBuf, PathBuf)>,
+    /// Where the self-signed certificate and its key are kept, so that its SHA-256 (what
+    /// clients pin) survives restarts; `None`: a new one on every start.
+    pub state_dir: Option<PathBuf>,
     /// How long shutdown lets streams finish before closing them.
     pub grace: Duration,
     /// Resource limits.
@@ -104,6 +108,7 @@ impl Config {
             allow_anonymous: false,
             allow_plaintext: false,
             cert: None,
+            state_dir: None,
             grace: Duration::from_secs(5),
             limits: Limits::default(),
             metrics: None,
@@ -117,4 +122,48 @@ impl Config {
             || !self.quic.ip().is_loopback()
             || self.web.is_some_and(|w| !w.ip().is_loopback())
     }
+}
+
+/// Why the configuration file or the state directory cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SetupError {
+    /// The command line is wrong (clap's message, usage included).
+    #[error("{0}")]
+    Flags(String),
+    /// The configuration file could not be read.
+    #[error("config file {path}: {cause}")]
+    ConfigRead {
+        /// The file.
+        path: String,
+        /// The error.
+        cause: std::io::Error,
+    },
+    /// The configuration file is not valid TOML or has a key no flag has (the message says
+    /// where, and which key).
+    #[error("config file {path}: {message}")]
+    ConfigParse {
+        /// The file.
+        path: String,
+        /// The parser's message.
+        message: String,
+    },
+    /// A key's value is out of the range its flag accepts, or keys that go together are not.
+    #[error("config file {path}: {key}: {message}")]
+    ConfigValue {
+        /// The file.
+        path: String,
+        /// The key.
+        key: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+    /// The state directory or the certificate kept in it is unusable.
+    #[error("state directory {dir}: {message}")]
+    State {
+        /// The directory.
+        dir: String,
+        /// What is wrong, and what to do.
+        message: String,
+    },
 }

@@ -409,6 +409,10 @@ impl Conn {
                                     m.error_sent(ErrorCode::BadMedia);
                                     warn!(session, %path, "stream failed: {e}");
                                 }
+                                Ended::Changed => {
+                                    m.error_sent(ErrorCode::Changed);
+                                    warn!(session, %path, "file changed while it was sent; no digest sent");
+                                }
                                 Ended::Link(e) => debug!(session, %path, "stream cut: {e}"),
                             }
                         }

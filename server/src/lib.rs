@@ -33,6 +33,7 @@ mod limit;
 mod listen;
 mod live;
 mod metrics;
+pub mod state;
 mod stream;
 mod web;
 
@@ -51,6 +52,9 @@ use crate::conn::Shared;
 use crate::library::Library;
 
 /// Why the server could not start.
+///
+/// Each message includes its cause, so the cause is not also exposed as `source()`: the binary
+/// prints errors with `anyhow`'s `{:#}`, which would print it twice.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ServerError {
@@ -65,30 +69,72 @@ pub enum ServerError {
     )]
     WebPlaintext(SocketAddr),
     /// The library could not be opened or generated.
-    #[error("library {path}: {source}")]
+    #[error("library {path}: {cause}")]
     Library {
         /// The directory.
         path: String,
         /// The error.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The built-in sample library could not be generated.
-    #[error("generating the sample library: {0}")]
-    Samples(#[from] chunkcast_media_samples::Error),
+    #[error("generating the sample library: {}", chain(.0))]
+    Samples(chunkcast_media_samples::Error),
     /// Binding a socket failed.
-    #[error("binding {addr}: {source}")]
+    #[error("{}", bind_message(.flag, *.addr, .cause))]
     Bind {
+        /// The flag that sets the address (`--listen`, `--web`, ...), for the advice.
+        flag: &'static str,
         /// The address.
         addr: SocketAddr,
         /// The error.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
+    /// The configuration file or the state directory is unusable.
+    #[error(transparent)]
+    Setup(#[from] config::SetupError),
     /// TLS setup failed.
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
     /// QUIC setup failed.
     #[error(transparent)]
     Quic(#[from] quic::QuicSetupError),
+}
+
+impl From<chunkcast_media_samples::Error> for ServerError {
+    fn from(e: chunkcast_media_samples::Error) -> Self {
+        Self::Samples(e)
+    }
+}
+
+/// `e` and its causes, joined by `: `, for an error kept out of the source chain.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        out.push_str(": ");
+        out.push_str(&cause.to_string());
+        next = cause.source();
+    }
+    out
+}
+
+/// What a failed bind says: the common causes get their fix.
+fn bind_message(flag: &str, addr: SocketAddr, cause: &std::io::Error) -> String {
+    let port = addr.port();
+    let free = SocketAddr::new(addr.ip(), 0);
+    match cause.kind() {
+        std::io::ErrorKind::AddrInUse => format!(
+            "port {port} is in use (another chunkcast-server?): pick another with {flag} {free} or stop the other server"
+        ),
+        std::io::ErrorKind::AddrNotAvailable => format!(
+            "cannot listen on {addr}: {cause}; {} is not an address of this machine (see `ip addr`)",
+            addr.ip()
+        ),
+        std::io::ErrorKind::PermissionDenied if port < 1024 => format!(
+            "cannot listen on {addr}: {cause}; ports below 1024 need root or CAP_NET_BIND_SERVICE: pick another with {flag}"
+        ),
+        _ => format!("cannot listen on {addr} ({flag}): {cause}"),
+    }
 }
 
 /// A running server.
@@ -129,76 +175,112 @@ impl Server {
                     .await
                     .map_err(|e| ServerError::Library {
                         path: dir.display().to_string(),
-                        source: std::io::Error::other(e),
+                        cause: std::io::Error::other(e),
                     })??;
                 dir
             }
         };
-        let library = Library::new(&root).map_err(|source| ServerError::Library {
+        let library = Library::new(&root).map_err(|cause| ServerError::Library {
             path: root.display().to_string(),
-            source,
+            cause,
         })?;
         let identity = match &config.cert {
             Some((c, k)) => tls::Identity::from_pem_files(c, k)?,
             None => {
                 let names = [config.tcp.ip().to_string(), config.quic.ip().to_string()];
-                tls::Identity::self_signed(&names)?
+                match &config.state_dir {
+                    Some(dir) => state::identity(dir, &names)?,
+                    None => tls::Identity::self_signed(&names)?,
+                }
             }
+        };
+        // Which flag set each address, for the advice when it cannot be bound.
+        let (tcp_flag, quic_flag) = if config.tcp == config.quic {
+            ("--listen", "--listen")
+        } else {
+            ("--tcp", "--quic")
         };
         let listener = TcpListener::bind(config.tcp)
             .await
-            .map_err(|source| ServerError::Bind {
+            .map_err(|cause| ServerError::Bind {
+                flag: tcp_flag,
                 addr: config.tcp,
-                source,
+                cause,
             })?;
-        let tcp_addr = listener.local_addr().map_err(|source| ServerError::Bind {
+        let tcp_addr = listener.local_addr().map_err(|cause| ServerError::Bind {
+            flag: tcp_flag,
             addr: config.tcp,
-            source,
+            cause,
         })?;
         // "--listen" means one port for both: with port 0, QUIC takes the port TCP got.
         let mut quic_want = config.quic;
         if quic_want.port() == 0 && quic_want.ip() == tcp_addr.ip() {
             quic_want.set_port(tcp_addr.port());
         }
+        let quic_bind = |r: Result<quinn::Endpoint, quic::QuicSetupError>| match r {
+            Err(quic::QuicSetupError::Bind { addr, cause }) => Err(ServerError::Bind {
+                flag: quic_flag,
+                addr,
+                cause,
+            }),
+            r => Ok(r?),
+        };
         let endpoint = match quic::server_endpoint(quic_want, &identity) {
             Ok(ep) => ep,
-            Err(_) if config.quic.port() == 0 => quic::server_endpoint(config.quic, &identity)?,
-            Err(e) => return Err(e.into()),
+            Err(_) if config.quic.port() == 0 => {
+                quic_bind(quic::server_endpoint(config.quic, &identity))?
+            }
+            Err(e) => quic_bind(Err(e))?,
         };
-        let quic_addr = endpoint.local_addr().map_err(|source| ServerError::Bind {
+        let quic_addr = endpoint.local_addr().map_err(|cause| ServerError::Bind {
+            flag: quic_flag,
             addr: quic_want,
-            source,
+            cause,
         })?;
         let acceptor = TlsAcceptor::from(tls::server_config(&identity)?);
 
         let metrics_listener = match config.metrics {
-            Some(addr) => Some(
-                TcpListener::bind(addr)
-                    .await
-                    .map_err(|source| ServerError::Bind { addr, source })?,
-            ),
+            Some(addr) => {
+                Some(
+                    TcpListener::bind(addr)
+                        .await
+                        .map_err(|cause| ServerError::Bind {
+                            flag: "--metrics",
+                            addr,
+                            cause,
+                        })?,
+                )
+            }
             None => None,
         };
         let metrics_addr = match &metrics_listener {
-            Some(l) => Some(l.local_addr().map_err(|source| ServerError::Bind {
+            Some(l) => Some(l.local_addr().map_err(|cause| ServerError::Bind {
+                flag: "--metrics",
                 addr: config.metrics.unwrap_or(tcp_addr),
-                source,
+                cause,
             })?),
             None => None,
         };
 
         let web_listener = match config.web {
-            Some(addr) => Some(
-                TcpListener::bind(addr)
-                    .await
-                    .map_err(|source| ServerError::Bind { addr, source })?,
-            ),
+            Some(addr) => {
+                Some(
+                    TcpListener::bind(addr)
+                        .await
+                        .map_err(|cause| ServerError::Bind {
+                            flag: "--web",
+                            addr,
+                            cause,
+                        })?,
+                )
+            }
             None => None,
         };
         let web_addr = match &web_listener {
-            Some(l) => Some(l.local_addr().map_err(|source| ServerError::Bind {
+            Some(l) => Some(l.local_addr().map_err(|cause| ServerError::Bind {
+                flag: "--web",
                 addr: config.web.unwrap_or(tcp_addr),
-                source,
+                cause,
             })?),
             None => None,
         };
@@ -250,6 +332,12 @@ impl Server {
             "connect with: chunkcast ls --cert-sha256 {} quic://{}/",
             server.fingerprint, server.quic_addr
         );
+        if let Some(url) = server.web_url() {
+            info!("web viewer: open {url} in a browser");
+        }
+        if let Some(addr) = server.metrics_addr {
+            info!("metrics: http://{addr}/metrics");
+        }
         Ok(server)
     }
 
@@ -271,6 +359,11 @@ impl Server {
     /// Where the browser viewer is served (`GET /`, WebSocket at `/ws`), if `--web` was given.
     pub fn web_addr(&self) -> Option<SocketAddr> {
         self.web_addr
+    }
+
+    /// The web viewer's address as a URL to open, if `--web` was given.
+    pub fn web_url(&self) -> Option<String> {
+        self.web_addr.map(|a| format!("http://{a}/"))
     }
 
     /// SHA-256 of the certificate, hex: what clients pin.

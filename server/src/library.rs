@@ -39,17 +39,31 @@ impl PathError {
     }
 }
 
-#[derive(Clone, PartialEq, Eq)]
-struct Stamp {
+/// What tells one version of a file from another without reading it: size and modification
+/// time, and on Unix the inode (a file replaced by a rename keeps neither) and the change time
+/// (which no writer can set back, unlike the modification time).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Stamp {
     len: u64,
     modified: Option<SystemTime>,
+    #[cfg(unix)]
+    inode: (u64, u64),
+    #[cfg(unix)]
+    changed: (i64, i64),
 }
 
 impl Stamp {
-    fn of(meta: &std::fs::Metadata) -> Self {
+    /// The stamp of the file `meta` describes.
+    pub(crate) fn of(meta: &std::fs::Metadata) -> Self {
+        #[cfg(unix)]
+        use std::os::unix::fs::MetadataExt;
         Self {
             len: meta.len(),
             modified: meta.modified().ok(),
+            #[cfg(unix)]
+            inode: (meta.dev(), meta.ino()),
+            #[cfg(unix)]
+            changed: (meta.ctime(), meta.ctime_nsec()),
         }
     }
 }
@@ -121,7 +135,7 @@ impl Library {
     }
 
     /// The cached digest of a resolved file whose metadata is `meta`, if it was computed for
-    /// this (size, mtime).
+    /// this version of it (size, mtime, inode and change time).
     pub fn cached_digest(&self, path: &Path, meta: &std::fs::Metadata) -> Option<[u8; 32]> {
         let digests = self.digests.lock().unwrap_or_else(|e| e.into_inner());
         digests
@@ -131,7 +145,7 @@ impl Library {
     }
 
     /// Caches `digest` for `path` as it was when `meta` was read (hashed while it was being
-    /// sent): if the file changed meanwhile, its new (size, mtime) will not match.
+    /// sent): if the file changed meanwhile, its new stamp will not match.
     pub fn remember_digest(&self, path: &Path, meta: &std::fs::Metadata, digest: [u8; 32]) {
         self.digests
             .lock()
@@ -139,7 +153,7 @@ impl Library {
             .insert(path.to_owned(), (Stamp::of(meta), digest));
     }
 
-    /// The BLAKE3 digest of a resolved file, computed once per (size, mtime).
+    /// The BLAKE3 digest of a resolved file, computed once per version (size, mtime, inode and change time).
     pub fn digest(&self, path: &Path) -> std::io::Result<[u8; 32]> {
         let meta = std::fs::metadata(path)?;
         let stamp = Stamp::of(&meta);

@@ -156,6 +156,7 @@ fn code_label(code: ErrorCode) -> &'static str {
         ErrorCode::PublisherLost => "publisher_lost",
         ErrorCode::Lagged => "lagged",
         ErrorCode::BadMedia => "bad_media",
+        ErrorCode::Changed => "source_changed",
         _ => "unknown",
     }
 }

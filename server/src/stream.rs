@@ -16,7 +16,7 @@ use chunkcast_protocol::wire::{ErrorFrame, FileDigest, Frame, Mode, Open, Opened
 use chunkcast_protocol::{Chunk, ErrorCode};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::library::Library;
+use crate::library::{Library, Stamp};
 
 /// Bytes the reader thread may run ahead of the socket, as whole chunks (at least 2): bounded
 /// in bytes, since a chunk count alone let 1 MiB chunks hold 32 MiB per stream.
@@ -31,7 +31,37 @@ pub(crate) struct Prepared {
     mode: Mode,
     /// For [`FileDigest::AtEnd`]: the digest the reader thread computes as it reads.
     digest: Option<PendingDigest>,
+    /// The file as it was at open, to tell whether it changed while it was sent.
+    source: Source,
 }
+
+/// A file being sent and its [`Stamp`] at open. A writer that rewrites it in place meanwhile
+/// makes the reader send a mix of two versions; a digest computed while reading would then
+/// match that mix, so it must not be sent (issue 19, defect 7).
+struct Source {
+    path: std::path::PathBuf,
+    at_open: Stamp,
+}
+
+impl Source {
+    /// Whether the file at the path is still the one opened, unmodified.
+    fn unchanged(&self) -> bool {
+        std::fs::metadata(&self.path).is_ok_and(|m| Stamp::of(&m) == self.at_open)
+    }
+
+    /// `CLOSE` for a stream whose file changed under it.
+    fn changed(&self, stream: chunkcast_protocol::StreamId) -> Frame {
+        Frame::Close {
+            stream,
+            code: ErrorCode::Changed,
+            message: CHANGED.to_owned(),
+        }
+    }
+}
+
+/// What a client is told when the file changed while it was being sent.
+const CHANGED: &str =
+    "the file changed on the server during the download; run again (without --resume)";
 
 /// A digest being computed while the file is sent, and what to cache it under.
 struct PendingDigest {
@@ -67,11 +97,12 @@ pub(crate) async fn prepare(
         setup(library, path, &open, max_payload, lz4, digest_at_end)
     });
     match setup.await {
-        Ok(Ok((opened, chunks, digest))) => Ok(Prepared {
+        Ok(Ok((opened, chunks, digest, source))) => Ok(Prepared {
             opened,
             chunks,
             mode,
             digest,
+            source,
         }),
         Ok(Err(e)) => Err(e),
         Err(_) => Err(err(request, ErrorCode::Internal, "reader thread failed")),
@@ -86,7 +117,15 @@ fn setup(
     max_payload: usize,
     lz4: bool,
     digest_at_end: bool,
-) -> Result<(Opened, mpsc::Receiver<Produced>, Option<PendingDigest>), ErrorFrame> {
+) -> Result<
+    (
+        Opened,
+        mpsc::Receiver<Produced>,
+        Option<PendingDigest>,
+        Source,
+    ),
+    ErrorFrame,
+> {
     let request = open.request;
     let io_err = |e: std::io::Error| {
         err(
@@ -98,6 +137,10 @@ fn setup(
     let mut file = File::open(&path).map_err(io_err)?;
     let meta = file.metadata().map_err(io_err)?;
     let len = meta.len();
+    let source = Source {
+        path: path.clone(),
+        at_open: Stamp::of(&meta),
+    };
     let mut cfg = ChunkConfig::new(open.stream);
     cfg.chunk_size = match open.chunk_size as usize {
         0 => DEFAULT_CHUNK_SIZE,
@@ -162,7 +205,7 @@ fn setup(
     };
     let ahead = (AHEAD_BYTES / cfg.chunk_size.max(1)).clamp(2, 64);
     let chunks = source::spawn(file, packetizer, shaping, ahead);
-    Ok((opened, chunks, pending))
+    Ok((opened, chunks, pending, source))
 }
 
 /// How a stream ended on the server's side.
@@ -172,6 +215,8 @@ pub(crate) enum Ended {
     Complete,
     /// The file could not be read or cut; the client was sent a `CLOSE`.
     Failed(MediaError),
+    /// The file changed while it was sent; the client was sent a `CLOSE` instead of its digest.
+    Changed,
     /// The link is gone.
     Link(LinkError),
 }
@@ -196,6 +241,11 @@ impl Prepared {
                 Ok(c) => c,
                 Err(e) => {
                     media.abort();
+                    // A file that shrank or grew under the reader fails to cut: say why.
+                    if !self.source.unchanged() {
+                        let _ = tx.send(self.source.changed(stream)).await;
+                        return Ended::Changed;
+                    }
                     let message = format!("stream failed: {e}");
                     let _ = tx
                         .send(Frame::Close {
@@ -237,6 +287,13 @@ impl Prepared {
             let Ok(digest) = p.rx.await else {
                 return Ended::Link(LinkError::Closed);
             };
+            // The reader has read every byte by now: if the file is still the one opened, the
+            // digest is the file's; otherwise it may be a mix's, which no client must verify.
+            // One stat: cheap enough not to leave the task for.
+            if !self.source.unchanged() {
+                let _ = tx.send(self.source.changed(stream)).await;
+                return Ended::Changed;
+            }
             p.library.remember_digest(&p.path, &p.meta, digest);
             if let Err(e) = tx.send(Frame::Digest { stream, digest }).await {
                 return Ended::Link(e);

@@ -36,24 +36,51 @@ pub const STREAM_QUEUE: usize = 16;
 const CONTROL_QUEUE: usize = 64;
 
 /// Why a link failed.
+///
+/// Each message includes its cause, so the cause is not also exposed as `source()` (an error
+/// chain printer would print it twice).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum LinkError {
     /// The peer's bytes did not decode.
     #[error("peer sent malformed data: {0}")]
-    Decode(#[from] DecodeError),
+    Decode(DecodeError),
     /// The socket failed.
     #[error("connection error: {0}")]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
     /// The QUIC connection failed or was closed.
     #[error("QUIC connection: {0}")]
-    Quic(#[from] quinn::ConnectionError),
+    Quic(quinn::ConnectionError),
     /// Writing a QUIC stream failed.
     #[error("QUIC stream: {0}")]
-    QuicWrite(#[from] quinn::WriteError),
+    QuicWrite(quinn::WriteError),
     /// The link is closed.
     #[error("connection closed")]
     Closed,
+}
+
+impl From<DecodeError> for LinkError {
+    fn from(e: DecodeError) -> Self {
+        Self::Decode(e)
+    }
+}
+
+impl From<std::io::Error> for LinkError {
+    fn from(e: std::io::Error) -> Self {
+        Self::Io(e)
+    }
+}
+
+impl From<quinn::ConnectionError> for LinkError {
+    fn from(e: quinn::ConnectionError) -> Self {
+        Self::Quic(e)
+    }
+}
+
+impl From<quinn::WriteError> for LinkError {
+    fn from(e: quinn::WriteError) -> Self {
+        Self::QuicWrite(e)
+    }
 }
 
 /// What arrives on a routed media stream: chunks, or the corruption of one.

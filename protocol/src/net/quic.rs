@@ -47,12 +47,12 @@ pub enum QuicSetupError {
     #[error("TLS configuration not usable for QUIC: {0}")]
     Crypto(String),
     /// The UDP socket could not be bound.
-    #[error("binding UDP {addr}: {source}")]
+    #[error("binding UDP {addr}: {cause}")]
     Bind {
         /// Address.
         addr: SocketAddr,
-        /// The error.
-        source: std::io::Error,
+        /// The error (in the message, not a `source()`: see [`TlsError`]).
+        cause: std::io::Error,
     },
 }
 
@@ -62,14 +62,14 @@ pub fn server_endpoint(addr: SocketAddr, identity: &Identity) -> Result<Endpoint
         .map_err(|e| QuicSetupError::Crypto(e.to_string()))?;
     let mut cfg = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     cfg.transport_config(Arc::new(transport_config()));
-    let socket = udp_socket(addr).map_err(|source| QuicSetupError::Bind { addr, source })?;
+    let socket = udp_socket(addr).map_err(|cause| QuicSetupError::Bind { addr, cause })?;
     Endpoint::new(
         quinn::EndpointConfig::default(),
         Some(cfg),
         socket,
         Arc::new(quinn::TokioRuntime),
     )
-    .map_err(|source| QuicSetupError::Bind { addr, source })
+    .map_err(|cause| QuicSetupError::Bind { addr, cause })
 }
 
 /// A client endpoint bound to an ephemeral port of `peer`'s address family.
@@ -83,7 +83,7 @@ pub fn client_endpoint(peer: SocketAddr, trust: &Trust) -> Result<Endpoint, Quic
     } else {
         (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
     };
-    let bind_err = |source| QuicSetupError::Bind { addr: bind, source };
+    let bind_err = |cause| QuicSetupError::Bind { addr: bind, cause };
     let socket = udp_socket(bind).map_err(bind_err)?;
     let mut ep = Endpoint::new(
         quinn::EndpointConfig::default(),

@@ -12,16 +12,19 @@ use sha2::{Digest, Sha256};
 use super::ALPN;
 
 /// Why TLS could not be set up.
+///
+/// Each message includes its cause, so the cause is not also exposed as `source()`: an error
+/// chain printer (`anyhow`'s `{:#}`) would print it twice.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TlsError {
     /// The certificate or key file could not be read.
-    #[error("reading {path}: {source}")]
+    #[error("reading {path}: {cause}")]
     Read {
         /// The file.
         path: String,
         /// The I/O error.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The PEM file holds no certificate or no private key.
     #[error("{path}: {what}")]
@@ -33,10 +36,10 @@ pub enum TlsError {
     },
     /// Certificate generation failed.
     #[error("generating a self-signed certificate: {0}")]
-    Generate(#[from] rcgen::Error),
+    Generate(rcgen::Error),
     /// rustls refused the configuration.
     #[error("TLS configuration: {0}")]
-    Rustls(#[from] rustls::Error),
+    Rustls(rustls::Error),
     /// A `--cert-sha256` value that is not 64 hex digits.
     #[error(
         "certificate pin must be 64 hex digits (the cert-sha256 of the server's listening line)"
@@ -47,6 +50,18 @@ pub enum TlsError {
         "no system root certificates found: pass --cert-sha256 HEX (from the server's listening line), --ca FILE, or --insecure"
     )]
     NoRoots,
+}
+
+impl From<rcgen::Error> for TlsError {
+    fn from(e: rcgen::Error) -> Self {
+        Self::Generate(e)
+    }
+}
+
+impl From<rustls::Error> for TlsError {
+    fn from(e: rustls::Error) -> Self {
+        Self::Rustls(e)
+    }
 }
 
 /// The server's certificate chain and key, and the SHA-256 of its leaf certificate.
@@ -70,6 +85,12 @@ impl Clone for Identity {
 impl Identity {
     /// A fresh self-signed certificate for `localhost`, the loopback addresses and `names`.
     pub fn self_signed(names: &[String]) -> Result<Self, TlsError> {
+        Ok(Self::self_signed_pem(names)?.0)
+    }
+
+    /// [`Identity::self_signed`], with the certificate and the key as PEM too, for a server
+    /// that keeps them so that its pin survives restarts.
+    pub fn self_signed_pem(names: &[String]) -> Result<(Self, String, String), TlsError> {
         let mut sans = vec![
             "localhost".to_owned(),
             "127.0.0.1".to_owned(),
@@ -84,26 +105,40 @@ impl Identity {
         );
         let ck = rcgen::generate_simple_self_signed(sans)?;
         let key = PrivateKeyDer::Pkcs8(ck.signing_key.serialize_der().into());
-        Ok(Self {
+        let pems = (ck.cert.pem(), ck.signing_key.serialize_pem());
+        let identity = Self {
             certs: vec![ck.cert.der().clone()],
             key,
-        })
+        };
+        Ok((identity, pems.0, pems.1))
     }
 
     /// Loads a PEM certificate chain and a PEM private key.
     pub fn from_pem_files(cert: &Path, key: &Path) -> Result<Self, TlsError> {
         let read = |p: &Path| {
-            std::fs::read(p).map_err(|source| TlsError::Read {
+            std::fs::read(p).map_err(|cause| TlsError::Read {
                 path: p.display().to_string(),
-                source,
+                cause,
             })
         };
         let cert_pem = read(cert)?;
+        let key_pem = read(key)?;
+        Self::from_pem(&cert_pem, cert, &key_pem, key)
+    }
+
+    /// Parses a PEM certificate chain and a PEM private key (which may be in one file);
+    /// `cert` and `key` name where they came from, for errors.
+    pub fn from_pem(
+        cert_pem: &[u8],
+        cert: &Path,
+        key_pem: &[u8],
+        key: &Path,
+    ) -> Result<Self, TlsError> {
         let certs = rustls_pemfile::certs(&mut &cert_pem[..])
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|source| TlsError::Read {
+            .map_err(|cause| TlsError::Read {
                 path: cert.display().to_string(),
-                source,
+                cause,
             })?;
         if certs.is_empty() {
             return Err(TlsError::Pem {
@@ -111,11 +146,10 @@ impl Identity {
                 what: "no certificate",
             });
         }
-        let key_pem = read(key)?;
         let key = rustls_pemfile::private_key(&mut &key_pem[..])
-            .map_err(|source| TlsError::Read {
+            .map_err(|cause| TlsError::Read {
                 path: key.display().to_string(),
-                source,
+                cause,
             })?
             .ok_or(TlsError::Pem {
                 path: key.display().to_string(),
@@ -167,7 +201,10 @@ pub enum Trust {
     /// Only the certificate whose SHA-256 is this (names and expiry are not checked: the pin
     /// is the identity, as with SSH host keys).
     Pin([u8; 32]),
-    /// Certificates signed by the CA(s) in this PEM file.
+    /// Certificates signed by the CA(s) in this PEM file, names and expiry checked; and any
+    /// certificate in the file presented as it is (a self-signed server certificate, as
+    /// `openssl req -x509` makes, is its own CA, which WebPKI refuses as `CaUsedAsEndEntity`:
+    /// given by the user, it is trusted like a pin).
     Ca(std::path::PathBuf),
     /// Anything: no protection against an active attacker.
     Insecure,
@@ -205,17 +242,19 @@ pub fn client_config(trust: &Trust) -> Result<Arc<rustls::ClientConfig>, TlsErro
             builder.with_root_certificates(roots).with_no_client_auth()
         }
         Trust::Ca(path) => {
-            let pem = std::fs::read(path).map_err(|source| TlsError::Read {
+            let pem = std::fs::read(path).map_err(|cause| TlsError::Read {
                 path: path.display().to_string(),
-                source,
+                cause,
             })?;
             let mut roots = rustls::RootCertStore::empty();
+            let mut given = Vec::new();
             for cert in rustls_pemfile::certs(&mut &pem[..]) {
-                let cert = cert.map_err(|source| TlsError::Read {
+                let cert = cert.map_err(|cause| TlsError::Read {
                     path: path.display().to_string(),
-                    source,
+                    cause,
                 })?;
-                roots.add(cert)?;
+                roots.add(cert.clone())?;
+                given.push(cert);
             }
             if roots.is_empty() {
                 return Err(TlsError::Pem {
@@ -223,7 +262,16 @@ pub fn client_config(trust: &Trust) -> Result<Arc<rustls::ClientConfig>, TlsErro
                     what: "no certificate",
                 });
             }
-            builder.with_root_certificates(roots).with_no_client_auth()
+            let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .build()
+            .map_err(|e| TlsError::Rustls(rustls::Error::General(e.to_string())))?;
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(CaVerifier { webpki, given }))
+                .with_no_client_auth()
         }
         Trust::Pin(pin) => builder
             .dangerous()
@@ -242,6 +290,58 @@ pub fn client_config(trust: &Trust) -> Result<Arc<rustls::ClientConfig>, TlsErro
     };
     cfg.alpn_protocols = vec![ALPN.to_vec()];
     Ok(Arc::new(cfg))
+}
+
+/// WebPKI against the `--ca` file, and failing that, the server's certificate if it is one of
+/// the file's own certificates (see [`Trust::Ca`]).
+#[derive(Debug)]
+struct CaVerifier {
+    webpki: Arc<rustls::client::WebPkiServerVerifier>,
+    given: Vec<CertificateDer<'static>>,
+}
+
+impl ServerCertVerifier for CaVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        match self
+            .webpki
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+        {
+            Ok(v) => Ok(v),
+            Err(_) if self.given.iter().any(|c| c.as_ref() == end_entity.as_ref()) => {
+                Ok(ServerCertVerified::assertion())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.webpki.supported_verify_schemes()
+    }
 }
 
 /// Accepts the certificate whose SHA-256 is `pin` (or any, when `pin` is `None`), and still

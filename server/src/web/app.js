@@ -13,7 +13,7 @@ const U64_MAX = 0xffffffffffffffffn;
 const FORMATS = ['mjpeg', 'y4m', 'mp4', 'png', 'jpeg', 'gif', 'bmp', 'webp', 'tiff'];
 const ERRORS = ['none', 'bad request', 'unauthorized', 'not found', 'too large', 'busy',
   'internal error', 'unsupported version', 'protocol error', 'timeout', 'room full',
-  'publisher lost', 'lagged', 'bad media'];
+  'publisher lost', 'lagged', 'bad media', 'source changed'];
 
 // CRC-32C (Castagnoli), reflected polynomial 0x82F63B78, table-driven.
 const CRC_TABLE = (() => {
