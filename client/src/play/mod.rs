@@ -373,12 +373,13 @@ pub enum StatsFormat {
     /// A human-readable table.
     #[default]
     Table,
-    /// One line of JSON with the table's figures (see `PlayReport::to_json`).
+    /// One line of JSON with the table's figures.
     Json,
 }
 
 /// `chunkcast play`: connects, plays `url` with Ctrl-C wired to a clean stop, and prints the
 /// sinks' notes and the statistics (on stdout, or on stderr when a sink writes to stdout).
+/// After Ctrl-C it returns [`ClientError::Interrupted`] once the statistics are printed.
 pub async fn run(
     url: &Url,
     connect: &ConnectOptions,
@@ -431,7 +432,11 @@ pub async fn run(
     if stdout_taken {
         eprintln!("{text}");
     } else {
-        println!("{text}");
+        crate::cli::print_stdout(&format!("{text}\n"))?;
+    }
+    // Ctrl-C: the statistics are out; the exit status says it was interrupted (130).
+    if report.interrupted {
+        return Err(ClientError::Interrupted);
     }
     Ok(())
 }
