@@ -98,15 +98,11 @@ pub fn table(entries: &[Entry]) -> String {
     out
 }
 
-/// Bytes as B, KB, MB or GB (powers of 1000, as network rates are): the one convention of
-/// every size and rate the client prints (`ls`, `get`'s progress bar and summary: MB and MB/s).
+/// Bytes as B, kB, MB or GB (powers of 1000, as network rates are): the one convention of
+/// every size and rate the client prints. It is indicatif's, so that `ls`, `get`'s progress
+/// bar (its `decimal_*` fields) and `get`'s summary (MB/s) agree.
 pub fn human_bytes(n: u64) -> String {
-    match n {
-        n if n >= 1_000_000_000 => format!("{:.1} GB", n as f64 / 1e9),
-        n if n >= 1_000_000 => format!("{:.1} MB", n as f64 / 1e6),
-        n if n >= 1_000 => format!("{:.1} KB", n as f64 / 1e3),
-        n => format!("{n} B"),
-    }
+    indicatif::DecimalBytes(n).to_string()
 }
 
 fn live_table(entries: &[Entry]) -> String {
@@ -145,6 +141,13 @@ mod tests {
     }
 
     #[test]
+    fn sizes_are_decimal() {
+        assert_eq!(human_bytes(999), "999 B");
+        assert_eq!(human_bytes(1_920_044), "1.92 MB");
+        assert_eq!(human_bytes(50_000_000_000), "50.00 GB");
+    }
+
+    #[test]
     fn nothing_listed_says_so_and_json_keeps_its_field_names() {
         assert_eq!(table_for("live/", &[]), "no live channels\n");
         assert_eq!(table_for("", &[]), "no files\n");
@@ -161,7 +164,7 @@ mod tests {
     #[test]
     fn files_show_sizes_and_channels_show_viewers() {
         let t = table(&[entry("a.bin", 0)]);
-        assert!(t.starts_with("PATH") && t.contains("1.5 KB"), "{t}");
+        assert!(t.starts_with("PATH") && t.contains("1.50 kB"), "{t}");
         let t = table(&[entry("live/cam", 7)]);
         assert!(
             t.starts_with("CHANNEL") && t.contains("      7  (no publisher yet)"),
