@@ -9,7 +9,7 @@ use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::ClientError;
-use crate::get::{DEFAULT_RETRIES, GetOptions, get_resuming};
+use crate::get::{DEFAULT_RETRIES, Destination, GetOptions, get_resuming};
 use crate::ls::human_bytes;
 use crate::session::{ConnectOptions, Session};
 use crate::url::{Scheme, Url};
@@ -284,7 +284,14 @@ pub async fn run(cli: Cli) -> Result<(), ClientError> {
             conn,
         } => {
             let url = Url::parse(&url)?;
-            let to_stdout = output.as_deref() == Some(std::path::Path::new("-"));
+            // Where it goes is checked before connecting: a wrong -o costs no download.
+            let to_stdout =
+                crate::get::destination(output.as_deref(), &url.path)? == Destination::Stdout;
+            if to_stdout && resume {
+                return Err(ClientError::Usage(
+                    "--resume continues a file on disk: it cannot be used with -o -".into(),
+                ));
+            }
             let opts = GetOptions {
                 out: output,
                 resume,

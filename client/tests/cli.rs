@@ -596,6 +596,31 @@ async fn a_lone_call_says_it_waits_and_ctrl_c_prints_both_directions_and_exits_1
 }
 
 #[test]
+fn a_wrong_output_is_refused_before_connecting() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("afile"), "x").unwrap();
+    // Nothing listens on port 9: each refusal must come before a connection is tried.
+    for (o, extra, says) in [
+        ("missing/", None, "-o missing/: no such directory"),
+        ("afile/x.wav", None, "no directory afile"),
+        ("-", Some("--resume"), "cannot be used with -o -"),
+    ] {
+        let out = bin()
+            .args(["get", "tcp://127.0.0.1:9/x.wav", "-o", o])
+            .args(extra)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(
+            err.contains(says) && !err.contains("connect"),
+            "-o {o}: {err}"
+        );
+    }
+}
+
+#[test]
 fn a_call_refuses_a_file_that_is_not_media_before_connecting() {
     let dir = tempfile::tempdir().unwrap();
     let notes = dir.path().join("notes.txt");
