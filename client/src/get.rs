@@ -241,6 +241,10 @@ pub async fn get(
         "opened"
     );
     if info.start_offset != have {
+        if let Some(f) = file.take() {
+            f.abandon();
+        }
+        incoming.cancel().await;
         return Err(ClientError::Usage(format!(
             "server resumed at {} instead of {have}",
             info.start_offset
