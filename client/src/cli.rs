@@ -4,62 +4,82 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use chunkcast_protocol::net::tls::Trust;
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
+
+use tokio_util::sync::CancellationToken;
 
 use crate::error::ClientError;
-use crate::get::{DEFAULT_RETRIES, GetOptions, get_resuming};
+use crate::get::{DEFAULT_RETRIES, Destination, GetOptions, get_resuming};
+use crate::ls::human_bytes;
 use crate::session::{ConnectOptions, Session};
-use crate::url::Url;
+use crate::url::{Scheme, Url};
 
-/// Lists, gets and benchmarks media from a chunkcast server.
+/// Lists, gets, plays, publishes, watches, calls and benchmarks media on a chunkcast server.
+///
+/// URLs are tcp://HOST[:PORT]/PATH (plain TCP), tcps://… (TLS over TCP) or quic://…; the port
+/// defaults to 7700, the server's default.
 #[derive(Debug, Parser)]
-#[command(name = "chunkcast", version, about)]
+#[command(name = "chunkcast", version, about, long_about, after_help = AFTER_HELP)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
 }
 
+/// Shown after every `--help`: what the environment changes.
+const AFTER_HELP: &str = "Environment:
+  CHUNKCAST_TOKEN  the server's token (same as --token)
+  RUST_LOG         log to stderr, e.g. RUST_LOG=debug or RUST_LOG=chunkcast=trace (default: off)
+
+Exit status: 0 on success, 130 after Ctrl-C, 1 on any other failure.";
+
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// List a server's library.
+    /// List a server's library, a directory of it, one file, or its live channels.
     Ls {
-        /// tcp://HOST:PORT/PREFIX (PREFIX may be empty, or live/ for channels), tcps://… or quic://…
+        /// tcp://HOST[:PORT]/PREFIX (PREFIX: empty for everything, a directory, a file, or
+        /// live/ for the live channels), tcps://… or quic://…; PORT defaults to 7700.
         url: String,
+        /// One JSON array on stdout instead of the table: objects with the fields path, kind,
+        /// codec, size_bytes, duration_us (null when unknown) and viewers.
+        #[arg(long)]
+        json: bool,
         /// Trust and auth.
         #[command(flatten)]
         conn: ConnArgs,
     },
-    /// Save a file byte for byte, verified.
+    /// Save a file byte for byte, verified against the server's digest.
     Get {
-        /// tcp://HOST:PORT/PATH, tcps://… or quic://…
+        /// tcp://HOST[:PORT]/PATH, tcps://… or quic://…; PORT defaults to 7700.
         url: String,
-        /// Output file (default: the file's name, in the current directory).
-        #[arg(short, long)]
-        o: Option<PathBuf>,
-        /// Continue an interrupted download from what is on disk.
+        /// Where to save: a file, an existing directory or DIR/ (saved there under the file's
+        /// name), or - for stdout. Default: the file's name, in the current directory.
+        #[arg(short, long, value_name = "FILE|DIR/|-")]
+        output: Option<PathBuf>,
+        /// Continue an interrupted download from FILE.partial (or verify a complete FILE).
         #[arg(long)]
         resume: bool,
         /// Have the server pace chunks by their timestamps.
         #[arg(long)]
         realtime: bool,
-        /// Payload bytes per chunk (default: the server's).
-        #[arg(long, default_value_t = 0)]
-        chunk_size: u32,
+        /// Payload bytes per chunk, 1 B to 1 MiB: a number of bytes or with a unit (64KiB,
+        /// 1MiB, 16KB). Default: the server's (64 KiB).
+        #[arg(long, value_name = "SIZE", value_parser = crate::bench::parse_chunk_size)]
+        chunk_size: Option<u32>,
         /// Compress chunks where it pays.
         #[arg(long, value_enum, default_value_t = Compress::None)]
         compress: Compress,
-        /// No progress bar.
+        /// No progress bar and no notes: only errors and warnings.
         #[arg(short, long)]
-        q: bool,
+        quiet: bool,
         /// Trust and auth.
         #[command(flatten)]
         conn: ConnArgs,
     },
     /// Play a stream in real time through a playout buffer, then print its statistics.
     Play {
-        /// tcp://HOST:PORT/PATH, tcps://… or quic://…
+        /// tcp://HOST[:PORT]/PATH, tcps://… or quic://…; PORT defaults to 7700.
         url: String,
         /// Buffer, sinks, statistics, trust and auth.
         #[command(flatten)]
@@ -67,7 +87,7 @@ pub enum Command {
     },
     /// Watch a live channel (URL/live/NAME) in real time, from its latest keyframe.
     Watch {
-        /// tcp://HOST:PORT/live/NAME, tcps://… or quic://…
+        /// tcp://HOST[:PORT]/live/NAME, tcps://… or quic://…; PORT defaults to 7700.
         url: String,
         /// When the publisher goes away, wait this long for one to come back (and go on at its
         /// first keyframe); 0 ends the watch instead.
@@ -79,7 +99,7 @@ pub enum Command {
     },
     /// Publish a file to a live channel (URL/live/NAME) in real time; viewers join with `watch`.
     Publish {
-        /// tcp://HOST:PORT/live/NAME, tcps://… or quic://…
+        /// tcp://HOST[:PORT]/live/NAME, tcps://… or quic://…; PORT defaults to 7700.
         url: String,
         /// The media file to send (WAV, MJPEG, Y4M, MP4, ...).
         #[arg(long, value_name = "FILE")]
@@ -94,9 +114,9 @@ pub enum Command {
     /// Join a one-to-one call (URL/call/ROOM): send your files, receive the other side's, and
     /// print the one-way latency.
     Call {
-        /// tcp://HOST:PORT/call/ROOM, tcps://… or quic://…
+        /// tcp://HOST[:PORT]/call/ROOM, tcps://… or quic://…; PORT defaults to 7700.
         url: String,
-        /// A video and/or an audio file to send (one of each at most).
+        /// A video and/or an audio file to send (one of each at most): WAV, MJPEG, Y4M or MP4.
         #[arg(long, value_name = "FILE", required = true)]
         from: Vec<PathBuf>,
         /// Trust and auth.
@@ -105,6 +125,19 @@ pub enum Command {
     },
     /// Start a server on loopback, get every sample over TCP, TLS and QUIC, and verify them.
     Demo,
+    /// Print a shell completion script on stdout, e.g.
+    /// `chunkcast completions bash > ~/.local/share/bash-completion/completions/chunkcast`.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff) on stdout, e.g. `chunkcast man | man -l -`, or
+    /// `chunkcast man get` for one command's.
+    Man {
+        /// A command (ls, get, play, …): its own page, chunkcast-COMMAND(1).
+        command: Option<String>,
+    },
     /// Measure download throughput, latency, CPU and memory per transport and chunk size.
     Bench(crate::bench::Args),
 }
@@ -115,8 +148,10 @@ pub struct PlaybackArgs {
     /// Playout buffer: the first unit plays this long after it arrives.
     #[arg(long, value_name = "N", default_value_t = 100)]
     pub buffer_ms: u64,
-    /// Where to render: file:PATH, wav:PATH, pcm:-, mjpeg:-, frames:DIR, or null (the
-    /// default: discard, still in real time). Repeat for several; one may use stdout (-).
+    /// Where to render: file:PATH or file:- (the stream's bytes), wav:PATH (a WAV of what
+    /// played), pcm:- or pcm:PATH (raw PCM), mjpeg:- or mjpeg:PATH (the played JPEGs),
+    /// frames:DIR (one PNG per frame), or null (the default: discard, still in real time).
+    /// Repeat for several; at most one may write to stdout (-).
     #[arg(long, value_name = "SINK")]
     pub sink: Vec<crate::sink::Spec>,
     /// Statistics format (printed on stderr when a sink writes to stdout).
@@ -135,8 +170,15 @@ impl PlaybackArgs {
         wait_publisher: Option<std::time::Duration>,
     ) -> Result<(), ClientError> {
         let buffer = std::time::Duration::from_millis(self.buffer_ms);
-        let conn = self.conn.options()?;
-        crate::play::run(url, &conn, buffer, self.sink, self.stats, wait_publisher).await
+        crate::play::run(
+            url,
+            &self.conn.options_for(url)?,
+            buffer,
+            self.sink,
+            self.stats,
+            wait_publisher,
+        )
+        .await
     }
 }
 
@@ -145,7 +187,7 @@ impl PlaybackArgs {
 pub enum Compress {
     /// Per-chunk lz4, kept only where it shrinks the chunk.
     Lz4,
-    /// None.
+    /// No compression.
     None,
 }
 
@@ -185,6 +227,33 @@ impl ConnArgs {
             ..Default::default()
         })
     }
+
+    /// The connect options for `url`: as [`ConnArgs::options`], with a warning when a trust
+    /// flag cannot apply because the URL's transport has no certificate (plain `tcp://`).
+    pub fn options_for(&self, url: &Url) -> Result<ConnectOptions, ClientError> {
+        if let Some(warning) = self.unused_trust(url.scheme) {
+            eprintln!("chunkcast: warning: {warning}");
+        }
+        self.options()
+    }
+
+    /// Why the trust flags are ignored on `scheme`, if they are.
+    pub fn unused_trust(&self, scheme: Scheme) -> Option<String> {
+        if scheme != Scheme::Tcp {
+            return None;
+        }
+        let flag = if self.cert_sha256.is_some() {
+            "--cert-sha256"
+        } else if self.ca.is_some() {
+            "--ca"
+        } else {
+            return None;
+        };
+        Some(format!(
+            "{flag} is ignored: plain tcp:// has no certificate to check (use tcps:// or \
+             quic:// to verify the server)"
+        ))
+    }
 }
 
 impl Cli {
@@ -201,46 +270,68 @@ impl Cli {
 /// Runs a parsed command line.
 pub async fn run(cli: Cli) -> Result<(), ClientError> {
     match cli.command {
-        Command::Ls { url, conn } => {
+        Command::Ls { url, json, conn } => {
             let url = Url::parse(&url)?;
-            let session = Session::connect(&url, &conn.options()?).await?;
-            let entries = session.list(&url.path).await?;
+            let session = Session::connect(&url, &conn.options_for(&url)?).await?;
+            let listed = crate::ls::list(&session, &url.path).await;
             session.close().await;
-            print!("{}", crate::ls::table(&entries));
-            Ok(())
+            let entries = listed?;
+            let text = if json {
+                crate::ls::json(&entries)
+            } else {
+                crate::ls::table_for(&url.path, &entries)
+            };
+            print_stdout(&text)
         }
         Command::Get {
             url,
-            o,
+            output,
             resume,
             realtime,
             chunk_size,
             compress,
-            q,
+            quiet,
             conn,
         } => {
             let url = Url::parse(&url)?;
+            // Where it goes is checked before connecting: a wrong -o costs no download.
+            let to_stdout =
+                crate::get::destination(output.as_deref(), &url.path)? == Destination::Stdout;
+            if to_stdout && resume {
+                return Err(ClientError::Usage(
+                    "--resume continues a file on disk: it cannot be used with -o -".into(),
+                ));
+            }
             let opts = GetOptions {
-                out: o,
+                out: output,
                 resume,
                 realtime,
-                chunk_size,
+                chunk_size: chunk_size.unwrap_or(0),
                 compress: compress == Compress::Lz4,
-                progress: !q && std::io::stderr().is_terminal(),
+                progress: !quiet && !to_stdout && std::io::stderr().is_terminal(),
+                notes: !quiet,
+                cancel: CancellationToken::new(),
             };
-            let report = get_resuming(&url, &conn.options()?, &opts, DEFAULT_RETRIES).await?;
-            if !q {
-                eprintln!(
-                    "saved {} ({} bytes, {:.1} MB/s, {})",
-                    report.path.display(),
-                    report.len,
-                    report.mb_per_s(),
-                    if report.verified {
-                        "digest verified"
-                    } else {
-                        "no digest to verify"
-                    }
-                );
+            let ctrl_c = cancel_on_ctrl_c(opts.cancel.clone());
+            let connect = conn.options_for(&url)?;
+            let result = get_resuming(&url, &connect, &opts, DEFAULT_RETRIES).await;
+            ctrl_c.abort();
+            let report = result.map_err(|e| match e {
+                ClientError::Cut {
+                    cause,
+                    partial,
+                    have,
+                    ..
+                } => ClientError::Cut {
+                    cause,
+                    partial,
+                    have,
+                    hint: format!("resume with: {}", resume_command()),
+                },
+                e => e,
+            })?;
+            if !quiet {
+                eprintln!("{}", get_summary(&report));
             }
             Ok(())
         }
@@ -264,11 +355,147 @@ pub async fn run(cli: Cli) -> Result<(), ClientError> {
             from,
             looped,
             conn,
-        } => crate::live::run_publish(&Url::parse(&url)?, &conn.options()?, &from, looped).await,
+        } => {
+            let url = Url::parse(&url)?;
+            crate::live::run_publish(&url, &conn.options_for(&url)?, &from, looped).await
+        }
         Command::Call { url, from, conn } => {
-            crate::live::run_call(&Url::parse(&url)?, &conn.options()?, &from).await
+            let url = Url::parse(&url)?;
+            crate::live::run_call(&url, &conn.options_for(&url)?, &from).await
         }
         Command::Demo => crate::demo::run().await,
         Command::Bench(args) => crate::bench::run(args).await,
+        Command::Completions { shell } => {
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "chunkcast", &mut script);
+            print_stdout(&String::from_utf8_lossy(&script))
+        }
+        Command::Man { command } => print_stdout(&man_page(command.as_deref())?),
     }
+}
+
+/// The manual page of `chunkcast`, or of one of its commands (`chunkcast-get(1)`), as roff.
+pub fn man_page(command: Option<&str>) -> Result<String, ClientError> {
+    let mut cli = Cli::command();
+    cli.build();
+    let cmd = match command {
+        None => cli,
+        Some(name) => {
+            let names: Vec<String> = cli
+                .get_subcommands()
+                .map(|c| c.get_name().to_owned())
+                .collect();
+            let sub = cli.find_subcommand(name).cloned().ok_or_else(|| {
+                ClientError::Usage(format!(
+                    "no command {name:?}: man takes one of {}",
+                    names.join(", ")
+                ))
+            })?;
+            // `build` named it chunkcast-NAME for display, the page's title.
+            sub.version(env!("CARGO_PKG_VERSION"))
+        }
+    };
+    let mut page = Vec::new();
+    clap_mangen::Man::new(cmd)
+        .render(&mut page)
+        .map_err(ClientError::stdout)?;
+    Ok(String::from_utf8_lossy(&page).into_owned())
+}
+
+/// The line `get` ends with: what was saved, how big (decimal units, as everywhere), how
+/// fast, and whether the digest was checked.
+fn get_summary(r: &crate::get::GetReport) -> String {
+    let check = if r.verified {
+        "digest verified"
+    } else {
+        "no digest to verify"
+    };
+    let size = format!("{} bytes", r.len);
+    if r.already_complete {
+        return format!(
+            "{} was already complete ({}, {size}): {check}, nothing downloaded",
+            r.path.display(),
+            human_bytes(r.len)
+        );
+    }
+    let resumed = if r.resumed_from > 0 {
+        format!(", {} of it resumed", human_bytes(r.resumed_from))
+    } else {
+        String::new()
+    };
+    let rate = format!("{:.1} MB/s", r.mb_per_s());
+    if r.path.as_os_str() == "-" {
+        format!(
+            "wrote {} to stdout ({size}, {rate}, {check})",
+            human_bytes(r.len)
+        )
+    } else {
+        format!(
+            "saved {} ({}, {size}{resumed}, {rate}, {check})",
+            r.path.display(),
+            human_bytes(r.len)
+        )
+    }
+}
+
+/// The command line that resumes this `get`: the one that ran, with `--resume` added and a
+/// token given on it replaced by `"$CHUNKCAST_TOKEN"` (never echo a secret).
+fn resume_command() -> String {
+    let mut out = vec!["chunkcast".to_owned()];
+    let mut args = std::env::args().skip(1);
+    let has_resume = std::env::args().any(|a| a == "--resume");
+    while let Some(a) = args.next() {
+        if a == "--token" {
+            out.push(a);
+            if args.next().is_some() {
+                out.push("\"$CHUNKCAST_TOKEN\"".into());
+            }
+            continue;
+        }
+        if a.starts_with("--token=") {
+            out.push("--token=\"$CHUNKCAST_TOKEN\"".into());
+            continue;
+        }
+        let get = a == "get" && out.len() == 1;
+        out.push(shell_quote(&a));
+        if get && !has_resume {
+            out.push("--resume".into());
+        }
+    }
+    out.join(" ")
+}
+
+/// `s` as one shell word.
+fn shell_quote(s: &str) -> String {
+    let plain = !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./:@%+=,".contains(c));
+    if plain {
+        s.to_owned()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+/// Cancels `token` on the first Ctrl-C, so that the command stops cleanly and reports; a
+/// second Ctrl-C while it finishes exits at once (status 130).
+pub fn cancel_on_ctrl_c(token: CancellationToken) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            token.cancel();
+            if tokio::signal::ctrl_c().await.is_ok() {
+                std::process::exit(130);
+            }
+        }
+    })
+}
+
+/// Writes `text` to stdout; a reader that went away is reported as such (see
+/// [`ClientError::is_stdout_closed`]), never as a panic.
+pub fn print_stdout(text: &str) -> Result<(), ClientError> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(ClientError::stdout)
 }

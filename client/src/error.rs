@@ -7,6 +7,9 @@ use chunkcast_protocol::{DecodeError, ErrorCode};
 
 use crate::url::UrlError;
 
+/// The name [`ClientError::File`] gives standard output.
+pub(crate) const STDOUT: &str = "stdout";
+
 /// Why a client operation failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -56,11 +59,39 @@ pub enum ClientError {
         message: String,
     },
     /// The server's data did not decode, or a chunk arrived corrupted.
-    #[error("corrupted data from the server: {0}; run again with --resume to continue")]
+    #[error("corrupted data from the server: {0}")]
     Corrupt(DecodeError),
     /// The connection closed or failed.
-    #[error("connection lost: {0}; run again with --resume to continue")]
+    #[error("connection lost: {0}")]
     Lost(String),
+    /// A download stopped before its end (a lost connection, a corrupted chunk, Ctrl-C); what
+    /// arrived intact is kept in the partial file, which `--resume` continues.
+    #[error("{cause}; {partial} keeps the first {have} bytes: {hint}")]
+    Cut {
+        /// What stopped it.
+        cause: Box<Self>,
+        /// The partial file.
+        partial: String,
+        /// Bytes in it.
+        have: u64,
+        /// How to continue (the command line, where known).
+        hint: String,
+    },
+    /// `--resume` cannot continue what is on disk: it is not a prefix of the file on the
+    /// server (the file changed since, or the partial file is damaged).
+    #[error(
+        "{reason}: {file} does not match the file on the server (it changed since, or \
+             was damaged); delete {file}, or run again without --resume to start over"
+    )]
+    Resume {
+        /// The file on disk (`FILE.partial`, or `FILE` when verifying a complete one).
+        file: String,
+        /// What did not match.
+        reason: String,
+    },
+    /// The user pressed Ctrl-C; whatever the command reports on an interruption was printed.
+    #[error("interrupted")]
+    Interrupted,
     /// The received chunks do not rebuild the announced file.
     #[error("received file is wrong: {0}")]
     Reassembly(#[from] ReassemblyError),
@@ -75,16 +106,6 @@ pub enum ClientError {
     /// The request is not valid for what the server has.
     #[error("{0}")]
     Usage(String),
-    /// The user stopped the command (Ctrl-C) and it finished cleanly: what it printed is
-    /// complete. The binary exits 130, the shell's code for an interrupt.
-    #[error("interrupted")]
-    Interrupted,
-    /// The connection closed or failed, for a command that cannot resume (all but `get`).
-    #[error("connection lost: {0}")]
-    Disconnected(String),
-    /// The server's data did not decode, for a command that cannot resume (all but `get`).
-    #[error("corrupted data from the server: {0}")]
-    Garbled(DecodeError),
     /// A sink could not render what was played (a frame that does not decode, a format it
     /// cannot write); choose another `--sink`, or `file:PATH` to keep the bytes as they came.
     #[error("{sink} sink: {reason}")]
@@ -106,13 +127,53 @@ impl ClientError {
         }
     }
 
-    /// The same error as said by a command that has no `--resume` (every command but
-    /// `get`): without the hint to run again with `--resume`.
-    pub fn without_resume_hint(self) -> Self {
+    /// The exit status `chunkcast` ends with on this error: 130 after Ctrl-C (the shell's
+    /// convention for SIGINT), 0 when the reader of stdout went away (`… | head` got what it
+    /// wanted: success, as for other Unix tools), 1 otherwise.
+    pub fn exit_status(&self) -> u8 {
+        if self.is_interrupted() {
+            130
+        } else if self.is_stdout_closed() {
+            0
+        } else {
+            1
+        }
+    }
+
+    /// Whether there is nothing to tell the user: the interruption's report was printed, or
+    /// nobody reads stdout any more.
+    pub fn is_silent(&self) -> bool {
+        matches!(self, Self::Interrupted) || self.is_stdout_closed()
+    }
+
+    /// What caused this error: the cause of a [`ClientError::Cut`], else the error itself.
+    pub fn cause(&self) -> &Self {
         match self {
-            Self::Lost(why) => Self::Disconnected(why),
-            Self::Corrupt(e) => Self::Garbled(e),
+            Self::Cut { cause, .. } => cause.cause(),
             other => other,
+        }
+    }
+
+    /// Whether the user interrupted the command (Ctrl-C).
+    pub fn is_interrupted(&self) -> bool {
+        match self {
+            Self::Interrupted => true,
+            Self::Cut { cause, .. } => cause.is_interrupted(),
+            _ => false,
+        }
+    }
+
+    /// Whether a write to stdout failed because its reader closed the pipe.
+    pub fn is_stdout_closed(&self) -> bool {
+        matches!(self, Self::File { path, source }
+            if path == STDOUT && source.kind() == std::io::ErrorKind::BrokenPipe)
+    }
+
+    /// A failed write to stdout.
+    pub(crate) fn stdout(source: std::io::Error) -> Self {
+        Self::File {
+            path: STDOUT.into(),
+            source,
         }
     }
 

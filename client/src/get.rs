@@ -10,11 +10,14 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use chunkcast_protocol::chunk::{Expect, Reassembler};
+use chunkcast_protocol::ErrorCode;
+use chunkcast_protocol::chunk::{Expect, Reassembler, ReassemblyError};
 use chunkcast_protocol::wire::{Mode, Resume};
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use crate::error::ClientError;
+use crate::ls::human_bytes;
 use crate::session::{OpenOptions, Session};
 
 /// Bytes gathered before they go to the writer thread as one vectored write: one wake-up and
@@ -29,9 +32,10 @@ const WRITE_QUEUE: usize = 2;
 /// How to get a file.
 #[derive(Debug, Clone, Default)]
 pub struct GetOptions {
-    /// Where to save; default: the path's last component in the current directory.
+    /// Where to save: a file, an existing directory or `DIR/` (saved there under the file's
+    /// name), or `-` for stdout; default: the path's last component in the current directory.
     pub out: Option<PathBuf>,
-    /// Continue `OUT.partial` if it exists.
+    /// Continue `OUT.partial` if it exists, or verify `OUT` if it is already complete.
     pub resume: bool,
     /// Paced by timestamps instead of as fast as possible.
     pub realtime: bool,
@@ -41,12 +45,18 @@ pub struct GetOptions {
     pub compress: bool,
     /// Show a progress bar.
     pub progress: bool,
+    /// Tell the user on stderr what happens besides the download itself: a resume and where
+    /// it starts, a partial file started over, an automatic resume after a cut.
+    pub notes: bool,
+    /// Stops the download cleanly when cancelled (Ctrl-C): what arrived stays in the partial
+    /// file and the result is [`ClientError::Cut`] caused by [`ClientError::Interrupted`].
+    pub cancel: CancellationToken,
 }
 
 /// What a finished download did.
 #[derive(Debug, Clone)]
 pub struct GetReport {
-    /// Where it was saved.
+    /// Where it was saved (`-` for stdout).
     pub path: PathBuf,
     /// Size of the file.
     pub len: u64,
@@ -56,6 +66,9 @@ pub struct GetReport {
     pub elapsed: Duration,
     /// Whether the whole-file digest was checked and matched.
     pub verified: bool,
+    /// Whether the file was complete on disk already (`--resume` over a finished download):
+    /// it was verified and nothing was transferred.
+    pub already_complete: bool,
 }
 
 impl GetReport {
@@ -87,27 +100,111 @@ pub fn default_out(path: &str) -> Result<PathBuf, ClientError> {
         })
 }
 
+/// Where a download goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Destination {
+    /// This file (written as `FILE.partial`, renamed when verified).
+    File(PathBuf),
+    /// Standard output, as the bytes arrive (`-o -`).
+    Stdout,
+}
+
+/// Resolves `-o` for the library path `path`, the way `cp` and curl's `--output-dir` do: an
+/// existing directory, or any name ending in `/`, receives the file under its own name; `-`
+/// is stdout. Checks what can be checked before downloading: the directory to write in
+/// exists, and the target is not a directory.
+pub fn destination(out: Option<&Path>, path: &str) -> Result<Destination, ClientError> {
+    let file = match out {
+        None => default_out(path)?,
+        Some(o) if o.as_os_str() == "-" => return Ok(Destination::Stdout),
+        Some(o) if o.is_dir() => o.join(default_out(path)?),
+        Some(o) if o.as_os_str().as_encoded_bytes().ends_with(b"/") => {
+            return Err(ClientError::Usage(format!(
+                "-o {}: no such directory",
+                o.display()
+            )));
+        }
+        Some(o) => o.to_owned(),
+    };
+    if file.is_dir() {
+        return Err(ClientError::Usage(format!(
+            "cannot save to {}: it is a directory",
+            file.display()
+        )));
+    }
+    let parent = match file.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if !parent.is_dir() {
+        return Err(ClientError::Usage(format!(
+            "cannot save to {}: no directory {}",
+            file.display(),
+            parent.display()
+        )));
+    }
+    Ok(Destination::File(file))
+}
+
+/// The percentage `part` is of `whole`, for the user.
+fn percent(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        100.0
+    } else {
+        part as f64 * 100.0 / whole as f64
+    }
+}
+
+/// What is on disk before a download starts.
+struct OnDisk {
+    /// Bytes to continue after.
+    have: u64,
+    /// The BLAKE3 state over them, so that the final digest covers them.
+    prefix: Option<blake3::Hasher>,
+    /// `--resume` over a complete file under its final name: verify it, download nothing.
+    verify_only: bool,
+}
+
 /// Downloads `path` from `session` according to `opts`.
+///
+/// A download that stops before its end (connection lost, corrupted chunk, Ctrl-C) keeps
+/// what arrived in `FILE.partial` and fails with [`ClientError::Cut`], naming it.
 pub async fn get(
     session: &Session,
     path: &str,
     opts: &GetOptions,
 ) -> Result<GetReport, ClientError> {
-    let out = match &opts.out {
-        Some(o) => o.clone(),
-        None => default_out(path)?,
+    let dest = destination(opts.out.as_deref(), path)?;
+    let out = match &dest {
+        Destination::File(f) => f.clone(),
+        Destination::Stdout if opts.resume => {
+            return Err(ClientError::Usage(
+                "--resume continues a file on disk: it cannot be used with -o -".into(),
+            ));
+        }
+        Destination::Stdout => PathBuf::from("-"),
     };
     let partial = partial_path(&out);
     let started = Instant::now();
 
-    // What is already on disk, and the hash of it, so that the final digest covers it.
-    let (have, prefix) = if opts.resume {
-        let p = partial.clone();
-        tokio::task::spawn_blocking(move || hash_prefix(&p))
-            .await
-            .map_err(|e| ClientError::Usage(e.to_string()))??
-    } else {
-        (0, None)
+    let disk = match &dest {
+        Destination::Stdout => OnDisk {
+            have: 0,
+            prefix: None,
+            verify_only: false,
+        },
+        Destination::File(_) => {
+            let (p, o, notes, resume) = (partial.clone(), out.clone(), opts.notes, opts.resume);
+            tokio::task::spawn_blocking(move || on_disk(&p, &o, resume, notes))
+                .await
+                .map_err(|e| ClientError::Usage(e.to_string()))??
+        }
+    };
+    let have = disk.have;
+    // Opened before the request, so that a directory that cannot be written fails at once.
+    let mut file = match &dest {
+        Destination::File(_) if !disk.verify_only => Some(PartialFile::open(&partial, have > 0)?),
+        _ => None,
     };
     let open = OpenOptions {
         path: path.to_owned(),
@@ -125,41 +222,84 @@ pub async fn get(
         raw: have > 0,
         chunk_size: opts.chunk_size,
     };
-    let mut incoming = session.open(&open).await?;
+    let opened = session.open(&open).await;
+    let mut incoming = match opened {
+        Ok(i) => i,
+        Err(e) => {
+            if let Some(f) = file.take() {
+                f.abandon();
+            }
+            return Err(resume_refused(e, &disk, &partial, &out));
+        }
+    };
     let info = incoming.opened.clone();
+    tracing::info!(
+        path,
+        total_len = info.total_len,
+        start_offset = info.start_offset,
+        chunk_size = info.chunk_size,
+        "opened"
+    );
     if info.start_offset != have {
+        if let Some(f) = file.take() {
+            f.abandon();
+        }
+        incoming.cancel().await;
         return Err(ClientError::Usage(format!(
             "server resumed at {} instead of {have}",
             info.start_offset
         )));
+    }
+    if disk.verify_only && info.total_len != Some(have) {
+        incoming.cancel().await;
+        return Err(ClientError::Resume {
+            file: out.display().to_string(),
+            reason: format!(
+                "{} exists but has {have} bytes where the server's has {}",
+                out.display(),
+                info.total_len
+                    .map_or_else(|| "an unknown length".into(), |n| n.to_string()),
+            ),
+        });
+    }
+    if opts.notes && have > 0 && !disk.verify_only {
+        let total = info.total_len.unwrap_or(have);
+        eprintln!(
+            "resuming {} from {have} bytes ({}) of {total} ({:.0} %)",
+            partial.display(),
+            human_bytes(have),
+            percent(have, total)
+        );
     }
     let mut expect = Expect::new();
     expect.total_len = info.total_len;
     expect.chunk_count = if have == 0 { info.chunk_count } else { None };
     expect.start_seq = info.start_seq;
     expect.start_offset = have;
-    expect.prefix = prefix;
+    expect.prefix = disk.prefix;
     let mut reasm = Reassembler::new(expect);
 
-    let file = FsOpen::new()
-        .create(true)
-        .append(have > 0)
-        .write(true)
-        .truncate(have == 0)
-        .open(&partial)
-        .map_err(|e| ClientError::file(&partial, e))?;
+    let sink = match (&dest, file) {
+        (Destination::Stdout, _) => Some(Writer::Stdout(std::io::stdout())),
+        (_, Some(f)) => Some(Writer::File(f.start()?, partial.clone())),
+        (_, None) => None, // verify only: nothing arrives but the digest
+    };
     let (wtx, wrx) = mpsc::channel::<Vec<Bytes>>(WRITE_QUEUE);
-    let wpath = partial.clone();
-    let writer = tokio::task::spawn_blocking(move || write_all(file, wrx, &wpath));
+    let writer = sink.map(|w| tokio::task::spawn_blocking(move || write_all(w, wrx)));
 
-    let bar = opts
-        .progress
+    let bar = (opts.progress && dest != Destination::Stdout)
         .then(|| progress_bar(info.total_len.unwrap_or(0), have));
     let mut batch = Vec::new();
     let mut batch_len = 0;
     let mut verified = false;
     let received = async {
-        while let Some(chunk) = incoming.next().await {
+        loop {
+            let chunk = tokio::select! {
+                biased;
+                () = opts.cancel.cancelled() => return Err(ClientError::Interrupted),
+                c = incoming.next() => c,
+            };
+            let Some(chunk) = chunk else { break };
             reasm.push(chunk?)?;
             while let Some((_, bytes)) = reasm.poll_write() {
                 if let Some(b) = &bar {
@@ -176,7 +316,12 @@ pub async fn get(
             }
         }
         // Announced in OPENED, or sent after the last chunk: checked by `finish` below.
-        if let Some(d) = incoming.file_digest().await? {
+        let digest = tokio::select! {
+            biased;
+            () = opts.cancel.cancelled() => return Err(ClientError::Interrupted),
+            d = incoming.file_digest() => d?,
+        };
+        if let Some(d) = digest {
             reasm.expect_digest(d);
             verified = true;
         }
@@ -189,30 +334,215 @@ pub async fn get(
         let _ = wtx.send(batch).await;
     }
     drop(wtx);
-    let written = writer
-        .await
-        .map_err(|e| ClientError::Usage(e.to_string()))?;
+    if received.is_err() {
+        incoming.cancel().await;
+    }
+    let written = match writer {
+        Some(w) => w.await.map_err(|e| ClientError::Usage(e.to_string()))?,
+        None => Ok(()),
+    };
     if let Some(b) = &bar {
         b.finish_and_clear();
     }
     written?;
-    received?;
+    if let Err(e) = received {
+        return Err(match (&dest, e) {
+            (
+                Destination::File(_),
+                cause @ (ClientError::Lost(_) | ClientError::Corrupt(_) | ClientError::Interrupted),
+            ) => ClientError::Cut {
+                cause: Box::new(cause),
+                have: std::fs::metadata(&partial).map_or(have, |m| m.len()),
+                partial: partial.display().to_string(),
+                hint: "run again with --resume to continue".into(),
+            },
+            (_, e) => e,
+        });
+    }
     // Nothing is renamed unless every byte arrived and the digest matches.
-    let summary = reasm.finish()?;
-    std::fs::rename(&partial, &out).map_err(|e| ClientError::file(&out, e))?;
+    let summary = reasm.finish().map_err(|e| match e {
+        e @ (ReassemblyError::DigestMismatch { .. } | ReassemblyError::LengthMismatch { .. })
+            if have > 0 =>
+        {
+            let file = if disk.verify_only { &out } else { &partial };
+            ClientError::Resume {
+                file: file.display().to_string(),
+                reason: e.to_string(),
+            }
+        }
+        e => ClientError::Reassembly(e),
+    })?;
+    if !disk.verify_only && dest != Destination::Stdout {
+        std::fs::rename(&partial, &out).map_err(|e| ClientError::file(&out, e))?;
+    }
+    tracing::info!(len = summary.len, verified, "saved to {}", out.display());
     Ok(GetReport {
         path: out,
         len: summary.len,
         resumed_from: have,
         elapsed: started.elapsed(),
         verified: verified && summary.digest.is_some(),
+        already_complete: disk.verify_only,
     })
 }
 
-fn hash_prefix(partial: &Path) -> Result<(u64, Option<blake3::Hasher>), ClientError> {
+/// Looks at what is on disk for a download to `out`: the partial file to continue
+/// (`--resume`), a complete file to verify (`--resume` with no partial file), or nothing.
+fn on_disk(partial: &Path, out: &Path, resume: bool, notes: bool) -> Result<OnDisk, ClientError> {
+    let fresh = OnDisk {
+        have: 0,
+        prefix: None,
+        verify_only: false,
+    };
+    if !resume {
+        if notes && partial.exists() {
+            eprintln!(
+                "{} exists: starting over (--resume continues it)",
+                partial.display()
+            );
+        }
+        return Ok(fresh);
+    }
+    if let Some((have, prefix)) = hash_prefix(partial)? {
+        return Ok(OnDisk {
+            have,
+            prefix: Some(prefix),
+            verify_only: false,
+        });
+    }
+    if let Some((have, prefix)) = hash_prefix(out)? {
+        if notes {
+            eprintln!(
+                "{} is already there ({}): verifying it against the server's digest",
+                out.display(),
+                human_bytes(have)
+            );
+        }
+        return Ok(OnDisk {
+            have,
+            prefix: Some(prefix),
+            verify_only: true,
+        });
+    }
+    if notes {
+        eprintln!(
+            "no {} to resume: downloading from the start",
+            partial.display()
+        );
+    }
+    Ok(fresh)
+}
+
+/// The server refused to open: a resume past the end of the file means it changed.
+fn resume_refused(e: ClientError, disk: &OnDisk, partial: &Path, out: &Path) -> ClientError {
+    match e {
+        ClientError::Server {
+            code: ErrorCode::BadRequest,
+            message,
+        } if disk.have > 0 && message.contains("past the end") => {
+            let file = if disk.verify_only { out } else { partial };
+            ClientError::Resume {
+                file: file.display().to_string(),
+                reason: format!(
+                    "{} has {} bytes, more than the file on the server ({message})",
+                    file.display(),
+                    disk.have
+                ),
+            }
+        }
+        e => e,
+    }
+}
+
+/// `FILE.partial`, opened before the download so that an unwritable target fails before any
+/// byte is fetched, and removed again if it was created for a request the server refused.
+struct PartialFile {
+    file: File,
+    path: PathBuf,
+    created: bool,
+    append: bool,
+}
+
+impl PartialFile {
+    fn open(path: &Path, append: bool) -> Result<Self, ClientError> {
+        let created = !path.exists();
+        let file = FsOpen::new()
+            .create(true)
+            .write(true)
+            .append(append)
+            .open(path)
+            .map_err(|e| ClientError::file(path, e))?;
+        Ok(Self {
+            file,
+            path: path.to_owned(),
+            created,
+            append,
+        })
+    }
+
+    /// The download starts: a fresh one truncates what an earlier attempt left.
+    fn start(self) -> Result<File, ClientError> {
+        if !self.append {
+            self.file
+                .set_len(0)
+                .map_err(|e| ClientError::file(&self.path, e))?;
+        }
+        Ok(self.file)
+    }
+
+    /// The download did not start: leave the disk as it was.
+    fn abandon(self) {
+        if self.created {
+            drop(self.file);
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Where the writer thread puts the bytes.
+enum Writer {
+    File(File, PathBuf),
+    Stdout(std::io::Stdout),
+}
+
+impl Writer {
+    fn error(&self, e: std::io::Error) -> ClientError {
+        match self {
+            Self::File(_, path) => ClientError::file(path, e),
+            Self::Stdout(_) => ClientError::stdout(e),
+        }
+    }
+}
+
+impl Write for Writer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Self::File(f, _) => f.write(buf),
+            Self::Stdout(s) => s.write(buf),
+        }
+    }
+
+    fn write_vectored(&mut self, bufs: &[std::io::IoSlice<'_>]) -> std::io::Result<usize> {
+        match self {
+            Self::File(f, _) => f.write_vectored(bufs),
+            Self::Stdout(s) => s.write_vectored(bufs),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Self::File(f, _) => f.flush(),
+            Self::Stdout(s) => s.flush(),
+        }
+    }
+}
+
+/// The length and BLAKE3 state of the file at `path`, or `None` if there is none.
+fn hash_prefix(path: &Path) -> Result<Option<(u64, blake3::Hasher)>, ClientError> {
+    let partial = path;
     let mut f = match File::open(partial) {
         Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((0, None)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(ClientError::file(partial, e)),
     };
     let mut hasher = blake3::Hasher::new();
@@ -228,14 +558,10 @@ fn hash_prefix(partial: &Path) -> Result<(u64, Option<blake3::Hasher>), ClientEr
         hasher.update(&buf[..k]);
         n += k as u64;
     }
-    Ok((n, Some(hasher)))
+    Ok(Some((n, hasher)))
 }
 
-fn write_all(
-    mut file: File,
-    mut rx: mpsc::Receiver<Vec<Bytes>>,
-    path: &Path,
-) -> Result<(), ClientError> {
+fn write_all(mut file: Writer, mut rx: mpsc::Receiver<Vec<Bytes>>) -> Result<(), ClientError> {
     while let Some(mut parts) = rx.blocking_recv() {
         let mut first = 0;
         while first < parts.len() {
@@ -245,15 +571,10 @@ fn write_all(
                 .map(|b| std::io::IoSlice::new(b))
                 .collect();
             let mut n = match file.write_vectored(&slices) {
-                Ok(0) => {
-                    return Err(ClientError::file(
-                        path,
-                        std::io::ErrorKind::WriteZero.into(),
-                    ));
-                }
+                Ok(0) => return Err(file.error(std::io::ErrorKind::WriteZero.into())),
                 Ok(n) => n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(ClientError::file(path, e)),
+                Err(e) => return Err(file.error(e)),
             };
             while n > 0 {
                 let take = n.min(parts[first].len());
@@ -265,15 +586,18 @@ fn write_all(
             }
         }
     }
-    // Durable before the rename that gives it its final name.
-    file.sync_all().map_err(|e| ClientError::file(path, e))
+    match &file {
+        // Durable before the rename that gives it its final name.
+        Writer::File(f, path) => f.sync_all().map_err(|e| ClientError::file(path, e)),
+        Writer::Stdout(_) => file.flush().map_err(|e| file.error(e)),
+    }
 }
 
 fn progress_bar(total: u64, done: u64) -> indicatif::ProgressBar {
     let bar = indicatif::ProgressBar::new(total);
     bar.set_style(
         indicatif::ProgressStyle::with_template(
-            "{bar:40.cyan/blue} {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
+            "{bar:40.cyan/blue} {decimal_bytes}/{decimal_total_bytes} {decimal_bytes_per_sec} eta {eta}",
         )
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
@@ -281,12 +605,13 @@ fn progress_bar(total: u64, done: u64) -> indicatif::ProgressBar {
     bar
 }
 
-/// How many times [`get_resuming`] reconnects and resumes after a cut or corrupted transfer.
+/// How many automatic resumes in a row [`get_resuming`] tries without getting a byte further.
 pub const DEFAULT_RETRIES: u32 = 3;
 
 /// Like [`get`], but on a lost connection or a corrupted chunk it reconnects and resumes from
 /// what is on disk (the partial file is always consistent: bytes are written in order and
-/// only after their chunk's checksum passed), up to `retries` times.
+/// only after their chunk's checksum passed). It gives up after `retries` attempts in a row
+/// that brought no new byte, however many attempts made progress before.
 pub async fn get_resuming(
     url: &crate::url::Url,
     connect: &crate::session::ConnectOptions,
@@ -294,16 +619,71 @@ pub async fn get_resuming(
     retries: u32,
 ) -> Result<GetReport, ClientError> {
     let mut opts = opts.clone();
-    let mut attempt = 0;
+    let mut stalled = 0;
+    // Bytes on disk when the current attempt started.
+    let mut before = match destination(opts.out.as_deref(), &url.path) {
+        Ok(Destination::File(f)) if opts.resume => {
+            std::fs::metadata(partial_path(&f)).map_or(0, |m| m.len())
+        }
+        _ => 0,
+    };
+    // The last cut: its partial file and size, to tell the user if reconnecting fails.
+    let mut last: Option<(String, u64, String)> = None;
     loop {
-        let session = Session::connect(url, connect).await?;
+        let connected = tokio::select! {
+            biased;
+            () = opts.cancel.cancelled() => Err(ClientError::Interrupted),
+            s = Session::connect(url, connect) => s,
+        };
+        let session = match (connected, last.take()) {
+            (Ok(s), _) => s,
+            (Err(cause), Some((partial, have, hint))) => {
+                return Err(ClientError::Cut {
+                    cause: Box::new(cause),
+                    partial,
+                    have,
+                    hint,
+                });
+            }
+            (Err(e), None) => return Err(e),
+        };
         let result = get(&session, &url.path, &opts).await;
         session.close().await;
         match result {
-            Err(e @ (ClientError::Lost(_) | ClientError::Corrupt(_))) if attempt < retries => {
-                attempt += 1;
-                tracing::warn!("{e}; resuming (attempt {attempt} of {retries})");
+            Err(ClientError::Cut {
+                cause,
+                partial,
+                have,
+                hint,
+            }) if !cause.is_interrupted() => {
+                stalled = if have > before { 0 } else { stalled + 1 };
+                before = have;
+                if stalled > retries {
+                    return Err(ClientError::Cut {
+                        cause,
+                        partial,
+                        have,
+                        hint,
+                    });
+                }
+                if opts.notes {
+                    eprintln!(
+                        "{cause}; resuming from {have} bytes ({}){}",
+                        human_bytes(have),
+                        if stalled > 0 {
+                            format!(" (attempt {stalled} of {retries} without progress)")
+                        } else {
+                            String::new()
+                        }
+                    );
+                }
+                tracing::debug!(have, stalled, "resuming after {cause}");
+                if stalled > 0 {
+                    // The same failure again at once is likely: give the path a moment.
+                    tokio::time::sleep(Duration::from_millis(250) * stalled).await;
+                }
                 opts.resume = true;
+                last = Some((partial, have, hint));
             }
             other => return other,
         }

@@ -182,15 +182,67 @@ pub struct TrackReport {
     pub latency_max: Duration,
 }
 
+/// One sent track of a call.
+#[derive(Debug, Clone)]
+pub struct SentTrack {
+    /// `video` or `audio`.
+    pub track: String,
+    /// The file sent.
+    pub file: PathBuf,
+    /// What was sent; `None` when the call was interrupted before the file was sent.
+    pub report: Option<PublishReport>,
+}
+
 /// What a call did.
 #[derive(Debug, Clone)]
 pub struct CallReport {
-    /// What we sent, per file.
-    pub sent: Vec<PublishReport>,
+    /// What we sent, per track.
+    pub sent: Vec<SentTrack>,
     /// What we received, per track.
     pub received: Vec<TrackReport>,
     /// Round-trip time to the server when the call started.
     pub rtt: Duration,
+    /// Whether the call was interrupted ([`CallOptions::cancel`]).
+    pub interrupted: bool,
+}
+
+/// How to call.
+#[derive(Debug, Clone, Default)]
+pub struct CallOptions {
+    /// Tell the user on stderr what the call is doing (waiting for the other participant,
+    /// who joined).
+    pub notes: bool,
+    /// Ends the call when cancelled (Ctrl-C), still reporting what was received.
+    pub cancel: tokio_util::sync::CancellationToken,
+}
+
+/// The call tracks for `from`: `video` or `audio` by each file's kind, one of each at most.
+/// Checked before connecting, so that a wrong file is refused at once.
+pub fn call_tracks(from: &[PathBuf]) -> Result<Vec<(&'static str, PathBuf)>, ClientError> {
+    let mut tracks = Vec::new();
+    for f in from {
+        let codec = probe(f)?;
+        let track = match codec.kind() {
+            MediaKind::Audio => "audio",
+            MediaKind::Video => "video",
+            other => {
+                return Err(ClientError::Usage(format!(
+                    "--from {}: a call sends audio or video (WAV, MJPEG, Y4M or MP4), and \
+                     this is {} ({})",
+                    f.display(),
+                    other.name(),
+                    codec.summary()
+                )));
+            }
+        };
+        if tracks.iter().any(|(t, _)| *t == track) {
+            return Err(ClientError::Usage(format!(
+                "two {track} files: a call has one of each"
+            )));
+        }
+        tracks.push((track, f.clone()));
+    }
+    Ok(tracks)
 }
 
 /// Joins the room named by `url` (`…/call/ROOM`), sends each file as a track (`video` or
@@ -201,50 +253,88 @@ pub async fn call(
     connect: &ConnectOptions,
     from: &[PathBuf],
 ) -> Result<CallReport, ClientError> {
+    call_with(url, connect, from, &CallOptions::default()).await
+}
+
+/// [`call`], with notes for the user and a way to end it early.
+pub async fn call_with(
+    url: &Url,
+    connect: &ConnectOptions,
+    from: &[PathBuf],
+    opts: &CallOptions,
+) -> Result<CallReport, ClientError> {
     let room = url.path.trim_matches('/');
     if !room.starts_with("call/") || room.matches('/').count() != 1 {
         return Err(ClientError::Usage(format!(
             "{url} is not a call room: use …/call/ROOM"
         )));
     }
-    let owned = Session::connect(url, connect).await?;
+    let tracks = call_tracks(from)?;
+    let cancel = &opts.cancel;
+    let owned = tokio::select! {
+        biased;
+        () = cancel.cancelled() => return Err(ClientError::Interrupted),
+        s = Session::connect(url, connect) => s?,
+    };
     let (rtt, offset) = owned.clock().await?;
-    let mut tracks = Vec::new();
-    for f in from {
-        let track = match probe(f)?.kind() {
-            MediaKind::Audio => "audio",
-            _ => "video",
-        };
-        if tracks.iter().any(|(t, _)| *t == track) {
-            return Err(ClientError::Usage(format!(
-                "two {track} files: a call has one of each"
-            )));
-        }
-        tracks.push((track, f.clone()));
+    if opts.notes {
+        let sending: Vec<String> = tracks
+            .iter()
+            .map(|(t, f)| format!("{t} from {}", f.display()))
+            .collect();
+        eprintln!(
+            "joined {room}, sending {}; waiting for the other participant (Ctrl-C to leave)",
+            sending.join(" and ")
+        );
     }
+    let joined = std::sync::atomic::AtomicBool::new(false);
     let session = &owned;
     let sends = tracks.iter().map(|(track, file)| async move {
         let opts = PublishOptions {
             stamp_server_clock: Some(offset),
             ..Default::default()
         };
-        publish_file(session, &format!("{room}/{track}"), file, &opts).await
+        let channel = format!("{room}/{track}");
+        let sent = tokio::select! {
+            r = publish_file(session, &channel, file, &opts) => Some(r?),
+            () = cancel.cancelled() => None,
+        };
+        Ok::<_, ClientError>(SentTrack {
+            track: (*track).to_owned(),
+            file: file.clone(),
+            report: sent,
+        })
     });
+    let joined = &joined;
     let receives = tracks.iter().map(|(track, _)| async move {
-        let mut incoming = session.subscribe(&format!("{room}/{track}")).await?;
         let mut latencies = Vec::new();
         let (mut chunks, mut bytes) = (0u64, 0u64);
-        while let Some(c) = incoming.next().await {
-            let c = c?;
-            let now = session.clock_us().saturating_add_signed(offset);
-            if !c.has(ChunkFlags::INIT)
-                && !c.has(ChunkFlags::END_OF_STREAM)
-                && latencies.len() < 1 << 20
-            {
-                latencies.push(now.saturating_sub(c.pts_us));
+        let channel = format!("{room}/{track}");
+        let subscribed = tokio::select! {
+            s = session.subscribe(&channel) => Some(s?),
+            () = cancel.cancelled() => None,
+        };
+        if let Some(mut incoming) = subscribed {
+            loop {
+                let c = tokio::select! {
+                    c = incoming.next() => c,
+                    () = cancel.cancelled() => break,
+                };
+                let Some(c) = c else { break };
+                let c = c?;
+                if opts.notes && !joined.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                    eprintln!("the other participant joined");
+                }
+                let now = session.clock_us().saturating_add_signed(offset);
+                if !c.has(ChunkFlags::INIT)
+                    && !c.has(ChunkFlags::END_OF_STREAM)
+                    && latencies.len() < 1 << 20
+                {
+                    latencies.push(now.saturating_sub(c.pts_us));
+                }
+                chunks += 1;
+                bytes += c.payload.len() as u64;
             }
-            chunks += 1;
-            bytes += c.payload.len() as u64;
         }
         latencies.sort_unstable();
         let pick = |q: f64| {
@@ -272,6 +362,7 @@ pub async fn call(
         sent,
         received,
         rtt,
+        interrupted: cancel.is_cancelled(),
     })
 }
 
@@ -317,7 +408,8 @@ pub async fn run_publish(
     Ok(())
 }
 
-/// `chunkcast call`: joins a room, prints per-track counts and latency percentiles.
+/// `chunkcast call`: joins a room, prints per-track counts and latency percentiles (also
+/// after Ctrl-C, which then ends it with [`ClientError::Interrupted`]).
 pub async fn run_call(
     url: &Url,
     connect: &ConnectOptions,
@@ -328,17 +420,59 @@ pub async fn run_call(
             "a call needs at least one --from FILE".into(),
         ));
     }
-    let report = call(url, connect, from).await?;
-    println!("rtt to server: {:.2} ms", report.rtt.as_secs_f64() * 1e3);
-    println!(
-        "{:<6}  {:>7}  {:>10}  {:>10}  {:>10}  {:>10}",
-        "TRACK", "CHUNKS", "BYTES", "P50", "P99", "MAX"
+    let opts = CallOptions {
+        notes: true,
+        ..Default::default()
+    };
+    let ctrl_c = crate::cli::cancel_on_ctrl_c(opts.cancel.clone());
+    let report = call_with(url, connect, from, &opts).await;
+    ctrl_c.abort();
+    let report = report?;
+    crate::cli::print_stdout(&call_table(&report))?;
+    if report.interrupted {
+        return Err(ClientError::Interrupted);
+    }
+    Ok(())
+}
+
+/// The call's summary: what went out (sent →) and what came in (← received), with the
+/// one-way latency of what came in.
+pub fn call_table(report: &CallReport) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "rtt to server: {:.2} ms{}",
+        report.rtt.as_secs_f64() * 1e3,
+        if report.interrupted {
+            " (interrupted)"
+        } else {
+            ""
+        }
     );
+    let _ = writeln!(
+        out,
+        "{:<6}  {:<10}  {:>7}  {:>10}  {:>10}  {:>10}  {:>10}",
+        "TRACK", "DIRECTION", "CHUNKS", "BYTES", "LAT P50", "LAT P99", "LAT MAX"
+    );
+    for s in &report.sent {
+        let (chunks, bytes) = s.report.as_ref().map_or_else(
+            || ("-".to_owned(), "-".to_owned()),
+            |r| (r.chunks.to_string(), r.bytes.to_string()),
+        );
+        let _ = writeln!(
+            out,
+            "{:<6}  {:<10}  {chunks:>7}  {bytes:>10}  {:>10}  {:>10}  {:>10}",
+            s.track, "sent →", "-", "-", "-"
+        );
+    }
     for t in &report.received {
         let ms = |d: Duration| format!("{:.3} ms", d.as_secs_f64() * 1e3);
-        println!(
-            "{:<6}  {:>7}  {:>10}  {:>10}  {:>10}  {:>10}",
+        let _ = writeln!(
+            out,
+            "{:<6}  {:<10}  {:>7}  {:>10}  {:>10}  {:>10}  {:>10}",
             t.track,
+            "← received",
             t.chunks,
             t.bytes,
             ms(t.latency_p50),
@@ -346,5 +480,6 @@ pub async fn run_call(
             ms(t.latency_max)
         );
     }
-    Ok(())
+    out.push_str("latency: one way, from the other participant's send to arrival here\n");
+    out
 }

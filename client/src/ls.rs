@@ -1,6 +1,61 @@
-//! `chunkcast ls`: the catalog as a table.
+//! `chunkcast ls`: the catalog as a table or as JSON.
 
 use chunkcast_protocol::wire::Entry;
+
+use crate::error::ClientError;
+use crate::session::Session;
+
+/// Lists `path` on `session`: the entries under a prefix or a directory, the live channels
+/// under `live/`, or the one file `path` names.
+pub async fn list(session: &Session, path: &str) -> Result<Vec<Entry>, ClientError> {
+    let entries = session.list(path).await?;
+    let name = path.trim_matches('/');
+    if !entries.is_empty() || name.is_empty() || path.ends_with('/') || name == "live" {
+        return Ok(entries);
+    }
+    // A server lists directories: a file's own row is in its directory's listing.
+    let parent = name.rsplit_once('/').map_or("", |(dir, _)| dir);
+    let mut siblings = session.list(parent).await?;
+    siblings.retain(|e| e.path == name);
+    Ok(siblings)
+}
+
+/// What `ls` prints for `path`: [`table`], or a line saying there is nothing.
+pub fn table_for(path: &str, entries: &[Entry]) -> String {
+    if !entries.is_empty() {
+        return table(entries);
+    }
+    let name = path.trim_matches('/');
+    if name == "live" || name.starts_with("live/") {
+        "no live channels\n".to_owned()
+    } else if name.is_empty() {
+        "no files\n".to_owned()
+    } else {
+        format!("no files under {name}\n")
+    }
+}
+
+/// The entries as one JSON array, one object per entry with stable field names: `path`,
+/// `kind` (audio, video, image, bytes), `codec` (as in the table), `size_bytes`,
+/// `duration_us` (`null` when unknown) and `viewers` (live channels; 0 for files).
+pub fn json(entries: &[Entry]) -> String {
+    let rows: Vec<serde_json::Value> = entries
+        .iter()
+        .map(|e| {
+            serde_json::json!({
+                "path": e.path,
+                "kind": e.codec.kind().name(),
+                "codec": e.codec.summary(),
+                "size_bytes": e.size,
+                "duration_us": e.duration_us.filter(|d| *d > 0),
+                "viewers": e.viewers,
+            })
+        })
+        .collect();
+    let mut out = serde_json::Value::Array(rows).to_string();
+    out.push('\n');
+    out
+}
 
 /// Formats entries as an aligned table: path, kind, size, duration, codec; live channels get
 /// their viewer count in place of the size and duration.
@@ -43,14 +98,11 @@ pub fn table(entries: &[Entry]) -> String {
     out
 }
 
-/// Bytes as B, KB, MB or GB (powers of 1000, as network rates are).
+/// Bytes as B, kB, MB or GB (powers of 1000, as network rates are): the one convention of
+/// every size and rate the client prints. It is indicatif's, so that `ls`, `get`'s progress
+/// bar (its `decimal_*` fields) and `get`'s summary (MB/s) agree.
 pub fn human_bytes(n: u64) -> String {
-    match n {
-        n if n >= 1_000_000_000 => format!("{:.1} GB", n as f64 / 1e9),
-        n if n >= 1_000_000 => format!("{:.1} MB", n as f64 / 1e6),
-        n if n >= 1_000 => format!("{:.1} KB", n as f64 / 1e3),
-        n => format!("{n} B"),
-    }
+    indicatif::DecimalBytes(n).to_string()
 }
 
 fn live_table(entries: &[Entry]) -> String {
@@ -89,9 +141,30 @@ mod tests {
     }
 
     #[test]
+    fn sizes_are_decimal() {
+        assert_eq!(human_bytes(999), "999 B");
+        assert_eq!(human_bytes(1_920_044), "1.92 MB");
+        assert_eq!(human_bytes(50_000_000_000), "50.00 GB");
+    }
+
+    #[test]
+    fn nothing_listed_says_so_and_json_keeps_its_field_names() {
+        assert_eq!(table_for("live/", &[]), "no live channels\n");
+        assert_eq!(table_for("", &[]), "no files\n");
+        assert_eq!(table_for("sub/", &[]), "no files under sub\n");
+        assert_eq!(json(&[]), "[]\n");
+        let j = json(&[entry("a \"b\".bin", 0)]);
+        assert_eq!(
+            j,
+            "[{\"codec\":\"bytes\",\"duration_us\":null,\"kind\":\"bytes\",\
+             \"path\":\"a \\\"b\\\".bin\",\"size_bytes\":1500,\"viewers\":0}]\n"
+        );
+    }
+
+    #[test]
     fn files_show_sizes_and_channels_show_viewers() {
         let t = table(&[entry("a.bin", 0)]);
-        assert!(t.starts_with("PATH") && t.contains("1.5 KB"), "{t}");
+        assert!(t.starts_with("PATH") && t.contains("1.50 kB"), "{t}");
         let t = table(&[entry("live/cam", 7)]);
         assert!(
             t.starts_with("CHANNEL") && t.contains("      7  (no publisher yet)"),

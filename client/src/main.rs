@@ -1,14 +1,21 @@
 //! `chunkcast`: parse the command line and run it; errors as one line on stderr.
+//!
+//! Exit status: 0 on success (and when the reader of stdout closed the pipe early, as in
+//! `… --sink pcm:- | head -c 1000`), 130 after Ctrl-C, 1 on any other failure.
+
+use std::io::IsTerminal;
 
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     let cli = chunkcast::cli::Cli::parse();
+    // Silent unless asked: the commands tell the user what they need to know themselves.
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "off".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     // Blocking work (the file writer, file reads) has its own threads either way.
     let runtime = if cli.embeds_server() {
@@ -27,20 +34,13 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    // Only `get` can continue a cut transfer: no other command may suggest `--resume`.
-    let resumable = matches!(cli.command, chunkcast::cli::Command::Get { .. });
     match runtime.block_on(chunkcast::cli::run(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
-        // Ctrl-C, handled: the command already said what it did. 130 = 128 + SIGINT.
-        Err(chunkcast::error::ClientError::Interrupted) => std::process::ExitCode::from(130),
         Err(e) => {
-            let e = if resumable {
-                e
-            } else {
-                e.without_resume_hint()
-            };
-            eprintln!("chunkcast: {e}");
-            std::process::ExitCode::FAILURE
+            if !e.is_silent() {
+                eprintln!("chunkcast: {e}");
+            }
+            std::process::ExitCode::from(e.exit_status())
         }
     }
 }

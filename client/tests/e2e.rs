@@ -205,10 +205,12 @@ async fn resume_after_a_cut_connection_completes_the_file() {
             .await
             .unwrap();
         let err = get(&s, name, &out_opts(out.clone())).await.unwrap_err();
-        assert!(matches!(err, ClientError::Lost(_)), "{err}");
+        assert!(matches!(err.cause(), ClientError::Lost(_)), "{err}");
+        let partial = partial_path(&out);
         assert!(
-            err.to_string().contains("--resume"),
-            "says what to do: {err}"
+            err.to_string().contains("--resume")
+                && err.to_string().contains(&partial.display().to_string()),
+            "names the partial file and says what to do: {err}"
         );
         assert!(!out.exists(), "no file under the final name after a cut");
         let have = std::fs::metadata(partial_path(&out)).unwrap().len();

@@ -666,7 +666,13 @@ async fn ctrl_c_finishes_the_wav_and_prints_the_statistics() {
         })
         .await
         .unwrap();
-        assert!(out.status.success(), "{}", text(&out.stderr));
+        // The shell's convention for Ctrl-C, after the statistics.
+        assert_eq!(out.status.code(), Some(130), "{}", text(&out.stderr));
+        assert!(
+            !text(&out.stderr).contains("chunkcast:"),
+            "{}",
+            text(&out.stderr)
+        );
         let stdout = text(&out.stdout);
         let line = stdout.trim_end();
         assert_stats_json(line, "tcp");

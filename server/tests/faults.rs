@@ -238,7 +238,10 @@ async fn a_flipped_byte_fails_its_chunk_and_resume_completes_the_file() {
             .await
             .unwrap_err();
         assert!(
-            matches!(err, ClientError::Corrupt(DecodeError::Checksum { .. })),
+            matches!(
+                err.cause(),
+                ClientError::Corrupt(DecodeError::Checksum { .. })
+            ),
             "{err:?}"
         );
         assert!(
@@ -265,7 +268,10 @@ async fn a_cut_connection_is_lost_and_resume_completes_the_file() {
             let err = fetch(&server, proxy, scheme, BIG, &out, false)
                 .await
                 .unwrap_err();
-            assert!(matches!(err, ClientError::Lost(_)), "{scheme:?}: {err:?}");
+            assert!(
+                matches!(err.cause(), ClientError::Lost(_)),
+                "{scheme:?}: {err:?}"
+            );
             let have = check_failed_attempt(&out, BIG);
             eprintln!("cut {scheme:?} after {after}: {err}; {have} verified bytes kept");
             assert!(have > 0 && have < after as u64, "{scheme:?}: {have}");
@@ -294,7 +300,7 @@ async fn a_gap_in_the_stream_is_detected_and_resume_completes_the_file() {
             .await
             .unwrap_err();
         assert!(
-            matches!(err, ClientError::Corrupt(_) | ClientError::Lost(_)),
+            matches!(err.cause(), ClientError::Corrupt(_) | ClientError::Lost(_)),
             "{err:?}"
         );
         let have = check_failed_attempt(&out, BIG);
@@ -316,7 +322,7 @@ async fn a_flipped_byte_under_tls_fails_the_record_and_resume_completes_the_file
             .await
             .unwrap_err();
         // TLS authenticates every record: the flip is caught before chunkcast sees it.
-        assert!(matches!(err, ClientError::Lost(_)), "{err:?}");
+        assert!(matches!(err.cause(), ClientError::Lost(_)), "{err:?}");
         let have = check_failed_attempt(&out, BIG);
         eprintln!("flipped byte under TLS: {err}; {have} verified bytes kept");
         resume_and_check(&server, proxy, Scheme::Tcps, BIG, &out, have).await;

@@ -28,11 +28,17 @@ use anyhow::{Context, bail};
 
 const PIECE: usize = 1 << 20;
 
+const USAGE: &str = "usage: get_floor FILE [OUT_DIR]\n\nPrints the CPU seconds per GB of reading FILE, CRC32C, BLAKE3 and writing it to\nOUT_DIR/get_floor.out (deleted at the end; OUT_DIR defaults to FILE's directory).";
+
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args_os().skip(1);
     let Some(file) = args.next().map(PathBuf::from) else {
-        bail!("usage: get_floor FILE [OUT_DIR]");
+        bail!("{USAGE}");
     };
+    if file.as_os_str() == "-h" || file.as_os_str() == "--help" {
+        println!("{USAGE}");
+        return Ok(());
+    }
     let dir = match args.next() {
         Some(d) => PathBuf::from(d),
         None => file

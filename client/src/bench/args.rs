@@ -18,15 +18,15 @@ use crate::url::{Scheme, Url};
 /// both ends together).
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {
-    /// A file on a running server: tcp://HOST:PORT/PATH, tcps://… or quic://… (every
-    /// transport uses this host and port).
+    /// A file on a running server: tcp://HOST[:PORT]/PATH, tcps://… or quic://… (PORT
+    /// defaults to 7700; every transport uses this host and port).
     pub url: Option<String>,
     /// Transports to measure: tcp, tcps, quic, both (tcp and quic) or all. Default: the URL's,
     /// or all with the embedded server.
     #[arg(long, value_enum)]
     pub transport: Option<Transports>,
-    /// Chunk sizes to sweep, comma-separated (suffixes KiB, MiB, K, M; KB, MB are powers of
-    /// ten).
+    /// Chunk sizes to sweep, comma-separated, each 1 B to 1 MiB (suffixes KiB, MiB, K, M;
+    /// KB, MB are powers of ten).
     #[arg(long, value_name = "LIST", value_delimiter = ',', value_parser = parse_chunk_size,
           default_value = "1KiB,16KiB,64KiB,256KiB,1MiB")]
     pub chunk_size: Vec<u32>,
@@ -201,11 +201,16 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     Ok(bytes as u64)
 }
 
-fn parse_chunk_size(s: &str) -> Result<u32, String> {
+/// Parses a chunk size (`--chunk-size` of `get` and `bench`): a size as [`parse_size`] takes
+/// it, from 1 byte to the protocol's largest chunk payload (1 MiB), so that a size the
+/// packetizer would refuse is caught on the command line, not reported against the file.
+pub fn parse_chunk_size(s: &str) -> Result<u32, String> {
     let n = parse_size(s)?;
     let max = chunkcast_protocol::chunk::MAX_CHUNK_SIZE as u64;
     if n == 0 || n > max {
-        return Err(format!("chunk size {s} must be 1 B to 1 MiB"));
+        return Err(format!(
+            "chunk size {s} is out of range: use 1 B to 1 MiB ({max} bytes), e.g. 64KiB"
+        ));
     }
     Ok(n as u32)
 }
@@ -243,7 +248,11 @@ mod tests {
         assert!(parse_size("12 parsecs").is_err());
         assert!(parse_size("").is_err());
         assert_eq!(parse_chunk_size("1MiB"), Ok(1 << 20));
-        assert!(parse_chunk_size("2MiB").is_err());
+        assert_eq!(parse_chunk_size("64KiB"), Ok(65_536));
+        assert_eq!(parse_chunk_size("16KB"), Ok(16_000));
+        assert_eq!(parse_chunk_size("1"), Ok(1));
+        let err = parse_chunk_size("2MiB").unwrap_err();
+        assert!(err.contains("1 B to 1 MiB (1048576 bytes)"), "{err}");
         assert!(parse_chunk_size("0").is_err());
     }
 

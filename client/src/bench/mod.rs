@@ -41,7 +41,7 @@ use chunkcast_protocol::net::tls::Trust;
 use chunkcast_server::{Config, Server};
 use tokio::task::JoinSet;
 
-pub use args::{Args, Transports, parse_size, run};
+pub use args::{Args, Transports, parse_chunk_size, parse_size, run};
 pub use histogram::Histogram;
 pub use plot::svg;
 pub use report::{TABLE_HEADER, json_line, table_row};

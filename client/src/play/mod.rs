@@ -633,7 +633,7 @@ pub enum StatsFormat {
     /// A human-readable table.
     #[default]
     Table,
-    /// One line of JSON with the table's figures (see `PlayReport::to_json`).
+    /// One line of JSON with the table's figures.
     Json,
 }
 
@@ -654,7 +654,6 @@ pub async fn run(
 ) -> Result<(), ClientError> {
     sink::check(&sinks)?;
     let stdout_taken = sinks.iter().any(Spec::is_stdout);
-    let watch = wait_publisher.is_some();
     let opts = PlayOptions {
         buffer,
         sinks,
@@ -700,12 +699,13 @@ pub async fn run(
     if stdout_taken {
         eprintln!("{text}");
     } else {
-        println!("{text}");
+        crate::cli::print_stdout(&format!("{text}\n"))?;
     }
-    result?;
-    if watch && report.interrupted {
+    // Ctrl-C: the statistics are out; the exit status says it was interrupted (130).
+    if report.interrupted {
         return Err(ClientError::Interrupted);
     }
+    result?;
     Ok(())
 }
 

@@ -52,8 +52,8 @@ impl Sink for File {
         // Interrupted: what arrived stays in PATH.partial, and the final name stays free of a
         // truncated file (as `get` does).
         if let Some(partial) = self.out.keep_partial()? {
-            tracing::warn!(
-                "file sink: the stream did not finish; what arrived is in {}",
+            eprintln!(
+                "chunkcast: file sink: the stream did not finish; what arrived is in {}",
                 partial.display()
             );
         }

@@ -288,7 +288,7 @@ impl Output {
                 w: BufWriter::new(Box::new(std::io::stdout())),
                 stdout: true,
                 rename: None,
-                name: "stdout".into(),
+                name: crate::error::STDOUT.into(),
             }),
             Target::Path(path) => {
                 let partial = partial_path(path);
