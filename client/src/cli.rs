@@ -219,6 +219,9 @@ pub async fn run(cli: Cli) -> Result<(), ClientError> {
                 progress: !q && std::io::stderr().is_terminal(),
             };
             let report = get_resuming(&url, &conn.options()?, &opts, DEFAULT_RETRIES).await?;
+            if let Some(note) = &report.note {
+                eprintln!("chunkcast: warning: {note}");
+            }
             if !q {
                 eprintln!(
                     "saved {} ({} bytes, {:.1} MB/s, {})",

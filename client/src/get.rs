@@ -56,6 +56,9 @@ pub struct GetReport {
     pub elapsed: Duration,
     /// Whether the whole-file digest was checked and matched.
     pub verified: bool,
+    /// The server's note about the file (`OPENED.note`): why it was served as bytes, or what
+    /// is damaged in it. The file is saved byte for byte all the same.
+    pub note: Option<String>,
 }
 
 impl GetReport {
@@ -206,6 +209,7 @@ pub async fn get(
         resumed_from: have,
         elapsed: started.elapsed(),
         verified: verified && summary.digest.is_some(),
+        note: info.note,
     })
 }
 

@@ -134,10 +134,12 @@ impl Server {
                 dir
             }
         };
-        let library = Library::new(&root).map_err(|source| ServerError::Library {
-            path: root.display().to_string(),
-            source,
-        })?;
+        let library = Library::new(&root)
+            .map_err(|source| ServerError::Library {
+                path: root.display().to_string(),
+                source,
+            })?
+            .serve_hidden(config.serve_hidden);
         let identity = match &config.cert {
             Some((c, k)) => tls::Identity::from_pem_files(c, k)?,
             None => {

@@ -171,6 +171,7 @@ impl Live {
                     size: None,
                     duration_us: None,
                     viewers: s.viewers.len() as u32 + s.waiting,
+                    note: None,
                 }
             })
             .collect();
@@ -428,6 +429,7 @@ fn live_opened(
         start_seq,
         start_offset,
         chunk_size,
+        note: None,
     }
 }
 

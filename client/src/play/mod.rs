@@ -116,7 +116,19 @@ pub struct Player {
     last_end_us: Option<u64>,
     /// When the last chunk arrived (or the stream was opened): bounds a stall.
     last_arrival: Instant,
+    /// The server's note that the file is damaged (`damaged at byte N: …`).
+    damage: Option<String>,
+    /// A unit found broken here (an MJPEG frame without its end marker): nothing after it is
+    /// played.
+    broken: Option<String>,
+    /// File offset of the unit being gathered.
+    unit_offset: Option<u64>,
+    /// What is played, for messages.
+    path: String,
 }
+
+/// How a note about a damaged file starts (PROTOCOL.md §4.9): `damaged at byte N: what`.
+const DAMAGED: &str = "damaged at byte ";
 
 impl Player {
     /// Asks for `path` in realtime mode and opens the sinks for its codec.
@@ -166,12 +178,26 @@ impl Player {
             // One unit: shown as soon as it is complete.
             Codec::Image(_) => (Kind::Video, Duration::ZERO),
             Codec::Bytes => {
+                let total = incoming.opened.total_len;
+                let note = incoming.opened.note.clone();
                 incoming.cancel().await;
+                if total == Some(0) {
+                    return Err(ClientError::Usage(format!(
+                        "{path} is empty (0 bytes): nothing to play"
+                    )));
+                }
+                let why = note.map(|n| format!(" ({n})")).unwrap_or_default();
                 return Err(ClientError::Usage(format!(
-                    "{path} is not audio, video or an image; save it with `chunkcast get`"
+                    "{path} is not audio, video or an image{why}; save it with `chunkcast get`"
                 )));
             }
         };
+        // A note saying where the file is damaged: what comes before plays, then it is reported.
+        let damage = incoming
+            .opened
+            .note
+            .clone()
+            .filter(|n| n.starts_with(DAMAGED));
         let sink = match sink::open(&opts.sinks, &codec) {
             Ok(s) => s,
             Err(e) => {
@@ -196,6 +222,10 @@ impl Player {
             dropped_units: 0,
             last_end_us: None,
             last_arrival: now(),
+            damage,
+            broken: None,
+            unit_offset: None,
+            path: path.to_owned(),
         })
     }
 
@@ -222,6 +252,10 @@ impl Player {
             codec,
             request_at,
             dropped_units,
+            damage,
+            broken,
+            path,
+            last_end_us,
             ..
         } = self;
         // Stops the server sending if the stream did not end (Ctrl-C or an error).
@@ -229,6 +263,17 @@ impl Player {
         let interrupted = result?;
         sink.finish()?;
         let stats = buffer.stats();
+        if !interrupted {
+            // Everything before the damage was played (and the sinks kept it); now say where
+            // it is, and fail.
+            if let Some(what) = broken.or(damage) {
+                let secs = last_end_us.unwrap_or(0) as f64 / 1e6;
+                return Err(ClientError::Damaged(format!(
+                    "{path}: played {} units ({secs:.2} s), then {what}",
+                    stats.played
+                )));
+            }
+        }
         Ok(PlayReport {
             transport: None,
             codec,
@@ -323,7 +368,28 @@ impl Player {
     fn arrived(&mut self, chunk: Chunk, at: Instant) -> Result<bool, ClientError> {
         self.sink.arrived(&chunk)?;
         let eos = chunk.has(ChunkFlags::END_OF_STREAM);
+        if !chunk.has(ChunkFlags::INIT) && self.unit_offset.is_none() {
+            self.unit_offset = Some(chunk.offset);
+        }
+        let unit_offset = self.unit_offset;
+        if chunk.has(ChunkFlags::END_OF_UNIT) {
+            self.unit_offset = None;
+        }
+        if self.broken.is_some() {
+            // Past the damage: nothing more is played.
+            if eos {
+                self.buffer.end_of_stream();
+            }
+            return Ok(eos);
+        }
         match self.assembler.push(chunk) {
+            Ok(Some(u)) if is_cut_jpeg(&self.codec, &u.data) => {
+                self.broken = Some(format!(
+                    "damaged at byte {}: frame {} is cut short (no JPEG end-of-image marker)",
+                    unit_offset.unwrap_or(0),
+                    u.index
+                ));
+            }
             Ok(Some(u)) => {
                 let unit = Unit {
                     seq: u.index,
@@ -365,6 +431,13 @@ impl Player {
             }
         }
     }
+}
+
+/// Whether `data` is an MJPEG frame that stops before its end-of-image marker (`FF D9`): the
+/// last frame of a truncated file, which a decoder would show half grey.
+fn is_cut_jpeg(codec: &Codec, data: &[u8]) -> bool {
+    matches!(codec, Codec::Video(v) if v.format == chunkcast_protocol::VisualFormat::Mjpeg)
+        && !data.ends_with(&[0xFF, 0xD9])
 }
 
 /// How `chunkcast play` prints its statistics.
