@@ -330,6 +330,9 @@ pub async fn run(cli: Cli) -> Result<(), ClientError> {
                 },
                 e => e,
             })?;
+            if let Some(note) = &report.note {
+                eprintln!("chunkcast: warning: {note}");
+            }
             if !quiet {
                 eprintln!("{}", get_summary(&report));
             }

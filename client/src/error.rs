@@ -106,6 +106,10 @@ pub enum ClientError {
     /// The request is not valid for what the server has.
     #[error("{0}")]
     Usage(String),
+    /// The media is damaged (truncated, a frame cut short): everything before the damage was
+    /// played, then playback stopped. Says where (byte offset, units played) and what.
+    #[error("damaged media: {0}; `chunkcast get` still saves the file byte for byte")]
+    Damaged(String),
     /// A sink could not render what was played (a frame that does not decode, a format it
     /// cannot write); choose another `--sink`, or `file:PATH` to keep the bytes as they came.
     #[error("{sink} sink: {reason}")]

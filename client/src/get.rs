@@ -69,6 +69,9 @@ pub struct GetReport {
     /// Whether the file was complete on disk already (`--resume` over a finished download):
     /// it was verified and nothing was transferred.
     pub already_complete: bool,
+    /// The server's note about the file (`OPENED.note`): why it was served as bytes, or what
+    /// is damaged in it. The file is saved byte for byte all the same.
+    pub note: Option<String>,
 }
 
 impl GetReport {
@@ -383,6 +386,7 @@ pub async fn get(
         elapsed: started.elapsed(),
         verified: verified && summary.digest.is_some(),
         already_complete: disk.verify_only,
+        note: info.note,
     })
 }
 

@@ -57,13 +57,14 @@ pub fn json(entries: &[Entry]) -> String {
     out
 }
 
-/// Formats entries as an aligned table: path, kind, size, duration, codec; live channels get
-/// their viewer count in place of the size and duration.
+/// Formats entries as an aligned table: path, kind, size, duration, codec, and the server's
+/// note when any entry has one (why a file is served as bytes, or what is damaged in it);
+/// live channels get their viewer count in place of the size and duration.
 pub fn table(entries: &[Entry]) -> String {
     if entries.iter().any(|e| e.path.starts_with("live/")) {
         return live_table(entries);
     }
-    let rows: Vec<[String; 5]> = entries
+    let rows: Vec<[String; 6]> = entries
         .iter()
         .map(|e| {
             [
@@ -75,10 +76,14 @@ pub fn table(entries: &[Entry]) -> String {
                     .map(|d| format!("{:.2}s", d as f64 / 1e6))
                     .unwrap_or_else(|| "-".into()),
                 e.codec.summary(),
+                e.note.clone().unwrap_or_default(),
             ]
         })
         .collect();
-    let head = ["PATH", "KIND", "SIZE", "DURATION", "CODEC"].map(str::to_owned);
+    let mut head = ["PATH", "KIND", "SIZE", "DURATION", "CODEC", "NOTE"].map(str::to_owned);
+    if entries.iter().all(|e| e.note.is_none()) {
+        head[5].clear();
+    }
     let mut widths = head.each_ref().map(|h| h.chars().count());
     for r in &rows {
         for (w, c) in widths.iter_mut().zip(r) {
@@ -137,6 +142,7 @@ mod tests {
             size: Some(1500),
             duration_us: None,
             viewers,
+            note: None,
         }
     }
 
@@ -158,6 +164,20 @@ mod tests {
             j,
             "[{\"codec\":\"bytes\",\"duration_us\":null,\"kind\":\"bytes\",\
              \"path\":\"a \\\"b\\\".bin\",\"size_bytes\":1500,\"viewers\":0}]\n"
+        );
+    }
+
+    #[test]
+    fn a_note_gets_its_column() {
+        let plain = table(&[entry("a.bin", 0)]);
+        assert!(!plain.contains("NOTE"), "{plain}");
+        let mut bad = entry("x.png", 0);
+        bad.note = Some("served as bytes: corrupt png: CRC error".into());
+        let t = table(&[entry("a.bin", 0), bad]);
+        let line = t.lines().find(|l| l.starts_with("x.png")).unwrap();
+        assert!(
+            line.contains("bytes") && line.ends_with("served as bytes: corrupt png: CRC error"),
+            "{t}"
         );
     }
 

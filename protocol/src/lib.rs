@@ -16,7 +16,7 @@ pub mod wire;
 
 pub use error::{DecodeError, ErrorCode};
 pub use media::{
-    AudioParams, Codec, ImageParams, MediaKind, SampleFormat, VideoParams, VisualFormat,
+    AudioParams, Codec, CodedAudio, ImageParams, MediaKind, SampleFormat, VideoParams, VisualFormat,
 };
 pub use wire::chunk::{Chunk, ChunkFlags, StreamId};
 pub use wire::frame::{Caps, Frame};

@@ -37,14 +37,74 @@ impl MediaKind {
     }
 }
 
-/// How PCM samples are stored.
+/// How audio samples are stored: linear PCM, G.711 companded, or another WAVE codec.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[repr(u8)]
 pub enum SampleFormat {
     /// Signed integers (unsigned for 8-bit, as WAV stores them).
-    Int = 0,
+    Int,
     /// IEEE float.
-    Float = 1,
+    Float,
+    /// G.711 µ-law, one byte per sample (WAVE format tag 0x0007).
+    MuLaw,
+    /// G.711 A-law, one byte per sample (WAVE format tag 0x0006).
+    ALaw,
+    /// Any other coding, cut in whole blocks (ADPCM, GSM 6.10, MPEG, ...).
+    Coded(CodedAudio),
+}
+
+/// A block-coded audio stream, as its WAVE `fmt ` chunk describes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CodedAudio {
+    /// The WAVE format tag (for WAVE_FORMAT_EXTENSIBLE, the sub-format's): 0x0002 MS-ADPCM,
+    /// 0x0011 IMA-ADPCM, 0x0031 GSM 6.10, 0x0050/0x0055 MPEG, ...
+    pub tag: u16,
+    /// Bytes per block, the smallest unit the stream can be cut at (never 0).
+    pub block_align: u16,
+    /// Sample frames one block decodes to; 0 when unknown (timing then follows the byte rate).
+    pub samples_per_block: u32,
+}
+
+impl CodedAudio {
+    /// The codec's usual name, e.g. `ms-adpcm`, or `wave-0xNNNN` for an unknown tag.
+    pub fn name(&self) -> String {
+        coded_name(self.tag)
+    }
+}
+
+/// The usual name of a WAVE format tag.
+pub fn coded_name(tag: u16) -> String {
+    match tag {
+        0x0001 => "pcm".into(),
+        0x0002 => "ms-adpcm".into(),
+        0x0003 => "pcm-float".into(),
+        0x0006 => "a-law".into(),
+        0x0007 => "mu-law".into(),
+        0x0011 => "ima-adpcm".into(),
+        0x0031 => "gsm610".into(),
+        0x0050 => "mpeg".into(),
+        0x0055 => "mp3".into(),
+        0x0161 => "wma".into(),
+        0x2000 => "ac3".into(),
+        t => format!("wave-0x{t:04x}"),
+    }
+}
+
+impl SampleFormat {
+    /// The wire code (PROTOCOL.md §2): 0 int, 1 float, 2 µ-law, 3 A-law, 4 coded.
+    pub fn code(self) -> u8 {
+        match self {
+            Self::Int => 0,
+            Self::Float => 1,
+            Self::MuLaw => 2,
+            Self::ALaw => 3,
+            Self::Coded(_) => 4,
+        }
+    }
+
+    /// Whether this is linear PCM (integer or float), which sinks take as it is.
+    pub fn is_pcm(self) -> bool {
+        matches!(self, Self::Int | Self::Float)
+    }
 }
 
 /// Audio codec parameters.
@@ -54,16 +114,21 @@ pub struct AudioParams {
     pub sample_rate: u32,
     /// Interleaved channels per frame.
     pub channels: u16,
-    /// Bits per sample: 8, 16, 24 or 32.
+    /// Bits per sample: 8, 16, 24 or 32 for PCM, 8 for G.711; for coded audio what the
+    /// `fmt ` chunk says (4 for ADPCM, often 0).
     pub bits_per_sample: u16,
-    /// Integer or float samples.
+    /// Integer or float samples, or a coding.
     pub sample_format: SampleFormat,
 }
 
 impl AudioParams {
-    /// Bytes in one frame (one sample of every channel).
+    /// Bytes in one frame (one sample of every channel): the smallest piece the stream can be
+    /// cut at. For coded audio, one block.
     pub fn bytes_per_frame(&self) -> u32 {
-        u32::from(self.channels) * u32::from(self.bits_per_sample).div_ceil(8)
+        match self.sample_format {
+            SampleFormat::Coded(c) => u32::from(c.block_align),
+            _ => u32::from(self.channels) * u32::from(self.bits_per_sample).div_ceil(8),
+        }
     }
 }
 
@@ -182,6 +247,12 @@ impl Codec {
         }
     }
 
+    /// Whether peers without `Caps::ANY_FILE` can parse this codec (coded audio sample
+    /// formats are newer than them).
+    pub fn is_v1_base(&self) -> bool {
+        !matches!(self, Self::Audio(a) if !a.sample_format.is_pcm())
+    }
+
     /// Whether lz4 is worth trying on this stream's chunks.
     pub fn worth_compressing(&self) -> bool {
         match self {
@@ -200,7 +271,15 @@ impl Codec {
                     SampleFormat::Int if a.bits_per_sample == 8 => "u",
                     SampleFormat::Int => "s",
                     SampleFormat::Float => "f",
+                    SampleFormat::MuLaw => "mu-law",
+                    SampleFormat::ALaw => "a-law",
+                    SampleFormat::Coded(c) => {
+                        return format!("{} {} Hz {} ch", c.name(), a.sample_rate, a.channels);
+                    }
                 };
+                if !a.sample_format.is_pcm() {
+                    return format!("{ty} {} Hz {} ch", a.sample_rate, a.channels);
+                }
                 format!(
                     "pcm {ty}{} {} Hz {} ch",
                     a.bits_per_sample, a.sample_rate, a.channels

@@ -69,12 +69,11 @@ fn corrupt_wav_headers() {
         d[at..at + bytes.len()].copy_from_slice(bytes);
         d
     };
-    // Zero channels, bad block alignment, inconsistent byte rate, ADPCM, missing fmt, no WAVE.
+    // Zero channels, bad block alignment, inconsistent byte rate, missing fmt, no WAVE.
     let cases = [
         (patch(22, &[0, 0]), "zero channels"),
         (patch(32, &[3, 0]), "block align"),
         (patch(28, &[1, 2, 3, 4]), "byte rate"),
-        (patch(20, &[2, 0]), "adpcm"),
         (patch(12, b"junk"), "no fmt"),
         (patch(8, b"WAVX"), "no WAVE (named .wav)"),
     ];
@@ -87,6 +86,20 @@ fn corrupt_wav_headers() {
             ),
             "{what}: {e}"
         );
+    }
+    // Another format tag is still WAV: cut on its block alignment, timed by its byte rate.
+    match open(&patch(20, &[2, 0]), "c.wav", config())
+        .unwrap()
+        .codec()
+    {
+        Codec::Audio(a) => assert!(
+            matches!(
+                a.sample_format,
+                chunkcast_protocol::SampleFormat::Coded(c) if c.tag == 2 && c.block_align == 4
+            ),
+            "{a:?}"
+        ),
+        other => panic!("{other:?}"),
     }
     // RIFF/WAVE magic wins over the name.
     assert!(matches!(

@@ -6,8 +6,8 @@ use chunkcast_protocol::wire::{
     Opened, Resume, Welcome, encode, encode_chunk_head,
 };
 use chunkcast_protocol::{
-    AudioParams, Chunk, ChunkFlags, Codec, DecodeError, ErrorCode, ImageParams, SampleFormat,
-    StreamId, VideoParams, VisualFormat,
+    AudioParams, Chunk, ChunkFlags, Codec, CodedAudio, DecodeError, ErrorCode, ImageParams,
+    SampleFormat, StreamId, VideoParams, VisualFormat,
 };
 use proptest::prelude::*;
 
@@ -63,6 +63,7 @@ fn one_of_each() -> Vec<Frame> {
                     size: Some(1234),
                     duration_us: Some(10_000_000),
                     viewers: 0,
+                    note: None,
                 },
                 Entry {
                     path: "clip.mjpeg".into(),
@@ -76,6 +77,7 @@ fn one_of_each() -> Vec<Frame> {
                     size: None,
                     duration_us: None,
                     viewers: 7,
+                    note: None,
                 },
                 Entry {
                     path: "card.png".into(),
@@ -88,6 +90,7 @@ fn one_of_each() -> Vec<Frame> {
                     size: Some(0),
                     duration_us: Some(0),
                     viewers: 0,
+                    note: None,
                 },
                 Entry {
                     path: "x".into(),
@@ -95,6 +98,7 @@ fn one_of_each() -> Vec<Frame> {
                     size: None,
                     duration_us: None,
                     viewers: 0,
+                    note: Some("served as bytes: wav: the header says 0 channels".into()),
                 },
             ],
         }),
@@ -129,6 +133,7 @@ fn one_of_each() -> Vec<Frame> {
             start_seq: 3,
             start_offset: 4096,
             chunk_size: 65536,
+            note: None,
         }),
         Frame::Chunk(Chunk::new(
             StreamId(2),
@@ -164,6 +169,7 @@ fn one_of_each() -> Vec<Frame> {
             start_seq: 0,
             start_offset: 0,
             chunk_size: 65536,
+            note: Some("served as bytes: corrupt png: CRC error in IHDR".into()),
         }),
         Frame::Digest {
             stream: StreamId(4),
@@ -331,6 +337,7 @@ fn limits_are_enforced_before_allocation() {
         size: None,
         duration_us: None,
         viewers: 0,
+        note: None,
     };
     encode(
         &Frame::Catalog(Catalog {
@@ -406,18 +413,31 @@ fn arb_string() -> impl Strategy<Value = String> {
 fn arb_codec() -> impl Strategy<Value = Codec> {
     prop_oneof![
         Just(Codec::Bytes),
-        (any::<u32>(), any::<u16>(), any::<u16>(), any::<bool>()).prop_map(|(r, c, b, f)| {
-            Codec::Audio(AudioParams {
-                sample_rate: r,
-                channels: c,
-                bits_per_sample: b,
-                sample_format: if f {
-                    SampleFormat::Float
-                } else {
-                    SampleFormat::Int
-                },
-            })
-        }),
+        (
+            any::<u32>(),
+            any::<u16>(),
+            any::<u16>(),
+            0u8..5,
+            (any::<u16>(), 1u16.., any::<u32>())
+        )
+            .prop_map(|(r, c, b, f, (tag, block_align, samples_per_block))| {
+                Codec::Audio(AudioParams {
+                    sample_rate: r,
+                    channels: c,
+                    bits_per_sample: b,
+                    sample_format: match f {
+                        0 => SampleFormat::Int,
+                        1 => SampleFormat::Float,
+                        2 => SampleFormat::MuLaw,
+                        3 => SampleFormat::ALaw,
+                        _ => SampleFormat::Coded(CodedAudio {
+                            tag,
+                            block_align,
+                            samples_per_block,
+                        }),
+                    },
+                })
+            }),
         (0u8..3, any::<u32>(), any::<u32>(), any::<u32>(), 1u32..).prop_map(|(f, w, h, n, d)| {
             Codec::Video(VideoParams {
                 format: VisualFormat::from_code(f).unwrap(),
@@ -436,6 +456,11 @@ fn arb_codec() -> impl Strategy<Value = Codec> {
             })
         }),
     ]
+}
+
+/// A note as it survives the wire: absent, or a non-empty string (an empty one means none).
+fn arb_note() -> impl Strategy<Value = Option<String>> {
+    prop_oneof![Just(None), "[a-z :é]{1,20}".prop_map(Some)]
 }
 
 fn arb_opt() -> impl Strategy<Value = Option<u64>> {
@@ -477,7 +502,8 @@ fn arb_frame() -> impl Strategy<Value = Frame> {
                     arb_codec(),
                     arb_opt(),
                     arb_opt(),
-                    any::<u32>()
+                    any::<u32>(),
+                    arb_note()
                 ),
                 0..5
             )
@@ -487,12 +513,13 @@ fn arb_frame() -> impl Strategy<Value = Frame> {
                 last,
                 entries: es
                     .into_iter()
-                    .map(|(path, codec, size, duration_us, viewers)| Entry {
+                    .map(|(path, codec, size, duration_us, viewers, note)| Entry {
                         path,
                         codec,
                         size,
                         duration_us,
-                        viewers
+                        viewers,
+                        note
                     })
                     .collect()
             })),
@@ -535,10 +562,11 @@ fn arb_frame() -> impl Strategy<Value = Frame> {
             ],
             any::<u64>(),
             any::<u64>(),
-            any::<u32>()
+            any::<u32>(),
+            arb_note()
         )
-            .prop_map(
-                |(r, s, codec, t, c, d, g, ss, so, cs)| Frame::Opened(Opened {
+            .prop_map(|(r, s, codec, t, c, d, g, ss, so, cs, note)| Frame::Opened(
+                Opened {
                     request: r,
                     stream: StreamId(s),
                     codec,
@@ -548,9 +576,10 @@ fn arb_frame() -> impl Strategy<Value = Frame> {
                     digest: g,
                     start_seq: ss,
                     start_offset: so,
-                    chunk_size: cs
-                })
-            ),
+                    chunk_size: cs,
+                    note
+                }
+            )),
         (
             any::<u32>(),
             any::<u64>(),

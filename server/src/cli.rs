@@ -56,6 +56,10 @@ pub struct Args {
     /// Allow plain (unencrypted) TCP on a non-loopback address.
     #[arg(long)]
     pub allow_plaintext: bool,
+    /// Serve and list hidden files (a path component starting with '.', such as .env or
+    /// .git/). Default: they are answered as not found.
+    #[arg(long)]
+    pub serve_hidden: bool,
     /// PEM certificate chain (with --key). Default: a self-signed certificate.
     #[arg(long, requires = "key")]
     pub cert: Option<PathBuf>,
@@ -264,6 +268,7 @@ impl Args {
         c.token = self.token.filter(|t| !t.is_empty());
         c.allow_anonymous = self.allow_anonymous;
         c.allow_plaintext = self.allow_plaintext;
+        c.serve_hidden = self.serve_hidden;
         c.cert = self.cert.zip(self.key);
         c.state_dir = self.state_dir;
         c.grace = std::time::Duration::from_secs(self.grace);

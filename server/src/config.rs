@@ -92,6 +92,9 @@ pub struct Config {
     /// Where to serve the browser viewer over HTTP (the page, and the protocol over a
     /// WebSocket at `GET /ws`); `None`: nowhere.
     pub web: Option<SocketAddr>,
+    /// Serve (and list) paths with a component starting with `.` (`.env`, `.git/config`);
+    /// off by default, when such a path is answered as not found.
+    pub serve_hidden: bool,
 }
 
 /// The default address: loopback only, so that nothing is exposed unless the user says so.
@@ -113,6 +116,7 @@ impl Config {
             limits: Limits::default(),
             metrics: None,
             web: None,
+            serve_hidden: false,
         }
     }
 

@@ -390,6 +390,7 @@ impl Conn {
                 }
                 let lz4 = open.compress && self.est.caps.contains(Caps::LZ4);
                 let digest_at_end = self.est.caps.contains(Caps::DIGEST_AT_END);
+                let any_file = self.est.caps.contains(Caps::ANY_FILE);
                 let max_payload = self.shared.config.limits.wire.max_payload();
                 let lib = self.shared.library.clone();
                 let tx = self.tx.clone();
@@ -400,7 +401,9 @@ impl Conn {
                 let stall = self.shared.config.limits.idle_timeout;
                 let task = tokio::spawn(metrics::scope(m.clone(), async move {
                     let request = open.request;
-                    match stream::prepare(lib, open, max_payload, lz4, digest_at_end).await {
+                    match stream::prepare(lib, open, max_payload, lz4, digest_at_end, any_file)
+                        .await
+                    {
                         Ok(prepared) => {
                             let _open = m.stream_opened();
                             match prepared.run(&tx, stall).await {
@@ -528,7 +531,8 @@ impl Conn {
         entries: Vec<chunkcast_protocol::wire::Entry>,
     ) -> bool {
         let pages = entries.len().div_ceil(CATALOG_PAGE).max(1);
-        let mut it = entries.into_iter();
+        let caps = self.est.caps;
+        let mut it = entries.into_iter().map(|e| e.for_peer(caps));
         for page in 0..pages {
             let entries: Vec<_> = it.by_ref().take(CATALOG_PAGE).collect();
             let last = page + 1 == pages;

@@ -180,10 +180,12 @@ impl Server {
                 dir
             }
         };
-        let library = Library::new(&root).map_err(|cause| ServerError::Library {
-            path: root.display().to_string(),
-            cause,
-        })?;
+        let library = Library::new(&root)
+            .map_err(|cause| ServerError::Library {
+                path: root.display().to_string(),
+                cause,
+            })?
+            .serve_hidden(config.serve_hidden);
         let identity = match &config.cert {
             Some((c, k)) => tls::Identity::from_pem_files(c, k)?,
             None => {

@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use std::time::SystemTime;
 
 use chunkcast_protocol::chunk::{Config as ChunkConfig, Packetizer};
-use chunkcast_protocol::wire::Entry;
+use chunkcast_protocol::wire::{Entry, clip_note};
 use chunkcast_protocol::{Codec, ErrorCode};
 
 /// Files listed at most, so that a huge tree cannot make a listing unbounded.
@@ -71,6 +71,8 @@ impl Stamp {
 /// A library rooted at a directory.
 pub struct Library {
     root: PathBuf,
+    /// Serve and list paths with a component starting with `.`.
+    hidden: bool,
     digests: Mutex<HashMap<PathBuf, (Stamp, [u8; 32])>>,
     probes: Mutex<HashMap<PathBuf, (Stamp, Entry)>>,
 }
@@ -87,9 +89,19 @@ impl Library {
         }
         Ok(Self {
             root,
+            hidden: false,
             digests: Mutex::default(),
             probes: Mutex::default(),
         })
+    }
+
+    /// Whether to serve and list hidden paths (a component starting with `.`); off by
+    /// default, when they are answered as not found, so that a `.env` or `.git/` left in the
+    /// tree does not leak and its existence is not revealed.
+    #[must_use]
+    pub fn serve_hidden(mut self, yes: bool) -> Self {
+        self.hidden = yes;
+        self
     }
 
     /// The root directory.
@@ -101,7 +113,8 @@ impl Library {
     ///
     /// The path arrives already percent-decoded by the client; it must be relative, `/`-separated,
     /// free of `.`/`..` components, backslashes and NULs; the file it names, after following
-    /// symlinks, must still lie under the root.
+    /// symlinks, must still lie under the root. A hidden component (`.env`, `a/.git/b`) is not
+    /// found unless [`serve_hidden`](Self::serve_hidden).
     pub fn resolve(&self, request: &str) -> Result<PathBuf, PathError> {
         let invalid = || PathError::Invalid(request.to_owned());
         if request.contains(['\0', '\\']) || request.starts_with('/') {
@@ -118,6 +131,9 @@ impl Library {
         if rel.as_os_str().is_empty() {
             return Err(invalid());
         }
+        if !self.hidden && request.split('/').any(|p| p.starts_with('.')) {
+            return Err(PathError::NotFound(request.to_owned()));
+        }
         let real = self
             .root
             .join(&rel)
@@ -129,6 +145,10 @@ impl Library {
             return Err(PathError::NotFound(request.to_owned()));
         }
         if !real.is_file() {
+            return Err(PathError::NotFound(request.to_owned()));
+        }
+        // A visible name that is a symlink to a hidden file is hidden too.
+        if !self.hidden && is_hidden(real.strip_prefix(&self.root).unwrap_or(&real)) {
             return Err(PathError::NotFound(request.to_owned()));
         }
         Ok(real)
@@ -194,6 +214,9 @@ impl Library {
             if !real.starts_with(&self.root) || prefix.split('/').any(|p| p == ".." || p == ".") {
                 return Err(PathError::Invalid(prefix.to_owned()));
             }
+            if !self.hidden && prefix.split('/').any(|p| p.starts_with('.')) {
+                return Err(PathError::NotFound(prefix.to_owned()));
+            }
             real
         };
         let mut files = Vec::new();
@@ -213,13 +236,16 @@ impl Library {
             if out.len() >= MAX_ENTRIES {
                 return;
             }
-            if e.file_name().to_string_lossy().starts_with('.') {
+            if !self.hidden && e.file_name().to_string_lossy().starts_with('.') {
                 continue;
             }
             let Ok(real) = e.path().canonicalize() else {
                 continue;
             };
             if !real.starts_with(&self.root) {
+                continue;
+            }
+            if !self.hidden && is_hidden(real.strip_prefix(&self.root).unwrap_or(&real)) {
                 continue;
             }
             if real.is_dir() {
@@ -249,9 +275,13 @@ impl Library {
             .map(|c| c.as_os_str().to_string_lossy())
             .collect::<Vec<_>>();
         let name = rel.join("/");
-        let (codec, duration_us) = match probe(path, &name) {
-            Ok(p) => (p.codec(), p.duration_us()),
-            Err(_) => (Codec::Bytes, None),
+        let (codec, duration_us, note) = match probe(path, &name) {
+            Ok(p) => (p.codec(), p.duration_us(), p.warning().map(clip_note)),
+            Err(e) => (
+                Codec::Bytes,
+                None,
+                Some(clip_note(&format!("unreadable: {e}"))),
+            ),
         };
         let entry = Entry {
             path: name,
@@ -259,6 +289,7 @@ impl Library {
             size: Some(meta.len()),
             duration_us,
             viewers: 0,
+            note,
         };
         self.probes
             .lock()
@@ -268,10 +299,16 @@ impl Library {
     }
 }
 
+/// Whether a relative path has a component starting with `.`.
+fn is_hidden(rel: &Path) -> bool {
+    rel.components()
+        .any(|c| c.as_os_str().to_string_lossy().starts_with('.'))
+}
+
 fn probe(path: &Path, name: &str) -> Result<Packetizer, chunkcast_protocol::chunk::MediaError> {
     let mut f = File::open(path)?;
     let len = f.metadata()?.len();
-    Packetizer::open(ChunkConfig::default(), &mut f, len, name)
+    Packetizer::open_any(ChunkConfig::default(), &mut f, len, name)
 }
 
 #[cfg(test)]
@@ -338,5 +375,43 @@ mod tests {
         let names: Vec<_> = lib.list("").unwrap().into_iter().map(|e| e.path).collect();
         assert_eq!(names, ["sub/a b ç.bin", "top.bin"]);
         assert!(lib.list("../").is_err());
+    }
+
+    #[test]
+    fn hidden_paths_are_not_found_unless_served() {
+        let (d, lib) = lib();
+        std::fs::create_dir_all(d.path().join(".git")).unwrap();
+        std::fs::write(d.path().join(".git/config"), b"[core]").unwrap();
+        std::fs::create_dir_all(d.path().join("sub/.secret")).unwrap();
+        std::fs::write(d.path().join("sub/.secret/b"), b"s").unwrap();
+        for hidden in [".hidden", ".git/config", "sub/.secret/b", ".nope"] {
+            // Not found, the same answer as for a file that does not exist.
+            assert!(
+                matches!(lib.resolve(hidden), Err(PathError::NotFound(_))),
+                "{hidden}"
+            );
+        }
+        assert!(matches!(lib.list(".git"), Err(PathError::NotFound(_))));
+        let lib = lib.serve_hidden(true);
+        for hidden in [".hidden", ".git/config", "sub/.secret/b"] {
+            assert!(lib.resolve(hidden).is_ok(), "{hidden}");
+        }
+        let names: Vec<_> = lib.list("").unwrap().into_iter().map(|e| e.path).collect();
+        assert!(names.contains(&".git/config".to_owned()), "{names:?}");
+    }
+
+    #[test]
+    fn damaged_files_are_listed_with_a_note() {
+        let (d, lib) = lib();
+        std::fs::write(d.path().join("notes.png"), b"not a picture at all").unwrap();
+        let e = lib
+            .list("")
+            .unwrap()
+            .into_iter()
+            .find(|e| e.path == "notes.png")
+            .unwrap();
+        assert_eq!(e.codec, Codec::Bytes);
+        let note = e.note.unwrap();
+        assert!(note.starts_with("served as bytes: corrupt png"), "{note}");
     }
 }

@@ -314,6 +314,7 @@ impl Live {
                     size: None,
                     duration_us: None,
                     viewers: s.viewers.len() as u32 + s.waiting,
+                    note: None,
                 }
             })
             .collect();
@@ -723,6 +724,7 @@ fn live_opened(
         start_seq,
         start_offset,
         chunk_size,
+        note: None,
     }
 }
 

@@ -80,13 +80,15 @@ fn err(request: u32, code: ErrorCode, message: impl Into<String>) -> ErrorFrame 
 }
 
 /// Resolves and probes the requested file and starts its reader thread. `digest_at_end`: the
-/// client can take the file's digest after the stream (`Caps::DIGEST_AT_END`).
+/// client can take the file's digest after the stream (`Caps::DIGEST_AT_END`); `any_file`: it
+/// takes notes and coded audio (`Caps::ANY_FILE`).
 pub(crate) async fn prepare(
     library: Arc<Library>,
     open: Open,
     max_payload: usize,
     lz4: bool,
     digest_at_end: bool,
+    any_file: bool,
 ) -> Result<Prepared, ErrorFrame> {
     let path = library
         .resolve(&open.path)
@@ -94,7 +96,15 @@ pub(crate) async fn prepare(
     let mode = open.mode;
     let request = open.request;
     let setup = tokio::task::spawn_blocking(move || {
-        setup(library, path, &open, max_payload, lz4, digest_at_end)
+        setup(
+            library,
+            path,
+            &open,
+            max_payload,
+            lz4,
+            digest_at_end,
+            any_file,
+        )
     });
     match setup.await {
         Ok(Ok((opened, chunks, digest, source))) => Ok(Prepared {
@@ -117,6 +127,7 @@ fn setup(
     max_payload: usize,
     lz4: bool,
     digest_at_end: bool,
+    any_file: bool,
 ) -> Result<
     (
         Opened,
@@ -160,8 +171,27 @@ fn setup(
             (x, 0)
         }
     };
-    let packetizer = Packetizer::open(cfg.clone(), &mut file, len - start_offset, &open.path)
-        .map_err(|e| err(request, ErrorCode::BadMedia, format!("{}: {e}", open.path)))?;
+    // Every readable file opens: what cannot be cut as media is cut as bytes, and the
+    // packetizer's warning says why. Only I/O can fail here.
+    let media_err = |e: MediaError| {
+        err(
+            request,
+            ErrorCode::Internal,
+            format!("reading {}: {e}", open.path),
+        )
+    };
+    let mut packetizer =
+        Packetizer::open_any(cfg.clone(), &mut file, len - start_offset, &open.path)
+            .map_err(media_err)?;
+    if !any_file && !packetizer.codec().is_v1_base() {
+        // A client that predates coded audio could not parse its codec: bytes it is.
+        cfg.raw = true;
+        packetizer = Packetizer::open_any(cfg.clone(), &mut file, len - start_offset, &open.path)
+            .map_err(media_err)?;
+    }
+    if let Some(w) = packetizer.warning() {
+        tracing::debug!(path = %open.path, "{w}");
+    }
     file.seek(SeekFrom::Start(start_offset)).map_err(io_err)?;
     // The whole-file digest: cached, or computed now when the stream starts mid-file (the
     // reader will not see the start) or the client cannot take it later, or else by the
@@ -196,6 +226,10 @@ fn setup(
         start_seq,
         start_offset,
         chunk_size: cfg.chunk_size as u32,
+        note: packetizer
+            .warning()
+            .filter(|_| any_file)
+            .map(chunkcast_protocol::wire::clip_note),
     };
     let shaping = Shaping {
         offset_base: start_offset,

@@ -160,7 +160,19 @@ pub struct Player<'s> {
     /// Bounds a stall: nothing arriving for [`STALL`] of this task's running time.
     stall: StallClock,
     live: Option<Live<'s>>,
+    /// The server's note that the file is damaged (`damaged at byte N: …`).
+    damage: Option<String>,
+    /// A unit found broken here (an MJPEG frame without its end marker): nothing after it is
+    /// played.
+    broken: Option<String>,
+    /// File offset of the unit being gathered.
+    unit_offset: Option<u64>,
+    /// What is played, for messages.
+    path: String,
 }
+
+/// How a note about a damaged file starts (PROTOCOL.md §4.9): `damaged at byte N: what`.
+const DAMAGED: &str = "damaged at byte ";
 
 impl<'s> Player<'s> {
     /// Asks for `path` in realtime mode and opens the sinks for its codec.
@@ -227,12 +239,26 @@ impl<'s> Player<'s> {
             // One unit: shown as soon as it is complete.
             Codec::Image(_) => (Kind::Video, Duration::ZERO),
             Codec::Bytes => {
+                let total = incoming.opened.total_len;
+                let note = incoming.opened.note.clone();
                 incoming.cancel().await;
+                if total == Some(0) {
+                    return Err(ClientError::Usage(format!(
+                        "{path} is empty (0 bytes): nothing to play"
+                    )));
+                }
+                let why = note.map(|n| format!(" ({n})")).unwrap_or_default();
                 return Err(ClientError::Usage(format!(
-                    "{path} is not audio, video or an image; save it with `chunkcast get`"
+                    "{path} is not audio, video or an image{why}; save it with `chunkcast get`"
                 )));
             }
         };
+        // A note saying where the file is damaged: what comes before plays, then it is reported.
+        let damage = incoming
+            .opened
+            .note
+            .clone()
+            .filter(|n| n.starts_with(DAMAGED));
         let sink = match sink::open(&opts.sinks, &codec) {
             Ok(s) => s,
             Err(e) => {
@@ -260,6 +286,10 @@ impl<'s> Player<'s> {
             last_queued_end_us: None,
             stall: StallClock::new(now()),
             live: None,
+            damage,
+            broken: None,
+            unit_offset: None,
+            path: path.to_owned(),
         })
     }
 
@@ -296,6 +326,10 @@ impl<'s> Player<'s> {
             request_at,
             dropped_units,
             live,
+            damage,
+            broken,
+            path,
+            last_end_us,
             ..
         } = self;
         // Stops the server sending if the stream did not end (Ctrl-C or an error).
@@ -312,6 +346,18 @@ impl<'s> Player<'s> {
             // Playback ended in a gap: it lasted until now.
             gap_time += end.saturating_duration_since(from);
         }
+        // Everything before the damage was played (and the sinks kept it); now say where it
+        // is, and fail.
+        let result = match (result, broken.or(damage)) {
+            (Ok(()), Some(what)) if !interrupted => {
+                let secs = last_end_us.unwrap_or(0) as f64 / 1e6;
+                Err(ClientError::Damaged(format!(
+                    "{path}: played {} units ({secs:.2} s), then {what}",
+                    stats.played
+                )))
+            }
+            (result, _) => result,
+        };
         let report = PlayReport {
             transport: None,
             codec,
@@ -522,7 +568,28 @@ impl<'s> Player<'s> {
     fn arrived(&mut self, chunk: Chunk, at: Instant) -> Result<bool, ClientError> {
         self.sink.arrived(&chunk)?;
         let eos = chunk.has(ChunkFlags::END_OF_STREAM);
+        if !chunk.has(ChunkFlags::INIT) && self.unit_offset.is_none() {
+            self.unit_offset = Some(chunk.offset);
+        }
+        let unit_offset = self.unit_offset;
+        if chunk.has(ChunkFlags::END_OF_UNIT) {
+            self.unit_offset = None;
+        }
+        if self.broken.is_some() {
+            // Past the damage: nothing more is played.
+            if eos {
+                self.buffer.end_of_stream();
+            }
+            return Ok(eos);
+        }
         match self.assembler.push(chunk) {
+            Ok(Some(u)) if is_cut_jpeg(&self.codec, &u.data) => {
+                self.broken = Some(format!(
+                    "damaged at byte {}: frame {} is cut short (no JPEG end-of-image marker)",
+                    unit_offset.unwrap_or(0),
+                    u.index
+                ));
+            }
             Ok(Some(u)) => {
                 // Numbered over every subscription, so that a frame's number never repeats.
                 let seq = self.units;
@@ -625,6 +692,13 @@ async fn resubscribed(live: &mut Option<Live<'_>>) -> Result<Incoming, ClientErr
         Some((subscribe, _)) => subscribe.await,
         None => std::future::pending().await,
     }
+}
+
+/// Whether `data` is an MJPEG frame that stops before its end-of-image marker (`FF D9`): the
+/// last frame of a truncated file, which a decoder would show half grey.
+fn is_cut_jpeg(codec: &Codec, data: &[u8]) -> bool {
+    matches!(codec, Codec::Video(v) if v.format == chunkcast_protocol::VisualFormat::Mjpeg)
+        && !data.ends_with(&[0xFF, 0xD9])
 }
 
 /// How `chunkcast play` prints its statistics.

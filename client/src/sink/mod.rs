@@ -29,6 +29,7 @@
 //! # Ok::<(), chunkcast::error::ClientError>(())
 //! ```
 
+pub mod decode;
 pub mod file;
 pub mod frames;
 pub mod mjpeg;
@@ -205,11 +206,39 @@ fn open_one(spec: &Spec, codec: &Codec) -> Result<Box<dyn Sink>, ClientError> {
     Ok(match spec {
         Spec::Null => Box::new(Null),
         Spec::File(t) => Box::new(file::File::create(t)?),
-        Spec::Wav(p) => Box::new(wav::Wav::create(p, codec)?),
-        Spec::Pcm(t) => Box::new(pcm::Pcm::create(t, codec)?),
+        Spec::Wav(p) => decoded(codec, "wav", |c| Ok(Box::new(wav::Wav::create(p, c)?)))?,
+        Spec::Pcm(t) => decoded(codec, "pcm", |c| Ok(Box::new(pcm::Pcm::create(t, c)?)))?,
         Spec::Mjpeg(t) => Box::new(mjpeg::Mjpeg::create(t, codec)?),
         Spec::Frames(d) => Box::new(frames::Frames::create(d, codec)?),
     })
+}
+
+/// A PCM sink for `codec`: the sink itself for PCM, behind a [`decode::Decode`] for coded
+/// audio it can decode; for a coding it cannot, a usage error naming it, before anything plays.
+fn decoded(
+    codec: &Codec,
+    sink: &str,
+    make: impl FnOnce(&Codec) -> Result<Box<dyn Sink>, ClientError>,
+) -> Result<Box<dyn Sink>, ClientError> {
+    let Codec::Audio(a) = codec else {
+        return make(codec);
+    };
+    if a.sample_format.is_pcm() {
+        return make(codec);
+    }
+    let name = match a.sample_format {
+        SampleFormat::Coded(c) => c.name(),
+        SampleFormat::MuLaw => "mu-law".to_owned(),
+        _ => "a-law".to_owned(),
+    };
+    let Some(decoder) = decode::Decoder::for_params(a) else {
+        return Err(ClientError::Usage(format!(
+            "cannot decode {name} audio to PCM for the {sink} sink; \
+             keep the stream as it is with --sink file:PATH (or save it with `chunkcast get`)"
+        )));
+    };
+    let pcm = Codec::Audio(decode::pcm_params(a));
+    Ok(Box::new(decode::Decode::new(make(&pcm)?, decoder, name)))
 }
 
 /// Discards everything.

@@ -39,6 +39,13 @@ impl Wav {
             sample_format: match params.sample_format {
                 SampleFormat::Int => hound::SampleFormat::Int,
                 SampleFormat::Float => hound::SampleFormat::Float,
+                // `sink::open` puts a decoder in front of coded audio.
+                _ => {
+                    return Err(ClientError::Usage(format!(
+                        "the wav sink writes PCM, and this stream is {}",
+                        codec.summary()
+                    )));
+                }
             },
         };
         let partial = partial_path(path);

@@ -18,7 +18,7 @@ use super::mjpeg::MjpegLayout;
 use super::mp4::Mp4Layout;
 use super::wav::WavLayout;
 use super::y4m::Y4mLayout;
-use super::{Config, MediaError, probe};
+use super::{Config, MediaError, bytes as bytes_layout, probe};
 use crate::media::Codec;
 use crate::wire::chunk::{Chunk, ChunkFlags};
 
@@ -128,6 +128,11 @@ pub struct Packetizer {
     chunk_count: Option<u64>,
     warning: Option<String>,
     layout: Layout,
+    /// Opened with [`Packetizer::open_any`]: a structure that breaks mid-stream turns the rest
+    /// of the file into `INIT` bytes instead of failing the stream.
+    lenient: bool,
+    /// Where and why the stream stopped being cut as media (lenient mode only).
+    damage: Option<String>,
     /// Pushed bytes not yet emitted; the front starts at `pos`.
     queue: VecDeque<Bytes>,
     /// File offset of the next chunk.
@@ -164,10 +169,55 @@ impl Packetizer {
         len: u64,
         name_hint: &str,
     ) -> Result<Self, MediaError> {
+        Self::open_with(config, source, len, name_hint, false)
+    }
+
+    /// Like [`open`](Self::open), but any readable file opens: one whose media structure
+    /// cannot be read (damaged header, unknown codec, wrong extension, truncation, a limit
+    /// exceeded) is cut as bytes, with [`warning`](Self::warning) saying why
+    /// (`served as bytes: …`). A WAV whose audio is cut short is still audio, up to its last
+    /// whole frame, with a warning `damaged at byte N: …`; so is a stream whose structure
+    /// breaks after open (the rest of the file then travels as `INIT` bytes, and
+    /// [`damage`](Self::damage) says where). Errors only for a bad [`Config`] or an I/O error
+    /// other than an early end of file.
+    pub fn open_any<R: Read + Seek>(
+        config: Config,
+        source: &mut R,
+        len: u64,
+        name_hint: &str,
+    ) -> Result<Self, MediaError> {
+        match Self::open_with(config.clone(), source, len, name_hint, true) {
+            Ok(p) => Ok(p),
+            Err(e) => match as_bytes_reason(e) {
+                Ok(reason) => {
+                    let probed = bytes_layout::probed(
+                        len,
+                        config.chunk_size,
+                        Some(format!("served as bytes: {reason}")),
+                    );
+                    source.seek(std::io::SeekFrom::Start(0))?;
+                    Ok(Self::with(config, probed, len, true))
+                }
+                Err(e) => Err(e),
+            },
+        }
+    }
+
+    fn open_with<R: Read + Seek>(
+        config: Config,
+        source: &mut R,
+        len: u64,
+        name_hint: &str,
+        lenient: bool,
+    ) -> Result<Self, MediaError> {
         config.validate()?;
-        let probed = probe::probe(&config, source, len, name_hint)?;
+        let probed = probe::probe(&config, source, len, name_hint, lenient)?;
         source.seek(std::io::SeekFrom::Start(0))?;
-        Ok(Self {
+        Ok(Self::with(config, probed, len, lenient))
+    }
+
+    fn with(config: Config, probed: Probed, len: u64, lenient: bool) -> Self {
+        Self {
             config,
             codec: probed.codec,
             len,
@@ -175,12 +225,14 @@ impl Packetizer {
             chunk_count: probed.chunk_count,
             warning: probed.warning,
             layout: probed.layout,
+            lenient,
+            damage: None,
             queue: VecDeque::new(),
             pos: 0,
             received: 0,
             next_seq: 0,
             finished: false,
-        })
+        }
     }
 
     /// What the stream carries.
@@ -215,6 +267,12 @@ impl Packetizer {
         self.warning.as_deref()
     }
 
+    /// Where and why a stream opened with [`open_any`](Self::open_any) stopped being cut as
+    /// media after open (`damaged at byte N: …`); the bytes from there on went out as `INIT`.
+    pub fn damage(&self) -> Option<&str> {
+        self.damage.as_deref()
+    }
+
     /// The sequence number the next chunk will get (= chunks emitted so far).
     pub fn next_seq(&self) -> u64 {
         self.next_seq
@@ -236,7 +294,9 @@ impl Packetizer {
         if data.is_empty() {
             return Ok(());
         }
-        self.layout.observe(self.received, &data)?;
+        if let Err(e) = self.layout.observe(self.received, &data) {
+            self.broken(e)?;
+        }
         self.received = end;
         self.queue.push_back(data);
         self.cut(out)
@@ -256,7 +316,9 @@ impl Packetizer {
                 actual: self.received,
             });
         }
-        self.layout.end_of_input(self.len)?;
+        if let Err(e) = self.layout.end_of_input(self.len) {
+            self.broken(e)?;
+        }
         self.cut(out)?;
         if self.pos < self.len {
             // Only a layout bug can leave bytes behind: every layout covers the file.
@@ -271,6 +333,17 @@ impl Packetizer {
             self.next_seq += 1;
         }
         self.finished = true;
+        Ok(())
+    }
+
+    /// The layout failed on bytes after open: strict, an error; lenient, everything not yet
+    /// emitted goes out as `INIT` bytes, so that the file still arrives whole.
+    fn broken(&mut self, e: MediaError) -> Result<(), MediaError> {
+        if !self.lenient {
+            return Err(e);
+        }
+        self.damage = Some(format!("damaged at byte {}: {e}", self.pos));
+        self.layout = Layout::Whole(Kind::Init);
         Ok(())
     }
 
@@ -366,5 +439,18 @@ impl Packetizer {
             }
         }
         joined.freeze()
+    }
+}
+
+/// The reason to serve a file as bytes, for an error of a lenient open; the error itself when
+/// it is not about the file's content (a bad config, an I/O failure).
+fn as_bytes_reason(e: MediaError) -> Result<String, MediaError> {
+    match e {
+        MediaError::InvalidConfig(_) => Err(e),
+        MediaError::Io(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
+            Ok("the file ends inside its headers".to_owned())
+        }
+        MediaError::Io(io) => Err(MediaError::Io(io)),
+        other => Ok(other.to_string()),
     }
 }

@@ -31,6 +31,7 @@ pub(crate) fn probe<R: Read + Seek>(
     source: &mut R,
     len: u64,
     name_hint: &str,
+    lenient: bool,
 ) -> Result<Probed, MediaError> {
     if config.raw {
         return Ok(bytes::probed(len, config.chunk_size, None));
@@ -47,7 +48,7 @@ pub(crate) fn probe<R: Read + Seek>(
     };
     match format {
         Format::Bytes => Ok(bytes::probed(len, config.chunk_size, None)),
-        Format::Wav => wav::probe(config, source, len),
+        Format::Wav => wav::probe(config, source, len, lenient),
         Format::Image(f) => image::probe(config, source, len, f),
         Format::Mjpeg => mjpeg::probe(config, source, len),
         Format::Y4m => y4m::probe(config, source, len),

@@ -1,7 +1,11 @@
-//! WAV (RIFF/WAVE PCM): header and non-audio chunks as `INIT`, audio as whole-frame chunks.
+//! WAV (RIFF/WAVE, any format tag): header and non-audio chunks as `INIT`, audio as chunks of
+//! whole frames (whole `block_align` blocks for coded audio).
 //!
-//! Our own RIFF walk finds the `data` chunk (skipping `LIST`, `fact`, `bext`, ... before it);
-//! hound parses the `fmt ` chunk (PCM 8/16/24/32-bit int, 32-bit float, WAVE_FORMAT_EXTENSIBLE).
+//! Our own RIFF walk finds the `data` chunk (skipping `LIST`, `bext`, ... before it, noting
+//! `fact`); hound parses a PCM `fmt ` chunk (PCM 8/16/24/32-bit int, 32-bit float,
+//! WAVE_FORMAT_EXTENSIBLE). Any other format tag (µ-law, A-law, MS/IMA-ADPCM, GSM 6.10, MPEG,
+//! an EXTENSIBLE sub-format) is cut on `block_align` boundaries, timed by its samples per
+//! block (from the fmt extension or the ADPCM block layout) or else by its average byte rate.
 //! The walk stops at `data`: whatever follows the audio (pad byte, `LIST`, `id3 `, garbage) is
 //! trailing `INIT` bytes, so it need not parse.
 //!
@@ -17,7 +21,7 @@ use std::io::{Cursor, Read, Seek};
 use super::packetizer::{Kind, Layout, Probed, Segment};
 use super::probe::read_at;
 use super::{Config, MediaError, bytes::pieces, frames_to_us, span_us};
-use crate::media::{AudioParams, Codec, SampleFormat};
+use crate::media::{AudioParams, Codec, CodedAudio, SampleFormat};
 
 const FORMAT: &str = "wav";
 
@@ -32,15 +36,18 @@ const MAX_FMT: u32 = 1024;
 pub(crate) struct WavLayout {
     /// Offset of the first audio byte (= length of the leading `INIT` bytes).
     data_start: u64,
-    /// End of the last whole frame.
+    /// End of the last whole frame (block, for coded audio).
     audio_end: u64,
     /// File length.
     len: u64,
-    rate: u32,
-    /// Bytes per frame.
+    /// Bytes per frame (per block, for coded audio): where cuts may fall.
     frame_bytes: u64,
-    /// Frames per audio chunk.
+    /// Frames (blocks) per audio chunk.
     chunk_frames: u64,
+    /// Timing: frame (block) `i` starts at `i × tick.0` ticks of a `tick.1` Hz clock. Sample
+    /// frames for PCM, G.711 and coded audio whose samples per block are known; bytes at the
+    /// average byte rate otherwise.
+    tick: (u64, u32),
 }
 
 impl WavLayout {
@@ -56,14 +63,19 @@ impl WavLayout {
         let start = self.data_start + k * unit_bytes;
         let end = (start + unit_bytes).min(self.audio_end);
         let first = k * self.chunk_frames;
-        let pts_us = frames_to_us(first, self.rate);
-        let next = frames_to_us(first + (end - start) / self.frame_bytes, self.rate);
+        let pts_us = self.time_us(first);
+        let next = self.time_us(first + (end - start) / self.frame_bytes);
         let kind = Kind::Media {
             key: true,
             pts_us,
             duration_us: span_us(pts_us, next),
         };
         Segment::new(start, end, kind)
+    }
+
+    /// When frame (block) `i` starts.
+    fn time_us(&self, i: u64) -> u64 {
+        frames_to_us(i.saturating_mul(self.tick.0), self.tick.1)
     }
 
     fn chunk_count(&self, chunk_size: usize) -> u64 {
@@ -74,11 +86,21 @@ impl WavLayout {
     }
 }
 
-/// Reads the headers and plans the cut.
+/// What the `fmt ` chunk says.
+#[derive(Debug, Clone, Copy)]
+struct WavFmt {
+    params: AudioParams,
+    /// Average bytes per second.
+    byte_rate: u32,
+}
+
+/// Reads the headers and plans the cut. `lenient`: audio cut short by the end of the file is
+/// served up to its last whole frame, with a warning, instead of refused.
 pub(crate) fn probe<R: Read + Seek>(
     config: &Config,
     source: &mut R,
     len: u64,
+    lenient: bool,
 ) -> Result<Probed, MediaError> {
     if len < 12 {
         return Err(MediaError::Truncated {
@@ -97,22 +119,32 @@ pub(crate) fn probe<R: Read + Seek>(
         }
         return Err(MediaError::corrupt(FORMAT, "missing RIFF/WAVE header"));
     }
-    let (fmt, data_start, declared) = walk(source, len)?;
-    let data_len = match declared {
+    let walked = walk(source, len)?;
+    let data_start = walked.data_start;
+    let mut warning = None;
+    let data_len = match walked.data_size {
         // A genuinely empty `data` chunk followed by well-formed chunks up to the end of the
         // file (LIST, id3) is not a streaming writer's placeholder.
         0 if tiles(source, data_start, len)? => 0,
         0 | u32::MAX => len - data_start,
         n if data_start + u64::from(n) > len => {
-            return Err(MediaError::Truncated {
-                format: FORMAT,
-                expected: data_start + u64::from(n),
-                actual: len,
-            });
+            if !lenient {
+                return Err(MediaError::Truncated {
+                    format: FORMAT,
+                    expected: data_start + u64::from(n),
+                    actual: len,
+                });
+            }
+            warning = Some(format!(
+                "damaged at byte {len}: wav audio cut short: the data chunk says {n} bytes, \
+                 the file holds {}",
+                len - data_start
+            ));
+            len - data_start
         }
         n => u64::from(n),
     };
-    let params = parse_fmt(&fmt)?;
+    let WavFmt { params, byte_rate } = parse_fmt(&walked.fmt)?;
     let frame_bytes = u64::from(params.bytes_per_frame());
     if frame_bytes > config.chunk_size as u64 {
         return Err(MediaError::unsupported(
@@ -123,31 +155,64 @@ pub(crate) fn probe<R: Read + Seek>(
             ),
         ));
     }
-    let by_time = u64::from(params.sample_rate) * u64::from(config.audio_chunk_us) / 1_000_000;
+    let tick = match params.sample_format {
+        SampleFormat::Coded(c) if c.samples_per_block > 0 => {
+            (u64::from(c.samples_per_block), params.sample_rate)
+        }
+        SampleFormat::Coded(_) if byte_rate == 0 => {
+            return Err(MediaError::corrupt(
+                FORMAT,
+                "neither samples per block nor a byte rate: no timing",
+            ));
+        }
+        SampleFormat::Coded(c) => (u64::from(c.block_align), byte_rate),
+        _ => (1, params.sample_rate),
+    };
+    let by_time = u64::from(tick.1) * u64::from(config.audio_chunk_us) / 1_000_000 / tick.0;
     let chunk_frames = by_time.min(config.chunk_size as u64 / frame_bytes).max(1);
     let frames = data_len / frame_bytes;
     let layout = WavLayout {
         data_start,
         audio_end: data_start + frames * frame_bytes,
         len,
-        rate: params.sample_rate,
         frame_bytes,
         chunk_frames,
+        tick,
+    };
+    let duration_us = match (params.sample_format, walked.fact) {
+        // The `fact` chunk counts the samples of coded audio exactly (the last block may be
+        // partly filled); not when the audio is cut short.
+        (SampleFormat::Coded(_), Some(n)) if warning.is_none() => {
+            frames_to_us(u64::from(n), params.sample_rate)
+        }
+        _ => layout.time_us(frames),
     };
     Ok(Probed {
         codec: Codec::Audio(params),
-        duration_us: Some(frames_to_us(frames, params.sample_rate)),
+        duration_us: Some(duration_us),
         chunk_count: Some(layout.chunk_count(config.chunk_size)),
         layout: Layout::Wav(layout),
-        warning: None,
+        warning,
     })
 }
 
-/// Walks the RIFF chunks from offset 12 to `data`: returns the `fmt ` body, the offset of the
-/// first audio byte and the declared `data` size.
-fn walk<R: Read + Seek>(source: &mut R, len: u64) -> Result<(Vec<u8>, u64, u32), MediaError> {
+/// What the RIFF walk found.
+struct Walked {
+    /// The `fmt ` body.
+    fmt: Vec<u8>,
+    /// The `fact` chunk's sample count, when there is one before `data`.
+    fact: Option<u32>,
+    /// Offset of the first audio byte.
+    data_start: u64,
+    /// The declared `data` size.
+    data_size: u32,
+}
+
+/// Walks the RIFF chunks from offset 12 to `data`.
+fn walk<R: Read + Seek>(source: &mut R, len: u64) -> Result<Walked, MediaError> {
     let mut pos = 12u64;
     let mut fmt = None;
+    let mut fact = None;
     for _ in 0..MAX_CHUNKS {
         if pos + 8 > len {
             let reason = if fmt.is_some() {
@@ -164,7 +229,16 @@ fn walk<R: Read + Seek>(source: &mut R, len: u64) -> Result<(Vec<u8>, u64, u32),
             b"data" => {
                 let fmt =
                     fmt.ok_or_else(|| MediaError::corrupt(FORMAT, "data chunk before fmt chunk"))?;
-                return Ok((fmt, body, size));
+                return Ok(Walked {
+                    fmt,
+                    fact,
+                    data_start: body,
+                    data_size: size,
+                });
+            }
+            b"fact" if size >= 4 && body + 4 <= len => {
+                let n = read_at(source, body, 4)?;
+                fact = Some(u32::from_le_bytes([n[0], n[1], n[2], n[3]]));
             }
             b"fmt " => {
                 if size > MAX_FMT {
@@ -225,8 +299,93 @@ fn tiles<R: Read + Seek>(source: &mut R, from: u64, len: u64) -> Result<bool, Me
     Ok(false)
 }
 
-/// Parses a `fmt ` body with hound, which knows the PCM and EXTENSIBLE variants.
-fn parse_fmt(fmt: &[u8]) -> Result<AudioParams, MediaError> {
+/// WAVE format tags read here rather than by hound.
+const TAG_PCM: u16 = 0x0001;
+const TAG_FLOAT: u16 = 0x0003;
+const TAG_ALAW: u16 = 0x0006;
+const TAG_MULAW: u16 = 0x0007;
+const TAG_MS_ADPCM: u16 = 0x0002;
+const TAG_IMA_ADPCM: u16 = 0x0011;
+const TAG_EXTENSIBLE: u16 = 0xFFFE;
+
+/// Parses a `fmt ` body: linear PCM and float through hound (which checks them closely),
+/// every other format tag (or WAVE_FORMAT_EXTENSIBLE sub-format) as G.711 or coded audio cut
+/// on `block_align`.
+fn parse_fmt(fmt: &[u8]) -> Result<WavFmt, MediaError> {
+    if fmt.len() < 16 {
+        return Err(MediaError::corrupt(
+            FORMAT,
+            format!("fmt chunk of {} bytes (at least 16 needed)", fmt.len()),
+        ));
+    }
+    let u16_at = |i: usize| u16::from_le_bytes([fmt[i], fmt[i + 1]]);
+    let u32_at = |i: usize| u32::from_le_bytes([fmt[i], fmt[i + 1], fmt[i + 2], fmt[i + 3]]);
+    let tag = u16_at(0);
+    let channels = u16_at(2);
+    let sample_rate = u32_at(4);
+    let byte_rate = u32_at(8);
+    let block_align = u16_at(12);
+    let bits = u16_at(14);
+    let sub = match tag {
+        TAG_EXTENSIBLE if fmt.len() >= 26 => u16_at(24),
+        TAG_EXTENSIBLE => {
+            return Err(MediaError::corrupt(
+                FORMAT,
+                "WAVE_FORMAT_EXTENSIBLE without its sub-format",
+            ));
+        }
+        t => t,
+    };
+    if channels == 0 {
+        return Err(MediaError::corrupt(FORMAT, "the header says 0 channels"));
+    }
+    if sample_rate == 0 {
+        return Err(MediaError::corrupt(FORMAT, "sample rate is 0"));
+    }
+    if block_align == 0 {
+        return Err(MediaError::corrupt(FORMAT, "block alignment is 0"));
+    }
+    let params = |sample_format| AudioParams {
+        sample_rate,
+        channels,
+        bits_per_sample: bits,
+        sample_format,
+    };
+    let params = match sub {
+        TAG_PCM | TAG_FLOAT => parse_pcm(fmt)?,
+        TAG_MULAW | TAG_ALAW if bits == 8 && block_align == channels => {
+            params(if sub == TAG_MULAW {
+                SampleFormat::MuLaw
+            } else {
+                SampleFormat::ALaw
+            })
+        }
+        _ => {
+            // Samples per block: from the fmt extension where the codec keeps it there (cbSize
+            // at 16, wSamplesPerBlock at 18: MS-ADPCM, IMA-ADPCM, GSM 6.10, ...), else from
+            // the ADPCM block layouts; 0 (unknown) otherwise, and timing follows the byte rate.
+            let ch = u32::from(channels);
+            let ba = u32::from(block_align);
+            let from_ext = (tag != TAG_EXTENSIBLE && fmt.len() >= 20 && u16_at(16) >= 2)
+                .then(|| u32::from(u16_at(18)))
+                .filter(|&n| n > 0);
+            let from_layout = match sub {
+                TAG_IMA_ADPCM if bits == 4 && ba > 4 * ch => Some((ba - 4 * ch) * 8 / (4 * ch) + 1),
+                TAG_MS_ADPCM if bits == 4 && ba > 7 * ch => Some((ba - 7 * ch) * 8 / (4 * ch) + 2),
+                _ => None,
+            };
+            params(SampleFormat::Coded(CodedAudio {
+                tag: sub,
+                block_align,
+                samples_per_block: from_ext.or(from_layout).unwrap_or(0),
+            }))
+        }
+    };
+    Ok(WavFmt { params, byte_rate })
+}
+
+/// Parses a PCM or float `fmt ` body with hound, which knows the PCM and EXTENSIBLE variants.
+fn parse_pcm(fmt: &[u8]) -> Result<AudioParams, MediaError> {
     // hound reads whole files only: give it a header-only one around this `fmt ` body.
     let size = u32::try_from(fmt.len()).unwrap_or(u32::MAX);
     let pad = fmt.len() % 2;

@@ -25,7 +25,7 @@ pub struct ServerConfig {
 impl Default for ServerConfig {
     fn default() -> Self {
         Self {
-            caps: Caps::LZ4 | Caps::DIGEST_AT_END,
+            caps: Caps::LZ4 | Caps::DIGEST_AT_END | Caps::ANY_FILE,
             token: None,
             name: concat!("chunkcast-server/", env!("CARGO_PKG_VERSION")).to_owned(),
             timeout: DEFAULT_HANDSHAKE_TIMEOUT,

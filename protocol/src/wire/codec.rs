@@ -9,7 +9,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use crate::error::{DecodeError, ErrorCode};
 use crate::media::{
-    AudioParams, Codec, ImageParams, MediaKind, SampleFormat, VideoParams, VisualFormat,
+    AudioParams, Codec, CodedAudio, ImageParams, MediaKind, SampleFormat, VideoParams, VisualFormat,
 };
 use crate::wire::chunk::{Chunk, ChunkFlags, StreamId};
 use crate::wire::frame::{
@@ -58,6 +58,12 @@ impl Limits {
 
 /// Sentinel for "unknown" in optional `u64` fields.
 const UNKNOWN: u64 = u64::MAX;
+
+/// `CATALOG` flags byte (formerly the `last` bool): the listing's final part.
+const CATALOG_LAST: u8 = 0x01;
+/// `CATALOG` flags: every entry ends with a note string (only sent with `Caps::ANY_FILE`).
+const CATALOG_NOTES: u8 = 0x02;
+const CATALOG_FLAGS: u8 = CATALOG_LAST | CATALOG_NOTES;
 
 /// Streaming frame decoder: call [`Decoder::decode`] whenever bytes arrive.
 #[derive(Debug, Clone)]
@@ -207,7 +213,15 @@ pub fn parse(mut body: Bytes, limits: &Limits) -> Result<Frame, DecodeError> {
         ty::CATALOG => {
             r.what = "CATALOG";
             let request = r.u32()?;
-            let last = r.bool()?;
+            let flags = r.u8()?;
+            if flags & !CATALOG_FLAGS != 0 {
+                return Err(DecodeError::InvalidField {
+                    field: "catalog flags",
+                    value: flags.into(),
+                });
+            }
+            let last = flags & CATALOG_LAST != 0;
+            let notes = flags & CATALOG_NOTES != 0;
             let count = usize::from(r.u16()?);
             if count > limits.max_list_len {
                 return Err(DecodeError::ListTooLong {
@@ -228,6 +242,7 @@ pub fn parse(mut body: Bytes, limits: &Limits) -> Result<Frame, DecodeError> {
                     size: r.opt_u64()?,
                     duration_us: r.opt_u64()?,
                     viewers: r.u32()?,
+                    note: if notes { r.note()? } else { None },
                 });
             }
             Frame::Catalog(Catalog {
@@ -307,6 +322,12 @@ pub fn parse(mut body: Bytes, limits: &Limits) -> Result<Frame, DecodeError> {
                 start_seq: r.u64()?,
                 start_offset: r.u64()?,
                 chunk_size: r.u32()?,
+                // Present only when sent to a peer with `Caps::ANY_FILE`: the rest of the body.
+                note: if r.buf.has_remaining() {
+                    r.note()?
+                } else {
+                    None
+                },
             })
         }
         ty::CHUNK => return parse_chunk(r.buf).map(Frame::Chunk),
@@ -414,16 +435,6 @@ impl Reader<'_> {
         self.need(1)?;
         Ok(self.buf.get_u8())
     }
-    fn bool(&mut self) -> Result<bool, DecodeError> {
-        match self.u8()? {
-            0 => Ok(false),
-            1 => Ok(true),
-            v => Err(DecodeError::InvalidField {
-                field: "bool",
-                value: v.into(),
-            }),
-        }
-    }
     fn u16(&mut self) -> Result<u16, DecodeError> {
         self.need(2)?;
         Ok(self.buf.get_u16())
@@ -460,6 +471,10 @@ impl Reader<'_> {
         let b = self.bytes(len)?;
         String::from_utf8(b.to_vec()).map_err(|_| DecodeError::BadUtf8)
     }
+    /// A note string; empty means none.
+    fn note(&mut self) -> Result<Option<String>, DecodeError> {
+        Ok(Some(self.string()?).filter(|s| !s.is_empty()))
+    }
     fn codec(&mut self) -> Result<Codec, DecodeError> {
         let kind = self.u8()?;
         let kind = MediaKind::from_code(kind).ok_or(DecodeError::InvalidField {
@@ -475,6 +490,21 @@ impl Reader<'_> {
                 let sample_format = match self.u8()? {
                     0 => SampleFormat::Int,
                     1 => SampleFormat::Float,
+                    2 => SampleFormat::MuLaw,
+                    3 => SampleFormat::ALaw,
+                    4 => SampleFormat::Coded(CodedAudio {
+                        tag: self.u16()?,
+                        block_align: match self.u16()? {
+                            0 => {
+                                return Err(DecodeError::InvalidField {
+                                    field: "block_align",
+                                    value: 0,
+                                });
+                            }
+                            b => b,
+                        },
+                        samples_per_block: self.u32()?,
+                    }),
                     v => {
                         return Err(DecodeError::InvalidField {
                             field: "sample format",
@@ -579,15 +609,24 @@ pub fn encode(frame: &Frame, dst: &mut BytesMut) {
         Frame::Catalog(c) => {
             dst.put_u8(ty::CATALOG);
             dst.put_u32(c.request);
-            dst.put_u8(c.last.into());
             let n = c.entries.len().min(usize::from(u16::MAX));
+            let entries = &c.entries[..n];
+            let notes = entries.iter().any(|e| e.note.is_some());
+            let mut flags = if c.last { CATALOG_LAST } else { 0 };
+            if notes {
+                flags |= CATALOG_NOTES;
+            }
+            dst.put_u8(flags);
             dst.put_u16(n as u16);
-            for e in &c.entries[..n] {
+            for e in entries {
                 put_string(dst, &e.path);
                 put_codec(dst, &e.codec);
                 dst.put_u64(e.size.unwrap_or(UNKNOWN));
                 dst.put_u64(e.duration_us.unwrap_or(UNKNOWN));
                 dst.put_u32(e.viewers);
+                if notes {
+                    put_string(dst, e.note.as_deref().unwrap_or(""));
+                }
             }
         }
         Frame::Open(o) => {
@@ -627,6 +666,9 @@ pub fn encode(frame: &Frame, dst: &mut BytesMut) {
             dst.put_u64(o.start_seq);
             dst.put_u64(o.start_offset);
             dst.put_u32(o.chunk_size);
+            if let Some(note) = o.note.as_deref().filter(|n| !n.is_empty()) {
+                put_string(dst, note);
+            }
         }
         Frame::Chunk(_) => unreachable!("handled above"),
         Frame::Close {
@@ -713,7 +755,12 @@ fn put_codec(dst: &mut BytesMut, codec: &Codec) {
             dst.put_u32(a.sample_rate);
             dst.put_u16(a.channels);
             dst.put_u16(a.bits_per_sample);
-            dst.put_u8(a.sample_format as u8);
+            dst.put_u8(a.sample_format.code());
+            if let SampleFormat::Coded(c) = a.sample_format {
+                dst.put_u16(c.tag);
+                dst.put_u16(c.block_align.max(1));
+                dst.put_u32(c.samples_per_block);
+            }
         }
         Codec::Video(v) => {
             dst.put_u8(v.format as u8);

@@ -25,6 +25,11 @@ impl Caps {
     /// The receiver understands `OPENED` announcing the digest for the end
     /// ([`FileDigest::AtEnd`]) and the `DIGEST` frame that then follows the stream.
     pub const DIGEST_AT_END: Self = Self(0x4);
+    /// The receiver takes files of any content: the optional `note` of `OPENED` and of
+    /// `CATALOG` entries (why a file is served as bytes, or what is damaged in it), and the
+    /// coded audio sample formats (µ-law, A-law, any other WAVE format tag). A peer without
+    /// it gets neither: such files reach it as plain bytes streams.
+    pub const ANY_FILE: Self = Self(0x8);
 
     /// Whether every bit of `other` is set.
     pub const fn contains(self, other: Self) -> bool {
@@ -148,6 +153,10 @@ pub struct Opened {
     pub start_offset: u64,
     /// Payload bytes per chunk that the server uses.
     pub chunk_size: u32,
+    /// Why the file is served as it is, for the user: the reason it is served as bytes
+    /// although it looked like media (`served as bytes: corrupt png: …`), or what is damaged
+    /// in a file served as media. Only sent to a peer with [`Caps::ANY_FILE`].
+    pub note: Option<String>,
 }
 
 /// What an `OPENED` says about the BLAKE3 digest of the whole file.
@@ -188,6 +197,41 @@ pub struct Entry {
     pub duration_us: Option<u64>,
     /// Current viewers (live channels); 0 for files.
     pub viewers: u32,
+    /// As [`Opened::note`]: why the file would be served as bytes, or what is damaged in it.
+    /// Only sent to a peer with [`Caps::ANY_FILE`].
+    pub note: Option<String>,
+}
+
+impl Entry {
+    /// The entry as a peer with `caps` may receive it: without [`Caps::ANY_FILE`], no note,
+    /// and a coded audio file listed as bytes (which is how it would be served to that peer).
+    #[must_use]
+    pub fn for_peer(mut self, caps: Caps) -> Self {
+        if !caps.contains(Caps::ANY_FILE) {
+            self.note = None;
+            if !self.codec.is_v1_base() {
+                self.codec = Codec::Bytes;
+                self.duration_us = None;
+            }
+        }
+        self
+    }
+}
+
+/// The longest note sent (`OPENED.note`, a catalog entry's note), in bytes: a decoder's error
+/// text can be long, and a listing carries one per file.
+pub const MAX_NOTE_LEN: usize = 512;
+
+/// `note` cut to at most [`MAX_NOTE_LEN`] bytes, at a character boundary, with `…` when cut.
+pub fn clip_note(note: &str) -> String {
+    if note.len() <= MAX_NOTE_LEN {
+        return note.to_owned();
+    }
+    let mut end = MAX_NOTE_LEN - '…'.len_utf8();
+    while !note.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &note[..end])
 }
 
 /// Server → client: part of a listing. A listing is one or more of these, the last one with
