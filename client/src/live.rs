@@ -213,7 +213,7 @@ pub struct CallOptions {
     /// who joined).
     pub notes: bool,
     /// Ends the call when cancelled (Ctrl-C), still reporting what was received.
-    pub cancel: tokio_util::sync::CancellationToken,
+    pub cancel: CancellationToken,
 }
 
 /// The call tracks for `from`: `video` or `audio` by each file's kind, one of each at most.
