@@ -161,8 +161,9 @@ async fn handshake(
 enum Flow {
     /// Carry on.
     Continue,
-    /// The client stopped sending (EOF): stop reading, let running streams finish for at
-    /// most the idle timeout (a half-closed client may still be reading).
+    /// The client stopped sending (EOF): stop reading, let running file streams finish for
+    /// at most the idle timeout (a half-closed client may still be reading); live viewers go
+    /// at once.
     Close,
     /// The server ends the connection: stop reading, abort running streams.
     Abort,

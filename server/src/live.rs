@@ -736,3 +736,140 @@ pub(crate) fn refusal(request: u32, (code, message): Refusal) -> Frame {
         message,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use bytes::BytesMut;
+    use chunkcast_protocol::net::link;
+    use chunkcast_protocol::wire::Limits as WireLimits;
+    use prometheus_client::metrics::counter::Counter;
+
+    use super::*;
+
+    const LINGER: Duration = Duration::from_secs(10);
+
+    fn live() -> Arc<Live> {
+        let gauges = LiveGauges {
+            channels: Gauge::default(),
+            viewers: Gauge::default(),
+            evicted: Counter::default(),
+        };
+        Arc::new(Live::new(FanoutConfig::default(), LINGER, gauges))
+    }
+
+    /// A link whose far end is kept (returned) and never read: enough for frames to queue.
+    fn link() -> (LinkTx, tokio::io::DuplexStream) {
+        let (near, far) = tokio::io::duplex(1 << 20);
+        let (tx, _rx) = link::tcp(Box::new(near), WireLimits::default(), BytesMut::new());
+        (tx, far)
+    }
+
+    fn at(stream: u32) -> Request<'static> {
+        Request {
+            session: 1,
+            request: 1,
+            stream: StreamId(stream),
+            channel: "live/cam",
+        }
+    }
+
+    fn len(live: &Live) -> usize {
+        lock(&live.table).hubs.len()
+    }
+
+    fn next_seq(live: &Live) -> u64 {
+        let table = lock(&live.table);
+        let s = lock(&table.hubs["live/cam"].state);
+        s.channel.next_seq()
+    }
+
+    /// Publishes on `stream`, numbers `n` chunks into the channel as its relay would, then
+    /// loses the publisher (its route closes without an end) and waits for the relay to end.
+    async fn publish_and_lose(live: &Arc<Live>, tx: &LinkTx, stream: u32, n: u64) {
+        let task = live
+            .publish(tx, at(stream), Codec::Bytes, 1 << 20)
+            .await
+            .unwrap();
+        let hub = lock(&live.table).hubs["live/cam"].clone();
+        for i in 0..n {
+            let c = chunkcast_protocol::Chunk::new(
+                StreamId(0),
+                i,
+                0,
+                i,
+                1,
+                ChunkFlags::KEY | ChunkFlags::END_OF_UNIT,
+                bytes::Bytes::new(),
+            );
+            lock(&hub.state).channel.ingest(c, StreamId(0));
+        }
+        tx.unroute(StreamId(stream));
+        task.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lost_channel_lingers_and_a_return_within_the_linger_restarts_the_clock() {
+        let live = live();
+        let (tx, _far) = link();
+        publish_and_lose(&live, &tx, 1, 3).await;
+        assert_eq!(len(&live), 1, "lingers");
+        tokio::time::sleep(LINGER / 2).await;
+        // The publisher comes back within the linger: the numbering continues.
+        publish_and_lose(&live, &tx, 2, 2).await;
+        assert_eq!(next_seq(&live), 5);
+        // The first loss's timer fires now; the channel was used since, so it stays.
+        tokio::time::sleep(LINGER / 2 + Duration::from_secs(1)).await;
+        assert_eq!(
+            len(&live),
+            1,
+            "the first timer must not remove a channel used since"
+        );
+        tokio::time::sleep(LINGER / 2).await;
+        assert_eq!(len(&live), 0, "gone a linger after its last use");
+        assert!(live.list().is_empty());
+        assert_eq!(live.gauges.channels.get(), 0);
+        // A later publisher starts afresh.
+        publish_and_lose(&live, &tx, 3, 1).await;
+        assert_eq!(next_seq(&live), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn waiting_subscribers_hold_a_name_only_while_they_wait_and_take_no_slot() {
+        let live = live();
+        let (tx, _far) = link();
+        let mut waiting = Vec::new();
+        for i in 0..(MAX_CHANNELS as u32 + 10) {
+            let name = format!("live/made-up-{i}");
+            let at = Request {
+                session: 1,
+                request: i,
+                stream: StreamId(i),
+                channel: &name,
+            };
+            waiting.push(live.subscribe(tx.clone(), at).unwrap());
+        }
+        tokio::task::yield_now().await;
+        assert_eq!(len(&live), MAX_CHANNELS + 10);
+        assert_eq!(live.gauges.viewers.get(), MAX_CHANNELS as i64 + 10);
+        // Publishing still has every slot.
+        let task = live
+            .publish(&tx, at(9999), Codec::Bytes, 1 << 20)
+            .await
+            .unwrap();
+        tx.unroute(StreamId(9999));
+        task.await.unwrap();
+        for t in &waiting {
+            t.abort();
+        }
+        for t in waiting {
+            let _ = t.await;
+        }
+        // The made-up names go at once; the published one lingers, then goes.
+        assert_eq!(len(&live), 1);
+        assert_eq!(live.gauges.viewers.get(), 0);
+        tokio::time::sleep(LINGER + Duration::from_secs(1)).await;
+        assert_eq!(len(&live), 0);
+    }
+}

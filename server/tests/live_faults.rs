@@ -237,7 +237,7 @@ async fn made_up_subscribes_and_a_thousand_publishes_leave_the_table_at_its_idle
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_publishers_channel_keeps_its_numbering_for_the_linger_then_goes() {
     tokio::time::timeout(LIMIT, async {
-        let server = server(|c| c.limits.live_linger = Duration::from_secs(2)).await;
+        let server = server(|c| c.limits.live_linger = Duration::from_secs(3)).await;
         let channel = "live/linger";
         let a = connect(&server, Scheme::Tcp).await;
         let mut pa = a.publish(channel, video()).await.unwrap();
@@ -292,7 +292,7 @@ async fn a_lost_publishers_channel_keeps_its_numbering_for_the_linger_then_goes(
         assert_eq!(e.code(), Some(ErrorCode::PublisherLost), "{e}");
         drop(inc);
         assert_eq!(gauge(&server, CHANNELS).await, 1.0, "lingering");
-        let took = settles(&server, CHANNELS, 0.0, Duration::from_secs(10)).await;
+        let took = settles(&server, CHANNELS, 0.0, Duration::from_secs(15)).await;
         println!("a lost publisher's channel went {took:?} after its last user");
         assert_eq!(listed(&viewer, channel).await, None);
         viewer.close().await;
