@@ -30,6 +30,7 @@ mod report;
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -95,6 +96,9 @@ pub struct PlayOptions {
     pub wait_publisher: Duration,
     /// Say on stderr, in one line each, when the publisher is lost and when it is back.
     pub notices: bool,
+    /// Live channels: where to connect again if the connection itself is lost (within the
+    /// same [`wait_publisher`](Self::wait_publisher) bound); `None` ends playback instead.
+    pub reconnect: Option<(Url, ConnectOptions)>,
 }
 
 impl Default for PlayOptions {
@@ -105,6 +109,7 @@ impl Default for PlayOptions {
             cancel: CancellationToken::new(),
             wait_publisher: DEFAULT_WAIT_PUBLISHER,
             notices: false,
+            reconnect: None,
         }
     }
 }
@@ -124,12 +129,24 @@ pub async fn play(
     Player::open(session, path, opts).await?.run().await
 }
 
-/// A subscription being made again, until a publisher answers it.
-type Resubscribe<'s> = Pin<Box<dyn Future<Output = Result<Incoming, ClientError>> + Send + 's>>;
+/// A subscription being made again, until a publisher answers it; with the new session when
+/// it had to connect again.
+type Resubscribe<'s> =
+    Pin<Box<dyn Future<Output = Result<(Incoming, Option<Session>), ClientError>> + Send + 's>>;
+
+/// How long a player that lost its connection waits between attempts to connect again.
+const RECONNECT_EVERY: Duration = Duration::from_millis(500);
+
+/// The session a live player subscribes on: the caller's, or one it connected again itself.
+enum Via<'s> {
+    Borrowed(&'s Session),
+    Owned(Arc<Session>),
+}
 
 /// What a live channel's player needs to outlive its publisher.
 struct Live<'s> {
-    session: &'s Session,
+    via: Via<'s>,
+    reconnect: Option<(Url, ConnectOptions)>,
     channel: String,
     wait: Duration,
     notices: bool,
@@ -214,7 +231,8 @@ impl<'s> Player<'s> {
         let mut player = Self::with(incoming, channel, opts, request_at).await?;
         player.buffer.set_catch_up(Some(CATCH_UP.max(opts.buffer)));
         player.live = Some(Live {
-            session,
+            via: Via::Borrowed(session),
+            reconnect: opts.reconnect.clone(),
             channel: channel.to_owned(),
             wait: opts.wait_publisher,
             notices: opts.notices,
@@ -346,6 +364,15 @@ impl<'s> Player<'s> {
             // Playback ended in a gap: it lasted until now.
             gap_time += end.saturating_duration_since(from);
         }
+        if let Some(Live { via, waiting, .. }) = live {
+            drop(waiting);
+            // A session this player connected itself says goodbye like the caller's would.
+            if let Via::Owned(session) = via {
+                if let Some(session) = Arc::into_inner(session) {
+                    session.close().await;
+                }
+            }
+        }
         // Everything before the damage was played (and the sinks kept it); now say where it
         // is, and fail.
         let result = match (result, broken.or(damage)) {
@@ -401,7 +428,10 @@ impl<'s> Player<'s> {
                 biased;
                 () = self.cancel.cancelled() => return Ok(true),
                 item = self.incoming.next(), if !ended && !waiting => ended = self.take(item)?,
-                back = resubscribed(&mut self.live), if waiting => self.resumed(back?)?,
+                back = resubscribed(&mut self.live), if waiting => match back {
+                    Ok(back) => self.resumed(back)?,
+                    Err(e) => self.wait_on_a_new_connection(e)?,
+                },
                 () = tokio::time::sleep_until(until.into()) => {
                     if self.stall.woke(until.max(slept_at), now()) {
                         // This task was not running (the process was stopped, suspended or
@@ -482,30 +512,73 @@ impl<'s> Player<'s> {
             .last_queued_end_us
             .and_then(|us| self.buffer.play_instant(us))
             .map_or(at, |end| end.max(at));
-        let Some(live) = self.live.as_mut().filter(|l| !l.wait.is_zero()) else {
+        let connection_lost = matches!(why, ClientError::Lost(_));
+        let Some(live) = self
+            .live
+            .as_mut()
+            .filter(|l| !l.wait.is_zero() && (!connection_lost || l.reconnect.is_some()))
+        else {
             return Err(why);
         };
         if live.notices {
+            let what = if connection_lost {
+                format!("the connection to the server was lost ({why})")
+            } else {
+                format!("the publisher of {} went away", live.channel)
+            };
             eprintln!(
-                "chunkcast: the publisher of {} went away; waiting up to {} s for it to come back",
-                live.channel,
+                "chunkcast: {what}; waiting up to {} s for it to come back",
                 live.wait.as_secs()
             );
         }
-        let session = live.session;
         let channel = live.channel.clone();
-        live.waiting = Some((
-            Box::pin(async move { session.subscribe(&channel).await }),
-            at + live.wait,
-        ));
+        let resubscribe: Resubscribe<'s> = match (&live.via, &live.reconnect) {
+            (_, Some((url, opts))) if connection_lost => {
+                Box::pin(reconnect(url.clone(), opts.clone(), channel))
+            }
+            (Via::Borrowed(session), _) => {
+                let session: &'s Session = session;
+                Box::pin(async move { Ok((session.subscribe(&channel).await?, None)) })
+            }
+            (Via::Owned(session), _) => {
+                let session = Arc::clone(session);
+                Box::pin(async move { Ok((session.subscribe(&channel).await?, None)) })
+            }
+        };
+        live.waiting = Some((resubscribe, at + live.wait));
         live.gaps += 1;
         live.gap_from.get_or_insert(frozen_at);
         self.buffer.restart();
         Ok(())
     }
 
+    /// The subscription waiting for a publisher failed: if the connection was lost and may
+    /// be made again, wait on a new one (within the same deadline), else give up with `why`.
+    fn wait_on_a_new_connection(&mut self, why: ClientError) -> Result<(), ClientError> {
+        let Some(live) = self.live.as_mut() else {
+            return Err(why);
+        };
+        let (Some((url, opts)), ClientError::Lost(_)) = (&live.reconnect, &why) else {
+            return Err(why);
+        };
+        if live.notices {
+            eprintln!("chunkcast: the connection to the server was lost ({why}); connecting again");
+        }
+        let until = live.waiting.as_ref().map_or_else(now, |(_, until)| *until);
+        let resubscribe = Box::pin(reconnect(url.clone(), opts.clone(), live.channel.clone()));
+        live.waiting = Some((resubscribe, until));
+        Ok(())
+    }
+
     /// A publisher is back: play its channel stream from its first keyframe.
-    fn resumed(&mut self, incoming: Incoming) -> Result<(), ClientError> {
+    fn resumed(
+        &mut self,
+        (incoming, session): (Incoming, Option<Session>),
+    ) -> Result<(), ClientError> {
+        if let (Some(live), Some(session)) = (self.live.as_mut(), session) {
+            // The old connection is gone: its session (if ours) goes with it.
+            live.via = Via::Owned(Arc::new(session));
+        }
         let codec = incoming.opened.codec;
         if codec != self.codec {
             return Err(ClientError::Usage(format!(
@@ -537,7 +610,7 @@ impl<'s> Player<'s> {
                 self.buffer.end_of_stream();
                 Ok(true)
             }
-            Some(Err(e)) if e.code() == Some(ErrorCode::PublisherLost) && self.live.is_some() => {
+            Some(Err(e)) if self.live.is_some() && lost_source(&e) => {
                 self.publisher_lost(e)?;
                 Ok(false)
             }
@@ -686,8 +759,37 @@ impl StallClock {
     }
 }
 
+/// Whether a live player may wait for this end of its stream to be repaired: the publisher
+/// went away, or the connection to the server was lost.
+fn lost_source(e: &ClientError) -> bool {
+    e.code() == Some(ErrorCode::PublisherLost) || matches!(e, ClientError::Lost(_))
+}
+
+/// Connects again (every [`RECONNECT_EVERY`] while the server cannot be reached) and
+/// subscribes; the caller bounds how long.
+async fn reconnect(
+    url: Url,
+    opts: ConnectOptions,
+    channel: String,
+) -> Result<(Incoming, Option<Session>), ClientError> {
+    loop {
+        match Session::connect(&url, &opts).await {
+            Ok(session) => {
+                let incoming = session.subscribe(&channel).await?;
+                return Ok((incoming, Some(session)));
+            }
+            Err(ClientError::Connect { .. } | ClientError::Timeout(_) | ClientError::Lost(_)) => {
+                tokio::time::sleep(RECONNECT_EVERY).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// The new subscription of a player waiting for its publisher (pending forever otherwise).
-async fn resubscribed(live: &mut Option<Live<'_>>) -> Result<Incoming, ClientError> {
+async fn resubscribed(
+    live: &mut Option<Live<'_>>,
+) -> Result<(Incoming, Option<Session>), ClientError> {
     match live.as_mut().and_then(|l| l.waiting.as_mut()) {
         Some((subscribe, _)) => subscribe.await,
         None => std::future::pending().await,
@@ -734,6 +836,7 @@ pub async fn run(
         cancel: CancellationToken::new(),
         wait_publisher: wait_publisher.unwrap_or(Duration::ZERO),
         notices: true,
+        reconnect: watch.then(|| (url.clone(), connect.clone())),
     };
     let ctrl_c = stop_on_ctrl_c(opts.cancel.clone());
     let result = async {
