@@ -80,13 +80,14 @@ pub(crate) async fn serve(
     deadline: Instant,
 ) {
     let id = shared.next_session.fetch_add(1, Ordering::Relaxed);
-    let Some(est) = handshake(&shared, &tx, &mut rx, id, deadline).await else {
+    let Some(est) = handshake(&shared, &tx, &mut rx, id, deadline, &peer).await else {
         debug!(%peer, session = id, "handshake failed");
         return;
     };
     info!(%peer, session = id, client = %est.peer_name, "connected");
     let mut conn = Conn {
         shared: shared.clone(),
+        peer: peer.clone(),
         tx,
         est,
         streams: HashMap::new(),
@@ -106,6 +107,7 @@ async fn handshake(
     rx: &mut LinkRx,
     id: u64,
     deadline: Instant,
+    peer: &str,
 ) -> Option<Established> {
     let metrics = &shared.metrics;
     let now = std::time::Instant::now();
@@ -147,6 +149,7 @@ async fn handshake(
         }
     };
     if let Err(e) = &result {
+        info!(%peer, session = id, "refused: {e}");
         metrics.handshake_failed(HandshakeFailed::Refused(e.code()));
         metrics.error_sent(e.code());
     }
@@ -168,6 +171,8 @@ enum Flow {
 
 struct Conn {
     shared: Arc<Shared>,
+    /// The client's address, for the log.
+    peer: String,
     tx: LinkTx,
     est: Established,
     streams: HashMap<StreamId, JoinHandle<()>>,
@@ -281,6 +286,7 @@ impl Conn {
                 };
                 let limit = self.shared.config.limits.max_requests_per_sec;
                 let msg = format!("too many requests (limit {limit} per second): slow down");
+                info!(peer = %self.peer, session = self.est.session_id, "refused: {msg}");
                 return if self.error(request, ErrorCode::Busy, msg).await {
                     Flow::Continue
                 } else {
@@ -335,14 +341,22 @@ impl Conn {
         match frame {
             Frame::List { request, prefix } if prefix.trim_matches('/') == "live" => {
                 let entries = self.shared.live.list();
+                self.logged("list", &prefix, &format!("{} entries", entries.len()));
                 self.send_catalog(request, entries).await
             }
             Frame::List { request, prefix } => {
                 let lib = self.shared.library.clone();
+                let path = prefix.clone();
                 let listed = tokio::task::spawn_blocking(move || lib.list(&prefix)).await;
                 match listed {
-                    Ok(Ok(entries)) => self.send_catalog(request, entries).await,
-                    Ok(Err(e)) => self.error(request, e.code(), e.to_string()).await,
+                    Ok(Ok(entries)) => {
+                        self.logged("list", &path, &format!("{} entries", entries.len()));
+                        self.send_catalog(request, entries).await
+                    }
+                    Ok(Err(e)) => {
+                        self.logged("list", &path, &format!("refused: {e}"));
+                        self.error(request, e.code(), e.to_string()).await
+                    }
                     Err(_) => {
                         self.error(request, ErrorCode::Internal, "listing failed")
                             .await
@@ -351,6 +365,7 @@ impl Conn {
             }
             Frame::Open(open) => {
                 if self.shared.draining.is_cancelled() {
+                    self.logged("get", &open.path, "refused: server is shutting down");
                     return self
                         .error(open.request, ErrorCode::Busy, "server is shutting down")
                         .await;
@@ -360,6 +375,7 @@ impl Conn {
                         "too many streams on one connection (limit {})",
                         self.shared.config.limits.max_streams_per_connection
                     );
+                    self.logged("get", &open.path, &format!("refused: {msg}"));
                     return self.error(open.request, ErrorCode::Busy, msg).await;
                 }
                 if self.streams.contains_key(&open.stream) {
@@ -381,26 +397,37 @@ impl Conn {
                 let session = self.est.session_id;
                 let m = self.shared.metrics.clone();
                 let stall = self.shared.config.limits.idle_timeout;
+                let peer = self.peer.clone();
+                let started = std::time::Instant::now();
                 let task = tokio::spawn(metrics::scope(m.clone(), async move {
                     let request = open.request;
                     match stream::prepare(lib, open, max_payload, lz4, digest_at_end).await {
                         Ok(prepared) => {
                             let _open = m.stream_opened();
-                            match prepared.run(&tx, stall).await {
-                                Ended::Complete => debug!(session, %path, "stream complete"),
+                            let (ended, bytes) = metrics::counted(prepared.run(&tx, stall)).await;
+                            let ms = started.elapsed().as_millis() as u64;
+                            match ended {
+                                Ended::Complete => {
+                                    info!(%peer, session, %path, bytes, ms, "get: complete");
+                                }
                                 Ended::Failed(e) => {
                                     m.error_sent(ErrorCode::BadMedia);
-                                    warn!(session, %path, "stream failed: {e}");
+                                    warn!(%peer, session, %path, bytes, ms, "get: failed: {e}");
                                 }
                                 Ended::Changed => {
                                     m.error_sent(ErrorCode::Changed);
-                                    warn!(session, %path, "file changed while it was sent; no digest sent");
+                                    warn!(
+                                        %peer, session, %path, bytes, ms,
+                                        "get: failed: the file changed while it was sent; no digest sent"
+                                    );
                                 }
-                                Ended::Link(e) => debug!(session, %path, "stream cut: {e}"),
+                                Ended::Link(e) => {
+                                    info!(%peer, session, %path, bytes, ms, "get: cut: {e}");
+                                }
                             }
                         }
                         Err(e) => {
-                            debug!(session, %path, "open refused: {}", e.message);
+                            info!(%peer, session, %path, "get: refused: {}: {}", e.code, e.message);
                             m.error_sent(e.code);
                             let _ = tx.send(Frame::Error(ErrorFrame { request, ..e })).await;
                         }
@@ -432,7 +459,11 @@ impl Conn {
                 };
                 match live.publish(&self.tx, at, codec, max_payload).await {
                     Ok(()) => true,
-                    Err(r) => self.send(live::refusal(request, r)).await,
+                    Err(r) => {
+                        let refusal = live::refusal(request, r);
+                        self.log_refusal("publish", &channel, &refusal);
+                        self.send(refusal).await
+                    }
                 }
             }
             Frame::Subscribe {
@@ -455,10 +486,15 @@ impl Conn {
                 };
                 match live.subscribe(self.tx.clone(), at).await {
                     Ok(task) => {
+                        self.logged("watch", &channel, "subscribed");
                         self.streams.insert(stream, task);
                         true
                     }
-                    Err(r) => self.send(live::refusal(request, r)).await,
+                    Err(r) => {
+                        let refusal = live::refusal(request, r);
+                        self.log_refusal("watch", &channel, &refusal);
+                        self.send(refusal).await
+                    }
                 }
             }
             Frame::Chunk(c) => {
@@ -473,6 +509,19 @@ impl Conn {
                 self.error(0, ErrorCode::Protocol, msg).await;
                 false
             }
+        }
+    }
+
+    /// One request's line in the log: who, what, how it went.
+    fn logged(&self, what: &str, path: &str, outcome: &str) {
+        let session = self.est.session_id;
+        info!(peer = %self.peer, session, %path, "{what}: {outcome}");
+    }
+
+    /// A refusal's line in the log, with the reason the client is given.
+    fn log_refusal(&self, what: &str, path: &str, refusal: &Frame) {
+        if let Frame::Error(e) = refusal {
+            self.logged(what, path, &format!("refused: {}: {}", e.code, e.message));
         }
     }
 

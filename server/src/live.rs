@@ -15,7 +15,7 @@ use chunkcast_protocol::net::link::ChunkResult;
 use chunkcast_protocol::wire::{Entry, ErrorFrame, FileDigest, Frame, Opened};
 use chunkcast_protocol::{ChunkFlags, Codec, ErrorCode, StreamId, compress};
 use tokio::sync::{Notify, mpsc};
-use tracing::{debug, info};
+use tracing::info;
 
 /// Channels that may exist at once.
 pub(crate) const MAX_CHANNELS: usize = 256;
@@ -389,7 +389,12 @@ async fn relay(hub: Arc<Hub>, mut chunks: mpsc::Receiver<ChunkResult>, max_paylo
             );
         }
     }
-    debug!(channel = %hub.name, "publisher ended");
+    let how = if ended {
+        "end of stream"
+    } else {
+        "connection lost"
+    };
+    info!(channel = %hub.name, how, "publisher stopped");
 }
 
 fn fan_out(s: &mut HubState, f: &Fanned) {

@@ -487,3 +487,89 @@ async fn ca_trusts_a_self_signed_server_certificate_and_a_ca_signed_leaf() {
     .await
     .expect("test timed out");
 }
+
+/// Issue 21: at the default level the log has one line per request (peer, path, outcome,
+/// bytes, duration) and every refusal with its reason.
+#[tokio::test]
+async fn the_log_has_a_line_per_request_and_every_refusal_with_its_reason() {
+    use tokio::io::AsyncBufReadExt;
+    tokio::time::timeout(LIMIT, async {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        std::fs::create_dir(&root).unwrap();
+        std::fs::write(root.join("a.bin"), pattern(3, 100_000)).unwrap();
+        let state = dir.path().join("state");
+        let mut child = spawn_server(&[
+            "--root",
+            root.to_str().unwrap(),
+            "--state-dir",
+            state.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--token",
+            "sesame",
+        ]);
+        let mut out = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let line = out.next_line().await.unwrap().expect("a listening line");
+        let addr: SocketAddr = field(&line, "tcp").parse().unwrap();
+        let opts = |token: &str| chunkcast::session::ConnectOptions {
+            trust: chunkcast_protocol::net::tls::Trust::pin_from_hex(field(&line, "cert-sha256"))
+                .unwrap(),
+            token: Some(token.to_owned()),
+            ..Default::default()
+        };
+        let bad = Session::connect(&url_at(addr, Scheme::Tcps, ""), &opts("wrong")).await;
+        assert!(bad.is_err());
+        let s = Session::connect(&url_at(addr, Scheme::Tcps, ""), &opts("sesame"))
+            .await
+            .unwrap();
+        let save = dir.path().join("a.bin");
+        let get_opts = GetOptions {
+            out: Some(save),
+            ..Default::default()
+        };
+        get(&s, "a.bin", &get_opts).await.expect("get a.bin");
+        let missing = GetOptions {
+            out: Some(dir.path().join("m")),
+            ..Default::default()
+        };
+        assert!(get(&s, "missing.bin", &missing).await.is_err());
+        assert!(get(&s, "../state/identity.pem", &missing).await.is_err());
+        s.list("").await.unwrap();
+        s.close().await;
+
+        let pid = child.id().unwrap();
+        let _ = std::process::Command::new("kill")
+            .arg(pid.to_string())
+            .status();
+        let out = child.wait_with_output().await.unwrap();
+        let log = String::from_utf8_lossy(&out.stderr);
+        let has = |words: &[&str]| log.lines().any(|l| words.iter().all(|w| l.contains(w)));
+        assert!(
+            has(&["INFO", "refused: missing or wrong token", "peer=127.0.0.1:"]),
+            "{log}"
+        );
+        assert!(
+            has(&[
+                "INFO",
+                "path=a.bin",
+                "bytes=100000",
+                "ms=",
+                "get: complete",
+                "peer="
+            ]),
+            "{log}"
+        );
+        assert!(
+            has(&["path=missing.bin", "get: refused: not found"]),
+            "{log}"
+        );
+        assert!(
+            has(&["path=../state/identity.pem", "get: refused: bad request"]),
+            "{log}"
+        );
+        assert!(has(&["list: 1 entries"]), "{log}");
+    })
+    .await
+    .expect("test timed out");
+}
