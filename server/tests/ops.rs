@@ -33,18 +33,20 @@ fn pattern(seed: u8, len: usize) -> Vec<u8> {
         .collect()
 }
 
-/// Rewrites `path` in place with `bytes` (same inode, same length), then sets its
-/// modification time back to what it was, as `cp --preserve` or `rsync --inplace -t` would:
-/// size and mtime alone cannot tell the versions apart.
-fn rewrite_in_place(path: &Path, bytes: &[u8]) {
+/// Rewrites `path` in place with `bytes` (same inode, same length). With `keep_mtime`, then
+/// sets its modification time back to what it was, as `cp --preserve` or `rsync --inplace -t`
+/// may: size and mtime alone cannot tell the versions apart.
+fn rewrite_in_place(path: &Path, bytes: &[u8], keep_mtime: bool) {
     use std::io::Write;
     let before = std::fs::metadata(path).unwrap().modified().unwrap();
     let mut f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
     f.write_all(bytes).unwrap();
     f.sync_all().unwrap();
-    f.set_modified(before).unwrap();
+    if keep_mtime {
+        f.set_modified(before).unwrap();
+    }
     let after = std::fs::metadata(path).unwrap();
-    assert_eq!(after.modified().unwrap(), before);
+    assert_eq!(after.modified().unwrap() == before, keep_mtime);
     assert_eq!(after.len(), bytes.len() as u64);
 }
 
@@ -153,7 +155,7 @@ async fn a_file_rewritten_during_a_download_fails_it_and_is_never_verified() {
             }
         });
         paused.await.expect("the download reached the pause");
-        rewrite_in_place(&file, &new);
+        rewrite_in_place(&file, &new, false);
         go.notify_one();
         let err = download
             .await
@@ -182,6 +184,48 @@ async fn a_file_rewritten_during_a_download_fails_it_and_is_never_verified() {
     .expect("test timed out");
 }
 
+/// What moves a file's change time but not its content (a backup's hard link, a chmod) does
+/// not fail a download of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hard_link_or_chmod_during_a_download_does_not_fail_it() {
+    tokio::time::timeout(LIMIT, async {
+        let root = tempfile::tempdir().unwrap();
+        let file = root.path().join("big.bin");
+        let bytes = pattern(9, BIG_LEN);
+        std::fs::write(&file, &bytes).unwrap();
+        let server = server_on(root.path()).await;
+        let (proxy, paused, go) = pausing_proxy(server.tcp_addr(), 1 << 20).await;
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("big.bin");
+        let download = tokio::spawn({
+            let (opts, out) = (pinned(&server), out.clone());
+            async move {
+                let s = Session::connect(&url_at(proxy, Scheme::Tcp, ""), &opts).await?;
+                let get_opts = GetOptions {
+                    out: Some(out),
+                    ..Default::default()
+                };
+                let r = get(&s, "big.bin", &get_opts).await;
+                s.close().await;
+                r
+            }
+        });
+        paused.await.expect("the download reached the pause");
+        let backup = tempfile::tempdir_in(root.path()).unwrap();
+        std::fs::hard_link(&file, backup.path().join("big.bin")).unwrap();
+        let mut perms = std::fs::metadata(&file).unwrap().permissions();
+        perms.set_readonly(true);
+        std::fs::set_permissions(&file, perms).unwrap();
+        go.notify_one();
+        let r = download.await.unwrap().expect("the download completes");
+        assert!(r.verified);
+        assert!(std::fs::read(&out).unwrap() == bytes);
+        server.shutdown().await;
+    })
+    .await
+    .expect("test timed out");
+}
+
 /// The digest cache must not answer for another version of a file with the same size and
 /// modification time: a file rewritten in place with its mtime restored is hashed again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -203,7 +247,7 @@ async fn the_digest_cache_does_not_trust_size_and_mtime_alone() {
         let dir = tempfile::tempdir().unwrap();
         for (round, want) in [(0, &old), (1, &old), (2, &new)] {
             if round == 2 {
-                rewrite_in_place(&file, &new);
+                rewrite_in_place(&file, &new, true);
             }
             let out = dir.path().join(format!("small-{round}.bin"));
             let r = fetch(&server, server.tcp_addr(), "small.bin", &out)
