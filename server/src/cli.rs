@@ -355,4 +355,51 @@ mod tests {
             );
         }
     }
+
+    fn with_file(toml: &str, extra: &[&str]) -> Result<Config, SetupError> {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("server.toml");
+        std::fs::write(&file, toml).unwrap();
+        let mut args = vec!["chunkcast-server", "--config", file.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        Args::load_from(args)
+    }
+
+    #[test]
+    fn the_config_file_sets_every_kind_of_flag_and_the_command_line_wins() {
+        let c = with_file(
+            "listen = \"127.0.0.1:7811\"\nallow-anonymous = true\nmax-streams = 3\n\
+             idle-timeout-ms = 2500\nweb = \"127.0.0.1:8080\"\nstate-dir = \"/var/lib/cc\"\n",
+            &["--max-streams=5"],
+        )
+        .unwrap();
+        assert_eq!(c.tcp, "127.0.0.1:7811".parse().unwrap());
+        assert_eq!(c.quic, c.tcp);
+        assert!(c.allow_anonymous);
+        assert_eq!(c.limits.max_streams_per_connection, 5, "the flag wins");
+        assert_eq!(c.limits.idle_timeout.as_millis(), 2500);
+        assert_eq!(c.web, Some("127.0.0.1:8080".parse().unwrap()));
+        assert_eq!(c.state_dir, Some(PathBuf::from("/var/lib/cc")));
+    }
+
+    #[test]
+    fn config_file_mistakes_name_the_key() {
+        let e = with_file("max-conections = 3\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("max-conections"), "{e}");
+        let e = with_file("max-frame-bytes = 100\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("max-frame-bytes") && e.contains("out of range"),
+            "{e}"
+        );
+        let e = with_file("cert = \"c.pem\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("key") && e.contains("go together"), "{e}");
+        let e = with_file("listen = 7700\n", &[]).unwrap_err().to_string();
+        assert!(e.contains("listen"), "{e}");
+    }
 }

@@ -82,13 +82,14 @@ pub(crate) async fn serve(
     deadline: Instant,
 ) {
     let id = shared.next_session.fetch_add(1, Ordering::Relaxed);
-    let Some(est) = handshake(&shared, &tx, &mut rx, id, deadline).await else {
+    let Some(est) = handshake(&shared, &tx, &mut rx, id, deadline, &peer).await else {
         debug!(%peer, session = id, "handshake failed");
         return;
     };
     info!(%peer, session = id, client = %est.peer_name, "connected");
     let mut conn = Conn {
         shared: shared.clone(),
+        peer: peer.clone(),
         tx,
         est,
         streams: HashMap::new(),
@@ -108,6 +109,7 @@ async fn handshake(
     rx: &mut LinkRx,
     id: u64,
     deadline: Instant,
+    peer: &str,
 ) -> Option<Established> {
     let metrics = &shared.metrics;
     let now = std::time::Instant::now();
@@ -149,6 +151,7 @@ async fn handshake(
         }
     };
     if let Err(e) = &result {
+        info!(%peer, session = id, "refused: {e}");
         metrics.handshake_failed(HandshakeFailed::Refused(e.code()));
         metrics.error_sent(e.code());
     }
@@ -191,6 +194,8 @@ struct Running {
 
 struct Conn {
     shared: Arc<Shared>,
+    /// The client's address, for the log.
+    peer: String,
     tx: LinkTx,
     est: Established,
     streams: HashMap<StreamId, Running>,
@@ -317,6 +322,7 @@ impl Conn {
                 };
                 let limit = self.shared.config.limits.max_requests_per_sec;
                 let msg = format!("too many requests (limit {limit} per second): slow down");
+                info!(peer = %self.peer, session = self.est.session_id, "refused: {msg}");
                 return if self.error(request, ErrorCode::Busy, msg).await {
                     Flow::Continue
                 } else {
@@ -371,14 +377,22 @@ impl Conn {
         match frame {
             Frame::List { request, prefix } if prefix.trim_matches('/') == "live" => {
                 let entries = self.shared.live.list();
+                self.logged("list", &prefix, &format!("{} entries", entries.len()));
                 self.send_catalog(request, entries).await
             }
             Frame::List { request, prefix } => {
                 let lib = self.shared.library.clone();
+                let path = prefix.clone();
                 let listed = tokio::task::spawn_blocking(move || lib.list(&prefix)).await;
                 match listed {
-                    Ok(Ok(entries)) => self.send_catalog(request, entries).await,
-                    Ok(Err(e)) => self.error(request, e.code(), e.to_string()).await,
+                    Ok(Ok(entries)) => {
+                        self.logged("list", &path, &format!("{} entries", entries.len()));
+                        self.send_catalog(request, entries).await
+                    }
+                    Ok(Err(e)) => {
+                        self.logged("list", &path, &format!("refused: {e}"));
+                        self.error(request, e.code(), e.to_string()).await
+                    }
                     Err(_) => {
                         self.error(request, ErrorCode::Internal, "listing failed")
                             .await
@@ -387,6 +401,7 @@ impl Conn {
             }
             Frame::Open(open) => {
                 if let Err((code, msg)) = self.admit(open.stream) {
+                    self.logged("get", &open.path, &format!("refused: {msg}"));
                     return self.error(open.request, code, msg).await;
                 }
                 let lz4 = open.compress && self.est.caps.contains(Caps::LZ4);
@@ -400,6 +415,8 @@ impl Conn {
                 let session = self.est.session_id;
                 let m = self.shared.metrics.clone();
                 let stall = self.shared.config.limits.idle_timeout;
+                let peer = self.peer.clone();
+                let started = std::time::Instant::now();
                 let task = tokio::spawn(metrics::scope(m.clone(), async move {
                     let request = open.request;
                     match stream::prepare(lib, open, max_payload, lz4, digest_at_end, any_file)
@@ -407,21 +424,30 @@ impl Conn {
                     {
                         Ok(prepared) => {
                             let _open = m.stream_opened();
-                            match prepared.run(&tx, stall).await {
-                                Ended::Complete => debug!(session, %path, "stream complete"),
+                            let (ended, bytes) = metrics::counted(prepared.run(&tx, stall)).await;
+                            let ms = started.elapsed().as_millis() as u64;
+                            match ended {
+                                Ended::Complete => {
+                                    info!(%peer, session, %path, bytes, ms, "get: complete");
+                                }
                                 Ended::Failed(e) => {
                                     m.error_sent(ErrorCode::BadMedia);
-                                    warn!(session, %path, "stream failed: {e}");
+                                    warn!(%peer, session, %path, bytes, ms, "get: failed: {e}");
                                 }
                                 Ended::Changed => {
                                     m.error_sent(ErrorCode::Changed);
-                                    warn!(session, %path, "file changed while it was sent; no digest sent");
+                                    warn!(
+                                        %peer, session, %path, bytes, ms,
+                                        "get: failed: the file changed while it was sent; no digest sent"
+                                    );
                                 }
-                                Ended::Link(e) => debug!(session, %path, "stream cut: {e}"),
+                                Ended::Link(e) => {
+                                    info!(%peer, session, %path, bytes, ms, "get: cut: {e}");
+                                }
                             }
                         }
                         Err(e) => {
-                            debug!(session, %path, "open refused: {}", e.message);
+                            info!(%peer, session, %path, "get: refused: {}: {}", e.code, e.message);
                             m.error_sent(e.code);
                             let _ = tx.send(Frame::Error(ErrorFrame { request, ..e })).await;
                         }
@@ -466,7 +492,11 @@ impl Conn {
                         self.streams.insert(stream, Running { task, kind });
                         true
                     }
-                    Err(r) => self.send(live::refusal(request, r)).await,
+                    Err(r) => {
+                        let refusal = live::refusal(request, r);
+                        self.log_refusal("publish", &channel, &refusal);
+                        self.send(refusal).await
+                    }
                 }
             }
             Frame::Subscribe {
@@ -487,11 +517,16 @@ impl Conn {
                 };
                 match live.subscribe(self.tx.clone(), at) {
                     Ok(task) => {
+                        self.logged("watch", &channel, "subscribed");
                         let kind = Kind::Viewer;
                         self.streams.insert(stream, Running { task, kind });
                         true
                     }
-                    Err(r) => self.send(live::refusal(request, r)).await,
+                    Err(r) => {
+                        let refusal = live::refusal(request, r);
+                        self.log_refusal("watch", &channel, &refusal);
+                        self.send(refusal).await
+                    }
                 }
             }
             Frame::Chunk(c) => {
@@ -524,6 +559,19 @@ impl Conn {
             return Err((ErrorCode::BadRequest, "stream id already in use".into()));
         }
         Ok(())
+    }
+
+    /// One request's line in the log: who, what, how it went.
+    fn logged(&self, what: &str, path: &str, outcome: &str) {
+        let session = self.est.session_id;
+        info!(peer = %self.peer, session, %path, "{what}: {outcome}");
+    }
+
+    /// A refusal's line in the log, with the reason the client is given.
+    fn log_refusal(&self, what: &str, path: &str, refusal: &Frame) {
+        if let Frame::Error(e) = refusal {
+            self.logged(what, path, &format!("refused: {}: {}", e.code, e.message));
+        }
     }
 
     async fn send_catalog(

@@ -41,7 +41,8 @@ impl PathError {
 
 /// What tells one version of a file from another without reading it: size and modification
 /// time, and on Unix the inode (a file replaced by a rename keeps neither) and the change time
-/// (which no writer can set back, unlike the modification time).
+/// (which no writer can set back, unlike the modification time; but a hard link or a chmod
+/// moves it too, so only the digest cache, where a false miss costs a re-hash, uses it).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Stamp {
     len: u64,
@@ -65,6 +66,16 @@ impl Stamp {
             #[cfg(unix)]
             changed: (meta.ctime(), meta.ctime_nsec()),
         }
+    }
+
+    /// Whether `other` is the same file with the same size and modification time: what a
+    /// writer changes. The change time is left out: a backup's hard link or a chmod during a
+    /// download must not fail it.
+    pub(crate) fn same_version(&self, other: &Self) -> bool {
+        let same = self.len == other.len && self.modified == other.modified;
+        #[cfg(unix)]
+        let same = same && self.inode == other.inode;
+        same
     }
 }
 

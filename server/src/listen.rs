@@ -19,7 +19,7 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::conn::{self, Shared};
 use crate::guard::{Guarded, Handle};
@@ -110,11 +110,11 @@ pub(crate) async fn tcp_loop(
             Ok(a) => a,
             Err(why) => {
                 shared.metrics.refused(why);
-                debug!(%peer, "refused: {why:?}");
+                let message = refusal_message(why, &shared);
+                info!(%peer, "refused: {message}");
                 let Ok(permit) = gate.refusing.clone().try_acquire_owned() else {
                     continue; // dropping the socket closes it
                 };
-                let message = refusal_message(why, &shared);
                 let tls = tls.clone();
                 tracker.spawn(async move {
                     let _permit = permit;
@@ -171,6 +171,7 @@ async fn tcp_conn(
     {
         metrics.refused(Refused::Plaintext);
         let message = refusal_message(Refused::Plaintext, &shared);
+        info!(%peer, "refused: {message}");
         let refusal = refuse(Box::new(sock), ErrorCode::Unauthorized, message);
         let _ = tokio::time::timeout(REFUSE_TIMEOUT, refusal).await;
         return;
@@ -265,12 +266,12 @@ pub(crate) async fn quic_loop(
             Ok(a) => a,
             Err(why) => {
                 shared.metrics.refused(why);
-                debug!(%peer, "refused: {why:?}");
+                let message = refusal_message(why, &shared);
+                info!(%peer, "refused: {message}");
                 let Ok(permit) = gate.refusing.clone().try_acquire_owned() else {
                     incoming.refuse();
                     continue;
                 };
-                let message = refusal_message(why, &shared);
                 tracker.spawn(async move {
                     let _permit = permit;
                     let _ =

@@ -684,7 +684,7 @@ async fn relay(
             break RelayEnd::Ended;
         }
     };
-    debug!(channel = %hub.name, ?why, "publisher ended");
+    info!(channel = %hub.name, ?why, "publisher stopped");
     why
 }
 

@@ -413,6 +413,18 @@ impl Drop for OpenGuard {
 
 tokio::task_local! {
     static CURRENT: Arc<Metrics>;
+    /// Payload bytes the current stream task has handed to the transport, for its log line.
+    static SENT: std::cell::Cell<u64>;
+}
+
+/// Runs a stream task and returns, with its output, the payload bytes it sent (what
+/// [`chunk_sent`] counted inside it).
+pub(crate) async fn counted<F: Future>(task: F) -> (F::Output, u64) {
+    SENT.scope(std::cell::Cell::new(0), async {
+        let out = task.await;
+        (out, SENT.with(std::cell::Cell::get))
+    })
+    .await
 }
 
 /// Runs a stream task with `metrics` as the one [`chunk_sent`] counts into.
@@ -425,6 +437,7 @@ pub(crate) fn scope<F: Future>(metrics: Arc<Metrics>, task: F) -> impl Future<Ou
 /// it needs no handle of its own.
 pub(crate) fn chunk_sent(payload_len: usize) {
     let _ = CURRENT.try_with(|m| m.chunk_sent(payload_len));
+    let _ = SENT.try_with(|s| s.set(s.get() + payload_len as u64));
 }
 
 /// Answers scrapes on `listener` until `stop`.

@@ -46,7 +46,7 @@ struct Source {
 impl Source {
     /// Whether the file at the path is still the one opened, unmodified.
     fn unchanged(&self) -> bool {
-        std::fs::metadata(&self.path).is_ok_and(|m| Stamp::of(&m) == self.at_open)
+        std::fs::metadata(&self.path).is_ok_and(|m| Stamp::of(&m).same_version(&self.at_open))
     }
 
     /// `CLOSE` for a stream whose file changed under it.

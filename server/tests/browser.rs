@@ -4,8 +4,13 @@
 //!
 //! Chromium is driven over the DevTools protocol (JSON over the WebSocket it opens with
 //! `--remote-debugging-port=0`), so nothing but the browser is needed. Without a Chromium
-//! (`chromium`, `chromium-browser`, `google-chrome`, or `CHUNKCAST_CHROMIUM`), the test says
-//! so and passes. With `CHUNKCAST_SCREENSHOT_OUT=PATH` it also saves a screenshot of the page.
+//! (`chromium`, `chromium-browser`, `google-chrome`, or `CHUNKCAST_CHROMIUM`), the test fails
+//! when `CI` is set and otherwise says so and skips. With `CHUNKCAST_SCREENSHOT_OUT=PATH` it
+//! also saves a screenshot of the page.
+//!
+//! Also checked: nothing but the library before anything plays; pictures fit the player box;
+//! the live list's viewer counts update by themselves; `#/PATH` opens PATH; pause, seek and
+//! volume.
 
 mod support;
 
@@ -27,7 +32,7 @@ use chunkcast_media_samples::{
 };
 
 /// The whole test's bound.
-const HARD_TIMEOUT: Duration = Duration::from_secs(60);
+const HARD_TIMEOUT: Duration = Duration::from_secs(120);
 /// The tone: 3 s in 20 ms chunks, one unit each.
 const TONE_UNITS: u64 = 3_000 / 20;
 
@@ -45,10 +50,9 @@ fn find_chromium() -> Option<PathBuf> {
 #[tokio::test]
 async fn plays_in_headless_chromium() {
     let Some(chromium) = find_chromium() else {
-        // CI installs Chromium: there, a missing browser is a failure, not a skip.
         assert!(
             std::env::var_os("CI").is_none(),
-            "Chromium is required under CI (apt-get install chromium)"
+            "no Chromium found, and CI is set: install chromium or set CHUNKCAST_CHROMIUM"
         );
         eprintln!(
             "skipping: no Chromium found (apt-get install chromium, or set CHUNKCAST_CHROMIUM)"
@@ -59,7 +63,7 @@ async fn plays_in_headless_chromium() {
     let page = format!("http://{}/", server.web_addr().unwrap());
     let profile = tempfile::tempdir().unwrap();
     let mut browser = launch(&chromium, profile.path()).await;
-    let result = tokio::time::timeout(HARD_TIMEOUT, drive(&mut browser, &page)).await;
+    let result = tokio::time::timeout(HARD_TIMEOUT, drive(&mut browser, &page, &server)).await;
     browser.close().await;
     server.shutdown().await;
     result.expect("the browser test finishes within its time bound");
@@ -262,15 +266,33 @@ impl Page<'_> {
     }
 }
 
-async fn drive(browser: &mut Browser, url: &str) {
-    let cdp = browser.cdp.as_mut().unwrap();
+/// Opens `url` in a new tab.
+async fn open<'a>(cdp: &'a mut Cdp, url: &str) -> Page<'a> {
     let target = cdp
         .call("Target.createTarget", json!({ "url": url }), None)
         .await;
     let attach = json!({ "targetId": target["targetId"], "flatten": true });
     let session = cdp.call("Target.attachToTarget", attach, None).await;
     let session = session["sessionId"].as_str().unwrap().to_owned();
-    let mut page = Page { cdp, session };
+    Page { cdp, session }
+}
+
+impl Page<'_> {
+    /// Whether the element is laid out (not `display: none` through `hidden`).
+    async fn shown(&mut self, id: &str) -> bool {
+        let js = format!("document.getElementById('{id}').getClientRects().length > 0");
+        self.eval(&js).await == json!(true)
+    }
+
+    async fn rect(&mut self, id: &str) -> Value {
+        let js = format!("JSON.stringify(document.getElementById('{id}').getBoundingClientRect())");
+        serde_json::from_str(self.eval(&js).await.as_str().unwrap()).unwrap()
+    }
+}
+
+async fn drive(browser: &mut Browser, url: &str, server: &chunkcast_server::Server) {
+    let cdp = browser.cdp.as_mut().unwrap();
+    let mut page = open(cdp, url).await;
 
     // The page connects and lists the library.
     let c = page
@@ -288,8 +310,36 @@ async fn drive(browser: &mut Browser, url: &str) {
         listed.contains(&TONE_8K_WAV) && listed.contains(&CLIP_MJPEG),
         "{listed:?}"
     );
+    // Before anything plays: no empty black box, no empty stats panel.
+    for id in ["player", "stage", "stats"] {
+        assert!(!page.shown(id).await, "#{id} shows before anything plays");
+    }
+
+    // The viewer count updates without a click: a channel appears, then gets a viewer.
+    let s = support::connect(server, chunkcast::url::Scheme::Tcp).await;
+    let codec = chunkcast::live::probe(&support::samples().join(TONE_8K_WAV)).unwrap();
+    let _publisher = s.publish("live/poll", codec).await.expect("publish");
+    let watcher = support::connect(server, chunkcast::url::Scheme::Tcp).await;
+    let _viewer = watcher.subscribe("live/poll").await.expect("subscribe");
+    page.wait_for("the live list to show the viewer", |c| {
+        c["live"].as_array().is_some_and(|l| {
+            l.iter()
+                .any(|e| e["path"] == json!("live/poll") && e["viewers"] == json!(1))
+        })
+    })
+    .await;
+    let text = page
+        .eval("document.getElementById('live').textContent")
+        .await;
+    assert!(
+        text.as_str()
+            .is_some_and(|t| t.contains("live/poll") && t.contains("1 watching")),
+        "{text}"
+    );
 
     let tone = page.play(TONE_8K_WAV).await;
+    assert!(!page.shown("stage").await, "a black box for audio");
+    assert!(page.shown("stats").await && page.shown("volume").await);
     assert_eq!(tone["unitsPlayed"], json!(TONE_UNITS), "{tone}");
     assert_eq!(
         (tone["drops"].clone(), tone["gaps"].clone()),
@@ -308,11 +358,6 @@ async fn drive(browser: &mut Browser, url: &str) {
     assert_eq!(clip["crcFailures"], json!(0), "{clip}");
 
     page.check_canvas(&clip).await;
-    if let Some(out) = std::env::var_os("CHUNKCAST_SCREENSHOT_OUT") {
-        let whole = page.screenshot(None).await;
-        std::fs::write(&out, whole).expect("writing the screenshot");
-        eprintln!("screenshot saved to {}", PathBuf::from(out).display());
-    }
 
     let y4m = page.play(CLIP_Y4M).await;
     assert_eq!(y4m["unitsPlayed"], json!(Y4M_FRAMES), "{y4m}");
@@ -322,6 +367,11 @@ async fn drive(browser: &mut Browser, url: &str) {
         "{y4m}"
     );
     page.check_canvas(&y4m).await;
+    if let Some(out) = std::env::var_os("CHUNKCAST_SCREENSHOT_OUT") {
+        let whole = page.screenshot(None).await;
+        std::fs::write(&out, whole).expect("writing the screenshot");
+        eprintln!("screenshot saved to {}", PathBuf::from(out).display());
+    }
 
     let card = page.play(TESTCARD_PNG).await;
     assert_eq!(card["unitsPlayed"], json!(1), "{card}");
@@ -332,6 +382,82 @@ async fn drive(browser: &mut Browser, url: &str) {
         width.as_u64().is_some_and(|w| w > 0),
         "the image decodes: {width}"
     );
+    // The picture is inside the player box, and the video canvas is not drawn beside it.
+    assert!(
+        !page.shown("video").await,
+        "the video canvas shows with an image"
+    );
+    let (img, stage) = (page.rect("image").await, page.rect("stage").await);
+    let f = |v: &Value, k: &str| v[k].as_f64().unwrap();
+    assert!(
+        f(&img, "left") >= f(&stage, "left") - 0.5
+            && f(&img, "top") >= f(&stage, "top") - 0.5
+            && f(&img, "right") <= f(&stage, "right") + 0.5
+            && f(&img, "bottom") <= f(&stage, "bottom") + 0.5
+            && f(&img, "width") > 0.0,
+        "the image overflows the player box: {img} in {stage}"
+    );
+
+    // Seek: the tone from 2 s plays its last second only.
+    page.eval(&format!("window.chunkcastPlay('{TONE_8K_WAV}')"))
+        .await;
+    page.wait_for("the tone to start", |c| c["unitsPlayed"].as_u64() > Some(2))
+        .await;
+    page.eval("window.chunkcastSeek(2.0)").await;
+    let sought = page
+        .wait_for("the sought tone to end", |c| {
+            c["ended"] == json!(true) && c["firstPtsUs"].as_u64() > Some(0)
+        })
+        .await;
+    let first = sought["firstPtsUs"].as_u64().unwrap();
+    assert!((1_900_000..=2_100_000).contains(&first), "{sought}");
+    let played = sought["unitsPlayed"].as_u64().unwrap();
+    assert!((40..=60).contains(&played), "1 s of 20 ms units: {sought}");
+
+    // Pause stops it where it is; play goes on from there. Volume reaches the gain.
+    page.eval(&format!("window.chunkcastPlay('{TONE_8K_WAV}')"))
+        .await;
+    page.eval("(() => { const v = document.getElementById('volume'); v.value = '0.25'; v.dispatchEvent(new Event('input')); })()").await;
+    page.wait_for("the tone to play 1 s", |c| {
+        c["lastPtsUs"].as_u64() >= Some(1_000_000)
+    })
+    .await;
+    assert_eq!(page.eval("window.chunkcastGain()").await, json!(0.25));
+    page.eval("window.chunkcastPause()").await;
+    let paused = page
+        .wait_for("pause", |c| c["state"] == json!("paused"))
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let later = page.counters().await;
+    assert_eq!(
+        paused["unitsReceived"], later["unitsReceived"],
+        "units kept coming while paused"
+    );
+    let at = paused["lastPtsUs"].as_u64().unwrap();
+    page.eval("window.chunkcastPause()").await;
+    let resumed = page
+        .wait_for("the resumed tone to end", |c| c["ended"] == json!(true))
+        .await;
+    let first = resumed["firstPtsUs"].as_u64().unwrap();
+    assert!(
+        first.abs_diff(at) <= 100_000,
+        "resumed at {first}, paused at {at}: {resumed}"
+    );
+    assert_eq!(
+        page.eval("window.chunkcastGain()").await,
+        json!(0.25),
+        "volume kept"
+    );
+
+    // A link to a file: `#/PATH` plays PATH once the page is connected.
+    let link = format!("{url}#/{TESTCARD_PNG}");
+    let mut linked = open(page.cdp, &link).await;
+    let card = linked
+        .wait_for("the linked image", |c| {
+            c["path"] == json!(TESTCARD_PNG) && c["ended"] == json!(true)
+        })
+        .await;
+    assert_eq!(card["unitsPlayed"], json!(1), "{card}");
 }
 
 fn decode_base64(s: &str) -> Vec<u8> {

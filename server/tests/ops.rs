@@ -33,18 +33,20 @@ fn pattern(seed: u8, len: usize) -> Vec<u8> {
         .collect()
 }
 
-/// Rewrites `path` in place with `bytes` (same inode, same length), then sets its
-/// modification time back to what it was, as `cp --preserve` or `rsync --inplace -t` would:
-/// size and mtime alone cannot tell the versions apart.
-fn rewrite_in_place(path: &Path, bytes: &[u8]) {
+/// Rewrites `path` in place with `bytes` (same inode, same length). With `keep_mtime`, then
+/// sets its modification time back to what it was, as `cp --preserve` or `rsync --inplace -t`
+/// may: size and mtime alone cannot tell the versions apart.
+fn rewrite_in_place(path: &Path, bytes: &[u8], keep_mtime: bool) {
     use std::io::Write;
     let before = std::fs::metadata(path).unwrap().modified().unwrap();
     let mut f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
     f.write_all(bytes).unwrap();
     f.sync_all().unwrap();
-    f.set_modified(before).unwrap();
+    if keep_mtime {
+        f.set_modified(before).unwrap();
+    }
     let after = std::fs::metadata(path).unwrap();
-    assert_eq!(after.modified().unwrap(), before);
+    assert_eq!(after.modified().unwrap() == before, keep_mtime);
     assert_eq!(after.len(), bytes.len() as u64);
 }
 
@@ -153,7 +155,7 @@ async fn a_file_rewritten_during_a_download_fails_it_and_is_never_verified() {
             }
         });
         paused.await.expect("the download reached the pause");
-        rewrite_in_place(&file, &new);
+        rewrite_in_place(&file, &new, false);
         go.notify_one();
         let err = download
             .await
@@ -182,6 +184,48 @@ async fn a_file_rewritten_during_a_download_fails_it_and_is_never_verified() {
     .expect("test timed out");
 }
 
+/// What moves a file's change time but not its content (a backup's hard link, a chmod) does
+/// not fail a download of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hard_link_or_chmod_during_a_download_does_not_fail_it() {
+    tokio::time::timeout(LIMIT, async {
+        let root = tempfile::tempdir().unwrap();
+        let file = root.path().join("big.bin");
+        let bytes = pattern(9, BIG_LEN);
+        std::fs::write(&file, &bytes).unwrap();
+        let server = server_on(root.path()).await;
+        let (proxy, paused, go) = pausing_proxy(server.tcp_addr(), 1 << 20).await;
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("big.bin");
+        let download = tokio::spawn({
+            let (opts, out) = (pinned(&server), out.clone());
+            async move {
+                let s = Session::connect(&url_at(proxy, Scheme::Tcp, ""), &opts).await?;
+                let get_opts = GetOptions {
+                    out: Some(out),
+                    ..Default::default()
+                };
+                let r = get(&s, "big.bin", &get_opts).await;
+                s.close().await;
+                r
+            }
+        });
+        paused.await.expect("the download reached the pause");
+        let backup = tempfile::tempdir_in(root.path()).unwrap();
+        std::fs::hard_link(&file, backup.path().join("big.bin")).unwrap();
+        let mut perms = std::fs::metadata(&file).unwrap().permissions();
+        perms.set_readonly(true);
+        std::fs::set_permissions(&file, perms).unwrap();
+        go.notify_one();
+        let r = download.await.unwrap().expect("the download completes");
+        assert!(r.verified);
+        assert!(std::fs::read(&out).unwrap() == bytes);
+        server.shutdown().await;
+    })
+    .await
+    .expect("test timed out");
+}
+
 /// The digest cache must not answer for another version of a file with the same size and
 /// modification time: a file rewritten in place with its mtime restored is hashed again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -203,7 +247,7 @@ async fn the_digest_cache_does_not_trust_size_and_mtime_alone() {
         let dir = tempfile::tempdir().unwrap();
         for (round, want) in [(0, &old), (1, &old), (2, &new)] {
             if round == 2 {
-                rewrite_in_place(&file, &new);
+                rewrite_in_place(&file, &new, true);
             }
             let out = dir.path().join(format!("small-{round}.bin"));
             let r = fetch(&server, server.tcp_addr(), "small.bin", &out)
@@ -483,6 +527,92 @@ async fn ca_trusts_a_self_signed_server_certificate_and_a_ca_signed_leaf() {
             .unwrap_err();
         assert!(matches!(e, ClientError::Secure { .. }), "{e}");
         server.shutdown().await;
+    })
+    .await
+    .expect("test timed out");
+}
+
+/// Issue 21: at the default level the log has one line per request (peer, path, outcome,
+/// bytes, duration) and every refusal with its reason.
+#[tokio::test]
+async fn the_log_has_a_line_per_request_and_every_refusal_with_its_reason() {
+    use tokio::io::AsyncBufReadExt;
+    tokio::time::timeout(LIMIT, async {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        std::fs::create_dir(&root).unwrap();
+        std::fs::write(root.join("a.bin"), pattern(3, 100_000)).unwrap();
+        let state = dir.path().join("state");
+        let mut child = spawn_server(&[
+            "--root",
+            root.to_str().unwrap(),
+            "--state-dir",
+            state.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--token",
+            "sesame",
+        ]);
+        let mut out = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let line = out.next_line().await.unwrap().expect("a listening line");
+        let addr: SocketAddr = field(&line, "tcp").parse().unwrap();
+        let opts = |token: &str| chunkcast::session::ConnectOptions {
+            trust: chunkcast_protocol::net::tls::Trust::pin_from_hex(field(&line, "cert-sha256"))
+                .unwrap(),
+            token: Some(token.to_owned()),
+            ..Default::default()
+        };
+        let bad = Session::connect(&url_at(addr, Scheme::Tcps, ""), &opts("wrong")).await;
+        assert!(bad.is_err());
+        let s = Session::connect(&url_at(addr, Scheme::Tcps, ""), &opts("sesame"))
+            .await
+            .unwrap();
+        let save = dir.path().join("a.bin");
+        let get_opts = GetOptions {
+            out: Some(save),
+            ..Default::default()
+        };
+        get(&s, "a.bin", &get_opts).await.expect("get a.bin");
+        let missing = GetOptions {
+            out: Some(dir.path().join("m")),
+            ..Default::default()
+        };
+        assert!(get(&s, "missing.bin", &missing).await.is_err());
+        assert!(get(&s, "../state/identity.pem", &missing).await.is_err());
+        s.list("").await.unwrap();
+        s.close().await;
+
+        let pid = child.id().unwrap();
+        let _ = std::process::Command::new("kill")
+            .arg(pid.to_string())
+            .status();
+        let out = child.wait_with_output().await.unwrap();
+        let log = String::from_utf8_lossy(&out.stderr);
+        let has = |words: &[&str]| log.lines().any(|l| words.iter().all(|w| l.contains(w)));
+        assert!(
+            has(&["INFO", "refused: missing or wrong token", "peer=127.0.0.1:"]),
+            "{log}"
+        );
+        assert!(
+            has(&[
+                "INFO",
+                "path=a.bin",
+                "bytes=100000",
+                "ms=",
+                "get: complete",
+                "peer="
+            ]),
+            "{log}"
+        );
+        assert!(
+            has(&["path=missing.bin", "get: refused: not found"]),
+            "{log}"
+        );
+        assert!(
+            has(&["path=../state/identity.pem", "get: refused: bad request"]),
+            "{log}"
+        );
+        assert!(has(&["list: 1 entries"]), "{log}");
     })
     .await
     .expect("test timed out");

@@ -140,7 +140,8 @@ function crcOver(a, b) {
 const stats = window.chunkcast = {
   state: 'connecting', path: null, kind: null, unitsPlayed: 0, unitsReceived: 0, drops: 0,
   gaps: 0, crcFailures: 0, chunks: 0, bytes: 0, lastPtsUs: null, rttMs: null, jitterMs: 0,
-  bufferMs: 0, bitrateKbps: 0, error: null, ended: false,
+  bufferMs: 0, bitrateKbps: 0, error: null, ended: false, paused: false, volume: 1,
+  liveLists: 0, live: [],
 };
 
 const $ = (id) => document.getElementById(id);
@@ -208,6 +209,7 @@ function connect(token) {
   };
   ws.onclose = () => {
     clearInterval(pingTimer);
+    clearInterval(liveTimer);
     if (stats.state !== 'error' && stats.state !== 'login') fail('connection closed');
     if (player) player.stop(false);
   };
@@ -231,7 +233,36 @@ function onWelcome(f) {
     pingNonce += 1n;
     send(new Writer().u64(pingNonce).u64(nowUs()).frame(T.PING));
   }, 2000);
-  refresh();
+  clearInterval(liveTimer);
+  liveTimer = setInterval(refreshLive, LIVE_POLL_MS);
+  refresh().then(openFragment);
+}
+
+// The viewer counts change while the page is open: the live list is asked for again this
+// often (a LIST of `live/` costs the server a lock and a few bytes).
+const LIVE_POLL_MS = 3000;
+let liveTimer = null;
+
+async function refreshLive() {
+  try {
+    const live = await list('live/');
+    fill($('live'), live);
+    stats.live = live.map((e) => ({ path: e.path, viewers: e.viewers }));
+    stats.liveLists++;
+  } catch (e) {
+    // A refused poll (over the request rate, say) is not worth an error: the next one retries.
+  }
+}
+
+// `#/PATH` in the page's URL: a link to a file or channel, opened once the page is connected.
+function fragmentPath() {
+  const h = location.hash;
+  return h.startsWith('#/') && h.length > 2 ? decodeURIComponent(h.slice(2)) : null;
+}
+
+function openFragment() {
+  const path = fragmentPath();
+  if (path && (!player || player.path !== path)) play(path);
 }
 
 function onFrame(f) {
@@ -330,6 +361,7 @@ async function refresh() {
     fill($('catalog'), files.filter((e) => !e.path.startsWith('live/')));
     fill($('live'), live);
     stats.catalog = files.map((e) => e.path);
+    stats.live = live.map((e) => ({ path: e.path, viewers: e.viewers }));
   } catch (e) {
     fail(e.message);
   }
@@ -342,13 +374,17 @@ const BUFFER_MS = 150;
 
 function resetCounters(path) {
   Object.assign(stats, { path, unitsPlayed: 0, unitsReceived: 0, drops: 0, gaps: 0,
-    crcFailures: 0, chunks: 0, bytes: 0, lastPtsUs: null, jitterMs: 0, bufferMs: 0,
+    crcFailures: 0, chunks: 0, bytes: 0, firstPtsUs: null, lastPtsUs: null, jitterMs: 0, bufferMs: 0,
     bitrateKbps: 0, ended: false, error: null });
 }
 
-async function play(path) {
+// Opens `path` and plays it; `fromUs` starts a file at that media time (seek, or resume after
+// a pause) by asking for the chunk that carries it.
+async function play(path, fromUs = 0, estimate = null) {
   if (player) player.stop(true);
   resetCounters(path);
+  const link = '#/' + encodeURI(path);
+  if (location.hash !== link) history.replaceState(null, '', link);
   const stream = nextStream++;
   const live = path.startsWith('live/');
   // Route chunks to a placeholder until OPENED tells what they are.
@@ -361,8 +397,13 @@ async function play(path) {
     opened = await request((id) => {
       const w = new Writer().u32(id).u32(stream);
       if (live) return w.str(path).frame(T.SUBSCRIBE);
-      // flags: realtime; resume from the start; chunk size chosen by the server.
-      return w.u8(1).u8(0).u64(0).u32(0).str(path).frame(T.OPEN);
+      // flags: realtime; from the start, or from the chunk that carries `fromUs` (a constant
+      // rate is assumed: chunks cut at the same size as the first open, chosen by the server);
+      // chunk size chosen by the server.
+      const seq = estimate && fromUs > 0
+        ? Math.min(estimate.chunks - 1, Math.floor((fromUs / estimate.durationUs) * estimate.chunks))
+        : 0;
+      return w.u8(1).u8(seq > 0 ? 1 : 0).u64(seq).u32(0).str(path).frame(T.OPEN);
     });
   } catch (e) {
     if (player === mine) { player = null; fail(e.message); }
@@ -371,17 +412,62 @@ async function play(path) {
   if (player !== mine) return;
   const c = opened.codec;
   stats.kind = c.kind === 'bytes' ? 'bytes' : c.kind + (c.format ? '/' + c.format : '');
-  player = new Player(stream, c, opened, path);
+  player = new Player(stream, c, opened, path, estimate);
   for (const ch of early) player.chunk(ch);
   setState('playing', 'playing ' + path);
+  stats.paused = false;
+  showControls(player);
+}
+
+// The player box, its controls and the stats appear once something plays.
+function showControls(p) {
+  $('hint').hidden = true;
+  $('player').hidden = false;
+  $('stop').disabled = false;
+  const seekable = p.seekable();
+  $('pause').hidden = !seekable;
+  $('pause').disabled = false;
+  $('pause').textContent = 'Pause';
+  $('seek').hidden = !seekable;
+  if (seekable) {
+    $('seek').max = String(p.durationUs / 1e6);
+    $('seek').value = '0';
+  }
+  $('volume-label').hidden = p.codec.kind !== 'audio';
+}
+
+function pause() {
+  if (!player) return;
+  if (stats.paused) {
+    // Resume where it stopped: a new open from the last unit played.
+    const p = player;
+    play(p.path, stats.lastPtsUs || 0, p.estimate());
+    return;
+  }
+  const at = stats.lastPtsUs;
+  const p = player;
+  p.stop(true);
+  stats.paused = true;
+  stats.lastPtsUs = at;
+  setState('paused', 'paused ' + p.path);
+  $('pause').textContent = 'Play';
+  $('pause').disabled = false;
   $('stop').disabled = false;
 }
 
+function seek(seconds) {
+  if (!player || !player.seekable()) return;
+  play(player.path, Math.round(seconds * 1e6), player.estimate());
+}
+
 class Player {
-  constructor(stream, codec, opened, path) {
+  constructor(stream, codec, opened, path, estimate) {
     this.stream = stream;
     this.codec = codec;
     this.path = path;
+    // Whole-file figures from the first open (a resumed open's may count from where it began).
+    this.durationUs = estimate ? estimate.durationUs : opened.durationUs;
+    this.chunkCount = estimate ? estimate.chunks : opened.chunkCount;
     this.nextSeq = opened.startSeq;
     this.parts = [];        // payloads of the unit being assembled
     this.partsKey = true;
@@ -398,13 +484,17 @@ class Player {
     const canvas = $('video'), img = $('image');
     canvas.hidden = codec.kind !== 'video';
     img.hidden = true;
+    // The black box is for pictures only; audio shows just its controls and stats.
+    $('stage').hidden = codec.kind !== 'video' && codec.kind !== 'image';
     if (codec.kind === 'video') {
       canvas.width = codec.width; canvas.height = codec.height;
-      canvas.style.width = codec.width + 'px'; canvas.style.height = codec.height + 'px';
       this.ctx2d = canvas.getContext('2d');
     }
     if (codec.kind === 'audio') {
       this.audio = new AudioContext({ sampleRate: codec.sampleRate, latencyHint: 'interactive' });
+      this.gain = this.audio.createGain();
+      this.gain.gain.value = stats.volume;
+      this.gain.connect(this.audio.destination);
       this.audio.resume();
     }
     $('now').textContent = path + ' — ' + describe({ path, codec, durationUs: opened.durationUs, viewers: 0 });
@@ -462,6 +552,7 @@ class Player {
 
   unit(bytes, ptsUs, durationUs) {
     stats.unitsReceived++;
+    if (stats.firstPtsUs === null) stats.firstPtsUs = ptsUs;
     if (this.codec.kind === 'audio') this.playAudio(bytes, ptsUs);
     else if (this.codec.format === 'mjpeg') this.playJpeg(bytes, ptsUs, durationUs);
     else if (this.codec.format === 'y4m') this.playY4m(bytes, ptsUs, durationUs);
@@ -480,7 +571,7 @@ class Player {
     for (let ch = 0; ch < c.channels; ch++) buffer.copyToChannel(pcm[ch], ch);
     const src = a.createBufferSource();
     src.buffer = buffer;
-    src.connect(a.destination);
+    src.connect(this.gain);
     src.start(when);
     this.pending++;
     stats.lastPtsUs = ptsUs;
@@ -538,6 +629,20 @@ class Player {
     stats.unitsPlayed = 1;
   }
 
+  // Files with a duration can be paused and sought (by reopening at a chunk); live cannot.
+  seekable() {
+    return !this.path.startsWith('live/') && this.codec.kind !== 'image'
+      && this.durationUs > 0 && this.chunkCount > 0;
+  }
+
+  estimate() {
+    return { durationUs: this.durationUs, chunks: this.chunkCount };
+  }
+
+  setVolume(v) {
+    if (this.gain) this.gain.gain.value = v;
+  }
+
   finish(error) {
     if (this.done) return;
     this.done = true;
@@ -552,6 +657,7 @@ class Player {
     clearInterval(this.statsTimer);
     if (stats.state !== 'error') setState('ended', 'finished ' + this.path);
     $('stop').disabled = true;
+    $('pause').disabled = true;
   }
 
   stop(cancel) {
@@ -562,6 +668,7 @@ class Player {
     for (const t of this.timers) clearTimeout(t);
     if (this.audio) this.audio.close();
     $('stop').disabled = true;
+    $('pause').disabled = true;
   }
 
   showStats() {
@@ -577,6 +684,10 @@ class Player {
       stats.bufferMs = Math.max(0, Math.round((end - this.audio.currentTime) * 1000));
     } else if (this.base) {
       stats.bufferMs = this.pending * Math.round(1000 * (this.codec.fpsDen || 1) / (this.codec.fpsNum || 25));
+    }
+    const seek = $('seek');
+    if (!seek.hidden && stats.lastPtsUs !== null && document.activeElement !== seek) {
+      seek.value = String(stats.lastPtsUs / 1e6);
     }
     $('stats').textContent =
       `buffer ${stats.bufferMs} ms   units ${stats.unitsPlayed}/${stats.unitsReceived}   ` +
@@ -654,6 +765,20 @@ $('login').addEventListener('submit', (ev) => {
   connect(token);
 });
 $('refresh').onclick = () => refresh();
-$('stop').onclick = () => { if (player) { player.stop(true); setState('ready', 'stopped'); } };
+$('stop').onclick = () => {
+  if (player) { player.stop(true); setState('ready', 'stopped'); }
+  stats.paused = false;
+  $('pause').disabled = true;
+};
+$('pause').onclick = pause;
+$('seek').addEventListener('change', () => seek(Number($('seek').value)));
+$('volume').addEventListener('input', () => {
+  stats.volume = Number($('volume').value);
+  if (player) player.setVolume(stats.volume);
+});
+window.addEventListener('hashchange', () => { if (stats.state !== 'connecting') openFragment(); });
 window.chunkcastPlay = play;
+window.chunkcastPause = pause;
+window.chunkcastSeek = seek;
+window.chunkcastGain = () => (player && player.gain ? player.gain.gain.value : null);
 connect('');
