@@ -134,6 +134,7 @@ struct FileConfig {
     token: Option<String>,
     allow_anonymous: Option<bool>,
     allow_plaintext: Option<bool>,
+    serve_hidden: Option<bool>,
     cert: Option<PathBuf>,
     key: Option<PathBuf>,
     state_dir: Option<PathBuf>,
@@ -147,6 +148,7 @@ struct FileConfig {
     idle_timeout_ms: Option<u64>,
     max_frame_bytes: Option<u64>,
     max_requests_per_sec: Option<u64>,
+    live_linger_ms: Option<u64>,
 }
 
 impl Args {
@@ -234,6 +236,7 @@ impl Args {
         take!(token, v => Some(v));
         take!(allow_anonymous, v => v);
         take!(allow_plaintext, v => v);
+        take!(serve_hidden, v => v);
         take!(cert, v => Some(rel(v)));
         take!(key, v => Some(rel(v)));
         take!(state_dir, v => Some(rel(v)));
@@ -249,6 +252,7 @@ impl Args {
         take!(max_frame_bytes, v => ranged("max-frame-bytes", v, MIN_FRAME_BYTES, MAX_FRAME_BYTES)?);
         take!(max_requests_per_sec, v =>
             ranged("max-requests-per-sec", v, 1, u64::from(u32::MAX))? as u32);
+        take!(live_linger_ms, v => v);
         if self.cert.is_some() != self.key.is_some() {
             let key = if self.cert.is_some() { "key" } else { "cert" };
             return Err(bad(
@@ -293,6 +297,21 @@ mod tests {
     use clap::Parser;
 
     use super::*;
+
+    /// A flag added without its `--config` key would be refused in the file as unknown.
+    #[test]
+    fn every_flag_is_a_config_key() {
+        for arg in Args::command().get_arguments() {
+            let Some(name) = arg.get_long() else { continue };
+            if matches!(name, "config" | "help" | "version") {
+                continue;
+            }
+            // The value's type may be wrong for the key; the key itself must be known.
+            if let Err(e) = toml::from_str::<FileConfig>(&format!("{name} = 0")) {
+                assert!(!e.to_string().contains("unknown field"), "--{name}: {e}");
+            }
+        }
+    }
 
     #[test]
     fn defaults_are_the_library_defaults() {
