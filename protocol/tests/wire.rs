@@ -766,7 +766,7 @@ fn any_file_layouts_are_as_documented() {
         &Frame::Catalog(Catalog {
             request: 1,
             last: true,
-            entries: vec![e.clone()],
+            entries: vec![e],
         }),
         &mut b,
     );
