@@ -72,7 +72,7 @@ fn what_cannot_be_read_is_bytes_with_the_reason() {
     }
     // Zero channels: bytes, and the note says so.
     let good = wav(&WavSpec::pcm(2, 48_000, 16), 100, false, false, 1);
-    let mut zero = good.clone();
+    let mut zero = good;
     zero[22..24].copy_from_slice(&[0, 0]);
     let (p, _) = cut(&zero, "z.wav");
     assert!(
