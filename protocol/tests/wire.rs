@@ -692,3 +692,114 @@ fn digest_frame_is_laid_out_as_specified() {
     want.extend([0x5c; 32]);
     assert_eq!(&b[..], &want[..]);
 }
+
+/// The `ANY_FILE` additions, byte for byte as PROTOCOL.md §2, §4.7, §4.9 and §11 give them.
+#[test]
+fn any_file_layouts_are_as_documented() {
+    let note = "served as bytes: corrupt png: CRC error in IHDR";
+    let opened = Frame::Opened(Opened {
+        request: 2,
+        stream: StreamId(1),
+        codec: Codec::Bytes,
+        total_len: Some(13),
+        chunk_count: Some(1),
+        duration_us: None,
+        digest: FileDigest::AtEnd,
+        start_seq: 0,
+        start_offset: 0,
+        chunk_size: 65536,
+        note: Some(note.into()),
+    });
+    let mut b = BytesMut::new();
+    encode(&opened, &mut b);
+    let mut want = vec![0, 0, 0, 0x68, 0x09, 0, 0, 0, 2, 0, 0, 0, 1, 0];
+    want.extend_from_slice(&13u64.to_be_bytes());
+    want.extend_from_slice(&1u64.to_be_bytes());
+    want.extend_from_slice(&[0xff; 8]);
+    want.push(2);
+    want.extend_from_slice(&[0; 16]);
+    want.extend_from_slice(&65536u32.to_be_bytes());
+    want.extend_from_slice(&(note.len() as u16).to_be_bytes());
+    want.extend_from_slice(note.as_bytes());
+    assert_eq!(&b[..], &want[..]);
+    assert_eq!(Decoder::default().decode(&mut b).unwrap(), Some(opened));
+
+    // Without a note, OPENED is exactly the old layout.
+    let plain = Opened {
+        request: 2,
+        stream: StreamId(1),
+        codec: Codec::Bytes,
+        total_len: Some(13),
+        chunk_count: Some(1),
+        duration_us: None,
+        digest: FileDigest::AtEnd,
+        start_seq: 0,
+        start_offset: 0,
+        chunk_size: 65536,
+        note: None,
+    };
+    let mut b = BytesMut::new();
+    encode(&Frame::Opened(plain), &mut b);
+    assert_eq!(b.len(), 4 + 1 + 53 + 1);
+
+    // IMA-ADPCM, 8 kHz mono, 256-byte blocks of 505 samples: 18 bytes.
+    let ima = Codec::Audio(AudioParams {
+        sample_rate: 8000,
+        channels: 1,
+        bits_per_sample: 4,
+        sample_format: SampleFormat::Coded(CodedAudio {
+            tag: 0x11,
+            block_align: 256,
+            samples_per_block: 505,
+        }),
+    });
+    let e = Entry {
+        path: String::new(),
+        codec: ima,
+        size: None,
+        duration_us: None,
+        viewers: 0,
+        note: Some("n".into()),
+    };
+    let mut b = BytesMut::new();
+    encode(
+        &Frame::Catalog(Catalog {
+            request: 1,
+            last: true,
+            entries: vec![e],
+        }),
+        &mut b,
+    );
+    // flags: LAST | NOTES; then the entry: path, codec, size, duration, viewers, note.
+    assert_eq!(b[9], 0x03);
+    assert_eq!(
+        &b[14..32],
+        &[
+            1, 0, 0, 0x1f, 0x40, 0, 1, 0, 4, 4, 0, 0x11, 1, 0, 0, 0, 1, 0xf9
+        ]
+    );
+    assert_eq!(&b[b.len() - 3..], &[0, 1, b'n']);
+    // A block alignment of 0 does not decode.
+    let at = 14 + 12;
+    b[at] = 0;
+    b[at + 1] = 0;
+    assert!(matches!(
+        Decoder::default().decode(&mut b),
+        Err(DecodeError::InvalidField {
+            field: "block_align",
+            ..
+        })
+    ));
+    // Unknown catalog flag bits are refused.
+    let mut b = BytesMut::new();
+    encode(
+        &Frame::Catalog(Catalog {
+            request: 1,
+            last: true,
+            entries: vec![],
+        }),
+        &mut b,
+    );
+    b[9] = 0x04;
+    assert!(Decoder::default().decode(&mut b).is_err());
+}

@@ -331,8 +331,10 @@ impl Server {
         };
         info!(root = %server.root.display(), "serving");
         info!(
-            "connect with: chunkcast ls --cert-sha256 {} quic://{}/",
-            server.fingerprint, server.quic_addr
+            "connect with: {} ls --cert-sha256 {} quic://{}/",
+            client_command(),
+            server.fingerprint,
+            server.quic_addr
         );
         if let Some(url) = server.web_url() {
             info!("web viewer: open {url} in a browser");
@@ -413,4 +415,21 @@ impl Server {
         let _ = tokio::time::timeout(std::time::Duration::from_secs(1), self.endpoint.wait_idle())
             .await;
     }
+}
+
+/// How to run the client, for the hint in the log: `chunkcast` when it is on `PATH`, else the
+/// client binary built beside this one (`target/release/chunkcast` after the README's first
+/// command), so that the hint works when pasted as it is.
+fn client_command() -> String {
+    const CLIENT: &str = "chunkcast";
+    let on_path = std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(CLIENT).is_file()));
+    if on_path {
+        return CLIENT.to_owned();
+    }
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.join(CLIENT)))
+        .filter(|c| c.is_file())
+        .map_or_else(|| CLIENT.to_owned(), |c| c.display().to_string())
 }

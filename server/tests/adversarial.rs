@@ -804,6 +804,76 @@ async fn path_traversal_never_leaves_the_root() {
     .await;
 }
 
+/// Hidden files (`.env`, `.git/config`, `a/.secret/b`, a symlink to one) answer exactly as a
+/// missing file, and are not listed, unless the server runs with `--serve-hidden`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hidden_files_are_not_found_unless_served() {
+    run(async {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::write(root.path().join(".env"), b"API_KEY=secret").unwrap();
+        std::fs::create_dir_all(root.path().join(".git")).unwrap();
+        std::fs::write(root.path().join(".git/config"), b"[core]").unwrap();
+        std::fs::create_dir_all(root.path().join("a/.secret")).unwrap();
+        std::fs::write(root.path().join("a/.secret/b"), b"b").unwrap();
+        std::fs::write(root.path().join("a/visible.txt"), b"v").unwrap();
+        #[cfg(unix)]
+        std::os::unix::fs::symlink(root.path().join(".env"), root.path().join("env-link")).unwrap();
+        for serve_hidden in [false, true] {
+            let root_path = root.path().to_owned();
+            let server = server_with(move |c| {
+                c.root = Some(root_path);
+                c.serve_hidden = serve_hidden;
+            })
+            .await;
+            for scheme in [Scheme::Tcp, Scheme::Quic] {
+                let s = connect(&server, scheme).await;
+                let missing = s
+                    .open(&OpenOptions::download("no-such-file"))
+                    .await
+                    .err()
+                    .unwrap();
+                for path in [
+                    ".env",
+                    ".git/config",
+                    "a/.secret/b",
+                    "a/../.env",
+                    "env-link",
+                ] {
+                    let r = s.open(&OpenOptions::download(path)).await;
+                    match (serve_hidden, r) {
+                        (true, Ok(incoming)) => incoming.cancel().await,
+                        (true, Err(e)) if path.contains("..") => {
+                            assert_eq!(e.code(), Some(ErrorCode::BadRequest), "{path}");
+                        }
+                        (false, Err(e)) if path.contains("..") => {
+                            assert_eq!(e.code(), Some(ErrorCode::BadRequest), "{path}");
+                        }
+                        (false, Err(e)) => {
+                            // The same answer as for a file that does not exist.
+                            assert_eq!(e.code(), missing.code(), "{scheme:?} {path}");
+                            assert!(e.to_string().contains("no such file"), "{e}");
+                        }
+                        (serve, r) => panic!("{scheme:?} {path} (serve {serve}): {:?}", r.err()),
+                    }
+                }
+                let names: Vec<String> = s
+                    .list("")
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .map(|e| e.path)
+                    .collect();
+                assert!(names.contains(&"a/visible.txt".to_owned()), "{names:?}");
+                let hidden = names.iter().any(|n| n.contains("/.") || n.starts_with('.'));
+                assert_eq!(hidden, serve_hidden, "{names:?}");
+                s.close().await;
+            }
+            server.shutdown().await;
+        }
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_token_a_hundred_times_is_refused_each_time() {
     run(async {

@@ -830,6 +830,7 @@ pub async fn run(
 ) -> Result<(), ClientError> {
     sink::check(&sinks)?;
     let stdout_taken = sinks.iter().any(Spec::is_stdout);
+    let watch = wait_publisher.is_some();
     let opts = PlayOptions {
         buffer,
         sinks,

@@ -2,7 +2,7 @@
 //!
 //! Everything here is sans-IO: the caller reads the file and feeds bytes in, and writes what
 //! comes out. The only reads happen in [`Packetizer::open`], which probes the source through a
-//! caller-supplied `Read + Seek` (headers, a whole image to validate it, an MP4 `moov` box).
+//! caller-supplied `Read + Seek` (headers, an image's structure, an MP4 `moov` box).
 //!
 //! Where things are:
 //! - [`Packetizer`] (`packetizer.rs`): the front. It cuts a file into ordered [`Chunk`](crate::Chunk)s whose
@@ -32,7 +32,12 @@
 //!
 //! [`Packetizer::open`] decides: a file that claims a format (by magic bytes, or by extension
 //! when the magic matches nothing) but does not parse as it is refused with a [`MediaError`]
-//! saying why, unless [`Config::raw`] asks for bytes. Two exceptions, both served as bytes with
+//! saying why, unless [`Config::raw`] asks for bytes. [`Packetizer::open_any`], which the
+//! server uses, refuses nothing readable: such a file is cut as bytes and
+//! [`Packetizer::warning`] says why (`served as bytes: …`); a WAV whose audio is cut short is
+//! audio up to its last whole frame, with a `damaged at byte N: …` warning; and a structure
+//! that breaks after open turns the rest of the file into `INIT` bytes
+//! ([`Packetizer::damage`]). Two exceptions, both served as bytes with
 //! [`Packetizer::warning`] set: an MP4 that cannot be demuxed (fragmented, no video track,
 //! broken tables), and a JPEG-magic file named neither `.jpg` nor `.mjpeg` whose first frame is
 //! broken. After `open`, the stream is the file: a structural surprise later in an MJPEG
@@ -42,7 +47,7 @@
 //!
 //! Limits: chunk payloads at most [`MAX_CHUNK_SIZE`]; Y4M frames at most
 //! [`MAX_FRAME_BYTES`]; MP4 `moov` at most [`MAX_MOOV_BYTES`] and [`MAX_MP4_SAMPLES`] video
-//! samples; decoded images at most [`MAX_IMAGE_DIMENSION`] per side and [`MAX_IMAGE_ALLOC`]
+//! samples; images at most [`MAX_IMAGE_DIMENSION`] per side and [`MAX_IMAGE_ALLOC`]
 //! bytes of decoder memory. No allocation is sized by a header field before it is checked
 //! against one of these.
 
@@ -90,10 +95,10 @@ pub const MAX_MOOV_BYTES: u64 = 64 << 20;
 /// table kept in memory to 64 MiB.
 pub const MAX_MP4_SAMPLES: u64 = 1 << 21;
 
-/// The widest or tallest image decoded to validate it.
+/// The widest or tallest image served as an image (its headers say its size).
 pub const MAX_IMAGE_DIMENSION: u32 = 16_384;
 
-/// The most memory the image decoder may allocate while validating an image: 256 MiB.
+/// The most memory the image decoder may allocate while reading an image's headers: 256 MiB.
 pub const MAX_IMAGE_ALLOC: u64 = 256 << 20;
 
 /// How a file is cut into chunks.

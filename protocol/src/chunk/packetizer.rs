@@ -156,9 +156,9 @@ pub(crate) struct Probed {
 impl Packetizer {
     /// Probes `source` (of `len` bytes) and prepares to cut it.
     ///
-    /// Reads what the format needs: headers; for images the whole image, decoded under
+    /// Reads what the format needs: headers; for images their headers (read under
     /// [`MAX_IMAGE_DIMENSION`](super::MAX_IMAGE_DIMENSION) and
-    /// [`MAX_IMAGE_ALLOC`](super::MAX_IMAGE_ALLOC) to validate it; for MP4 the `moov` box
+    /// [`MAX_IMAGE_ALLOC`](super::MAX_IMAGE_ALLOC)) and a few structural reads; for MP4 the `moov` box
     /// wherever it is; for Y4M every `FRAME` line (one small read per frame). Then seeks
     /// `source` back to 0. `name_hint` (a file name or path) supplies the extension used when
     /// the magic bytes match no known format. See the [module docs](super) for the error
@@ -261,8 +261,9 @@ impl Packetizer {
         self.len == 0
     }
 
-    /// Why the file is served as bytes although it looked like a media format (an MP4 that
-    /// could not be demuxed, ...), for the server's log.
+    /// Why the file is served as bytes although it looked like a media format
+    /// (`served as bytes: …`), or where its media is damaged (`damaged at byte N: …`), or
+    /// another remark (an MP4 whose codec is not H.264): the server's `OPENED.note`.
     pub fn warning(&self) -> Option<&str> {
         self.warning.as_deref()
     }
