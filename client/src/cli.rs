@@ -408,7 +408,7 @@ fn get_summary(r: &crate::get::GetReport) -> String {
     } else {
         String::new()
     };
-    let rate = format!("{:.1} MB/s", r.mb_per_s());
+    let rate = format!("{}/s", human_bytes((r.mb_per_s() * 1e6) as u64));
     if r.path.as_os_str() == "-" {
         format!(
             "wrote {} to stdout ({size}, {rate}, {check})",
