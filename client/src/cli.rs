@@ -16,8 +16,8 @@ use crate::url::{Scheme, Url};
 
 /// Lists, gets, plays, publishes, watches, calls and benchmarks media on a chunkcast server.
 ///
-/// URLs are tcp://HOST[:PORT]/PATH (plain TCP), tcps://… (TLS over TCP) or quic://…; the port
-/// defaults to 7700, the server's default.
+/// URLs are tcp://HOST:PORT/PATH (plain TCP), tcps://… (TLS over TCP) or quic://…; without
+/// :PORT the port is 7700, the server's default.
 #[derive(Debug, Parser)]
 #[command(name = "chunkcast", version, about, long_about, after_help = AFTER_HELP)]
 pub struct Cli {
@@ -38,8 +38,8 @@ Exit status: 0 on success, 130 after Ctrl-C, 1 on any other failure.";
 pub enum Command {
     /// List a server's library, a directory of it, one file, or its live channels.
     Ls {
-        /// tcp://HOST[:PORT]/PREFIX (PREFIX: empty for everything, a directory, a file, or
-        /// live/ for the live channels), tcps://… or quic://…; PORT defaults to 7700.
+        /// tcp://HOST:PORT/PREFIX (PREFIX: empty for everything, a directory, a file, or
+        /// live/ for the live channels), tcps://… or quic://…; without :PORT, port 7700.
         url: String,
         /// One JSON array on stdout instead of the table: objects with the fields path, kind,
         /// codec, size_bytes, duration_us (null when unknown) and viewers.
@@ -51,7 +51,7 @@ pub enum Command {
     },
     /// Save a file byte for byte, verified against the server's digest.
     Get {
-        /// tcp://HOST[:PORT]/PATH, tcps://… or quic://…; PORT defaults to 7700.
+        /// tcp://HOST:PORT/PATH, tcps://… or quic://…; without :PORT, port 7700.
         url: String,
         /// Where to save: a file, an existing directory or DIR/ (saved there under the file's
         /// name), or - for stdout. Default: the file's name, in the current directory.
@@ -79,7 +79,7 @@ pub enum Command {
     },
     /// Play a stream in real time through a playout buffer, then print its statistics.
     Play {
-        /// tcp://HOST[:PORT]/PATH, tcps://… or quic://…; PORT defaults to 7700.
+        /// tcp://HOST:PORT/PATH, tcps://… or quic://…; without :PORT, port 7700.
         url: String,
         /// Buffer, sinks, statistics, trust and auth.
         #[command(flatten)]
@@ -87,7 +87,7 @@ pub enum Command {
     },
     /// Watch a live channel (URL/live/NAME) in real time, from its latest keyframe.
     Watch {
-        /// tcp://HOST[:PORT]/live/NAME, tcps://… or quic://…; PORT defaults to 7700.
+        /// tcp://HOST:PORT/live/NAME, tcps://… or quic://…; without :PORT, port 7700.
         url: String,
         /// When the publisher goes away, wait this long for one to come back (and go on at its
         /// first keyframe); 0 ends the watch instead.
@@ -99,7 +99,7 @@ pub enum Command {
     },
     /// Publish a file to a live channel (URL/live/NAME) in real time; viewers join with `watch`.
     Publish {
-        /// tcp://HOST[:PORT]/live/NAME, tcps://… or quic://…; PORT defaults to 7700.
+        /// tcp://HOST:PORT/live/NAME, tcps://… or quic://…; without :PORT, port 7700.
         url: String,
         /// The media file to send (WAV, MJPEG, Y4M, MP4, ...).
         #[arg(long, value_name = "FILE")]
@@ -114,7 +114,7 @@ pub enum Command {
     /// Join a one-to-one call (URL/call/ROOM): send your files, receive the other side's, and
     /// print the one-way latency.
     Call {
-        /// tcp://HOST[:PORT]/call/ROOM, tcps://… or quic://…; PORT defaults to 7700.
+        /// tcp://HOST:PORT/call/ROOM, tcps://… or quic://…; without :PORT, port 7700.
         url: String,
         /// A video and/or an audio file to send (one of each at most): WAV, MJPEG, Y4M or MP4.
         #[arg(long, value_name = "FILE", required = true)]
@@ -426,7 +426,7 @@ fn get_summary(r: &crate::get::GetReport) -> String {
     } else {
         String::new()
     };
-    let rate = format!("{:.1} MB/s", r.mb_per_s());
+    let rate = format!("{}/s", human_bytes((r.mb_per_s() * 1e6) as u64));
     if r.path.as_os_str() == "-" {
         format!(
             "wrote {} to stdout ({size}, {rate}, {check})",

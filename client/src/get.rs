@@ -268,9 +268,10 @@ pub async fn get(
     if opts.notes && have > 0 && !disk.verify_only {
         let total = info.total_len.unwrap_or(have);
         eprintln!(
-            "resuming {} from {have} bytes ({}) of {total} ({:.0} %)",
+            "resuming {} from {have} bytes ({} of {}, {:.0} %)",
             partial.display(),
             human_bytes(have),
+            human_bytes(total),
             percent(have, total)
         );
     }

@@ -234,7 +234,7 @@ async fn get_saves_into_a_directory_or_to_stdout_and_checks_the_target_first() {
         // Decimal units, as in `ls` and the progress bar.
         let err = text(&out.stderr);
         assert!(
-            err.contains("wrote 1.92 MB to stdout") && err.contains(" MB/s, "),
+            err.contains("wrote 1.92 MB to stdout") && err.contains("B/s, digest verified"),
             "{err}"
         );
         assert!(!d.join("-").exists() && !d.join("-.partial").exists());
@@ -269,7 +269,7 @@ async fn resume_says_what_it_did_and_what_to_do_when_it_cannot() {
         let err = text(&out.stderr);
         assert!(out.status.success(), "{err}");
         assert!(
-            err.contains(&format!("from {half} bytes")) && err.contains("(50 %)"),
+            err.contains(&format!("from {half} bytes")) && err.contains(", 50 %)"),
             "{err}"
         );
         assert!(std::fs::read(d.join(name)).unwrap() == src);

@@ -18,8 +18,8 @@ use crate::url::{Scheme, Url};
 /// both ends together).
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {
-    /// A file on a running server: tcp://HOST[:PORT]/PATH, tcps://… or quic://… (PORT
-    /// defaults to 7700; every transport uses this host and port).
+    /// A file on a running server: tcp://HOST:PORT/PATH, tcps://… or quic://… (without
+    /// :PORT, port 7700; every transport uses this host and port).
     pub url: Option<String>,
     /// Transports to measure: tcp, tcps, quic, both (tcp and quic) or all. Default: the URL's,
     /// or all with the embedded server.
