@@ -44,6 +44,32 @@ pub struct TunPath {
     to_client: Arc<Mutex<LineStats>>,
 }
 
+/// Namespaces are named `PREFIX<pid>-<n>`.
+const NS_PREFIX: &str = "ccimp-";
+
+/// Removes the namespaces of test processes that no longer run (killed before their drop
+/// ran). Their TUN devices went with their file descriptors.
+fn remove_orphans() {
+    let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
+        return;
+    };
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Some(name) = line.split_whitespace().next() else {
+            continue;
+        };
+        let Some(pid) = name
+            .strip_prefix(NS_PREFIX)
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = ip(&["netns", "del", name]);
+        }
+    }
+}
+
 /// Runs `ip ARGS`, failing with its stderr.
 fn ip(args: &[&str]) -> Result<(), String> {
     let out = Command::new("ip")
@@ -69,11 +95,11 @@ impl TunPath {
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let pid = std::process::id();
         let k = NEXT.fetch_add(1, Ordering::Relaxed) % 64;
-        // Unique per process and per path: names are at most 15 bytes, addresses are a
-        // /30 of 10.100.0.0/9 picked by the pid.
-        let tag = format!("{}{k}", pid % 1_000_000);
-        let ns = format!("ccimp{tag}");
-        let (a, b) = (format!("cca{tag}"), format!("ccb{tag}"));
+        remove_orphans();
+        // Unique per process and per path: device names are at most 15 bytes, addresses are
+        // a /30 of 10.100.0.0/9 picked by the pid.
+        let ns = format!("{NS_PREFIX}{pid}-{k}");
+        let (a, b) = (format!("cca{pid}x{k}"), format!("ccb{pid}x{k}"));
         let (hi, lo) = (((pid >> 8) % 100) as u8, (pid & 0xff) as u8);
         let host = |n: u8| Ipv4Addr::new(10, 100 + hi, lo, (k as u8) * 4 + n);
         let (client_ip, server_ip) = (host(1), host(2));
