@@ -1,9 +1,12 @@
 //! quinn endpoints for both sides, with the transport tuned for bulk media.
 
+use std::fmt;
 use std::net::SocketAddr;
+use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use quinn::congestion::{BbrConfig, CubicConfig, NewRenoConfig};
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use quinn::{Endpoint, TransportConfig, VarInt};
 
@@ -22,9 +25,225 @@ const MAX_UNI_STREAMS: u32 = 64;
 /// datagrams (hundreds per GB on loopback), and each loss costs a congestion back-off.
 const SOCKET_BUFFER: usize = 8 << 20;
 
-/// The transport configuration both sides use.
+/// The congestion controller of a QUIC connection (quinn's three).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Congestion {
+    /// RFC 8312 CUBIC, quinn's default: loss-based, so every packet declared lost (real or
+    /// spurious) cuts the window by 30 %.
+    Cubic,
+    /// NewReno: loss-based, halves the window per loss event.
+    NewReno,
+    /// BBR (v1, after Chromium's): paces at the measured bottleneck rate and does not back off
+    /// on random loss.
+    Bbr,
+}
+
+impl Congestion {
+    /// The name `FromStr` reads back.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Cubic => "cubic",
+            Self::NewReno => "newreno",
+            Self::Bbr => "bbr",
+        }
+    }
+}
+
+impl fmt::Display for Congestion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Congestion {
+    type Err = TuningError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "cubic" => Ok(Self::Cubic),
+            "newreno" | "new-reno" | "reno" => Ok(Self::NewReno),
+            "bbr" => Ok(Self::Bbr),
+            _ => Err(TuningError {
+                what: ENV_CONGESTION,
+                value: s.to_owned(),
+                expected: "cubic, newreno or bbr",
+            }),
+        }
+    }
+}
+
+/// Loss detection and congestion control of QUIC connections.
+///
+/// quinn's defaults (RFC 9002: packet threshold 3, time threshold 9/8 RTT, CUBIC) take any
+/// packet overtaken by three later ones for lost. On a path with a few milliseconds of jitter
+/// a fast sender's packets are overtaken by dozens, so nearly every flight had a spurious
+/// loss and a congestion back-off: a 1.9 MB download over 30 ms ± 2 ms took 17× TCP's time.
+/// Linux TCP copes because RACK judges loss by time, not by count; [`Tuning::default`] does
+/// the same (the packet threshold is out of reach of any jitter, the time threshold decides)
+/// and uses the controller measured best on impaired paths (BENCHMARKS.md, "QUIC on an
+/// impaired path").
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Tuning {
+    /// The congestion controller.
+    pub congestion: Congestion,
+    /// Packets that may overtake one before it is declared lost.
+    pub packet_threshold: u32,
+    /// How long after the RTT a packet may still arrive before it is declared lost, as a
+    /// factor of the RTT (`1.125`: an eighth of the RTT).
+    pub time_threshold: f32,
+    /// The congestion window before the first acknowledgement, in bytes; `None`: the
+    /// controller's own (quinn's: 12 000 bytes for CUBIC and NewReno, 240 000 for BBR).
+    pub initial_window: Option<u64>,
+}
+
+/// Environment variable that overrides [`Tuning::congestion`] (`cubic`, `newreno`, `bbr`),
+/// for measurements: both ends read it when they make their endpoint.
+pub const ENV_CONGESTION: &str = "CHUNKCAST_QUIC_CONGESTION";
+/// Environment variable that overrides [`Tuning::packet_threshold`].
+pub const ENV_PACKET_THRESHOLD: &str = "CHUNKCAST_QUIC_PACKET_THRESHOLD";
+/// Environment variable that overrides [`Tuning::time_threshold`].
+pub const ENV_TIME_THRESHOLD: &str = "CHUNKCAST_QUIC_TIME_THRESHOLD";
+/// Environment variable that overrides [`Tuning::initial_window`].
+pub const ENV_INITIAL_WINDOW: &str = "CHUNKCAST_QUIC_INITIAL_WINDOW";
+
+/// quinn's own defaults (RFC 9002), kept for comparison.
+pub const RFC9002: Tuning = Tuning {
+    congestion: Congestion::Cubic,
+    packet_threshold: 3,
+    time_threshold: 9.0 / 8.0,
+    initial_window: None,
+};
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Self {
+            congestion: DEFAULT_CONGESTION,
+            packet_threshold: DEFAULT_PACKET_THRESHOLD,
+            time_threshold: DEFAULT_TIME_THRESHOLD,
+            initial_window: DEFAULT_INITIAL_WINDOW,
+        }
+    }
+}
+
+/// Measured on 30 ms ± 2 ms and 30 ms ± 10 ms with 2 % loss (BENCHMARKS.md).
+const DEFAULT_CONGESTION: Congestion = Congestion::Bbr;
+/// High enough that reordering never counts as loss at any rate this machine reaches (±2 ms
+/// of jitter at 1 Gbit/s reorders by ~200 packets), so the time threshold decides, as RACK
+/// does for TCP; still finite, so that a burst of losses in a long flight is found before
+/// the time threshold when packets keep arriving.
+const DEFAULT_PACKET_THRESHOLD: u32 = 1000;
+/// RFC 9002's 9/8 RTT.
+const DEFAULT_TIME_THRESHOLD: f32 = 9.0 / 8.0;
+/// quinn's BBR's own: 200 datagrams (240 000 bytes), paced over the first round trip. With
+/// RFC 9002's ten datagrams BBR was slower and less steady on 30 ms ± 2 ms (BENCHMARKS.md): a
+/// jittery path reorders the handshake, the client drops the server's first 1-RTT packet
+/// (its keys are not there yet), and that loss can end BBR's startup while its bandwidth
+/// estimate is still one small window per round trip.
+const DEFAULT_INITIAL_WINDOW: Option<u64> = None;
+
+impl Tuning {
+    /// The defaults, with any of [`ENV_CONGESTION`], [`ENV_PACKET_THRESHOLD`] and
+    /// [`ENV_TIME_THRESHOLD`] that is set applied over them.
+    pub fn from_env() -> Result<Self, TuningError> {
+        Self::default().with_overrides(|name| std::env::var(name).ok())
+    }
+
+    /// `self` with the overrides `var` gives for the environment variables' names.
+    pub fn with_overrides(
+        mut self,
+        var: impl Fn(&'static str) -> Option<String>,
+    ) -> Result<Self, TuningError> {
+        if let Some(v) = var(ENV_CONGESTION) {
+            self.congestion = v.trim().parse()?;
+        }
+        if let Some(v) = var(ENV_PACKET_THRESHOLD) {
+            self.packet_threshold =
+                v.trim()
+                    .parse()
+                    .ok()
+                    .filter(|&n| n >= 3)
+                    .ok_or(TuningError {
+                        what: ENV_PACKET_THRESHOLD,
+                        value: v,
+                        expected: "an integer of at least 3",
+                    })?;
+        }
+        if let Some(v) = var(ENV_TIME_THRESHOLD) {
+            self.time_threshold = v
+                .trim()
+                .parse()
+                .ok()
+                .filter(|&f: &f32| (1.0..=10.0).contains(&f))
+                .ok_or(TuningError {
+                    what: ENV_TIME_THRESHOLD,
+                    value: v,
+                    expected: "a factor of the RTT from 1.0 to 10.0",
+                })?;
+        }
+        if let Some(v) = var(ENV_INITIAL_WINDOW) {
+            self.initial_window = v
+                .trim()
+                .parse()
+                .ok()
+                .filter(|&n| (2_400..=16 << 20).contains(&n))
+                .map(Some)
+                .ok_or(TuningError {
+                    what: ENV_INITIAL_WINDOW,
+                    value: v,
+                    expected: "bytes, from 2400 to 16 MiB",
+                })?;
+        }
+        Ok(self)
+    }
+}
+
+/// A QUIC tuning override that does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{what}={value:?}: expected {expected}")]
+pub struct TuningError {
+    /// The environment variable.
+    pub what: &'static str,
+    /// Its value.
+    pub value: String,
+    /// What it should have been.
+    pub expected: &'static str,
+}
+
+/// The transport configuration both sides use, with the default [`Tuning`].
 pub fn transport_config() -> TransportConfig {
+    transport_config_with(&Tuning::default())
+}
+
+/// The transport configuration both sides use, with `tuning`'s loss detection and congestion
+/// control.
+pub fn transport_config_with(tuning: &Tuning) -> TransportConfig {
     let mut t = TransportConfig::default();
+    t.packet_threshold(tuning.packet_threshold);
+    t.time_threshold(tuning.time_threshold);
+    let window = tuning.initial_window;
+    match tuning.congestion {
+        Congestion::Cubic => {
+            let mut c = CubicConfig::default();
+            if let Some(w) = window {
+                c.initial_window(w);
+            }
+            t.congestion_controller_factory(Arc::new(c))
+        }
+        Congestion::NewReno => {
+            let mut c = NewRenoConfig::default();
+            if let Some(w) = window {
+                c.initial_window(w);
+            }
+            t.congestion_controller_factory(Arc::new(c))
+        }
+        Congestion::Bbr => {
+            let mut c = BbrConfig::default();
+            if let Some(w) = window {
+                c.initial_window(w);
+            }
+            t.congestion_controller_factory(Arc::new(c))
+        }
+    };
     t.stream_receive_window(VarInt::from_u32(STREAM_WINDOW));
     t.receive_window(VarInt::from_u32(CONNECTION_WINDOW));
     t.send_window(u64::from(CONNECTION_WINDOW));
@@ -43,6 +262,9 @@ pub enum QuicSetupError {
     /// TLS configuration failed.
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// A tuning override in the environment does not parse.
+    #[error(transparent)]
+    Tuning(#[from] TuningError),
     /// rustls' configuration is not usable for QUIC.
     #[error("TLS configuration not usable for QUIC: {0}")]
     Crypto(String),
@@ -61,7 +283,7 @@ pub fn server_endpoint(addr: SocketAddr, identity: &Identity) -> Result<Endpoint
     let crypto = QuicServerConfig::try_from(tls::server_config(identity)?)
         .map_err(|e| QuicSetupError::Crypto(e.to_string()))?;
     let mut cfg = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-    cfg.transport_config(Arc::new(transport_config()));
+    cfg.transport_config(Arc::new(transport_config_with(&Tuning::from_env()?)));
     let socket = udp_socket(addr).map_err(|cause| QuicSetupError::Bind { addr, cause })?;
     Endpoint::new(
         quinn::EndpointConfig::default(),
@@ -77,7 +299,7 @@ pub fn client_endpoint(peer: SocketAddr, trust: &Trust) -> Result<Endpoint, Quic
     let crypto = QuicClientConfig::try_from(tls::client_config(trust)?)
         .map_err(|e| QuicSetupError::Crypto(e.to_string()))?;
     let mut cfg = quinn::ClientConfig::new(Arc::new(crypto));
-    cfg.transport_config(Arc::new(transport_config()));
+    cfg.transport_config(Arc::new(transport_config_with(&Tuning::from_env()?)));
     let bind: SocketAddr = if peer.is_ipv6() {
         (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
     } else {
@@ -106,4 +328,58 @@ fn udp_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     Ok(socket.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env<'a>(pairs: &'a [(&'static str, &'a str)]) -> impl Fn(&'static str) -> Option<String> {
+        move |name| {
+            pairs
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| (*v).to_owned())
+        }
+    }
+
+    #[test]
+    fn overrides_apply_over_the_defaults_and_bad_ones_are_named() {
+        let t = Tuning::default()
+            .with_overrides(env(&[
+                (ENV_CONGESTION, "NewReno"),
+                (ENV_PACKET_THRESHOLD, "3"),
+                (ENV_TIME_THRESHOLD, "1.5"),
+                (ENV_INITIAL_WINDOW, "12000"),
+            ]))
+            .unwrap();
+        assert_eq!(
+            t,
+            Tuning {
+                congestion: Congestion::NewReno,
+                packet_threshold: 3,
+                time_threshold: 1.5,
+                initial_window: Some(12_000),
+            }
+        );
+        assert_eq!(
+            Tuning::default().with_overrides(env(&[])),
+            Ok(Tuning::default())
+        );
+        for (name, bad) in [
+            (ENV_CONGESTION, "vegas"),
+            (ENV_PACKET_THRESHOLD, "2"),
+            (ENV_TIME_THRESHOLD, "0.5"),
+            (ENV_INITIAL_WINDOW, "lots"),
+        ] {
+            let e = Tuning::default()
+                .with_overrides(env(&[(name, bad)]))
+                .unwrap_err();
+            assert_eq!(e.what, name);
+            assert!(e.to_string().contains(bad), "{e}");
+        }
+        for c in [Congestion::Cubic, Congestion::NewReno, Congestion::Bbr] {
+            assert_eq!(c.name().parse::<Congestion>(), Ok(c));
+        }
+    }
 }
