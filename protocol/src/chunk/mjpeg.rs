@@ -16,6 +16,10 @@ use super::{Config, MAX_FRAME_BYTES, MediaError, frame_pts_us, span_us};
 use crate::media::{Codec, VideoParams, VisualFormat};
 
 const FORMAT: &str = "mjpeg";
+/// Files up to this size have their frames counted at probe time, so that listings and
+/// `OPENED` carry a duration (MJPEG has no header that says it). One pass over 16 MiB costs a
+/// few milliseconds; a larger file would delay its first chunk, so its duration stays unknown.
+const COUNT_FRAMES_UP_TO: u64 = 16 << 20;
 
 /// The scanner's position in the JPEG grammar.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -309,6 +313,34 @@ pub(crate) fn first_frame_end<R: Read + Seek>(
     Ok(None)
 }
 
+/// The number of whole frames (`FF D8` … `FF D9`) in the first `len` bytes of `source`, by
+/// the same scanner the packetizer uses: a frame cut short by the end is not counted.
+fn count_frames<R: Read + Seek>(source: &mut R, len: u64) -> Result<u64, MediaError> {
+    source.seek(SeekFrom::Start(0))?;
+    let mut scanner = Scanner::new();
+    let mut buf = vec![0; 64 * 1024];
+    let mut at = 0u64;
+    let (mut frames, mut open) = (0u64, false);
+    while at < len {
+        let n = (len - at).min(buf.len() as u64) as usize;
+        source.read_exact(&mut buf[..n])?;
+        let mut rest = &buf[..n];
+        while let Some((i, ev)) = scanner.scan(rest) {
+            match ev {
+                Event::Start => open = true,
+                Event::End if open => {
+                    frames += 1;
+                    open = false;
+                }
+                _ => {}
+            }
+            rest = &rest[i + 1..];
+        }
+        at += n as u64;
+    }
+    Ok(frames)
+}
+
 /// Width and height from the first frame's `SOFn` segment, walking marker segments by their
 /// lengths (so a thumbnail in APP1 is skipped).
 fn frame_size<R: Read + Seek>(source: &mut R, len: u64) -> Result<(u32, u32), MediaError> {
@@ -380,6 +412,12 @@ pub(crate) fn probe<R: Read + Seek>(
         ));
     }
     let (fps_num, fps_den) = config.mjpeg_fps;
+    let duration_us = if len <= COUNT_FRAMES_UP_TO {
+        let frames = count_frames(source, len)?;
+        Some(frame_pts_us(frames, fps_num, fps_den))
+    } else {
+        None
+    };
     let params = VideoParams {
         format: VisualFormat::Mjpeg,
         width,
@@ -390,7 +428,7 @@ pub(crate) fn probe<R: Read + Seek>(
     Ok(Probed {
         codec: Codec::Video(params),
         layout: Layout::Mjpeg(MjpegLayout::new(config.mjpeg_fps)),
-        duration_us: None,
+        duration_us,
         chunk_count: None,
         warning: None,
     })
@@ -426,5 +464,20 @@ mod tests {
             assert_eq!(ends[1].2, Kind::Init);
             assert_eq!(ends[2].1, End::At(f.len() as u64));
         }
+    }
+
+    #[test]
+    fn whole_frames_are_counted_and_a_cut_one_is_not() {
+        let mut f = Vec::new();
+        for _ in 0..3 {
+            // SOI, APP1 holding a thumbnail's FF D9, SOS, entropy data, EOI.
+            f.extend_from_slice(&[0xFF, 0xD8, 0xFF, 0xE1, 0x00, 0x04, 0xFF, 0xD9]);
+            f.extend_from_slice(&[0xFF, 0xDA, 0x00, 0x02, 0x12, 0xFF, 0x00, 0xFF, 0xD9]);
+        }
+        let whole = f.len() as u64;
+        f.extend_from_slice(&[0xFF, 0xD8, 0xFF, 0xDA, 0x00, 0x02, 0x34]);
+        let mut c = std::io::Cursor::new(&f);
+        assert_eq!(count_frames(&mut c, whole).unwrap(), 3);
+        assert_eq!(count_frames(&mut c, f.len() as u64).unwrap(), 3);
     }
 }
