@@ -558,7 +558,10 @@ impl<'s> Player<'s> {
         let Some(live) = self.live.as_mut() else {
             return Err(why);
         };
-        let (Some((url, opts)), ClientError::Lost(_)) = (&live.reconnect, &why) else {
+        // A server that is shutting down refuses new subscriptions (`busy`) before it closes:
+        // as good as a lost connection, and its successor may be up soon.
+        let going = matches!(why, ClientError::Lost(_)) || why.code() == Some(ErrorCode::Busy);
+        let Some((url, opts)) = live.reconnect.as_ref().filter(|_| going) else {
             return Err(why);
         };
         if live.notices {
@@ -774,10 +777,15 @@ async fn reconnect(
 ) -> Result<(Incoming, Option<Session>), ClientError> {
     loop {
         match Session::connect(&url, &opts).await {
-            Ok(session) => {
-                let incoming = session.subscribe(&channel).await?;
-                return Ok((incoming, Some(session)));
-            }
+            Ok(session) => match session.subscribe(&channel).await {
+                Ok(incoming) => return Ok((incoming, Some(session))),
+                // Still the old server, draining, or one at its viewer limit: try again.
+                Err(e) if e.code() == Some(ErrorCode::Busy) => {
+                    session.close().await;
+                    tokio::time::sleep(RECONNECT_EVERY).await;
+                }
+                Err(e) => return Err(e),
+            },
             Err(ClientError::Connect { .. } | ClientError::Timeout(_) | ClientError::Lost(_)) => {
                 tokio::time::sleep(RECONNECT_EVERY).await;
             }
