@@ -1,14 +1,18 @@
 //! quinn endpoints for both sides, with the transport tuned for bulk media.
 
+use std::any::Any;
 use std::fmt;
 use std::net::SocketAddr;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use quinn::congestion::{BbrConfig, CubicConfig, NewRenoConfig};
+use quinn::congestion::{
+    BbrConfig, Controller, ControllerFactory, ControllerMetrics, CubicConfig, NewRenoConfig,
+};
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use quinn::{Endpoint, TransportConfig, VarInt};
+use quinn_proto::RttEstimator;
 
 use super::tls::{self, Identity, TlsError, Trust};
 
@@ -36,7 +40,16 @@ pub enum Congestion {
     /// BBR (v1, after Chromium's): paces at the measured bottleneck rate and does not back off
     /// on random loss.
     Bbr,
+    /// CUBIC where the first round trip is under [`NEAR_RTT`] (the same host or a LAN), BBR
+    /// beyond: BBR keeps a window of about two bandwidth-delay products, which on loopback
+    /// (an RTT of microseconds, a CPU-bound "bottleneck") cost 10–15 % of the throughput
+    /// CUBIC's unbounded growth reaches.
+    Auto,
 }
+
+/// The round trip under which [`Congestion::Auto`] takes the path for local: loopback and
+/// LANs are well under it, the impaired paths measured (60 ms) and the Internet well over.
+pub const NEAR_RTT: Duration = Duration::from_millis(5);
 
 impl Congestion {
     /// The name `FromStr` reads back.
@@ -45,6 +58,7 @@ impl Congestion {
             Self::Cubic => "cubic",
             Self::NewReno => "newreno",
             Self::Bbr => "bbr",
+            Self::Auto => "auto",
         }
     }
 }
@@ -63,10 +77,11 @@ impl FromStr for Congestion {
             "cubic" => Ok(Self::Cubic),
             "newreno" | "new-reno" | "reno" => Ok(Self::NewReno),
             "bbr" => Ok(Self::Bbr),
+            "auto" => Ok(Self::Auto),
             _ => Err(TuningError {
                 what: ENV_CONGESTION,
                 value: s.to_owned(),
-                expected: "cubic, newreno or bbr",
+                expected: "cubic, newreno, bbr or auto",
             }),
         }
     }
@@ -77,11 +92,11 @@ impl FromStr for Congestion {
 /// quinn's defaults (RFC 9002: packet threshold 3, time threshold 9/8 RTT, CUBIC) take any
 /// packet overtaken by three later ones for lost. On a path with a few milliseconds of jitter
 /// a fast sender's packets are overtaken by dozens, so nearly every flight had a spurious
-/// loss and a congestion back-off: a 1.9 MB download over 30 ms ± 2 ms took 17× TCP's time.
+/// loss and a congestion back-off: a 1.9 MB download over 30 ms ± 2 ms took 20× TCP's time.
 /// Linux TCP copes because RACK judges loss by time, not by count; [`Tuning::default`] does
 /// the same (the packet threshold is out of reach of any jitter, the time threshold decides)
-/// and uses the controller measured best on impaired paths (BENCHMARKS.md, "QUIC on an
-/// impaired path").
+/// and uses BBR, which does not back off on random loss, on any path but a local one
+/// ([`Congestion::Auto`]): measured in BENCHMARKS.md, "QUIC on an impaired path".
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Tuning {
     /// The congestion controller.
@@ -125,8 +140,8 @@ impl Default for Tuning {
     }
 }
 
-/// Measured on 30 ms ± 2 ms and 30 ms ± 10 ms with 2 % loss (BENCHMARKS.md).
-const DEFAULT_CONGESTION: Congestion = Congestion::Bbr;
+/// Measured on 30 ms ± 2 ms and 30 ms ± 10 ms with 2 % loss, and on loopback (BENCHMARKS.md).
+const DEFAULT_CONGESTION: Congestion = Congestion::Auto;
 /// High enough that reordering never counts as loss at any rate this machine reaches (±2 ms
 /// of jitter at 1 Gbit/s reorders by ~200 packets), so the time threshold decides, as RACK
 /// does for TCP; still finite, so that a burst of losses in a long flight is found before
@@ -236,12 +251,16 @@ pub fn transport_config_with(tuning: &Tuning) -> TransportConfig {
             }
             t.congestion_controller_factory(Arc::new(c))
         }
-        Congestion::Bbr => {
-            let mut c = BbrConfig::default();
+        Congestion::Bbr => t.congestion_controller_factory(Arc::new(bbr(window))),
+        Congestion::Auto => {
+            let mut near = CubicConfig::default();
             if let Some(w) = window {
-                c.initial_window(w);
+                near.initial_window(w);
             }
-            t.congestion_controller_factory(Arc::new(c))
+            t.congestion_controller_factory(Arc::new(ByRtt {
+                near: Arc::new(near),
+                far: Arc::new(bbr(window)),
+            }))
         }
     };
     t.stream_receive_window(VarInt::from_u32(STREAM_WINDOW));
@@ -253,6 +272,115 @@ pub fn transport_config_with(tuning: &Tuning) -> TransportConfig {
     t.keep_alive_interval(Some(Duration::from_secs(5)));
     t.max_idle_timeout(Some(VarInt::from_u32(30_000).into()));
     t
+}
+
+fn bbr(window: Option<u64>) -> BbrConfig {
+    let mut c = BbrConfig::default();
+    if let Some(w) = window {
+        c.initial_window(w);
+    }
+    c
+}
+
+/// [`Congestion::Auto`]'s factory.
+struct ByRtt {
+    near: Arc<CubicConfig>,
+    far: Arc<BbrConfig>,
+}
+
+impl ControllerFactory for ByRtt {
+    fn build(self: Arc<Self>, now: Instant, current_mtu: u16) -> Box<dyn Controller> {
+        Box::new(RttSwitch {
+            inner: self.far.clone().build(now, current_mtu),
+            near: Some(self.near.clone()),
+            mtu: current_mtu,
+        })
+    }
+}
+
+/// Starts as the far controller; at the first acknowledgement, whose delay is the first
+/// round trip, becomes the near one if that round trip is under [`NEAR_RTT`]. Nothing is in
+/// flight beyond the handshake by then, and quinn, not the controller, counts the bytes in
+/// flight, so the switch loses nothing.
+struct RttSwitch {
+    inner: Box<dyn Controller>,
+    /// The near controller's configuration until the choice is made.
+    near: Option<Arc<CubicConfig>>,
+    mtu: u16,
+}
+
+impl Controller for RttSwitch {
+    fn on_sent(&mut self, now: Instant, bytes: u64, last_packet_number: u64) {
+        self.inner.on_sent(now, bytes, last_packet_number);
+    }
+
+    fn on_ack(
+        &mut self,
+        now: Instant,
+        sent: Instant,
+        bytes: u64,
+        app_limited: bool,
+        rtt: &RttEstimator,
+    ) {
+        if let Some(near) = self.near.take() {
+            // quinn updates its RTT estimate after this call: the sample is this packet's.
+            if now.saturating_duration_since(sent) < NEAR_RTT {
+                self.inner = near.build(now, self.mtu);
+            }
+        }
+        self.inner.on_ack(now, sent, bytes, app_limited, rtt);
+    }
+
+    fn on_end_acks(
+        &mut self,
+        now: Instant,
+        in_flight: u64,
+        app_limited: bool,
+        largest_packet_num_acked: Option<u64>,
+    ) {
+        self.inner
+            .on_end_acks(now, in_flight, app_limited, largest_packet_num_acked);
+    }
+
+    fn on_congestion_event(
+        &mut self,
+        now: Instant,
+        sent: Instant,
+        is_persistent_congestion: bool,
+        lost_bytes: u64,
+    ) {
+        self.inner
+            .on_congestion_event(now, sent, is_persistent_congestion, lost_bytes);
+    }
+
+    fn on_mtu_update(&mut self, new_mtu: u16) {
+        self.mtu = new_mtu;
+        self.inner.on_mtu_update(new_mtu);
+    }
+
+    fn window(&self) -> u64 {
+        self.inner.window()
+    }
+
+    fn metrics(&self) -> ControllerMetrics {
+        self.inner.metrics()
+    }
+
+    fn clone_box(&self) -> Box<dyn Controller> {
+        Box::new(Self {
+            inner: self.inner.clone_box(),
+            near: self.near.clone(),
+            mtu: self.mtu,
+        })
+    }
+
+    fn initial_window(&self) -> u64 {
+        self.inner.initial_window()
+    }
+
+    fn into_any(self: Box<Self>) -> Box<dyn Any> {
+        self
+    }
 }
 
 /// Why a QUIC endpoint could not be made.
@@ -334,6 +462,55 @@ fn udp_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
 mod tests {
     use super::*;
 
+    /// `Auto` on loopback becomes CUBIC at the first acknowledgement, on both ends.
+    #[tokio::test]
+    async fn auto_is_cubic_on_loopback() {
+        use quinn::congestion::Cubic;
+
+        let identity = Identity::self_signed(&["localhost".to_owned()]).unwrap();
+        let trust = Trust::pin_from_hex(&identity.fingerprint_hex()).unwrap();
+        let tuning = Tuning {
+            congestion: Congestion::Auto,
+            ..Tuning::default()
+        };
+        let server = server_endpoint("127.0.0.1:0".parse().unwrap(), &identity).unwrap();
+        let crypto = QuicServerConfig::try_from(tls::server_config(&identity).unwrap()).unwrap();
+        let mut cfg = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+        cfg.transport_config(Arc::new(transport_config_with(&tuning)));
+        server.set_server_config(Some(cfg));
+        let peer = server.local_addr().unwrap();
+        let mut client = client_endpoint(peer, &trust).unwrap();
+        let crypto = QuicClientConfig::try_from(tls::client_config(&trust).unwrap()).unwrap();
+        let mut cfg = quinn::ClientConfig::new(Arc::new(crypto));
+        cfg.transport_config(Arc::new(transport_config_with(&tuning)));
+        client.set_default_client_config(cfg);
+
+        let accept = tokio::spawn(async move {
+            let conn = server.accept().await.unwrap().await.unwrap();
+            let mut send = conn.open_uni().await.unwrap();
+            send.write_all(&[7; 100_000]).await.unwrap();
+            send.finish().unwrap();
+            let _ = send.stopped().await;
+            (conn, server)
+        });
+        let conn = client.connect(peer, "localhost").unwrap().await.unwrap();
+        let mut recv = conn.accept_uni().await.unwrap();
+        assert_eq!(recv.read_to_end(1 << 20).await.unwrap().len(), 100_000);
+        let (server_conn, _server) = accept.await.unwrap();
+        for c in [&conn, &server_conn] {
+            let switch = c
+                .congestion_state()
+                .into_any()
+                .downcast::<RttSwitch>()
+                .unwrap_or_else(|_| panic!("not the Auto controller"));
+            assert!(switch.near.is_none(), "no choice made");
+            assert!(
+                switch.inner.into_any().downcast::<Cubic>().is_ok(),
+                "a loopback connection is not on CUBIC"
+            );
+        }
+    }
+
     fn env<'a>(pairs: &'a [(&'static str, &'a str)]) -> impl Fn(&'static str) -> Option<String> {
         move |name| {
             pairs
@@ -378,7 +555,12 @@ mod tests {
             assert_eq!(e.what, name);
             assert!(e.to_string().contains(bad), "{e}");
         }
-        for c in [Congestion::Cubic, Congestion::NewReno, Congestion::Bbr] {
+        for c in [
+            Congestion::Cubic,
+            Congestion::NewReno,
+            Congestion::Bbr,
+            Congestion::Auto,
+        ] {
             assert_eq!(c.name().parse::<Congestion>(), Ok(c));
         }
     }
