@@ -40,8 +40,8 @@ pub enum Congestion {
     /// BBR (v1, after Chromium's): paces at the measured bottleneck rate and does not back off
     /// on random loss.
     Bbr,
-    /// CUBIC where the first round trip is under [`NEAR_RTT`] (the same host or a LAN), BBR
-    /// beyond: BBR keeps a window of about two bandwidth-delay products, which on loopback
+    /// CUBIC where a round trip of the first few is under [`NEAR_RTT`] (the same host or a
+    /// LAN), BBR beyond: BBR keeps a window of about two bandwidth-delay products, which on loopback
     /// (an RTT of microseconds, a CPU-bound "bottleneck") cost 10–15 % of the throughput
     /// CUBIC's unbounded growth reaches.
     Auto,
@@ -293,21 +293,29 @@ impl ControllerFactory for ByRtt {
         Box::new(RttSwitch {
             inner: self.far.clone().build(now, current_mtu),
             near: Some(self.near.clone()),
+            acks: 0,
             mtu: current_mtu,
         })
     }
 }
 
-/// Starts as the far controller; at the first acknowledgement, whose delay is the first
-/// round trip, becomes the near one if that round trip is under [`NEAR_RTT`]. Nothing is in
-/// flight beyond the handshake by then, and quinn, not the controller, counts the bytes in
-/// flight, so the switch loses nothing.
+/// Starts as the far controller and becomes the near one as soon as a packet is
+/// acknowledged less than [`NEAR_RTT`] after it was sent, if that happens within the first
+/// [`DECIDE_ACKS`] acknowledgements. A busy host or a delayed ACK can only make a round trip
+/// look longer, never shorter, so one short sample is proof and several long ones are needed
+/// to rule it out. quinn, not the controller, counts the bytes in flight, so the switch loses
+/// nothing (the new controller starts from its initial window).
 struct RttSwitch {
     inner: Box<dyn Controller>,
     /// The near controller's configuration until the choice is made.
     near: Option<Arc<CubicConfig>>,
+    /// Acknowledgements seen while undecided.
+    acks: u32,
     mtu: u16,
 }
+
+/// Acknowledged packets after which [`RttSwitch`] stays with the far controller.
+const DECIDE_ACKS: u32 = 16;
 
 impl Controller for RttSwitch {
     fn on_sent(&mut self, now: Instant, bytes: u64, last_packet_number: u64) {
@@ -322,10 +330,16 @@ impl Controller for RttSwitch {
         app_limited: bool,
         rtt: &RttEstimator,
     ) {
-        if let Some(near) = self.near.take() {
-            // quinn updates its RTT estimate after this call: the sample is this packet's.
+        if let Some(near) = &self.near {
+            // quinn updates its RTT estimate after this call: take this packet's own sample.
             if now.saturating_duration_since(sent) < NEAR_RTT {
-                self.inner = near.build(now, self.mtu);
+                self.inner = near.clone().build(now, self.mtu);
+                self.near = None;
+            } else {
+                self.acks += 1;
+                if self.acks >= DECIDE_ACKS {
+                    self.near = None;
+                }
             }
         }
         self.inner.on_ack(now, sent, bytes, app_limited, rtt);
@@ -370,6 +384,7 @@ impl Controller for RttSwitch {
         Box::new(Self {
             inner: self.inner.clone_box(),
             near: self.near.clone(),
+            acks: self.acks,
             mtu: self.mtu,
         })
     }
