@@ -1,5 +1,5 @@
 //! QUIC on an impaired path (issue 19, defect 8): with quinn's RFC 9002 defaults a jittery path
-//! made QUIC 17× slower than TCP and realtime audio over QUIC late-dropped nearly every unit.
+//! made QUIC 18–21× slower than TCP and realtime audio over QUIC late-dropped nearly every unit.
 //!
 //! The path is impaired in userspace by `impair` (this kernel has no netem): a UDP relay for
 //! the QUIC playback test, and two TUN devices into a namespace this test creates for the
@@ -166,7 +166,7 @@ fn median(mut v: Vec<Duration>) -> Duration {
 }
 
 /// The user-visible promise: on 30 ms ± 2 ms (no loss) a QUIC download takes at most 1.5×
-/// what TCP takes on the same path in the same run. quinn's defaults took 17×: every
+/// what TCP takes on the same path in the same run. quinn's defaults took 18–21×: every
 /// reordering counted as a loss.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quic_download_keeps_up_with_tcp_on_a_jittery_path() {
