@@ -6,10 +6,11 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chunkcast::url::Scheme;
 use chunkcast_media_samples as media;
+use support::process::{text, wait_bounded};
 use support::{samples, server_with, url, url_at};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -22,38 +23,6 @@ fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_chunkcast"));
     c.env_remove("CHUNKCAST_TOKEN").env_remove("RUST_LOG");
     c
-}
-
-/// Waits for `child` up to `limit`, killing it (by its handle) if it takes longer, reading
-/// its piped outputs meanwhile (a child blocked on a full pipe would never end).
-fn wait_bounded(mut child: Child, limit: Duration) -> Output {
-    fn drain(r: Option<impl std::io::Read + Send + 'static>) -> std::thread::JoinHandle<Vec<u8>> {
-        std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            if let Some(mut r) = r {
-                let _ = r.read_to_end(&mut buf);
-            }
-            buf
-        })
-    }
-    let stdout = drain(child.stdout.take());
-    let stderr = drain(child.stderr.take());
-    let t0 = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if t0.elapsed() > limit {
-            let _ = child.kill();
-            break child.wait().unwrap();
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    Output {
-        status,
-        stdout: stdout.join().unwrap(),
-        stderr: stderr.join().unwrap(),
-    }
 }
 
 /// Runs `chunkcast ARGS` in `dir` (off the async runtime, bounded).
@@ -72,10 +41,6 @@ async fn run_in(dir: &Path, args: Vec<String>) -> Output {
     })
     .await
     .unwrap()
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
 }
 
 fn args(a: &[&str]) -> Vec<String> {

@@ -3,8 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::OnceLock;
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use chunkcast::play::{PlayOptions, PlayReport, play};
@@ -12,64 +11,23 @@ use chunkcast::session::{ConnectOptions, Session};
 use chunkcast::sink::{Spec, frames::frame_path};
 use chunkcast::url::{Scheme, Url};
 use chunkcast_media_samples as samples;
-use chunkcast_protocol::net::tls::Trust;
-use chunkcast_server::{Config, Server};
+use chunkcast_server::Server;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+
+use support::process::{bin, text, wait_bounded};
+use support::{pinned, samples, server_with, url, url_at};
+
+mod support;
+
+async fn server() -> Server {
+    server_with(|_| {}).await
+}
 
 /// A hang is a failure, not a stuck CI.
 const LIMIT: Duration = Duration::from_secs(120);
 /// The default playout buffer.
 const BUFFER: Duration = Duration::from_millis(100);
-
-/// The sample library, generated once per test binary (unoptimised, it takes seconds). The
-/// 50 MB random file is deleted at once: nothing here plays it.
-fn samples() -> &'static Path {
-    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir = tempfile::Builder::new()
-            .prefix("chunkcast-play-")
-            .tempdir()
-            .expect("tempdir");
-        samples::generate(dir.path()).expect("generating samples");
-        std::fs::remove_file(dir.path().join(samples::RANDOM_BIN)).expect("removing random");
-        dir
-    })
-    .path()
-}
-
-async fn server() -> Server {
-    let root = tokio::task::spawn_blocking(|| samples().to_owned())
-        .await
-        .unwrap();
-    let mut c = Config::on("127.0.0.1:0".parse().unwrap());
-    c.root = Some(root);
-    Server::start(c).await.expect("server starts")
-}
-
-fn url_at(addr: SocketAddr, scheme: Scheme, path: &str) -> Url {
-    Url {
-        scheme,
-        host: addr.ip().to_string(),
-        port: addr.port(),
-        path: path.to_owned(),
-    }
-}
-
-fn url(server: &Server, scheme: Scheme, path: &str) -> Url {
-    let addr = match scheme {
-        Scheme::Quic => server.quic_addr(),
-        _ => server.tcp_addr(),
-    };
-    url_at(addr, scheme, path)
-}
-
-fn pinned(server: &Server) -> ConnectOptions {
-    ConnectOptions {
-        trust: Trust::pin_from_hex(server.fingerprint()).unwrap(),
-        ..Default::default()
-    }
-}
 
 /// Connects to `url`, plays its path to `sinks`, and returns the report with the wall time of
 /// the play call (open request to the end of the last unit).
@@ -383,12 +341,6 @@ async fn a_sink_that_cannot_render_the_stream_says_so() {
 
 // ---- the binary ----
 
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_chunkcast"));
-    c.env_remove("CHUNKCAST_TOKEN").env("RUST_LOG", "warn");
-    c
-}
-
 fn have(tool: &str) -> bool {
     let found = Command::new(tool)
         .arg("-version")
@@ -405,19 +357,6 @@ fn have(tool: &str) -> bool {
         eprintln!("skipped: {tool} is not on PATH");
     }
     found
-}
-
-/// Waits for `child` up to `limit`, killing it (by its handle) if it takes longer.
-fn wait_bounded(mut child: Child, limit: Duration) -> Output {
-    let t0 = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if t0.elapsed() > limit {
-            let _ = child.kill();
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.wait_with_output().unwrap()
 }
 
 /// Runs `chunkcast play ARGS` with its stdout piped into `consumer`; returns both outputs.
@@ -443,10 +382,6 @@ async fn pipe_into(args: Vec<String>, mut consumer: Command) -> (Output, Output)
     })
     .await
     .unwrap()
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
 }
 
 /// The JSON statistics line has the documented keys (a string check: no serde here).

@@ -3,8 +3,8 @@
 //! processes where signals are the point. Every test has a hard timeout.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Child, Output, Stdio};
+use std::time::Duration;
 
 use chunkcast::error::ClientError;
 use chunkcast::live::{PublishOptions, publish_file};
@@ -13,6 +13,7 @@ use chunkcast::url::Scheme;
 use chunkcast_media_samples as samples;
 use chunkcast_protocol::ErrorCode;
 use chunkcast_server::Server;
+use support::process::{bin, signal, text, wait_bounded};
 use support::{connect, server_with, url};
 
 mod support;
@@ -217,38 +218,6 @@ async fn a_publisher_that_never_comes_back_ends_the_wait_with_a_clear_error() {
 }
 
 // ---- the binary ----
-
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_chunkcast"));
-    c.env_remove("CHUNKCAST_TOKEN").env("RUST_LOG", "warn");
-    c
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-/// Sends `signal` (`INT`, `KILL`, `STOP`, `CONT`) to `child`, by its pid.
-fn signal(child: &Child, signal: &str) {
-    let sent = Command::new("kill")
-        .args([&format!("-{signal}"), &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(sent.success(), "kill -{signal}");
-}
-
-/// Waits for `child` up to `limit`, killing it (by its handle) if it takes longer.
-fn wait_bounded(mut child: Child, limit: Duration) -> Output {
-    let t0 = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if t0.elapsed() > limit {
-            let _ = child.kill();
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.wait_with_output().unwrap()
-}
 
 /// Children killed on drop, so that a failing test leaves none behind.
 struct Children(Vec<Child>);

@@ -12,6 +12,8 @@ use chunkcast::url::{Scheme, Url};
 use chunkcast_protocol::net::tls::Trust;
 use chunkcast_server::{Config, Server};
 
+pub(crate) mod process;
+
 /// The sample library, generated once per test binary.
 pub(crate) fn samples() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
