@@ -159,10 +159,9 @@ impl Sink for Frames {
     }
 
     fn note(&self) -> Option<String> {
-        Some(format!(
-            "frames: writing {}/frame-NNNNNN.png",
-            self.dir.display()
-        ))
+        // `join`, not a `/` of our own: `frames:out/` must not print `out//`.
+        let pattern = self.dir.join("frame-NNNNNN.png");
+        Some(format!("frames: writing {}", pattern.display()))
     }
 
     fn finish(mut self: Box<Self>) -> Result<(), ClientError> {
