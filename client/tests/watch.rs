@@ -544,6 +544,42 @@ async fn ctrl_c_on_watch_prints_the_statistics_and_exits_130() {
 
 #[cfg(unix)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_without_a_publisher_says_it_waits_and_the_first_ctrl_c_ends_it() {
+    use std::io::BufRead;
+    tokio::time::timeout(LIMIT, async {
+        let server = server().await;
+        let u = url(&server, Scheme::Tcp, "/live/nobody").to_string();
+        let (code, said) = tokio::task::spawn_blocking(move || {
+            let mut child = bin()
+                .args(["watch", &u])
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+            // The notice is the condition, not a sleep: Ctrl-C follows it.
+            let said = lines.next().unwrap().unwrap();
+            signal(&child, "INT");
+            (
+                wait_bounded(child, Duration::from_secs(10)).status.code(),
+                said,
+            )
+        })
+        .await
+        .unwrap();
+        assert!(
+            said.contains("waiting for live/nobody to have a publisher"),
+            "{said}"
+        );
+        assert_eq!(code, Some(130));
+        server.shutdown().await;
+    })
+    .await
+    .expect("within the time limit");
+}
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_connection_ends_watch_with_its_statistics_and_no_resume_hint() {
     tokio::time::timeout(LIMIT, async {
         let server = server().await;

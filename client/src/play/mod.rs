@@ -136,6 +136,9 @@ type Resubscribe<'s> =
 
 /// How long a player that lost its connection waits between attempts to connect again.
 const RECONNECT_EVERY: Duration = Duration::from_millis(500);
+/// How long `watch` waits for the server's answer before saying that it waits for a
+/// publisher: far above a subscription's round trip, short enough not to look hung.
+const WAITING_NOTICE: Duration = Duration::from_secs(1);
 
 /// The session a live player subscribes on: the caller's, or one it connected again itself.
 enum Via<'s> {
@@ -859,11 +862,24 @@ pub async fn run(
                     Player::open(&session, &url.path, &opts).await
                 }
             };
-            // A watch may wait for its first publisher: Ctrl-C stops that wait too.
-            let player = tokio::select! {
-                biased;
-                () = opts.cancel.cancelled() => return Err(ClientError::Interrupted),
-                player = open => player?,
+            // A watch may wait for its first publisher (the server answers a subscription
+            // once there is one): say so if the answer is slow, and let Ctrl-C stop the wait.
+            tokio::pin!(open);
+            let notice = tokio::time::sleep(WAITING_NOTICE);
+            tokio::pin!(notice);
+            let mut told = !channel.starts_with("live/");
+            let player = loop {
+                tokio::select! {
+                    biased;
+                    () = opts.cancel.cancelled() => return Err(ClientError::Interrupted),
+                    player = &mut open => break player?,
+                    () = &mut notice, if !told => {
+                        told = true;
+                        eprintln!(
+                            "chunkcast: waiting for {channel} to have a publisher (Ctrl-C to stop)"
+                        );
+                    }
+                }
             };
             if let Some(note) = player.note() {
                 eprintln!("{note}");
