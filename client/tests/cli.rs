@@ -1,27 +1,28 @@
 //! The `chunkcast` binary as a user meets it: flags, messages, exit statuses, files on disk,
 //! against an in-process server on 127.0.0.1:0.
 
-use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use chunkcast::url::Scheme;
 use chunkcast_media_samples as media;
-use support::process::{text, wait_bounded};
+use support::process::{signal, text, wait_bounded};
+use support::proxy::cutting_proxy;
 use support::{samples, server_with, url, url_at};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 mod support;
 
 /// Every test is bounded: a hang is a failure, not a stuck CI.
 const LIMIT: Duration = Duration::from_secs(90);
 
+/// The binary as the shared tests start it, without `RUST_LOG`: what it prints here is what a
+/// user sees by default.
 fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_chunkcast"));
-    c.env_remove("CHUNKCAST_TOKEN").env_remove("RUST_LOG");
+    let mut c = support::process::bin();
+    c.env_remove("RUST_LOG");
     c
 }
 
@@ -53,16 +54,7 @@ fn sample(name: &str) -> Vec<u8> {
 
 /// Sends SIGINT (Ctrl-C) to `child`, by its pid.
 #[cfg(unix)]
-fn interrupt(child: &Child) {
-    let sent = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(sent.success());
-}
-
 // ---- help, completions, man ----
-
 #[test]
 fn help_names_the_default_port_rust_log_and_every_sink_without_internal_names() {
     let out = bin().arg("--help").output().unwrap();
@@ -291,47 +283,6 @@ async fn resume_says_what_it_did_and_what_to_do_when_it_cannot() {
     .expect("within the time limit");
 }
 
-/// A TCP proxy to `target`: its first connection carries `first` bytes from the server, each
-/// later one `later` (read when it is accepted), then both sides are dropped.
-async fn cutting_proxy(target: SocketAddr, first: usize, later: Arc<AtomicUsize>) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        for i in 0..64 {
-            let Ok((client, _)) = listener.accept().await else {
-                return;
-            };
-            let limit = if i == 0 {
-                first
-            } else {
-                later.load(Ordering::SeqCst)
-            };
-            tokio::spawn(async move {
-                let server = tokio::net::TcpStream::connect(target).await.unwrap();
-                let (mut cr, mut cw) = client.into_split();
-                let (mut sr, mut sw) = server.into_split();
-                let up = tokio::spawn(async move {
-                    let _ = tokio::io::copy(&mut cr, &mut sw).await;
-                });
-                let mut left = limit;
-                let mut buf = vec![0u8; 16 << 10];
-                while left > 0 {
-                    let n = match sr.read(&mut buf).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => n.min(left),
-                    };
-                    if cw.write_all(&buf[..n]).await.is_err() {
-                        break;
-                    }
-                    left -= n;
-                }
-                up.abort();
-            });
-        }
-    });
-    addr
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn automatic_resumes_go_on_while_they_progress() {
     tokio::time::timeout(LIMIT, async {
@@ -455,7 +406,7 @@ async fn ctrl_c_on_get_exits_130_and_says_how_to_resume() {
                 .spawn()
                 .unwrap();
             std::thread::sleep(Duration::from_millis(1000));
-            interrupt(&child);
+            signal(&child, "INT");
             wait_bounded(child, Duration::from_secs(10))
         })
         .await
@@ -535,7 +486,7 @@ async fn a_lone_call_says_it_waits_and_ctrl_c_prints_both_directions_and_exits_1
             let mut stderr = BufReader::new(child.stderr.take().unwrap());
             let mut first = String::new();
             stderr.read_line(&mut first).unwrap();
-            interrupt(&child);
+            signal(&child, "INT");
             let mut rest = String::new();
             std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
             (first, rest, wait_bounded(child, Duration::from_secs(10)))

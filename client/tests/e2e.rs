@@ -1,8 +1,9 @@
 //! End to end: the real server and the real client code, in-process, on loopback.
 //! Every behaviour is checked over plain TCP, TLS over TCP and QUIC.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 use chunkcast::error::ClientError;
@@ -11,12 +12,12 @@ use chunkcast::session::{ConnectOptions, OpenOptions, Session};
 use chunkcast::url::Scheme;
 use chunkcast_protocol::ErrorCode;
 use chunkcast_protocol::wire::FileDigest;
+use support::proxy::cutting_proxy;
 use support::{connect, pinned, samples, server_with, url, url_at};
 
 mod support;
 use chunkcast_protocol::net::tls::Trust;
 use chunkcast_server::{Config, Server};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const ALL: [Scheme; 3] = [Scheme::Tcp, Scheme::Tcps, Scheme::Quic];
 /// Every test is bounded: a hang is a failure, not a stuck CI.
@@ -134,42 +135,9 @@ async fn twenty_concurrent_viewers_all_get_the_file() {
     .unwrap();
 }
 
-/// A TCP proxy: the first connection forwards server→client bytes until `cut_after` bytes,
-/// then drops both sides, as a failing network would; later connections pass everything.
-async fn cutting_proxy(target: SocketAddr, cut_after: usize) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        let mut cut = Some(cut_after);
-        for _ in 0..8 {
-            let Ok((client, _)) = listener.accept().await else {
-                return;
-            };
-            let limit = cut.take().unwrap_or(usize::MAX);
-            tokio::spawn(async move {
-                let server = tokio::net::TcpStream::connect(target).await.unwrap();
-                let (mut cr, mut cw) = client.into_split();
-                let (mut sr, mut sw) = server.into_split();
-                let up = tokio::spawn(async move {
-                    let _ = tokio::io::copy(&mut cr, &mut sw).await;
-                });
-                let mut left = limit;
-                let mut buf = vec![0u8; 64 << 10];
-                while left > 0 {
-                    let n = match sr.read(&mut buf).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => n.min(left),
-                    };
-                    if cw.write_all(&buf[..n]).await.is_err() {
-                        break;
-                    }
-                    left -= n;
-                }
-                up.abort();
-            });
-        }
-    });
-    addr
+/// For [`cutting_proxy`]: connections after the first pass everything.
+fn pass_later() -> Arc<AtomicUsize> {
+    Arc::new(AtomicUsize::new(usize::MAX))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -178,7 +146,7 @@ async fn get_resuming_recovers_from_a_cut_by_itself() {
         let server = server_with(|_| {}).await;
         let name = chunkcast_media_samples::CLIP_Y4M;
         let dir = tempfile::tempdir().unwrap();
-        let proxy = cutting_proxy(server.tcp_addr(), 2_000_000).await;
+        let proxy = cutting_proxy(server.tcp_addr(), 2_000_000, pass_later()).await;
         let u = url_at(proxy, Scheme::Tcp, name);
         let opts = out_opts(dir.path().join("clip.y4m"));
         let r = get_resuming(&u, &ConnectOptions::default(), &opts, 2)
@@ -200,7 +168,7 @@ async fn resume_after_a_cut_connection_completes_the_file() {
         let name = chunkcast_media_samples::RANDOM_BIN;
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("resumed.bin");
-        let proxy = cutting_proxy(server.tcp_addr(), 7_000_000).await;
+        let proxy = cutting_proxy(server.tcp_addr(), 7_000_000, pass_later()).await;
         let s = Session::connect(&url_at(proxy, Scheme::Tcp, ""), &ConnectOptions::default())
             .await
             .unwrap();

@@ -13,6 +13,7 @@ use chunkcast_protocol::net::tls::Trust;
 use chunkcast_server::{Config, Server};
 
 pub(crate) mod process;
+pub(crate) mod proxy;
 
 /// The sample library, generated once per test binary.
 pub(crate) fn samples() -> &'static Path {
