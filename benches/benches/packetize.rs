@@ -30,7 +30,7 @@ use std::io::Cursor;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use chunkcast_protocol::chunk::{Config, Packetizer};
+use chunkcast_media::{Config, Packetizer};
 use chunkcast_protocol::{Chunk, StreamId};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 

@@ -15,7 +15,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use chunkcast_protocol::playout::{Config, Output, PlayoutBuffer, Unit};
+use chunkcast_media::playout::{Config, Output, PlayoutBuffer, Unit};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 
 /// One hour of 20 ms units.

@@ -18,7 +18,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use bytes::Bytes;
-use chunkcast_protocol::chunk::{Expect, Reassembler};
+use chunkcast_media::{Expect, Reassembler};
 use chunkcast_protocol::{Chunk, ChunkFlags, StreamId};
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 

@@ -3,16 +3,17 @@
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
-use chunkcast_protocol::net::tls::Trust;
+use chunkcast_transport::tls::Trust;
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::error::ClientError;
-use crate::get::{DEFAULT_RETRIES, Destination, GetOptions, get_resuming};
-use crate::ls::human_bytes;
-use crate::session::{ConnectOptions, Session};
-use crate::url::{Scheme, Url};
+use chunkcast_client::console::{cancel_on_ctrl_c, print_stdout};
+use chunkcast_client::error::ClientError;
+use chunkcast_client::get::{DEFAULT_RETRIES, Destination, GetOptions, get_resuming};
+use chunkcast_client::ls::human_bytes;
+use chunkcast_client::session::{ConnectOptions, Session};
+use chunkcast_client::url::{Scheme, Url};
 
 /// Lists, gets, plays, publishes, watches, calls and benchmarks media on a chunkcast server.
 ///
@@ -91,7 +92,7 @@ pub enum Command {
         url: String,
         /// When the publisher goes away, wait this long for one to come back (and go on at its
         /// first keyframe); 0 ends the watch instead.
-        #[arg(long, value_name = "SECONDS", default_value_t = crate::play::DEFAULT_WAIT_PUBLISHER.as_secs())]
+        #[arg(long, value_name = "SECONDS", default_value_t = chunkcast_client::play::DEFAULT_WAIT_PUBLISHER.as_secs())]
         wait_publisher: u64,
         /// Buffer, sinks, statistics, trust and auth.
         #[command(flatten)]
@@ -153,10 +154,10 @@ pub struct PlaybackArgs {
     /// frames:DIR (one PNG per frame), or null (the default: discard, still in real time).
     /// Repeat for several; at most one may write to stdout (-).
     #[arg(long, value_name = "SINK")]
-    pub sink: Vec<crate::sink::Spec>,
+    pub sink: Vec<chunkcast_client::sink::Spec>,
     /// Statistics format (printed on stderr when a sink writes to stdout).
-    #[arg(long, value_enum, value_name = "FORMAT", default_value_t = crate::play::StatsFormat::Table)]
-    pub stats: crate::play::StatsFormat,
+    #[arg(long, value_enum, value_name = "FORMAT", default_value_t = chunkcast_client::play::StatsFormat::Table)]
+    pub stats: chunkcast_client::play::StatsFormat,
     /// Trust and auth.
     #[command(flatten)]
     pub conn: ConnArgs,
@@ -170,7 +171,7 @@ impl PlaybackArgs {
         wait_publisher: Option<std::time::Duration>,
     ) -> Result<(), ClientError> {
         let buffer = std::time::Duration::from_millis(self.buffer_ms);
-        crate::play::run(
+        chunkcast_client::play::run(
             url,
             &self.conn.options_for(url)?,
             buffer,
@@ -273,13 +274,13 @@ pub async fn run(cli: Cli) -> Result<(), ClientError> {
         Command::Ls { url, json, conn } => {
             let url = Url::parse(&url)?;
             let session = Session::connect(&url, &conn.options_for(&url)?).await?;
-            let listed = crate::ls::list(&session, &url.path).await;
+            let listed = chunkcast_client::ls::list(&session, &url.path).await;
             session.close().await;
             let entries = listed?;
             let text = if json {
-                crate::ls::json(&entries)
+                chunkcast_client::ls::json(&entries)
             } else {
-                crate::ls::table_for(&url.path, &entries)
+                chunkcast_client::ls::table_for(&url.path, &entries)
             };
             print_stdout(&text)
         }
@@ -295,8 +296,8 @@ pub async fn run(cli: Cli) -> Result<(), ClientError> {
         } => {
             let url = Url::parse(&url)?;
             // Where it goes is checked before connecting: a wrong -o costs no download.
-            let to_stdout =
-                crate::get::destination(output.as_deref(), &url.path)? == Destination::Stdout;
+            let to_stdout = chunkcast_client::get::destination(output.as_deref(), &url.path)?
+                == Destination::Stdout;
             if to_stdout && resume {
                 return Err(ClientError::Usage(
                     "--resume continues a file on disk: it cannot be used with -o -".into(),
@@ -360,11 +361,11 @@ pub async fn run(cli: Cli) -> Result<(), ClientError> {
             conn,
         } => {
             let url = Url::parse(&url)?;
-            crate::live::run_publish(&url, &conn.options_for(&url)?, &from, looped).await
+            chunkcast_client::live::run_publish(&url, &conn.options_for(&url)?, &from, looped).await
         }
         Command::Call { url, from, conn } => {
             let url = Url::parse(&url)?;
-            crate::live::run_call(&url, &conn.options_for(&url)?, &from).await
+            chunkcast_client::live::run_call(&url, &conn.options_for(&url)?, &from).await
         }
         Command::Demo => crate::demo::run().await,
         Command::Bench(args) => crate::bench::run(args).await,
@@ -407,7 +408,7 @@ pub fn man_page(command: Option<&str>) -> Result<String, ClientError> {
 
 /// The line `get` ends with: what was saved, how big (decimal units, as everywhere), how
 /// fast, and whether the digest was checked.
-fn get_summary(r: &crate::get::GetReport) -> String {
+fn get_summary(r: &chunkcast_client::get::GetReport) -> String {
     let check = if r.verified {
         "digest verified"
     } else {
@@ -478,27 +479,4 @@ fn shell_quote(s: &str) -> String {
     } else {
         format!("'{}'", s.replace('\'', r"'\''"))
     }
-}
-
-/// Cancels `token` on the first Ctrl-C, so that the command stops cleanly and reports; a
-/// second Ctrl-C while it finishes exits at once (status 130).
-pub fn cancel_on_ctrl_c(token: CancellationToken) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            token.cancel();
-            if tokio::signal::ctrl_c().await.is_ok() {
-                std::process::exit(130);
-            }
-        }
-    })
-}
-
-/// Writes `text` to stdout; a reader that went away is reported as such (see
-/// [`ClientError::is_stdout_closed`]), never as a panic.
-pub fn print_stdout(text: &str) -> Result<(), ClientError> {
-    use std::io::Write;
-    let mut out = std::io::stdout().lock();
-    out.write_all(text.as_bytes())
-        .and_then(|()| out.flush())
-        .map_err(ClientError::stdout)
 }

@@ -2,13 +2,13 @@
 
 use std::time::Duration;
 
-use chunkcast_protocol::net::tls::Trust;
 use chunkcast_server::{Config, Server};
+use chunkcast_transport::tls::Trust;
 
-use crate::error::ClientError;
-use crate::get::{GetOptions, get};
-use crate::session::{ConnectOptions, Session};
-use crate::url::{Scheme, Url};
+use chunkcast_client::error::ClientError;
+use chunkcast_client::get::{GetOptions, get};
+use chunkcast_client::session::{ConnectOptions, Session};
+use chunkcast_client::url::{Scheme, Url};
 
 /// Starts a server on loopback with the built-in library, gets every sample over TCP, TLS and
 /// QUIC into a temporary directory, verifies each, and prints a table.

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use chunkcast::bench::{self, Options};
-use chunkcast::url::Scheme;
+use chunkcast_client::url::Scheme;
 
 /// The sweep is bounded: a hang is a failure, not a stuck CI.
 const LIMIT: Duration = Duration::from_secs(60);

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use chunkcast::url::Scheme;
+use chunkcast_client::url::Scheme;
 use chunkcast_media_samples as media;
 use support::process::{signal, text, wait_bounded};
 use support::proxy::cutting_proxy;

@@ -6,18 +6,18 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
-use chunkcast::error::ClientError;
-use chunkcast::get::{GetOptions, get, get_resuming, partial_path};
-use chunkcast::session::{ConnectOptions, OpenOptions, Session};
-use chunkcast::url::Scheme;
+use chunkcast_client::error::ClientError;
+use chunkcast_client::get::{GetOptions, get, get_resuming, partial_path};
+use chunkcast_client::session::{ConnectOptions, OpenOptions, Session};
+use chunkcast_client::url::Scheme;
 use chunkcast_protocol::ErrorCode;
 use chunkcast_protocol::wire::FileDigest;
 use support::proxy::cutting_proxy;
 use support::{connect, pinned, samples, server_with, url, url_at};
 
 mod support;
-use chunkcast_protocol::net::tls::Trust;
 use chunkcast_server::{Config, Server};
+use chunkcast_transport::tls::Trust;
 
 const ALL: [Scheme; 3] = [Scheme::Tcp, Scheme::Tcps, Scheme::Quic];
 /// Every test is bounded: a hang is a failure, not a stuck CI.

@@ -3,10 +3,10 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use chunkcast::error::ClientError;
-use chunkcast::live::{PublishOptions, call, publish_file};
-use chunkcast::session::{Incoming, Session};
-use chunkcast::url::Scheme;
+use chunkcast_client::error::ClientError;
+use chunkcast_client::live::{PublishOptions, call, publish_file};
+use chunkcast_client::session::{Incoming, Session};
+use chunkcast_client::url::Scheme;
 use chunkcast_protocol::{
     Chunk, ChunkFlags, Codec, ErrorCode, StreamId, VideoParams, VisualFormat,
 };
@@ -297,7 +297,7 @@ async fn a_call_exchanges_audio_and_video_both_ways_and_reports_latency() {
             let s2 = Session::connect(&room, &pinned(&server)).await.unwrap();
             let s3 = Session::connect(&room, &pinned(&server)).await.unwrap();
             let track = format!("{}/audio", room.path);
-            let codec = chunkcast::live::probe(&files[1]).unwrap();
+            let codec = chunkcast_client::live::probe(&files[1]).unwrap();
             let _p1 = s1.publish(&track, codec).await.unwrap();
             let _p2 = s2.publish(&track, codec).await.unwrap();
             let err = s3.publish(&track, codec).await.err().expect("room full");
@@ -346,7 +346,7 @@ async fn two_hundred_viewers_of_a_4_mbit_stream_lose_nothing() {
         let t0 = std::time::Instant::now();
         let publisher = connect(&server, scheme).await;
         let mut p = publisher.publish(&channel, video()).await.unwrap();
-        let mut pacer = chunkcast_protocol::pace::Pacer::new();
+        let mut pacer = chunkcast_media::pace::Pacer::new();
         for n in 0..FRAMES {
             let mut f = frame(n, FRAME_BYTES);
             if n % 25 != 0 {

@@ -6,10 +6,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use chunkcast::play::{PlayOptions, PlayReport, play};
-use chunkcast::session::{ConnectOptions, Session};
-use chunkcast::sink::{Spec, frames::frame_path};
-use chunkcast::url::{Scheme, Url};
+use chunkcast_client::play::{PlayOptions, PlayReport, play};
+use chunkcast_client::session::{ConnectOptions, Session};
+use chunkcast_client::sink::{Spec, frames::frame_path};
+use chunkcast_client::url::{Scheme, Url};
 use chunkcast_media_samples as samples;
 use chunkcast_server::Server;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -175,7 +175,7 @@ async fn sweep_wav_plays_every_frame_over_tcp_and_quic() {
             assert_eq!(spec, src_spec);
             assert_eq!(got.len() / 2, 480_000, "10 s at 48 kHz");
             assert!(got == src, "played samples differ from the source");
-            assert!(!chunkcast::get::partial_path(out).exists());
+            assert!(!chunkcast_client::get::partial_path(out).exists());
         }
         server.shutdown().await;
     })
@@ -615,7 +615,7 @@ async fn ctrl_c_finishes_the_wav_and_prints_the_statistics() {
         let (spec, got) = pcm_i16(&wav);
         let seconds = got.len() as f64 / f64::from(spec.channels) / f64::from(spec.sample_rate);
         assert!((0.5..3.0).contains(&seconds), "{seconds} s written");
-        assert!(!chunkcast::get::partial_path(&wav).exists());
+        assert!(!chunkcast_client::get::partial_path(&wav).exists());
         server.shutdown().await;
     })
     .await

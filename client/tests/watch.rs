@@ -6,10 +6,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Output, Stdio};
 use std::time::Duration;
 
-use chunkcast::error::ClientError;
-use chunkcast::live::{PublishOptions, publish_file};
-use chunkcast::play::{PlayOptions, Player};
-use chunkcast::url::Scheme;
+use chunkcast_client::error::ClientError;
+use chunkcast_client::live::{PublishOptions, publish_file};
+use chunkcast_client::play::{PlayOptions, Player};
+use chunkcast_client::url::Scheme;
 use chunkcast_media_samples as samples;
 use chunkcast_protocol::ErrorCode;
 use chunkcast_server::Server;

@@ -6,12 +6,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::BytesMut;
-use chunkcast_protocol::net::{LinkError, LinkRx, LinkTx};
 use chunkcast_protocol::session::{
     DEFAULT_PING_INTERVAL, Established, Keepalive, ServerConfig, ServerHandshake,
 };
 use chunkcast_protocol::wire::{Caps, Catalog, ErrorFrame, Frame};
 use chunkcast_protocol::{ErrorCode, StreamId};
+use chunkcast_transport::{LinkError, LinkRx, LinkTx};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;

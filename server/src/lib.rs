@@ -40,7 +40,7 @@ mod web;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use chunkcast_protocol::net::{quic, tls};
+use chunkcast_transport::{quic, tls};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::task::TaskTracker;

@@ -8,7 +8,7 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::Mutex;
 use std::time::SystemTime;
 
-use chunkcast_protocol::chunk::{Config as ChunkConfig, Packetizer};
+use chunkcast_media::{Config as ChunkConfig, Packetizer};
 use chunkcast_protocol::wire::{Entry, clip_note};
 use chunkcast_protocol::{Codec, ErrorCode};
 
@@ -316,7 +316,7 @@ fn is_hidden(rel: &Path) -> bool {
         .any(|c| c.as_os_str().to_string_lossy().starts_with('.'))
 }
 
-fn probe(path: &Path, name: &str) -> Result<Packetizer, chunkcast_protocol::chunk::MediaError> {
+fn probe(path: &Path, name: &str) -> Result<Packetizer, chunkcast_media::MediaError> {
     let mut f = File::open(path)?;
     let len = f.metadata()?.len();
     Packetizer::open_any(ChunkConfig::default(), &mut f, len, name)

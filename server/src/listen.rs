@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use chunkcast_protocol::ErrorCode;
-use chunkcast_protocol::net::tcp::{self, Flavor};
-use chunkcast_protocol::net::{BoxedIo, link};
 use chunkcast_protocol::wire::{ErrorFrame, Frame, encode};
+use chunkcast_transport::tcp::{self, Flavor};
+use chunkcast_transport::{BoxedIo, link};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;

@@ -1,5 +1,5 @@
 //! Live channels (`live/NAME`) and call rooms (`call/ROOM/TRACK`): the async glue around the
-//! sans-IO fan-out in [`chunkcast_protocol::fanout`].
+//! sans-IO fan-out in [`chunkcast_media::fanout`].
 //!
 //! A publisher's chunks arrive on its connection's route and are pushed, by reference, into
 //! every viewer's bounded queue; pushing never waits, so a slow viewer cannot slow the
@@ -21,11 +21,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use chunkcast_protocol::fanout::{Channel, Config as FanoutConfig, Fanned, Lagged, ViewerQueue};
-use chunkcast_protocol::net::LinkTx;
-use chunkcast_protocol::net::link::ChunkResult;
+use chunkcast_media::fanout::{Channel, Config as FanoutConfig, Fanned, Lagged, ViewerQueue};
 use chunkcast_protocol::wire::{Entry, ErrorFrame, FileDigest, Frame, Opened};
 use chunkcast_protocol::{ChunkFlags, Codec, ErrorCode, StreamId, compress};
+use chunkcast_transport::LinkTx;
+use chunkcast_transport::link::ChunkResult;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
@@ -742,8 +742,8 @@ mod tests {
     use std::time::Duration;
 
     use bytes::BytesMut;
-    use chunkcast_protocol::net::link;
     use chunkcast_protocol::wire::Limits as WireLimits;
+    use chunkcast_transport::link;
     use prometheus_client::metrics::counter::Counter;
 
     use super::*;

@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use chunkcast_protocol::net::tls::{self, Identity};
+use chunkcast_transport::tls::{self, Identity};
 use tracing::info;
 
 use crate::config::SetupError;

@@ -5,15 +5,13 @@ use std::fs::File;
 use std::io::{Seek, SeekFrom};
 use std::sync::Arc;
 
-use chunkcast_protocol::chunk::{
-    Config as ChunkConfig, DEFAULT_CHUNK_SIZE, MediaError, Packetizer,
-};
+use chunkcast_media::pace::Pacer;
+use chunkcast_media::reader::{self, Shaping};
+use chunkcast_media::{Config as ChunkConfig, DEFAULT_CHUNK_SIZE, MediaError, Packetizer};
 use chunkcast_protocol::compress::Compressor;
-use chunkcast_protocol::net::source::{self, Shaping};
-use chunkcast_protocol::net::{LinkError, LinkTx};
-use chunkcast_protocol::pace::Pacer;
 use chunkcast_protocol::wire::{ErrorFrame, FileDigest, Frame, Mode, Open, Opened, Resume};
 use chunkcast_protocol::{Chunk, ErrorCode};
+use chunkcast_transport::{LinkError, LinkTx};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::library::{Library, Stamp};
@@ -238,7 +236,7 @@ fn setup(
         digest: digest_tx,
     };
     let ahead = (AHEAD_BYTES / cfg.chunk_size.max(1)).clamp(2, 64);
-    let chunks = source::spawn(file, packetizer, shaping, ahead);
+    let chunks = reader::spawn(file, packetizer, shaping, ahead);
     Ok((opened, chunks, pending, source))
 }
 

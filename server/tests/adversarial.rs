@@ -8,14 +8,14 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use chunkcast::error::ClientError;
-use chunkcast::session::{ConnectOptions, OpenOptions, Session};
-use chunkcast::url::Scheme;
-use chunkcast_protocol::net::quic;
-use chunkcast_protocol::net::tls::Trust;
+use chunkcast_client::error::ClientError;
+use chunkcast_client::session::{ConnectOptions, OpenOptions, Session};
+use chunkcast_client::url::Scheme;
 use chunkcast_protocol::wire::{Frame, Mode, Open, Resume};
 use chunkcast_protocol::{ErrorCode, StreamId};
 use chunkcast_server::Server;
+use chunkcast_transport::quic;
+use chunkcast_transport::tls::Trust;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::RwLock;
@@ -1005,10 +1005,10 @@ async fn metrics_are_served_and_count_what_happens() {
         let dir = tempfile::tempdir().unwrap();
         for scheme in [Scheme::Tcp, Scheme::Quic] {
             let s = connect(&server, scheme).await;
-            let r = chunkcast::get::get(
+            let r = chunkcast_client::get::get(
                 &s,
                 chunkcast_media_samples::SWEEP_48K_WAV,
-                &chunkcast::get::GetOptions {
+                &chunkcast_client::get::GetOptions {
                     out: Some(dir.path().join(format!("{scheme:?}.wav"))),
                     ..Default::default()
                 },

@@ -316,10 +316,10 @@ async fn drive(browser: &mut Browser, url: &str, server: &chunkcast_server::Serv
     }
 
     // The viewer count updates without a click: a channel appears, then gets a viewer.
-    let s = support::connect(server, chunkcast::url::Scheme::Tcp).await;
-    let codec = chunkcast::live::probe(&support::samples().join(TONE_8K_WAV)).unwrap();
+    let s = support::connect(server, chunkcast_client::url::Scheme::Tcp).await;
+    let codec = chunkcast_client::live::probe(&support::samples().join(TONE_8K_WAV)).unwrap();
     let _publisher = s.publish("live/poll", codec).await.expect("publish");
-    let watcher = support::connect(server, chunkcast::url::Scheme::Tcp).await;
+    let watcher = support::connect(server, chunkcast_client::url::Scheme::Tcp).await;
     let _viewer = watcher.subscribe("live/poll").await.expect("subscribe");
     page.wait_for("the live list to show the viewer", |c| {
         c["live"].as_array().is_some_and(|l| {

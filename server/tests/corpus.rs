@@ -15,11 +15,11 @@ use std::process::Command;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use chunkcast::error::ClientError;
-use chunkcast::get::{GetOptions, get};
-use chunkcast::play::{PlayOptions, play};
-use chunkcast::session::Session;
-use chunkcast::url::Scheme;
+use chunkcast_client::error::ClientError;
+use chunkcast_client::get::{GetOptions, get};
+use chunkcast_client::play::{PlayOptions, play};
+use chunkcast_client::session::Session;
+use chunkcast_client::url::Scheme;
 use chunkcast_protocol::session::{ClientConfig, ClientHandshake};
 use chunkcast_protocol::wire::{Caps, Frame, Mode, Open, Resume};
 use chunkcast_protocol::{Codec, SampleFormat, StreamId, VisualFormat};

@@ -13,10 +13,10 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chunkcast::error::ClientError;
-use chunkcast::get::{GetOptions, GetReport, get, partial_path};
-use chunkcast::session::Session;
-use chunkcast::url::Scheme;
+use chunkcast_client::error::ClientError;
+use chunkcast_client::get::{GetOptions, GetReport, get, partial_path};
+use chunkcast_client::session::Session;
+use chunkcast_client::url::Scheme;
 use chunkcast_protocol::DecodeError;
 use chunkcast_server::Server;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -20,12 +20,12 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use chunkcast::get::{GetOptions, get};
-use chunkcast::play::{PlayOptions, PlayReport, play};
-use chunkcast::session::{ConnectOptions, Session};
-use chunkcast::url::{Scheme, Url};
+use chunkcast_client::get::{GetOptions, get};
+use chunkcast_client::play::{PlayOptions, PlayReport, play};
+use chunkcast_client::session::{ConnectOptions, Session};
+use chunkcast_client::url::{Scheme, Url};
 use chunkcast_media_samples::SWEEP_48K_WAV;
-use chunkcast_protocol::net::tls::Trust;
+use chunkcast_transport::tls::Trust;
 use impair::tun::TunPath;
 use impair::{Impairment, Line, QUEUE_LIMIT, UdpRelay};
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -283,7 +283,7 @@ async fn measure_download_on_a_jittery_path() {
     let server = server_in(&path, samples()).await;
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("sweep.wav");
-    let tuning = chunkcast_protocol::net::quic::Tuning::from_env().unwrap();
+    let tuning = chunkcast_transport::quic::Tuning::from_env().unwrap();
     let (mut tcp, mut quic, mut close) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..runs() {
         tcp.push(
@@ -318,7 +318,7 @@ async fn measure_playback_on_a_lossy_path() {
         return;
     };
     let server = server_in(&path, samples()).await;
-    let tuning = chunkcast_protocol::net::quic::Tuning::from_env().unwrap();
+    let tuning = chunkcast_transport::quic::Tuning::from_env().unwrap();
     for _ in 0..runs().min(3) {
         for scheme in [Scheme::Tcp, Scheme::Quic] {
             let r = timed_play(&server.url(scheme, ""), &server.opts).await;

@@ -8,9 +8,9 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use chunkcast::error::ClientError;
-use chunkcast::session::{Incoming, Session};
-use chunkcast::url::Scheme;
+use chunkcast_client::error::ClientError;
+use chunkcast_client::session::{Incoming, Session};
+use chunkcast_client::url::Scheme;
 use chunkcast_protocol::wire::Frame;
 use chunkcast_protocol::{
     Chunk, ChunkFlags, Codec, ErrorCode, StreamId, VideoParams, VisualFormat,
@@ -306,7 +306,7 @@ async fn a_lost_publishers_channel_keeps_its_numbering_for_the_linger_then_goes(
 async fn steady_publisher(
     server: &Server,
     channel: &str,
-) -> (Session, chunkcast::session::Publisher) {
+) -> (Session, chunkcast_client::session::Publisher) {
     let s = connect(server, Scheme::Tcp).await;
     let mut p = s.publish(channel, video()).await.unwrap();
     for n in 0..3 {

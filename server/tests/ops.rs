@@ -8,10 +8,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use chunkcast::error::ClientError;
-use chunkcast::get::{GetOptions, GetReport, get, partial_path};
-use chunkcast::session::Session;
-use chunkcast::url::Scheme;
+use chunkcast_client::error::ClientError;
+use chunkcast_client::get::{GetOptions, GetReport, get, partial_path};
+use chunkcast_client::session::Session;
+use chunkcast_client::url::Scheme;
 use chunkcast_protocol::ErrorCode;
 use chunkcast_server::Server;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -459,8 +459,8 @@ async fn lists_with_ca(server: &Server, scheme: Scheme, ca: &Path) -> Result<(),
     } else {
         server.tcp_addr()
     };
-    let opts = chunkcast::session::ConnectOptions {
-        trust: chunkcast_protocol::net::tls::Trust::Ca(ca.to_owned()),
+    let opts = chunkcast_client::session::ConnectOptions {
+        trust: chunkcast_transport::tls::Trust::Ca(ca.to_owned()),
         ..Default::default()
     };
     let s = Session::connect(&url_at(addr, scheme, ""), &opts).await?;
@@ -556,8 +556,8 @@ async fn the_log_has_a_line_per_request_and_every_refusal_with_its_reason() {
         let mut out = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
         let line = out.next_line().await.unwrap().expect("a listening line");
         let addr: SocketAddr = field(&line, "tcp").parse().unwrap();
-        let opts = |token: &str| chunkcast::session::ConnectOptions {
-            trust: chunkcast_protocol::net::tls::Trust::pin_from_hex(field(&line, "cert-sha256"))
+        let opts = |token: &str| chunkcast_client::session::ConnectOptions {
+            trust: chunkcast_transport::tls::Trust::pin_from_hex(field(&line, "cert-sha256"))
                 .unwrap(),
             token: Some(token.to_owned()),
             ..Default::default()

@@ -4,9 +4,9 @@ use std::io::BufRead;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use chunkcast::get::{GetOptions, get};
-use chunkcast::session::{ConnectOptions, Session};
-use chunkcast::url::{Scheme, Url};
+use chunkcast_client::get::{GetOptions, get};
+use chunkcast_client::session::{ConnectOptions, Session};
+use chunkcast_client::url::{Scheme, Url};
 
 const LIMIT: Duration = Duration::from_secs(60);
 

@@ -34,8 +34,8 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use bytes::{Bytes, BytesMut};
-use chunkcast_protocol::net::quic;
-use chunkcast_protocol::net::tls::{self, Identity, Trust};
+use chunkcast_transport::quic;
+use chunkcast_transport::tls::{self, Identity, Trust};
 use quinn::Endpoint;
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use tokio::io::AsyncReadExt;

@@ -8,9 +8,9 @@ use clap::ValueEnum;
 
 use super::{DEFAULT_SIZE, Options, Source, Sweep, report};
 use crate::cli::{Compress, ConnArgs};
-use crate::error::ClientError;
-use crate::session::ConnectOptions;
-use crate::url::{Scheme, Url};
+use chunkcast_client::error::ClientError;
+use chunkcast_client::session::ConnectOptions;
+use chunkcast_client::url::{Scheme, Url};
 
 /// Measures download throughput, chunk arrival gaps, CPU and memory over each transport and
 /// chunk size. Without a URL, an embedded server in this process serves a generated file (the
@@ -206,7 +206,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 /// packetizer would refuse is caught on the command line, not reported against the file.
 pub fn parse_chunk_size(s: &str) -> Result<u32, String> {
     let n = parse_size(s)?;
-    let max = chunkcast_protocol::chunk::MAX_CHUNK_SIZE as u64;
+    let max = chunkcast_media::MAX_CHUNK_SIZE as u64;
     if n == 0 || n > max {
         return Err(format!(
             "chunk size {s} is out of range: use 1 B to 1 MiB ({max} bytes), e.g. 64KiB"

@@ -10,7 +10,7 @@
 //! - For each (transport, chunk size), `connections` sessions each fetch the file in download
 //!   mode again and again until `duration` has passed, and at least once. Every fetch goes
 //!   through the same code as `chunkcast get` up to the disk: [`Session::open`], chunks from
-//!   [`Incoming::next`](crate::session::Incoming::next) (CRC32C-checked, decompressed), fed to
+//!   [`Incoming::next`](chunkcast_client::session::Incoming::next) (CRC32C-checked, decompressed), fed to
 //!   a [`Reassembler`] which BLAKE3-hashes the bytes in order; the bytes are then dropped
 //!   instead of written, and [`Reassembler::finish`] checks length, chunk count and the
 //!   server's digest. So the figures measure the network path and the verification, not the
@@ -36,9 +36,9 @@ mod report;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use chunkcast_protocol::chunk::{Expect, Reassembler};
-use chunkcast_protocol::net::tls::Trust;
+use chunkcast_media::{Expect, Reassembler};
 use chunkcast_server::{Config, Server};
+use chunkcast_transport::tls::Trust;
 use tokio::task::JoinSet;
 
 pub use args::{Args, Transports, parse_chunk_size, parse_size, run};
@@ -46,9 +46,9 @@ pub use histogram::Histogram;
 pub use plot::svg;
 pub use report::{TABLE_HEADER, json_line, table_row};
 
-use crate::error::ClientError;
-use crate::session::{ConnectOptions, OpenOptions, Session};
-use crate::url::{Scheme, Url};
+use chunkcast_client::error::ClientError;
+use chunkcast_client::session::{ConnectOptions, OpenOptions, Session};
+use chunkcast_client::url::{Scheme, Url};
 
 /// The default size of the generated test file: 256 MB, large enough that a fetch lasts
 /// long past connection setup at loopback speed, small enough to write in a second.

@@ -5,8 +5,8 @@ use std::path::Path;
 use plotters::prelude::*;
 
 use super::Measurement;
-use crate::error::ClientError;
-use crate::url::Scheme;
+use chunkcast_client::error::ClientError;
+use chunkcast_client::url::Scheme;
 
 const WIDTH: u32 = 800;
 const HEIGHT: u32 = 480;

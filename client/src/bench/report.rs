@@ -111,7 +111,7 @@ mod tests {
 
     use super::*;
     use crate::bench::Histogram;
-    use crate::url::Scheme;
+    use chunkcast_client::url::Scheme;
 
     fn sample() -> Measurement {
         let mut gaps = Histogram::default();

@@ -7,10 +7,10 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use chunkcast::session::{ConnectOptions, Session};
-use chunkcast::url::{Scheme, Url};
-use chunkcast_protocol::net::tls::Trust;
+use chunkcast_client::session::{ConnectOptions, Session};
+use chunkcast_client::url::{Scheme, Url};
 use chunkcast_server::{Config, Server};
+use chunkcast_transport::tls::Trust;
 
 pub(crate) mod process;
 pub(crate) mod proxy;

@@ -18,8 +18,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chunkcast_protocol::net::BoxedIo;
-use chunkcast_protocol::net::tcp;
+use chunkcast_transport::BoxedIo;
+use chunkcast_transport::tcp;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;

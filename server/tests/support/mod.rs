@@ -9,13 +9,13 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use chunkcast::get::{GetOptions, get, partial_path};
-use chunkcast::session::{ConnectOptions, Session};
-use chunkcast::url::{Scheme, Url};
-use chunkcast_protocol::net::tls::Trust;
+use chunkcast_client::get::{GetOptions, get, partial_path};
+use chunkcast_client::session::{ConnectOptions, Session};
+use chunkcast_client::url::{Scheme, Url};
 use chunkcast_protocol::session::{ClientConfig, ClientHandshake};
 use chunkcast_protocol::wire::{Decoder, Frame, encode};
 use chunkcast_server::{Config, Server};
+use chunkcast_transport::tls::Trust;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

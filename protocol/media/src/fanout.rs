@@ -1,0 +1,538 @@
+//! Live channels: one publisher's chunks fanned out to many viewers, sans-IO.
+//!
+//! [`Channel`] renumbers what each publisher sends into one continuous channel stream (so a
+//! publisher restart does not send viewers back to seq 0 or pts 0), keeps what a late joiner
+//! needs — the init chunks and, for video, the group of pictures since the last keyframe — and
+//! tells each chunk whether it starts a unit. [`ViewerQueue`] is one viewer's bounded queue
+//! with the drop policy that keeps a slow viewer from slowing anyone else:
+//!
+//! - video: on overflow, drop every queued media chunk and then everything up to the next
+//!   keyframe, so that the viewer never receives half a group;
+//! - audio and bytes: on overflow, drop the oldest chunks;
+//! - a viewer that overflows [`Config::max_lag_events`] times without ever catching up (its
+//!   queue running empty) is [`Lagged`]: the server disconnects it with a clear error.
+//!
+//! Payloads are `Bytes`: a chunk pushed to a thousand queues is one allocation and a thousand
+//! reference counts.
+
+use std::collections::VecDeque;
+
+use chunkcast_protocol::media::{Codec, MediaKind};
+use chunkcast_protocol::wire::chunk::{Chunk, ChunkFlags, StreamId};
+
+/// Bounds of the fan-out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Config {
+    /// Bytes one viewer may have queued. 4 MiB is about 8 s of a 4 Mbit/s stream: enough to
+    /// ride out a stall, small enough that 1000 viewers fit in 4 GiB at worst.
+    pub viewer_queue_bytes: usize,
+    /// Overflows without catching up before a viewer is disconnected.
+    pub max_lag_events: u32,
+    /// Bytes of group-of-pictures cache kept for late joiners; a longer group is not cached
+    /// (late joiners then wait for the next keyframe).
+    pub gop_cache_bytes: usize,
+    /// Bytes of init chunks kept for late joiners.
+    pub init_cache_bytes: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            viewer_queue_bytes: 4 << 20,
+            max_lag_events: 16,
+            gop_cache_bytes: 8 << 20,
+            init_cache_bytes: 1 << 20,
+        }
+    }
+}
+
+/// A chunk on its way to viewers, with what the queues need to know about it.
+#[derive(Debug, Clone)]
+pub struct Fanned {
+    /// The chunk, renumbered into the channel's stream.
+    pub chunk: Chunk,
+    /// Whether it is the first piece of a unit (or an init chunk): where a viewer may start.
+    pub starts_unit: bool,
+}
+
+/// One live channel's publisher-independent state.
+#[derive(Debug)]
+pub struct Channel {
+    config: Config,
+    codec: Option<Codec>,
+    next_seq: u64,
+    next_offset: u64,
+    pts_base: u64,
+    pts_end: u64,
+    prev_ended_unit: bool,
+    init: Vec<Chunk>,
+    init_bytes: usize,
+    gop: Vec<Chunk>,
+    gop_bytes: usize,
+    gop_valid: bool,
+}
+
+impl Channel {
+    /// An empty channel.
+    pub fn new(config: Config) -> Self {
+        Self {
+            config,
+            codec: None,
+            next_seq: 0,
+            next_offset: 0,
+            pts_base: 0,
+            pts_end: 0,
+            prev_ended_unit: true,
+            init: Vec::new(),
+            init_bytes: 0,
+            gop: Vec::new(),
+            gop_bytes: 0,
+            gop_valid: false,
+        }
+    }
+
+    /// What the current (or last) publisher sends.
+    pub fn codec(&self) -> Option<Codec> {
+        self.codec
+    }
+
+    /// The seq the next chunk will carry.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// A publisher starts: its pts continue where the previous publisher's ended, and its init
+    /// chunks replace the previous ones.
+    pub fn begin(&mut self, codec: Codec) {
+        self.codec = Some(codec);
+        self.pts_base = self.pts_end;
+        self.prev_ended_unit = true;
+        self.init.clear();
+        self.init_bytes = 0;
+        self.gop.clear();
+        self.gop_bytes = 0;
+        self.gop_valid = false;
+    }
+
+    /// Takes a publisher's chunk and returns it renumbered for the channel, stamped `stream`.
+    pub fn ingest(&mut self, chunk: Chunk, stream: StreamId) -> Fanned {
+        let starts_unit = self.prev_ended_unit || chunk.has(ChunkFlags::INIT);
+        self.prev_ended_unit = chunk.has(ChunkFlags::END_OF_UNIT) || chunk.has(ChunkFlags::INIT);
+        let pts_us = if chunk.has(ChunkFlags::INIT) {
+            self.pts_base
+        } else {
+            self.pts_base + chunk.pts_us
+        };
+        self.pts_end = self.pts_end.max(pts_us + u64::from(chunk.duration_us));
+        let out = Chunk {
+            stream,
+            seq: self.next_seq,
+            offset: self.next_offset,
+            pts_us,
+            // A publisher's end is not the channel's: the next publisher may follow.
+            flags: chunk.flags.without(ChunkFlags::END_OF_STREAM),
+            ..chunk
+        };
+        self.next_seq += 1;
+        self.next_offset += u64::from(out.raw_len);
+        let len = out.payload.len();
+        if out.has(ChunkFlags::INIT) {
+            if self.init_bytes + len <= self.config.init_cache_bytes {
+                self.init.push(out.clone());
+                self.init_bytes += len;
+            }
+        } else if self.is_video() {
+            if starts_unit && out.has(ChunkFlags::KEY) {
+                self.gop.clear();
+                self.gop_bytes = 0;
+                self.gop_valid = true;
+            }
+            if self.gop_valid {
+                if self.gop_bytes + len <= self.config.gop_cache_bytes {
+                    self.gop.push(out.clone());
+                    self.gop_bytes += len;
+                } else {
+                    self.gop_valid = false;
+                    self.gop.clear();
+                    self.gop_bytes = 0;
+                }
+            }
+        }
+        Fanned {
+            chunk: out,
+            starts_unit,
+        }
+    }
+
+    fn is_video(&self) -> bool {
+        self.codec.is_some_and(|c| c.kind() == MediaKind::Video)
+    }
+
+    /// What a viewer joining now receives first: the init chunks, then (video) the group of
+    /// pictures since the last keyframe. Audio joins at the next chunk.
+    pub fn backlog(&self, stream: StreamId) -> Vec<Fanned> {
+        let mut out: Vec<Fanned> = self
+            .init
+            .iter()
+            .map(|c| Fanned {
+                chunk: Chunk {
+                    stream,
+                    ..c.clone()
+                },
+                starts_unit: true,
+            })
+            .collect();
+        if self.gop_valid {
+            let mut prev_end = true;
+            for c in &self.gop {
+                out.push(Fanned {
+                    chunk: Chunk {
+                        stream,
+                        ..c.clone()
+                    },
+                    starts_unit: prev_end,
+                });
+                prev_end = c.has(ChunkFlags::END_OF_UNIT);
+            }
+        }
+        out
+    }
+
+    /// The chunk that ends the channel for its viewers (the publisher sent `END_OF_STREAM`).
+    pub fn end_chunk(&mut self, stream: StreamId) -> Chunk {
+        let c = Chunk::new(
+            stream,
+            self.next_seq,
+            self.next_offset,
+            self.pts_end,
+            0,
+            // Empty and INIT: it carries no media, so players do not take it for a unit.
+            ChunkFlags::END_OF_STREAM | ChunkFlags::INIT,
+            bytes::Bytes::new(),
+        );
+        self.next_seq += 1;
+        c
+    }
+}
+
+/// A viewer fell too far behind and must be disconnected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("viewer fell behind: {drops} chunks dropped over {events} overflows")]
+pub struct Lagged {
+    /// Chunks dropped in all.
+    pub drops: u64,
+    /// Overflows since the viewer last caught up.
+    pub events: u32,
+}
+
+/// One viewer's bounded queue.
+#[derive(Debug)]
+pub struct ViewerQueue {
+    config: Config,
+    video: bool,
+    queue: VecDeque<Chunk>,
+    bytes: usize,
+    skipping: bool,
+    lag_events: u32,
+    drops: u64,
+    stream: StreamId,
+}
+
+impl ViewerQueue {
+    /// An empty queue for a stream of `codec`, stamping chunks with the viewer's `stream`.
+    pub fn new(config: Config, codec: Option<Codec>, stream: StreamId) -> Self {
+        Self {
+            config,
+            video: codec.is_some_and(|c| c.kind() == MediaKind::Video),
+            queue: VecDeque::new(),
+            bytes: 0,
+            skipping: false,
+            lag_events: 0,
+            drops: 0,
+            stream,
+        }
+    }
+
+    /// The publisher changed the codec (a new publisher).
+    pub fn set_codec(&mut self, codec: Codec) {
+        self.video = codec.kind() == MediaKind::Video;
+    }
+
+    /// Makes a video viewer start over at the next keyframe that starts a unit: what comes
+    /// before it is skipped (counted as dropped; the viewer sees the gap in `seq`). For a
+    /// viewer joining while the channel has no cached group, or when a new publisher takes
+    /// over mid-group, so that nobody is handed frames it cannot decode. Init chunks still
+    /// pass. Audio and bytes need no keyframe: nothing changes for them.
+    pub fn skip_to_keyframe(&mut self) {
+        if self.video {
+            self.skipping = true;
+        }
+    }
+
+    /// Chunks dropped for this viewer so far.
+    pub fn drops(&self) -> u64 {
+        self.drops
+    }
+
+    /// Chunks queued.
+    pub fn len(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Whether nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    /// Queues a chunk, dropping by the policy when full.
+    pub fn push(&mut self, f: &Fanned) -> Result<(), Lagged> {
+        let chunk = &f.chunk;
+        let len = chunk.payload.len();
+        let init = chunk.has(ChunkFlags::INIT);
+        if self.skipping && !init {
+            if f.starts_unit && chunk.has(ChunkFlags::KEY) {
+                self.skipping = false;
+            } else {
+                self.drops += 1;
+                return Ok(());
+            }
+        }
+        if self.bytes + len > self.config.viewer_queue_bytes && !init {
+            self.lag_events += 1;
+            if self.lag_events > self.config.max_lag_events {
+                return Err(Lagged {
+                    drops: self.drops,
+                    events: self.lag_events,
+                });
+            }
+            if self.video {
+                // Whole groups only: everything queued goes, and so does everything until the
+                // next keyframe (unless this very chunk starts one).
+                self.drop_media(|_| true);
+                if !(f.starts_unit && chunk.has(ChunkFlags::KEY)) {
+                    self.skipping = true;
+                    self.drops += 1;
+                    return Ok(());
+                }
+            } else {
+                let need = self.bytes + len - self.config.viewer_queue_bytes;
+                let mut freed = 0;
+                self.drop_media(|c| {
+                    let go = freed < need;
+                    if go {
+                        freed += c.payload.len();
+                    }
+                    go
+                });
+            }
+        }
+        self.bytes += len;
+        self.queue.push_back(Chunk {
+            stream: self.stream,
+            ..chunk.clone()
+        });
+        Ok(())
+    }
+
+    fn drop_media(&mut self, mut pick: impl FnMut(&Chunk) -> bool) {
+        let mut kept = VecDeque::with_capacity(self.queue.len());
+        for c in self.queue.drain(..) {
+            if !c.has(ChunkFlags::INIT) && pick(&c) {
+                self.bytes -= c.payload.len();
+                self.drops += 1;
+            } else {
+                kept.push_back(c);
+            }
+        }
+        self.queue = kept;
+    }
+
+    /// Takes the oldest chunk. A viewer whose queue runs empty has caught up.
+    pub fn pop(&mut self) -> Option<Chunk> {
+        let c = self.queue.pop_front()?;
+        self.bytes -= c.payload.len();
+        if self.queue.is_empty() {
+            self.lag_events = 0;
+        }
+        Some(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+    use chunkcast_protocol::media::{VideoParams, VisualFormat};
+
+    fn video() -> Codec {
+        Codec::Video(VideoParams {
+            format: VisualFormat::Mjpeg,
+            width: 8,
+            height: 8,
+            fps_num: 25,
+            fps_den: 1,
+        })
+    }
+
+    /// Frame `n` of a publisher: two pieces, every 5th frame a keyframe.
+    fn frame(n: u64, size: usize) -> [Chunk; 2] {
+        let key = if n % 5 == 0 {
+            ChunkFlags::KEY
+        } else {
+            ChunkFlags::empty()
+        };
+        let p = Bytes::from(vec![n as u8; size]);
+        [
+            Chunk::new(StreamId(9), 2 * n, 0, n * 40_000, 40_000, key, p.clone()),
+            Chunk::new(
+                StreamId(9),
+                2 * n + 1,
+                0,
+                n * 40_000,
+                40_000,
+                key | ChunkFlags::END_OF_UNIT,
+                p,
+            ),
+        ]
+    }
+
+    #[test]
+    fn late_joiner_starts_with_init_and_the_current_group() {
+        let mut ch = Channel::new(Config::default());
+        ch.begin(video());
+        let init = Chunk::new(
+            StreamId(9),
+            0,
+            0,
+            0,
+            0,
+            ChunkFlags::INIT,
+            Bytes::from_static(b"hdr"),
+        );
+        ch.ingest(init, StreamId(1));
+        for n in 0..13 {
+            for c in frame(n, 10) {
+                ch.ingest(c, StreamId(1));
+            }
+        }
+        let b = ch.backlog(StreamId(4));
+        assert!(b[0].chunk.has(ChunkFlags::INIT));
+        // Frames 10, 11, 12: the group since the keyframe at 10, two pieces each.
+        assert_eq!(b.len(), 1 + 6);
+        assert!(b[1].starts_unit && b[1].chunk.has(ChunkFlags::KEY));
+        assert_eq!(b[1].chunk.pts_us, 10 * 40_000);
+        assert!(b.iter().all(|f| f.chunk.stream == StreamId(4)));
+    }
+
+    #[test]
+    fn a_new_publisher_continues_seq_and_pts() {
+        let mut ch = Channel::new(Config::default());
+        ch.begin(video());
+        for c in frame(0, 1) {
+            ch.ingest(c, StreamId(1));
+        }
+        ch.begin(video());
+        let f = ch.ingest(frame(0, 1)[0].clone(), StreamId(1));
+        assert_eq!(f.chunk.seq, 2);
+        assert_eq!(
+            f.chunk.pts_us, 40_000,
+            "pts continue after the previous publisher's end"
+        );
+        assert!(f.starts_unit);
+    }
+
+    #[test]
+    fn slow_video_viewer_drops_whole_groups_and_resumes_at_a_keyframe() {
+        let cfg = Config {
+            viewer_queue_bytes: 100,
+            ..Config::default()
+        };
+        let mut ch = Channel::new(cfg);
+        ch.begin(video());
+        let mut q = ViewerQueue::new(cfg, Some(video()), StreamId(2));
+        for n in 0..12 {
+            for c in frame(n, 10) {
+                q.push(&ch.ingest(c, StreamId(1))).unwrap();
+            }
+        }
+        assert!(q.drops() > 0);
+        // What is left is whole frames starting at a keyframe, in order.
+        let left: Vec<Chunk> = std::iter::from_fn(|| q.pop()).collect();
+        assert!(left[0].has(ChunkFlags::KEY), "{:?}", left[0]);
+        assert_eq!(left.len() % 2, 0);
+        assert!(left.windows(2).all(|w| w[0].seq < w[1].seq));
+    }
+
+    #[test]
+    fn a_viewer_told_to_skip_starts_at_the_next_keyframe_and_init_still_passes() {
+        let mut ch = Channel::new(Config::default());
+        ch.begin(video());
+        let mut q = ViewerQueue::new(Config::default(), Some(video()), StreamId(2));
+        q.skip_to_keyframe();
+        let init = Chunk::new(StreamId(9), 0, 0, 0, 0, ChunkFlags::INIT, Bytes::new());
+        q.push(&ch.ingest(init, StreamId(1))).unwrap();
+        // Frames 3 and 4 are mid-group; 5 is a keyframe.
+        for n in 3..7 {
+            for c in frame(n, 10) {
+                q.push(&ch.ingest(c, StreamId(1))).unwrap();
+            }
+        }
+        let got: Vec<Chunk> = std::iter::from_fn(|| q.pop()).collect();
+        assert!(got[0].has(ChunkFlags::INIT));
+        assert!(got[1].has(ChunkFlags::KEY), "{:?}", got[1]);
+        assert_eq!(got[1].pts_us, 5 * 40_000);
+        assert_eq!(got.len(), 1 + 4, "init, then frames 5 and 6");
+        assert_eq!(q.drops(), 4);
+        // Audio never waits for a keyframe.
+        let mut a = ViewerQueue::new(Config::default(), None, StreamId(2));
+        a.skip_to_keyframe();
+        a.push(&ch.ingest(frame(7, 10)[0].clone(), StreamId(1)))
+            .unwrap();
+        assert_eq!(a.len(), 1);
+    }
+
+    #[test]
+    fn slow_audio_viewer_drops_oldest_and_lagging_forever_disconnects() {
+        let cfg = Config {
+            viewer_queue_bytes: 100,
+            max_lag_events: 3,
+            ..Config::default()
+        };
+        let mut q = ViewerQueue::new(cfg, None, StreamId(2));
+        let mut ch = Channel::new(cfg);
+        let mut result = Ok(());
+        for n in 0..20u64 {
+            let c = Chunk::new(
+                StreamId(9),
+                n,
+                0,
+                n,
+                1,
+                ChunkFlags::KEY | ChunkFlags::END_OF_UNIT,
+                Bytes::from(vec![0; 30]),
+            );
+            result = q.push(&ch.ingest(c, StreamId(1)));
+            if result.is_err() {
+                break;
+            }
+        }
+        assert!(matches!(result, Err(Lagged { events: 4, .. })));
+        // A viewer that keeps up is never lagged.
+        let mut q = ViewerQueue::new(cfg, None, StreamId(2));
+        for n in 0..1000u64 {
+            let c = Chunk::new(
+                StreamId(9),
+                n,
+                0,
+                n,
+                1,
+                ChunkFlags::KEY,
+                Bytes::from(vec![0; 30]),
+            );
+            q.push(&ch.ingest(c, StreamId(1))).unwrap();
+            q.pop().unwrap();
+        }
+        assert_eq!(q.drops(), 0);
+    }
+}
