@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod compress;
+pub mod conn;
 pub mod error;
 pub mod media;
 pub mod session;
