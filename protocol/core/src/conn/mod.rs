@@ -16,4 +16,7 @@
 //! - [`client`]: `ClientConn`, what a client session runs.
 
 pub mod client;
+pub mod rate;
 pub mod server;
+
+pub use server::ServerConn;
