@@ -439,3 +439,170 @@ impl Driver {
         info!(peer = %self.peer, session, %path, "{what}: {outcome}");
     }
 }
+
+/// The whole driver over an in-memory link on tokio's paused clock: since the machine takes
+/// only the time the driver reads, every timer lands on the exact virtual instant.
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use chunkcast_protocol::wire::{Decoder, Hello, VERSION, encode};
+    use chunkcast_transport::link;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+
+    use super::*;
+
+    const IDLE: Duration = Duration::from_secs(30);
+    const HANDSHAKE: Duration = Duration::from_secs(10);
+
+    /// A raw client: writes frames, reads what the server sends.
+    struct Client {
+        io: DuplexStream,
+        buf: BytesMut,
+        decoder: Decoder,
+        shared: Arc<Shared>,
+        serving: JoinHandle<()>,
+        start: Instant,
+        _dir: tempfile::TempDir,
+    }
+
+    impl Client {
+        async fn connect() -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            let mut config = Config::on(([127, 0, 0, 1], 0).into());
+            config.limits.idle_timeout = IDLE;
+            let library = Library::new(dir.path()).unwrap();
+            let shared = Arc::new(Shared::new(config, library));
+            let (io, server) = tokio::io::duplex(64 << 10);
+            let wire = shared.config.limits.wire;
+            let (tx, rx) = link::tcp(Box::new(server), wire, BytesMut::new());
+            let start = Instant::now();
+            let peer = "test".to_owned();
+            let serving = tokio::spawn(serve(shared.clone(), tx, rx, peer, start + HANDSHAKE));
+            Self {
+                io,
+                buf: BytesMut::new(),
+                decoder: Decoder::default(),
+                shared,
+                serving,
+                start,
+                _dir: dir,
+            }
+        }
+
+        async fn established() -> Self {
+            let mut c = Self::connect().await;
+            c.send(Frame::Hello(Hello {
+                min_version: VERSION,
+                max_version: VERSION,
+                caps: Caps::default(),
+                token: String::new(),
+                client_name: "test".into(),
+            }))
+            .await;
+            assert!(matches!(c.recv().await, Some(Frame::Welcome(_))));
+            c
+        }
+
+        async fn send(&mut self, frame: Frame) {
+            let mut out = BytesMut::new();
+            encode(&frame, &mut out);
+            self.io.write_all(&out).await.unwrap();
+        }
+
+        /// The next frame, or `None` once the server closed the link.
+        async fn recv(&mut self) -> Option<Frame> {
+            loop {
+                if let Some(f) = self.decoder.decode(&mut self.buf).unwrap() {
+                    return Some(f);
+                }
+                if self.io.read_buf(&mut self.buf).await.unwrap() == 0 {
+                    return None;
+                }
+            }
+        }
+
+        fn elapsed(&self) -> Duration {
+            self.start.elapsed()
+        }
+
+        /// The server's side ends (and lets go of the link).
+        async fn ended(mut self) {
+            assert_eq!(self.recv().await, None, "the server closes the link");
+            self.serving.await.unwrap();
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_client_is_pinged_then_dropped_at_the_idle_timeout() {
+        let mut c = Client::established().await;
+        for n in 1..=5 {
+            let f = c.recv().await.unwrap();
+            assert!(matches!(f, Frame::Ping { .. }), "{f:?}");
+            assert_eq!(c.elapsed(), DEFAULT_PING_INTERVAL * n);
+        }
+        let f = c.recv().await.unwrap();
+        assert!(
+            matches!(
+                &f,
+                Frame::Goodbye {
+                    code: ErrorCode::Timeout,
+                    ..
+                }
+            ),
+            "{f:?}"
+        );
+        assert_eq!(c.elapsed(), IDLE);
+        c.ended().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_never_says_hello_is_refused_at_the_deadline() {
+        let mut c = Client::connect().await;
+        let f = c.recv().await.unwrap();
+        assert!(
+            matches!(&f, Frame::Error(e) if e.code == ErrorCode::Timeout && e.request == 0),
+            "{f:?}"
+        );
+        assert_eq!(c.elapsed(), HANDSHAKE);
+        c.ended().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn draining_refuses_new_streams_and_stopping_says_goodbye() {
+        let mut c = Client::established().await;
+        c.shared.draining.cancel();
+        c.send(Frame::Subscribe {
+            request: 1,
+            stream: StreamId(1),
+            channel: "live/cam".into(),
+        })
+        .await;
+        let f = c.recv().await.unwrap();
+        assert!(
+            matches!(&f, Frame::Error(e)
+                if e.request == 1 && e.code == ErrorCode::Busy
+                    && e.message == "server is shutting down"),
+            "{f:?}"
+        );
+        // Listings are still answered.
+        c.send(Frame::List {
+            request: 2,
+            prefix: String::new(),
+        })
+        .await;
+        let f = c.recv().await.unwrap();
+        assert!(
+            matches!(&f, Frame::Catalog(cat) if cat.request == 2 && cat.last),
+            "{f:?}"
+        );
+        c.shared.stop.cancel();
+        let f = c.recv().await.unwrap();
+        assert!(
+            matches!(&f, Frame::Goodbye { code: ErrorCode::None, message }
+                if message == "server shutting down"),
+            "{f:?}"
+        );
+        c.ended().await;
+    }
+}
