@@ -9,11 +9,9 @@ use std::time::Duration;
 
 use chunkcast_client::url::Scheme;
 use chunkcast_media_samples as media;
-use support::process::{signal, text, wait_bounded};
-use support::proxy::cutting_proxy;
-use support::{samples, server_with, url, url_at};
-
-mod support;
+use chunkcast_testkit::process::{signal, text, wait_bounded};
+use chunkcast_testkit::proxy::cutting_proxy;
+use chunkcast_testkit::{samples, server_with, url, url_at};
 
 /// Every test is bounded: a hang is a failure, not a stuck CI.
 const LIMIT: Duration = Duration::from_secs(90);
@@ -21,7 +19,7 @@ const LIMIT: Duration = Duration::from_secs(90);
 /// The binary as the shared tests start it, without `RUST_LOG`: what it prints here is what a
 /// user sees by default.
 fn bin() -> Command {
-    let mut c = support::process::bin();
+    let mut c = chunkcast_testkit::bin!("chunkcast");
     c.env_remove("RUST_LOG");
     c
 }

@@ -11,9 +11,7 @@ use chunkcast_protocol::{
     Chunk, ChunkFlags, Codec, ErrorCode, StreamId, VideoParams, VisualFormat,
 };
 use chunkcast_server::Server;
-use support::{connect, pinned, samples, server_with, url};
-
-mod support;
+use chunkcast_testkit::{connect, pinned, samples, server_with, url};
 
 const LIMIT: Duration = Duration::from_secs(90);
 

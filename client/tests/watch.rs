@@ -13,10 +13,13 @@ use chunkcast_client::url::Scheme;
 use chunkcast_media_samples as samples;
 use chunkcast_protocol::ErrorCode;
 use chunkcast_server::Server;
-use support::process::{bin, signal, text, wait_bounded};
-use support::{connect, server_with, url};
+use chunkcast_testkit::process::{signal, text, wait_bounded};
+use chunkcast_testkit::{connect, server_with, url};
 
-mod support;
+/// The `chunkcast` binary, as the test suites start it.
+fn bin() -> std::process::Command {
+    chunkcast_testkit::bin!("chunkcast")
+}
 
 const LIMIT: Duration = Duration::from_secs(120);
 
@@ -25,7 +28,7 @@ async fn server() -> Server {
 }
 
 fn clip() -> PathBuf {
-    support::samples().join(samples::CLIP_MJPEG)
+    chunkcast_testkit::samples().join(samples::CLIP_MJPEG)
 }
 
 /// Publishes the clip in a loop on its own connection until the task is aborted, which drops

@@ -4,8 +4,6 @@
 //! server stays up and a well-behaved download of the 50 MB sample running beside the attack
 //! arrives byte for byte.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
 use chunkcast_client::error::ClientError;
@@ -20,7 +18,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::RwLock;
 
-use support::*;
+use chunkcast_testkit::*;
 
 /// Every test is bounded: a hang is a failure, not a stuck CI.
 const LIMIT: Duration = Duration::from_secs(45);

@@ -5,8 +5,6 @@
 //! name, keep only verified bytes in the partial file, and `--resume` must then complete the
 //! file byte for byte.
 
-mod support;
-
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -22,7 +20,7 @@ use chunkcast_server::Server;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 
-use support::*;
+use chunkcast_testkit::*;
 
 const LIMIT: Duration = Duration::from_secs(45);
 

@@ -16,11 +16,11 @@ use chunkcast_protocol::{
     Chunk, ChunkFlags, Codec, ErrorCode, StreamId, VideoParams, VisualFormat,
 };
 use chunkcast_server::{Config, Server};
-use support::{End, connect, encoded, metric, raw_session, read_frames, scrape, server_with};
+use chunkcast_testkit::{
+    End, connect, encoded, metric, raw_session, read_frames, scrape, server_with,
+};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-
-mod support;
 
 /// Hard bound on each test.
 const LIMIT: Duration = Duration::from_secs(120);

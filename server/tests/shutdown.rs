@@ -61,14 +61,10 @@ async fn sigterm_lets_in_flight_streams_finish() {
             ..Default::default()
         };
         let fetch = get(&s, chunkcast_media_samples::TONE_8K_WAV, &opts);
-        let pid = child.id().to_string();
+        let pid = child.id();
         let signal = async move {
             tokio::time::sleep(Duration::from_millis(500)).await;
-            let ok = std::process::Command::new("kill")
-                .args(["-TERM", &pid])
-                .status()
-                .unwrap();
-            assert!(ok.success());
+            chunkcast_testkit::process::signal_pid(pid, "TERM");
         };
         let (r, ()) = tokio::join!(fetch, signal);
         let r = r.expect("in-flight stream finishes");
