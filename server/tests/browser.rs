@@ -425,6 +425,7 @@ async fn drive(browser: &mut Browser, url: &str, server: &chunkcast_server::Serv
     let paused = page
         .wait_for("pause", |c| c["state"] == json!("paused"))
         .await;
+    // real time: proves an absence (no units while paused) in a real browser.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let later = page.counters().await;
     assert_eq!(

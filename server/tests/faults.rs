@@ -77,6 +77,7 @@ async fn relay(client: TcpStream, target: SocketAddr, fault: Fault) {
         let out: Vec<u8> = match fault {
             Fault::Pass => piece.to_vec(),
             Fault::Delay(d) => {
+                // real time: the fault is latency on a real socket.
                 tokio::time::sleep(d).await;
                 piece.to_vec()
             }
