@@ -604,10 +604,8 @@ async fn publish_and_subscribe_obey_the_stream_checks() {
         let addr: SocketAddr = server.tcp_addr();
         let shutdown = tokio::spawn(server.shutdown());
         // Draining has begun once the TCP port stops accepting (its listener is dropped).
-        let draining = poll_until(PROMPT, || async {
-            tokio::net::TcpStream::connect(addr).await.is_err()
-        })
-        .await;
+        let draining =
+            poll_until(PROMPT, || async { TcpStream::connect(addr).await.is_err() }).await;
         assert!(
             draining,
             "{addr} still accepts after {PROMPT:?} of shutdown"
