@@ -2,6 +2,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use chunkcast_client::get::{GetOptions, get, partial_path};
 use chunkcast_client::session::{ConnectOptions, Session};
@@ -10,6 +11,7 @@ use chunkcast_server::{Config, Server};
 use chunkcast_transport::tls::Trust;
 
 use crate::library::{BIG, digest_of, file_digest, samples};
+use crate::metrics::POLL_EVERY;
 
 /// Every transport, for tests that check a behaviour over each.
 pub const ALL: [Scheme; 3] = [Scheme::Tcp, Scheme::Tcps, Scheme::Quic];
@@ -97,4 +99,28 @@ pub async fn good_download(server: &Server, scheme: Scheme, token: Option<&str>)
 pub async fn beside<T>(server: &Server, scheme: Scheme, attack: impl Future<Output = T>) -> T {
     let (t, ()) = tokio::join!(attack, good_download(server, scheme, None));
     t
+}
+
+/// Lists `channel`'s folder (`live/`, `call/ROOM/`) until it shows `viewers` viewers of
+/// `channel`, for at most `within`: how a test waits for its subscribers to be waiting before
+/// it publishes. Panics with the last count if they never are.
+pub async fn await_viewers(s: &Session, channel: &str, viewers: u32, within: Duration) {
+    let folder = channel.rsplit_once('/').map_or("", |(f, _)| f);
+    let folder = format!("{folder}/");
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let entries = s.list(&folder).await.expect("LIST answers");
+        let now = entries
+            .iter()
+            .find(|e| e.path == channel)
+            .map(|e| e.viewers);
+        if now == Some(viewers) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{channel} has {now:?} viewers after {within:?}, not {viewers}"
+        );
+        tokio::time::sleep(POLL_EVERY).await;
+    }
 }
