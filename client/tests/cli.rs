@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use chunkcast_client::url::Scheme;
 use chunkcast_media_samples as media;
-use chunkcast_testkit::process::{signal, text, wait_bounded};
+use chunkcast_testkit::process::{signal, text, wait_bounded, wait_until};
 use chunkcast_testkit::proxy::cutting_proxy;
 use chunkcast_testkit::{samples, server_with, url, url_at};
 
@@ -398,12 +398,17 @@ async fn ctrl_c_on_get_exits_130_and_says_how_to_resume() {
         let out = tokio::task::spawn_blocking(move || {
             let child = bin()
                 .args(["get", "--realtime", &u, "-o", "rt.wav"])
-                .current_dir(d)
+                .current_dir(&d)
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
                 .spawn()
                 .unwrap();
-            std::thread::sleep(Duration::from_millis(1000));
+            // Ctrl-C once the download is under way: its partial file has bytes.
+            let partial = d.join("rt.wav.partial");
+            let started = wait_until(Duration::from_secs(10), || {
+                std::fs::metadata(&partial).is_ok_and(|m| m.len() > 0)
+            });
+            assert!(started, "{} never had a byte", partial.display());
             signal(&child, "INT");
             wait_bounded(child, Duration::from_secs(10))
         })

@@ -53,6 +53,21 @@ pub fn wait_bounded(mut child: Child, limit: Duration) -> Output {
     }
 }
 
+/// Polls `check` on this thread every 20 ms until it holds, for at most `within`; whether it
+/// did. For the blocking code that drives child processes (in `spawn_blocking`).
+pub fn wait_until(within: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let t0 = Instant::now();
+    loop {
+        if check() {
+            return true;
+        }
+        if t0.elapsed() > within {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Sends `signal` (`INT`, `TERM`, `KILL`, `STOP`, `CONT`) to `child`, by its pid.
 pub fn signal(child: &Child, signal: &str) {
     signal_pid(child.id(), signal);
