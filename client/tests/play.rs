@@ -15,7 +15,7 @@ use chunkcast_server::Server;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use chunkcast_testkit::process::{text, wait_bounded};
+use chunkcast_testkit::process::{signal, text, wait_bounded};
 use chunkcast_testkit::{pinned, require_tool, samples, server_with, url, url_at};
 
 /// The `chunkcast` binary, as the test suites start it.
@@ -216,6 +216,7 @@ async fn delay_pipe(
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>)>();
     let writer = tokio::spawn(async move {
         while let Some((at, data)) = rx.recv().await {
+            // real time: the jitter is latency on a real socket, against real-time playout.
             tokio::time::sleep_until(at).await;
             if w.write_all(&data).await.is_err() {
                 return;
@@ -575,13 +576,10 @@ async fn ctrl_c_finishes_the_wav_and_prints_the_statistics() {
                 .stderr(Stdio::piped())
                 .spawn()
                 .unwrap();
+            // real time: the sweep plays in real time; Ctrl-C comes 1.5 s into it, and the
+            // WAV must then hold about that much.
             std::thread::sleep(Duration::from_millis(1500));
-            // SIGINT to this child, by its pid.
-            let sent = Command::new("kill")
-                .args(["-INT", &child.id().to_string()])
-                .status()
-                .unwrap();
-            assert!(sent.success());
+            signal(&child, "INT");
             wait_bounded(child, Duration::from_secs(10))
         })
         .await
