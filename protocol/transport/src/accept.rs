@@ -510,3 +510,184 @@ async fn refuse_quic(incoming: quinn::Incoming, refusal: Refusal) {
     }
     conn.close(code, b"busy");
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use chunkcast_protocol::wire::Decoder;
+
+    use super::*;
+    use crate::tls::Identity;
+
+    /// A gate that admits the first `admit` connections and refuses the rest, and records
+    /// what it is told.
+    struct TestGate {
+        admit: Mutex<usize>,
+        plain: bool,
+        failures: Mutex<Vec<SetupFailure>>,
+    }
+
+    impl Gate for TestGate {
+        type Permit = ();
+        type Stream = TcpStream;
+        type Guard = ();
+
+        fn admit(&self, _ip: IpAddr, _port: Port) -> Result<(), Refusal> {
+            let mut left = self.admit.lock().unwrap();
+            if *left == 0 {
+                return Err(Refusal {
+                    code: ErrorCode::Busy,
+                    message: "full".into(),
+                });
+            }
+            *left -= 1;
+            Ok(())
+        }
+
+        fn admit_plain(&self, _peer: SocketAddr) -> Result<(), Refusal> {
+            if self.plain {
+                Ok(())
+            } else {
+                Err(Refusal {
+                    code: ErrorCode::Unauthorized,
+                    message: "use TLS".into(),
+                })
+            }
+        }
+
+        fn under_pressure(&self, _ip: IpAddr) -> bool {
+            false
+        }
+
+        fn guard(&self, sock: TcpStream) -> (TcpStream, ()) {
+            (sock, ())
+        }
+
+        fn setup_failed(&self, why: SetupFailure, _quic: Option<&quinn::Connection>) {
+            self.failures.lock().unwrap().push(why);
+        }
+    }
+
+    struct Running {
+        addr: SocketAddr,
+        gate: Arc<TestGate>,
+        accepted: mpsc::Receiver<Accepted<TestGate>>,
+        draining: CancellationToken,
+    }
+
+    async fn start(admit: usize, plain: bool) -> Running {
+        let identity = Identity::self_signed(&["127.0.0.1".to_owned()]).unwrap();
+        let tls = TlsAcceptor::from(crate::tls::server_config(&identity).unwrap());
+        let gate = Arc::new(TestGate {
+            admit: Mutex::new(admit),
+            plain,
+            failures: Mutex::default(),
+        });
+        let draining = CancellationToken::new();
+        let (acceptor, accepted) = Acceptor::new(
+            gate.clone(),
+            tls,
+            Limits::default(),
+            Duration::from_secs(5),
+            draining.clone(),
+            TaskTracker::new(),
+        );
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(acceptor.tcp(listener));
+        Running {
+            addr,
+            gate,
+            accepted,
+            draining,
+        }
+    }
+
+    /// Everything the server sends until it closes, decoded.
+    async fn frames_until_eof(sock: &mut TcpStream) -> Vec<Frame> {
+        let mut buf = BytesMut::new();
+        while sock.read_buf(&mut buf).await.unwrap() > 0 {}
+        let mut decoder = Decoder::default();
+        let mut out = Vec::new();
+        while let Some(f) = decoder.decode(&mut buf).unwrap() {
+            out.push(f);
+        }
+        out
+    }
+
+    fn ping(nonce: u64) -> Frame {
+        Frame::Ping { nonce, time_us: 0 }
+    }
+
+    fn error_of(frames: &[Frame]) -> Option<(ErrorCode, &str)> {
+        match frames {
+            [Frame::Error(e)] => Some((e.code, e.message.as_str())),
+            _ => None,
+        }
+    }
+
+    #[tokio::test]
+    async fn an_admitted_plain_client_is_handed_over_and_frames_flow() {
+        let mut run = start(1, true).await;
+        let mut sock = TcpStream::connect(run.addr).await.unwrap();
+        let mut out = BytesMut::new();
+        encode(&ping(7), &mut out);
+        sock.write_all(&out).await.unwrap();
+        let mut a = run.accepted.recv().await.expect("handed over");
+        assert_eq!(a.transport, Transport::Plain);
+        assert_eq!(a.peer, sock.local_addr().unwrap());
+        assert!(matches!(a.ending, Ending::Stream(())));
+        match a.rx.recv().await {
+            Some(Ok(Frame::Ping { nonce: 7, .. })) => {}
+            other => panic!("expected the client's PING, got {other:?}"),
+        }
+        a.tx.send(ping(8)).await.unwrap();
+        drop(a);
+        assert_eq!(frames_until_eof(&mut sock).await, [ping(8)]);
+        run.draining.cancel();
+    }
+
+    #[tokio::test]
+    async fn a_refused_client_reads_the_gates_reason_in_an_error_frame() {
+        let mut run = start(0, true).await;
+        let mut sock = TcpStream::connect(run.addr).await.unwrap();
+        sock.write_all(&[0u8, 0, 0, 1, 0]).await.unwrap();
+        let frames = frames_until_eof(&mut sock).await;
+        assert_eq!(error_of(&frames), Some((ErrorCode::Busy, "full")));
+        run.draining.cancel();
+        assert!(run.accepted.recv().await.is_none(), "nothing handed over");
+    }
+
+    #[tokio::test]
+    async fn plain_tcp_is_refused_when_the_gate_says_so_and_a_silent_close_is_recorded() {
+        let run = start(2, false).await;
+        let mut sock = TcpStream::connect(run.addr).await.unwrap();
+        sock.write_all(&[0u8, 0, 0, 1, 0]).await.unwrap();
+        let frames = frames_until_eof(&mut sock).await;
+        assert_eq!(
+            error_of(&frames),
+            Some((ErrorCode::Unauthorized, "use TLS"))
+        );
+        // A client that closes before its first byte: set-up failed, closed.
+        drop(TcpStream::connect(run.addr).await.unwrap());
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while run.gate.failures.lock().unwrap().is_empty() {
+            assert!(Instant::now() < deadline, "no set-up failure recorded");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(*run.gate.failures.lock().unwrap(), [SetupFailure::Closed]);
+        run.draining.cancel();
+    }
+
+    #[tokio::test]
+    async fn draining_stops_the_accept_loop_and_ends_the_stream_of_connections() {
+        let mut run = start(1, true).await;
+        run.draining.cancel();
+        assert!(run.accepted.recv().await.is_none());
+        assert!(
+            TcpStream::connect(run.addr).await.is_err(),
+            "still accepting"
+        );
+    }
+}
