@@ -9,11 +9,9 @@ use std::time::Duration;
 
 use chunkcast_client::url::Scheme;
 use chunkcast_media_samples as media;
-use support::process::{signal, text, wait_bounded};
-use support::proxy::cutting_proxy;
-use support::{samples, server_with, url, url_at};
-
-mod support;
+use chunkcast_testkit::process::{signal, text, wait_bounded, wait_until};
+use chunkcast_testkit::proxy::cutting_proxy;
+use chunkcast_testkit::{samples, server_with, url, url_at};
 
 /// Every test is bounded: a hang is a failure, not a stuck CI.
 const LIMIT: Duration = Duration::from_secs(90);
@@ -21,7 +19,7 @@ const LIMIT: Duration = Duration::from_secs(90);
 /// The binary as the shared tests start it, without `RUST_LOG`: what it prints here is what a
 /// user sees by default.
 fn bin() -> Command {
-    let mut c = support::process::bin();
+    let mut c = chunkcast_testkit::bin!("chunkcast");
     c.env_remove("RUST_LOG");
     c
 }
@@ -400,12 +398,17 @@ async fn ctrl_c_on_get_exits_130_and_says_how_to_resume() {
         let out = tokio::task::spawn_blocking(move || {
             let child = bin()
                 .args(["get", "--realtime", &u, "-o", "rt.wav"])
-                .current_dir(d)
+                .current_dir(&d)
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
                 .spawn()
                 .unwrap();
-            std::thread::sleep(Duration::from_millis(1000));
+            // Ctrl-C once the download is under way: its partial file has bytes.
+            let partial = d.join("rt.wav.partial");
+            let started = wait_until(Duration::from_secs(10), || {
+                std::fs::metadata(&partial).is_ok_and(|m| m.len() > 0)
+            });
+            assert!(started, "{} never had a byte", partial.display());
             signal(&child, "INT");
             wait_bounded(child, Duration::from_secs(10))
         })

@@ -12,10 +12,9 @@ use chunkcast_client::session::{ConnectOptions, OpenOptions, Session};
 use chunkcast_client::url::Scheme;
 use chunkcast_protocol::ErrorCode;
 use chunkcast_protocol::wire::FileDigest;
-use support::proxy::cutting_proxy;
-use support::{connect, pinned, samples, server_with, url, url_at};
+use chunkcast_testkit::proxy::cutting_proxy;
+use chunkcast_testkit::{connect, pinned, samples, server_with, url, url_at};
 
-mod support;
 use chunkcast_server::{Config, Server};
 use chunkcast_transport::tls::Trust;
 

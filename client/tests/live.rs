@@ -11,11 +11,11 @@ use chunkcast_protocol::{
     Chunk, ChunkFlags, Codec, ErrorCode, StreamId, VideoParams, VisualFormat,
 };
 use chunkcast_server::Server;
-use support::{connect, pinned, samples, server_with, url};
-
-mod support;
+use chunkcast_testkit::{await_viewers, connect, pinned, samples, server_with, url};
 
 const LIMIT: Duration = Duration::from_secs(90);
+/// Bound on waiting for the server to count waiting viewers.
+const PROMPT: Duration = Duration::from_secs(10);
 
 /// Every test client comes from 127.0.0.1: the per-address limit must admit them all.
 async fn server() -> Server {
@@ -88,10 +88,8 @@ async fn one_publisher_fifty_viewers_each_get_every_chunk_in_order() {
                 }));
             }
             // Every viewer is waiting before the publisher starts, so each must see it all.
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            let listed = connect(&server, scheme).await.list("live/").await.unwrap();
-            let entry = listed.iter().find(|e| e.path == channel).expect("listed");
-            assert_eq!(entry.viewers, 50);
+            let lister = connect(&server, scheme).await;
+            await_viewers(&lister, &channel, 50, PROMPT).await;
             let publisher = connect(&server, scheme).await;
             let sent = publish_file(&publisher, &channel, &file, &PublishOptions::default())
                 .await
@@ -140,7 +138,7 @@ async fn a_stalled_viewer_is_dropped_while_the_others_lose_nothing() {
             }
             let publisher = connect(&server, scheme).await;
             let (stalled_inc, mut p) = tokio::join!(stalled_inc, async {
-                tokio::time::sleep(Duration::from_millis(200)).await;
+                await_viewers(&publisher, &channel, 4, PROMPT).await;
                 publisher.publish(&channel, video()).await.unwrap()
             });
             let stalled_inc = stalled_inc.unwrap();
@@ -152,6 +150,7 @@ async fn a_stalled_viewer_is_dropped_while_the_others_lose_nothing() {
                     f.flags = f.flags.with(ChunkFlags::END_OF_STREAM);
                 }
                 p.send(f).await.unwrap();
+                // real time: a publisher's pace, which the stalled viewer falls behind.
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
             p.finish().await.unwrap();
@@ -208,6 +207,8 @@ async fn late_joiner_starts_at_a_keyframe_and_a_publisher_restart_is_survived() 
             for n in 0..25 {
                 p.send(frame(n, 1000)).await.unwrap();
             }
+            // A sleep, not a condition: nothing the server shows says it has taken the frames
+            // in (on QUIC they travel apart from the control stream).
             tokio::time::sleep(Duration::from_millis(200)).await;
             // A late joiner: the group since the keyframe at frame 20, never mid-group.
             let viewer = connect(&server, scheme).await;
@@ -228,7 +229,7 @@ async fn late_joiner_starts_at_a_keyframe_and_a_publisher_restart_is_survived() 
             let inc = viewer.subscribe(&channel);
             let second = connect(&server, scheme).await;
             let (inc, p) = tokio::join!(inc, async {
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                await_viewers(&second, &channel, 1, PROMPT).await;
                 second.publish(&channel, video()).await
             });
             let (inc, mut p) = (inc.unwrap(), p.unwrap());
@@ -341,7 +342,8 @@ async fn two_hundred_viewers_of_a_4_mbit_stream_lose_nothing() {
                 r
             }));
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        let lister = connect(&server, scheme).await;
+        await_viewers(&lister, &channel, VIEWERS as u32, PROMPT).await;
         let cpu0 = cpu_seconds();
         let t0 = std::time::Instant::now();
         let publisher = connect(&server, scheme).await;
@@ -355,6 +357,7 @@ async fn two_hundred_viewers_of_a_4_mbit_stream_lose_nothing() {
             if n + 1 == FRAMES {
                 f.flags = f.flags.with(ChunkFlags::END_OF_STREAM);
             }
+            // real time: a load test, 4 Mbit/s paced as a live source sends it.
             tokio::time::sleep_until(pacer.due(std::time::Instant::now(), f.pts_us).into()).await;
             p.send(f).await.unwrap();
         }

@@ -15,10 +15,13 @@ use chunkcast_server::Server;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use support::process::{bin, text, wait_bounded};
-use support::{pinned, samples, server_with, url, url_at};
+use chunkcast_testkit::process::{signal, text, wait_bounded};
+use chunkcast_testkit::{pinned, require_tool, samples, server_with, url, url_at};
 
-mod support;
+/// The `chunkcast` binary, as the test suites start it.
+fn bin() -> Command {
+    chunkcast_testkit::bin!("chunkcast")
+}
 
 async fn server() -> Server {
     server_with(|_| {}).await
@@ -213,6 +216,7 @@ async fn delay_pipe(
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>)>();
     let writer = tokio::spawn(async move {
         while let Some((at, data)) = rx.recv().await {
+            // real time: the jitter is latency on a real socket, against real-time playout.
             tokio::time::sleep_until(at).await;
             if w.write_all(&data).await.is_err() {
                 return;
@@ -341,24 +345,6 @@ async fn a_sink_that_cannot_render_the_stream_says_so() {
 
 // ---- the binary ----
 
-fn have(tool: &str) -> bool {
-    let found = Command::new(tool)
-        .arg("-version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !found {
-        // CI installs the tools: there, a missing one is a failure, not a skip.
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "{tool} is required under CI (apt-get install ffmpeg)"
-        );
-        eprintln!("skipped: {tool} is not on PATH");
-    }
-    found
-}
-
 /// Runs `chunkcast play ARGS` with its stdout piped into `consumer`; returns both outputs.
 async fn pipe_into(args: Vec<String>, mut consumer: Command) -> (Output, Output) {
     tokio::task::spawn_blocking(move || {
@@ -410,7 +396,7 @@ fn assert_stats_json(line: &str, transport: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pcm_on_stdout_decodes_with_ffmpeg_sample_for_sample() {
-    if !have("ffmpeg") {
+    if !require_tool("ffmpeg", "apt-get install ffmpeg") {
         return;
     }
     tokio::time::timeout(LIMIT, async {
@@ -467,7 +453,7 @@ async fn pcm_on_stdout_decodes_with_ffmpeg_sample_for_sample() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mjpeg_on_stdout_has_every_frame_for_ffprobe() {
-    if !have("ffprobe") {
+    if !require_tool("ffprobe", "apt-get install ffmpeg") {
         return;
     }
     tokio::time::timeout(LIMIT, async {
@@ -590,13 +576,10 @@ async fn ctrl_c_finishes_the_wav_and_prints_the_statistics() {
                 .stderr(Stdio::piped())
                 .spawn()
                 .unwrap();
+            // real time: the sweep plays in real time; Ctrl-C comes 1.5 s into it, and the
+            // WAV must then hold about that much.
             std::thread::sleep(Duration::from_millis(1500));
-            // SIGINT to this child, by its pid.
-            let sent = Command::new("kill")
-                .args(["-INT", &child.id().to_string()])
-                .status()
-                .unwrap();
-            assert!(sent.success());
+            signal(&child, "INT");
             wait_bounded(child, Duration::from_secs(10))
         })
         .await

@@ -13,10 +13,13 @@ use chunkcast_client::url::Scheme;
 use chunkcast_media_samples as samples;
 use chunkcast_protocol::ErrorCode;
 use chunkcast_server::Server;
-use support::process::{bin, signal, text, wait_bounded};
-use support::{connect, server_with, url};
+use chunkcast_testkit::process::{signal, text, wait_bounded};
+use chunkcast_testkit::{connect, server_with, url};
 
-mod support;
+/// The `chunkcast` binary, as the test suites start it.
+fn bin() -> std::process::Command {
+    chunkcast_testkit::bin!("chunkcast")
+}
 
 const LIMIT: Duration = Duration::from_secs(120);
 
@@ -25,7 +28,7 @@ async fn server() -> Server {
 }
 
 fn clip() -> PathBuf {
-    support::samples().join(samples::CLIP_MJPEG)
+    chunkcast_testkit::samples().join(samples::CLIP_MJPEG)
 }
 
 /// Publishes the clip in a loop on its own connection until the task is aborted, which drops
@@ -66,10 +69,11 @@ async fn a_watch_outlives_its_publisher_and_counts_the_gap() {
             let player = Player::watch(&viewer, channel, &opts).await.unwrap();
             let watching = player.run_to_end();
             let restarts = async {
+                // real time: the viewer plays live for 1.5 s, then the publisher dies.
                 tokio::time::sleep(Duration::from_millis(1500)).await;
                 first.abort();
                 let _ = first.await;
-                // Nobody publishes for a second and a half.
+                // real time: nobody publishes for a second and a half (the gap is the test).
                 tokio::time::sleep(Duration::from_millis(1500)).await;
                 // The new publisher plays the clip once and ends the channel.
                 let second = connect(&server, scheme).await;
@@ -124,6 +128,8 @@ async fn a_watch_connects_again_when_its_server_restarts() {
         };
         let player = Player::watch(&viewer, channel, &opts).await.unwrap();
         let restart = async {
+            // real time: the viewer plays live for 1.5 s, then the server goes away for 1 s
+            // (the outage is the test).
             tokio::time::sleep(Duration::from_millis(1500)).await;
             first.abort();
             server.shutdown().await;
@@ -170,6 +176,7 @@ async fn with_no_wait_a_lost_publisher_ends_the_watch_and_it_still_reports() {
         let player = Player::watch(&viewer, channel, &opts).await.unwrap();
         let watching = player.run_to_end();
         let (report, result) = tokio::join!(watching, async {
+            // real time: the viewer plays live for a while before the publisher dies.
             tokio::time::sleep(Duration::from_millis(800)).await;
             first.abort();
         })
@@ -198,6 +205,7 @@ async fn a_publisher_that_never_comes_back_ends_the_wait_with_a_clear_error() {
         };
         let player = Player::watch(&viewer, channel, &opts).await.unwrap();
         let (report, result) = tokio::join!(player.run_to_end(), async {
+            // real time: the viewer plays live for a while before the publisher dies.
             tokio::time::sleep(Duration::from_millis(600)).await;
             first.abort();
         })
@@ -347,6 +355,8 @@ async fn soak(viewers: usize, run: Duration, away: Duration, kind: Out) -> Vec<V
             kids.0.push(watch(&url, p, kind));
         }
         kids.0.push(publish(&url));
+        // real time: child processes watch a live channel; `run` and `away` are how long
+        // each publisher plays and the gap between them, which the test is about.
         std::thread::sleep(run);
         // Publisher 1 crashes: its connection closes at once.
         let mut first = kids.0.pop().unwrap();
@@ -483,11 +493,14 @@ async fn ctrl_c_on_a_looping_publish_ends_the_channel_for_its_viewers() {
         let u = url(&server, Scheme::Tcp, "/live/ended").to_string();
         let publisher = publish(&u);
         let mut incoming = viewer.subscribe("live/ended").await.unwrap();
+        // Ctrl-C once the viewer has had 40 chunks (the channel is live and looping).
+        let (enough_tx, enough) = tokio::sync::oneshot::channel::<()>();
         let publisher = tokio::task::spawn_blocking(move || {
-            std::thread::sleep(Duration::from_millis(1500));
+            let _ = enough.blocking_recv();
             signal(&publisher, "INT");
             wait_bounded(publisher, Duration::from_secs(10))
         });
+        let mut enough_tx = Some(enough_tx);
         let mut chunks = 0u64;
         let mut last = None;
         while let Some(c) = incoming.next().await {
@@ -495,6 +508,9 @@ async fn ctrl_c_on_a_looping_publish_ends_the_channel_for_its_viewers() {
             let c = c.unwrap_or_else(|e| panic!("after {chunks} chunks: {e}"));
             chunks += 1;
             last = Some(c);
+            if let Some(tx) = enough_tx.take_if(|_| chunks == 40) {
+                let _ = tx.send(());
+            }
         }
         let last = last.expect("chunks");
         assert!(last.has(chunkcast_protocol::ChunkFlags::END_OF_STREAM));
@@ -525,6 +541,8 @@ async fn ctrl_c_on_watch_prints_the_statistics_and_exits_130() {
                 .stderr(Stdio::piped())
                 .spawn()
                 .unwrap();
+            // real time: the child watches the live channel for 1.5 s (nothing outside it
+            // shows its playing: the server counts no live chunks).
             std::thread::sleep(Duration::from_millis(1500));
             signal(&child, "INT");
             wait_bounded(child, Duration::from_secs(10))
@@ -592,6 +610,7 @@ async fn a_lost_connection_ends_watch_with_its_statistics_and_no_resume_hint() {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
+        // real time: the child watches the live channel for 1.5 s before the server goes.
         tokio::time::sleep(Duration::from_millis(1500)).await;
         first.abort();
         server.shutdown().await;
@@ -630,6 +649,8 @@ async fn a_watch_stopped_for_17_s_skips_ahead_and_plays_on() {
                     .unwrap(),
             );
             kids.0.push(publish(&u));
+            // real time: a stopped process against the server's stall bound; the 17 s are
+            // the test.
             std::thread::sleep(Duration::from_millis(1500));
             signal(&kids.0[0], "STOP");
             std::thread::sleep(Duration::from_secs(17));

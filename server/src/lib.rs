@@ -295,29 +295,17 @@ impl Server {
                 shared.stop.clone(),
             ));
         }
-        let gate = Arc::new(listen::Gate::new(&shared));
         let tracker = TaskTracker::new();
-        tokio::spawn(listen::tcp_loop(
-            listener,
-            acceptor,
-            shared.clone(),
-            gate.clone(),
-            tracker.clone(),
-        ));
-        if let Some(listener) = web_listener {
-            tokio::spawn(web::accept_loop(
-                listener,
-                shared.clone(),
-                gate.clone(),
-                tracker.clone(),
-            ));
-        }
-        tokio::spawn(listen::quic_loop(
-            endpoint.clone(),
-            shared.clone(),
-            gate,
-            tracker.clone(),
-        ));
+        listen::start(
+            &shared,
+            listen::Listeners {
+                tcp: listener,
+                tls: acceptor,
+                quic: endpoint.clone(),
+                web: web_listener,
+            },
+            &tracker,
+        );
         let server = Self {
             tcp_addr,
             quic_addr,

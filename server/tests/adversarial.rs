@@ -4,8 +4,6 @@
 //! server stays up and a well-behaved download of the 50 MB sample running beside the attack
 //! arrives byte for byte.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
 use chunkcast_client::error::ClientError;
@@ -20,7 +18,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::RwLock;
 
-use support::*;
+use chunkcast_testkit::*;
 
 /// Every test is bounded: a hang is a failure, not a stuck CI.
 const LIMIT: Duration = Duration::from_secs(45);
@@ -356,6 +354,8 @@ async fn trickle(sock: TcpStream, bytes: Vec<u8>, every: Duration) -> Duration {
             if wr.write_all(&[*b]).await.is_err() {
                 return;
             }
+            // real time: a slow client against the server's handshake timeout, over a real
+            // socket; the pace is the attack.
             tokio::time::sleep(every).await;
         }
     });
@@ -412,6 +412,7 @@ async fn slowloris_is_dropped_within_the_handshake_timeout() {
                         if send.write_all(&[*b]).await.is_err() {
                             return;
                         }
+                        // real time: the pace is the attack (see `trickle`).
                         tokio::time::sleep(every).await;
                     }
                 });
@@ -586,6 +587,7 @@ async fn a_client_that_never_reads_costs_bounded_memory_and_is_dropped() {
             tokio::spawn(async move {
                 loop {
                     peak.fetch_max(rss(), std::sync::atomic::Ordering::Relaxed);
+                    // real time: samples this process's memory while the stalls run.
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
             })
@@ -608,6 +610,8 @@ async fn a_client_that_never_reads_costs_bounded_memory_and_is_dropped() {
                 if tcp.write_all(&ping).await.is_err() {
                     break;
                 }
+                // real time: pings keep the stalled connection from being idle on the
+                // server's clock, so that only the write stall can end it.
                 tokio::time::sleep(Duration::from_millis(400)).await;
             }
         };

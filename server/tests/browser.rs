@@ -12,8 +12,6 @@
 //! the live list's viewer counts update by themselves; `#/PATH` opens PATH; pause, seek and
 //! volume.
 
-mod support;
-
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
@@ -40,11 +38,9 @@ fn find_chromium() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("CHUNKCAST_CHROMIUM") {
         return Some(PathBuf::from(p));
     }
-    let path = std::env::var_os("PATH")?;
     ["chromium", "chromium-browser", "google-chrome"]
-        .iter()
-        .flat_map(|name| std::env::split_paths(&path).map(move |d| d.join(name)))
-        .find(|p| p.is_file())
+        .into_iter()
+        .find_map(chunkcast_testkit::tools::find_tool)
 }
 
 #[tokio::test]
@@ -59,7 +55,8 @@ async fn plays_in_headless_chromium() {
         );
         return;
     };
-    let server = support::server_with(|c| c.web = Some("127.0.0.1:0".parse().unwrap())).await;
+    let server =
+        chunkcast_testkit::server_with(|c| c.web = Some("127.0.0.1:0".parse().unwrap())).await;
     let page = format!("http://{}/", server.web_addr().unwrap());
     let profile = tempfile::tempdir().unwrap();
     let mut browser = launch(&chromium, profile.path()).await;
@@ -316,10 +313,11 @@ async fn drive(browser: &mut Browser, url: &str, server: &chunkcast_server::Serv
     }
 
     // The viewer count updates without a click: a channel appears, then gets a viewer.
-    let s = support::connect(server, chunkcast_client::url::Scheme::Tcp).await;
-    let codec = chunkcast_client::live::probe(&support::samples().join(TONE_8K_WAV)).unwrap();
+    let s = chunkcast_testkit::connect(server, chunkcast_client::url::Scheme::Tcp).await;
+    let codec =
+        chunkcast_client::live::probe(&chunkcast_testkit::samples().join(TONE_8K_WAV)).unwrap();
     let _publisher = s.publish("live/poll", codec).await.expect("publish");
-    let watcher = support::connect(server, chunkcast_client::url::Scheme::Tcp).await;
+    let watcher = chunkcast_testkit::connect(server, chunkcast_client::url::Scheme::Tcp).await;
     let _viewer = watcher.subscribe("live/poll").await.expect("subscribe");
     page.wait_for("the live list to show the viewer", |c| {
         c["live"].as_array().is_some_and(|l| {
@@ -427,6 +425,7 @@ async fn drive(browser: &mut Browser, url: &str, server: &chunkcast_server::Serv
     let paused = page
         .wait_for("pause", |c| c["state"] == json!("paused"))
         .await;
+    // real time: proves an absence (no units while paused) in a real browser.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let later = page.counters().await;
     assert_eq!(

@@ -6,8 +6,6 @@
 //! The coded WAVs come from sox and ffmpeg: under `CI` they must be installed, elsewhere the
 //! test skips them with a message.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
@@ -23,7 +21,7 @@ use chunkcast_client::url::Scheme;
 use chunkcast_protocol::session::{ClientConfig, ClientHandshake};
 use chunkcast_protocol::wire::{Caps, Frame, Mode, Open, Resume};
 use chunkcast_protocol::{Codec, SampleFormat, StreamId, VisualFormat};
-use support::*;
+use chunkcast_testkit::*;
 use tokio::io::AsyncWriteExt;
 
 /// Files at most this large are also played (the longest of them lasts 3 s).
@@ -37,6 +35,9 @@ fn write(dir: &Path, name: &str, data: &[u8]) {
 
 /// Runs a tool; whether it made `out`. Missing tools fail under `CI`.
 fn tool(program: &str, args: &[&str], out: &Path) -> bool {
+    if !require_tool(program, "apt-get install sox ffmpeg") {
+        return false;
+    }
     match Command::new(program).args(args).output() {
         Ok(o) if o.status.success() && out.exists() => true,
         Ok(o) => {
@@ -50,17 +51,7 @@ fn tool(program: &str, args: &[&str], out: &Path) -> bool {
             );
             false
         }
-        Err(e) => {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "{program} is needed under CI: {e}"
-            );
-            eprintln!(
-                "skipping {}: {program} is not installed ({e})",
-                out.display()
-            );
-            false
-        }
+        Err(e) => panic!("{program} is on PATH but does not run: {e}"),
     }
 }
 

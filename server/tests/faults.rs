@@ -5,8 +5,6 @@
 //! name, keep only verified bytes in the partial file, and `--resume` must then complete the
 //! file byte for byte.
 
-mod support;
-
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -22,7 +20,7 @@ use chunkcast_server::Server;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 
-use support::*;
+use chunkcast_testkit::*;
 
 const LIMIT: Duration = Duration::from_secs(45);
 
@@ -79,6 +77,7 @@ async fn relay(client: TcpStream, target: SocketAddr, fault: Fault) {
         let out: Vec<u8> = match fault {
             Fault::Pass => piece.to_vec(),
             Fault::Delay(d) => {
+                // real time: the fault is latency on a real socket.
                 tokio::time::sleep(d).await;
                 piece.to_vec()
             }

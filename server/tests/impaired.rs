@@ -13,7 +13,6 @@
 //! the server's log (with `RUST_LOG=quinn_proto=trace`, every loss quinn declares).
 
 mod impair;
-mod support;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -31,7 +30,7 @@ use impair::{Impairment, Line, QUEUE_LIMIT, UdpRelay};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Child;
 
-use support::{pinned, samples, server_with, url_at};
+use chunkcast_testkit::{pinned, samples, server_with, url_at};
 
 const SEED: u64 = 19;
 const TOKEN: &str = "impaired-path-token";

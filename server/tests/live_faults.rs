@@ -16,11 +16,12 @@ use chunkcast_protocol::{
     Chunk, ChunkFlags, Codec, ErrorCode, StreamId, VideoParams, VisualFormat,
 };
 use chunkcast_server::{Config, Server};
-use support::{End, connect, encoded, metric, raw_session, read_frames, scrape, server_with};
+use chunkcast_testkit::{
+    End, POLL_EVERY, connect, encoded, metric, poll_until, raw_session, read_frames, scrape,
+    server_with,
+};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-
-mod support;
 
 /// Hard bound on each test.
 const LIMIT: Duration = Duration::from_secs(120);
@@ -58,7 +59,7 @@ async fn settles(server: &Server, series: &str, want: f64, within: Duration) -> 
             start.elapsed() < within,
             "{series} is {got} after {within:?}, expected {want}"
         );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(POLL_EVERY).await;
     }
 }
 
@@ -244,6 +245,8 @@ async fn a_lost_publishers_channel_keeps_its_numbering_for_the_linger_then_goes(
         for n in 0..6 {
             pa.send(frame(n)).await.unwrap();
         }
+        // A sleep, not a condition: nothing the server shows says it has taken the frames in
+        // (the publisher's chunks reach the channel apart from its control frames).
         tokio::time::sleep(Duration::from_millis(200)).await;
         let viewer = connect(&server, Scheme::Tcp).await;
         let mut inc = viewer.subscribe(channel).await.unwrap();
@@ -370,6 +373,8 @@ async fn a_viewer_dropped_for_idleness_is_counted_out() {
             // The publisher stays alive and sending meanwhile.
             s.clock().await.unwrap();
             p.send(frame(3)).await.unwrap();
+            // real time: the idle timeout runs on the server's clock; this paces the publisher
+            // while the loop polls the condition (the viewer counted out).
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         assert_eq!(gauge(&server, VIEWERS).await, 0.0, "viewer still counted");
@@ -414,6 +419,8 @@ async fn a_new_publisher_takes_over_and_the_viewer_carries_on() {
             for n in 0..4 {
                 pa.send(frame(n)).await.unwrap();
             }
+            // A sleep, not a condition: nothing the server shows says it has taken the frames
+            // in (on QUIC they travel apart from the control stream).
             tokio::time::sleep(Duration::from_millis(200)).await;
             let viewer = connect(&server, scheme).await;
             let mut inc = viewer.subscribe(&channel).await.unwrap();
@@ -596,7 +603,13 @@ async fn publish_and_subscribe_obey_the_stream_checks() {
         let mut other = raw_session(&server).await;
         let addr: SocketAddr = server.tcp_addr();
         let shutdown = tokio::spawn(server.shutdown());
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        // Draining has begun once the TCP port stops accepting (its listener is dropped).
+        let draining =
+            poll_until(PROMPT, || async { TcpStream::connect(addr).await.is_err() }).await;
+        assert!(
+            draining,
+            "{addr} still accepts after {PROMPT:?} of shutdown"
+        );
         other
             .write_all(&encoded(&[subscribe(1, 1, "live/late"), publish(2, 2)]))
             .await

@@ -1,8 +1,6 @@
 //! What running the server meets: a file rewritten while it is served, the real binary's
 //! start-up errors and logs, the state directory that keeps the certificate, the config file.
 
-mod support;
-
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -18,7 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, oneshot};
 
-use support::{pinned, url_at};
+use chunkcast_testkit::{pinned, url_at};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -299,10 +297,7 @@ async fn run_until_logged(args: &[&str], until: &str) -> (String, Vec<String>) {
             break;
         }
     }
-    let pid = child.id().expect("running");
-    let _ = std::process::Command::new("kill")
-        .arg(pid.to_string())
-        .status();
+    chunkcast_testkit::process::signal_pid(child.id().expect("running"), "TERM");
     let status = child.wait().await.unwrap();
     assert!(status.success(), "exit on SIGTERM: {status}");
     (listening, logged)
@@ -582,10 +577,7 @@ async fn the_log_has_a_line_per_request_and_every_refusal_with_its_reason() {
         s.list("").await.unwrap();
         s.close().await;
 
-        let pid = child.id().unwrap();
-        let _ = std::process::Command::new("kill")
-            .arg(pid.to_string())
-            .status();
+        chunkcast_testkit::process::signal_pid(child.id().expect("running"), "TERM");
         let out = child.wait_with_output().await.unwrap();
         let log = String::from_utf8_lossy(&out.stderr);
         let has = |words: &[&str]| log.lines().any(|l| words.iter().all(|w| l.contains(w)));

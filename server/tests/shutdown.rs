@@ -27,7 +27,8 @@ async fn sigterm_lets_in_flight_streams_finish() {
     chunkcast_media_samples::ensure(samples.path()).unwrap();
     tokio::time::timeout(LIMIT, async {
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_chunkcast-server"))
-            .args(["--listen", "127.0.0.1:0", "--grace", "10", "--root"])
+            .args(["--listen", "127.0.0.1:0", "--metrics", "127.0.0.1:0"])
+            .args(["--grace", "10", "--root"])
             .arg(samples.path())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
@@ -61,14 +62,13 @@ async fn sigterm_lets_in_flight_streams_finish() {
             ..Default::default()
         };
         let fetch = get(&s, chunkcast_media_samples::TONE_8K_WAV, &opts);
-        let pid = child.id().to_string();
+        let metrics: SocketAddr = field("metrics=").parse().unwrap();
+        let pid = child.id();
         let signal = async move {
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            let ok = std::process::Command::new("kill")
-                .args(["-TERM", &pid])
-                .status()
-                .unwrap();
-            assert!(ok.success());
+            // The signal must find the stream in flight: its first chunk is out.
+            let sent = "chunkcast_chunks_sent_total";
+            chunkcast_testkit::await_metric(metrics, sent, LIMIT, |n| n > 0.0).await;
+            chunkcast_testkit::process::signal_pid(pid, "TERM");
         };
         let (r, ()) = tokio::join!(fetch, signal);
         let r = r.expect("in-flight stream finishes");
@@ -90,6 +90,7 @@ async fn sigterm_lets_in_flight_streams_finish() {
                 let _ = child.kill();
                 panic!("server did not exit");
             }
+            // real time: the child's exit is polled (std's Child has no awaitable wait).
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         assert!(

@@ -2,8 +2,6 @@
 //! WebSocket, one binary message per frame, with the token, path confinement and handshake of
 //! the other transports.
 
-mod support;
-
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -18,7 +16,7 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{WebSocketStream, client_async};
 
-use support::server_with;
+use chunkcast_testkit::server_with;
 
 const TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -178,14 +176,14 @@ async fn protocol_over_websocket() {
     assert_eq!(Some(chunks), opened.chunk_count);
     assert_eq!(
         blake3::hash(&file).as_bytes(),
-        &support::digest_of(name),
+        &chunkcast_testkit::digest_of(name),
         "the file arrives whole"
     );
     // The page does not offer DIGEST_AT_END: a file never hashed before gets its digest in
     // OPENED (the server hashes it first), never in a DIGEST frame the page does not expect.
     assert_eq!(
         opened.digest,
-        FileDigest::Known(support::digest_of(name)),
+        FileDigest::Known(chunkcast_testkit::digest_of(name)),
         "a client without DIGEST_AT_END gets the digest up front"
     );
 
@@ -223,7 +221,7 @@ async fn token_is_required() {
 #[tokio::test]
 async fn exposed_web_needs_a_token() {
     let mut c = chunkcast_server::Config::on("127.0.0.1:0".parse().unwrap());
-    c.root = Some(support::samples().to_owned());
+    c.root = Some(chunkcast_testkit::samples().to_owned());
     c.web = Some("0.0.0.0:0".parse().unwrap());
     match chunkcast_server::Server::start(c).await {
         Err(chunkcast_server::ServerError::NeedsToken(a)) => assert!(!a.ip().is_loopback()),
@@ -235,7 +233,7 @@ async fn exposed_web_needs_a_token() {
 #[tokio::test]
 async fn exposed_web_needs_allow_plaintext_even_with_a_token() {
     let mut c = chunkcast_server::Config::on("127.0.0.1:0".parse().unwrap());
-    c.root = Some(support::samples().to_owned());
+    c.root = Some(chunkcast_testkit::samples().to_owned());
     c.web = Some("0.0.0.0:0".parse().unwrap());
     c.token = Some("t".into());
     match chunkcast_server::Server::start(c).await {

@@ -4,7 +4,6 @@
 //! request that waits for it (by request id) or to the stream it ends (by stream id).
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -14,10 +13,10 @@ use chunkcast_protocol::compress;
 use chunkcast_protocol::session::{ClientConfig, ClientHandshake, Established, Keepalive};
 use chunkcast_protocol::wire::{Entry, FileDigest, Frame, Limits, Mode, Open, Opened, Resume};
 use chunkcast_protocol::{Chunk, Codec, ErrorCode, StreamId};
-use chunkcast_transport::link::{self, ChunkResult};
-use chunkcast_transport::tls::{self, Trust};
-use chunkcast_transport::{BoxedIo, LinkRx, LinkTx, MediaTx, quic, tcp};
-use rustls::pki_types::ServerName;
+use chunkcast_transport::dial::{self, Dial, DialError};
+use chunkcast_transport::link::ChunkResult;
+use chunkcast_transport::tls::Trust;
+use chunkcast_transport::{LinkRx, LinkTx, MediaTx};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::error::ClientError;
@@ -130,58 +129,19 @@ impl Session {
     /// Connects to the server named by `url` and completes the handshake.
     pub async fn connect(url: &Url, opts: &ConnectOptions) -> Result<Self, ClientError> {
         let limits = Limits::default();
-        let addr = resolve(url).await?;
-        let connecting = async {
-            match url.scheme {
-                Scheme::Tcp | Scheme::Tcps => {
-                    let sock = tokio::net::TcpStream::connect(addr)
-                        .await
-                        .map_err(|source| ClientError::Connect {
-                            addr: url.authority(),
-                            source,
-                        })?;
-                    tcp::configure(&sock).map_err(|source| ClientError::Connect {
-                        addr: url.authority(),
-                        source,
-                    })?;
-                    let io: BoxedIo = if url.scheme == Scheme::Tcps {
-                        let cfg = tls::client_config(&opts.trust)?;
-                        let name = server_name(&url.host)?;
-                        let s = tokio_rustls::TlsConnector::from(cfg)
-                            .connect(name, sock)
-                            .await
-                            .map_err(|e| secure_error(url, &e.to_string()))?;
-                        Box::new(s)
-                    } else {
-                        Box::new(sock)
-                    };
-                    let (tx, rx) = link::tcp(io, limits, BytesMut::new());
-                    Ok::<_, ClientError>((tx, rx, None))
-                }
-                Scheme::Quic => {
-                    let ep = quic::client_endpoint(addr, &opts.trust).map_err(|e| {
-                        ClientError::Secure {
-                            addr: url.authority(),
-                            reason: e.to_string(),
-                        }
-                    })?;
-                    let conn = ep
-                        .connect(addr, &url.host)
-                        .map_err(|e| secure_error(url, &e.to_string()))?
-                        .await
-                        .map_err(|e| quic_connect_error(url, e))?;
-                    let (send, recv) = conn
-                        .open_bi()
-                        .await
-                        .map_err(|e| ClientError::Lost(e.to_string()))?;
-                    let (tx, rx) = link::quic(conn, send, recv, limits);
-                    Ok((tx, rx, Some(ep)))
-                }
-            }
+        let addr = dial::resolve(&url.host, url.port)
+            .await
+            .map_err(|e| dial_error(url, e))?;
+        let how = match url.scheme {
+            Scheme::Tcp => Dial::Tcp,
+            Scheme::Tcps => Dial::Tls,
+            Scheme::Quic => Dial::Quic,
         };
+        let connecting = dial::connect(addr, &url.host, how, &opts.trust, limits);
         let (tx, rx, endpoint) = tokio::time::timeout(opts.timeout, connecting)
             .await
-            .map_err(|_| ClientError::Timeout("connecting"))??;
+            .map_err(|_| ClientError::Timeout("connecting"))?
+            .map_err(|e| dial_error(url, e))?;
         let (established, rx) = tokio::time::timeout(opts.timeout, handshake(&tx, rx, opts))
             .await
             .map_err(|_| ClientError::Timeout("waiting for the server's handshake"))??;
@@ -591,52 +551,29 @@ fn lost(down: &watch::Receiver<Option<String>>) -> ClientError {
     ClientError::Lost(why)
 }
 
-async fn resolve(url: &Url) -> Result<SocketAddr, ClientError> {
-    let mut addrs = tokio::net::lookup_host((url.host.as_str(), url.port))
-        .await
-        .map_err(|source| ClientError::Resolve {
-            host: url.host.clone(),
-            source,
-        })?;
-    addrs.next().ok_or_else(|| ClientError::Resolve {
-        host: url.host.clone(),
-        source: std::io::Error::new(std::io::ErrorKind::NotFound, "no address"),
-    })
-}
-
-fn server_name(host: &str) -> Result<ServerName<'static>, ClientError> {
-    ServerName::try_from(host.to_owned())
-        .map_err(|_| ClientError::Usage(format!("{host:?} is not a valid host name")))
-}
-
-fn secure_error(url: &Url, raw: &str) -> ClientError {
-    let reason = if raw.contains("UnknownIssuer")
-        || raw.contains("invalid peer certificate") && !raw.contains("mismatch")
-    {
-        format!(
-            "{raw}: the server's certificate is not trusted; pass --cert-sha256 HEX (from the server's listening line) or --ca FILE"
-        )
-    } else {
-        raw.to_owned()
-    };
-    ClientError::Secure {
+/// A dialling failure as the client reports it: today's messages, with the fix where known.
+fn dial_error(url: &Url, e: DialError) -> ClientError {
+    let secure = |reason: String| ClientError::Secure {
         addr: url.authority(),
         reason,
-    }
-}
-
-fn quic_connect_error(url: &Url, e: quinn::ConnectionError) -> ClientError {
+    };
     match e {
-        quinn::ConnectionError::TransportError(ref t)
-            if t.code.to_string().contains("crypto") || t.to_string().contains("certificate") =>
-        {
-            secure_error(url, &e.to_string())
-        }
-        quinn::ConnectionError::TimedOut => ClientError::Connect {
+        DialError::Resolve { host, source } => ClientError::Resolve { host, source },
+        DialError::Connect(source) => ClientError::Connect {
             addr: url.authority(),
-            source: std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer over QUIC"),
+            source,
         },
-        other => secure_error(url, &other.to_string()),
+        DialError::BadName(host) => {
+            ClientError::Usage(format!("{host:?} is not a valid host name"))
+        }
+        DialError::TlsSetup(e) => ClientError::TlsSetup(e),
+        DialError::Untrusted(raw) => secure(format!(
+            "{raw}: the server's certificate is not trusted; pass --cert-sha256 HEX (from the server's listening line) or --ca FILE"
+        )),
+        DialError::QuicSetup(e) => secure(e.to_string()),
+        DialError::Handshake(raw) => secure(raw),
+        DialError::Lost(why) => ClientError::Lost(why),
+        other => ClientError::Lost(other.to_string()),
     }
 }
 

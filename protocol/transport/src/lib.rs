@@ -1,7 +1,12 @@
-//! chunkcast's transport glue, shared by server and client: TCP, TLS and QUIC set-up, the TCP
-//! port's plain/TLS demux, and [`link`], which runs a connection over any of them.
+//! chunkcast's transport glue, shared by server and client: dialling and accepting side by
+//! side for TCP, TLS, QUIC and WebSocket, and [`link`], which runs a connection over any of
+//! them.
 //!
 //! Where things are:
+//! - [`dial`]: the client's side, one `connect` for TCP, TLS and QUIC;
+//! - [`accept`]: the server's side, the accept loops (the TCP port's plain/TLS demux, QUIC,
+//!   WebSocket upgrades) behind one admit/refuse gate, yielding one stream of connections;
+//! - [`ws`]: a WebSocket as a byte stream of frames;
 //! - [`tcp`]: socket options (`TCP_NODELAY`, buffer sizes) for both sides;
 //! - [`tls`]: rustls configs, certificate trust and identities;
 //! - [`quic`]: quinn endpoints, transport tuning and congestion control;
@@ -15,11 +20,14 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod accept;
+pub mod dial;
 pub mod io;
 pub mod link;
 pub mod quic;
 pub mod tcp;
 pub mod tls;
+pub mod ws;
 
 /// The ALPN protocol id of chunkcast v1 over TLS and QUIC.
 pub const ALPN: &[u8] = b"chunkcast/1";

@@ -1,39 +1,28 @@
 //! The browser viewer (`--web ADDR`): a small page embedded in the binary, and the protocol
 //! over a WebSocket at `GET /ws`, one binary message per frame.
 //!
-//! The WebSocket is one more transport, not a second protocol: [`ws::WsIo`] turns it back
-//! into the byte stream the TCP link reads and writes, so that the handshake, the token, path
-//! confinement, pings and every limit are those of [`crate::conn::serve`]. Every HTTP
-//! connection takes a connection slot like any other and has the handshake timeout to send
-//! its request head.
+//! The WebSocket is one more transport, not a second protocol: `chunkcast_transport::ws`
+//! turns it back into the byte stream the TCP link reads and writes, so that the handshake,
+//! the token, path confinement, pings and every limit are those of [`crate::conn::serve`].
+//! Every HTTP connection takes a connection slot like any other (the transport crate's
+//! accept loop asks [`crate::listen::Policy`]) and has the handshake timeout to send its
+//! request head.
 //!
 //! The HTTP side is deliberately tiny: `GET` (or `HEAD`) of a handful of fixed paths, one
 //! request per connection (`Connection: close`). A WebSocket upgrade whose `Origin` names
 //! another host than the one asked for is refused, so that another web site cannot use a
 //! visitor's browser to reach a server on their machine or network.
 
-mod ws;
-
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chunkcast_transport::BoxedIo;
-use chunkcast_transport::tcp;
+use chunkcast_transport::accept::{Acceptor, HttpConn};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::time::Instant;
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
-use tokio_util::task::TaskTracker;
 use tracing::debug;
 
 use crate::conn::Shared;
-use crate::guard::Guarded;
-use crate::limit::Admitted;
-use crate::listen::{self, Gate, next_tcp};
-use crate::metrics::{HandshakeFailed, Transport};
+use crate::listen::Policy;
+use crate::metrics::HandshakeFailed;
 
 /// The largest request head read: a browser's is well under 2 KiB.
 const MAX_HEAD: usize = 8 << 10;
@@ -59,31 +48,6 @@ const FILES: &[(&str, &str, &[u8])] = &[
     ),
 ];
 
-/// Accepts web connections until draining starts.
-pub(crate) async fn accept_loop(
-    listener: TcpListener,
-    shared: Arc<Shared>,
-    gate: Arc<Gate>,
-    tracker: TaskTracker,
-) {
-    while let Some((sock, peer)) = next_tcp(&listener, &shared).await {
-        let deadline = Instant::now() + shared.config.limits.handshake_timeout;
-        let admitted = match gate.admit(peer.ip()) {
-            Ok(a) => a,
-            Err(why) => {
-                // A browser shows a failed WebSocket as closed; the page says so.
-                shared.metrics.refused(why);
-                debug!(%peer, "web connection refused: {why:?}");
-                continue;
-            }
-        };
-        let shared = shared.clone();
-        tracker.spawn(async move {
-            conn(sock, peer, shared, deadline, admitted).await;
-        });
-    }
-}
-
 /// What a request asks for.
 #[derive(Debug, PartialEq, Eq)]
 enum Route {
@@ -95,23 +59,19 @@ enum Route {
     Fail(&'static str, &'static str),
 }
 
-async fn conn(
-    sock: TcpStream,
-    peer: SocketAddr,
+/// Serves one admitted connection to the web port: a file, an error, or the protocol over
+/// a WebSocket (handed back to the acceptor, which hands it to the server's one serving loop).
+pub(crate) async fn conn(
+    acceptor: Arc<Acceptor<Policy>>,
+    mut conn: HttpConn<Policy>,
     shared: Arc<Shared>,
-    deadline: Instant,
-    admitted: Admitted,
 ) {
-    let _admitted = admitted;
-    let metrics = shared.metrics.clone();
-    let _open = metrics.connection_opened(Transport::Tcp);
-    let _ = tcp::configure(&sock);
-    let idle = shared.config.limits.idle_timeout;
-    let (mut io, handle) = Guarded::new(sock, idle, metrics.clone());
-    let head = match tokio::time::timeout_at(deadline, read_head(&mut io)).await {
+    let metrics = &shared.metrics;
+    let peer = conn.peer;
+    let head = match tokio::time::timeout_at(conn.deadline, read_head(&mut conn.io)).await {
         Ok(Ok(Some(h))) => h,
         Ok(Ok(None)) => {
-            let _ = respond_fail(&mut io, "431 Request Header Fields Too Large", "").await;
+            let _ = respond_fail(&mut conn.io, "431 Request Header Fields Too Large", "").await;
             return;
         }
         Ok(Err(_)) => {
@@ -126,30 +86,14 @@ async fn conn(
     match route(&head) {
         Route::File { index, head } => {
             let (_, ctype, body) = FILES[index];
-            let write = respond(&mut io, "200 OK", ctype, body, head);
+            let write = respond(&mut conn.io, "200 OK", ctype, body, head);
             let _ = tokio::time::timeout(RESPONSE_TIMEOUT, write).await;
         }
         Route::Fail(status, text) => {
-            let _ =
-                tokio::time::timeout(RESPONSE_TIMEOUT, respond_fail(&mut io, status, text)).await;
+            let write = respond_fail(&mut conn.io, status, text);
+            let _ = tokio::time::timeout(RESPONSE_TIMEOUT, write).await;
         }
-        Route::Upgrade { key } => {
-            let accept = derive_accept_key(key.as_bytes());
-            let answer = format!(
-                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
-            );
-            if io.write_all(answer.as_bytes()).await.is_err() {
-                return;
-            }
-            // Nothing the client may send is bigger than one frame (plus its prefix).
-            let max = shared.config.limits.wire.max_frame_len as usize + 4;
-            let config = WebSocketConfig::default()
-                .max_message_size(Some(max))
-                .max_frame_size(Some(max));
-            let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
-            let io: BoxedIo = Box::new(ws::WsIo::new(ws));
-            listen::serve_io(shared, io, handle, format!("{peer} (web)"), deadline).await;
-        }
+        Route::Upgrade { key } => acceptor.websocket(conn, &key).await,
     }
 }
 

@@ -190,6 +190,7 @@ pub async fn forward<I: Port, O: Port>(
     }
 }
 
+/// real time: the impaired link lets each packet out at its due time, as a real one would.
 async fn sleep_until(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,

@@ -1,4 +1,5 @@
-//! [`WsIo`]: a WebSocket seen as the byte stream the TCP link speaks.
+//! The WebSocket transport's accept side: [`upgrade`] answers an HTTP upgrade request, and
+//! [`WsIo`] is the WebSocket seen as the byte stream the TCP link speaks.
 //!
 //! - Reading: each binary message's bytes are appended to the stream; the frames' own length
 //!   prefixes delimit them, so a client may split or batch frames over messages as it likes
@@ -17,12 +18,34 @@ use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::{Sink, Stream};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
+/// Completes a WebSocket upgrade whose request head has been read: answers `101` for the
+/// client's `Sec-WebSocket-Key`, and wraps the stream as chunkcast's byte stream. Messages
+/// over `max_message` bytes (one frame and its length prefix, at most) are refused.
+pub async fn upgrade<S: AsyncRead + AsyncWrite + Unpin>(
+    mut io: S,
+    key: &str,
+    max_message: usize,
+) -> io::Result<WsIo<S>> {
+    let accept = derive_accept_key(key.as_bytes());
+    let answer = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+    );
+    io.write_all(answer.as_bytes()).await?;
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(max_message))
+        .max_frame_size(Some(max_message));
+    let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(config)).await;
+    Ok(WsIo::new(ws))
+}
+
 /// A WebSocket as a byte stream of chunkcast frames.
-pub(crate) struct WsIo<S> {
+pub struct WsIo<S> {
     ws: WebSocketStream<S>,
     /// The rest of the last binary message received.
     incoming: Bytes,
@@ -34,7 +57,7 @@ pub(crate) struct WsIo<S> {
 
 impl<S> WsIo<S> {
     /// Wraps an upgraded WebSocket.
-    pub(crate) fn new(ws: WebSocketStream<S>) -> Self {
+    pub fn new(ws: WebSocketStream<S>) -> Self {
         Self {
             ws,
             incoming: Bytes::new(),

@@ -8,14 +8,15 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 /// A TCP proxy to `target`: its first connection carries `first` bytes from the server, each
-/// later one `later` (read when it is accepted), then both sides are dropped.
-pub(crate) async fn cutting_proxy(
+/// later one `later` (read when it is accepted), then both sides are dropped. It serves at
+/// most 64 connections, so that a test's retry loop cannot make it run forever.
+pub async fn cutting_proxy(
     target: SocketAddr,
     first: usize,
     later: Arc<AtomicUsize>,
 ) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("binds");
+    let addr = listener.local_addr().expect("bound");
     tokio::spawn(async move {
         for i in 0..64 {
             let Ok((client, _)) = listener.accept().await else {
@@ -27,7 +28,9 @@ pub(crate) async fn cutting_proxy(
                 later.load(Ordering::SeqCst)
             };
             tokio::spawn(async move {
-                let server = TcpStream::connect(target).await.unwrap();
+                let Ok(server) = TcpStream::connect(target).await else {
+                    return; // dropping the client cuts it, as the test wants
+                };
                 let (mut cr, mut cw) = client.into_split();
                 let (mut sr, mut sw) = server.into_split();
                 let up = tokio::spawn(async move {
