@@ -13,8 +13,8 @@ use crate::media::{
 };
 use crate::wire::chunk::{Chunk, ChunkFlags, StreamId};
 use crate::wire::frame::{
-    Caps, Catalog, Entry, ErrorFrame, FileDigest, Frame, Hello, MAGIC, Mode, Open, Opened, Resume,
-    Welcome, ty,
+    Caps, Catalog, Entry, ErrorFrame, FileDigest, Frame, FrameType, Hello, MAGIC, Mode, Open,
+    Opened, Resume, Welcome,
 };
 
 /// Bytes of a chunk frame before its payload: length (4), type (1) and the chunk header (41).
@@ -157,8 +157,8 @@ pub fn parse(mut body: Bytes, limits: &Limits) -> Result<Frame, DecodeError> {
         what: "",
         limits,
     };
-    let frame = match ty {
-        ty::HELLO => {
+    let frame = match FrameType::from_u8(ty) {
+        Some(FrameType::Hello) => {
             r.what = "HELLO";
             if r.bytes(4)? != MAGIC[..] {
                 return Err(DecodeError::BadMagic);
@@ -171,7 +171,7 @@ pub fn parse(mut body: Bytes, limits: &Limits) -> Result<Frame, DecodeError> {
                 client_name: r.string()?,
             })
         }
-        ty::WELCOME => {
+        Some(FrameType::Welcome) => {
             r.what = "WELCOME";
             Frame::Welcome(Welcome {
                 version: r.u16()?,
@@ -180,7 +180,7 @@ pub fn parse(mut body: Bytes, limits: &Limits) -> Result<Frame, DecodeError> {
                 server_name: r.string()?,
             })
         }
-        ty::ERROR => {
+        Some(FrameType::Error) => {
             r.what = "ERROR";
             Frame::Error(ErrorFrame {
                 request: r.u32()?,
@@ -188,14 +188,14 @@ pub fn parse(mut body: Bytes, limits: &Limits) -> Result<Frame, DecodeError> {
                 message: r.string()?,
             })
         }
-        ty::PING => {
+        Some(FrameType::Ping) => {
             r.what = "PING";
             Frame::Ping {
                 nonce: r.u64()?,
                 time_us: r.u64()?,
             }
         }
-        ty::PONG => {
+        Some(FrameType::Pong) => {
             r.what = "PONG";
             Frame::Pong {
                 nonce: r.u64()?,
@@ -203,14 +203,14 @@ pub fn parse(mut body: Bytes, limits: &Limits) -> Result<Frame, DecodeError> {
                 time_us: r.u64()?,
             }
         }
-        ty::LIST => {
+        Some(FrameType::List) => {
             r.what = "LIST";
             Frame::List {
                 request: r.u32()?,
                 prefix: r.string()?,
             }
         }
-        ty::CATALOG => {
+        Some(FrameType::Catalog) => {
             r.what = "CATALOG";
             let request = r.u32()?;
             let flags = r.u8()?;
@@ -251,7 +251,7 @@ pub fn parse(mut body: Bytes, limits: &Limits) -> Result<Frame, DecodeError> {
                 entries,
             })
         }
-        ty::OPEN => {
+        Some(FrameType::Open) => {
             r.what = "OPEN";
             let request = r.u32()?;
             let stream = StreamId(r.u32()?);
@@ -292,7 +292,7 @@ pub fn parse(mut body: Bytes, limits: &Limits) -> Result<Frame, DecodeError> {
                 chunk_size,
             })
         }
-        ty::OPENED => {
+        Some(FrameType::Opened) => {
             r.what = "OPENED";
             let request = r.u32()?;
             let stream = StreamId(r.u32()?);
@@ -330,8 +330,8 @@ pub fn parse(mut body: Bytes, limits: &Limits) -> Result<Frame, DecodeError> {
                 },
             })
         }
-        ty::CHUNK => return parse_chunk(r.buf).map(Frame::Chunk),
-        ty::CLOSE => {
+        Some(FrameType::Chunk) => return parse_chunk(r.buf).map(Frame::Chunk),
+        Some(FrameType::Close) => {
             r.what = "CLOSE";
             Frame::Close {
                 stream: StreamId(r.u32()?),
@@ -339,7 +339,7 @@ pub fn parse(mut body: Bytes, limits: &Limits) -> Result<Frame, DecodeError> {
                 message: r.string()?,
             }
         }
-        ty::PUBLISH => {
+        Some(FrameType::Publish) => {
             r.what = "PUBLISH";
             Frame::Publish {
                 request: r.u32()?,
@@ -348,7 +348,7 @@ pub fn parse(mut body: Bytes, limits: &Limits) -> Result<Frame, DecodeError> {
                 codec: r.codec()?,
             }
         }
-        ty::SUBSCRIBE => {
+        Some(FrameType::Subscribe) => {
             r.what = "SUBSCRIBE";
             Frame::Subscribe {
                 request: r.u32()?,
@@ -356,21 +356,21 @@ pub fn parse(mut body: Bytes, limits: &Limits) -> Result<Frame, DecodeError> {
                 channel: r.string()?,
             }
         }
-        ty::DIGEST => {
+        Some(FrameType::Digest) => {
             r.what = "DIGEST";
             Frame::Digest {
                 stream: StreamId(r.u32()?),
                 digest: r.array32()?,
             }
         }
-        ty::GOODBYE => {
+        Some(FrameType::Goodbye) => {
             r.what = "GOODBYE";
             Frame::Goodbye {
                 code: ErrorCode::from_u16(r.u16()?),
                 message: r.string()?,
             }
         }
-        other => return Err(DecodeError::UnknownFrameType(other)),
+        None => return Err(DecodeError::UnknownFrameType(ty)),
     };
     if r.buf.has_remaining() {
         return Err(DecodeError::TrailingBytes(r.what, r.buf.remaining()));
@@ -565,7 +565,7 @@ pub fn encode(frame: &Frame, dst: &mut BytesMut) {
     dst.put_u32(0); // patched below, once the body's length is known
     match frame {
         Frame::Hello(h) => {
-            dst.put_u8(ty::HELLO);
+            dst.put_u8(FrameType::Hello.to_u8());
             dst.put_slice(&MAGIC);
             dst.put_u16(h.min_version);
             dst.put_u16(h.max_version);
@@ -574,20 +574,20 @@ pub fn encode(frame: &Frame, dst: &mut BytesMut) {
             put_string(dst, &h.client_name);
         }
         Frame::Welcome(w) => {
-            dst.put_u8(ty::WELCOME);
+            dst.put_u8(FrameType::Welcome.to_u8());
             dst.put_u16(w.version);
             dst.put_u32(w.caps.0);
             dst.put_u64(w.session_id);
             put_string(dst, &w.server_name);
         }
         Frame::Error(e) => {
-            dst.put_u8(ty::ERROR);
+            dst.put_u8(FrameType::Error.to_u8());
             dst.put_u32(e.request);
             dst.put_u16(e.code.to_u16());
             put_string(dst, &e.message);
         }
         Frame::Ping { nonce, time_us } => {
-            dst.put_u8(ty::PING);
+            dst.put_u8(FrameType::Ping.to_u8());
             dst.put_u64(*nonce);
             dst.put_u64(*time_us);
         }
@@ -596,18 +596,18 @@ pub fn encode(frame: &Frame, dst: &mut BytesMut) {
             echo_us,
             time_us,
         } => {
-            dst.put_u8(ty::PONG);
+            dst.put_u8(FrameType::Pong.to_u8());
             dst.put_u64(*nonce);
             dst.put_u64(*echo_us);
             dst.put_u64(*time_us);
         }
         Frame::List { request, prefix } => {
-            dst.put_u8(ty::LIST);
+            dst.put_u8(FrameType::List.to_u8());
             dst.put_u32(*request);
             put_string(dst, prefix);
         }
         Frame::Catalog(c) => {
-            dst.put_u8(ty::CATALOG);
+            dst.put_u8(FrameType::Catalog.to_u8());
             dst.put_u32(c.request);
             let n = c.entries.len().min(usize::from(u16::MAX));
             let entries = &c.entries[..n];
@@ -630,7 +630,7 @@ pub fn encode(frame: &Frame, dst: &mut BytesMut) {
             }
         }
         Frame::Open(o) => {
-            dst.put_u8(ty::OPEN);
+            dst.put_u8(FrameType::Open.to_u8());
             dst.put_u32(o.request);
             dst.put_u32(o.stream.0);
             let flags = u8::from(o.mode == Mode::Realtime)
@@ -648,7 +648,7 @@ pub fn encode(frame: &Frame, dst: &mut BytesMut) {
             put_string(dst, &o.path);
         }
         Frame::Opened(o) => {
-            dst.put_u8(ty::OPENED);
+            dst.put_u8(FrameType::Opened.to_u8());
             dst.put_u32(o.request);
             dst.put_u32(o.stream.0);
             put_codec(dst, &o.codec);
@@ -676,7 +676,7 @@ pub fn encode(frame: &Frame, dst: &mut BytesMut) {
             code,
             message,
         } => {
-            dst.put_u8(ty::CLOSE);
+            dst.put_u8(FrameType::Close.to_u8());
             dst.put_u32(stream.0);
             dst.put_u16(code.to_u16());
             put_string(dst, message);
@@ -687,7 +687,7 @@ pub fn encode(frame: &Frame, dst: &mut BytesMut) {
             channel,
             codec,
         } => {
-            dst.put_u8(ty::PUBLISH);
+            dst.put_u8(FrameType::Publish.to_u8());
             dst.put_u32(*request);
             dst.put_u32(stream.0);
             put_string(dst, channel);
@@ -698,18 +698,18 @@ pub fn encode(frame: &Frame, dst: &mut BytesMut) {
             stream,
             channel,
         } => {
-            dst.put_u8(ty::SUBSCRIBE);
+            dst.put_u8(FrameType::Subscribe.to_u8());
             dst.put_u32(*request);
             dst.put_u32(stream.0);
             put_string(dst, channel);
         }
         Frame::Digest { stream, digest } => {
-            dst.put_u8(ty::DIGEST);
+            dst.put_u8(FrameType::Digest.to_u8());
             dst.put_u32(stream.0);
             dst.put_slice(digest);
         }
         Frame::Goodbye { code, message } => {
-            dst.put_u8(ty::GOODBYE);
+            dst.put_u8(FrameType::Goodbye.to_u8());
             dst.put_u16(code.to_u16());
             put_string(dst, message);
         }
@@ -725,7 +725,7 @@ pub fn encode_chunk_head(c: &Chunk, dst: &mut BytesMut) {
     dst.reserve(CHUNK_OVERHEAD);
     let len = (1 + CHUNK_HEADER_LEN + c.payload.len()) as u32;
     dst.put_u32(len);
-    dst.put_u8(ty::CHUNK);
+    dst.put_u8(FrameType::Chunk.to_u8());
     let fields = dst.len();
     dst.put_u32(c.stream.0);
     dst.put_u64(c.seq);
