@@ -3,6 +3,7 @@
 pub mod chunk;
 pub mod codec;
 pub mod frame;
+mod layout;
 
 pub use codec::{
     CHUNK_OVERHEAD, DEFAULT_MAX_PAYLOAD, Decoder, Limits, encode, encode_chunk_head, parse,
