@@ -10,7 +10,8 @@
 //!
 //! Also checked: nothing but the library before anything plays; pictures fit the player box;
 //! the live list's viewer counts update by themselves; `#/PATH` opens PATH; pause, seek and
-//! volume.
+//! volume; and the page's wire module (`wire.js`) decodes and encodes the golden vectors of
+//! `docs/golden/frames.json` exactly as the Rust codec does.
 
 mod support;
 
@@ -67,6 +68,144 @@ async fn plays_in_headless_chromium() {
     browser.close().await;
     server.shutdown().await;
     result.expect("the browser test finishes within its time bound");
+}
+
+/// The page's wire module against the golden vectors (`docs/golden/frames.json`, which the
+/// Rust codec is checked against too): it decodes every vector's bytes to the vector's
+/// meaning, and encodes every vector's meaning (the frames the page sends among them: HELLO,
+/// LIST, OPEN, SUBSCRIBE, PING, PONG, CLOSE) to the vector's bytes.
+#[tokio::test]
+async fn wire_module_matches_the_golden_vectors() {
+    let Some(chromium) = find_chromium() else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "no Chromium found, and CI is set: install chromium or set CHUNKCAST_CHROMIUM"
+        );
+        eprintln!(
+            "skipping: no Chromium found (apt-get install chromium, or set CHUNKCAST_CHROMIUM)"
+        );
+        return;
+    };
+    let server = support::server_with(|c| c.web = Some("127.0.0.1:0".parse().unwrap())).await;
+    let page = format!("http://{}/", server.web_addr().unwrap());
+    let profile = tempfile::tempdir().unwrap();
+    let mut browser = launch(&chromium, profile.path()).await;
+    let result = tokio::time::timeout(HARD_TIMEOUT, check_vectors(&mut browser, &page)).await;
+    browser.close().await;
+    server.shutdown().await;
+    result.expect("the golden check finishes within its time bound");
+}
+
+/// The JavaScript that runs each vector through the page's wire module and returns, per
+/// vector, the decoded meaning (rendered as the file renders it) and the encoded bytes.
+const CHECK_VECTORS_JS: &str = r#"
+(async (file) => {
+  const w = await import('/wire.js');
+  const hex = (b) => Array.from(b, (x) => x.toString(16).padStart(2, '0')).join('');
+  const unhex = (s) => Uint8Array.from(s.match(/../g) || [], (h) => parseInt(h, 16));
+  const render = (v) => typeof v === 'bigint' ? v.toString()
+    : v instanceof Uint8Array ? hex(v)
+    : Array.isArray(v) ? v.map(render)
+    : v !== null && typeof v === 'object'
+      ? Object.fromEntries(Object.entries(v).map(([k, x]) => [k, render(x)]))
+      : v;
+  const out = [];
+  for (const v of file.vectors) {
+    const r = { name: v.name };
+    try {
+      const f = w.decodeFrame(unhex(v.hex));
+      if (f.type === 'CHUNK') {
+        r.crc_ok = f.crc_ok;
+        delete f.crc_ok;
+        f.flag_names = w.flagNames(f.flags);
+      }
+      if ('caps' in f) f.caps_names = w.capsNames(f.caps);
+      if ('code' in f) f.code_name = w.errorName(f.code);
+      r.frame = render(f);
+    } catch (e) {
+      r.decode_error = String(e);
+    }
+    try {
+      // The meaning's byte fields (hex in the file) as bytes.
+      const m = structuredClone(v.frame);
+      if (m.type === 'CHUNK') m.payload = unhex(m.payload);
+      if (m.type === 'DIGEST') m.digest = unhex(m.digest);
+      if (m.type === 'OPENED' && m.digest.known) m.digest = { known: unhex(m.digest.known) };
+      r.hex = hex(w.encodeFrame(m));
+    } catch (e) {
+      r.encode_error = String(e);
+    }
+    out.push(r);
+  }
+  return JSON.stringify(out);
+})
+"#;
+
+async fn check_vectors(browser: &mut Browser, url: &str) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/golden/frames.json");
+    let text = std::fs::read_to_string(&path).expect("docs/golden/frames.json");
+    let file: Value = serde_json::from_str(&text).unwrap();
+    let vectors = file["vectors"].as_array().unwrap();
+    let cdp = browser.cdp.as_mut().unwrap();
+    let mut page = open(cdp, url).await;
+    page.wait_for("the page to connect", |c| c["state"] == json!("ready"))
+        .await;
+    let got = page.eval(&format!("{CHECK_VECTORS_JS}({text})")).await;
+    let got: Vec<Value> = serde_json::from_str(got.as_str().expect("a JSON string")).unwrap();
+    assert_eq!(got.len(), vectors.len());
+    let mut sent = Vec::new();
+    for (v, g) in vectors.iter().zip(&got) {
+        let name = v["name"].as_str().unwrap();
+        assert_eq!(g["name"], v["name"]);
+        assert_eq!(
+            g["decode_error"],
+            Value::Null,
+            "{name}: the page cannot decode it"
+        );
+        assert_eq!(g["frame"], v["frame"], "{name}: decoded meaning");
+        if v["frame"]["type"] == json!("CHUNK") {
+            assert_eq!(g["crc_ok"], json!(true), "{name}: checksum");
+        }
+        assert_eq!(
+            g["encode_error"],
+            Value::Null,
+            "{name}: the page cannot encode it"
+        );
+        assert_eq!(g["hex"], v["hex"], "{name}: encoded bytes");
+        sent.push(v["frame"]["type"].as_str().unwrap());
+    }
+    for ty in [
+        "HELLO",
+        "LIST",
+        "OPEN",
+        "SUBSCRIBE",
+        "PING",
+        "PONG",
+        "CLOSE",
+        "GOODBYE",
+    ] {
+        assert!(sent.contains(&ty), "no {ty} vector");
+    }
+    // A corrupted chunk is flagged, not accepted; an unknown frame type is refused.
+    let bad = page
+        .eval(
+            "import('/wire.js').then((w) => { \
+               const c = w.encodeFrame({ type: 'CHUNK', stream: 1, seq: 0, offset: 0, pts_us: 0, \
+                 duration_us: 0, flags: 0, raw_len: 1, payload: new Uint8Array([7]) }); \
+               c[c.length - 1] ^= 1; \
+               let unknown; \
+               try { w.decodeFrame(new Uint8Array([0, 0, 0, 1, 0x10])); } catch (e) { unknown = String(e); } \
+               return JSON.stringify({ crc: w.decodeFrame(c).crc_ok, unknown }); })",
+        )
+        .await;
+    let bad: Value = serde_json::from_str(bad.as_str().unwrap()).unwrap();
+    assert_eq!(bad["crc"], json!(false), "{bad}");
+    assert!(
+        bad["unknown"]
+            .as_str()
+            .is_some_and(|e| e.contains("unknown frame type 0x10")),
+        "{bad}"
+    );
 }
 
 struct Browser {
