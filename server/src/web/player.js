@@ -2,6 +2,7 @@
 // output, counters kept.
 
 import { FLAG } from './wire.js';
+import { DEFAULT_MAX_UNITS } from './playout.js';
 import { AudioOut } from './audio.js';
 import { VideoOut } from './video.js';
 import { $, describe, disableControls, setState, showStats, stats } from './ui.js';
@@ -76,6 +77,7 @@ export class Player {
   unit(bytes, ptsUs, durationUs) {
     stats.unitsReceived++;
     if (stats.firstPtsUs === null) stats.firstPtsUs = ptsUs;
+    if (this.pending >= DEFAULT_MAX_UNITS) { stats.drops++; return; }
     // Jitter (RFC 3550 style): variation of (arrival - timestamp) between units.
     const transit = performance.now() - ptsUs / 1000;
     if (this.lastTransit !== null) {

@@ -2,20 +2,24 @@
 // each constant is named after its Rust counterpart and has its default.
 //
 // - Clock mapping: the first unit that arrives anchors the clock; a unit plays at
-//   `anchor + BUFFER_MS + (pts - first_pts)` (playout/mod.rs, "Clock mapping").
+//   `anchor + DEFAULT_BUFFER_MS + (pts - first_pts)` (playout/mod.rs, "Clock mapping").
 // - Late drop: a unit that arrives after its slot began (its play instant passed by more than
-//   GAP_TOLERANCE_MS), or whose slot a later unit already played, is dropped, not played late
+//   DEFAULT_GAP_TOLERANCE_MS), or whose slot a later unit already played, is dropped, not played late
 //   (playout/mod.rs, "Gaps").
 // - Concealment: a gap plays as silence for audio (`Conceal::Silence`, the default) and
 //   freezes on the last frame for video (`Concealment::Freeze`): nothing is scheduled for it,
 //   which is exactly that in Web Audio and on a canvas.
 
-// `Config::buffer`'s default (playout/types.rs): the delay between the first arrival and its
+// `Config::default().buffer` (playout/types.rs): the delay between the first arrival and its
 // play instant, within which late and reordered arrivals are absorbed.
-export const BUFFER_MS = 100;
-// `Config::gap_tolerance`'s default: gaps and overlaps this small (timestamp rounding) are
+export const DEFAULT_BUFFER_MS = 100;
+// `Config::default().gap_tolerance`: gaps and overlaps this small (timestamp rounding) are
 // neither concealed nor a reason to drop a unit.
-export const GAP_TOLERANCE_MS = 1;
+export const DEFAULT_GAP_TOLERANCE_MS = 1;
+// `Config::default().max_units`: the most units queued (here: scheduled and not yet played).
+// The Rust buffer then drops the unit due first; a unit handed to Web Audio cannot be taken
+// back, so the page drops the arriving one instead. Either way memory stays bounded.
+export const DEFAULT_MAX_UNITS = 4096;
 
 // One stream's playout clock, on a clock in milliseconds the caller reads (performance.now()
 // for pictures, the AudioContext's for sound).
@@ -27,15 +31,15 @@ export class PlayoutClock {
 
   // The unit's play instant; the first call anchors the clock at `now`.
   due(ptsUs, now) {
-    if (this.anchor === null) this.anchor = { ptsUs, at: now + BUFFER_MS };
+    if (this.anchor === null) this.anchor = { ptsUs, at: now + DEFAULT_BUFFER_MS };
     return this.anchor.at + (ptsUs - this.anchor.ptsUs) / 1000;
   }
 
   // Whether a unit arriving at `now` is a late drop: its slot began already, or a unit
   // at or after it was played.
   late(ptsUs, now) {
-    if (now > this.due(ptsUs, now) + GAP_TOLERANCE_MS) return true;
-    return this.headUs !== null && ptsUs + GAP_TOLERANCE_MS * 1000 < this.headUs;
+    if (now > this.due(ptsUs, now) + DEFAULT_GAP_TOLERANCE_MS) return true;
+    return this.headUs !== null && ptsUs + DEFAULT_GAP_TOLERANCE_MS * 1000 < this.headUs;
   }
 
   // The unit was played: the play head moves to its end.
