@@ -120,7 +120,7 @@ impl HandshakeFailed {
             Self::Closed => "closed",
             Self::Tls => "tls",
             Self::Quic => "quic",
-            Self::Refused(code) => code_label(code),
+            Self::Refused(code) => code.label(),
         };
         ReasonLabel { reason }
     }
@@ -136,28 +136,6 @@ impl Dropped {
             Self::TooLarge => "too_large",
         };
         ReasonLabel { reason }
-    }
-}
-
-/// An error code as a label value: its name in snake case.
-fn code_label(code: ErrorCode) -> &'static str {
-    match code {
-        ErrorCode::None => "none",
-        ErrorCode::BadRequest => "bad_request",
-        ErrorCode::Unauthorized => "unauthorized",
-        ErrorCode::NotFound => "not_found",
-        ErrorCode::TooLarge => "too_large",
-        ErrorCode::Busy => "busy",
-        ErrorCode::Internal => "internal",
-        ErrorCode::UnsupportedVersion => "unsupported_version",
-        ErrorCode::Protocol => "protocol",
-        ErrorCode::Timeout => "timeout",
-        ErrorCode::RoomFull => "room_full",
-        ErrorCode::PublisherLost => "publisher_lost",
-        ErrorCode::Lagged => "lagged",
-        ErrorCode::BadMedia => "bad_media",
-        ErrorCode::Changed => "source_changed",
-        _ => "unknown",
     }
 }
 
@@ -357,9 +335,7 @@ impl Metrics {
     pub(crate) fn error_sent(&self, code: ErrorCode) {
         if code != ErrorCode::None {
             self.errors
-                .get_or_create(&CodeLabel {
-                    code: code_label(code),
-                })
+                .get_or_create(&CodeLabel { code: code.label() })
                 .inc();
         }
     }

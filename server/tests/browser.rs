@@ -10,7 +10,8 @@
 //!
 //! Also checked: nothing but the library before anything plays; pictures fit the player box;
 //! the live list's viewer counts update by themselves; `#/PATH` opens PATH; pause, seek and
-//! volume.
+//! volume; and the page's wire module (`wire.js`) decodes and encodes the golden vectors of
+//! `docs/golden/frames.json` exactly as the Rust codec does.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -64,6 +65,272 @@ async fn plays_in_headless_chromium() {
     browser.close().await;
     server.shutdown().await;
     result.expect("the browser test finishes within its time bound");
+}
+
+/// The page's modules against the Rust core. Its wire module against the golden vectors
+/// (`docs/golden/frames.json`, which the Rust codec is checked against too): it decodes every
+/// vector's bytes to the vector's meaning, and encodes every vector's meaning (the frames the
+/// page sends among them: HELLO, LIST, OPEN, SUBSCRIBE, PING, PONG, CLOSE) to the vector's
+/// bytes. Its playout rules against the Rust playout buffer: one arrival trace, the same
+/// units played at the same instants and the same ones dropped as late.
+#[tokio::test]
+async fn page_modules_match_the_rust_core() {
+    let Some(chromium) = find_chromium() else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "no Chromium found, and CI is set: install chromium or set CHUNKCAST_CHROMIUM"
+        );
+        eprintln!(
+            "skipping: no Chromium found (apt-get install chromium, or set CHUNKCAST_CHROMIUM)"
+        );
+        return;
+    };
+    let server = support::server_with(|c| c.web = Some("127.0.0.1:0".parse().unwrap())).await;
+    let page = format!("http://{}/", server.web_addr().unwrap());
+    let profile = tempfile::tempdir().unwrap();
+    let mut browser = launch(&chromium, profile.path()).await;
+    let checks = async {
+        let cdp = browser.cdp.as_mut().unwrap();
+        let mut page = open(cdp, &page).await;
+        page.wait_for("the page to connect", |c| c["state"] == json!("ready"))
+            .await;
+        check_vectors(&mut page).await;
+        check_playout(&mut page).await;
+    };
+    let result = tokio::time::timeout(HARD_TIMEOUT, checks).await;
+    browser.close().await;
+    server.shutdown().await;
+    result.expect("the checks finish within their time bound");
+}
+
+/// The JavaScript that runs each vector through the page's wire module and returns, per
+/// vector, the decoded meaning (rendered as the file renders it) and the encoded bytes.
+const CHECK_VECTORS_JS: &str = r#"
+(async (file) => {
+  const w = await import('/wire.js');
+  const hex = (b) => Array.from(b, (x) => x.toString(16).padStart(2, '0')).join('');
+  const unhex = (s) => Uint8Array.from(s.match(/../g) || [], (h) => parseInt(h, 16));
+  const render = (v) => typeof v === 'bigint' ? v.toString()
+    : v instanceof Uint8Array ? hex(v)
+    : Array.isArray(v) ? v.map(render)
+    : v !== null && typeof v === 'object'
+      ? Object.fromEntries(Object.entries(v).map(([k, x]) => [k, render(x)]))
+      : v;
+  const out = [];
+  for (const v of file.vectors) {
+    const r = { name: v.name };
+    try {
+      const f = w.decodeFrame(unhex(v.hex));
+      if (f.type === 'CHUNK') {
+        r.crc_ok = f.crc_ok;
+        delete f.crc_ok;
+        f.flag_names = w.flagNames(f.flags);
+      }
+      if ('caps' in f) f.caps_names = w.capsNames(f.caps);
+      if ('code' in f) f.code_name = w.errorName(f.code);
+      r.frame = render(f);
+    } catch (e) {
+      r.decode_error = String(e);
+    }
+    try {
+      // The meaning's byte fields (hex in the file) as bytes.
+      const m = structuredClone(v.frame);
+      if (m.type === 'CHUNK') m.payload = unhex(m.payload);
+      if (m.type === 'DIGEST') m.digest = unhex(m.digest);
+      if (m.type === 'OPENED' && m.digest.known) m.digest = { known: unhex(m.digest.known) };
+      r.hex = hex(w.encodeFrame(m));
+    } catch (e) {
+      r.encode_error = String(e);
+    }
+    out.push(r);
+  }
+  return JSON.stringify(out);
+})
+"#;
+
+async fn check_vectors(page: &mut Page<'_>) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/golden/frames.json");
+    let text = std::fs::read_to_string(&path).expect("docs/golden/frames.json");
+    let file: Value = serde_json::from_str(&text).unwrap();
+    let vectors = file["vectors"].as_array().unwrap();
+    let got = page.eval(&format!("{CHECK_VECTORS_JS}({text})")).await;
+    let got: Vec<Value> = serde_json::from_str(got.as_str().expect("a JSON string")).unwrap();
+    assert_eq!(got.len(), vectors.len());
+    let mut sent = Vec::new();
+    for (v, g) in vectors.iter().zip(&got) {
+        let name = v["name"].as_str().unwrap();
+        assert_eq!(g["name"], v["name"]);
+        assert_eq!(
+            g["decode_error"],
+            Value::Null,
+            "{name}: the page cannot decode it"
+        );
+        assert_eq!(g["frame"], v["frame"], "{name}: decoded meaning");
+        if v["frame"]["type"] == json!("CHUNK") {
+            assert_eq!(g["crc_ok"], json!(true), "{name}: checksum");
+        }
+        assert_eq!(
+            g["encode_error"],
+            Value::Null,
+            "{name}: the page cannot encode it"
+        );
+        assert_eq!(g["hex"], v["hex"], "{name}: encoded bytes");
+        sent.push(v["frame"]["type"].as_str().unwrap());
+    }
+    for ty in [
+        "HELLO",
+        "LIST",
+        "OPEN",
+        "SUBSCRIBE",
+        "PING",
+        "PONG",
+        "CLOSE",
+        "GOODBYE",
+    ] {
+        assert!(sent.contains(&ty), "no {ty} vector");
+    }
+    // A corrupted chunk is flagged, not accepted; an unknown frame type is refused.
+    let bad = page
+        .eval(
+            "import('/wire.js').then((w) => { \
+               const c = w.encodeFrame({ type: 'CHUNK', stream: 1, seq: 0, offset: 0, pts_us: 0, \
+                 duration_us: 0, flags: 0, raw_len: 1, payload: new Uint8Array([7]) }); \
+               c[c.length - 1] ^= 1; \
+               let unknown; \
+               try { w.decodeFrame(new Uint8Array([0, 0, 0, 1, 0x10])); } catch (e) { unknown = String(e); } \
+               return JSON.stringify({ crc: w.decodeFrame(c).crc_ok, unknown }); })",
+        )
+        .await;
+    let bad: Value = serde_json::from_str(bad.as_str().unwrap()).unwrap();
+    assert_eq!(bad["crc"], json!(false), "{bad}");
+    assert!(
+        bad["unknown"]
+            .as_str()
+            .is_some_and(|e| e.contains("unknown frame type 0x10")),
+        "{bad}"
+    );
+}
+
+/// Arrivals (seq, pts µs, duration µs, arrival ms): in order, one reordered within the
+/// buffer, one a little late (its slot began 5 ms before), one late after a later unit came, a
+/// 0.5 ms overlap (under the tolerance), and a gap.
+const PLAYOUT_TRACE: &[(u64, u64, u32, f64)] = &[
+    (0, 0, 20_000, 0.0),
+    (1, 20_000, 20_000, 10.0),
+    (3, 60_000, 20_000, 30.0),
+    (2, 40_000, 20_000, 50.0),
+    (4, 80_000, 20_000, 185.0),
+    (5, 100_000, 20_000, 190.0),
+    (7, 140_000, 20_000, 230.0),
+    (8, 160_000, 20_000, 245.0),
+    (9, 179_500, 20_000, 250.0),
+    (10, 240_000, 20_000, 290.0),
+    (6, 120_000, 20_000, 300.0),
+];
+
+/// What the Rust playout buffer does with the trace, driven as its docs say (push on arrival,
+/// poll after each push and at each `Wait` instant): per seq, the play instant in ms, or None
+/// when dropped.
+fn rust_playout() -> Vec<(u64, Option<f64>)> {
+    use chunkcast_media::playout::{Config, Output, PlayoutBuffer, Unit};
+    use std::time::Instant;
+    let t0 = Instant::now();
+    let at = |ms: f64| t0 + Duration::from_micros((ms * 1000.0) as u64);
+    let mut pb = PlayoutBuffer::new(Config::default());
+    let mut played = Vec::new();
+    let mut wake = None;
+    let mut arrivals = PLAYOUT_TRACE.iter();
+    let mut next = arrivals.next();
+    loop {
+        let now = match (next, wake) {
+            (Some(a), Some(w)) if w < at(a.3) => w,
+            (Some(a), _) => {
+                let unit = Unit {
+                    seq: a.0,
+                    pts_us: a.1,
+                    duration_us: a.2,
+                    key: true,
+                    payload: [0u8; 1],
+                };
+                pb.push(at(a.3), unit);
+                next = arrivals.next();
+                if next.is_none() {
+                    pb.end_of_stream();
+                }
+                at(a.3)
+            }
+            (None, Some(w)) => w,
+            (None, None) => break,
+        };
+        wake = loop {
+            match pb.poll(now) {
+                Output::Play(u) => {
+                    played.push((u.seq, (now - t0).as_secs_f64() * 1000.0));
+                }
+                Output::Conceal { .. } => {}
+                Output::Wait(w) => break Some(w),
+                Output::Idle => break None,
+            }
+        };
+    }
+    let mut out: Vec<(u64, Option<f64>)> = PLAYOUT_TRACE
+        .iter()
+        .map(|u| (u.0, played.iter().find(|p| p.0 == u.0).map(|p| p.1)))
+        .collect();
+    out.sort_by_key(|u| u.0);
+    out
+}
+
+/// The same trace through the page's `PlayoutClock`, scheduled as `video.js` schedules
+/// frames: a unit late on arrival is dropped, the others are drawn at their due instant unless
+/// a later unit took their slot first.
+const PAGE_PLAYOUT_JS: &str = r#"
+(async (trace) => {
+  const { PlayoutClock } = await import('/playout.js');
+  const clock = new PlayoutClock();
+  const out = [];
+  const draws = [];
+  let i = 0;
+  while (i < trace.length || draws.length) {
+    draws.sort((a, b) => a.at - b.at);
+    const a = trace[i];
+    if (draws.length && (!a || draws[0].at <= a[3])) {
+      const d = draws.shift();
+      if (clock.late(d.pts, d.at)) out.push([d.seq, null]);
+      else { clock.played(d.pts, d.dur); out.push([d.seq, d.at]); }
+    } else {
+      i++;
+      const [seq, pts, dur, at] = a;
+      if (clock.late(pts, at)) out.push([seq, null]);
+      else draws.push({ at: clock.due(pts, at), seq, pts, dur });
+    }
+  }
+  out.sort((a, b) => a[0] - b[0]);
+  return JSON.stringify(out);
+})
+"#;
+
+async fn check_playout(page: &mut Page<'_>) {
+    let rust = rust_playout();
+    let trace = serde_json::to_string(PLAYOUT_TRACE).unwrap();
+    let got = page.eval(&format!("{PAGE_PLAYOUT_JS}({trace})")).await;
+    let page: Vec<(u64, Option<f64>)> = serde_json::from_str(got.as_str().unwrap()).unwrap();
+    assert_eq!(page.len(), rust.len(), "page {page:?}, Rust {rust:?}");
+    for (p, r) in page.iter().zip(&rust) {
+        let same = p.0 == r.0
+            && match (p.1, r.1) {
+                (Some(a), Some(b)) => (a - b).abs() < 0.01,
+                (None, None) => true,
+                _ => false,
+            };
+        assert!(
+            same,
+            "seq {}: page {p:?}, Rust {r:?}\npage {page:?}\nRust {rust:?}",
+            r.0
+        );
+    }
+    // The trace means something: some units dropped as late, the rest played.
+    assert!(rust.iter().any(|u| u.1.is_none()) && rust.iter().any(|u| u.1.is_some()));
 }
 
 struct Browser {

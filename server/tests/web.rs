@@ -104,9 +104,32 @@ async fn page_is_served() {
     let page = http(addr, "GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
     assert!(page.starts_with("HTTP/1.1 200 OK\r\n"), "{page}");
     assert!(page.contains("Content-Type: text/html"), "{page}");
-    assert!(page.contains("<script src=\"/app.js\""), "{page}");
-    let js = http(addr, "GET /app.js HTTP/1.1\r\nHost: x\r\n\r\n").await;
-    assert!(js.starts_with("HTTP/1.1 200 OK\r\n") && js.contains("text/javascript"));
+    assert!(
+        page.contains("<script type=\"module\" src=\"/app.js\">"),
+        "{page}"
+    );
+    // Every module the entry imports, and every module those import, is served as JavaScript.
+    let mut todo = vec!["app.js".to_owned()];
+    let mut served = Vec::new();
+    while let Some(module) = todo.pop() {
+        if served.contains(&module) {
+            continue;
+        }
+        let js = http(addr, &format!("GET /{module} HTTP/1.1\r\nHost: x\r\n\r\n")).await;
+        assert!(
+            js.starts_with("HTTP/1.1 200 OK\r\n") && js.contains("text/javascript"),
+            "{module}: {js}"
+        );
+        todo.extend(
+            js.split("from './")
+                .skip(1)
+                .filter_map(|rest| rest.split_once('\'').map(|(m, _)| m.to_owned())),
+        );
+        served.push(module);
+    }
+    for module in ["wire.js", "connection.js", "audio.js", "video.js", "ui.js"] {
+        assert!(served.iter().any(|m| m == module), "{module}: {served:?}");
+    }
     let missing = http(addr, "GET /../Cargo.toml HTTP/1.1\r\nHost: x\r\n\r\n").await;
     assert!(missing.starts_with("HTTP/1.1 404 "), "{missing}");
     // Another site's page may not open the protocol through a visitor's browser.

@@ -80,113 +80,99 @@ pub enum DecodeError {
     },
 }
 
-/// Error codes carried by `ERROR`, `CLOSE` and `GOODBYE` frames. The numbers are part of the
-/// wire format and never change meaning (pinned by a test).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum ErrorCode {
-    /// No error: a normal close.
-    None,
-    /// The request is malformed or not allowed in this state.
-    BadRequest,
-    /// Missing or wrong token.
-    Unauthorized,
-    /// No such file or channel.
-    NotFound,
-    /// Something exceeds a limit (frame, file, list, decompressed size).
-    TooLarge,
-    /// A server limit is reached (connections, streams, viewers); try again later.
-    Busy,
-    /// A bug or I/O failure on the sender's side.
-    Internal,
-    /// No protocol version in common.
-    UnsupportedVersion,
-    /// The peer sent bytes that do not decode.
-    Protocol,
-    /// Something took too long (handshake, idle).
-    Timeout,
-    /// A call room already has two participants.
-    RoomFull,
-    /// A live channel's publisher went away.
-    PublisherLost,
-    /// A viewer fell too far behind a live channel.
-    Lagged,
-    /// A media file could not be read as the format it claims.
-    BadMedia,
-    /// The file changed on the server while it was being sent (rewritten in place, replaced,
-    /// grown or shrunk): what arrived may mix two versions, so the download must start over.
-    Changed,
-    /// A code from a newer version.
-    Unknown(u16),
+/// Declares [`ErrorCode`] from one table, so that each code's value, variant, human name and
+/// metric label are written once and cannot drift apart (they used to be four matches).
+macro_rules! error_codes {
+    ($(
+        $(#[doc = $doc:literal])*
+        $variant:ident = $value:literal, $name:literal, $label:literal;
+    )*) => {
+        /// Error codes carried by `ERROR`, `CLOSE` and `GOODBYE` frames. The numbers are part
+        /// of the wire format and never change meaning (pinned by a test).
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[non_exhaustive]
+        pub enum ErrorCode {
+            $(
+                $(#[doc = $doc])*
+                $variant,
+            )*
+            /// A code from a newer version.
+            Unknown(u16),
+        }
+
+        impl ErrorCode {
+            /// Every code this version defines, in value order ([`ErrorCode::Unknown`] aside).
+            pub const ALL: &'static [ErrorCode] = &[$(Self::$variant),*];
+
+            /// The code's wire value.
+            pub const fn to_u16(self) -> u16 {
+                match self {
+                    $(Self::$variant => $value,)*
+                    Self::Unknown(c) => c,
+                }
+            }
+
+            /// The code for a wire value; unknown values are kept, not rejected, so that a
+            /// newer peer's errors still reach the user.
+            pub const fn from_u16(code: u16) -> Self {
+                match code {
+                    $($value => Self::$variant,)*
+                    c => Self::Unknown(c),
+                }
+            }
+
+            /// A short lower-case name, for messages.
+            pub const fn name(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $name,)*
+                    Self::Unknown(_) => "unknown error",
+                }
+            }
+
+            /// The code as a metric label value: its name in snake case (`unknown` for a code
+            /// from a newer version, so that a peer cannot grow the label set).
+            pub const fn label(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $label,)*
+                    Self::Unknown(_) => "unknown",
+                }
+            }
+        }
+    };
 }
 
-impl ErrorCode {
-    /// The code's wire value.
-    pub fn to_u16(self) -> u16 {
-        match self {
-            Self::None => 0,
-            Self::BadRequest => 1,
-            Self::Unauthorized => 2,
-            Self::NotFound => 3,
-            Self::TooLarge => 4,
-            Self::Busy => 5,
-            Self::Internal => 6,
-            Self::UnsupportedVersion => 7,
-            Self::Protocol => 8,
-            Self::Timeout => 9,
-            Self::RoomFull => 10,
-            Self::PublisherLost => 11,
-            Self::Lagged => 12,
-            Self::BadMedia => 13,
-            Self::Changed => 14,
-            Self::Unknown(c) => c,
-        }
-    }
-
-    /// The code for a wire value; unknown values are kept, not rejected, so that a newer
-    /// peer's errors still reach the user.
-    pub fn from_u16(code: u16) -> Self {
-        match code {
-            0 => Self::None,
-            1 => Self::BadRequest,
-            2 => Self::Unauthorized,
-            3 => Self::NotFound,
-            4 => Self::TooLarge,
-            5 => Self::Busy,
-            6 => Self::Internal,
-            7 => Self::UnsupportedVersion,
-            8 => Self::Protocol,
-            9 => Self::Timeout,
-            10 => Self::RoomFull,
-            11 => Self::PublisherLost,
-            12 => Self::Lagged,
-            13 => Self::BadMedia,
-            14 => Self::Changed,
-            c => Self::Unknown(c),
-        }
-    }
-
-    /// A short lower-case name, for messages and metrics labels.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::None => "none",
-            Self::BadRequest => "bad request",
-            Self::Unauthorized => "unauthorized",
-            Self::NotFound => "not found",
-            Self::TooLarge => "too large",
-            Self::Busy => "busy",
-            Self::Internal => "internal error",
-            Self::UnsupportedVersion => "unsupported version",
-            Self::Protocol => "protocol error",
-            Self::Timeout => "timeout",
-            Self::RoomFull => "room full",
-            Self::PublisherLost => "publisher lost",
-            Self::Lagged => "lagged",
-            Self::BadMedia => "bad media",
-            Self::Changed => "source changed",
-            Self::Unknown(_) => "unknown error",
-        }
-    }
+error_codes! {
+    /// No error: a normal close.
+    None = 0, "none", "none";
+    /// The request is malformed or not allowed in this state.
+    BadRequest = 1, "bad request", "bad_request";
+    /// Missing or wrong token.
+    Unauthorized = 2, "unauthorized", "unauthorized";
+    /// No such file or channel.
+    NotFound = 3, "not found", "not_found";
+    /// Something exceeds a limit (frame, file, list, decompressed size).
+    TooLarge = 4, "too large", "too_large";
+    /// A server limit is reached (connections, streams, viewers); try again later.
+    Busy = 5, "busy", "busy";
+    /// A bug or I/O failure on the sender's side.
+    Internal = 6, "internal error", "internal";
+    /// No protocol version in common.
+    UnsupportedVersion = 7, "unsupported version", "unsupported_version";
+    /// The peer sent bytes that do not decode.
+    Protocol = 8, "protocol error", "protocol";
+    /// Something took too long (handshake, idle).
+    Timeout = 9, "timeout", "timeout";
+    /// A call room already has two participants.
+    RoomFull = 10, "room full", "room_full";
+    /// A live channel's publisher went away.
+    PublisherLost = 11, "publisher lost", "publisher_lost";
+    /// A viewer fell too far behind a live channel.
+    Lagged = 12, "lagged", "lagged";
+    /// A media file could not be read as the format it claims.
+    BadMedia = 13, "bad media", "bad_media";
+    /// The file changed on the server while it was being sent (rewritten in place, replaced,
+    /// grown or shrunk): what arrived may mix two versions, so the download must start over.
+    Changed = 14, "source changed", "source_changed";
 }
 
 impl std::fmt::Display for ErrorCode {
@@ -213,30 +199,47 @@ impl From<&DecodeError> for ErrorCode {
 mod tests {
     use super::*;
 
+    /// The values, names and labels written out literally, apart from the table, so that
+    /// renumbering or renaming a code fails here.
     #[test]
     fn codes_are_stable() {
         let pinned = [
-            (ErrorCode::None, 0),
-            (ErrorCode::BadRequest, 1),
-            (ErrorCode::Unauthorized, 2),
-            (ErrorCode::NotFound, 3),
-            (ErrorCode::TooLarge, 4),
-            (ErrorCode::Busy, 5),
-            (ErrorCode::Internal, 6),
-            (ErrorCode::UnsupportedVersion, 7),
-            (ErrorCode::Protocol, 8),
-            (ErrorCode::Timeout, 9),
-            (ErrorCode::RoomFull, 10),
-            (ErrorCode::PublisherLost, 11),
-            (ErrorCode::Lagged, 12),
-            (ErrorCode::BadMedia, 13),
-            (ErrorCode::Changed, 14),
+            (0, ErrorCode::None, "none", "none"),
+            (1, ErrorCode::BadRequest, "bad request", "bad_request"),
+            (2, ErrorCode::Unauthorized, "unauthorized", "unauthorized"),
+            (3, ErrorCode::NotFound, "not found", "not_found"),
+            (4, ErrorCode::TooLarge, "too large", "too_large"),
+            (5, ErrorCode::Busy, "busy", "busy"),
+            (6, ErrorCode::Internal, "internal error", "internal"),
+            (
+                7,
+                ErrorCode::UnsupportedVersion,
+                "unsupported version",
+                "unsupported_version",
+            ),
+            (8, ErrorCode::Protocol, "protocol error", "protocol"),
+            (9, ErrorCode::Timeout, "timeout", "timeout"),
+            (10, ErrorCode::RoomFull, "room full", "room_full"),
+            (
+                11,
+                ErrorCode::PublisherLost,
+                "publisher lost",
+                "publisher_lost",
+            ),
+            (12, ErrorCode::Lagged, "lagged", "lagged"),
+            (13, ErrorCode::BadMedia, "bad media", "bad_media"),
+            (14, ErrorCode::Changed, "source changed", "source_changed"),
         ];
-        for (code, value) in pinned {
+        assert_eq!(ErrorCode::ALL.len(), pinned.len());
+        for ((value, code, name, label), listed) in pinned.into_iter().zip(ErrorCode::ALL) {
+            assert_eq!(*listed, code, "ALL is in value order");
             assert_eq!(code.to_u16(), value, "{code:?}");
             assert_eq!(ErrorCode::from_u16(value), code);
+            assert_eq!((code.name(), code.label()), (name, label), "{code:?}");
         }
         assert_eq!(ErrorCode::from_u16(999), ErrorCode::Unknown(999));
         assert_eq!(ErrorCode::Unknown(999).to_u16(), 999);
+        assert_eq!(ErrorCode::Unknown(999).label(), "unknown");
+        assert_eq!(ErrorCode::Unknown(999).to_string(), "unknown error 999");
     }
 }

@@ -2,8 +2,8 @@
 
 use bytes::{Bytes, BytesMut};
 use chunkcast_protocol::wire::{
-    Caps, Catalog, Decoder, Entry, ErrorFrame, FileDigest, Frame, Hello, Limits, Mode, Open,
-    Opened, Resume, Welcome, encode, encode_chunk_head,
+    Caps, Catalog, Decoder, Entry, ErrorFrame, FileDigest, Frame, FrameType, Hello, Limits, Mode,
+    Open, Opened, Resume, Welcome, encode, encode_chunk_head,
 };
 use chunkcast_protocol::{
     AudioParams, Chunk, ChunkFlags, Codec, CodedAudio, DecodeError, ErrorCode, ImageParams,
@@ -802,4 +802,46 @@ fn any_file_layouts_are_as_documented() {
     );
     b[9] = 0x04;
     assert!(Decoder::default().decode(&mut b).is_err());
+}
+
+/// The type bytes and names written out literally, apart from the table that declares them,
+/// so that renumbering or renaming a frame type fails here; and every frame encodes with the
+/// type byte its `frame_type()` says.
+#[test]
+fn frame_types_are_stable() {
+    let pinned = [
+        (0x01, FrameType::Hello, "HELLO"),
+        (0x02, FrameType::Welcome, "WELCOME"),
+        (0x03, FrameType::Error, "ERROR"),
+        (0x04, FrameType::Ping, "PING"),
+        (0x05, FrameType::Pong, "PONG"),
+        (0x06, FrameType::List, "LIST"),
+        (0x07, FrameType::Catalog, "CATALOG"),
+        (0x08, FrameType::Open, "OPEN"),
+        (0x09, FrameType::Opened, "OPENED"),
+        (0x0a, FrameType::Chunk, "CHUNK"),
+        (0x0b, FrameType::Close, "CLOSE"),
+        (0x0c, FrameType::Publish, "PUBLISH"),
+        (0x0d, FrameType::Subscribe, "SUBSCRIBE"),
+        (0x0e, FrameType::Goodbye, "GOODBYE"),
+        (0x0f, FrameType::Digest, "DIGEST"),
+    ];
+    assert_eq!(FrameType::ALL.len(), pinned.len());
+    for ((value, ty, name), listed) in pinned.into_iter().zip(FrameType::ALL) {
+        assert_eq!(*listed, ty, "ALL is in value order");
+        assert_eq!((ty.to_u8(), ty.name()), (value, name));
+        assert_eq!(FrameType::from_u8(value), Some(ty));
+    }
+    assert_eq!(FrameType::from_u8(0x00), None);
+    assert_eq!(FrameType::from_u8(0x10), None);
+    let frames = one_of_each();
+    for f in &frames {
+        let mut buf = BytesMut::new();
+        encode(f, &mut buf);
+        assert_eq!(buf[4], f.frame_type().to_u8(), "{}", f.name());
+    }
+    let mut seen: Vec<FrameType> = frames.iter().map(Frame::frame_type).collect();
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen, FrameType::ALL, "one_of_each covers every type");
 }

@@ -29,7 +29,8 @@ const MAX_HEAD: usize = 8 << 10;
 /// Time an HTTP response (the page) may take to write.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The files of the page, embedded in the binary: (path, content type, bytes).
+/// The files of the page, embedded in the binary: (path, content type, bytes). The scripts
+/// are ES modules: `app.js` is the entry and imports the others by these paths.
 const FILES: &[(&str, &str, &[u8])] = &[
     (
         "/",
@@ -40,6 +41,41 @@ const FILES: &[(&str, &str, &[u8])] = &[
         "/app.js",
         "text/javascript; charset=utf-8",
         include_bytes!("app.js"),
+    ),
+    (
+        "/wire.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("wire.js"),
+    ),
+    (
+        "/connection.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("connection.js"),
+    ),
+    (
+        "/playout.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("playout.js"),
+    ),
+    (
+        "/player.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("player.js"),
+    ),
+    (
+        "/audio.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("audio.js"),
+    ),
+    (
+        "/video.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("video.js"),
+    ),
+    (
+        "/ui.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("ui.js"),
     ),
     (
         "/style.css",

@@ -7,21 +7,13 @@
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
-use crate::error::{DecodeError, ErrorCode};
-use crate::media::{
-    AudioParams, Codec, CodedAudio, ImageParams, MediaKind, SampleFormat, VideoParams, VisualFormat,
-};
-use crate::wire::chunk::{Chunk, ChunkFlags, StreamId};
-use crate::wire::frame::{
-    Caps, Catalog, Entry, ErrorFrame, FileDigest, Frame, Hello, MAGIC, Mode, Open, Opened, Resume,
-    Welcome, ty,
-};
+use crate::error::DecodeError;
+use crate::wire::chunk::Chunk;
+use crate::wire::frame::{Frame, FrameType};
+use crate::wire::layout::{self, CHUNK_HEADER_LEN, Reader};
 
 /// Bytes of a chunk frame before its payload: length (4), type (1) and the chunk header (41).
 pub const CHUNK_OVERHEAD: usize = 4 + 1 + CHUNK_HEADER_LEN;
-
-/// Bytes of the chunk header fields after the type byte, the CRC included.
-const CHUNK_HEADER_LEN: usize = 41;
 
 /// The bounds the decoder enforces, so that a hostile peer cannot make it allocate at will.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,15 +47,6 @@ impl Limits {
         (self.max_frame_len as usize).saturating_sub(1 + CHUNK_HEADER_LEN)
     }
 }
-
-/// Sentinel for "unknown" in optional `u64` fields.
-const UNKNOWN: u64 = u64::MAX;
-
-/// `CATALOG` flags byte (formerly the `last` bool): the listing's final part.
-const CATALOG_LAST: u8 = 0x01;
-/// `CATALOG` flags: every entry ends with a note string (only sent with `Caps::ANY_FILE`).
-const CATALOG_NOTES: u8 = 0x02;
-const CATALOG_FLAGS: u8 = CATALOG_LAST | CATALOG_NOTES;
 
 /// Streaming frame decoder: call [`Decoder::decode`] whenever bytes arrive.
 #[derive(Debug, Clone)]
@@ -147,408 +130,44 @@ impl Default for Decoder {
 }
 
 /// Decodes one whole frame body (type byte first), as found after the length prefix.
+///
+/// Each frame's layout is read in [`layout`], next to the code that writes it.
 pub fn parse(mut body: Bytes, limits: &Limits) -> Result<Frame, DecodeError> {
     if body.is_empty() {
         return Err(DecodeError::EmptyFrame);
     }
     let ty = body.get_u8();
+    let ty = FrameType::from_u8(ty).ok_or(DecodeError::UnknownFrameType(ty))?;
+    if ty == FrameType::Chunk {
+        // The payload is the rest of the body: nothing can trail it.
+        return layout::read_chunk(body).map(Frame::Chunk);
+    }
     let mut r = Reader {
         buf: body,
-        what: "",
+        what: ty.name(),
         limits,
     };
     let frame = match ty {
-        ty::HELLO => {
-            r.what = "HELLO";
-            if r.bytes(4)? != MAGIC[..] {
-                return Err(DecodeError::BadMagic);
-            }
-            Frame::Hello(Hello {
-                min_version: r.u16()?,
-                max_version: r.u16()?,
-                caps: Caps(r.u32()?),
-                token: r.string()?,
-                client_name: r.string()?,
-            })
-        }
-        ty::WELCOME => {
-            r.what = "WELCOME";
-            Frame::Welcome(Welcome {
-                version: r.u16()?,
-                caps: Caps(r.u32()?),
-                session_id: r.u64()?,
-                server_name: r.string()?,
-            })
-        }
-        ty::ERROR => {
-            r.what = "ERROR";
-            Frame::Error(ErrorFrame {
-                request: r.u32()?,
-                code: ErrorCode::from_u16(r.u16()?),
-                message: r.string()?,
-            })
-        }
-        ty::PING => {
-            r.what = "PING";
-            Frame::Ping {
-                nonce: r.u64()?,
-                time_us: r.u64()?,
-            }
-        }
-        ty::PONG => {
-            r.what = "PONG";
-            Frame::Pong {
-                nonce: r.u64()?,
-                echo_us: r.u64()?,
-                time_us: r.u64()?,
-            }
-        }
-        ty::LIST => {
-            r.what = "LIST";
-            Frame::List {
-                request: r.u32()?,
-                prefix: r.string()?,
-            }
-        }
-        ty::CATALOG => {
-            r.what = "CATALOG";
-            let request = r.u32()?;
-            let flags = r.u8()?;
-            if flags & !CATALOG_FLAGS != 0 {
-                return Err(DecodeError::InvalidField {
-                    field: "catalog flags",
-                    value: flags.into(),
-                });
-            }
-            let last = flags & CATALOG_LAST != 0;
-            let notes = flags & CATALOG_NOTES != 0;
-            let count = usize::from(r.u16()?);
-            if count > limits.max_list_len {
-                return Err(DecodeError::ListTooLong {
-                    len: count,
-                    max: limits.max_list_len,
-                });
-            }
-            // Each entry takes at least 22 bytes, so a count the body cannot hold is refused
-            // before the Vec is sized by it.
-            if count.saturating_mul(22) > r.buf.remaining() {
-                return Err(DecodeError::Truncated("CATALOG"));
-            }
-            let mut entries = Vec::with_capacity(count);
-            for _ in 0..count {
-                entries.push(Entry {
-                    path: r.string()?,
-                    codec: r.codec()?,
-                    size: r.opt_u64()?,
-                    duration_us: r.opt_u64()?,
-                    viewers: r.u32()?,
-                    note: if notes { r.note()? } else { None },
-                });
-            }
-            Frame::Catalog(Catalog {
-                request,
-                last,
-                entries,
-            })
-        }
-        ty::OPEN => {
-            r.what = "OPEN";
-            let request = r.u32()?;
-            let stream = StreamId(r.u32()?);
-            let flags = r.u8()?;
-            if flags & !0x07 != 0 {
-                return Err(DecodeError::InvalidField {
-                    field: "open flags",
-                    value: flags.into(),
-                });
-            }
-            let resume_kind = r.u8()?;
-            let resume_at = r.u64()?;
-            let resume = match resume_kind {
-                0 => Resume::Start,
-                1 => Resume::Seq(resume_at),
-                2 => Resume::Offset(resume_at),
-                v => {
-                    return Err(DecodeError::InvalidField {
-                        field: "resume",
-                        value: v.into(),
-                    });
-                }
-            };
-            let chunk_size = r.u32()?;
-            let path = r.string()?;
-            Frame::Open(Open {
-                request,
-                stream,
-                path,
-                mode: if flags & 0x01 != 0 {
-                    Mode::Realtime
-                } else {
-                    Mode::Download
-                },
-                resume,
-                compress: flags & 0x02 != 0,
-                raw: flags & 0x04 != 0,
-                chunk_size,
-            })
-        }
-        ty::OPENED => {
-            r.what = "OPENED";
-            let request = r.u32()?;
-            let stream = StreamId(r.u32()?);
-            let codec = r.codec()?;
-            let total_len = r.opt_u64()?;
-            let chunk_count = r.opt_u64()?;
-            let duration_us = r.opt_u64()?;
-            let digest = match r.u8()? {
-                0 => FileDigest::None,
-                1 => FileDigest::Known(r.array32()?),
-                2 => FileDigest::AtEnd,
-                v => {
-                    return Err(DecodeError::InvalidField {
-                        field: "digest kind",
-                        value: v.into(),
-                    });
-                }
-            };
-            Frame::Opened(Opened {
-                request,
-                stream,
-                codec,
-                total_len,
-                chunk_count,
-                duration_us,
-                digest,
-                start_seq: r.u64()?,
-                start_offset: r.u64()?,
-                chunk_size: r.u32()?,
-                // Present only when sent to a peer with `Caps::ANY_FILE`: the rest of the body.
-                note: if r.buf.has_remaining() {
-                    r.note()?
-                } else {
-                    None
-                },
-            })
-        }
-        ty::CHUNK => return parse_chunk(r.buf).map(Frame::Chunk),
-        ty::CLOSE => {
-            r.what = "CLOSE";
-            Frame::Close {
-                stream: StreamId(r.u32()?),
-                code: ErrorCode::from_u16(r.u16()?),
-                message: r.string()?,
-            }
-        }
-        ty::PUBLISH => {
-            r.what = "PUBLISH";
-            Frame::Publish {
-                request: r.u32()?,
-                stream: StreamId(r.u32()?),
-                channel: r.string()?,
-                codec: r.codec()?,
-            }
-        }
-        ty::SUBSCRIBE => {
-            r.what = "SUBSCRIBE";
-            Frame::Subscribe {
-                request: r.u32()?,
-                stream: StreamId(r.u32()?),
-                channel: r.string()?,
-            }
-        }
-        ty::DIGEST => {
-            r.what = "DIGEST";
-            Frame::Digest {
-                stream: StreamId(r.u32()?),
-                digest: r.array32()?,
-            }
-        }
-        ty::GOODBYE => {
-            r.what = "GOODBYE";
-            Frame::Goodbye {
-                code: ErrorCode::from_u16(r.u16()?),
-                message: r.string()?,
-            }
-        }
-        other => return Err(DecodeError::UnknownFrameType(other)),
+        FrameType::Hello => Frame::Hello(layout::read_hello(&mut r)?),
+        FrameType::Welcome => Frame::Welcome(layout::read_welcome(&mut r)?),
+        FrameType::Error => Frame::Error(layout::read_error(&mut r)?),
+        FrameType::Ping => layout::read_ping(&mut r)?,
+        FrameType::Pong => layout::read_pong(&mut r)?,
+        FrameType::List => layout::read_list(&mut r)?,
+        FrameType::Catalog => Frame::Catalog(layout::read_catalog(&mut r)?),
+        FrameType::Open => Frame::Open(layout::read_open(&mut r)?),
+        FrameType::Opened => Frame::Opened(layout::read_opened(&mut r)?),
+        FrameType::Chunk => unreachable!("read above"),
+        FrameType::Close => layout::read_close(&mut r)?,
+        FrameType::Publish => layout::read_publish(&mut r)?,
+        FrameType::Subscribe => layout::read_subscribe(&mut r)?,
+        FrameType::Goodbye => layout::read_goodbye(&mut r)?,
+        FrameType::Digest => layout::read_digest(&mut r)?,
     };
     if r.buf.has_remaining() {
         return Err(DecodeError::TrailingBytes(r.what, r.buf.remaining()));
     }
     Ok(frame)
-}
-
-fn parse_chunk(mut body: Bytes) -> Result<Chunk, DecodeError> {
-    if body.len() < CHUNK_HEADER_LEN {
-        return Err(DecodeError::Truncated("CHUNK"));
-    }
-    let covered = crc32c::crc32c(&body[..CHUNK_HEADER_LEN - 4]);
-    let stream = StreamId(body.get_u32());
-    let seq = body.get_u64();
-    let offset = body.get_u64();
-    let pts_us = body.get_u64();
-    let duration_us = body.get_u32();
-    let flags = ChunkFlags(body.get_u8());
-    let raw_len = body.get_u32();
-    let crc = body.get_u32();
-    if crc32c::crc32c_append(covered, &body) != crc {
-        return Err(DecodeError::Checksum { stream, seq });
-    }
-    if !ChunkFlags::ALL.contains(flags) {
-        return Err(DecodeError::InvalidField {
-            field: "chunk flags",
-            value: flags.0.into(),
-        });
-    }
-    if !flags.contains(ChunkFlags::COMPRESSED) && raw_len as usize != body.len() {
-        return Err(DecodeError::InvalidField {
-            field: "chunk raw_len",
-            value: raw_len.into(),
-        });
-    }
-    Ok(Chunk {
-        stream,
-        seq,
-        offset,
-        pts_us,
-        duration_us,
-        flags,
-        raw_len,
-        payload: body,
-    })
-}
-
-struct Reader<'a> {
-    buf: Bytes,
-    what: &'static str,
-    limits: &'a Limits,
-}
-
-impl Reader<'_> {
-    fn need(&self, n: usize) -> Result<(), DecodeError> {
-        if self.buf.remaining() < n {
-            return Err(DecodeError::Truncated(self.what));
-        }
-        Ok(())
-    }
-    fn u8(&mut self) -> Result<u8, DecodeError> {
-        self.need(1)?;
-        Ok(self.buf.get_u8())
-    }
-    fn u16(&mut self) -> Result<u16, DecodeError> {
-        self.need(2)?;
-        Ok(self.buf.get_u16())
-    }
-    fn u32(&mut self) -> Result<u32, DecodeError> {
-        self.need(4)?;
-        Ok(self.buf.get_u32())
-    }
-    fn u64(&mut self) -> Result<u64, DecodeError> {
-        self.need(8)?;
-        Ok(self.buf.get_u64())
-    }
-    fn opt_u64(&mut self) -> Result<Option<u64>, DecodeError> {
-        Ok(Some(self.u64()?).filter(|&v| v != UNKNOWN))
-    }
-    fn bytes(&mut self, n: usize) -> Result<Bytes, DecodeError> {
-        self.need(n)?;
-        Ok(self.buf.split_to(n))
-    }
-    fn array32(&mut self) -> Result<[u8; 32], DecodeError> {
-        let b = self.bytes(32)?;
-        let mut out = [0; 32];
-        out.copy_from_slice(&b);
-        Ok(out)
-    }
-    fn string(&mut self) -> Result<String, DecodeError> {
-        let len = usize::from(self.u16()?);
-        if len > self.limits.max_string_len {
-            return Err(DecodeError::StringTooLong {
-                len,
-                max: self.limits.max_string_len,
-            });
-        }
-        let b = self.bytes(len)?;
-        String::from_utf8(b.to_vec()).map_err(|_| DecodeError::BadUtf8)
-    }
-    /// A note string; empty means none.
-    fn note(&mut self) -> Result<Option<String>, DecodeError> {
-        Ok(Some(self.string()?).filter(|s| !s.is_empty()))
-    }
-    fn codec(&mut self) -> Result<Codec, DecodeError> {
-        let kind = self.u8()?;
-        let kind = MediaKind::from_code(kind).ok_or(DecodeError::InvalidField {
-            field: "media kind",
-            value: kind.into(),
-        })?;
-        Ok(match kind {
-            MediaKind::Bytes => Codec::Bytes,
-            MediaKind::Audio => {
-                let sample_rate = self.u32()?;
-                let channels = self.u16()?;
-                let bits_per_sample = self.u16()?;
-                let sample_format = match self.u8()? {
-                    0 => SampleFormat::Int,
-                    1 => SampleFormat::Float,
-                    2 => SampleFormat::MuLaw,
-                    3 => SampleFormat::ALaw,
-                    4 => SampleFormat::Coded(CodedAudio {
-                        tag: self.u16()?,
-                        block_align: match self.u16()? {
-                            0 => {
-                                return Err(DecodeError::InvalidField {
-                                    field: "block_align",
-                                    value: 0,
-                                });
-                            }
-                            b => b,
-                        },
-                        samples_per_block: self.u32()?,
-                    }),
-                    v => {
-                        return Err(DecodeError::InvalidField {
-                            field: "sample format",
-                            value: v.into(),
-                        });
-                    }
-                };
-                Codec::Audio(AudioParams {
-                    sample_rate,
-                    channels,
-                    bits_per_sample,
-                    sample_format,
-                })
-            }
-            MediaKind::Video => Codec::Video(VideoParams {
-                format: self.format()?,
-                width: self.u32()?,
-                height: self.u32()?,
-                fps_num: self.u32()?,
-                fps_den: match self.u32()? {
-                    0 => {
-                        return Err(DecodeError::InvalidField {
-                            field: "fps_den",
-                            value: 0,
-                        });
-                    }
-                    d => d,
-                },
-            }),
-            MediaKind::Image => Codec::Image(ImageParams {
-                format: self.format()?,
-                width: self.u32()?,
-                height: self.u32()?,
-                color: self.u8()?,
-            }),
-        })
-    }
-    fn format(&mut self) -> Result<VisualFormat, DecodeError> {
-        let v = self.u8()?;
-        VisualFormat::from_code(v).ok_or(DecodeError::InvalidField {
-            field: "visual format",
-            value: v.into(),
-        })
-    }
 }
 
 /// Appends `frame`, length prefix included, to `dst`.
@@ -563,156 +182,40 @@ pub fn encode(frame: &Frame, dst: &mut BytesMut) {
     }
     let start = dst.len();
     dst.put_u32(0); // patched below, once the body's length is known
+    dst.put_u8(frame.frame_type().to_u8());
     match frame {
-        Frame::Hello(h) => {
-            dst.put_u8(ty::HELLO);
-            dst.put_slice(&MAGIC);
-            dst.put_u16(h.min_version);
-            dst.put_u16(h.max_version);
-            dst.put_u32(h.caps.0);
-            put_string(dst, &h.token);
-            put_string(dst, &h.client_name);
-        }
-        Frame::Welcome(w) => {
-            dst.put_u8(ty::WELCOME);
-            dst.put_u16(w.version);
-            dst.put_u32(w.caps.0);
-            dst.put_u64(w.session_id);
-            put_string(dst, &w.server_name);
-        }
-        Frame::Error(e) => {
-            dst.put_u8(ty::ERROR);
-            dst.put_u32(e.request);
-            dst.put_u16(e.code.to_u16());
-            put_string(dst, &e.message);
-        }
-        Frame::Ping { nonce, time_us } => {
-            dst.put_u8(ty::PING);
-            dst.put_u64(*nonce);
-            dst.put_u64(*time_us);
-        }
+        Frame::Hello(h) => layout::write_hello(h, dst),
+        Frame::Welcome(w) => layout::write_welcome(w, dst),
+        Frame::Error(e) => layout::write_error(e, dst),
+        Frame::Ping { nonce, time_us } => layout::write_ping(*nonce, *time_us, dst),
         Frame::Pong {
             nonce,
             echo_us,
             time_us,
-        } => {
-            dst.put_u8(ty::PONG);
-            dst.put_u64(*nonce);
-            dst.put_u64(*echo_us);
-            dst.put_u64(*time_us);
-        }
-        Frame::List { request, prefix } => {
-            dst.put_u8(ty::LIST);
-            dst.put_u32(*request);
-            put_string(dst, prefix);
-        }
-        Frame::Catalog(c) => {
-            dst.put_u8(ty::CATALOG);
-            dst.put_u32(c.request);
-            let n = c.entries.len().min(usize::from(u16::MAX));
-            let entries = &c.entries[..n];
-            let notes = entries.iter().any(|e| e.note.is_some());
-            let mut flags = if c.last { CATALOG_LAST } else { 0 };
-            if notes {
-                flags |= CATALOG_NOTES;
-            }
-            dst.put_u8(flags);
-            dst.put_u16(n as u16);
-            for e in entries {
-                put_string(dst, &e.path);
-                put_codec(dst, &e.codec);
-                dst.put_u64(e.size.unwrap_or(UNKNOWN));
-                dst.put_u64(e.duration_us.unwrap_or(UNKNOWN));
-                dst.put_u32(e.viewers);
-                if notes {
-                    put_string(dst, e.note.as_deref().unwrap_or(""));
-                }
-            }
-        }
-        Frame::Open(o) => {
-            dst.put_u8(ty::OPEN);
-            dst.put_u32(o.request);
-            dst.put_u32(o.stream.0);
-            let flags = u8::from(o.mode == Mode::Realtime)
-                | u8::from(o.compress) << 1
-                | u8::from(o.raw) << 2;
-            dst.put_u8(flags);
-            let (kind, at) = match o.resume {
-                Resume::Start => (0, 0),
-                Resume::Seq(s) => (1, s),
-                Resume::Offset(o) => (2, o),
-            };
-            dst.put_u8(kind);
-            dst.put_u64(at);
-            dst.put_u32(o.chunk_size);
-            put_string(dst, &o.path);
-        }
-        Frame::Opened(o) => {
-            dst.put_u8(ty::OPENED);
-            dst.put_u32(o.request);
-            dst.put_u32(o.stream.0);
-            put_codec(dst, &o.codec);
-            dst.put_u64(o.total_len.unwrap_or(UNKNOWN));
-            dst.put_u64(o.chunk_count.unwrap_or(UNKNOWN));
-            dst.put_u64(o.duration_us.unwrap_or(UNKNOWN));
-            match &o.digest {
-                FileDigest::None => dst.put_u8(0),
-                FileDigest::Known(d) => {
-                    dst.put_u8(1);
-                    dst.put_slice(d);
-                }
-                FileDigest::AtEnd => dst.put_u8(2),
-            }
-            dst.put_u64(o.start_seq);
-            dst.put_u64(o.start_offset);
-            dst.put_u32(o.chunk_size);
-            if let Some(note) = o.note.as_deref().filter(|n| !n.is_empty()) {
-                put_string(dst, note);
-            }
-        }
-        Frame::Chunk(_) => unreachable!("handled above"),
+        } => layout::write_pong(*nonce, *echo_us, *time_us, dst),
+        Frame::List { request, prefix } => layout::write_list(*request, prefix, dst),
+        Frame::Catalog(c) => layout::write_catalog(c, dst),
+        Frame::Open(o) => layout::write_open(o, dst),
+        Frame::Opened(o) => layout::write_opened(o, dst),
+        Frame::Chunk(_) => unreachable!("written above"),
         Frame::Close {
             stream,
             code,
             message,
-        } => {
-            dst.put_u8(ty::CLOSE);
-            dst.put_u32(stream.0);
-            dst.put_u16(code.to_u16());
-            put_string(dst, message);
-        }
+        } => layout::write_close(*stream, *code, message, dst),
         Frame::Publish {
             request,
             stream,
             channel,
             codec,
-        } => {
-            dst.put_u8(ty::PUBLISH);
-            dst.put_u32(*request);
-            dst.put_u32(stream.0);
-            put_string(dst, channel);
-            put_codec(dst, codec);
-        }
+        } => layout::write_publish(*request, *stream, channel, codec, dst),
         Frame::Subscribe {
             request,
             stream,
             channel,
-        } => {
-            dst.put_u8(ty::SUBSCRIBE);
-            dst.put_u32(*request);
-            dst.put_u32(stream.0);
-            put_string(dst, channel);
-        }
-        Frame::Digest { stream, digest } => {
-            dst.put_u8(ty::DIGEST);
-            dst.put_u32(stream.0);
-            dst.put_slice(digest);
-        }
-        Frame::Goodbye { code, message } => {
-            dst.put_u8(ty::GOODBYE);
-            dst.put_u16(code.to_u16());
-            put_string(dst, message);
-        }
+        } => layout::write_subscribe(*request, *stream, channel, dst),
+        Frame::Digest { stream, digest } => layout::write_digest(*stream, digest, dst),
+        Frame::Goodbye { code, message } => layout::write_goodbye(*code, message, dst),
     }
     let len = (dst.len() - start - 4) as u32;
     dst[start..start + 4].copy_from_slice(&len.to_be_bytes());
@@ -725,55 +228,6 @@ pub fn encode_chunk_head(c: &Chunk, dst: &mut BytesMut) {
     dst.reserve(CHUNK_OVERHEAD);
     let len = (1 + CHUNK_HEADER_LEN + c.payload.len()) as u32;
     dst.put_u32(len);
-    dst.put_u8(ty::CHUNK);
-    let fields = dst.len();
-    dst.put_u32(c.stream.0);
-    dst.put_u64(c.seq);
-    dst.put_u64(c.offset);
-    dst.put_u64(c.pts_us);
-    dst.put_u32(c.duration_us);
-    dst.put_u8(c.flags.0);
-    dst.put_u32(c.raw_len);
-    let crc = crc32c::crc32c_append(crc32c::crc32c(&dst[fields..]), &c.payload);
-    dst.put_u32(crc);
-}
-
-fn put_string(dst: &mut BytesMut, s: &str) {
-    let mut end = s.len().min(usize::from(u16::MAX));
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    dst.put_u16(end as u16);
-    dst.put_slice(&s.as_bytes()[..end]);
-}
-
-fn put_codec(dst: &mut BytesMut, codec: &Codec) {
-    dst.put_u8(codec.kind() as u8);
-    match codec {
-        Codec::Bytes => {}
-        Codec::Audio(a) => {
-            dst.put_u32(a.sample_rate);
-            dst.put_u16(a.channels);
-            dst.put_u16(a.bits_per_sample);
-            dst.put_u8(a.sample_format.code());
-            if let SampleFormat::Coded(c) = a.sample_format {
-                dst.put_u16(c.tag);
-                dst.put_u16(c.block_align.max(1));
-                dst.put_u32(c.samples_per_block);
-            }
-        }
-        Codec::Video(v) => {
-            dst.put_u8(v.format as u8);
-            dst.put_u32(v.width);
-            dst.put_u32(v.height);
-            dst.put_u32(v.fps_num);
-            dst.put_u32(v.fps_den.max(1));
-        }
-        Codec::Image(i) => {
-            dst.put_u8(i.format as u8);
-            dst.put_u32(i.width);
-            dst.put_u32(i.height);
-            dst.put_u8(i.color);
-        }
-    }
+    dst.put_u8(FrameType::Chunk.to_u8());
+    layout::write_chunk_header(c, dst);
 }

@@ -333,45 +333,108 @@ pub enum Frame {
     },
 }
 
-/// Frame type bytes (see `docs/PROTOCOL.md`).
-pub(crate) mod ty {
-    pub(crate) const HELLO: u8 = 0x01;
-    pub(crate) const WELCOME: u8 = 0x02;
-    pub(crate) const ERROR: u8 = 0x03;
-    pub(crate) const PING: u8 = 0x04;
-    pub(crate) const PONG: u8 = 0x05;
-    pub(crate) const LIST: u8 = 0x06;
-    pub(crate) const CATALOG: u8 = 0x07;
-    pub(crate) const OPEN: u8 = 0x08;
-    pub(crate) const OPENED: u8 = 0x09;
-    pub(crate) const CHUNK: u8 = 0x0a;
-    pub(crate) const CLOSE: u8 = 0x0b;
-    pub(crate) const PUBLISH: u8 = 0x0c;
-    pub(crate) const SUBSCRIBE: u8 = 0x0d;
-    pub(crate) const GOODBYE: u8 = 0x0e;
-    pub(crate) const DIGEST: u8 = 0x0f;
+/// Declares [`FrameType`] from one table: each type's byte and name are written once.
+macro_rules! frame_types {
+    ($(
+        $(#[doc = $doc:literal])*
+        $variant:ident = $value:literal, $name:literal;
+    )*) => {
+        /// The type byte that follows a frame's length prefix (see `docs/PROTOCOL.md`). The
+        /// values are part of the wire format (pinned by a test).
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        #[repr(u8)]
+        pub enum FrameType {
+            $(
+                $(#[doc = $doc])*
+                $variant = $value,
+            )*
+        }
+
+        impl FrameType {
+            /// Every frame type this version defines, in value order.
+            pub const ALL: &'static [FrameType] = &[$(Self::$variant),*];
+
+            /// The type byte.
+            pub const fn to_u8(self) -> u8 {
+                self as u8
+            }
+
+            /// The type for a type byte; `None` for one this version does not define.
+            pub const fn from_u8(value: u8) -> Option<Self> {
+                match value {
+                    $($value => Some(Self::$variant),)*
+                    _ => None,
+                }
+            }
+
+            /// The frame's name as the specification writes it (`HELLO`), for logs and errors.
+            pub const fn name(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $name,)*
+                }
+            }
+        }
+    };
+}
+
+frame_types! {
+    /// [`Frame::Hello`].
+    Hello = 0x01, "HELLO";
+    /// [`Frame::Welcome`].
+    Welcome = 0x02, "WELCOME";
+    /// [`Frame::Error`].
+    Error = 0x03, "ERROR";
+    /// [`Frame::Ping`].
+    Ping = 0x04, "PING";
+    /// [`Frame::Pong`].
+    Pong = 0x05, "PONG";
+    /// [`Frame::List`].
+    List = 0x06, "LIST";
+    /// [`Frame::Catalog`].
+    Catalog = 0x07, "CATALOG";
+    /// [`Frame::Open`].
+    Open = 0x08, "OPEN";
+    /// [`Frame::Opened`].
+    Opened = 0x09, "OPENED";
+    /// [`Frame::Chunk`].
+    Chunk = 0x0a, "CHUNK";
+    /// [`Frame::Close`].
+    Close = 0x0b, "CLOSE";
+    /// [`Frame::Publish`].
+    Publish = 0x0c, "PUBLISH";
+    /// [`Frame::Subscribe`].
+    Subscribe = 0x0d, "SUBSCRIBE";
+    /// [`Frame::Goodbye`].
+    Goodbye = 0x0e, "GOODBYE";
+    /// [`Frame::Digest`].
+    Digest = 0x0f, "DIGEST";
 }
 
 impl Frame {
+    /// The frame's type.
+    pub fn frame_type(&self) -> FrameType {
+        match self {
+            Self::Hello(_) => FrameType::Hello,
+            Self::Welcome(_) => FrameType::Welcome,
+            Self::Error(_) => FrameType::Error,
+            Self::Ping { .. } => FrameType::Ping,
+            Self::Pong { .. } => FrameType::Pong,
+            Self::List { .. } => FrameType::List,
+            Self::Catalog(_) => FrameType::Catalog,
+            Self::Open(_) => FrameType::Open,
+            Self::Opened(_) => FrameType::Opened,
+            Self::Chunk(_) => FrameType::Chunk,
+            Self::Close { .. } => FrameType::Close,
+            Self::Publish { .. } => FrameType::Publish,
+            Self::Subscribe { .. } => FrameType::Subscribe,
+            Self::Digest { .. } => FrameType::Digest,
+            Self::Goodbye { .. } => FrameType::Goodbye,
+        }
+    }
+
     /// The frame's name, for logs and errors.
     pub fn name(&self) -> &'static str {
-        match self {
-            Self::Hello(_) => "HELLO",
-            Self::Welcome(_) => "WELCOME",
-            Self::Error(_) => "ERROR",
-            Self::Ping { .. } => "PING",
-            Self::Pong { .. } => "PONG",
-            Self::List { .. } => "LIST",
-            Self::Catalog(_) => "CATALOG",
-            Self::Open(_) => "OPEN",
-            Self::Opened(_) => "OPENED",
-            Self::Chunk(_) => "CHUNK",
-            Self::Close { .. } => "CLOSE",
-            Self::Publish { .. } => "PUBLISH",
-            Self::Subscribe { .. } => "SUBSCRIBE",
-            Self::Digest { .. } => "DIGEST",
-            Self::Goodbye { .. } => "GOODBYE",
-        }
+        self.frame_type().name()
     }
 
     /// Payload bytes this frame carries by reference (a chunk's), for accounting.

@@ -3,11 +3,12 @@
 pub mod chunk;
 pub mod codec;
 pub mod frame;
+mod layout;
 
 pub use codec::{
     CHUNK_OVERHEAD, DEFAULT_MAX_PAYLOAD, Decoder, Limits, encode, encode_chunk_head, parse,
 };
 pub use frame::{
-    Caps, Catalog, Entry, ErrorFrame, FileDigest, Frame, Hello, MAGIC, MAX_NOTE_LEN, Mode, Open,
-    Opened, Resume, VERSION, Welcome, clip_note,
+    Caps, Catalog, Entry, ErrorFrame, FileDigest, Frame, FrameType, Hello, MAGIC, MAX_NOTE_LEN,
+    Mode, Open, Opened, Resume, VERSION, Welcome, clip_note,
 };
