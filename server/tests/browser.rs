@@ -85,7 +85,8 @@ async fn page_modules_match_the_rust_core() {
         );
         return;
     };
-    let server = support::server_with(|c| c.web = Some("127.0.0.1:0".parse().unwrap())).await;
+    let server =
+        chunkcast_testkit::server_with(|c| c.web = Some("127.0.0.1:0".parse().unwrap())).await;
     let page = format!("http://{}/", server.web_addr().unwrap());
     let profile = tempfile::tempdir().unwrap();
     let mut browser = launch(&chromium, profile.path()).await;
