@@ -645,11 +645,12 @@ async fn drive(
     };
     let mut out = BytesMut::new();
     loop {
-        if conn.poll_transmit(&mut out) && tx.send_raw(out.split().freeze()).await.is_err() {
-            conn.handle_transport_error(now(), "connection closed".into());
-        }
         while let Some(event) = conn.poll_event() {
             callers.deliver(&mut conn, &tx, event);
+        }
+        // After the events: delivering one may queue a frame (a CLOSE, the last GOODBYE).
+        if conn.poll_transmit(&mut out) && tx.send_raw(out.split().freeze()).await.is_err() {
+            conn.handle_transport_error(now(), "connection closed".into());
         }
         if conn.is_closed() {
             break;
@@ -669,6 +670,9 @@ async fn drive(
                 None => conn.close(now()),
             },
         }
+    }
+    while let Some(event) = conn.poll_event() {
+        callers.deliver(&mut conn, &tx, event);
     }
     // The reason first: a caller woken by its dropped reply reads it.
     let _ = down.send(conn.close_reason().cloned());
@@ -776,8 +780,14 @@ impl Callers {
     fn deliver(&mut self, conn: &mut ClientConn, tx: &LinkTx, event: ClientEvent) {
         match event {
             ClientEvent::Connected(est) => {
-                if let Some(c) = self.connected.take() {
-                    let _ = c.send(Ok(est));
+                let waiting = self
+                    .connected
+                    .take()
+                    .is_some_and(|c| c.send(Ok(est)).is_ok());
+                if !waiting {
+                    // `Session::connect` was dropped (Ctrl-C while connecting): nobody will
+                    // use the connection.
+                    conn.close(now());
                 }
             }
             ClientEvent::Listed { request, entries } => {
