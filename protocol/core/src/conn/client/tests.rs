@@ -273,6 +273,50 @@ fn an_explicit_ping_reports_rtt_and_offset() {
 }
 
 #[test]
+fn a_late_pong_for_an_earlier_probe_does_not_count() {
+    // The old session measured every probe with nonce 1: a pong that came after its caller
+    // gave up answered the next probe, with the first one's (longer) round trip.
+    let mut h = Harness::connected();
+    h.conn.ping(h.now);
+    let Some(Frame::Ping {
+        nonce: first,
+        time_us: first_us,
+    }) = h.sent().pop()
+    else {
+        panic!()
+    };
+    h.advance(Duration::from_secs(4));
+    h.conn.ping(h.now);
+    let Some(Frame::Ping {
+        nonce: second,
+        time_us: second_us,
+    }) = h.sent().pop()
+    else {
+        panic!()
+    };
+    assert_ne!(first, second);
+    h.advance(Duration::from_millis(10));
+    h.recv(Frame::Pong {
+        nonce: first,
+        echo_us: first_us,
+        time_us: 0,
+    });
+    assert!(h.events().is_empty(), "the stale pong is not a measurement");
+    h.recv(Frame::Pong {
+        nonce: second,
+        echo_us: second_us,
+        time_us: second_us + 5_000,
+    });
+    assert_eq!(
+        h.events(),
+        [ClientEvent::Clock {
+            rtt: Duration::from_millis(10),
+            offset_us: 0
+        }]
+    );
+}
+
+#[test]
 fn catalog_pages_are_assembled_and_bounded() {
     let mut h = Harness::connected();
     let request = h.conn.list("").unwrap();
