@@ -777,6 +777,15 @@ impl Callers {
             .insert(request, Waiter::Stream { reply, parts });
     }
 
+    /// Answers `request`'s caller with `error`.
+    fn fail(&mut self, request: u32, error: ClientError) {
+        match self.requests.remove(&request) {
+            Some(Waiter::List(reply)) => drop(reply.send(Err(error))),
+            Some(Waiter::Stream { reply, .. }) => drop(reply.send(Err(error))),
+            None => {}
+        }
+    }
+
     fn deliver(&mut self, conn: &mut ClientConn, tx: &LinkTx, event: ClientEvent) {
         match event {
             ClientEvent::Connected(est) => {
@@ -837,18 +846,9 @@ impl Callers {
                     tx.unroute(stream);
                     self.ends.remove(&stream);
                 }
-                let error = ClientError::Server { code, message };
-                match self.requests.remove(&request) {
-                    Some(Waiter::List(reply)) => drop(reply.send(Err(error))),
-                    Some(Waiter::Stream { reply, .. }) => drop(reply.send(Err(error))),
-                    None => {}
-                }
+                self.fail(request, ClientError::Server { code, message });
             }
-            ClientEvent::Failed { request, error } => match self.requests.remove(&request) {
-                Some(Waiter::List(reply)) => drop(reply.send(Err(conn_error(error)))),
-                Some(Waiter::Stream { reply, .. }) => drop(reply.send(Err(conn_error(error)))),
-                None => {}
-            },
+            ClientEvent::Failed { request, error } => self.fail(request, conn_error(error)),
             ClientEvent::StreamClosed {
                 stream,
                 code,
