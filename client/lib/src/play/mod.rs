@@ -10,11 +10,11 @@
 //! round trip, the first unit's transfer, then the buffer.
 //!
 //! ```no_run
-//! # async fn demo() -> Result<(), chunkcast::error::ClientError> {
-//! use chunkcast::play::{PlayOptions, play};
-//! use chunkcast::session::{ConnectOptions, Session};
+//! # async fn demo() -> Result<(), chunkcast_client::error::ClientError> {
+//! use chunkcast_client::play::{PlayOptions, play};
+//! use chunkcast_client::session::{ConnectOptions, Session};
 //!
-//! let url = chunkcast::url::Url::parse("tcp://127.0.0.1:7700/sweep-48k-stereo-s16.wav")?;
+//! let url = chunkcast_client::url::Url::parse("tcp://127.0.0.1:7700/sweep-48k-stereo-s16.wav")?;
 //! let session = Session::connect(&url, &ConnectOptions::default()).await?;
 //! let opts = PlayOptions {
 //!     sinks: vec!["wav:out.wav".parse()?],
