@@ -12,11 +12,12 @@
 //! pass through it: the transport routes them by stream id straight to the stream that reads or
 //! writes them, and the application tells the machine when a stream ends.
 //!
-//! - [`server`]: `ServerConn`, what `chunkcast-server` runs for each client;
-//! - [`client`]: `ClientConn`, what a client session runs.
+//! - [`server`]: [`ServerConn`], what `chunkcast-server` runs for each client;
+//! - [`client`]: [`ClientConn`], what a client session runs.
 
 pub mod client;
 pub mod rate;
 pub mod server;
 
+pub use client::ClientConn;
 pub use server::ServerConn;
