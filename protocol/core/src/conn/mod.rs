@@ -17,3 +17,5 @@
 
 pub mod client;
 pub mod server;
+
+pub use client::ClientConn;

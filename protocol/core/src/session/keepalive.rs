@@ -90,6 +90,11 @@ impl Keepalive {
         now.saturating_duration_since(self.epoch).as_micros() as u64
     }
 
+    /// Whether a ping awaits its pong (a pong that clears this answered our latest ping).
+    pub fn awaiting_pong(&self) -> bool {
+        self.outstanding.is_some()
+    }
+
     /// The latest round-trip time measured.
     pub fn rtt(&self) -> Option<Duration> {
         self.rtt
