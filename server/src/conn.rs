@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::BytesMut;
+use chunkcast_protocol::conn::rate::{RateLimit, Verdict};
 use chunkcast_protocol::session::{
     DEFAULT_PING_INTERVAL, Established, Keepalive, ServerConfig, ServerHandshake,
 };
@@ -19,7 +20,6 @@ use tracing::{debug, info, warn};
 
 use crate::config::Config;
 use crate::library::Library;
-use crate::limit::{RateLimit, Verdict};
 use crate::live::{self, Live};
 use crate::metrics::{self, Dropped, HandshakeFailed, Metrics};
 use crate::stream::{self, Ended};

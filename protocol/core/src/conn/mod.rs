@@ -16,6 +16,8 @@
 //! - [`client`]: `ClientConn`, what a client session runs.
 
 pub mod client;
+pub mod rate;
 pub mod server;
 
 pub use client::ClientConn;
+pub use server::ServerConn;
