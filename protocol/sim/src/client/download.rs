@@ -1,0 +1,228 @@
+//! The downloader: opens library files one after another, reassembles them, checks the
+//! digest, and hands the result to the oracle to compare with the library.
+
+use std::time::Duration;
+
+use bytes::BytesMut;
+use chunkcast_media::{Expect, Reassembler};
+use chunkcast_protocol::conn::client::{ClientEvent, OpenRequest};
+use chunkcast_protocol::wire::{FileDigest, Mode, Resume};
+use chunkcast_protocol::{Chunk, StreamId, compress};
+use rand::Rng;
+
+use super::{Link, Part};
+use crate::World;
+use crate::invariants::Violation;
+
+/// Bound of a download's reorder buffer: far above what an in-order transport needs.
+const MAX_PENDING: usize = 1 << 20;
+
+struct Current {
+    file: usize,
+    request: u32,
+    stream: StreamId,
+    reassembler: Option<Reassembler>,
+    got: BytesMut,
+    at_end: bool,
+    digest: Option<[u8; 32]>,
+    progress: Duration,
+}
+
+/// Downloads files from `files`, one at a time.
+pub struct Download {
+    files: Vec<usize>,
+    next_at: Duration,
+    current: Option<Current>,
+}
+
+impl Download {
+    /// A downloader picking among `files`.
+    pub fn new(files: Vec<usize>) -> Self {
+        Self {
+            files,
+            next_at: Duration::ZERO,
+            current: None,
+        }
+    }
+
+    fn fail(&mut self, w: &mut World, c: &mut Link<'_>) {
+        if let Some(cur) = self.current.take() {
+            w.oracle.counts.downloads_failed += 1;
+            w.trace.event(
+                w.now,
+                c.id,
+                "download-failed",
+                cur.file as u64,
+                cur.got.len() as u64,
+            );
+            c.machine.cancel(cur.stream);
+        }
+        self.next_at = w.now + Duration::from_millis(c.rng.random_range(0..1_000));
+    }
+
+    fn try_finish(&mut self, w: &mut World, c: &mut Link<'_>) {
+        let Some(cur) = &mut self.current else { return };
+        let Some(re) = &cur.reassembler else { return };
+        if !re.is_complete() || (cur.at_end && cur.digest.is_none()) {
+            return;
+        }
+        let Some(cur) = self.current.take() else {
+            return;
+        };
+        let Some(mut re) = cur.reassembler else {
+            return;
+        };
+        if let Some(d) = cur.digest {
+            re.expect_digest(d);
+        }
+        while let Some((_, b)) = re.poll_write() {
+            let _ = b;
+        }
+        match re.finish() {
+            Ok(_) => w.oracle.download(&w.library, c.id, cur.file, &cur.got),
+            // Every chunk passed chunkcast's CRC: a reassembly error is a server or
+            // packetizer bug, not bad luck on the network.
+            Err(e) => w.oracle.violate(Violation::DownloadMismatch {
+                client: c.id,
+                path: w.library.file(cur.file).name.clone(),
+                detail: e.to_string(),
+            }),
+        }
+        w.trace.event(
+            w.now,
+            c.id,
+            "downloaded",
+            cur.file as u64,
+            cur.got.len() as u64,
+        );
+        c.machine.stream_done(cur.stream);
+        self.next_at = w.now + Duration::from_millis(c.rng.random_range(0..1_000));
+    }
+}
+
+impl Part for Download {
+    fn connected(&mut self, w: &mut World, _c: &mut Link<'_>) {
+        self.next_at = self.next_at.max(w.now);
+    }
+
+    fn event(&mut self, w: &mut World, c: &mut Link<'_>, event: &ClientEvent) {
+        let Some(cur) = &mut self.current else { return };
+        match event {
+            ClientEvent::Opened { request, opened } if *request == cur.request => {
+                let mut expect = Expect::new();
+                expect.total_len = opened.total_len;
+                expect.chunk_count = opened.chunk_count;
+                expect.digest = opened.digest.known();
+                expect.max_pending_bytes = MAX_PENDING;
+                cur.reassembler = Some(Reassembler::new(expect));
+                cur.at_end = opened.digest == FileDigest::AtEnd;
+                cur.progress = w.now;
+                self.try_finish(w, c);
+            }
+            ClientEvent::Refused { request, .. } if *request == cur.request => self.fail(w, c),
+            ClientEvent::StreamClosed { stream, .. } if *stream == cur.stream => self.fail(w, c),
+            ClientEvent::Digest { stream, digest } if *stream == cur.stream => {
+                cur.digest = Some(*digest);
+                cur.progress = w.now;
+                self.try_finish(w, c);
+            }
+            _ => {}
+        }
+    }
+
+    fn owns(&self, stream: StreamId) -> bool {
+        self.current.as_ref().is_some_and(|c| c.stream == stream)
+    }
+
+    fn chunk(&mut self, w: &mut World, c: &mut Link<'_>, chunk: Chunk) {
+        let Some(cur) = &mut self.current else { return };
+        let Ok(mut chunk) = compress::decompress(chunk, 1 << 20) else {
+            self.fail(w, c);
+            return;
+        };
+        w.oracle.tamper(&mut chunk);
+        w.oracle.file_chunk(&w.library, c.id, cur.file, &chunk);
+        cur.progress = w.now;
+        let Some(re) = &mut cur.reassembler else {
+            // Chunks before OPENED: the server sends OPENED first on one byte stream.
+            w.oracle.violate(Violation::DownloadMismatch {
+                client: c.id,
+                path: w.library.file(cur.file).name.clone(),
+                detail: format!("chunk {} before OPENED", chunk.seq),
+            });
+            return;
+        };
+        if let Err(e) = re.push(chunk) {
+            w.oracle.violate(Violation::DownloadMismatch {
+                client: c.id,
+                path: w.library.file(cur.file).name.clone(),
+                detail: e.to_string(),
+            });
+            self.fail(w, c);
+            return;
+        }
+        while let Some((_, b)) = re.poll_write() {
+            cur.got.extend_from_slice(&b);
+        }
+        self.try_finish(w, c);
+    }
+
+    fn work(&mut self, w: &mut World, c: &mut Link<'_>) {
+        if self.current.is_some() || w.now < self.next_at || self.files.is_empty() {
+            return;
+        }
+        let file = self.files[c.rng.random_range(0..self.files.len())];
+        let open = OpenRequest {
+            path: w.library.file(file).name.clone(),
+            mode: Mode::Download,
+            resume: Resume::Start,
+            compress: c.rng.random_bool(0.5),
+            raw: c.rng.random_bool(0.2),
+            chunk_size: [0, 512, 4096, 16384][c.rng.random_range(0..4)],
+        };
+        match c.machine.open(open) {
+            Ok((request, stream)) => {
+                w.trace
+                    .event(w.now, c.id, "download", file as u64, u64::from(stream.0));
+                self.current = Some(Current {
+                    file,
+                    request,
+                    stream,
+                    reassembler: None,
+                    got: BytesMut::new(),
+                    at_end: false,
+                    digest: None,
+                    progress: w.now,
+                });
+            }
+            Err(_) => self.next_at = w.now + Duration::from_secs(1),
+        }
+    }
+
+    fn poll_timeout(&self) -> Option<Duration> {
+        self.current.is_none().then_some(self.next_at)
+    }
+
+    fn closed(&mut self, w: &mut World) {
+        if let Some(cur) = self.current.take() {
+            w.oracle.counts.downloads_failed += 1;
+            w.trace.event(
+                w.now,
+                0,
+                "download-lost",
+                cur.file as u64,
+                cur.got.len() as u64,
+            );
+        }
+    }
+
+    fn waiting(&self) -> Option<(Duration, String)> {
+        self.current
+            .as_ref()
+            .map(|c| (c.progress, format!("download of file {}", c.file)))
+    }
+
+    fn memory(&self) -> usize {
+        self.current.as_ref().map_or(0, |c| c.got.len())
+    }
+}
