@@ -300,6 +300,8 @@ impl Tcp {
     }
 
     fn release(&mut self) {
+        self.ack_due = false;
+        self.probe_due = false;
         self.send = BytesMut::new();
         self.ooo.clear();
         self.ooo_bytes = 0;

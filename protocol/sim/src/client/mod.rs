@@ -203,8 +203,12 @@ impl Client {
                 if self.role == Role::SlowViewer && s.tcp.readable() > 0 {
                     next = min(next, Some(w.now + Duration::from_millis(50)));
                 }
-                for p in &self.parts {
-                    next = min(next, p.poll_timeout());
+                // Parts work only on an established connection: their past-due timers would
+                // otherwise spin while it connects.
+                if s.established && !s.machine.is_closed() {
+                    for p in &self.parts {
+                        next = min(next, p.poll_timeout());
+                    }
                 }
             }
         }
