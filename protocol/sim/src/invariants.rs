@@ -148,6 +148,10 @@ pub struct Counts {
     pub lagged: u64,
     /// Chunks the fan-out dropped for viewers by its policy.
     pub fanout_drops: u64,
+    /// Requests the client application gave up on, unanswered after [`REQUEST_TIMEOUT`].
+    ///
+    /// [`REQUEST_TIMEOUT`]: crate::client::REQUEST_TIMEOUT
+    pub request_timeouts: u64,
 }
 
 /// The truth and the record.
@@ -165,12 +169,19 @@ pub struct Oracle {
     /// Sabotage for the invariant tests: flip a bit in every Nth chunk before it reaches a
     /// sink, as a client that skipped the CRC check would let through.
     pub sabotage_every: Option<u64>,
+    /// How client connections ended, by the machine's error.
+    pub closes: BTreeMap<String, u64>,
 }
 
 impl Oracle {
     /// An oracle with nothing recorded.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A client connection ended with `why` (the machine's error, its kind only).
+    pub fn closed(&mut self, why: &str) {
+        *self.closes.entry(why.to_owned()).or_default() += 1;
     }
 
     /// Records a broken invariant.

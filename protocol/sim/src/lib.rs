@@ -36,10 +36,10 @@ pub mod tcp;
 pub mod time;
 pub mod trace;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-pub use scenario::{Report, Scenario, run};
+pub use scenario::{Report, Sabotage, Scenario, run};
 
 use crate::invariants::Oracle;
 use crate::library::Library;
@@ -85,6 +85,8 @@ pub struct World {
     paths: BTreeMap<(HostId, HostId), Path>,
     in_flight: usize,
     publisher_files: BTreeMap<HostId, usize>,
+    /// Clients on whose paths a corruption slipped past the transport checksum.
+    slipped: BTreeSet<HostId>,
 }
 
 impl World {
@@ -97,7 +99,12 @@ impl World {
             return;
         };
         let packet = Packet { from, to, segment };
-        for (at, p) in path.send(self.now, packet, &mut self.faults) {
+        let slipped = self.faults.slipped;
+        let arrivals = path.send(self.now, packet, &mut self.faults);
+        if self.faults.slipped > slipped {
+            self.slipped.insert(from.max(to));
+        }
+        for (at, p) in arrivals {
             self.in_flight += len;
             self.queue.push(at, Event::Deliver(p));
         }
@@ -106,6 +113,12 @@ impl World {
     /// The library file a publisher host publishes.
     pub fn publisher_file(&self, host: HostId) -> usize {
         self.publisher_files.get(&host).copied().unwrap_or(0)
+    }
+
+    /// Whether a corruption slipped past the transport checksum on a path of client `host`:
+    /// then its control frames, which carry no CRC, may have been altered.
+    pub fn slipped(&self, host: HostId) -> bool {
+        self.slipped.contains(&host)
     }
 
     /// Payload bytes in flight on the network.

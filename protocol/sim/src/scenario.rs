@@ -29,8 +29,21 @@ pub struct Scenario {
     pub faults: Faults,
     /// Print every event.
     pub trace: bool,
-    /// For the invariant tests: corrupt every Nth chunk on its way to a sink.
-    pub sabotage_every: Option<u64>,
+    /// For the invariant tests: break the system on purpose, to show the checks notice.
+    pub sabotage: Option<Sabotage>,
+    /// The memory cap; by default 2 MiB per client plus 16 MiB.
+    pub memory_cap: Option<usize>,
+}
+
+/// Ways to break the system on purpose, so that the tests show each invariant check can fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sabotage {
+    /// Flip a bit in every Nth chunk on its way to a sink, as a client that skipped the CRC
+    /// check would let through.
+    CorruptChunks(u64),
+    /// The server forgets every file stream it admits: no chunk, no CLOSE, while the
+    /// connection stays alive with pings.
+    ForgetStreams,
 }
 
 impl Scenario {
@@ -42,7 +55,8 @@ impl Scenario {
             seconds,
             faults: Faults::ALL,
             trace: false,
-            sabotage_every: None,
+            sabotage: None,
+            memory_cap: None,
         }
     }
 
@@ -68,12 +82,14 @@ pub struct Report {
     pub counts: Counts,
     /// Faults injected.
     pub faults: FaultCounts,
-    /// Segments the transport dropped for a bad checksum.
+    /// Clients by role.
     pub roles: BTreeMap<&'static str, usize>,
     /// Most bytes held at once (buffers, queues, in flight).
     pub memory_peak: usize,
     /// The memory cap.
     pub memory_cap: usize,
+    /// How client connections ended, by the machine's error.
+    pub closes: BTreeMap<String, u64>,
     /// Broken invariants.
     pub violations: Vec<Violation>,
 }
@@ -110,7 +126,7 @@ impl fmt::Display for Report {
         let x = &self.faults;
         writeln!(
             f,
-            "  faults: {} (lost {}, partitioned {}, tail-dropped {}, duplicated {}, corrupted {}, slipped past the checksum {}) | CRC32C caught {} | fan-out dropped {}, lagged {} | connections {} ({} ended in error)",
+            "  faults: {} (lost {}, partitioned {}, tail-dropped {}, duplicated {}, corrupted {}, slipped past the checksum {}) | CRC32C caught {} | requests unanswered {} | fan-out dropped {}, lagged {} | connections {} ({} ended in error)",
             x.total(),
             x.lost,
             x.partitioned,
@@ -119,11 +135,18 @@ impl fmt::Display for Report {
             x.corrupted,
             x.slipped,
             c.crc_caught,
+            c.request_timeouts,
             c.fanout_drops,
             c.lagged,
             c.connections,
             c.connection_errors
         )?;
+        let closes: Vec<String> = self
+            .closes
+            .iter()
+            .map(|(k, n)| format!("{n} {k}"))
+            .collect();
+        writeln!(f, "  client connections ended: {}", closes.join(", "))?;
         write!(
             f,
             "  memory peak {} KiB (cap {} KiB)",
@@ -146,7 +169,9 @@ pub fn run(s: &Scenario) -> Report {
     let clock = Clock::new();
     let library = Library::generate(&mut rng::derive(s.seed, "library"));
     let mut oracle = Oracle::new();
-    oracle.sabotage_every = s.sabotage_every;
+    if let Some(Sabotage::CorruptChunks(n)) = s.sabotage {
+        oracle.sabotage_every = Some(n);
+    }
     let mut world = World {
         now: Duration::ZERO,
         clock,
@@ -158,16 +183,19 @@ pub fn run(s: &Scenario) -> Report {
         paths: BTreeMap::new(),
         in_flight: 0,
         publisher_files: BTreeMap::new(),
+        slipped: BTreeSet::new(),
     };
     let epoch = world.clock.at(Duration::ZERO);
-    let mut server = Server::new(server::default_config(epoch));
+    let mut config = server::default_config(epoch);
+    config.forget_streams = s.sabotage == Some(Sabotage::ForgetStreams);
+    let mut server = Server::new(config);
     let (mut clients, roles) = cast(s, &mut world, epoch);
     let mut sim = Loop {
         wakes: BTreeMap::new(),
         memory: BTreeMap::new(),
         held: 0,
         peak: 0,
-        cap: s.clients * (2 << 20) + (16 << 20),
+        cap: s.memory_cap.unwrap_or(s.clients * (2 << 20) + (16 << 20)),
         stuck: BTreeSet::new(),
     };
     for (i, c) in clients.iter().enumerate() {
@@ -226,6 +254,7 @@ pub fn run(s: &Scenario) -> Report {
         roles,
         memory_peak: sim.peak,
         memory_cap: sim.cap,
+        closes: world.oracle.closes.clone(),
         violations: world.oracle.violations().to_vec(),
     }
 }

@@ -42,6 +42,8 @@ pub struct Config {
     pub fanout: FanoutConfig,
     /// Transport buffers per connection.
     pub tcp: tcp::Config,
+    /// Sabotage: admit file streams and never serve them.
+    pub forget_streams: bool,
 }
 
 /// A stream's task on the server.
@@ -307,6 +309,7 @@ impl Server {
                         .collect();
                     side.machine.send_catalog(request, entries);
                 }
+                ServerEvent::Open(_) if self.config.forget_streams => {}
                 ServerEvent::Open(open) => self.open_file(w, conn, open),
                 ServerEvent::Publish {
                     request,
@@ -893,5 +896,6 @@ pub fn default_config(epoch: Instant) -> Config {
             init_cache_bytes: 64 << 10,
         },
         tcp: tcp::Config::default(),
+        forget_streams: false,
     }
 }

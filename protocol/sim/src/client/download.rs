@@ -10,7 +10,7 @@ use chunkcast_protocol::wire::{FileDigest, Mode, Resume};
 use chunkcast_protocol::{Chunk, StreamId, compress};
 use rand::Rng;
 
-use super::{Link, Part};
+use super::{Link, Part, REQUEST_TIMEOUT};
 use crate::World;
 use crate::invariants::Violation;
 
@@ -26,6 +26,7 @@ struct Current {
     at_end: bool,
     digest: Option<[u8; 32]>,
     progress: Duration,
+    asked: Duration,
 }
 
 /// Downloads files from `files`, one at a time.
@@ -80,8 +81,11 @@ impl Download {
         }
         match re.finish() {
             Ok(_) => w.oracle.download(&w.library, c.id, cur.file, &cur.got),
-            // Every chunk passed chunkcast's CRC: a reassembly error is a server or
-            // packetizer bug, not bad luck on the network.
+            // Control frames carry no CRC: a corruption that slipped past the transport may
+            // have altered what OPENED or DIGEST announced. Caught, typed: a failed download.
+            Err(_) if w.slipped(c.id) => w.oracle.counts.downloads_failed += 1,
+            // Every chunk passed chunkcast's CRC and the transport delivered every announcement
+            // intact: a reassembly error is a server or packetizer bug.
             Err(e) => w.oracle.violate(Violation::DownloadMismatch {
                 client: c.id,
                 path: w.library.file(cur.file).name.clone(),
@@ -144,7 +148,12 @@ impl Part for Download {
         w.oracle.file_chunk(&w.library, c.id, cur.file, &chunk);
         cur.progress = w.now;
         let Some(re) = &mut cur.reassembler else {
-            // Chunks before OPENED: the server sends OPENED first on one byte stream.
+            // Chunks before OPENED: the server sends OPENED first on one byte stream, so its
+            // OPENED was altered on the way (only possible past the transport's checksum).
+            if w.slipped(c.id) {
+                self.fail(w, c);
+                return;
+            }
             w.oracle.violate(Violation::DownloadMismatch {
                 client: c.id,
                 path: w.library.file(cur.file).name.clone(),
@@ -153,6 +162,10 @@ impl Part for Download {
             return;
         };
         if let Err(e) = re.push(chunk) {
+            if w.slipped(c.id) {
+                self.fail(w, c);
+                return;
+            }
             w.oracle.violate(Violation::DownloadMismatch {
                 client: c.id,
                 path: w.library.file(cur.file).name.clone(),
@@ -168,7 +181,14 @@ impl Part for Download {
     }
 
     fn work(&mut self, w: &mut World, c: &mut Link<'_>) {
-        if self.current.is_some() || w.now < self.next_at || self.files.is_empty() {
+        if let Some(cur) = &self.current {
+            if cur.reassembler.is_none() && w.now >= cur.asked + REQUEST_TIMEOUT {
+                w.oracle.counts.request_timeouts += 1;
+                self.fail(w, c);
+            }
+            return;
+        }
+        if w.now < self.next_at || self.files.is_empty() {
             return;
         }
         let file = self.files[c.rng.random_range(0..self.files.len())];
@@ -193,6 +213,7 @@ impl Part for Download {
                     at_end: false,
                     digest: None,
                     progress: w.now,
+                    asked: w.now,
                 });
             }
             Err(_) => self.next_at = w.now + Duration::from_secs(1),
@@ -200,7 +221,11 @@ impl Part for Download {
     }
 
     fn poll_timeout(&self) -> Option<Duration> {
-        self.current.is_none().then_some(self.next_at)
+        match &self.current {
+            None => Some(self.next_at),
+            Some(cur) if cur.reassembler.is_none() => Some(cur.asked + REQUEST_TIMEOUT),
+            Some(_) => None,
+        }
     }
 
     fn closed(&mut self, w: &mut World) {

@@ -376,6 +376,7 @@ fn events(parts: &mut [Box<dyn Part>], w: &mut World, link: &mut Link<'_>, estab
                 if !matches!(e, ConnError::LocallyClosed) {
                     w.oracle.counts.connection_errors += 1;
                 }
+                w.oracle.closed(&close_kind(e));
                 for p in parts.iter_mut() {
                     p.closed(w);
                 }
@@ -388,6 +389,28 @@ fn events(parts: &mut [Box<dyn Part>], w: &mut World, link: &mut Link<'_>, estab
         }
     }
 }
+
+/// A connection error's kind, without the details that vary.
+fn close_kind(e: &ConnError) -> String {
+    let s = format!("{e:?}");
+    let end = s.find([' ', '(', '{']).unwrap_or(s.len());
+    match e {
+        ConnError::Decode(d) => format!("Decode({})", {
+            let d = format!("{d:?}");
+            d[..d.find([' ', '(', '{']).unwrap_or(d.len())].to_owned()
+        }),
+        ConnError::Goodbye { code, .. } | ConnError::Fatal { code, .. } => {
+            format!("{}({code:?})", &s[..end])
+        }
+        _ => s[..end].to_owned(),
+    }
+}
+
+/// How long an application waits for the answer to a request before it cancels it.
+/// `ClientConn` has no deadline of its own: an `OPENED` whose request id was corrupted on the
+/// way (control frames carry no CRC) would leave the request pending for as long as the
+/// connection lives.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long a closed connection waits for its FIN exchange before it is reset.
 const LINGER: Duration = Duration::from_secs(3);

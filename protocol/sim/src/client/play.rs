@@ -12,7 +12,7 @@ use chunkcast_protocol::wire::{Mode, Resume};
 use chunkcast_protocol::{Chunk, ChunkFlags, StreamId, compress};
 use rand::Rng;
 
-use super::{Link, Part};
+use super::{Link, Part, REQUEST_TIMEOUT};
 use crate::World;
 
 struct Current {
@@ -23,6 +23,7 @@ struct Current {
     ended: bool,
     wait: Option<Duration>,
     progress: Duration,
+    asked: Duration,
 }
 
 /// Plays files from `files`, one at a time, in realtime mode.
@@ -133,6 +134,16 @@ impl Part for Play {
         w.oracle.file_chunk(&w.library, c.id, cur.file, &chunk);
         cur.progress = w.now;
         let Some((assembler, buffer)) = &mut cur.units else {
+            // OPENED comes first on the byte stream: this one was altered on the way.
+            if !w.slipped(c.id) {
+                w.oracle
+                    .violate(crate::invariants::Violation::CorruptChunk {
+                        client: c.id,
+                        source: format!("realtime stream {} before its OPENED", cur.stream),
+                        seq: chunk.seq,
+                    });
+            }
+            self.end(w, c, false);
             return;
         };
         if chunk.has(ChunkFlags::END_OF_STREAM) {
@@ -153,7 +164,12 @@ impl Part for Play {
     }
 
     fn work(&mut self, w: &mut World, c: &mut Link<'_>) {
-        if self.current.is_some() {
+        if let Some(cur) = &self.current {
+            if cur.units.is_none() && w.now >= cur.asked + REQUEST_TIMEOUT {
+                w.oracle.counts.request_timeouts += 1;
+                self.end(w, c, false);
+                return;
+            }
             self.play(w, c);
             return;
         }
@@ -181,6 +197,7 @@ impl Part for Play {
                     ended: false,
                     wait: None,
                     progress: w.now,
+                    asked: w.now,
                 });
             }
             Err(_) => self.next_at = w.now + Duration::from_secs(1),
@@ -190,6 +207,7 @@ impl Part for Play {
     fn poll_timeout(&self) -> Option<Duration> {
         match &self.current {
             None => Some(self.next_at),
+            Some(cur) if cur.units.is_none() => Some(cur.asked + REQUEST_TIMEOUT),
             Some(cur) => cur.wait,
         }
     }
