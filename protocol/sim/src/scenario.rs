@@ -41,8 +41,8 @@ pub enum Sabotage {
     /// Flip a bit in every Nth chunk on its way to a sink, as a client that skipped the CRC
     /// check would let through.
     CorruptChunks(u64),
-    /// The server forgets every file stream it admits: no chunk, no CLOSE, while the
-    /// connection stays alive with pings.
+    /// The server answers every `OPEN` and then forgets the stream: no chunk, no `CLOSE`,
+    /// while the connection stays alive with pings.
     ForgetStreams,
 }
 

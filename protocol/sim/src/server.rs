@@ -42,7 +42,7 @@ pub struct Config {
     pub fanout: FanoutConfig,
     /// Transport buffers per connection.
     pub tcp: tcp::Config,
-    /// Sabotage: admit file streams and never serve them.
+    /// Sabotage: answer `OPEN` with `OPENED`, then never send the stream.
     pub forget_streams: bool,
 }
 
@@ -309,7 +309,6 @@ impl Server {
                         .collect();
                     side.machine.send_catalog(request, entries);
                 }
-                ServerEvent::Open(_) if self.config.forget_streams => {}
                 ServerEvent::Open(open) => self.open_file(w, conn, open),
                 ServerEvent::Publish {
                     request,
@@ -400,6 +399,9 @@ impl Server {
                 .map(chunkcast_protocol::wire::clip_note),
         };
         encode(&Frame::Opened(opened), &mut side.out);
+        if self.config.forget_streams {
+            return;
+        }
         let compressor = (open.compress
             && side.caps.contains(Caps::LZ4)
             && packetizer.codec().worth_compressing())
