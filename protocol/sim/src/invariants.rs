@@ -55,6 +55,14 @@ pub enum Violation {
         /// What went wrong.
         detail: String,
     },
+    /// A connection ended by an idle timeout on a network that loses nothing: a peer that
+    /// was never silent was taken for a silent one.
+    TimedOut {
+        /// The client.
+        client: u32,
+        /// Which connection, and how.
+        detail: String,
+    },
     /// The bytes held by the whole system exceeded the cap.
     Memory {
         /// When.
@@ -104,7 +112,9 @@ impl fmt::Display for Violation {
                 f,
                 "client {client}: {channel}: expected seq {expected}, got {got} ({dropped} dropped by the fan-out)"
             ),
-            Self::SlowViewerPolicy { client, detail } => write!(f, "client {client}: {detail}"),
+            Self::SlowViewerPolicy { client, detail } | Self::TimedOut { client, detail } => {
+                write!(f, "client {client}: {detail}")
+            }
             Self::Memory { at, held, cap } => {
                 write!(f, "at {at:?}: {held} bytes held, over the cap of {cap}")
             }

@@ -81,6 +81,8 @@ pub struct World {
     pub library: Library,
     /// Faults injected.
     pub faults: FaultCounts,
+    /// The network loses nothing (no loss, corruption or partition): no peer may time out.
+    pub clean: bool,
     queue: Queue<Event>,
     paths: BTreeMap<(HostId, HostId), Path>,
     in_flight: usize,

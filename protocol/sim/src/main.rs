@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use clap::Parser;
 
+use chunkcast_sim::net::Faults;
 use chunkcast_sim::{Scenario, run};
 
 /// A deterministic simulation of a chunkcast server and many clients over a faulty network.
@@ -26,6 +27,10 @@ struct Args {
     /// Print every event.
     #[arg(long)]
     trace: bool,
+    /// A clean network: delay, jitter and bandwidth only (no loss, duplication, corruption or
+    /// partitions).
+    #[arg(long)]
+    clean: bool,
 }
 
 fn main() -> anyhow::Result<ExitCode> {
@@ -44,6 +49,9 @@ fn main() -> anyhow::Result<ExitCode> {
     for seed in seeds {
         let mut scenario = Scenario::new(seed, args.clients, args.seconds);
         scenario.trace = args.trace;
+        if args.clean {
+            scenario.faults = Faults::NONE;
+        }
         // Wall time is measured here, outside the simulation, which never reads the clock.
         let started = Instant::now();
         let report = run(&scenario);

@@ -62,8 +62,13 @@ impl Scenario {
 
     /// The command line that replays this run.
     pub fn replay_line(&self) -> String {
+        let clean = if self.faults == Faults::NONE {
+            " --clean"
+        } else {
+            ""
+        };
         format!(
-            "cargo run -p chunkcast-sim --release -- --seed {} --clients {} --seconds {}",
+            "cargo run -p chunkcast-sim --release -- --seed {} --clients {} --seconds {}{clean}",
             self.seed, self.clients, self.seconds
         )
     }
@@ -179,6 +184,7 @@ pub fn run(s: &Scenario) -> Report {
         oracle,
         library,
         faults: FaultCounts::default(),
+        clean: !s.faults.lossy && !s.faults.partitions,
         queue: Queue::new(),
         paths: BTreeMap::new(),
         in_flight: 0,

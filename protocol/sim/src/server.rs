@@ -240,6 +240,7 @@ impl Server {
             match side.decoder.decode(&mut side.inbuf) {
                 Ok(Some(Frame::Chunk(c))) => {
                     if matches!(side.tasks.get(&c.stream), Some(Task::Publisher { .. })) {
+                        side.machine.handle_data(now_i);
                         chunks.push(c);
                     } else {
                         side.machine.handle_frame(now_i, Frame::Chunk(c));

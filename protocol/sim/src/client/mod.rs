@@ -15,7 +15,7 @@ use chunkcast_protocol::conn::client::{
 };
 use chunkcast_protocol::session::ClientConfig;
 use chunkcast_protocol::wire::{Decoder, Frame};
-use chunkcast_protocol::{Chunk, DecodeError, StreamId};
+use chunkcast_protocol::{Chunk, DecodeError, ErrorCode, StreamId};
 use rand::Rng;
 use rand::rngs::StdRng;
 
@@ -24,6 +24,7 @@ pub use live::{Publish, View};
 pub use play::Play;
 
 use crate::World;
+use crate::invariants::Violation;
 use crate::net::HostId;
 use crate::tcp::{self, Tcp};
 
@@ -267,6 +268,7 @@ impl Client {
         while s.closed_at.is_none() && !link.machine.is_closed() {
             match s.decoder.decode(&mut s.inbuf) {
                 Ok(Some(Frame::Chunk(c))) => {
+                    link.machine.handle_data(now_i);
                     // A stream already given up: its chunks in flight are dropped.
                     if let Some(p) = self.parts.iter_mut().find(|p| p.owns(c.stream)) {
                         p.chunk(w, &mut link, c);
@@ -275,7 +277,7 @@ impl Client {
                 Ok(Some(frame)) => {
                     link.machine.handle_frame(now_i, frame);
                     // An OPENED must reach its part before the stream's first chunk.
-                    events(&mut self.parts, w, &mut link, &mut s.established);
+                    events(&mut self.parts, w, &mut link, &mut s.established, self.role);
                 }
                 Ok(None) => break,
                 Err(e) => {
@@ -298,7 +300,7 @@ impl Client {
         if link.machine.poll_timeout().is_some_and(|t| t <= now_i) {
             link.machine.handle_timeout(now_i);
         }
-        events(&mut self.parts, w, &mut link, &mut s.established);
+        events(&mut self.parts, w, &mut link, &mut s.established, self.role);
         if !link.machine.is_closed() && s.established {
             for p in &mut self.parts {
                 p.work(w, &mut link);
@@ -361,7 +363,13 @@ impl Client {
 }
 
 /// Hands the machine's events to the parts.
-fn events(parts: &mut [Box<dyn Part>], w: &mut World, link: &mut Link<'_>, established: &mut bool) {
+fn events(
+    parts: &mut [Box<dyn Part>],
+    w: &mut World,
+    link: &mut Link<'_>,
+    established: &mut bool,
+    role: Role,
+) {
     while let Some(event) = link.machine.poll_event() {
         match &event {
             ClientEvent::Connected(_) => {
@@ -376,7 +384,19 @@ fn events(parts: &mut [Box<dyn Part>], w: &mut World, link: &mut Link<'_>, estab
                 if !matches!(e, ConnError::LocallyClosed) {
                     w.oracle.counts.connection_errors += 1;
                 }
-                w.oracle.closed(&close_kind(e));
+                w.oracle
+                    .closed(&format!("{} {}", role.name(), close_kind(e)));
+                let timed_out = matches!(e, ConnError::Idle(_))
+                    || matches!(e, ConnError::Goodbye { code, .. } if *code == ErrorCode::Timeout);
+                if w.clean && timed_out {
+                    w.oracle.violate(Violation::TimedOut {
+                        client: link.id,
+                        detail: format!(
+                            "{} connection ended by {e} on a network that loses nothing",
+                            role.name()
+                        ),
+                    });
+                }
                 for p in parts.iter_mut() {
                     p.closed(w);
                 }
