@@ -1,17 +1,19 @@
-//! One client connection, whatever its transport: the handshake, then the control loop that
-//! answers listings and runs streams.
+//! One client connection, whatever its transport: a short loop that moves frames and time
+//! between the link and the connection machine (`chunkcast_protocol::conn::ServerConn`, which
+//! holds every rule), and does the work it asks for: listings, file streams, live channels.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::BytesMut;
-use chunkcast_protocol::conn::rate::{RateLimit, Verdict};
-use chunkcast_protocol::session::{
-    DEFAULT_PING_INTERVAL, Established, Keepalive, ServerConfig, ServerHandshake,
+use chunkcast_protocol::conn::ServerConn;
+use chunkcast_protocol::conn::server::{
+    DEFAULT_CATALOG_PAGE, DropReason, Ending, ServerConnConfig, ServerEvent, StreamKind,
 };
-use chunkcast_protocol::wire::{Caps, Catalog, ErrorFrame, Frame};
-use chunkcast_protocol::{ErrorCode, StreamId};
+use chunkcast_protocol::session::{DEFAULT_PING_INTERVAL, ServerConfig};
+use chunkcast_protocol::wire::{Caps, ErrorFrame, Frame, Open};
+use chunkcast_protocol::{Codec, ErrorCode, StreamId};
 use chunkcast_transport::{LinkError, LinkRx, LinkTx};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -23,9 +25,6 @@ use crate::library::Library;
 use crate::live::{self, Live};
 use crate::metrics::{self, Dropped, HandshakeFailed, Metrics};
 use crate::stream::{self, Ended};
-
-/// Catalog entries per `CATALOG` frame: keeps each frame far below the frame size limit.
-const CATALOG_PAGE: usize = 256;
 
 /// State shared by all connections.
 pub(crate) struct Shared {
@@ -56,7 +55,8 @@ impl Shared {
             draining: CancellationToken::new(),
             stop: CancellationToken::new(),
             live: Arc::new(Live::new(Default::default(), linger, metrics.live_gauges())),
-            epoch: std::time::Instant::now(),
+            // The drivers' one clock: tokio's (paused in tests), read as std.
+            epoch: Instant::now().into_std(),
             metrics,
             config,
         }
@@ -82,548 +82,527 @@ pub(crate) async fn serve(
     deadline: Instant,
 ) {
     let id = shared.next_session.fetch_add(1, Ordering::Relaxed);
-    let Some(est) = handshake(&shared, &tx, &mut rx, id, deadline, &peer).await else {
-        debug!(%peer, session = id, "handshake failed");
-        return;
+    let now = Instant::now();
+    let limits = &shared.config.limits;
+    let config = ServerConnConfig {
+        handshake: shared.handshake_config(deadline.saturating_duration_since(now)),
+        epoch: shared.epoch,
+        ping_interval: DEFAULT_PING_INTERVAL,
+        idle_timeout: limits.idle_timeout,
+        max_streams: limits.max_streams_per_connection,
+        max_requests_per_sec: limits.max_requests_per_sec,
+        catalog_page: DEFAULT_CATALOG_PAGE,
     };
-    info!(%peer, session = id, client = %est.peer_name, "connected");
-    let mut conn = Conn {
+    let mut conn = ServerConn::new(config, now.into_std(), id);
+    let mut driver = Driver {
         shared: shared.clone(),
-        peer: peer.clone(),
+        peer,
         tx,
-        est,
-        streams: HashMap::new(),
-        rate: RateLimit::new(
-            shared.config.limits.max_requests_per_sec,
-            std::time::Instant::now(),
-        ),
+        tasks: HashMap::new(),
     };
-    conn.run(&mut rx).await;
-    shared.live.leave(id);
-    info!(%peer, session = id, "disconnected");
-}
-
-async fn handshake(
-    shared: &Shared,
-    tx: &LinkTx,
-    rx: &mut LinkRx,
-    id: u64,
-    deadline: Instant,
-    peer: &str,
-) -> Option<Established> {
-    let metrics = &shared.metrics;
-    let now = std::time::Instant::now();
-    let left = deadline.saturating_duration_since(Instant::now());
-    let hs = ServerHandshake::new(shared.handshake_config(left), now, id);
-    let mut out = BytesMut::new();
-    let first = tokio::select! {
-        f = rx.recv() => f,
-        () = tokio::time::sleep_until(deadline) => {
-            let at = hs.poll_timeout().max(std::time::Instant::now());
-            let _ = hs.handle_timeout(at, &mut out);
-            metrics.handshake_failed(HandshakeFailed::Refused(ErrorCode::Timeout));
-            metrics.error_sent(ErrorCode::Timeout);
-            let _ = tx.send_raw(out.freeze()).await;
-            return None;
-        }
-        () = shared.stop.cancelled() => return None,
-    };
-    let result = match first {
-        Some(Ok(frame)) => hs.handle_frame(std::time::Instant::now(), frame, &mut out),
-        Some(Err(LinkError::Decode(e))) => {
-            // Garbage: say so in a frame the client can show, then close.
-            let code = ErrorCode::from(&e);
-            metrics.handshake_failed(HandshakeFailed::Refused(code));
-            metrics.error_sent(code);
-            let message = format!("not a chunkcast hello: {e}");
-            let _ = tx
-                .send(Frame::Error(ErrorFrame {
-                    request: 0,
-                    code,
-                    message,
-                }))
-                .await;
-            return None;
-        }
-        Some(Err(_)) | None => {
-            metrics.handshake_failed(HandshakeFailed::Closed);
-            return None;
-        }
-    };
-    if let Err(e) = &result {
-        info!(%peer, session = id, "refused: {e}");
-        metrics.handshake_failed(HandshakeFailed::Refused(e.code()));
-        metrics.error_sent(e.code());
+    let ending = driver.run(&mut conn, &mut rx).await;
+    if conn.established().is_none() {
+        debug!(peer = %driver.peer, session = id, "handshake failed");
+        return;
     }
-    let _ = tx.send_raw(out.freeze()).await;
-    result.ok()
+    driver.finish(ending).await;
+    shared.live.leave(id);
+    info!(peer = %driver.peer, session = id, "disconnected");
 }
 
-/// What the control loop does after a frame or a timer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Flow {
-    /// Carry on.
-    Continue,
-    /// The client stopped sending (EOF): stop reading, let running file streams finish for
-    /// at most the idle timeout (a half-closed client may still be reading); live viewers go
-    /// at once.
-    Close,
-    /// The server ends the connection: stop reading, abort running streams.
-    Abort,
-}
-
-/// What a stream's task does, which decides how it ends with its connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    /// Sends a file: may finish after the client stopped sending (a half-closed client may
-    /// still be reading).
-    File,
-    /// Sends a live channel (or waits for its publisher): aborted as soon as the client is
-    /// gone, since a live stream never finishes on its own.
-    Viewer,
-    /// Relays a publisher's chunks: never aborted by the connection, whose end closes the
-    /// route the task reads from; the task then relays what had arrived and ends.
-    Publisher,
+/// The drivers' one clock, as the machine takes it.
+fn now() -> std::time::Instant {
+    Instant::now().into_std()
 }
 
 /// A stream's task.
 struct Running {
     task: JoinHandle<()>,
-    kind: Kind,
+    kind: StreamKind,
 }
 
-struct Conn {
+/// What the machine cannot do itself: the link, the tasks, the library, the live channels.
+struct Driver {
     shared: Arc<Shared>,
     /// The client's address, for the log.
     peer: String,
     tx: LinkTx,
-    est: Established,
-    streams: HashMap<StreamId, Running>,
-    rate: RateLimit,
+    /// The running streams' tasks. The machine's table decides admission; this one holds the
+    /// handles, and a task it no longer holds (a cancelled publisher still relaying) cannot
+    /// free a slot that its stream id has since been given to.
+    tasks: HashMap<StreamId, Running>,
 }
 
-impl Conn {
-    async fn run(&mut self, rx: &mut LinkRx) {
-        let now = std::time::Instant::now();
-        let idle = self.shared.config.limits.idle_timeout;
-        let mut keepalive = Keepalive::new(now, self.shared.epoch, DEFAULT_PING_INTERVAL, idle);
+impl Driver {
+    /// Feeds the machine until it says the connection is over, and how.
+    async fn run(&mut self, conn: &mut ServerConn, rx: &mut LinkRx) -> Ending {
         let mut out = BytesMut::new();
-        let flow = loop {
-            self.streams.retain(|_, r| !r.task.is_finished());
-            let wake = Instant::from_std(keepalive.poll_timeout());
-            let flow = tokio::select! {
+        loop {
+            // Slots are only asked for when a frame arrives, so freeing them here is in time.
+            self.tasks.retain(|&stream, r| {
+                let finished = r.task.is_finished();
+                if finished {
+                    conn.stream_ended(stream);
+                }
+                !finished
+            });
+            let mut ending = None;
+            while let Some(event) = conn.poll_event() {
+                match event {
+                    ServerEvent::Closed(how) => ending = Some(how),
+                    event => self.on_event(conn, event).await,
+                }
+            }
+            if conn.poll_transmit(&mut out) && self.tx.send_raw(out.split().freeze()).await.is_err()
+            {
+                return ending.unwrap_or(Ending::PeerLeft);
+            }
+            if let Some(ending) = ending {
+                return ending;
+            }
+            let Some(wake) = conn.poll_timeout() else {
+                return Ending::Aborted;
+            };
+            tokio::select! {
                 frame = rx.recv() => match frame {
                     Some(Ok(frame)) => {
-                        keepalive.handle_rx(std::time::Instant::now());
-                        self.on_frame(frame, &mut keepalive, &mut out).await
+                        if self.shared.draining.is_cancelled() {
+                            conn.drain();
+                        }
+                        conn.handle_frame(now(), frame);
                     }
-                    Some(Err(e)) => self.link_failed(e).await,
-                    None => Flow::Close,
+                    Some(Err(LinkError::Decode(e))) => {
+                        warn!(peer = %self.peer, "closing: the client's bytes: {e}");
+                        conn.handle_decode_error(now(), e);
+                    }
+                    Some(Err(e)) => {
+                        debug!(peer = %self.peer, "link failed: {e}");
+                        conn.handle_link_lost(now());
+                    }
+                    None => conn.handle_eof(now()),
                 },
-                () = tokio::time::sleep_until(wake) => {
-                    match keepalive.handle_timeout(std::time::Instant::now(), &mut out) {
-                        Ok(()) => Flow::Continue,
-                        Err(e) => {
-                            debug!(session = self.est.session_id, "idle: {e}");
-                            self.shared.metrics.dropped(Dropped::IdleTimeout);
-                            let message = format!("closing an idle connection: {e}");
-                            self.goodbye(ErrorCode::Timeout, message).await;
-                            Flow::Abort
-                        }
-                    }
+                () = tokio::time::sleep_until(Instant::from_std(wake)) => conn.handle_timeout(now()),
+                () = self.shared.stop.cancelled() => {
+                    conn.close(now(), ErrorCode::None, "server shutting down");
                 }
-                () = self.shared.stop.cancelled() => Flow::Abort,
-            };
-            if flow != Flow::Continue {
-                break flow;
             }
-            if !out.is_empty() && self.tx.send_raw(out.split().freeze()).await.is_err() {
-                break Flow::Close;
-            }
-        };
-        if self.shared.stop.is_cancelled() {
-            self.goodbye(ErrorCode::None, "server shutting down").await;
-        }
-        // Live viewers never finish: the client that asked for them is gone (or is being
-        // dropped), so they go now, whatever the flow; their tasks' guards detach them.
-        // Publishers' routes close so that their relays finish with what has arrived.
-        let tx = self.tx.clone();
-        self.streams.retain(|&stream, r| match r.kind {
-            Kind::File if flow == Flow::Abort => {
-                r.task.abort();
-                false
-            }
-            Kind::File => true,
-            Kind::Viewer => {
-                r.task.abort();
-                false
-            }
-            Kind::Publisher => {
-                tx.unroute(stream);
-                false
-            }
-        });
-        // Let running file streams finish (they hold their own link handle), for at most the
-        // idle timeout: a half-closed client may still be reading.
-        let finish = async {
-            for r in self.streams.values_mut() {
-                let _ = (&mut r.task).await;
-            }
-        };
-        if tokio::time::timeout(idle, finish).await.is_err() {
-            debug!(
-                session = self.est.session_id,
-                "streams still running after the client left"
-            );
-        }
-        for (_, r) in self.streams.drain() {
-            r.task.abort();
         }
     }
 
-    /// Takes one frame from the client.
-    async fn on_frame(
-        &mut self,
-        frame: Frame,
-        keepalive: &mut Keepalive,
-        out: &mut BytesMut,
-    ) -> Flow {
-        let request = match &frame {
-            Frame::List { request, .. }
-            | Frame::Open(chunkcast_protocol::wire::Open { request, .. })
-            | Frame::Publish { request, .. }
-            | Frame::Subscribe { request, .. } => Some(*request),
-            Frame::Ping { .. } => None,
-            Frame::Pong {
-                nonce,
-                echo_us,
-                time_us,
-            } => {
-                keepalive.handle_pong(std::time::Instant::now(), *nonce, *echo_us, *time_us);
-                return Flow::Continue;
+    /// Acts on one event of the machine.
+    async fn on_event(&mut self, conn: &mut ServerConn, event: ServerEvent) {
+        let metrics = &self.shared.metrics;
+        let session = conn.established().map_or(0, |e| e.session_id);
+        match event {
+            ServerEvent::Connected(est) => {
+                info!(peer = %self.peer, session, client = %est.peer_name, "connected");
             }
-            // Nobody will read what its streams would send.
-            Frame::Goodbye { .. } => return Flow::Abort,
-            _ => {
-                return if self.handle(frame).await {
-                    Flow::Continue
-                } else {
-                    Flow::Abort
-                };
+            ServerEvent::HandshakeFailed(Some(e)) => {
+                info!(peer = %self.peer, "refused: {e}");
+                metrics.handshake_failed(HandshakeFailed::Refused(e.code()));
             }
-        };
-        // Requests and pings draw on the connection's rate.
-        match self.rate.check(std::time::Instant::now()) {
-            Verdict::Serve => {}
-            Verdict::Refuse => {
-                self.shared.metrics.request_limited();
-                let Some(request) = request else {
-                    return Flow::Continue; // a ping over the rate goes unanswered
-                };
-                let limit = self.shared.config.limits.max_requests_per_sec;
-                let msg = format!("too many requests (limit {limit} per second): slow down");
-                info!(peer = %self.peer, session = self.est.session_id, "refused: {msg}");
-                return if self.error(request, ErrorCode::Busy, msg).await {
-                    Flow::Continue
-                } else {
-                    Flow::Close
-                };
-            }
-            Verdict::Close => {
-                self.shared.metrics.request_limited();
-                self.shared.metrics.dropped(Dropped::RateLimit);
-                let limit = self.shared.config.limits.max_requests_per_sec;
-                warn!(
-                    session = self.est.session_id,
-                    "closing: over its request rate"
+            ServerEvent::HandshakeFailed(None) => metrics.handshake_failed(HandshakeFailed::Closed),
+            ServerEvent::List { request, prefix } => self.list(conn, request, prefix).await,
+            ServerEvent::Open(open) => {
+                let task = self.spawn_file(conn, open.clone());
+                self.tasks.insert(
+                    open.stream,
+                    Running {
+                        task,
+                        kind: StreamKind::File,
+                    },
                 );
-                let msg =
-                    format!("closing: requests kept coming over the limit of {limit} per second");
-                self.goodbye(ErrorCode::Busy, msg).await;
-                return Flow::Abort;
             }
-        }
-        if let Frame::Ping { nonce, time_us } = frame {
-            keepalive.handle_ping(std::time::Instant::now(), nonce, time_us, out);
-            return Flow::Continue;
-        }
-        if self.handle(frame).await {
-            Flow::Continue
-        } else {
-            Flow::Abort
-        }
-    }
-
-    /// The link failed: say why if it was the client's bytes, and end the connection.
-    async fn link_failed(&mut self, e: LinkError) -> Flow {
-        let LinkError::Decode(d) = &e else {
-            debug!(session = self.est.session_id, "link failed: {e}");
-            return Flow::Abort;
-        };
-        warn!(session = self.est.session_id, "closing: {e}");
-        let code = ErrorCode::from(d);
-        let why = if code == ErrorCode::TooLarge {
-            Dropped::TooLarge
-        } else {
-            Dropped::Protocol
-        };
-        self.shared.metrics.dropped(why);
-        self.goodbye(code, e.to_string()).await;
-        Flow::Abort
-    }
-
-    /// Handles one request; `false` closes the connection.
-    async fn handle(&mut self, frame: Frame) -> bool {
-        match frame {
-            Frame::List { request, prefix } if prefix.trim_matches('/') == "live" => {
-                let entries = self.shared.live.list();
-                self.logged("list", &prefix, &format!("{} entries", entries.len()));
-                self.send_catalog(request, entries).await
+            ServerEvent::Publish {
+                request,
+                stream,
+                channel,
+                codec,
+            } => {
+                self.publish(conn, request, stream, channel, codec).await;
             }
-            Frame::List { request, prefix } => {
-                let lib = self.shared.library.clone();
-                let path = prefix.clone();
-                let listed = tokio::task::spawn_blocking(move || lib.list(&prefix)).await;
-                match listed {
-                    Ok(Ok(entries)) => {
-                        self.logged("list", &path, &format!("{} entries", entries.len()));
-                        self.send_catalog(request, entries).await
+            ServerEvent::Subscribe {
+                request,
+                stream,
+                channel,
+            } => {
+                let at = live::Request {
+                    session,
+                    request,
+                    stream,
+                    channel: &channel,
+                };
+                match self.shared.live.subscribe(self.tx.clone(), at) {
+                    Ok(task) => {
+                        self.logged(session, "watch", &channel, "subscribed");
+                        self.tasks.insert(
+                            stream,
+                            Running {
+                                task,
+                                kind: StreamKind::Viewer,
+                            },
+                        );
                     }
-                    Ok(Err(e)) => {
-                        self.logged("list", &path, &format!("refused: {e}"));
-                        self.error(request, e.code(), e.to_string()).await
-                    }
-                    Err(_) => {
-                        self.error(request, ErrorCode::Internal, "listing failed")
-                            .await
+                    Err((code, message)) => {
+                        let outcome = format!("refused: {code}: {message}");
+                        self.logged(session, "watch", &channel, &outcome);
+                        conn.refuse(request, code, message);
                     }
                 }
             }
-            Frame::Open(open) => {
-                if let Err((code, msg)) = self.admit(open.stream) {
-                    self.logged("get", &open.path, &format!("refused: {msg}"));
-                    return self.error(open.request, code, msg).await;
-                }
-                let lz4 = open.compress && self.est.caps.contains(Caps::LZ4);
-                let digest_at_end = self.est.caps.contains(Caps::DIGEST_AT_END);
-                let any_file = self.est.caps.contains(Caps::ANY_FILE);
-                let max_payload = self.shared.config.limits.wire.max_payload();
-                let lib = self.shared.library.clone();
-                let tx = self.tx.clone();
-                let stream = open.stream;
-                let path = open.path.clone();
-                let session = self.est.session_id;
-                let m = self.shared.metrics.clone();
-                let stall = self.shared.config.limits.idle_timeout;
-                let peer = self.peer.clone();
-                let started = std::time::Instant::now();
-                let task = tokio::spawn(metrics::scope(m.clone(), async move {
-                    let request = open.request;
-                    match stream::prepare(lib, open, max_payload, lz4, digest_at_end, any_file)
-                        .await
-                    {
-                        Ok(prepared) => {
-                            let _open = m.stream_opened();
-                            let (ended, bytes) = metrics::counted(prepared.run(&tx, stall)).await;
-                            let ms = started.elapsed().as_millis() as u64;
-                            match ended {
-                                Ended::Complete => {
-                                    info!(%peer, session, %path, bytes, ms, "get: complete");
-                                }
-                                Ended::Failed(e) => {
-                                    m.error_sent(ErrorCode::BadMedia);
-                                    warn!(%peer, session, %path, bytes, ms, "get: failed: {e}");
-                                }
-                                Ended::Changed => {
-                                    m.error_sent(ErrorCode::Changed);
-                                    warn!(
-                                        %peer, session, %path, bytes, ms,
-                                        "get: failed: the file changed while it was sent; no digest sent"
-                                    );
-                                }
-                                Ended::Link(e) => {
-                                    info!(%peer, session, %path, bytes, ms, "get: cut: {e}");
-                                }
-                            }
-                        }
-                        Err(e) => {
-                            info!(%peer, session, %path, "get: refused: {}: {}", e.code, e.message);
-                            m.error_sent(e.code);
-                            let _ = tx.send(Frame::Error(ErrorFrame { request, ..e })).await;
-                        }
-                    }
-                }));
-                let kind = Kind::File;
-                self.streams.insert(stream, Running { task, kind });
-                true
-            }
-            Frame::Close { stream, .. } => {
-                if let Some(r) = self.streams.remove(&stream) {
-                    if r.kind == Kind::Publisher {
+            ServerEvent::Cancel { stream, kind } => {
+                if let Some(r) = self.tasks.remove(&stream) {
+                    if kind == StreamKind::Publisher {
                         // A publisher that cancels is lost, unless its end already came.
                         self.tx.unroute(stream);
                     } else {
                         r.task.abort();
                     }
                 }
-                true
             }
-            Frame::Publish {
+            ServerEvent::Refused {
                 request,
-                stream,
-                channel,
-                codec,
+                code,
+                message,
             } => {
-                if let Err((code, msg)) = self.admit(stream) {
-                    return self.error(request, code, msg).await;
-                }
-                let max_payload = self.shared.config.limits.wire.max_payload();
-                let live = self.shared.live.clone();
-                let session = self.est.session_id;
-                let at = live::Request {
-                    session,
-                    request,
-                    stream,
-                    channel: &channel,
-                };
-                match live.publish(&self.tx, at, codec, max_payload).await {
-                    Ok(task) => {
-                        let kind = Kind::Publisher;
-                        self.streams.insert(stream, Running { task, kind });
-                        true
-                    }
-                    Err(r) => {
-                        let refusal = live::refusal(request, r);
-                        self.log_refusal("publish", &channel, &refusal);
-                        self.send(refusal).await
-                    }
-                }
+                info!(peer = %self.peer, session, request, "refused: {code}: {message}");
             }
-            Frame::Subscribe {
-                request,
-                stream,
-                channel,
-            } => {
-                if let Err((code, msg)) = self.admit(stream) {
-                    return self.error(request, code, msg).await;
-                }
-                let live = self.shared.live.clone();
-                let session = self.est.session_id;
-                let at = live::Request {
-                    session,
-                    request,
-                    stream,
-                    channel: &channel,
-                };
-                match live.subscribe(self.tx.clone(), at) {
-                    Ok(task) => {
-                        self.logged("watch", &channel, "subscribed");
-                        let kind = Kind::Viewer;
-                        self.streams.insert(stream, Running { task, kind });
-                        true
-                    }
-                    Err(r) => {
-                        let refusal = live::refusal(request, r);
-                        self.log_refusal("watch", &channel, &refusal);
-                        self.send(refusal).await
-                    }
-                }
-            }
-            Frame::Chunk(c) => {
-                let msg = format!("chunk for stream {} that is not being published", c.stream);
-                self.shared.metrics.dropped(Dropped::Protocol);
-                self.error(0, ErrorCode::BadRequest, msg).await;
-                false
-            }
-            other => {
-                let msg = format!("unexpected {} frame", other.name());
-                self.shared.metrics.dropped(Dropped::Protocol);
-                self.error(0, ErrorCode::Protocol, msg).await;
-                false
-            }
-        }
-    }
-
-    /// Whether a new stream (`OPEN`, `PUBLISH` or `SUBSCRIBE`) may start on `stream`: not
-    /// while draining, not past the per-connection limit, not on an id in use.
-    fn admit(&self, stream: StreamId) -> Result<(), (ErrorCode, String)> {
-        if self.shared.draining.is_cancelled() {
-            return Err((ErrorCode::Busy, "server is shutting down".into()));
-        }
-        let limit = self.shared.config.limits.max_streams_per_connection;
-        if self.streams.len() >= limit {
-            let msg = format!("too many streams on one connection (limit {limit})");
-            return Err((ErrorCode::Busy, msg));
-        }
-        if self.streams.contains_key(&stream) {
-            return Err((ErrorCode::BadRequest, "stream id already in use".into()));
-        }
-        Ok(())
-    }
-
-    /// One request's line in the log: who, what, how it went.
-    fn logged(&self, what: &str, path: &str, outcome: &str) {
-        let session = self.est.session_id;
-        info!(peer = %self.peer, session, %path, "{what}: {outcome}");
-    }
-
-    /// A refusal's line in the log, with the reason the client is given.
-    fn log_refusal(&self, what: &str, path: &str, refusal: &Frame) {
-        if let Frame::Error(e) = refusal {
-            self.logged(what, path, &format!("refused: {}: {}", e.code, e.message));
-        }
-    }
-
-    async fn send_catalog(
-        &self,
-        request: u32,
-        entries: Vec<chunkcast_protocol::wire::Entry>,
-    ) -> bool {
-        let pages = entries.len().div_ceil(CATALOG_PAGE).max(1);
-        let caps = self.est.caps;
-        let mut it = entries.into_iter().map(|e| e.for_peer(caps));
-        for page in 0..pages {
-            let entries: Vec<_> = it.by_ref().take(CATALOG_PAGE).collect();
-            let last = page + 1 == pages;
-            if self
-                .tx
-                .send(Frame::Catalog(Catalog {
-                    request,
-                    last,
-                    entries,
-                }))
-                .await
-                .is_err()
-            {
-                return false;
-            }
-        }
-        true
-    }
-
-    async fn error(&self, request: u32, code: ErrorCode, message: impl Into<String>) -> bool {
-        let frame = Frame::Error(ErrorFrame {
-            request,
-            code,
-            message: message.into(),
-        });
-        self.send(frame).await
-    }
-
-    async fn goodbye(&self, code: ErrorCode, message: impl Into<String>) {
-        let message = message.into();
-        let _ = self.send(Frame::Goodbye { code, message }).await;
-    }
-
-    /// Sends a control frame, counting the error code it carries; `false` if the link is gone.
-    async fn send(&self, frame: Frame) -> bool {
-        match &frame {
-            Frame::Error(e) => self.shared.metrics.error_sent(e.code),
-            Frame::Goodbye { code, .. } | Frame::Close { code, .. } => {
-                self.shared.metrics.error_sent(*code);
+            ServerEvent::RateLimited => metrics.request_limited(),
+            ServerEvent::ErrorSent(code) => metrics.error_sent(code),
+            ServerEvent::Dropped(why) => {
+                warn!(peer = %self.peer, session, "closing: {why:?}");
+                metrics.dropped(match why {
+                    DropReason::IdleTimeout => Dropped::IdleTimeout,
+                    DropReason::RateLimit => Dropped::RateLimit,
+                    DropReason::TooLarge => Dropped::TooLarge,
+                    _ => Dropped::Protocol,
+                });
             }
             _ => {}
         }
-        self.tx.send(frame).await.is_ok()
+    }
+
+    /// Answers a `LIST`: live channels, or the library (read on a blocking thread).
+    async fn list(&self, conn: &mut ServerConn, request: u32, prefix: String) {
+        let session = conn.established().map_or(0, |e| e.session_id);
+        let listed = if prefix.trim_matches('/') == "live" {
+            Ok(self.shared.live.list())
+        } else {
+            let lib = self.shared.library.clone();
+            let path = prefix.clone();
+            match tokio::task::spawn_blocking(move || lib.list(&path)).await {
+                Ok(Ok(entries)) => Ok(entries),
+                Ok(Err(e)) => Err((e.code(), e.to_string())),
+                Err(_) => Err((ErrorCode::Internal, "listing failed".to_owned())),
+            }
+        };
+        match listed {
+            Ok(entries) => {
+                let outcome = format!("{} entries", entries.len());
+                self.logged(session, "list", &prefix, &outcome);
+                conn.send_catalog(request, entries);
+            }
+            Err((code, message)) => {
+                self.logged(session, "list", &prefix, &format!("refused: {message}"));
+                conn.refuse(request, code, message);
+            }
+        }
+    }
+
+    /// Takes a `PUBLISH` the machine admitted to the live channels, or refuses it.
+    async fn publish(
+        &mut self,
+        conn: &mut ServerConn,
+        request: u32,
+        stream: StreamId,
+        channel: String,
+        codec: Codec,
+    ) {
+        let session = conn.established().map_or(0, |e| e.session_id);
+        let max_payload = self.shared.config.limits.wire.max_payload();
+        let at = live::Request {
+            session,
+            request,
+            stream,
+            channel: &channel,
+        };
+        let live = self.shared.live.clone();
+        match live.publish(&self.tx, at, codec, max_payload).await {
+            Ok(task) => {
+                self.tasks.insert(
+                    stream,
+                    Running {
+                        task,
+                        kind: StreamKind::Publisher,
+                    },
+                );
+            }
+            Err((code, message)) => {
+                let outcome = format!("refused: {code}: {message}");
+                self.logged(session, "publish", &channel, &outcome);
+                conn.refuse(request, code, message);
+            }
+        }
+    }
+
+    /// Starts the task that sends a file for an admitted `OPEN`. It answers the `OPEN` itself
+    /// (`OPENED`, or an `ERROR` if the file cannot be served) and logs how it went.
+    fn spawn_file(&self, conn: &ServerConn, open: Open) -> JoinHandle<()> {
+        let caps = conn.established().map_or(Caps::default(), |e| e.caps);
+        let session = conn.established().map_or(0, |e| e.session_id);
+        let lz4 = open.compress && caps.contains(Caps::LZ4);
+        let digest_at_end = caps.contains(Caps::DIGEST_AT_END);
+        let any_file = caps.contains(Caps::ANY_FILE);
+        let max_payload = self.shared.config.limits.wire.max_payload();
+        let lib = self.shared.library.clone();
+        let tx = self.tx.clone();
+        let path = open.path.clone();
+        let m = self.shared.metrics.clone();
+        let stall = self.shared.config.limits.idle_timeout;
+        let peer = self.peer.clone();
+        let started = Instant::now();
+        tokio::spawn(metrics::scope(m.clone(), async move {
+            let request = open.request;
+            match stream::prepare(lib, open, max_payload, lz4, digest_at_end, any_file).await {
+                Ok(prepared) => {
+                    let _open = m.stream_opened();
+                    let (ended, bytes) = metrics::counted(prepared.run(&tx, stall)).await;
+                    let ms = started.elapsed().as_millis() as u64;
+                    match ended {
+                        Ended::Complete => {
+                            info!(%peer, session, %path, bytes, ms, "get: complete");
+                        }
+                        Ended::Failed(e) => {
+                            m.error_sent(ErrorCode::BadMedia);
+                            warn!(%peer, session, %path, bytes, ms, "get: failed: {e}");
+                        }
+                        Ended::Changed => {
+                            m.error_sent(ErrorCode::Changed);
+                            warn!(
+                                %peer, session, %path, bytes, ms,
+                                "get: failed: the file changed while it was sent; no digest sent"
+                            );
+                        }
+                        Ended::Link(e) => {
+                            info!(%peer, session, %path, bytes, ms, "get: cut: {e}");
+                        }
+                    }
+                }
+                Err(e) => {
+                    info!(%peer, session, %path, "get: refused: {}: {}", e.code, e.message);
+                    m.error_sent(e.code);
+                    let _ = tx.send(Frame::Error(ErrorFrame { request, ..e })).await;
+                }
+            }
+        }))
+    }
+
+    /// Ends the connection's streams by how it ended. Live viewers never finish: the client
+    /// that asked for them is gone (or is being dropped), so they go now; their tasks' guards
+    /// detach them. Publishers' routes close so that their relays finish with what has
+    /// arrived. Files finish, for at most the idle timeout, if the client only stopped
+    /// sending (a half-closed client may still be reading).
+    async fn finish(&mut self, ending: Ending) {
+        let tx = self.tx.clone();
+        self.tasks.retain(|&stream, r| match r.kind {
+            StreamKind::File => {
+                if ending == Ending::Aborted {
+                    r.task.abort();
+                }
+                ending == Ending::PeerLeft
+            }
+            StreamKind::Viewer => {
+                r.task.abort();
+                false
+            }
+            StreamKind::Publisher => {
+                tx.unroute(stream);
+                false
+            }
+        });
+        let finish = async {
+            for r in self.tasks.values_mut() {
+                let _ = (&mut r.task).await;
+            }
+        };
+        let idle = self.shared.config.limits.idle_timeout;
+        if tokio::time::timeout(idle, finish).await.is_err() {
+            debug!(peer = %self.peer, "streams still running after the client left");
+        }
+        for (_, r) in self.tasks.drain() {
+            r.task.abort();
+        }
+    }
+
+    /// One request's line in the log: who, what, how it went.
+    fn logged(&self, session: u64, what: &str, path: &str, outcome: &str) {
+        info!(peer = %self.peer, session, %path, "{what}: {outcome}");
+    }
+}
+
+/// The whole driver over an in-memory link on tokio's paused clock: since the machine takes
+/// only the time the driver reads, every timer lands on the exact virtual instant.
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use chunkcast_protocol::wire::{Decoder, Hello, VERSION, encode};
+    use chunkcast_transport::link;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+
+    use super::*;
+
+    const IDLE: Duration = Duration::from_secs(30);
+    const HANDSHAKE: Duration = Duration::from_secs(10);
+
+    /// A raw client: writes frames, reads what the server sends.
+    struct Client {
+        io: DuplexStream,
+        buf: BytesMut,
+        decoder: Decoder,
+        shared: Arc<Shared>,
+        serving: JoinHandle<()>,
+        start: Instant,
+        _dir: tempfile::TempDir,
+    }
+
+    impl Client {
+        async fn connect() -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            let mut config = Config::on(([127, 0, 0, 1], 0).into());
+            config.limits.idle_timeout = IDLE;
+            let library = Library::new(dir.path()).unwrap();
+            let shared = Arc::new(Shared::new(config, library));
+            let (io, server) = tokio::io::duplex(64 << 10);
+            let wire = shared.config.limits.wire;
+            let (tx, rx) = link::tcp(Box::new(server), wire, BytesMut::new());
+            let start = Instant::now();
+            let peer = "test".to_owned();
+            let serving = tokio::spawn(serve(shared.clone(), tx, rx, peer, start + HANDSHAKE));
+            Self {
+                io,
+                buf: BytesMut::new(),
+                decoder: Decoder::default(),
+                shared,
+                serving,
+                start,
+                _dir: dir,
+            }
+        }
+
+        async fn established() -> Self {
+            let mut c = Self::connect().await;
+            c.send(Frame::Hello(Hello {
+                min_version: VERSION,
+                max_version: VERSION,
+                caps: Caps::default(),
+                token: String::new(),
+                client_name: "test".into(),
+            }))
+            .await;
+            assert!(matches!(c.recv().await, Some(Frame::Welcome(_))));
+            c
+        }
+
+        async fn send(&mut self, frame: Frame) {
+            let mut out = BytesMut::new();
+            encode(&frame, &mut out);
+            self.io.write_all(&out).await.unwrap();
+        }
+
+        /// The next frame, or `None` once the server closed the link.
+        async fn recv(&mut self) -> Option<Frame> {
+            loop {
+                if let Some(f) = self.decoder.decode(&mut self.buf).unwrap() {
+                    return Some(f);
+                }
+                if self.io.read_buf(&mut self.buf).await.unwrap() == 0 {
+                    return None;
+                }
+            }
+        }
+
+        fn elapsed(&self) -> Duration {
+            self.start.elapsed()
+        }
+
+        /// The server's side ends (and lets go of the link).
+        async fn ended(mut self) {
+            assert_eq!(self.recv().await, None, "the server closes the link");
+            self.serving.await.unwrap();
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_client_is_pinged_then_dropped_at_the_idle_timeout() {
+        let mut c = Client::established().await;
+        for n in 1..=5 {
+            let f = c.recv().await.unwrap();
+            assert!(matches!(f, Frame::Ping { .. }), "{f:?}");
+            assert_eq!(c.elapsed(), DEFAULT_PING_INTERVAL * n);
+        }
+        let f = c.recv().await.unwrap();
+        assert!(
+            matches!(
+                &f,
+                Frame::Goodbye {
+                    code: ErrorCode::Timeout,
+                    ..
+                }
+            ),
+            "{f:?}"
+        );
+        assert_eq!(c.elapsed(), IDLE);
+        c.ended().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_never_says_hello_is_refused_at_the_deadline() {
+        let mut c = Client::connect().await;
+        let f = c.recv().await.unwrap();
+        assert!(
+            matches!(&f, Frame::Error(e) if e.code == ErrorCode::Timeout && e.request == 0),
+            "{f:?}"
+        );
+        assert_eq!(c.elapsed(), HANDSHAKE);
+        c.ended().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn draining_refuses_new_streams_and_stopping_says_goodbye() {
+        let mut c = Client::established().await;
+        c.shared.draining.cancel();
+        c.send(Frame::Subscribe {
+            request: 1,
+            stream: StreamId(1),
+            channel: "live/cam".into(),
+        })
+        .await;
+        let f = c.recv().await.unwrap();
+        assert!(
+            matches!(&f, Frame::Error(e)
+                if e.request == 1 && e.code == ErrorCode::Busy
+                    && e.message == "server is shutting down"),
+            "{f:?}"
+        );
+        // Listings are still answered.
+        c.send(Frame::List {
+            request: 2,
+            prefix: String::new(),
+        })
+        .await;
+        let f = c.recv().await.unwrap();
+        assert!(
+            matches!(&f, Frame::Catalog(cat) if cat.request == 2 && cat.last),
+            "{f:?}"
+        );
+        c.shared.stop.cancel();
+        let f = c.recv().await.unwrap();
+        assert!(
+            matches!(&f, Frame::Goodbye { code: ErrorCode::None, message }
+                if message == "server shutting down"),
+            "{f:?}"
+        );
+        c.ended().await;
     }
 }

@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use chunkcast_media::fanout::{Channel, Config as FanoutConfig, Fanned, Lagged, ViewerQueue};
-use chunkcast_protocol::wire::{Entry, ErrorFrame, FileDigest, Frame, Opened};
+use chunkcast_protocol::wire::{Entry, FileDigest, Frame, Opened};
 use chunkcast_protocol::{ChunkFlags, Codec, ErrorCode, StreamId, compress};
 use chunkcast_transport::LinkTx;
 use chunkcast_transport::link::ChunkResult;
@@ -726,15 +726,6 @@ fn live_opened(
         chunk_size,
         note: None,
     }
-}
-
-/// Builds the ERROR frame for a refused request.
-pub(crate) fn refusal(request: u32, (code, message): Refusal) -> Frame {
-    Frame::Error(ErrorFrame {
-        request,
-        code,
-        message,
-    })
 }
 
 #[cfg(test)]
