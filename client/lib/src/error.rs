@@ -1,6 +1,7 @@
 //! The client's errors: each says what went wrong and, where there is one, what to do.
 
 use chunkcast_media::ReassemblyError;
+use chunkcast_protocol::conn::client::ConnError;
 use chunkcast_protocol::session::HandshakeError;
 use chunkcast_protocol::{DecodeError, ErrorCode};
 use chunkcast_transport::tls::TlsError;
@@ -64,6 +65,14 @@ pub enum ClientError {
     /// The connection closed or failed.
     #[error("connection lost: {0}")]
     Lost(String),
+    /// The server sent nothing, not even an answer to the client's pings, for this long: it
+    /// hangs, or the path to it is gone. The connection is given up.
+    #[error("connection lost: the server has been silent for {0:?} (pings unanswered)")]
+    Silent(std::time::Duration),
+    /// A request would pass one of the client's own bounds (requests awaiting an answer, the
+    /// entries of a listing).
+    #[error("{0}")]
+    Limit(ConnError),
     /// A download stopped before its end (a lost connection, a corrupted chunk, Ctrl-C); what
     /// arrived intact is kept in the partial file, which `--resume` continues.
     #[error("{cause}; {partial} keeps the first {have} bytes: {hint}")]

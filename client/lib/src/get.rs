@@ -353,7 +353,10 @@ pub async fn get(
         return Err(match (&dest, e) {
             (
                 Destination::File(_),
-                cause @ (ClientError::Lost(_) | ClientError::Corrupt(_) | ClientError::Interrupted),
+                cause @ (ClientError::Lost(_)
+                | ClientError::Silent(_)
+                | ClientError::Corrupt(_)
+                | ClientError::Interrupted),
             ) => ClientError::Cut {
                 cause: Box::new(cause),
                 have: std::fs::metadata(&partial).map_or(have, |m| m.len()),

@@ -1,20 +1,23 @@
 //! A connection to a server, over any transport: connect, handshake, then requests.
 //!
-//! A background task reads control frames: it answers pings and hands each response to the
-//! request that waits for it (by request id) or to the stream it ends (by stream id).
+//! The connection's logic is [`ClientConn`], the protocol crate's sans-IO machine; a
+//! driver task moves control frames, the [`Session`] methods' commands and time into it, and
+//! its bytes and events out, each event to the caller that waits for it (by request id, or by
+//! stream id for a stream's `CLOSE` and `DIGEST`). Chunks bypass it: the link routes them to
+//! the stream's [`Incoming`].
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use chunkcast_protocol::compress;
-use chunkcast_protocol::session::{ClientConfig, ClientHandshake, Established, Keepalive};
-use chunkcast_protocol::wire::{Entry, FileDigest, Frame, Limits, Mode, Open, Opened, Resume};
+use chunkcast_protocol::conn::ClientConn;
+use chunkcast_protocol::conn::client::{ClientConnConfig, ClientEvent, ConnError, OpenRequest};
+use chunkcast_protocol::session::{ClientConfig, Established, HandshakeError};
+use chunkcast_protocol::wire::{Entry, FileDigest, Limits, Mode, Opened, Resume};
 use chunkcast_protocol::{Chunk, Codec, ErrorCode, StreamId};
-use chunkcast_transport::link::{self, ChunkResult};
+use chunkcast_transport::link::{self, ChunkResult, LinkError};
 use chunkcast_transport::tls::{self, Trust};
 use chunkcast_transport::{BoxedIo, LinkRx, LinkTx, MediaTx, quic, tcp};
 use rustls::pki_types::ServerName;
@@ -75,9 +78,6 @@ impl OpenOptions {
     }
 }
 
-type Pending = Arc<Mutex<HashMap<u32, mpsc::Sender<Frame>>>>;
-type Ends = Arc<Mutex<HashMap<StreamId, StreamEnd>>>;
-
 /// What the control stream may still tell an open stream besides its chunks.
 struct StreamEnd {
     /// The server's `CLOSE` (the stream failed or was stopped).
@@ -90,29 +90,31 @@ struct StreamEnd {
 /// it right after the last chunk; a server that never does is broken, and the download fails
 /// with a clear error instead of hanging.
 const DIGEST_WAIT: Duration = Duration::from_secs(30);
+/// How long [`Session::clock`] waits for its pong: a server that takes longer is not one whose
+/// clock is worth relating to (the measure would be mostly queueing).
+const PONG_WAIT: Duration = Duration::from_secs(5);
+/// Commands queued towards the driver: each is one small request, answered in microseconds;
+/// a caller beyond this waits its turn (backpressure, not memory).
+const COMMAND_QUEUE: usize = 64;
 
 /// An established connection.
 pub struct Session {
     tx: LinkTx,
-    pending: Pending,
-    ends: Ends,
-    next_request: AtomicU32,
-    next_stream: AtomicU32,
+    commands: mpsc::Sender<Command>,
     established: Established,
     limits: Limits,
-    down: watch::Receiver<Option<String>>,
+    down: watch::Receiver<Option<ConnError>>,
     endpoint: Option<quinn::Endpoint>,
-    pongs: tokio::sync::Mutex<mpsc::Receiver<Frame>>,
     epoch: Instant,
-    demux: tokio::task::JoinHandle<()>,
+    driver: tokio::task::JoinHandle<()>,
 }
 
 impl Drop for Session {
-    /// A dropped session closes its connection: the control task (which holds a sender) is
+    /// A dropped session closes its connection: the driver (which holds a sender) is
     /// stopped, so the TCP writer ends once the last stream handle is gone, and a QUIC
     /// connection is closed outright.
     fn drop(&mut self) {
-        self.demux.abort();
+        self.driver.abort();
         if let Some(conn) = self.tx.quic() {
             conn.close(quinn::VarInt::from_u32(0), b"closed");
         }
@@ -182,34 +184,51 @@ impl Session {
         let (tx, rx, endpoint) = tokio::time::timeout(opts.timeout, connecting)
             .await
             .map_err(|_| ClientError::Timeout("connecting"))??;
-        let (established, rx) = tokio::time::timeout(opts.timeout, handshake(&tx, rx, opts))
-            .await
-            .map_err(|_| ClientError::Timeout("waiting for the server's handshake"))??;
-        let pending = Pending::default();
-        let ends = Ends::default();
+        let epoch = now();
+        let config = ClientConnConfig {
+            handshake: ClientConfig {
+                token: opts.token.clone(),
+                timeout: opts.timeout,
+                ..ClientConfig::default()
+            },
+            epoch,
+            ..ClientConnConfig::default()
+        };
+        let conn = ClientConn::new(config, epoch);
+        let (commands, command_rx) = mpsc::channel(COMMAND_QUEUE);
         let (down_tx, down) = watch::channel(None);
-        let (pong_tx, pongs) = mpsc::channel(4);
-        let demux = tokio::spawn(demux(
+        let (connected_tx, connected) = oneshot::channel();
+        let driver = tokio::spawn(drive(
+            conn,
             rx,
             tx.clone(),
-            pending.clone(),
-            ends.clone(),
-            pong_tx,
+            command_rx,
             down_tx,
+            connected_tx,
         ));
+        let established = match connected.await {
+            Ok(Ok(est)) => est,
+            Ok(Err(ConnError::Handshake(HandshakeError::Timeout))) => {
+                return Err(ClientError::Timeout("waiting for the server's handshake"));
+            }
+            Ok(Err(ConnError::Handshake(e))) => return Err(ClientError::Handshake(e)),
+            Ok(Err(ConnError::Eof)) => {
+                return Err(ClientError::Lost(
+                    "the server closed the connection during the handshake".into(),
+                ));
+            }
+            Ok(Err(e)) => return Err(conn_error(e)),
+            Err(_) => return Err(ClientError::Lost("the connection's driver failed".into())),
+        };
         Ok(Self {
             tx,
-            pending,
-            ends,
-            next_request: AtomicU32::new(1),
-            next_stream: AtomicU32::new(1),
+            commands,
             established,
             limits,
             down,
             endpoint,
-            pongs: tokio::sync::Mutex::new(pongs),
-            epoch: Instant::now(),
-            demux,
+            epoch,
+            driver,
         })
     }
 
@@ -222,53 +241,23 @@ impl Session {
         lost(&self.down)
     }
 
-    async fn request(
+    /// Hands `command` to the driver and waits for its answer.
+    async fn ask<T>(
         &self,
-        build: impl FnOnce(u32) -> Frame,
-    ) -> Result<mpsc::Receiver<Frame>, ClientError> {
-        let id = self.next_request.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = mpsc::channel(16);
-        self.pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id, tx);
-        if self.down.borrow().is_some() {
-            return Err(self.lost());
-        }
-        self.tx.send(build(id)).await.map_err(|_| self.lost())?;
-        Ok(rx)
+        command: impl FnOnce(oneshot::Sender<Result<T, ClientError>>) -> Command,
+    ) -> Result<T, ClientError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(command(reply))
+            .await
+            .map_err(|_| self.lost())?;
+        answer.await.map_err(|_| self.lost())?
     }
 
     /// Lists what the server has under `prefix`.
     pub async fn list(&self, prefix: &str) -> Result<Vec<Entry>, ClientError> {
         let prefix = prefix.to_owned();
-        let mut rx = self
-            .request(|request| Frame::List { request, prefix })
-            .await?;
-        let mut entries = Vec::new();
-        loop {
-            match rx.recv().await {
-                Some(Frame::Catalog(c)) => {
-                    entries.extend(c.entries);
-                    if c.last {
-                        return Ok(entries);
-                    }
-                }
-                Some(Frame::Error(e)) => {
-                    return Err(ClientError::Server {
-                        code: e.code,
-                        message: e.message,
-                    });
-                }
-                Some(other) => {
-                    return Err(ClientError::Lost(format!(
-                        "unexpected {} answer",
-                        other.name()
-                    )));
-                }
-                None => return Err(self.lost()),
-            }
-        }
+        self.ask(|reply| Command::List { prefix, reply }).await
     }
 
     /// Opens a stream; its chunks arrive through the returned [`Incoming`].
@@ -277,108 +266,70 @@ impl Session {
             0 => STREAM_BUFFER,
             n => (STREAM_BUFFER_BYTES / n).clamp(4, STREAM_BUFFER),
         };
-        self.incoming(capacity, |request, stream| {
-            Frame::Open(Open {
-                request,
-                stream,
-                path: opts.path.clone(),
-                mode: opts.mode,
-                resume: opts.resume,
-                compress: opts.compress,
-                raw: opts.raw,
-                chunk_size: opts.chunk_size,
-            })
-        })
-        .await
+        let open = OpenRequest {
+            path: opts.path.clone(),
+            mode: opts.mode,
+            resume: opts.resume,
+            compress: opts.compress,
+            raw: opts.raw,
+            chunk_size: opts.chunk_size,
+        };
+        self.incoming(StreamAsk::Open(open), capacity).await
     }
 
     /// Receives a live channel (`live/NAME`) or the other side of a call (`call/ROOM/TRACK`),
     /// from its latest keyframe. Waits for a publisher if the channel has none yet.
     pub async fn subscribe(&self, channel: &str) -> Result<Incoming, ClientError> {
-        let channel = channel.to_owned();
-        self.incoming(STREAM_BUFFER, |request, stream| Frame::Subscribe {
-            request,
-            stream,
-            channel,
-        })
-        .await
+        self.incoming(StreamAsk::Subscribe(channel.to_owned()), STREAM_BUFFER)
+            .await
     }
 
-    async fn incoming(
-        &self,
-        capacity: usize,
-        build: impl FnOnce(u32, StreamId) -> Frame,
-    ) -> Result<Incoming, ClientError> {
-        let stream = StreamId(self.next_stream.fetch_add(1, Ordering::Relaxed));
-        // Route before asking: on QUIC the chunks may overtake the OPENED frame.
-        let chunks = self.tx.route(stream, capacity);
-        let (close_tx, close_rx) = oneshot::channel();
-        let (digest_tx, digest_rx) = oneshot::channel();
-        self.ends.lock().unwrap_or_else(|e| e.into_inner()).insert(
-            stream,
-            StreamEnd {
-                close: close_tx,
-                digest: Some(digest_tx),
-            },
-        );
-        let mut rx = self.request(|request| build(request, stream)).await?;
-        let opened = match self.answer(&mut rx).await {
-            Ok(o) => o,
-            Err(e) => {
-                self.tx.unroute(stream);
-                return Err(e);
-            }
-        };
+    async fn incoming(&self, ask: StreamAsk, capacity: usize) -> Result<Incoming, ClientError> {
+        let opened = self
+            .ask(|reply| Command::Stream {
+                ask,
+                capacity,
+                reply,
+            })
+            .await?;
+        let StreamOpened {
+            opened,
+            chunks,
+            close,
+            digest,
+        } = opened;
         let max_payload = self.limits.max_payload().max(opened.chunk_size as usize);
         Ok(Incoming {
             opened,
             chunks,
-            close: close_rx,
-            digest: digest_rx,
+            close,
+            digest,
             max_payload,
             tx: self.tx.clone(),
+            commands: self.commands.clone(),
             down: self.down.clone(),
             done: false,
-            ends: self.ends.clone(),
         })
-    }
-
-    async fn answer(&self, rx: &mut mpsc::Receiver<Frame>) -> Result<Opened, ClientError> {
-        match rx.recv().await {
-            Some(Frame::Opened(o)) => Ok(o),
-            Some(Frame::Error(e)) => Err(ClientError::Server {
-                code: e.code,
-                message: e.message,
-            }),
-            Some(other) => Err(ClientError::Lost(format!(
-                "unexpected {} answer",
-                other.name()
-            ))),
-            None => Err(self.lost()),
-        }
     }
 
     /// Starts publishing to a live channel or a call track; send chunks on the returned
     /// [`Publisher`].
     pub async fn publish(&self, channel: &str, codec: Codec) -> Result<Publisher, ClientError> {
-        let stream = StreamId(self.next_stream.fetch_add(1, Ordering::Relaxed));
-        let channel = channel.to_owned();
-        let mut rx = self
-            .request(|request| Frame::Publish {
-                request,
-                stream,
-                channel,
-                codec,
+        let ask = StreamAsk::Publish(channel.to_owned(), codec);
+        let opened = self
+            .ask(|reply| Command::Stream {
+                ask,
+                capacity: 0,
+                reply,
             })
             .await?;
-        let opened = self.answer(&mut rx).await?;
         let media = self
             .tx
             .open_media()
             .await
             .map_err(|e| ClientError::Lost(e.to_string()))?;
         Ok(Publisher {
-            stream: opened.stream,
+            stream: opened.opened.stream,
             media,
             sent: 0,
         })
@@ -387,53 +338,20 @@ impl Session {
     /// Measures the round-trip time to the server and the server's clock minus ours (in
     /// microseconds, on the symmetric-path assumption), from one ping.
     pub async fn clock(&self) -> Result<(Duration, i64), ClientError> {
-        let mut pongs = self.pongs.lock().await;
-        let mut ka = Keepalive::new(
-            Instant::now(),
-            self.epoch,
-            Duration::from_secs(3600),
-            Duration::from_secs(3600),
-        );
-        let mut out = BytesMut::new();
-        ka.ping_now(Instant::now(), &mut out);
-        self.tx
-            .send_raw(out.freeze())
+        tokio::time::timeout(PONG_WAIT, self.ask(|reply| Command::Clock { reply }))
             .await
-            .map_err(|_| self.lost())?;
-        loop {
-            match tokio::time::timeout(Duration::from_secs(5), pongs.recv()).await {
-                Ok(Some(Frame::Pong {
-                    nonce,
-                    echo_us,
-                    time_us,
-                })) => {
-                    ka.handle_pong(Instant::now(), nonce, echo_us, time_us);
-                    if let (Some(rtt), Some(offset)) = (ka.rtt(), ka.clock_offset_us()) {
-                        return Ok((rtt, offset));
-                    }
-                }
-                Ok(Some(_)) => {}
-                Ok(None) => return Err(self.lost()),
-                Err(_) => return Err(ClientError::Timeout("waiting for a pong")),
-            }
-        }
+            .map_err(|_| ClientError::Timeout("waiting for a pong"))?
     }
 
     /// Microseconds on this session's clock (the one [`Session::clock`] relates to the
     /// server's).
     pub fn clock_us(&self) -> u64 {
-        self.epoch.elapsed().as_micros() as u64
+        now().saturating_duration_since(self.epoch).as_micros() as u64
     }
 
     /// Says goodbye and waits briefly for the transport to close.
     pub async fn close(mut self) {
-        let _ = self
-            .tx
-            .send(Frame::Goodbye {
-                code: ErrorCode::None,
-                message: String::new(),
-            })
-            .await;
+        let _ = self.ask(|reply| Command::Close { reply }).await;
         if let Some(conn) = self.tx.quic() {
             // Let the GOODBYE reach the server before the close cuts the streams.
             tokio::time::sleep(Duration::from_millis(5)).await;
@@ -492,17 +410,16 @@ pub struct Incoming {
     digest: oneshot::Receiver<[u8; 32]>,
     max_payload: usize,
     tx: LinkTx,
-    down: watch::Receiver<Option<String>>,
+    commands: mpsc::Sender<Command>,
+    down: watch::Receiver<Option<ConnError>>,
     done: bool,
-    ends: Ends,
 }
 
 impl Drop for Incoming {
+    /// The driver forgets the stream. If its queue is full the note is dropped: the driver
+    /// also sweeps streams whose reader is gone before it opens another.
     fn drop(&mut self) {
-        self.ends
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&self.opened.stream);
+        let _ = self.commands.try_send(Command::Done(self.opened.stream));
     }
 }
 
@@ -570,25 +487,33 @@ impl Incoming {
             self.done = true;
             let stream = self.opened.stream;
             self.tx.unroute(stream);
-            let _ = self
-                .tx
-                .send(Frame::Close {
-                    stream,
-                    code: ErrorCode::None,
-                    message: String::new(),
-                })
-                .await;
+            let _ = self.commands.send(Command::Cancel(stream)).await;
         }
     }
 }
 
-/// The error for a connection that went down, with the reason its control task recorded.
-fn lost(down: &watch::Receiver<Option<String>>) -> ClientError {
-    let why = down
-        .borrow()
-        .clone()
-        .unwrap_or_else(|| "closed by the server".to_owned());
-    ClientError::Lost(why)
+/// The error for a connection that went down, with the reason its driver recorded.
+fn lost(down: &watch::Receiver<Option<ConnError>>) -> ClientError {
+    match down.borrow().clone() {
+        Some(e) => conn_error(e),
+        None => ClientError::Lost("closed by the server".to_owned()),
+    }
+}
+
+/// The client's error for the connection machine's.
+fn conn_error(e: ConnError) -> ClientError {
+    match e {
+        ConnError::Idle(silent) => ClientError::Silent(silent),
+        e @ (ConnError::TooManyPending(_) | ConnError::CatalogTooLarge { .. }) => {
+            ClientError::Limit(e)
+        }
+        e => ClientError::Lost(e.to_string()),
+    }
+}
+
+/// The tokio clock as a std `Instant`: the one clock of the driver, paused in tests.
+fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
 }
 
 async fn resolve(url: &Url) -> Result<SocketAddr, ClientError> {
@@ -640,114 +565,316 @@ fn quic_connect_error(url: &Url, e: quinn::ConnectionError) -> ClientError {
     }
 }
 
-async fn handshake(
-    tx: &LinkTx,
-    mut rx: LinkRx,
-    opts: &ConnectOptions,
-) -> Result<(Established, LinkRx), ClientError> {
-    let config = ClientConfig {
-        token: opts.token.clone(),
-        ..ClientConfig::default()
-    };
-    let mut hs = ClientHandshake::new(config, Instant::now());
-    let mut out = BytesMut::new();
-    hs.poll_transmit(&mut out);
-    tx.send_raw(out.freeze())
-        .await
-        .map_err(|e| ClientError::Lost(e.to_string()))?;
-    let frame = match rx.recv().await {
-        Some(Ok(f)) => f,
-        Some(Err(e)) => return Err(ClientError::Lost(e.to_string())),
-        None => {
-            return Err(ClientError::Lost(
-                "the server closed the connection during the handshake".into(),
-            ));
-        }
-    };
-    let est = hs.handle_frame(Instant::now(), frame)?;
-    Ok((est, rx))
+/// What a [`Session`] method asks of the driver.
+enum Command {
+    List {
+        prefix: String,
+        reply: oneshot::Sender<Result<Vec<Entry>, ClientError>>,
+    },
+    Stream {
+        ask: StreamAsk,
+        /// Chunks the route buffers; 0 for a published stream (nothing to route).
+        capacity: usize,
+        reply: oneshot::Sender<Result<StreamOpened, ClientError>>,
+    },
+    Clock {
+        reply: oneshot::Sender<Result<(Duration, i64), ClientError>>,
+    },
+    Cancel(StreamId),
+    /// The stream's reader is gone.
+    Done(StreamId),
+    Close {
+        reply: oneshot::Sender<Result<(), ClientError>>,
+    },
 }
 
-async fn demux(
+enum StreamAsk {
+    Open(OpenRequest),
+    Subscribe(String),
+    Publish(String, Codec),
+}
+
+/// An answered `OPEN`, `SUBSCRIBE` or `PUBLISH`, with the stream's receiving ends.
+struct StreamOpened {
+    opened: Opened,
+    chunks: mpsc::Receiver<ChunkResult>,
+    close: oneshot::Receiver<(ErrorCode, String)>,
+    digest: oneshot::Receiver<[u8; 32]>,
+}
+
+/// A request's caller, waiting.
+enum Waiter {
+    List(oneshot::Sender<Result<Vec<Entry>, ClientError>>),
+    Stream {
+        reply: oneshot::Sender<Result<StreamOpened, ClientError>>,
+        /// Routed before the request went out (QUIC chunks may overtake `OPENED`); `None`
+        /// for a published stream.
+        parts: Option<StreamParts>,
+    },
+}
+
+struct StreamParts {
+    chunks: mpsc::Receiver<ChunkResult>,
+    close: oneshot::Receiver<(ErrorCode, String)>,
+    digest: oneshot::Receiver<[u8; 32]>,
+}
+
+/// The driver's side of the callers: who waits for what.
+#[derive(Default)]
+struct Callers {
+    requests: HashMap<u32, Waiter>,
+    ends: HashMap<StreamId, StreamEnd>,
+    clocks: Vec<oneshot::Sender<Result<(Duration, i64), ClientError>>>,
+    connected: Option<oneshot::Sender<Result<Established, ConnError>>>,
+    closing: Option<oneshot::Sender<Result<(), ClientError>>>,
+}
+
+/// The connection's one task: moves control frames, commands and time into the machine, and
+/// its bytes and events out. Ends when the machine closes.
+async fn drive(
+    mut conn: ClientConn,
     mut rx: LinkRx,
     tx: LinkTx,
-    pending: Pending,
-    ends: Ends,
-    pongs: mpsc::Sender<Frame>,
-    down: watch::Sender<Option<String>>,
+    mut commands: mpsc::Receiver<Command>,
+    down: watch::Sender<Option<ConnError>>,
+    connected: oneshot::Sender<Result<Established, ConnError>>,
 ) {
-    let epoch = Instant::now();
-    let why = loop {
-        let frame = match rx.recv().await {
-            Some(Ok(f)) => f,
-            Some(Err(e)) => break e.to_string(),
-            None => break "closed by the server".to_owned(),
+    let mut callers = Callers {
+        connected: Some(connected),
+        ..Callers::default()
+    };
+    let mut out = BytesMut::new();
+    loop {
+        while let Some(event) = conn.poll_event() {
+            callers.deliver(&mut conn, &tx, event);
+        }
+        // After the events: delivering one may queue a frame (a CLOSE, the last GOODBYE).
+        if conn.poll_transmit(&mut out) && tx.send_raw(out.split().freeze()).await.is_err() {
+            conn.handle_transport_error(now(), "connection closed".into());
+        }
+        if conn.is_closed() {
+            break;
+        }
+        let timer = conn.poll_timeout().map(tokio::time::Instant::from_std);
+        tokio::select! {
+            frame = rx.recv() => match frame {
+                Some(Ok(frame)) => conn.handle_frame(now(), frame),
+                Some(Err(LinkError::Decode(e))) => conn.handle_decode_error(now(), e),
+                Some(Err(e)) => conn.handle_transport_error(now(), e.to_string()),
+                None => conn.handle_eof(now()),
+            },
+            () = sleep_until(timer) => conn.handle_timeout(now()),
+            command = commands.recv() => match command {
+                Some(command) => callers.command(&mut conn, &tx, command),
+                // The session is gone (its drop aborts this task; this is the race).
+                None => conn.close(now()),
+            },
+        }
+    }
+    while let Some(event) = conn.poll_event() {
+        callers.deliver(&mut conn, &tx, event);
+    }
+    // The reason first: a caller woken by its dropped reply reads it.
+    let _ = down.send(conn.close_reason().cloned());
+    if let Some(reply) = callers.closing.take() {
+        let _ = reply.send(Ok(()));
+    }
+}
+
+/// Sleeps until `deadline`, or forever without one.
+///
+/// Cancel-safe (nothing happens until it completes).
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Callers {
+    fn command(&mut self, conn: &mut ClientConn, tx: &LinkTx, command: Command) {
+        match command {
+            Command::List { prefix, reply } => match conn.list(&prefix) {
+                Ok(request) => {
+                    self.requests.insert(request, Waiter::List(reply));
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(conn_error(e)));
+                }
+            },
+            Command::Stream {
+                ask,
+                capacity,
+                reply,
+            } => self.stream(conn, tx, ask, capacity, reply),
+            Command::Clock { reply } => {
+                conn.ping(now());
+                self.clocks.push(reply);
+            }
+            Command::Cancel(stream) => {
+                conn.cancel(stream);
+                self.ends.remove(&stream);
+            }
+            Command::Done(stream) => {
+                conn.stream_done(stream);
+                self.ends.remove(&stream);
+            }
+            Command::Close { reply } => {
+                conn.close(now());
+                self.closing = Some(reply);
+            }
+        }
+    }
+
+    fn stream(
+        &mut self,
+        conn: &mut ClientConn,
+        tx: &LinkTx,
+        ask: StreamAsk,
+        capacity: usize,
+        reply: oneshot::Sender<Result<StreamOpened, ClientError>>,
+    ) {
+        // Readers dropped while the command queue was full: forget their streams now.
+        self.ends.retain(|&stream, end| {
+            let gone = end.close.is_closed();
+            if gone {
+                conn.stream_done(stream);
+            }
+            !gone
+        });
+        let asked = match ask {
+            StreamAsk::Open(open) => conn.open(open),
+            StreamAsk::Subscribe(channel) => conn.subscribe(&channel),
+            StreamAsk::Publish(channel, codec) => conn.publish(&channel, codec),
         };
-        let request = match &frame {
-            Frame::Ping { nonce, time_us } => {
-                let time = epoch.elapsed().as_micros() as u64;
-                let _ = tx
-                    .send(Frame::Pong {
-                        nonce: *nonce,
-                        echo_us: *time_us,
-                        time_us: time,
-                    })
-                    .await;
-                continue;
+        let (request, stream) = match asked {
+            Ok(ids) => ids,
+            Err(e) => {
+                let _ = reply.send(Err(conn_error(e)));
+                return;
             }
-            Frame::Pong { .. } => {
-                // Only `Session::clock` pings; if nobody waits, the pong is stale.
-                let _ = pongs.try_send(frame);
-                continue;
+        };
+        // Routed and registered before the request leaves (it leaves when the loop next
+        // writes the machine's bytes).
+        let parts = (capacity > 0).then(|| {
+            let chunks = tx.route(stream, capacity);
+            let (close_tx, close) = oneshot::channel();
+            let (digest_tx, digest) = oneshot::channel();
+            self.ends.insert(
+                stream,
+                StreamEnd {
+                    close: close_tx,
+                    digest: Some(digest_tx),
+                },
+            );
+            StreamParts {
+                chunks,
+                close,
+                digest,
             }
-            Frame::Catalog(c) => c.request,
-            Frame::Opened(o) => o.request,
-            Frame::Error(e) if e.request != 0 => e.request,
-            Frame::Error(e) => break format!("{}: {}", e.code, e.message),
-            Frame::Goodbye { code, message } => {
-                break format!("server closed the connection: {code}: {message}");
+        });
+        self.requests
+            .insert(request, Waiter::Stream { reply, parts });
+    }
+
+    /// Answers `request`'s caller with `error`.
+    fn fail(&mut self, request: u32, error: ClientError) {
+        match self.requests.remove(&request) {
+            Some(Waiter::List(reply)) => drop(reply.send(Err(error))),
+            Some(Waiter::Stream { reply, .. }) => drop(reply.send(Err(error))),
+            None => {}
+        }
+    }
+
+    fn deliver(&mut self, conn: &mut ClientConn, tx: &LinkTx, event: ClientEvent) {
+        match event {
+            ClientEvent::Connected(est) => {
+                let waiting = self
+                    .connected
+                    .take()
+                    .is_some_and(|c| c.send(Ok(est)).is_ok());
+                if !waiting {
+                    // `Session::connect` was dropped (Ctrl-C while connecting): nobody will
+                    // use the connection.
+                    conn.close(now());
+                }
             }
-            Frame::Close {
+            ClientEvent::Listed { request, entries } => {
+                if let Some(Waiter::List(reply)) = self.requests.remove(&request) {
+                    let _ = reply.send(Ok(entries));
+                }
+            }
+            ClientEvent::Opened { request, opened } => {
+                let Some(Waiter::Stream { reply, parts }) = self.requests.remove(&request) else {
+                    return;
+                };
+                let stream = opened.stream;
+                let answer = match parts {
+                    Some(p) => StreamOpened {
+                        opened,
+                        chunks: p.chunks,
+                        close: p.close,
+                        digest: p.digest,
+                    },
+                    None => {
+                        // A published stream: the server's CLOSE for it has no reader.
+                        conn.stream_done(stream);
+                        let (_, close) = oneshot::channel();
+                        let (_, digest) = oneshot::channel();
+                        StreamOpened {
+                            opened,
+                            chunks: mpsc::channel(1).1,
+                            close,
+                            digest,
+                        }
+                    }
+                };
+                if reply.send(Ok(answer)).is_err() {
+                    // The caller gave up waiting: stop the stream it will never read.
+                    conn.cancel(stream);
+                    tx.unroute(stream);
+                    self.ends.remove(&stream);
+                }
+            }
+            ClientEvent::Refused {
+                request,
                 stream,
                 code,
                 message,
             } => {
-                let waiter = ends
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(stream);
-                if let Some(w) = waiter {
-                    let _ = w.close.send((*code, message.clone()));
+                if let Some(stream) = stream {
+                    tx.unroute(stream);
+                    self.ends.remove(&stream);
                 }
-                continue;
+                self.fail(request, ClientError::Server { code, message });
             }
-            Frame::Digest { stream, digest } => {
-                let waiter = ends
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .get_mut(stream)
-                    .and_then(|w| w.digest.take());
-                if let Some(w) = waiter {
-                    let _ = w.send(*digest);
+            ClientEvent::Failed { request, error } => self.fail(request, conn_error(error)),
+            ClientEvent::StreamClosed {
+                stream,
+                code,
+                message,
+            } => {
+                if let Some(end) = self.ends.remove(&stream) {
+                    let _ = end.close.send((code, message));
                 }
-                continue;
             }
-            _ => continue,
-        };
-        let last = !matches!(&frame, Frame::Catalog(c) if !c.last);
-        let waiter = {
-            let mut p = pending.lock().unwrap_or_else(|e| e.into_inner());
-            if last {
-                p.remove(&request)
-            } else {
-                p.get(&request).cloned()
+            ClientEvent::Digest { stream, digest } => {
+                if let Some(d) = self.ends.get_mut(&stream).and_then(|e| e.digest.take()) {
+                    let _ = d.send(digest);
+                }
             }
-        };
-        if let Some(w) = waiter {
-            let _ = w.send(frame).await;
+            ClientEvent::Clock { rtt, offset_us } => {
+                for reply in self.clocks.drain(..) {
+                    let _ = reply.send(Ok((rtt, offset_us)));
+                }
+            }
+            ClientEvent::Closed(error) => {
+                if let Some(c) = self.connected.take() {
+                    let _ = c.send(Err(error));
+                }
+                // Everyone else learns the reason from `down` when their reply is dropped.
+            }
+            _ => {}
         }
-    };
-    let _ = down.send(Some(why));
-    pending.lock().unwrap_or_else(|e| e.into_inner()).clear();
-    ends.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
 }

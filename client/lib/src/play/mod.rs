@@ -10,11 +10,11 @@
 //! round trip, the first unit's transfer, then the buffer.
 //!
 //! ```no_run
-//! # async fn demo() -> Result<(), chunkcast::error::ClientError> {
-//! use chunkcast::play::{PlayOptions, play};
-//! use chunkcast::session::{ConnectOptions, Session};
+//! # async fn demo() -> Result<(), chunkcast_client::error::ClientError> {
+//! use chunkcast_client::play::{PlayOptions, play};
+//! use chunkcast_client::session::{ConnectOptions, Session};
 //!
-//! let url = chunkcast::url::Url::parse("tcp://127.0.0.1:7700/sweep-48k-stereo-s16.wav")?;
+//! let url = chunkcast_client::url::Url::parse("tcp://127.0.0.1:7700/sweep-48k-stereo-s16.wav")?;
 //! let session = Session::connect(&url, &ConnectOptions::default()).await?;
 //! let opts = PlayOptions {
 //!     sinks: vec!["wav:out.wav".parse()?],
@@ -515,7 +515,7 @@ impl<'s> Player<'s> {
             .last_queued_end_us
             .and_then(|us| self.buffer.play_instant(us))
             .map_or(at, |end| end.max(at));
-        let connection_lost = matches!(why, ClientError::Lost(_));
+        let connection_lost = matches!(why, ClientError::Lost(_) | ClientError::Silent(_));
         let Some(live) = self
             .live
             .as_mut()
@@ -563,7 +563,8 @@ impl<'s> Player<'s> {
         };
         // A server that is shutting down refuses new subscriptions (`busy`) before it closes:
         // as good as a lost connection, and its successor may be up soon.
-        let going = matches!(why, ClientError::Lost(_)) || why.code() == Some(ErrorCode::Busy);
+        let going = matches!(why, ClientError::Lost(_) | ClientError::Silent(_))
+            || why.code() == Some(ErrorCode::Busy);
         let Some((url, opts)) = live.reconnect.as_ref().filter(|_| going) else {
             return Err(why);
         };

@@ -20,13 +20,13 @@
 //! finished on Ctrl-C: the WAV of what was played is complete).
 //!
 //! ```
-//! use chunkcast::sink::Spec;
+//! use chunkcast_client::sink::Spec;
 //!
 //! let spec: Spec = "wav:out.wav".parse()?;
 //! assert_eq!(spec.to_string(), "wav:out.wav");
 //! assert!("pcm:-".parse::<Spec>()?.is_stdout());
 //! assert!("speaker:".parse::<Spec>().is_err());
-//! # Ok::<(), chunkcast::error::ClientError>(())
+//! # Ok::<(), chunkcast_client::error::ClientError>(())
 //! ```
 
 pub mod decode;

@@ -273,6 +273,50 @@ fn an_explicit_ping_reports_rtt_and_offset() {
 }
 
 #[test]
+fn a_late_pong_for_an_earlier_probe_does_not_count() {
+    // The old session measured every probe with nonce 1: a pong that came after its caller
+    // gave up answered the next probe, with the first one's (longer) round trip.
+    let mut h = Harness::connected();
+    h.conn.ping(h.now);
+    let Some(Frame::Ping {
+        nonce: first,
+        time_us: first_us,
+    }) = h.sent().pop()
+    else {
+        panic!()
+    };
+    h.advance(Duration::from_secs(4));
+    h.conn.ping(h.now);
+    let Some(Frame::Ping {
+        nonce: second,
+        time_us: second_us,
+    }) = h.sent().pop()
+    else {
+        panic!()
+    };
+    assert_ne!(first, second);
+    h.advance(Duration::from_millis(10));
+    h.recv(Frame::Pong {
+        nonce: first,
+        echo_us: first_us,
+        time_us: 0,
+    });
+    assert!(h.events().is_empty(), "the stale pong is not a measurement");
+    h.recv(Frame::Pong {
+        nonce: second,
+        echo_us: second_us,
+        time_us: second_us + 5_000,
+    });
+    assert_eq!(
+        h.events(),
+        [ClientEvent::Clock {
+            rtt: Duration::from_millis(10),
+            offset_us: 0
+        }]
+    );
+}
+
+#[test]
 fn catalog_pages_are_assembled_and_bounded() {
     let mut h = Harness::connected();
     let request = h.conn.list("").unwrap();
@@ -621,4 +665,173 @@ fn ids_skip_zero_and_those_in_use_when_they_wrap() {
     assert_eq!((r2, s2), (u32::MAX, StreamId(u32::MAX)));
     let (r3, s3) = h.conn.open(download("y")).unwrap();
     assert_eq!((r3, s3), (2, StreamId(2)), "0 and the ids in use skipped");
+}
+
+mod hostile {
+    //! Any sequence of server frames, application calls and time steps: no panic, bounded
+    //! state, a timer that always moves forward, and nothing after the end.
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Recv(Frame),
+        Advance(u64),
+        List,
+        Open,
+        Subscribe,
+        Cancel(u32),
+        Done(u32),
+        Ping,
+        Close,
+        Eof,
+        Garbage,
+    }
+
+    fn arb_frame() -> impl Strategy<Value = Frame> {
+        // Small ids, so that answers hit the requests and streams the client made.
+        let request = 0..6u32;
+        let stream = (0..6u32).prop_map(StreamId);
+        prop_oneof![
+            Just(welcome()),
+            (any::<u64>(), any::<u64>())
+                .prop_map(|(nonce, time_us)| Frame::Ping { nonce, time_us }),
+            (0..4u64, any::<u64>(), any::<u64>()).prop_map(|(nonce, echo_us, time_us)| {
+                Frame::Pong {
+                    nonce,
+                    echo_us,
+                    time_us,
+                }
+            }),
+            (request.clone(), any::<bool>(), 0..4usize).prop_map(|(request, last, n)| {
+                Frame::Catalog(Catalog {
+                    request,
+                    last,
+                    entries: vec![entry("e"); n],
+                })
+            }),
+            (request.clone(), stream.clone()).prop_map(|(r, s)| Frame::Opened(opened(r, s))),
+            request.prop_map(|request| Frame::Error(ErrorFrame {
+                request,
+                code: ErrorCode::NotFound,
+                message: String::new(),
+            })),
+            stream.clone().prop_map(|stream| Frame::Close {
+                stream,
+                code: ErrorCode::Internal,
+                message: String::new(),
+            }),
+            stream.prop_map(|stream| Frame::Digest {
+                stream,
+                digest: [0; 32],
+            }),
+            Just(Frame::Goodbye {
+                code: ErrorCode::None,
+                message: String::new(),
+            }),
+            Just(Frame::List {
+                request: 1,
+                prefix: String::new(),
+            }),
+        ]
+    }
+
+    fn arb_op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            8 => arb_frame().prop_map(Op::Recv),
+            3 => (0..20_000u64).prop_map(Op::Advance),
+            2 => Just(Op::List),
+            2 => Just(Op::Open),
+            1 => Just(Op::Subscribe),
+            1 => (0..6u32).prop_map(Op::Cancel),
+            1 => (0..6u32).prop_map(Op::Done),
+            1 => Just(Op::Ping),
+            1 => Just(Op::Close),
+            1 => Just(Op::Eof),
+            1 => Just(Op::Garbage),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn any_conversation_stays_bounded_and_ends_cleanly(ops in prop::collection::vec(arb_op(), 1..80)) {
+            let now = Instant::now();
+            let mut h = Harness {
+                conn: ClientConn::new(
+                    ClientConnConfig {
+                        epoch: now,
+                        max_pending: 3,
+                        max_catalog_entries: 5,
+                        ..Default::default()
+                    },
+                    now,
+                ),
+                now,
+            };
+            // Established first: the handshake's failures have their own tests above.
+            h.sent();
+            h.recv(welcome());
+            h.events();
+            let mut closed = false;
+            for op in ops {
+                match op {
+                    Op::Recv(f) => h.recv(f),
+                    Op::Advance(ms) => {
+                        let until = h.now + Duration::from_millis(ms);
+                        // Every timer on the way, as a driver would fire them.
+                        while let Some(t) = h.conn.poll_timeout().filter(|&t| t <= until) {
+                            h.now = h.now.max(t);
+                            h.conn.handle_timeout(h.now);
+                            if let Some(next) = h.conn.poll_timeout() {
+                                prop_assert!(next > h.now, "a timer that does not move on");
+                            }
+                        }
+                        h.now = until;
+                    }
+                    Op::List => {
+                        let _ = h.conn.list("");
+                    }
+                    Op::Open => {
+                        let _ = h.conn.open(download("f"));
+                    }
+                    Op::Subscribe => {
+                        let _ = h.conn.subscribe("live/x");
+                    }
+                    Op::Cancel(s) => h.conn.cancel(StreamId(s)),
+                    Op::Done(s) => h.conn.stream_done(StreamId(s)),
+                    Op::Ping => h.conn.ping(h.now),
+                    Op::Close => h.conn.close(h.now),
+                    Op::Eof => h.conn.handle_eof(h.now),
+                    Op::Garbage => h.conn.handle_decode_error(h.now, DecodeError::EmptyFrame),
+                }
+                let sent = h.sent();
+                let events = h.events();
+                if closed {
+                    prop_assert!(sent.is_empty() && events.is_empty(), "{sent:?} {events:?}");
+                }
+                for e in &events {
+                    if let ClientEvent::Listed { entries, .. } = e {
+                        prop_assert!(entries.len() <= 5);
+                    }
+                }
+                if events.iter().any(|e| matches!(e, ClientEvent::Closed(_))) {
+                    prop_assert!(matches!(events.last(), Some(ClientEvent::Closed(_))));
+                    closed = true;
+                }
+                prop_assert_eq!(closed, h.conn.is_closed());
+                prop_assert!(h.conn.pending() <= 3);
+                let gathered: usize = h.conn.requests.values().map(|p| match p {
+                    Pending::List(e) => e.len(),
+                    Pending::Stream(_) => 0,
+                }).sum();
+                prop_assert!(gathered <= 5);
+                if closed {
+                    prop_assert_eq!(h.conn.poll_timeout(), None);
+                    prop_assert_eq!((h.conn.pending(), h.conn.streams()), (0, 0));
+                }
+            }
+        }
+    }
 }
