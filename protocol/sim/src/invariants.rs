@@ -55,6 +55,13 @@ pub enum Violation {
         /// What went wrong.
         detail: String,
     },
+    /// A listing that is not the library.
+    Catalog {
+        /// The client.
+        client: u32,
+        /// What was listed.
+        detail: String,
+    },
     /// A connection ended by an idle timeout on a network that loses nothing: a peer that
     /// was never silent was taken for a silent one.
     TimedOut {
@@ -112,7 +119,9 @@ impl fmt::Display for Violation {
                 f,
                 "client {client}: {channel}: expected seq {expected}, got {got} ({dropped} dropped by the fan-out)"
             ),
-            Self::SlowViewerPolicy { client, detail } | Self::TimedOut { client, detail } => {
+            Self::SlowViewerPolicy { client, detail }
+            | Self::TimedOut { client, detail }
+            | Self::Catalog { client, detail } => {
                 write!(f, "client {client}: {detail}")
             }
             Self::Memory { at, held, cap } => {
@@ -158,6 +167,8 @@ pub struct Counts {
     pub lagged: u64,
     /// Chunks the fan-out dropped for viewers by its policy.
     pub fanout_drops: u64,
+    /// Catalog listings received whole (every page put together).
+    pub listings: u64,
     /// Requests the client application gave up on, unanswered after [`REQUEST_TIMEOUT`].
     ///
     /// [`REQUEST_TIMEOUT`]: crate::client::REQUEST_TIMEOUT

@@ -119,7 +119,8 @@ impl fmt::Display for Report {
         writeln!(f, "  roles: {}", roles.join(", "))?;
         writeln!(
             f,
-            "  downloads: {} completed, {} failed | plays: {} completed, {} units | chunks delivered: {} ({} bytes) | published: {}",
+            "  listings: {} | downloads: {} completed, {} failed | plays: {} completed, {} units | chunks delivered: {} ({} bytes) | published: {}",
+            c.listings,
             c.downloads_completed,
             c.downloads_failed,
             c.plays_completed,

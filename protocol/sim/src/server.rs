@@ -17,9 +17,7 @@ use chunkcast_media::pace::Pacer;
 use chunkcast_media::{Config as ChunkConfig, DEFAULT_CHUNK_SIZE, Packetizer};
 use chunkcast_protocol::compress::{self, Compressor};
 use chunkcast_protocol::conn::ServerConn;
-use chunkcast_protocol::conn::server::{
-    DEFAULT_CATALOG_PAGE, Ending, ServerConnConfig, ServerEvent,
-};
+use chunkcast_protocol::conn::server::{Ending, ServerConnConfig, ServerEvent};
 use chunkcast_protocol::session::ServerConfig;
 use chunkcast_protocol::wire::{
     Decoder, Entry, FileDigest, Frame, Mode, Open, Opened, encode, encode_chunk_head,
@@ -890,7 +888,8 @@ pub fn default_config(epoch: Instant) -> Config {
             ping_interval: Duration::from_secs(2),
             max_streams: 16,
             max_requests_per_sec: 50,
-            catalog_page: DEFAULT_CATALOG_PAGE,
+            // Small pages, so that every listing of the 8-file library takes three.
+            catalog_page: 3,
         },
         fanout: FanoutConfig {
             viewer_queue_bytes: 256 << 10,

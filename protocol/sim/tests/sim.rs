@@ -67,6 +67,10 @@ fn a_hundred_clients_for_a_minute_hold_every_invariant() {
     assert_passed(&report);
     let c = &report.counts;
     assert!(c.downloads_completed > 500, "{report}");
+    assert!(
+        c.listings > 40,
+        "every downloader lists the library, in pages: {report}"
+    );
     assert!(c.plays_completed > 20, "{report}");
     assert!(c.units_played > 5_000, "{report}");
     assert!(c.chunks_published > 5_000, "{report}");

@@ -29,11 +29,12 @@ struct Current {
     asked: Duration,
 }
 
-/// Downloads files from `files`, one at a time.
+/// Lists the library on each connection, then downloads files from `files`, one at a time.
 pub struct Download {
     files: Vec<usize>,
     next_at: Duration,
     current: Option<Current>,
+    listing: Option<u32>,
 }
 
 impl Download {
@@ -43,6 +44,7 @@ impl Download {
             files,
             next_at: Duration::ZERO,
             current: None,
+            listing: None,
         }
     }
 
@@ -105,11 +107,33 @@ impl Download {
 }
 
 impl Part for Download {
-    fn connected(&mut self, w: &mut World, _c: &mut Link<'_>) {
+    fn connected(&mut self, w: &mut World, c: &mut Link<'_>) {
         self.next_at = self.next_at.max(w.now);
+        // The catalog, in pages the client puts together: it must list the library.
+        self.listing = c.machine.list("").ok();
     }
 
     fn event(&mut self, w: &mut World, c: &mut Link<'_>, event: &ClientEvent) {
+        if let ClientEvent::Listed { request, entries } = event {
+            if Some(*request) == self.listing {
+                self.listing = None;
+                w.oracle.counts.listings += 1;
+                let got: Vec<(&str, Option<u64>)> =
+                    entries.iter().map(|e| (e.path.as_str(), e.size)).collect();
+                let want: Vec<(&str, Option<u64>)> = w
+                    .library
+                    .files()
+                    .iter()
+                    .map(|f| (f.name.as_str(), Some(f.data.len() as u64)))
+                    .collect();
+                if got != want && !w.slipped(c.id) {
+                    w.oracle.violate(Violation::Catalog {
+                        client: c.id,
+                        detail: format!("listed {got:?}, the library has {want:?}"),
+                    });
+                }
+            }
+        }
         let Some(cur) = &mut self.current else { return };
         match event {
             ClientEvent::Opened { request, opened } if *request == cur.request => {
