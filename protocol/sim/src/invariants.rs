@@ -167,6 +167,8 @@ pub struct Counts {
     pub lagged: u64,
     /// Chunks the fan-out dropped for viewers by its policy.
     pub fanout_drops: u64,
+    /// Downloads resumed from the bytes an earlier connection delivered.
+    pub resumed: u64,
     /// Catalog listings received whole (every page put together).
     pub listings: u64,
     /// Requests the client application gave up on, unanswered after [`REQUEST_TIMEOUT`].

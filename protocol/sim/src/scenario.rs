@@ -119,9 +119,10 @@ impl fmt::Display for Report {
         writeln!(f, "  roles: {}", roles.join(", "))?;
         writeln!(
             f,
-            "  listings: {} | downloads: {} completed, {} failed | plays: {} completed, {} units | chunks delivered: {} ({} bytes) | published: {}",
+            "  listings: {} | downloads: {} completed ({} resumed), {} failed | plays: {} completed, {} units | chunks delivered: {} ({} bytes) | published: {}",
             c.listings,
             c.downloads_completed,
+            c.resumed,
             c.downloads_failed,
             c.plays_completed,
             c.units_played,

@@ -20,7 +20,7 @@ use chunkcast_protocol::conn::ServerConn;
 use chunkcast_protocol::conn::server::{Ending, ServerConnConfig, ServerEvent};
 use chunkcast_protocol::session::ServerConfig;
 use chunkcast_protocol::wire::{
-    Decoder, Entry, FileDigest, Frame, Mode, Open, Opened, encode, encode_chunk_head,
+    Decoder, Entry, FileDigest, Frame, Mode, Open, Opened, Resume, encode, encode_chunk_head,
 };
 use chunkcast_protocol::{Caps, Chunk, Codec, ErrorCode, StreamId};
 
@@ -61,6 +61,8 @@ struct FileStream {
     packetizer: Packetizer,
     data: Bytes,
     fed: usize,
+    /// File offset of `data`'s first byte (a resumed download's start).
+    base: u64,
     ready: VecDeque<Chunk>,
     realtime: bool,
     pacer: Pacer,
@@ -359,7 +361,25 @@ impl Server {
             n => n.min(1 << 20),
         };
         cfg.raw = open.raw;
-        let data = f.data.clone();
+        // A resumed download gets the rest of the file as plain bytes, placed at their file
+        // offsets, with the whole file's digest announced (as `server/src/stream.rs` does).
+        let base = match open.resume {
+            Resume::Offset(x) if x > f.data.len() as u64 => {
+                let len = f.data.len();
+                side.machine.refuse(
+                    open.request,
+                    ErrorCode::BadRequest,
+                    format!("resume offset {x} is past the end ({len} bytes)"),
+                );
+                return;
+            }
+            Resume::Offset(x) => {
+                cfg.raw = true;
+                x as usize
+            }
+            _ => 0,
+        };
+        let data = f.data.slice(base..);
         let packetizer = match Packetizer::open_any(
             cfg.clone(),
             &mut Cursor::new(&data[..]),
@@ -376,7 +396,9 @@ impl Server {
                 return;
             }
         };
-        let at_end = side.caps.contains(Caps::DIGEST_AT_END) && !self.digests_known.contains(&file);
+        let at_end = base == 0
+            && side.caps.contains(Caps::DIGEST_AT_END)
+            && !self.digests_known.contains(&file);
         let digest = if at_end {
             FileDigest::AtEnd
         } else {
@@ -386,12 +408,12 @@ impl Server {
             request: open.request,
             stream: open.stream,
             codec: packetizer.codec(),
-            total_len: Some(data.len() as u64),
+            total_len: Some(f.data.len() as u64),
             chunk_count: packetizer.chunk_count(),
             duration_us: packetizer.duration_us(),
             digest,
             start_seq: 0,
-            start_offset: 0,
+            start_offset: base as u64,
             chunk_size: cfg.chunk_size as u32,
             note: packetizer
                 .warning()
@@ -414,6 +436,7 @@ impl Server {
                 packetizer,
                 data,
                 fed: 0,
+                base: base as u64,
                 ready: VecDeque::new(),
                 realtime: open.mode == Mode::Realtime,
                 pacer: Pacer::new(),
@@ -804,7 +827,11 @@ impl FileStream {
                     );
                     return true;
                 }
-                self.ready.extend(chunks);
+                let base = self.base;
+                self.ready.extend(chunks.into_iter().map(|c| Chunk {
+                    offset: c.offset + base,
+                    ..c
+                }));
                 continue;
             }
             let Some(c) = self.ready.front() else {
