@@ -1,5 +1,5 @@
 //! The clients: one [`ClientConn`] per connection over the simulated TCP, and the
-//! applications on top ([`Part`]s: downloads, plays, publishing, viewing). A client whose
+//! applications on top (parts: downloads, plays, publishing, viewing). A client whose
 //! connection ends connects again after a seeded pause, for as long as the run lasts.
 
 mod download;
