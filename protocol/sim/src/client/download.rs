@@ -231,6 +231,15 @@ impl Part for Download {
         if let Some(cur) = &self.current {
             if cur.reassembler.is_none() && w.now >= cur.asked + REQUEST_TIMEOUT {
                 w.oracle.counts.request_timeouts += 1;
+                if w.clean {
+                    w.oracle.violate(Violation::TimedOut {
+                        client: c.id,
+                        detail: format!(
+                            "download of file {} unanswered for {REQUEST_TIMEOUT:?} on a network that loses nothing",
+                            cur.file
+                        ),
+                    });
+                }
                 self.fail(w, c);
             }
             return;

@@ -167,6 +167,15 @@ impl Part for Play {
         if let Some(cur) = &self.current {
             if cur.units.is_none() && w.now >= cur.asked + REQUEST_TIMEOUT {
                 w.oracle.counts.request_timeouts += 1;
+                if w.clean {
+                    w.oracle.violate(crate::invariants::Violation::TimedOut {
+                        client: c.id,
+                        detail: format!(
+                            "play of file {} unanswered for {REQUEST_TIMEOUT:?} on a network that loses nothing",
+                            cur.file
+                        ),
+                    });
+                }
                 self.end(w, c, false);
                 return;
             }
