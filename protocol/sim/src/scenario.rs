@@ -44,6 +44,9 @@ pub enum Sabotage {
     /// The server answers every `OPEN` and then forgets the stream: no chunk, no `CLOSE`,
     /// while the connection stays alive with pings.
     ForgetStreams,
+    /// The server loses every Nth chunk between a viewer's queue and its connection, behind
+    /// the fan-out's back.
+    SkipViewerChunks(u64),
 }
 
 impl Scenario {
@@ -196,6 +199,9 @@ pub fn run(s: &Scenario) -> Report {
     let epoch = world.clock.at(Duration::ZERO);
     let mut config = server::default_config(epoch);
     config.forget_streams = s.sabotage == Some(Sabotage::ForgetStreams);
+    if let Some(Sabotage::SkipViewerChunks(n)) = s.sabotage {
+        config.skip_viewer_chunks = Some(n);
+    }
     let mut server = Server::new(config);
     let (mut clients, roles) = cast(s, &mut world, epoch);
     let mut sim = Loop {

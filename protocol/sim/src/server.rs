@@ -22,7 +22,7 @@ use chunkcast_protocol::session::ServerConfig;
 use chunkcast_protocol::wire::{
     Decoder, Entry, FileDigest, Frame, Mode, Open, Opened, Resume, encode, encode_chunk_head,
 };
-use chunkcast_protocol::{Caps, Chunk, Codec, ErrorCode, StreamId};
+use chunkcast_protocol::{Caps, Chunk, ChunkFlags, Codec, ErrorCode, StreamId};
 
 use crate::World;
 use crate::net::HostId;
@@ -42,6 +42,9 @@ pub struct Config {
     pub tcp: tcp::Config,
     /// Sabotage: answer `OPEN` with `OPENED`, then never send the stream.
     pub forget_streams: bool,
+    /// Sabotage: lose every Nth chunk on its way from a viewer's queue to its connection,
+    /// behind the fan-out's back.
+    pub skip_viewer_chunks: Option<u64>,
 }
 
 /// A stream's task on the server.
@@ -111,6 +114,7 @@ pub struct Server {
     rooms: BTreeMap<String, [Option<u64>; 2]>,
     digests_known: BTreeSet<usize>,
     next_session: u64,
+    viewer_chunks: u64,
 }
 
 impl Server {
@@ -124,6 +128,7 @@ impl Server {
             rooms: BTreeMap::new(),
             digests_known: BTreeSet::new(),
             next_session: 1,
+            viewer_chunks: 0,
         }
     }
 
@@ -732,6 +737,12 @@ impl Server {
                     };
                     while side.tcp.space() > 0 {
                         let Some(c) = v.queue.pop() else { break };
+                        self.viewer_chunks += 1;
+                        if let Some(n) = self.config.skip_viewer_chunks {
+                            if self.viewer_chunks % n == 0 && !c.has(ChunkFlags::INIT) {
+                                continue;
+                            }
+                        }
                         write_chunk(&c, &mut side.tcp);
                     }
                 }
@@ -926,5 +937,6 @@ pub fn default_config(epoch: Instant) -> Config {
         },
         tcp: tcp::Config::default(),
         forget_streams: false,
+        skip_viewer_chunks: None,
     }
 }

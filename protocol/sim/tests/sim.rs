@@ -168,6 +168,21 @@ fn a_download_that_never_progresses_fails_the_run() {
 }
 
 #[test]
+fn a_live_chunk_lost_behind_the_fan_outs_back_fails_the_run() {
+    let mut s = Scenario::new(3, 10, 20);
+    s.faults = Faults::NONE;
+    s.sabotage = Some(Sabotage::SkipViewerChunks(200));
+    let report = run(&s);
+    assert!(
+        report
+            .violations
+            .iter()
+            .any(|v| matches!(v, Violation::OutOfOrder { .. })),
+        "{report}"
+    );
+}
+
+#[test]
 fn memory_over_the_cap_fails_the_run() {
     let mut s = Scenario::new(3, 10, 10);
     s.memory_cap = Some(64 << 10);

@@ -313,7 +313,7 @@ impl Part for View {
                     channel: hub.clone(),
                     expected,
                     got: chunk.seq,
-                    dropped: dropped - self.accounted,
+                    dropped: dropped.saturating_sub(self.accounted),
                 });
             }
             self.accounted += gap;
