@@ -253,6 +253,14 @@ impl Server {
                 }
                 Ok(Some(frame)) => side.machine.handle_frame(now_i, frame),
                 Ok(None) => break,
+                // A publisher's chunk that fails its CRC is dropped, as loss, as the real
+                // server's relay does; the channel's numbering skips nothing.
+                Err(chunkcast_protocol::DecodeError::Checksum { stream, seq })
+                    if matches!(side.tasks.get(&stream), Some(Task::Publisher { .. })) =>
+                {
+                    w.oracle.counts.crc_caught += 1;
+                    w.trace.event(w.now, 0, "crc-caught", conn, seq);
+                }
                 Err(e) => {
                     if matches!(e, chunkcast_protocol::DecodeError::Checksum { .. }) {
                         w.oracle.counts.crc_caught += 1;

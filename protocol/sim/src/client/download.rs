@@ -181,6 +181,16 @@ impl Part for Download {
         }
     }
 
+    fn corrupted(&mut self, w: &mut World, c: &mut Link<'_>, _stream: StreamId) {
+        // As `chunkcast get` does: cancel, and open again from the bytes already written.
+        if let Some(cur) = &self.current {
+            if !cur.got.is_empty() && cur.reassembler.is_some() {
+                self.resume = Some((cur.file, cur.got.clone()));
+            }
+        }
+        self.fail(w, c);
+    }
+
     fn owns(&self, stream: StreamId) -> bool {
         self.current.as_ref().is_some_and(|c| c.stream == stream)
     }

@@ -141,6 +141,8 @@ impl Part for Publish {
         }
     }
 
+    fn corrupted(&mut self, _w: &mut World, _c: &mut Link<'_>, _stream: StreamId) {}
+
     fn owns(&self, _stream: StreamId) -> bool {
         false
     }
@@ -279,6 +281,16 @@ impl Part for View {
             }
             _ => {}
         }
+    }
+
+    fn corrupted(&mut self, w: &mut World, c: &mut Link<'_>, stream: StreamId) {
+        // A hole in a live stream: leave and join again (the fan-out starts a joiner at a
+        // keyframe), rather than play on past a missing chunk.
+        c.machine.cancel(stream);
+        self.stream = None;
+        self.request = None;
+        self.expected = None;
+        self.retry_at = Some(w.now + Duration::from_millis(c.rng.random_range(100..1_000)));
     }
 
     fn owns(&self, stream: StreamId) -> bool {

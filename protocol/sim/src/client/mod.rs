@@ -69,6 +69,9 @@ pub(crate) trait Part {
     fn owns(&self, stream: StreamId) -> bool;
     /// A chunk of one of the part's streams, CRC checked.
     fn chunk(&mut self, w: &mut World, c: &mut Link<'_>, chunk: Chunk);
+    /// A chunk of one of the part's streams failed its CRC32C and was dropped: the stream
+    /// has a hole, and the part decides (resume, re-subscribe, give up).
+    fn corrupted(&mut self, w: &mut World, c: &mut Link<'_>, stream: StreamId);
     /// Time passes: start the next request, send paced chunks, play out.
     fn work(&mut self, w: &mut World, c: &mut Link<'_>);
     /// When `work` must run next.
@@ -280,6 +283,18 @@ impl Client {
                     events(&mut self.parts, w, &mut link, &mut s.established, self.role);
                 }
                 Ok(None) => break,
+                // A chunk that fails its CRC: the byte stream is still in sync, so, as the
+                // real link does, only the stream's owner hears of it, and decides.
+                Err(DecodeError::Checksum { stream, seq })
+                    if self.parts.iter().any(|p| p.owns(stream)) =>
+                {
+                    w.oracle.counts.crc_caught += 1;
+                    w.trace
+                        .event(w.now, self.id, "crc-caught", u64::from(stream.0), seq);
+                    if let Some(p) = self.parts.iter_mut().find(|p| p.owns(stream)) {
+                        p.corrupted(w, &mut link, stream);
+                    }
+                }
                 Err(e) => {
                     if matches!(e, DecodeError::Checksum { .. }) {
                         w.oracle.counts.crc_caught += 1;

@@ -120,6 +120,10 @@ impl Part for Play {
         }
     }
 
+    fn corrupted(&mut self, w: &mut World, c: &mut Link<'_>, _stream: StreamId) {
+        self.end(w, c, false);
+    }
+
     fn owns(&self, stream: StreamId) -> bool {
         self.current.as_ref().is_some_and(|c| c.stream == stream)
     }
