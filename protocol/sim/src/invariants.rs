@@ -167,6 +167,8 @@ pub struct Counts {
     pub lagged: u64,
     /// Chunks the fan-out dropped for viewers by its policy.
     pub fanout_drops: u64,
+    /// Answers that did not match their request (an `OPENED` altered on the way), given up.
+    pub bad_answers: u64,
     /// Downloads resumed from the bytes an earlier connection delivered.
     pub resumed: u64,
     /// Catalog listings received whole (every page put together).
@@ -184,6 +186,9 @@ pub struct Oracle {
     live: BTreeMap<(String, u64), (usize, u64)>,
     /// (connection, stream) of a viewer → chunks the fan-out dropped for it.
     drops: BTreeMap<(u64, u32), u64>,
+    /// (connection, stream, seq) of a chunk sent to a viewer → the chunks its queue had
+    /// dropped by then. Taken out when the viewer receives it.
+    sent: BTreeMap<(u64, u32, u64), u64>,
     /// (connection, stream) of a viewer → the channel (hub) the server serves it from.
     hubs: BTreeMap<(u64, u32), String>,
     violations: Vec<Violation>,
@@ -244,6 +249,21 @@ impl Oracle {
     /// Chunks the fan-out dropped for a viewer so far.
     pub fn drops_for(&self, conn: u64, stream: u32) -> u64 {
         self.drops.get(&(conn, stream)).copied().unwrap_or(0)
+    }
+
+    /// The server sent chunk `seq` to the viewer on (`conn`, `stream`), whose queue had
+    /// dropped `drops` chunks by then.
+    pub fn sent(&mut self, conn: u64, stream: u32, seq: u64, drops: u64) {
+        self.sent.insert((conn, stream, seq), drops);
+    }
+
+    /// The chunks a viewer's queue had dropped when chunk `seq` left it: the drops that may
+    /// explain a gap before it (a later drop cannot, although a slow reader may only see the
+    /// chunk after it).
+    pub fn drops_before(&mut self, conn: u64, stream: u32, seq: u64) -> u64 {
+        self.sent
+            .remove(&(conn, stream, seq))
+            .unwrap_or_else(|| self.drops_for(conn, stream))
     }
 
     /// Applies the sabotage, if any, to a chunk about to reach a sink.

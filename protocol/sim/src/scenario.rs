@@ -136,7 +136,7 @@ impl fmt::Display for Report {
         let x = &self.faults;
         writeln!(
             f,
-            "  faults: {} (lost {}, partitioned {}, tail-dropped {}, duplicated {}, corrupted {}, slipped past the checksum {}) | CRC32C caught {} | requests unanswered {} | fan-out dropped {}, lagged {} | connections {} ({} ended in error)",
+            "  faults: {} (lost {}, partitioned {}, tail-dropped {}, duplicated {}, corrupted {}, slipped past the checksum {}) | CRC32C caught {} | requests unanswered {}, answers altered {} | fan-out dropped {}, lagged {} | connections {} ({} ended in error)",
             x.total(),
             x.lost,
             x.partitioned,
@@ -146,6 +146,7 @@ impl fmt::Display for Report {
             x.slipped,
             c.crc_caught,
             c.request_timeouts,
+            c.bad_answers,
             c.fanout_drops,
             c.lagged,
             c.connections,

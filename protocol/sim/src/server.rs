@@ -745,6 +745,7 @@ impl Server {
                     };
                     while side.tcp.space() > 0 {
                         let Some(c) = v.queue.pop() else { break };
+                        w.oracle.sent(conn, s.0, c.seq, v.queue.drops());
                         self.viewer_chunks += 1;
                         if let Some(n) = self.config.skip_viewer_chunks {
                             if self.viewer_chunks % n == 0 && !c.has(ChunkFlags::INIT) {

@@ -141,6 +141,26 @@ impl Part for Download {
         let Some(cur) = &mut self.current else { return };
         match event {
             ClientEvent::Opened { request, opened } if *request == cur.request => {
+                // The answer must be to the question: where it starts is what was asked. An
+                // OPENED altered on the way (control frames carry no CRC) otherwise leaves the
+                // reassembler waiting forever, e.g. a flipped bit in `start_seq` makes every
+                // chunk look like a duplicate (seed 20508, 10 clients, 30 s).
+                let asked = cur.got.len() as u64;
+                if opened.start_seq != 0 || opened.start_offset != asked {
+                    if !w.slipped(c.id) {
+                        w.oracle.violate(Violation::DownloadMismatch {
+                            client: c.id,
+                            path: w.library.file(cur.file).name.clone(),
+                            detail: format!(
+                                "asked from byte {asked}, answered from seq {} byte {}",
+                                opened.start_seq, opened.start_offset
+                            ),
+                        });
+                    }
+                    w.oracle.counts.bad_answers += 1;
+                    self.fail(w, c);
+                    return;
+                }
                 let mut expect = Expect::new();
                 expect.total_len = opened.total_len;
                 expect.chunk_count = opened.chunk_count;
@@ -149,17 +169,6 @@ impl Part for Download {
                 expect.start_seq = opened.start_seq;
                 expect.start_offset = opened.start_offset;
                 if opened.start_offset > 0 {
-                    if opened.start_offset != cur.got.len() as u64 && !w.slipped(c.id) {
-                        w.oracle.violate(Violation::DownloadMismatch {
-                            client: c.id,
-                            path: w.library.file(cur.file).name.clone(),
-                            detail: format!(
-                                "resumed at {} with {} bytes on hand",
-                                opened.start_offset,
-                                cur.got.len()
-                            ),
-                        });
-                    }
                     let mut prefix = blake3::Hasher::new();
                     prefix.update(&cur.got);
                     expect.prefix = Some(prefix);

@@ -312,11 +312,11 @@ impl Part for View {
             // counts from the first media chunk on.
             if !init {
                 self.expected = Some(chunk.seq + 1);
-                self.accounted = w.oracle.drops_for(c.conn, stream.0);
+                self.accounted = w.oracle.drops_before(c.conn, stream.0, chunk.seq);
             }
             return;
         };
-        let dropped = w.oracle.drops_for(c.conn, stream.0);
+        let dropped = w.oracle.drops_before(c.conn, stream.0, chunk.seq);
         if chunk.seq != expected {
             let gap = chunk.seq.saturating_sub(expected);
             if chunk.seq < expected || self.accounted + gap > dropped {
