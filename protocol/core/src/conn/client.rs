@@ -433,6 +433,17 @@ impl ClientConn {
         self.fail(ConnError::Decode(error));
     }
 
+    /// Chunk bytes arrived from the server. Chunks bypass the machine, but they prove the
+    /// server alive, so they count for the idle timeout as a control frame does: a client that
+    /// reads slowly finds the server's `PING`s queued behind the chunks it has not read yet,
+    /// and without this took a busy server for a silent one. Call it for every chunk (or every
+    /// read that brought bytes).
+    pub fn handle_data(&mut self, now: Instant) {
+        if let State::Established(_, keepalive) = &mut self.state {
+            keepalive.handle_rx(now);
+        }
+    }
+
     /// The server's byte stream ended.
     pub fn handle_eof(&mut self, _now: Instant) {
         self.fail(ConnError::Eof);

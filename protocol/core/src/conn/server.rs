@@ -293,6 +293,16 @@ impl ServerConn {
         }
     }
 
+    /// Chunk bytes arrived from the client (a publisher's). Chunks bypass the machine, but
+    /// they prove the client alive, so they count for the idle timeout as a control frame
+    /// does: a publisher on a slow uplink has its `PING`s queued behind its chunks. Call it for
+    /// every chunk (or every read that brought bytes).
+    pub fn handle_data(&mut self, now: Instant) {
+        if let State::Open { keepalive, .. } = &mut self.state {
+            keepalive.handle_rx(now);
+        }
+    }
+
     /// The client stopped sending (EOF). Its running files may finish: a half-closed client
     /// may still be reading.
     pub fn handle_eof(&mut self, _now: Instant) {
