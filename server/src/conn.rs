@@ -181,7 +181,13 @@ impl Driver {
                     }
                     None => conn.handle_eof(now()),
                 },
-                () = tokio::time::sleep_until(Instant::from_std(wake)) => conn.handle_timeout(now()),
+                () = tokio::time::sleep_until(Instant::from_std(wake)) => {
+                    // A publisher's chunks go straight to its relay, yet prove it alive.
+                    if rx.take_routed() > 0 {
+                        conn.handle_data(now());
+                    }
+                    conn.handle_timeout(now());
+                }
                 () = self.shared.stop.cancelled() => {
                     conn.close(now(), ErrorCode::None, "server shutting down");
                 }

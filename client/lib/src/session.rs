@@ -600,7 +600,14 @@ async fn drive(
                 Some(Err(e)) => conn.handle_transport_error(now(), e.to_string()),
                 None => conn.handle_eof(now()),
             },
-            () = sleep_until(timer) => conn.handle_timeout(now()),
+            () = sleep_until(timer) => {
+                // Chunks go straight to their streams, yet prove the server alive: a reader
+                // slower than the server finds its pings queued behind them.
+                if rx.take_routed() > 0 {
+                    conn.handle_data(now());
+                }
+                conn.handle_timeout(now());
+            }
             command = commands.recv() => match command {
                 Some(command) => callers.command(&mut conn, &tx, command),
                 // The session is gone (its drop aborts this task; this is the race).

@@ -100,7 +100,31 @@ enum Outgoing {
     Stream(mpsc::Receiver<StreamItem>),
 }
 
-type RouteMap = HashMap<StreamId, mpsc::Sender<ChunkResult>>;
+/// Where each routed stream's chunks go, and how many chunks went there since the driver
+/// last asked (chunks bypass the control path, but they prove the peer alive).
+#[derive(Default)]
+struct RouteMap {
+    map: HashMap<StreamId, mpsc::Sender<ChunkResult>>,
+    routed: u64,
+}
+
+impl RouteMap {
+    fn new() -> Self {
+        Self::default()
+    }
+
+    fn insert(&mut self, stream: StreamId, tx: mpsc::Sender<ChunkResult>) {
+        self.map.insert(stream, tx);
+    }
+
+    fn remove(&mut self, stream: &StreamId) {
+        self.map.remove(stream);
+    }
+
+    fn get(&self, stream: &StreamId) -> Option<&mpsc::Sender<ChunkResult>> {
+        self.map.get(stream)
+    }
+}
 
 /// The sending half of a link; cheap to clone, one per task that sends.
 #[derive(Clone)]
@@ -113,6 +137,7 @@ pub struct LinkTx {
 /// The receiving half: control frames (and chunks of streams nobody routed) in arrival order.
 pub struct LinkRx {
     rx: mpsc::Receiver<Result<Frame, LinkError>>,
+    routes: Arc<Mutex<RouteMap>>,
 }
 
 impl LinkRx {
@@ -121,6 +146,13 @@ impl LinkRx {
     /// Cancel-safe: a frame is never lost if the future is dropped.
     pub async fn recv(&mut self) -> Option<Result<Frame, LinkError>> {
         self.rx.recv().await
+    }
+
+    /// How many chunks were routed to their streams since the last call. The connection
+    /// machines count them as signs of life (`handle_data`): a peer whose pings wait behind
+    /// chunks that a slow reader has not taken yet is busy, not silent.
+    pub fn take_routed(&self) -> u64 {
+        std::mem::take(&mut self.routes.lock().unwrap_or_else(|e| e.into_inner()).routed)
     }
 }
 
@@ -269,10 +301,10 @@ pub fn tcp(io: BoxedIo, limits: Limits, leftover: BytesMut) -> (LinkTx, LinkRx) 
     (
         LinkTx {
             out: out_tx,
-            routes,
+            routes: routes.clone(),
             quic: None,
         },
-        LinkRx { rx: in_rx },
+        LinkRx { rx: in_rx, routes },
     )
 }
 
@@ -300,10 +332,10 @@ pub fn quic(
     (
         LinkTx {
             out: out_tx,
-            routes,
+            routes: routes.clone(),
             quic: Some(conn),
         },
-        LinkRx { rx: in_rx },
+        LinkRx { rx: in_rx, routes },
     )
 }
 
@@ -548,7 +580,13 @@ async fn dispatch(
         return in_tx.send(Ok(frame)).await.is_ok();
     };
     let stream = chunk.stream;
-    let Some(tx) = lookup(routes, stream) else {
+    let route = {
+        let mut routes = routes.lock().unwrap_or_else(|e| e.into_inner());
+        let route = routes.get(&stream).cloned();
+        routes.routed += u64::from(route.is_some());
+        route
+    };
+    let Some(tx) = route else {
         return in_tx.send(Ok(Frame::Chunk(chunk))).await.is_ok();
     };
     let last = chunk.has(ChunkFlags::END_OF_STREAM);
@@ -565,6 +603,47 @@ async fn dispatch(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Chunks routed to a stream are counted for the driver (signs of life); chunks nobody
+    /// routed and control frames are not, and each count is taken once.
+    #[tokio::test]
+    async fn routed_chunks_are_counted_once_for_the_driver() {
+        use chunkcast_protocol::wire::encode;
+        let (near, far) = tokio::io::duplex(1 << 16);
+        let (tx, mut rx) = tcp(Box::new(near), Limits::default(), BytesMut::new());
+        let (peer_tx, _peer_rx) = tcp(Box::new(far), Limits::default(), BytesMut::new());
+        let mut chunks = tx.route(StreamId(1), 8);
+        let chunk = |stream, seq| {
+            let payload = Bytes::from_static(b"abc");
+            Frame::Chunk(Chunk::new(
+                StreamId(stream),
+                seq,
+                0,
+                0,
+                0,
+                ChunkFlags::KEY,
+                payload,
+            ))
+        };
+        let mut out = BytesMut::new();
+        encode(&chunk(1, 0), &mut out);
+        encode(&chunk(1, 1), &mut out);
+        encode(&chunk(2, 0), &mut out); // nobody routed stream 2: it goes to `recv`
+        encode(
+            &Frame::Ping {
+                nonce: 1,
+                time_us: 0,
+            },
+            &mut out,
+        );
+        peer_tx.send_raw(out.freeze()).await.unwrap();
+        assert!(matches!(chunks.recv().await, Some(Ok(c)) if c.seq == 0));
+        assert!(matches!(chunks.recv().await, Some(Ok(c)) if c.seq == 1));
+        assert!(matches!(rx.recv().await, Some(Ok(Frame::Chunk(c))) if c.stream == StreamId(2)));
+        assert!(matches!(rx.recv().await, Some(Ok(Frame::Ping { .. }))));
+        assert_eq!(rx.take_routed(), 2);
+        assert_eq!(rx.take_routed(), 0);
+    }
 
     #[test]
     fn read_buffers_are_reused_once_their_chunks_are_gone() {
