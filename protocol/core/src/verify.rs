@@ -34,6 +34,10 @@ use bytes::Bytes;
 pub const GROUP_LEN: u64 = 16 * 1024;
 /// Bytes of one parent node: its left child's CV, then its right child's.
 pub const NODE_LEN: usize = 64;
+/// Nodes one `PROOF` frame carries at most: a chunk of 1 MiB (the largest payload) needs 64
+/// groups' nodes and a path of at most 48 more; a sender splits a longer list over several
+/// frames. It bounds what one frame makes a receiver hold.
+pub const MAX_PROOF_NODES: usize = 1024;
 /// Parent nodes a receiver holds before it needs them at most: a server sends them just ahead
 /// of the chunks they prove, so more means a hostile or broken peer.
 pub const MAX_PENDING_NODES: usize = 64 * 1024;

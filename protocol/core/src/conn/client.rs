@@ -146,6 +146,13 @@ pub enum ClientEvent {
         /// BLAKE3-256 of the file.
         digest: [u8; 32],
     },
+    /// BLAKE3 tree nodes for a verified stream (`PROOF`), for its [`crate::verify::Verifier`].
+    Proof {
+        /// The stream.
+        stream: StreamId,
+        /// Whole 64-byte nodes, in the order the verifier needs them.
+        nodes: bytes::Bytes,
+    },
     /// The answer to [`ClientConn::ping`].
     Clock {
         /// Round-trip time.
@@ -384,6 +391,18 @@ impl ClientConn {
             Frame::Digest { stream, digest } if self.streams.contains_key(&stream) => {
                 self.events
                     .push_back(ClientEvent::Digest { stream, digest });
+            }
+            Frame::Proof { stream, nodes } => {
+                let verified = self
+                    .established()
+                    .is_some_and(|e| e.caps.contains(crate::wire::Caps::VERIFIED));
+                if !verified {
+                    let what = "a PROOF frame on a connection without VERIFIED".to_owned();
+                    return self.violation(now, what);
+                }
+                if self.streams.contains_key(&stream) {
+                    self.events.push_back(ClientEvent::Proof { stream, nodes });
+                }
             }
             Frame::Goodbye { code, message } => self.fail(ConnError::Goodbye { code, message }),
             // Chunks of streams nobody reads any more (cancelled), and frames only a client
