@@ -559,6 +559,12 @@ impl ClientConn {
     /// Stops a stream: `CLOSE` to the server, and the stream (and its request, if still
     /// unanswered) is forgotten. Nothing for a stream already over.
     pub fn cancel(&mut self, stream: StreamId) {
+        self.abort(stream, ErrorCode::None, String::new());
+    }
+
+    /// Like [`ClientConn::cancel`], telling the server why (`CLOSE` with `code`): e.g.
+    /// [`ErrorCode::Unverified`] for a stream whose bytes failed verification.
+    pub fn abort(&mut self, stream: StreamId, code: ErrorCode, message: String) {
         let Some(request) = self.streams.remove(&stream) else {
             return;
         };
@@ -567,8 +573,8 @@ impl ClientConn {
         }
         self.send(&Frame::Close {
             stream,
-            code: ErrorCode::None,
-            message: String::new(),
+            code,
+            message,
         });
     }
 
