@@ -123,6 +123,16 @@ pub(crate) async fn prepare(
     }
 }
 
+/// What [`setup`] gives [`Prepared`]: `OPENED`, the reader's queue, the digest to come, the
+/// file at open, and a verified stream's tree and first byte.
+type Setup = (
+    Opened,
+    mpsc::Receiver<Produced>,
+    Option<PendingDigest>,
+    Source,
+    Option<(Arc<Outboard>, u64)>,
+);
+
 /// Probe, position and digest: everything that must happen before `OPENED` can be sent.
 fn setup(
     library: Arc<Library>,
@@ -130,16 +140,7 @@ fn setup(
     open: &Open,
     max_payload: usize,
     wants: Wants,
-) -> Result<
-    (
-        Opened,
-        mpsc::Receiver<Produced>,
-        Option<PendingDigest>,
-        Source,
-        Option<(Arc<Outboard>, u64)>,
-    ),
-    ErrorFrame,
-> {
+) -> Result<Setup, ErrorFrame> {
     let Wants {
         lz4,
         digest_at_end,

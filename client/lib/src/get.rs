@@ -269,6 +269,21 @@ pub async fn get(
             info.start_offset
         )));
     }
+    if let Some(len) = info.total_len.filter(|&len| verify && have > len) {
+        // Rounded down, the resume point fell within the file: the partial is still longer
+        // than it, so the file changed on the server, as a resume past the end says.
+        if let Some(f) = file.take() {
+            f.abandon();
+        }
+        incoming.cancel().await;
+        return Err(ClientError::Resume {
+            file: partial.display().to_string(),
+            reason: format!(
+                "{} has {have} bytes, more than the file on the server ({len} bytes)",
+                partial.display()
+            ),
+        });
+    }
     let mut verifier = match (verify, info.digest.known(), info.total_len) {
         (false, ..) => None,
         (true, Some(root), Some(len)) => match Verifier::new(root, len, from) {
@@ -346,12 +361,18 @@ pub async fn get(
             last_seq = seq;
             reasm.push(chunk)?;
             let mut ready = Vec::new();
+            let mut failed = None;
             while let Some((_, bytes)) = reasm.poll_write() {
                 match verifier.as_mut() {
                     None => ready.push(bytes),
                     Some(v) => {
-                        verify_bytes(v, &mut incoming, bytes, seq, &opts.cancel).await?;
+                        let r = verify_bytes(v, &mut incoming, bytes, seq, &opts.cancel).await;
+                        // The groups verified before a failing one are kept, like any others.
                         ready.extend(std::iter::from_fn(|| v.poll_verified()));
+                        if let Err(e) = r {
+                            failed = Some(e);
+                            break;
+                        }
                     }
                 }
             }
@@ -367,6 +388,9 @@ pub async fn get(
                         return Ok(()); // the writer failed; its error is reported below
                     }
                 }
+            }
+            if let Some(e) = failed {
+                return Err(e);
             }
         }
         if let Some(v) = verifier.as_mut() {
@@ -469,7 +493,7 @@ pub async fn get(
     Ok(GetReport {
         path: out,
         len: summary.len,
-        resumed_from: have,
+        resumed_from: from,
         elapsed: started.elapsed(),
         verified: verified && (verify || summary.digest.is_some()),
         already_complete: disk.verify_only,
