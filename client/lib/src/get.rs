@@ -493,7 +493,7 @@ pub async fn get(
     Ok(GetReport {
         path: out,
         len: summary.len,
-        resumed_from: from,
+        resumed_from: have,
         elapsed: started.elapsed(),
         verified: verified && (verify || summary.digest.is_some()),
         already_complete: disk.verify_only,
