@@ -9,8 +9,9 @@ use bytes::Bytes;
 use chunkcast_media::pace::Pacer;
 use chunkcast_media::reader::{self, Shaping};
 use chunkcast_media::{Config as ChunkConfig, DEFAULT_CHUNK_SIZE, MediaError, Packetizer};
+use chunkcast_protocol::Caps;
 use chunkcast_protocol::compress::Compressor;
-use chunkcast_protocol::verify::{GROUP_LEN, MAX_PROOF_NODES, NODE_LEN, Outboard};
+use chunkcast_protocol::verify::{self, MAX_PROOF_NODES, NODE_LEN, Outboard};
 use chunkcast_protocol::wire::{ErrorFrame, FileDigest, Frame, Mode, Open, Opened, Resume};
 use chunkcast_protocol::{Chunk, ErrorCode};
 use chunkcast_transport::{LinkError, LinkTx};
@@ -181,14 +182,12 @@ fn setup(
             (x, 0)
         }
     };
-    // A verified stream (section 14 of the spec) starts on a group boundary: from the start,
-    // or a byte offset a client rounded down. A seq resume's first byte is not known here.
-    let tree = match open.resume {
-        Resume::Start => verified,
-        Resume::Offset(x) => verified && x % GROUP_LEN == 0,
-        Resume::Seq(_) => false,
+    let caps = if verified {
+        Caps::VERIFIED
+    } else {
+        Caps::default()
     };
-    let outboard = if tree {
+    let outboard = if verify::verified_start(caps, open.resume).is_some() {
         let ob = library.outboard(&path, &meta, &mut file).map_err(io_err)?;
         // The probe below reads from where a fresh file starts.
         file.seek(SeekFrom::Start(0)).map_err(io_err)?;
@@ -325,15 +324,12 @@ impl Prepared {
             }
             if let Some((tree, start)) = &self.proof {
                 // Ahead of the chunk on the control channel: on TCP it arrives first.
-                let nodes = tree.proof(
-                    *start,
-                    chunk.offset,
-                    chunk.offset + u64::from(chunk.raw_len),
-                );
+                let end = chunk.offset + u64::from(chunk.raw_len);
+                let nodes = Bytes::from(tree.proof(*start, chunk.offset, end));
                 for part in nodes.chunks(MAX_PROOF_NODES * NODE_LEN) {
                     let frame = Frame::Proof {
                         stream,
-                        nodes: Bytes::copy_from_slice(part),
+                        nodes: nodes.slice_ref(part),
                     };
                     if let Err(e) = tx.send(frame).await {
                         return Ended::Link(e);

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chunkcast_media::{Expect, Reassembler, ReassemblyError};
-use chunkcast_protocol::verify::{GROUP_LEN, Verifier, VerifyError};
+use chunkcast_protocol::verify::{GROUP_LEN, Verifier, VerifyError, verified_start};
 use chunkcast_protocol::wire::{Mode, Resume};
 use chunkcast_protocol::{Caps, ErrorCode};
 use tokio::sync::mpsc;
@@ -284,6 +284,13 @@ pub async fn get(
             ),
         });
     }
+    let open_resume = if from > 0 {
+        Resume::Offset(from)
+    } else {
+        Resume::Start
+    };
+    // The server decides by the same rule.
+    let verify = verify && verified_start(session.established().caps, open_resume).is_some();
     let mut verifier = match (verify, info.digest.known(), info.total_len) {
         (false, ..) => None,
         (true, Some(root), Some(len)) => match Verifier::new(root, len, from) {

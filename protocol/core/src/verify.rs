@@ -30,6 +30,8 @@ use blake3::hazmat::{
 };
 use bytes::Bytes;
 
+use crate::wire::{Caps, Resume};
+
 /// Bytes per group, the unit of verification: 16 BLAKE3 chunks.
 pub const GROUP_LEN: u64 = 16 * 1024;
 /// Bytes of one parent node: its left child's CV, then its right child's.
@@ -91,6 +93,22 @@ pub enum VerifyError {
     /// Reading the bytes already on disk failed.
     #[error("reading the bytes on disk: {0}")]
     Io(String),
+}
+
+/// Where a file stream opened with `resume` on a connection with `caps` is verified from
+/// (`docs/PROTOCOL.md` section 14), or `None` if it is sent as in version 1: with
+/// [`Caps::VERIFIED`], from the start or from a byte offset on a group boundary; never a seq
+/// resume, whose first byte the server only learns as it cuts the file. Both sides decide by
+/// this one rule.
+pub fn verified_start(caps: Caps, resume: Resume) -> Option<u64> {
+    if !caps.contains(Caps::VERIFIED) {
+        return None;
+    }
+    match resume {
+        Resume::Start => Some(0),
+        Resume::Offset(x) if x % GROUP_LEN == 0 => Some(x),
+        Resume::Offset(_) | Resume::Seq(_) => None,
+    }
 }
 
 /// Groups in a file of `len` bytes (an empty file is one empty group).

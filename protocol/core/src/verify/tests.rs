@@ -45,6 +45,19 @@ fn stream(
 const G: usize = GROUP_LEN as usize;
 
 #[test]
+fn which_streams_are_verified() {
+    let v = Caps::LZ4 | Caps::VERIFIED;
+    assert_eq!(verified_start(v, Resume::Start), Some(0));
+    assert_eq!(
+        verified_start(v, Resume::Offset(3 * GROUP_LEN)),
+        Some(3 * GROUP_LEN)
+    );
+    assert_eq!(verified_start(v, Resume::Offset(3 * GROUP_LEN + 1)), None);
+    assert_eq!(verified_start(v, Resume::Seq(0)), None);
+    assert_eq!(verified_start(Caps::LZ4, Resume::Start), None);
+}
+
+#[test]
 fn root_is_blake3_of_the_file_and_outboard_is_one_node_per_group() {
     for len in [
         0,
