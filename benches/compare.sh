@@ -9,6 +9,12 @@
 #   - `chunkcast get` (release) of one SIZE file from `chunkcast-server --root` over tcp, tcps
 #     and quic, every run digest-verified by the client and compared byte for byte (cmp).
 #
+#   - nginx -> curl: the plain web server a user would otherwise pick (Debian's nginx, started
+#     by this script on loopback with a config it writes: sendfile on, access log off; HTTP,
+#     and HTTPS with TLS 1.3), `curl -o` to the same tmpfs; and curl followed by sha256sum, a
+#     download verified by hand. nginx and curl verify nothing; every chunkcast row does. The
+#     three nginx rows alternate run by run. Skipped with a message without nginx/curl/openssl.
+#
 #   - get_floor: what a verified get cannot skip besides the transport (file read, CRC32C on
 #     both ends, BLAKE3, file write), in CPU seconds per GB. Added to the transport's own CPU
 #     per GB (iperf3's, quinn_ceiling's), it gives the least CPU a get can spend; with both
@@ -42,8 +48,10 @@ HAVE_TIME=0; [[ -x /usr/bin/time ]] && HAVE_TIME=1
 
 make_work_dir compare
 IPERF_PID=
+NGINX_PID=
 cleanup() {
     [[ -n $IPERF_PID ]] && kill "$IPERF_PID" 2>/dev/null
+    [[ -n $NGINX_PID ]] && kill "$NGINX_PID" 2>/dev/null && wait "$NGINX_PID" 2>/dev/null
     cleanup_common
 }
 trap cleanup EXIT
@@ -156,6 +164,84 @@ row "bound, tcp: cores / (iperf3 CPU + floor)" "$TCP_BOUND" "" "" "$CORES / ($IP
 ROWS+=("$(printf '%-44s %s' "" "-> $(ratio "$TCP_BOUND" "$IPERF_DEFAULT") of iperf3")")
 row "bound, quic: cores / (quinn CPU + floor)" "$QUIC_BOUND" "" "" "$CORES / ($QUINN_MIN_CPU + $EXTRA)"
 ROWS+=("$(printf '%-44s %s' "" "-> $(ratio "$QUIC_BOUND" "$QUINN") of quinn_ceiling")")
+# --- nginx → curl ---------------------------------------------------------------------------
+NGINX_HTTP=nan
+NGINX_HTTPS=nan
+if command -v nginx >/dev/null 2>&1 && command -v curl >/dev/null 2>&1 && command -v openssl >/dev/null 2>&1; then
+    NG=$WORK/nginx
+    mkdir -p "$NG/logs" "$NG/tmp"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 \
+        -subj /CN=localhost -keyout "$NG/key.pem" -out "$NG/cert.pem" 2>/dev/null
+    HTTP_PORT=$((20000 + RANDOM % 20000))
+    HTTPS_PORT=$((HTTP_PORT + 1))
+    # As root, nginx's workers would switch to nobody, who cannot read the private work dir.
+    USER_LINE=""
+    [[ $EUID == 0 ]] && USER_LINE="user root;"
+    cat >"$NG/nginx.conf" <<CONF
+$USER_LINE
+daemon off;
+worker_processes auto;
+pid $NG/nginx.pid;
+error_log $NG/logs/error.log;
+events { worker_connections 64; }
+http {
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    client_body_temp_path $NG/tmp/body;
+    proxy_temp_path $NG/tmp/proxy;
+    fastcgi_temp_path $NG/tmp/fastcgi;
+    uwsgi_temp_path $NG/tmp/uwsgi;
+    scgi_temp_path $NG/tmp/scgi;
+    types { application/octet-stream bin; }
+    server { listen 127.0.0.1:$HTTP_PORT; root $WORK/srv; }
+    server {
+        listen 127.0.0.1:$HTTPS_PORT ssl;
+        ssl_certificate $NG/cert.pem;
+        ssl_certificate_key $NG/key.pem;
+        ssl_protocols TLSv1.3;
+        root $WORK/srv;
+    }
+}
+CONF
+    nginx -p "$NG" -c "$NG/nginx.conf" 2>"$NG/logs/start.log" &
+    NGINX_PID=$!
+    for _ in $(seq 50); do
+        curl -s -o /dev/null -r 0-0 "http://127.0.0.1:$HTTP_PORT/file.bin" && break
+        sleep 0.1
+    done
+    curl_mbps() { # $1 URL; prints MB/s as curl measured it (connect included)
+        curl -sS -k -o "$WORK/out/file.bin" -w '%{speed_download}' "$1" | awk '{printf "%.1f", $1/1e6}'
+    }
+    h_runs=(); s_runs=(); v_runs=()
+    for _ in $(seq "$RUNS"); do
+        rm -f "$WORK/out/file.bin"
+        h_runs+=("$(curl_mbps "http://127.0.0.1:$HTTP_PORT/file.bin")")
+        cmp -s "$WORK/srv/file.bin" "$WORK/out/file.bin" || { echo "nginx http: wrong bytes" >&2; exit 1; }
+        rm -f "$WORK/out/file.bin"
+        s_runs+=("$(curl_mbps "https://127.0.0.1:$HTTPS_PORT/file.bin")")
+        cmp -s "$WORK/srv/file.bin" "$WORK/out/file.bin" || { echo "nginx https: wrong bytes" >&2; exit 1; }
+        rm -f "$WORK/out/file.bin"
+        t0=$(date +%s.%N)
+        curl -sS -o "$WORK/out/file.bin" "http://127.0.0.1:$HTTP_PORT/file.bin"
+        sha256sum "$WORK/out/file.bin" >/dev/null
+        t1=$(date +%s.%N)
+        v_runs+=("$(awk -v s="$SIZE" -v a="$t0" -v b="$t1" 'BEGIN {printf "%.1f", s/1e6/(b-a)}')")
+    done
+    rm -f "$WORK/out/file.bin"
+    kill "$NGINX_PID" 2>/dev/null
+    wait "$NGINX_PID" 2>/dev/null || true
+    NGINX_PID=
+    NGINX_HTTP=$(printf '%s\n' "${h_runs[@]}" | median)
+    NGINX_HTTPS=$(printf '%s\n' "${s_runs[@]}" | median)
+    NGINX_VERSION=$(nginx -v 2>&1 | sed 's/.*\///')
+    row "nginx -> curl -o, http" "$NGINX_HTTP" "${h_runs[*]}" "peer" "nginx $NGINX_VERSION, sendfile; verifies nothing"
+    row "nginx -> curl -o, https (TLS 1.3)" "$NGINX_HTTPS" "${s_runs[*]}" "peer" "verifies nothing"
+    row "nginx -> curl -o, http, then sha256sum" "$(printf '%s\n' "${v_runs[@]}" | median)" "${v_runs[*]}" "peer" "verified by hand (wall, process starts included)"
+else
+    echo "nginx, curl or openssl not available: skipping the nginx rows" >&2
+fi
+
 start_server "$BIN" "$WORK/srv"
 TCP=$(field tcp); QUIC=$(field quic); FP=$(field cert-sha256)
 echo "server: $LINE" >&2
@@ -194,8 +280,11 @@ get_row() { # $1 scheme, $2 output dir, $3 label suffix
     cc=$( ((${#ccpu[@]})) && printf '%s\n' "${ccpu[@]}" | median || echo "?")
     local vs note
     case $scheme in
-        tcp | tcps)
-            vs="$(ratio "$med" "$IPERF_DEFAULT") of iperf3, $(ratio "$med" "$IPERF_1M") of iperf3 -l 1M"
+        tcp)
+            vs="$(ratio "$med" "$IPERF_DEFAULT") of iperf3, $(ratio "$med" "$IPERF_1M") of iperf3 -l 1M, $(ratio "$med" "$NGINX_HTTP") of nginx http"
+            note="1 MiB write batches, 64 KiB chunks, cc=$CC" ;;
+        tcps)
+            vs="$(ratio "$med" "$IPERF_DEFAULT") of iperf3, $(ratio "$med" "$IPERF_1M") of iperf3 -l 1M, $(ratio "$med" "$NGINX_HTTPS") of nginx https"
             note="1 MiB write batches, 64 KiB chunks, cc=$CC" ;;
         quic)
             vs="$(ratio "$med" "$QUINN") of quinn_ceiling"
@@ -220,5 +309,5 @@ echo
 printf '%-44s %9s %7s  %-26s %-8s %s\n' "ROW (median of $RUNS)" "MB/s" "Gbit/s" "runs (MB/s)" "" "notes"
 printf '%s\n' "${ROWS[@]}"
 echo
-echo "targets: tcp >= 60 % of iperf3 (default writes), quic >= 80 % of quinn_ceiling; MB = 10^6 bytes"
+echo "targets: tcp >= 60 % of iperf3 (default writes) and >= nginx http, tcps >= nginx https, quic >= 80 % of quinn_ceiling; MB = 10^6 bytes"
 echo "bounds: both ends share $CORES cores; a get costs at least the transport's CPU plus the floor per GB"

@@ -207,6 +207,10 @@ pub struct ConnArgs {
     /// The server's token.
     #[arg(long, env = "CHUNKCAST_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// The highest protocol version to offer; 1 turns verified streaming off (for A/B
+    /// measurements against version 1 behaviour). Hidden: not a user's choice to make.
+    #[arg(long, value_name = "N", default_value_t = chunkcast_protocol::wire::VERSION, hide = true)]
+    pub protocol_version: u16,
 }
 
 impl ConnArgs {
@@ -225,6 +229,7 @@ impl ConnArgs {
         Ok(ConnectOptions {
             trust,
             token: self.token.clone().filter(|t| !t.is_empty()),
+            max_version: self.protocol_version,
             ..Default::default()
         })
     }

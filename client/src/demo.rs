@@ -24,6 +24,7 @@ pub async fn run() -> Result<(), ClientError> {
         trust: Trust::pin_from_hex(server.fingerprint())?,
         token: None,
         timeout: Duration::from_secs(10),
+        ..ConnectOptions::default()
     };
     let mut rows = Vec::new();
     let mut all_ok = true;

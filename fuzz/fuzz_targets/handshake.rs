@@ -23,7 +23,7 @@ use bytes::BytesMut;
 use chunkcast_protocol::session::{
     ClientConfig, ClientHandshake, HandshakeError, ServerConfig, ServerHandshake,
 };
-use chunkcast_protocol::wire::{Caps, Decoder, Frame, VERSION};
+use chunkcast_protocol::wire::{Caps, Decoder, Frame, MIN_VERSION, VERIFIED_VERSION, VERSION};
 use chunkcast_protocol::{DecodeError, ErrorCode};
 use libfuzzer_sys::fuzz_target;
 
@@ -122,19 +122,24 @@ fn serve(
         Ok(est) => {
             assert!(now < deadline, "accepted after the deadline");
             let hello = hello.expect("accepted something that is not a HELLO");
-            assert!(hello.min_version <= VERSION && VERSION <= hello.max_version);
+            assert!(hello.min_version <= VERSION && MIN_VERSION <= hello.max_version);
+            let version = hello.max_version.min(VERSION);
             if let Some(token) = &server.token {
                 assert_eq!(&hello.token, token, "accepted a wrong token");
             }
-            assert_eq!(est.version, VERSION);
-            assert_eq!(est.caps, hello.caps.intersect(server.caps));
+            assert_eq!(est.version, version);
+            let mut caps = hello.caps.intersect(server.caps);
+            if version < VERIFIED_VERSION {
+                caps = Caps(caps.0 & !Caps::VERIFIED.0);
+            }
+            assert_eq!(est.caps, caps);
             assert_eq!(est.session_id, session_id);
             assert_eq!(est.peer_name, hello.client_name);
             match &reply {
                 Frame::Welcome(w) => {
                     assert_eq!(
                         (w.version, w.caps, w.session_id),
-                        (VERSION, est.caps, session_id)
+                        (version, est.caps, session_id)
                     );
                 }
                 other => panic!("success answered with {}", other.name()),

@@ -357,8 +357,12 @@ impl Driver {
         let caps = conn.established().map_or(Caps::default(), |e| e.caps);
         let session = conn.established().map_or(0, |e| e.session_id);
         let lz4 = open.compress && caps.contains(Caps::LZ4);
-        let digest_at_end = caps.contains(Caps::DIGEST_AT_END);
-        let any_file = caps.contains(Caps::ANY_FILE);
+        let wants = stream::Wants {
+            lz4,
+            digest_at_end: caps.contains(Caps::DIGEST_AT_END),
+            any_file: caps.contains(Caps::ANY_FILE),
+            verified: caps.contains(Caps::VERIFIED),
+        };
         let max_payload = self.shared.config.limits.wire.max_payload();
         let lib = self.shared.library.clone();
         let tx = self.tx.clone();
@@ -369,7 +373,7 @@ impl Driver {
         let started = Instant::now();
         tokio::spawn(metrics::scope(m.clone(), async move {
             let request = open.request;
-            match stream::prepare(lib, open, max_payload, lz4, digest_at_end, any_file).await {
+            match stream::prepare(lib, open, max_payload, wants).await {
                 Ok(prepared) => {
                     let _open = m.stream_opened();
                     let (ended, bytes) = metrics::counted(prepared.run(&tx, stall)).await;

@@ -3,15 +3,19 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::BufReader;
+use std::io::{BufReader, Seek, SeekFrom};
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::SystemTime;
 
 use chunkcast_media::{Config as ChunkConfig, Packetizer};
+use chunkcast_protocol::verify::Outboard;
 use chunkcast_protocol::wire::{Entry, clip_note};
 use chunkcast_protocol::{Codec, ErrorCode};
 
+/// Bytes of BLAKE3 trees the library keeps at most: 256 MiB, the trees of 64 GiB of files.
+const OUTBOARD_BUDGET: usize = 256 << 20;
 /// Files listed at most, so that a huge tree cannot make a listing unbounded.
 const MAX_ENTRIES: usize = 10_000;
 /// Directory depth walked at most.
@@ -85,6 +89,8 @@ pub struct Library {
     /// Serve and list paths with a component starting with `.`.
     hidden: bool,
     digests: Mutex<HashMap<PathBuf, (Stamp, [u8; 32])>>,
+    /// The BLAKE3 trees of files sent verified, beside their digests: 1/256 of each file.
+    outboards: Mutex<HashMap<PathBuf, (Stamp, Arc<Outboard>)>>,
     probes: Mutex<HashMap<PathBuf, (Stamp, Entry)>>,
 }
 
@@ -102,6 +108,7 @@ impl Library {
             root,
             hidden: false,
             digests: Mutex::default(),
+            outboards: Mutex::default(),
             probes: Mutex::default(),
         })
     }
@@ -182,6 +189,41 @@ impl Library {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(path.to_owned(), (Stamp::of(meta), digest));
+    }
+
+    /// The BLAKE3 tree of the resolved file `path`, opened as `file` whose metadata is
+    /// `meta`: cached per version of the file, else computed from `file` in one pass (and its
+    /// digest cached too). `file`'s position is left anywhere: the caller seeks.
+    pub fn outboard(
+        &self,
+        path: &Path,
+        meta: &std::fs::Metadata,
+        file: &mut File,
+    ) -> std::io::Result<Arc<Outboard>> {
+        let stamp = Stamp::of(meta);
+        let lock = || self.outboards.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((s, ob)) = lock().get(path) {
+            if *s == stamp {
+                return Ok(ob.clone());
+            }
+        }
+        file.seek(SeekFrom::Start(0))?;
+        let reader = BufReader::with_capacity(1 << 20, &mut *file);
+        let ob = Arc::new(Outboard::from_reader(reader, meta.len())?);
+        self.remember_digest(path, meta, ob.root());
+        let mut cache = lock();
+        // Bounded: past the budget, forget other trees (a miss costs one hashing pass).
+        let mut held: usize = cache.values().map(|(_, o)| o.size()).sum();
+        while held + ob.size() > OUTBOARD_BUDGET {
+            let Some(victim) = cache.keys().next().cloned() else {
+                break;
+            };
+            if let Some((_, o)) = cache.remove(&victim) {
+                held -= o.size();
+            }
+        }
+        cache.insert(path.to_owned(), (stamp, ob.clone()));
+        Ok(ob)
     }
 
     /// The BLAKE3 digest of a resolved file, computed once per version (size, mtime, inode and change time).

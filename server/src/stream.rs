@@ -5,10 +5,13 @@ use std::fs::File;
 use std::io::{Seek, SeekFrom};
 use std::sync::Arc;
 
+use bytes::Bytes;
 use chunkcast_media::pace::Pacer;
 use chunkcast_media::reader::{self, Shaping};
 use chunkcast_media::{Config as ChunkConfig, DEFAULT_CHUNK_SIZE, MediaError, Packetizer};
+use chunkcast_protocol::Caps;
 use chunkcast_protocol::compress::Compressor;
+use chunkcast_protocol::verify::{self, MAX_PROOF_NODES, NODE_LEN, Outboard};
 use chunkcast_protocol::wire::{ErrorFrame, FileDigest, Frame, Mode, Open, Opened, Resume};
 use chunkcast_protocol::{Chunk, ErrorCode};
 use chunkcast_transport::{LinkError, LinkTx};
@@ -31,6 +34,22 @@ pub(crate) struct Prepared {
     digest: Option<PendingDigest>,
     /// The file as it was at open, to tell whether it changed while it was sent.
     source: Source,
+    /// For a verified stream: the file's tree and the stream's first byte, whose nodes go
+    /// out in a `PROOF` before each chunk.
+    proof: Option<(Arc<Outboard>, u64)>,
+}
+
+/// What the client's capabilities let a stream use.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Wants {
+    /// lz4 where it pays (asked for, and `Caps::LZ4`).
+    pub(crate) lz4: bool,
+    /// The digest may come after the stream (`Caps::DIGEST_AT_END`).
+    pub(crate) digest_at_end: bool,
+    /// Notes and coded audio (`Caps::ANY_FILE`).
+    pub(crate) any_file: bool,
+    /// Verified streaming (`Caps::VERIFIED`): tree nodes with the chunks.
+    pub(crate) verified: bool,
 }
 
 /// A file being sent and its [`Stamp`] at open. A writer that rewrites it in place meanwhile
@@ -77,45 +96,43 @@ fn err(request: u32, code: ErrorCode, message: impl Into<String>) -> ErrorFrame 
     }
 }
 
-/// Resolves and probes the requested file and starts its reader thread. `digest_at_end`: the
-/// client can take the file's digest after the stream (`Caps::DIGEST_AT_END`); `any_file`: it
-/// takes notes and coded audio (`Caps::ANY_FILE`).
+/// Resolves and probes the requested file and starts its reader thread, as `wants` allows.
 pub(crate) async fn prepare(
     library: Arc<Library>,
     open: Open,
     max_payload: usize,
-    lz4: bool,
-    digest_at_end: bool,
-    any_file: bool,
+    wants: Wants,
 ) -> Result<Prepared, ErrorFrame> {
     let path = library
         .resolve(&open.path)
         .map_err(|e| err(open.request, e.code(), e.to_string()))?;
     let mode = open.mode;
     let request = open.request;
-    let setup = tokio::task::spawn_blocking(move || {
-        setup(
-            library,
-            path,
-            &open,
-            max_payload,
-            lz4,
-            digest_at_end,
-            any_file,
-        )
-    });
+    let setup =
+        tokio::task::spawn_blocking(move || setup(library, path, &open, max_payload, wants));
     match setup.await {
-        Ok(Ok((opened, chunks, digest, source))) => Ok(Prepared {
+        Ok(Ok((opened, chunks, digest, source, proof))) => Ok(Prepared {
             opened,
             chunks,
             mode,
             digest,
             source,
+            proof,
         }),
         Ok(Err(e)) => Err(e),
         Err(_) => Err(err(request, ErrorCode::Internal, "reader thread failed")),
     }
 }
+
+/// What [`setup`] gives [`Prepared`]: `OPENED`, the reader's queue, the digest to come, the
+/// file at open, and a verified stream's tree and first byte.
+type Setup = (
+    Opened,
+    mpsc::Receiver<Produced>,
+    Option<PendingDigest>,
+    Source,
+    Option<(Arc<Outboard>, u64)>,
+);
 
 /// Probe, position and digest: everything that must happen before `OPENED` can be sent.
 fn setup(
@@ -123,18 +140,14 @@ fn setup(
     path: std::path::PathBuf,
     open: &Open,
     max_payload: usize,
-    lz4: bool,
-    digest_at_end: bool,
-    any_file: bool,
-) -> Result<
-    (
-        Opened,
-        mpsc::Receiver<Produced>,
-        Option<PendingDigest>,
-        Source,
-    ),
-    ErrorFrame,
-> {
+    wants: Wants,
+) -> Result<Setup, ErrorFrame> {
+    let Wants {
+        lz4,
+        digest_at_end,
+        any_file,
+        verified,
+    } = wants;
     let request = open.request;
     let io_err = |e: std::io::Error| {
         err(
@@ -169,6 +182,19 @@ fn setup(
             (x, 0)
         }
     };
+    let caps = if verified {
+        Caps::VERIFIED
+    } else {
+        Caps::default()
+    };
+    let outboard = if verify::verified_start(caps, open.resume).is_some() {
+        let ob = library.outboard(&path, &meta, &mut file).map_err(io_err)?;
+        // The probe below reads from where a fresh file starts.
+        file.seek(SeekFrom::Start(0)).map_err(io_err)?;
+        Some(ob)
+    } else {
+        None
+    };
     // Every readable file opens: what cannot be cut as media is cut as bytes, and the
     // packetizer's warning says why. Only I/O can fail here.
     let media_err = |e: MediaError| {
@@ -195,13 +221,15 @@ fn setup(
     // reader will not see the start) or the client cannot take it later, or else by the
     // reader thread as it goes and sent after the last chunk, so that the first chunk does
     // not wait for a pass over the whole file.
-    let (digest, pending) = match library.cached_digest(&path, &meta) {
-        Some(d) => (FileDigest::Known(d), None),
-        None if start_offset > 0 || !digest_at_end => (
+    let (digest, pending) = match (&outboard, library.cached_digest(&path, &meta)) {
+        // The tree's root is the file's BLAKE3: what every chunk is checked against.
+        (Some(ob), _) => (FileDigest::Known(ob.root()), None),
+        (None, Some(d)) => (FileDigest::Known(d), None),
+        (None, None) if start_offset > 0 || !digest_at_end => (
             FileDigest::Known(library.digest(&path).map_err(io_err)?),
             None,
         ),
-        None => {
+        (None, None) => {
             let (tx, rx) = oneshot::channel();
             let pending = PendingDigest {
                 rx,
@@ -237,7 +265,8 @@ fn setup(
     };
     let ahead = (AHEAD_BYTES / cfg.chunk_size.max(1)).clamp(2, 64);
     let chunks = reader::spawn(file, packetizer, shaping, ahead);
-    Ok((opened, chunks, pending, source))
+    let proof = outboard.map(|ob| (ob, start_offset));
+    Ok((opened, chunks, pending, source, proof))
 }
 
 /// How a stream ended on the server's side.
@@ -292,6 +321,20 @@ impl Prepared {
             if self.mode == Mode::Realtime && chunk.duration_us > 0 {
                 let due = pacer.due(std::time::Instant::now(), chunk.pts_us);
                 tokio::time::sleep_until(due.into()).await;
+            }
+            if let Some((tree, start)) = &self.proof {
+                // Ahead of the chunk on the control channel: on TCP it arrives first.
+                let end = chunk.offset + u64::from(chunk.raw_len);
+                let nodes = Bytes::from(tree.proof(*start, chunk.offset, end));
+                for part in nodes.chunks(MAX_PROOF_NODES * NODE_LEN) {
+                    let frame = Frame::Proof {
+                        stream,
+                        nodes: nodes.slice_ref(part),
+                    };
+                    if let Err(e) = tx.send(frame).await {
+                        return Ended::Link(e);
+                    }
+                }
             }
             let len = chunk.payload.len();
             match tokio::time::timeout(stall, media.send(chunk)).await {

@@ -138,6 +138,7 @@ const CHECK_VECTORS_JS: &str = r#"
       const m = structuredClone(v.frame);
       if (m.type === 'CHUNK') m.payload = unhex(m.payload);
       if (m.type === 'DIGEST') m.digest = unhex(m.digest);
+      if (m.type === 'PROOF') m.nodes = unhex(m.nodes);
       if (m.type === 'OPENED' && m.digest.known) m.digest = { known: unhex(m.digest.known) };
       r.hex = hex(w.encodeFrame(m));
     } catch (e) {
@@ -198,7 +199,7 @@ async fn check_vectors(page: &mut Page<'_>) {
                  duration_us: 0, flags: 0, raw_len: 1, payload: new Uint8Array([7]) }); \
                c[c.length - 1] ^= 1; \
                let unknown; \
-               try { w.decodeFrame(new Uint8Array([0, 0, 0, 1, 0x10])); } catch (e) { unknown = String(e); } \
+               try { w.decodeFrame(new Uint8Array([0, 0, 0, 1, 0xff])); } catch (e) { unknown = String(e); } \
                return JSON.stringify({ crc: w.decodeFrame(c).crc_ok, unknown }); })",
         )
         .await;
@@ -207,7 +208,7 @@ async fn check_vectors(page: &mut Page<'_>) {
     assert!(
         bad["unknown"]
             .as_str()
-            .is_some_and(|e| e.contains("unknown frame type 0x10")),
+            .is_some_and(|e| e.contains("unknown frame type 0xff")),
         "{bad}"
     );
 }

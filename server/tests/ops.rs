@@ -126,9 +126,22 @@ async fn pausing_proxy(
 /// sent, so the client reported "digest verified" for a file that was neither. Now the server
 /// notices the change (inode and change time, which a writer cannot set back) and closes the
 /// stream with `Changed` instead of a digest: `get` fails, renames nothing, and a new `get`
-/// fetches the new version.
+/// fetches the new version. That is a version 1 client's path; a version 2 client
+/// (verified streaming) catches it at the first rewritten group: see the next test.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_rewritten_during_a_download_fails_it_and_is_never_verified() {
+    rewritten_during_a_download(1).await;
+}
+
+/// With verified streaming the server builds the file's tree before it sends a byte, so the
+/// bytes of a rewrite no longer match it: `get` fails at the first rewritten group, with only
+/// verified (old) bytes kept, and renames nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_rewritten_during_a_verified_download_fails_at_the_first_changed_group() {
+    rewritten_during_a_download(2).await;
+}
+
+async fn rewritten_during_a_download(version: u16) {
     tokio::time::timeout(LIMIT, async {
         let root = tempfile::tempdir().unwrap();
         let file = root.path().join("big.bin");
@@ -140,7 +153,10 @@ async fn a_file_rewritten_during_a_download_fails_it_and_is_never_verified() {
         let out = dir.path().join("big.bin");
         let download = tokio::spawn({
             let out = out.clone();
-            let opts = pinned(&server);
+            let opts = chunkcast_client::session::ConnectOptions {
+                max_version: version,
+                ..pinned(&server)
+            };
             async move {
                 let s = Session::connect(&url_at(proxy, Scheme::Tcp, ""), &opts).await?;
                 let opts = GetOptions {
@@ -159,12 +175,24 @@ async fn a_file_rewritten_during_a_download_fails_it_and_is_never_verified() {
             .await
             .unwrap()
             .expect_err("a download of a file rewritten under it must fail");
-        match &err {
-            ClientError::Server { code, message } => {
+        match (version, &err) {
+            (1, ClientError::Server { code, message }) => {
                 assert_eq!(*code, ErrorCode::Changed, "{err}");
                 assert!(message.contains("changed on the server"), "{err}");
             }
-            other => panic!("expected the server's `changed` error, got: {other}"),
+            (2, ClientError::Cut { cause, have, .. }) => {
+                assert!(
+                    matches!(cause.as_ref(), ClientError::Unverified { .. }),
+                    "{err}"
+                );
+                let kept = std::fs::read(partial_path(&out)).unwrap();
+                assert_eq!(kept.len() as u64, *have);
+                assert!(
+                    kept[..] == old[..kept.len()],
+                    "only the old, verified bytes"
+                );
+            }
+            (_, other) => panic!("expected the file's change to be caught, got: {other}"),
         }
         assert!(!out.exists(), "a file under the final name after a change");
         assert!(partial_path(&out).exists(), "the partial file is kept");

@@ -62,6 +62,15 @@ pub enum ClientError {
     /// The server's data did not decode, or a chunk arrived corrupted.
     #[error("corrupted data from the server: {0}")]
     Corrupt(DecodeError),
+    /// A verified download's bytes (or the tree nodes proving them) did not match the file's
+    /// BLAKE3 digest: altered on the way. Nothing unverified was written.
+    #[error("chunk {seq} failed verification: {error}")]
+    Unverified {
+        /// The chunk whose bytes completed the group that failed.
+        seq: u64,
+        /// Where and how.
+        error: chunkcast_protocol::verify::VerifyError,
+    },
     /// The connection closed or failed.
     #[error("connection lost: {0}")]
     Lost(String),

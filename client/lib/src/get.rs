@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chunkcast_media::{Expect, Reassembler, ReassemblyError};
-use chunkcast_protocol::ErrorCode;
+use chunkcast_protocol::verify::{GROUP_LEN, Verifier, VerifyError, verified_start};
 use chunkcast_protocol::wire::{Mode, Resume};
+use chunkcast_protocol::{Caps, ErrorCode};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -28,6 +29,10 @@ const WRITE_BATCH: usize = 1 << 20;
 /// stream's buffer this keeps what a download holds in flight (about 6 MiB) within the
 /// connection's pool of read buffers, so that steady downloading allocates nothing.
 const WRITE_QUEUE: usize = 2;
+/// How long a verified download waits for the tree nodes of bytes it holds: they travel
+/// ahead of the chunks on TCP and beside them on QUIC, so a server that sends none within
+/// this is broken, and the download fails instead of hanging.
+const NODE_WAIT: Duration = Duration::from_secs(30);
 
 /// How to get a file.
 #[derive(Debug, Clone, Default)]
@@ -190,6 +195,9 @@ pub async fn get(
     let partial = partial_path(&out);
     let started = Instant::now();
 
+    // Verified streaming: every chunk is checked against the file's digest as it arrives,
+    // and a partial file's bytes against the tree once the stream has proved it.
+    let tree = session.established().caps.contains(Caps::VERIFIED);
     let disk = match &dest {
         Destination::Stdout => OnDisk {
             have: 0,
@@ -198,12 +206,20 @@ pub async fn get(
         },
         Destination::File(_) => {
             let (p, o, notes, resume) = (partial.clone(), out.clone(), opts.notes, opts.resume);
-            tokio::task::spawn_blocking(move || on_disk(&p, &o, resume, notes))
+            tokio::task::spawn_blocking(move || on_disk(&p, &o, resume, notes, !tree))
                 .await
                 .map_err(|e| ClientError::Usage(e.to_string()))??
         }
     };
     let have = disk.have;
+    let verify = tree && !disk.verify_only;
+    // A verified stream starts on a group boundary: back to the one before the last byte on
+    // disk, so that at least one group comes (and proves the tree above the bytes kept).
+    let from = if verify && have > 0 {
+        (have - 1) / GROUP_LEN * GROUP_LEN
+    } else {
+        have
+    };
     // Opened before the request, so that a directory that cannot be written fails at once.
     let mut file = match &dest {
         Destination::File(_) if !disk.verify_only => Some(PartialFile::open(&partial, have > 0)?),
@@ -216,8 +232,8 @@ pub async fn get(
         } else {
             Mode::Download
         },
-        resume: if have > 0 {
-            Resume::Offset(have)
+        resume: if from > 0 {
+            Resume::Offset(from)
         } else {
             Resume::Start
         },
@@ -243,16 +259,56 @@ pub async fn get(
         chunk_size = info.chunk_size,
         "opened"
     );
-    if info.start_offset != have {
+    if info.start_offset != from {
         if let Some(f) = file.take() {
             f.abandon();
         }
         incoming.cancel().await;
         return Err(ClientError::Usage(format!(
-            "server resumed at {} instead of {have}",
+            "server resumed at {} instead of {from}",
             info.start_offset
         )));
     }
+    if let Some(len) = info.total_len.filter(|&len| verify && have > len) {
+        // Rounded down, the resume point fell within the file: the partial is still longer
+        // than it, so the file changed on the server, as a resume past the end says.
+        if let Some(f) = file.take() {
+            f.abandon();
+        }
+        incoming.cancel().await;
+        return Err(ClientError::Resume {
+            file: partial.display().to_string(),
+            reason: format!(
+                "{} has {have} bytes, more than the file on the server ({len} bytes)",
+                partial.display()
+            ),
+        });
+    }
+    let open_resume = if from > 0 {
+        Resume::Offset(from)
+    } else {
+        Resume::Start
+    };
+    // The server decides by the same rule.
+    let verify = verify && verified_start(session.established().caps, open_resume).is_some();
+    let mut verifier = match (verify, info.digest.known(), info.total_len) {
+        (false, ..) => None,
+        (true, Some(root), Some(len)) => match Verifier::new(root, len, from) {
+            Ok(v) => Some(v),
+            Err(error) => {
+                incoming.cancel().await;
+                let seq = info.start_seq;
+                return Err(ClientError::Unverified { seq, error });
+            }
+        },
+        (true, ..) => {
+            incoming.cancel().await;
+            return Err(ClientError::Unverified {
+                seq: info.start_seq,
+                error: VerifyError::Excess("a verified stream opened without its digest"),
+            });
+        }
+    };
     if disk.verify_only && info.total_len != Some(have) {
         incoming.cancel().await;
         return Err(ClientError::Resume {
@@ -279,13 +335,15 @@ pub async fn get(
     expect.total_len = info.total_len;
     expect.chunk_count = if have == 0 { info.chunk_count } else { None };
     expect.start_seq = info.start_seq;
-    expect.start_offset = have;
+    expect.start_offset = from;
     expect.prefix = disk.prefix;
+    // The tree check hashes every byte already: no second pass for a whole-file digest.
+    expect.digest_pass = verifier.is_none();
     let mut reasm = Reassembler::new(expect);
 
     let sink = match (&dest, file) {
         (Destination::Stdout, _) => Some(Writer::Stdout(std::io::stdout())),
-        (_, Some(f)) => Some(Writer::File(f.start()?, partial.clone())),
+        (_, Some(f)) => Some(Writer::File(f.start(from)?, partial.clone())),
         (_, None) => None, // verify only: nothing arrives but the digest
     };
     let (wtx, wrx) = mpsc::channel::<Vec<Bytes>>(WRITE_QUEUE);
@@ -296,6 +354,7 @@ pub async fn get(
     let mut batch = Vec::new();
     let mut batch_len = 0;
     let mut verified = false;
+    let mut last_seq = info.start_seq;
     let received = async {
         loop {
             let chunk = tokio::select! {
@@ -304,8 +363,27 @@ pub async fn get(
                 c = incoming.next() => c,
             };
             let Some(chunk) = chunk else { break };
-            reasm.push(chunk?)?;
+            let chunk = chunk?;
+            let seq = chunk.seq;
+            last_seq = seq;
+            reasm.push(chunk)?;
+            let mut ready = Vec::new();
+            let mut failed = None;
             while let Some((_, bytes)) = reasm.poll_write() {
+                match verifier.as_mut() {
+                    None => ready.push(bytes),
+                    Some(v) => {
+                        let r = verify_bytes(v, &mut incoming, bytes, seq, &opts.cancel).await;
+                        // The groups verified before a failing one are kept, like any others.
+                        ready.extend(std::iter::from_fn(|| v.poll_verified()));
+                        if let Err(e) = r {
+                            failed = Some(e);
+                            break;
+                        }
+                    }
+                }
+            }
+            for bytes in ready {
                 if let Some(b) = &bar {
                     b.inc(bytes.len() as u64);
                 }
@@ -318,6 +396,20 @@ pub async fn get(
                     }
                 }
             }
+            if let Some(e) = failed {
+                return Err(e);
+            }
+        }
+        if let Some(v) = verifier.as_mut() {
+            let end = last_seq;
+            while let Some(n) = incoming.try_proof() {
+                v.add_nodes(&n)
+                    .map_err(|error| ClientError::Unverified { seq: end, error })?;
+            }
+            v.finish()
+                .map_err(|error| ClientError::Unverified { seq: end, error })?;
+            verified = true;
+            return Ok(());
         }
         // Announced in OPENED, or sent after the last chunk: checked by `finish` below.
         let digest = tokio::select! {
@@ -338,8 +430,12 @@ pub async fn get(
         let _ = wtx.send(batch).await;
     }
     drop(wtx);
-    if received.is_err() {
-        incoming.cancel().await;
+    match &received {
+        Err(e @ ClientError::Unverified { .. }) => {
+            incoming.abort(ErrorCode::Unverified, e.to_string()).await;
+        }
+        Err(_) => incoming.cancel().await,
+        Ok(()) => {}
     }
     let written = match writer {
         Some(w) => w.await.map_err(|e| ClientError::Usage(e.to_string()))?,
@@ -356,6 +452,7 @@ pub async fn get(
                 cause @ (ClientError::Lost(_)
                 | ClientError::Silent(_)
                 | ClientError::Corrupt(_)
+                | ClientError::Unverified { .. }
                 | ClientError::Interrupted),
             ) => ClientError::Cut {
                 cause: Box::new(cause),
@@ -379,6 +476,23 @@ pub async fn get(
         }
         e => ClientError::Reassembly(e),
     })?;
+    // A resumed verified download: the bytes kept on disk against the tree's subtrees
+    // before the stream's start, which the stream's nodes proved.
+    if let Some(v) = verifier.filter(|v| v.start() > 0) {
+        let p = partial.clone();
+        let checked = tokio::task::spawn_blocking(move || {
+            let f = File::open(&p).map_err(|e| ClientError::file(&p, e))?;
+            let mut reader = std::io::BufReader::with_capacity(1 << 20, f);
+            v.check_prefix(&mut reader)
+                .map_err(|e| ClientError::Resume {
+                    file: p.display().to_string(),
+                    reason: e.to_string(),
+                })
+        })
+        .await
+        .map_err(|e| ClientError::Usage(e.to_string()))?;
+        checked?;
+    }
     if !disk.verify_only && dest != Destination::Stdout {
         std::fs::rename(&partial, &out).map_err(|e| ClientError::file(&out, e))?;
     }
@@ -388,15 +502,62 @@ pub async fn get(
         len: summary.len,
         resumed_from: have,
         elapsed: started.elapsed(),
-        verified: verified && summary.digest.is_some(),
+        verified: verified && (verify || summary.digest.is_some()),
         already_complete: disk.verify_only,
         note: info.note,
     })
 }
 
+/// Feeds in-order `bytes` (which chunk `seq` completed) to the verifier with the tree nodes
+/// already there, and waits for the nodes of the groups it holds if they have not come yet
+/// (QUIC: they travel on the control stream, beside the chunks).
+async fn verify_bytes(
+    v: &mut Verifier,
+    incoming: &mut crate::session::Incoming,
+    bytes: Bytes,
+    seq: u64,
+    cancel: &CancellationToken,
+) -> Result<(), ClientError> {
+    let fail = |error| ClientError::Unverified { seq, error };
+    while let Some(n) = incoming.try_proof() {
+        v.add_nodes(&n).map_err(fail)?;
+    }
+    v.push(bytes).map_err(fail)?;
+    while v.needs_nodes() {
+        let nodes = tokio::select! {
+            biased;
+            () = cancel.cancelled() => return Err(ClientError::Interrupted),
+            n = tokio::time::timeout(NODE_WAIT, incoming.proof()) => n,
+        };
+        match nodes {
+            Ok(Some(n)) => v.add_nodes(&n).map_err(fail)?,
+            Ok(None) => {
+                return Err(fail(VerifyError::Excess(
+                    "the server stopped sending the tree nodes",
+                )));
+            }
+            Err(_) => {
+                return Err(ClientError::Lost(format!(
+                    "the server sent no tree nodes for chunk {seq} within {NODE_WAIT:?}"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Looks at what is on disk for a download to `out`: the partial file to continue
 /// (`--resume`), a complete file to verify (`--resume` with no partial file), or nothing.
-fn on_disk(partial: &Path, out: &Path, resume: bool, notes: bool) -> Result<OnDisk, ClientError> {
+///
+/// `hash_partial`: hash a partial file for the whole-file digest; a verified download checks
+/// it against the tree instead, after the stream, and only needs its length here.
+fn on_disk(
+    partial: &Path,
+    out: &Path,
+    resume: bool,
+    notes: bool,
+    hash_partial: bool,
+) -> Result<OnDisk, ClientError> {
     let fresh = OnDisk {
         have: 0,
         prefix: None,
@@ -411,7 +572,19 @@ fn on_disk(partial: &Path, out: &Path, resume: bool, notes: bool) -> Result<OnDi
         }
         return Ok(fresh);
     }
-    if let Some((have, prefix)) = hash_prefix(partial)? {
+    if !hash_partial {
+        match std::fs::metadata(partial) {
+            Ok(m) => {
+                return Ok(OnDisk {
+                    have: m.len(),
+                    prefix: None,
+                    verify_only: false,
+                });
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(ClientError::file(partial, e)),
+        }
+    } else if let Some((have, prefix)) = hash_prefix(partial)? {
         return Ok(OnDisk {
             have,
             prefix: Some(prefix),
@@ -488,11 +661,18 @@ impl PartialFile {
         })
     }
 
-    /// The download starts: a fresh one truncates what an earlier attempt left.
-    fn start(self) -> Result<File, ClientError> {
-        if !self.append {
+    /// The download starts: a fresh one truncates what an earlier attempt left, a resumed one
+    /// what it will fetch again (from `keep`: a verified resume starts on a group boundary).
+    fn start(self, keep: u64) -> Result<File, ClientError> {
+        let keep = if self.append { keep } else { 0 };
+        let len = self
+            .file
+            .metadata()
+            .map_err(|e| ClientError::file(&self.path, e))?
+            .len();
+        if len != keep {
             self.file
-                .set_len(0)
+                .set_len(keep)
                 .map_err(|e| ClientError::file(&self.path, e))?;
         }
         Ok(self.file)

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use chunkcast_protocol::compress;
 use chunkcast_protocol::conn::ClientConn;
 use chunkcast_protocol::conn::client::{ClientConnConfig, ClientEvent, ConnError, OpenRequest};
@@ -34,6 +34,9 @@ pub struct ConnectOptions {
     pub token: Option<String>,
     /// Bound on connecting plus handshaking.
     pub timeout: Duration,
+    /// The highest protocol version to offer: 1 speaks as a version 1 client (no verified
+    /// streaming; the digest is checked once, at the end), for comparisons and old servers.
+    pub max_version: u16,
 }
 
 impl Default for ConnectOptions {
@@ -42,6 +45,7 @@ impl Default for ConnectOptions {
             trust: Trust::System,
             token: None,
             timeout: Duration::from_secs(10),
+            max_version: chunkcast_protocol::wire::VERSION,
         }
     }
 }
@@ -83,7 +87,16 @@ struct StreamEnd {
     close: oneshot::Sender<(ErrorCode, String)>,
     /// The server's `DIGEST` (the whole file's, after the last chunk).
     digest: Option<oneshot::Sender<[u8; 32]>>,
+    /// The server's `PROOF`s (tree nodes of a verified stream); dropped if the reader falls
+    /// [`PROOF_QUEUE`] frames behind, which a well-behaved server never makes it.
+    proof: Option<mpsc::Sender<Bytes>>,
 }
+
+/// `PROOF` frames a stream buffers ahead of its reader: a server sends one before each chunk
+/// that starts a 16 KiB group, so this is more than the chunks a stream has in flight; with
+/// at most 64 KiB of nodes in a frame it bounds what a hostile server can make the client
+/// hold (16 MiB).
+const PROOF_QUEUE: usize = 256;
 
 /// How long a finished stream waits for a `DIGEST` its `OPENED` announced. The server sends
 /// it right after the last chunk; a server that never does is broken, and the download fails
@@ -149,6 +162,10 @@ impl Session {
             handshake: ClientConfig {
                 token: opts.token.clone(),
                 timeout: opts.timeout,
+                max_version: opts.max_version.clamp(
+                    chunkcast_protocol::wire::MIN_VERSION,
+                    chunkcast_protocol::wire::VERSION,
+                ),
                 ..ClientConfig::default()
             },
             epoch,
@@ -257,6 +274,7 @@ impl Session {
             chunks,
             close,
             digest,
+            proofs,
         } = opened;
         let max_payload = self.limits.max_payload().max(opened.chunk_size as usize);
         Ok(Incoming {
@@ -264,6 +282,7 @@ impl Session {
             chunks,
             close,
             digest,
+            proofs,
             max_payload,
             tx: self.tx.clone(),
             commands: self.commands.clone(),
@@ -368,6 +387,7 @@ pub struct Incoming {
     chunks: mpsc::Receiver<ChunkResult>,
     close: oneshot::Receiver<(ErrorCode, String)>,
     digest: oneshot::Receiver<[u8; 32]>,
+    proofs: mpsc::Receiver<Bytes>,
     max_payload: usize,
     tx: LinkTx,
     commands: mpsc::Sender<Command>,
@@ -441,13 +461,34 @@ impl Incoming {
         }
     }
 
+    /// The next `PROOF` frame's tree nodes of a verified stream, if one is there already.
+    pub fn try_proof(&mut self) -> Option<Bytes> {
+        self.proofs.try_recv().ok()
+    }
+
+    /// The next `PROOF` frame's tree nodes of a verified stream, waiting for it; `None` once
+    /// none can come (the stream or connection is over, or the reader fell too far behind).
+    ///
+    /// Cancel-safe.
+    pub async fn proof(&mut self) -> Option<Bytes> {
+        self.proofs.recv().await
+    }
+
     /// Asks the server to stop sending.
-    pub async fn cancel(mut self) {
+    pub async fn cancel(self) {
+        self.abort(ErrorCode::None, String::new()).await;
+    }
+
+    /// Asks the server to stop sending, saying why (`CLOSE` with `code` and `message`).
+    pub async fn abort(mut self, code: ErrorCode, message: String) {
         if !self.done {
             self.done = true;
             let stream = self.opened.stream;
             self.tx.unroute(stream);
-            let _ = self.commands.send(Command::Cancel(stream)).await;
+            let _ = self
+                .commands
+                .send(Command::Cancel(stream, code, message))
+                .await;
         }
     }
 }
@@ -517,7 +558,7 @@ enum Command {
     Clock {
         reply: oneshot::Sender<Result<(Duration, i64), ClientError>>,
     },
-    Cancel(StreamId),
+    Cancel(StreamId, ErrorCode, String),
     /// The stream's reader is gone.
     Done(StreamId),
     Close {
@@ -537,6 +578,7 @@ struct StreamOpened {
     chunks: mpsc::Receiver<ChunkResult>,
     close: oneshot::Receiver<(ErrorCode, String)>,
     digest: oneshot::Receiver<[u8; 32]>,
+    proofs: mpsc::Receiver<Bytes>,
 }
 
 /// A request's caller, waiting.
@@ -554,6 +596,7 @@ struct StreamParts {
     chunks: mpsc::Receiver<ChunkResult>,
     close: oneshot::Receiver<(ErrorCode, String)>,
     digest: oneshot::Receiver<[u8; 32]>,
+    proofs: mpsc::Receiver<Bytes>,
 }
 
 /// The driver's side of the callers: who waits for what.
@@ -655,8 +698,8 @@ impl Callers {
                 conn.ping(now());
                 self.clocks.push(reply);
             }
-            Command::Cancel(stream) => {
-                conn.cancel(stream);
+            Command::Cancel(stream, code, message) => {
+                conn.abort(stream, code, message);
                 self.ends.remove(&stream);
             }
             Command::Done(stream) => {
@@ -704,17 +747,20 @@ impl Callers {
             let chunks = tx.route(stream, capacity);
             let (close_tx, close) = oneshot::channel();
             let (digest_tx, digest) = oneshot::channel();
+            let (proof_tx, proofs) = mpsc::channel(PROOF_QUEUE);
             self.ends.insert(
                 stream,
                 StreamEnd {
                     close: close_tx,
                     digest: Some(digest_tx),
+                    proof: Some(proof_tx),
                 },
             );
             StreamParts {
                 chunks,
                 close,
                 digest,
+                proofs,
             }
         });
         self.requests
@@ -759,6 +805,7 @@ impl Callers {
                         chunks: p.chunks,
                         close: p.close,
                         digest: p.digest,
+                        proofs: p.proofs,
                     },
                     None => {
                         // A published stream: the server's CLOSE for it has no reader.
@@ -770,6 +817,7 @@ impl Callers {
                             chunks: mpsc::channel(1).1,
                             close,
                             digest,
+                            proofs: mpsc::channel(1).1,
                         }
                     }
                 };
@@ -805,6 +853,18 @@ impl Callers {
             ClientEvent::Digest { stream, digest } => {
                 if let Some(d) = self.ends.get_mut(&stream).and_then(|e| e.digest.take()) {
                     let _ = d.send(digest);
+                }
+            }
+            ClientEvent::Proof { stream, nodes } => {
+                if let Some(end) = self.ends.get_mut(&stream) {
+                    let full = end
+                        .proof
+                        .as_ref()
+                        .is_some_and(|p| p.try_send(nodes).is_err());
+                    if full {
+                        // The reader then sees the nodes end and fails the stream.
+                        end.proof = None;
+                    }
                 }
             }
             ClientEvent::Clock { rtt, offset_us } => {

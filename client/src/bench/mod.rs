@@ -279,6 +279,7 @@ impl Target {
             trust: Trust::pin_from_hex(server.fingerprint())?,
             token: None,
             timeout: Duration::from_secs(10),
+            ..ConnectOptions::default()
         };
         Ok(Self {
             host: server.tcp_addr().ip().to_string(),

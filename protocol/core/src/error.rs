@@ -173,6 +173,9 @@ error_codes! {
     /// The file changed on the server while it was being sent (rewritten in place, replaced,
     /// grown or shrunk): what arrived may mix two versions, so the download must start over.
     Changed = 14, "source changed", "source_changed";
+    /// Bytes or tree nodes of a verified stream did not match the file's BLAKE3 tree: they
+    /// were altered on the way (a tampering cache or proxy) or the server's tree is wrong.
+    Unverified = 15, "verification failed", "verification_failed";
 }
 
 impl std::fmt::Display for ErrorCode {
@@ -229,6 +232,12 @@ mod tests {
             (12, ErrorCode::Lagged, "lagged", "lagged"),
             (13, ErrorCode::BadMedia, "bad media", "bad_media"),
             (14, ErrorCode::Changed, "source changed", "source_changed"),
+            (
+                15,
+                ErrorCode::Unverified,
+                "verification failed",
+                "verification_failed",
+            ),
         ];
         assert_eq!(ErrorCode::ALL.len(), pinned.len());
         for ((value, code, name, label), listed) in pinned.into_iter().zip(ErrorCode::ALL) {

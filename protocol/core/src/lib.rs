@@ -7,6 +7,7 @@ pub mod conn;
 pub mod error;
 pub mod media;
 pub mod session;
+pub mod verify;
 pub mod wire;
 
 pub use error::{DecodeError, ErrorCode};

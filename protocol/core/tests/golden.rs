@@ -103,6 +103,7 @@ fn caps_names(c: Caps) -> Value {
         (Caps::DATAGRAMS, "DATAGRAMS"),
         (Caps::DIGEST_AT_END, "DIGEST_AT_END"),
         (Caps::ANY_FILE, "ANY_FILE"),
+        (Caps::VERIFIED, "VERIFIED"),
     ];
     json!(
         names
@@ -226,6 +227,7 @@ fn meaning(frame: &Frame) -> Value {
             let (c, n) = code(*c);
             json!({ "code": c, "code_name": n, "message": message })
         }
+        Frame::Proof { stream, nodes } => json!({ "stream": stream.0, "nodes": hex(nodes) }),
         _ => unreachable!("every frame type is rendered"),
     };
     m["type"] = json!(frame.name());
@@ -305,10 +307,29 @@ fn vectors() -> Vec<(String, Frame)> {
             }),
         ),
         (
+            "hello_v2".into(),
+            Frame::Hello(Hello {
+                min_version: 1,
+                max_version: 2,
+                caps: Caps::LZ4 | Caps::DIGEST_AT_END | Caps::ANY_FILE | Caps::VERIFIED,
+                token: String::new(),
+                client_name: "chunkcast/0.1.0".into(),
+            }),
+        ),
+        (
             "welcome".into(),
             Frame::Welcome(Welcome {
                 version: 1,
                 caps: Caps::LZ4 | Caps::DIGEST_AT_END,
+                session_id: 0x0123_4567_89ab_cdef,
+                server_name: "chunkcast-server/0.1.0".into(),
+            }),
+        ),
+        (
+            "welcome_v2".into(),
+            Frame::Welcome(Welcome {
+                version: 2,
+                caps: Caps::LZ4 | Caps::DIGEST_AT_END | Caps::ANY_FILE | Caps::VERIFIED,
                 session_id: 0x0123_4567_89ab_cdef,
                 server_name: "chunkcast-server/0.1.0".into(),
             }),
@@ -711,6 +732,18 @@ fn vectors() -> Vec<(String, Frame)> {
                 message: "server is shutting down".into(),
             },
         ),
+        (
+            // The two nodes a 3-group file's stream from 0 needs before its first group: the
+            // root (left: groups 0-1, right: group 2), then groups 0 and 1's parent.
+            "proof".into(),
+            Frame::Proof {
+                stream: StreamId(1),
+                nodes: Bytes::from(
+                    chunkcast_protocol::verify::Outboard::from_bytes(&[0x5a; 3 * 16384])
+                        .proof(0, 0, 1),
+                ),
+            },
+        ),
     ]);
     v
 }
@@ -725,7 +758,7 @@ fn render() -> Value {
         })
         .collect();
     json!({
-        "about": "chunkcast protocol v1 golden vectors (docs/PROTOCOL.md). `hex` is the whole \
+        "about": "chunkcast protocol v1 and v2 golden vectors (docs/PROTOCOL.md). `hex` is the whole \
                   frame, length prefix included; `frame` is its meaning: u64 fields are decimal \
                   strings, optional fields absent on the wire are null, byte fields are hex. \
                   Checked by protocol/core/tests/golden.rs and by the browser test \
@@ -791,7 +824,7 @@ fn golden_vectors_cover_every_type_flag_and_code() {
         }
     }
     assert_eq!(flags, ChunkFlags::ALL.0);
-    assert_eq!(caps, 0xf);
+    assert_eq!(caps, 0x1f);
     for c in ErrorCode::ALL {
         assert!(codes.contains(c), "{c:?}");
     }

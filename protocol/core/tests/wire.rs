@@ -175,6 +175,10 @@ fn one_of_each() -> Vec<Frame> {
             stream: StreamId(4),
             digest: [0x5c; 32],
         },
+        Frame::Proof {
+            stream: StreamId(4),
+            nodes: Bytes::from(vec![0x3c; 128]),
+        },
         Frame::Publish {
             request: 6,
             stream: StreamId(8),
@@ -610,6 +614,10 @@ fn arb_frame() -> impl Strategy<Value = Frame> {
             stream: StreamId(s),
             digest: d,
         }),
+        (any::<u32>(), 0usize..8, any::<u8>()).prop_map(|(s, n, b)| Frame::Proof {
+            stream: StreamId(s),
+            nodes: Bytes::from(vec![b; n * 64]),
+        }),
         (any::<u16>(), arb_string()).prop_map(|(c, m)| Frame::Goodbye {
             code: ErrorCode::from_u16(c),
             message: m
@@ -825,6 +833,7 @@ fn frame_types_are_stable() {
         (0x0d, FrameType::Subscribe, "SUBSCRIBE"),
         (0x0e, FrameType::Goodbye, "GOODBYE"),
         (0x0f, FrameType::Digest, "DIGEST"),
+        (0x10, FrameType::Proof, "PROOF"),
     ];
     assert_eq!(FrameType::ALL.len(), pinned.len());
     for ((value, ty, name), listed) in pinned.into_iter().zip(FrameType::ALL) {
@@ -833,7 +842,7 @@ fn frame_types_are_stable() {
         assert_eq!(FrameType::from_u8(value), Some(ty));
     }
     assert_eq!(FrameType::from_u8(0x00), None);
-    assert_eq!(FrameType::from_u8(0x10), None);
+    assert_eq!(FrameType::from_u8(0xff), None);
     let frames = one_of_each();
     for f in &frames {
         let mut buf = BytesMut::new();

@@ -36,6 +36,10 @@ pub struct Expect {
     pub prefix: Option<blake3::Hasher>,
     /// Bound on bytes held (out-of-order chunks plus in-order bytes not yet polled).
     pub max_pending_bytes: usize,
+    /// Whether to hash the bytes for a whole-file digest as they leave `poll_write`; off when
+    /// the caller verifies them another way (a verified stream's tree), so that each byte is
+    /// hashed once.
+    pub digest_pass: bool,
 }
 
 impl Expect {
@@ -49,6 +53,7 @@ impl Expect {
             start_offset: 0,
             prefix: None,
             max_pending_bytes: DEFAULT_MAX_PENDING_BYTES,
+            digest_pass: true,
         }
     }
 }
@@ -176,6 +181,7 @@ impl Reassembler {
     /// A reassembler expecting chunk `expect.start_seq` at `expect.start_offset` next.
     pub fn new(mut expect: Expect) -> Self {
         let hasher = match expect.prefix.take() {
+            _ if !expect.digest_pass => None,
             Some(h) => Some(h),
             None if expect.start_offset == 0 => Some(blake3::Hasher::new()),
             None => None,

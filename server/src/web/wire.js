@@ -12,17 +12,19 @@
 export const FRAME = Object.freeze({
   HELLO: 0x01, WELCOME: 0x02, ERROR: 0x03, PING: 0x04, PONG: 0x05, LIST: 0x06, CATALOG: 0x07,
   OPEN: 0x08, OPENED: 0x09, CHUNK: 0x0a, CLOSE: 0x0b, PUBLISH: 0x0c, SUBSCRIBE: 0x0d,
-  GOODBYE: 0x0e, DIGEST: 0x0f,
+  GOODBYE: 0x0e, DIGEST: 0x0f, PROOF: 0x10,
 });
 const FRAME_NAMES = new Map(Object.entries(FRAME).map(([name, value]) => [value, name]));
 
 // The error codes: protocol/core/src/error.rs, `error_codes!` (value → name).
 export const ERROR_NAMES = Object.freeze(['none', 'bad request', 'unauthorized', 'not found',
   'too large', 'busy', 'internal error', 'unsupported version', 'protocol error', 'timeout',
-  'room full', 'publisher lost', 'lagged', 'bad media', 'source changed']);
+  'room full', 'publisher lost', 'lagged', 'bad media', 'source changed',
+  'verification failed']);
 export const ERROR = Object.freeze({ NONE: 0, BAD_REQUEST: 1, UNAUTHORIZED: 2, NOT_FOUND: 3,
   TOO_LARGE: 4, BUSY: 5, INTERNAL: 6, UNSUPPORTED_VERSION: 7, PROTOCOL: 8, TIMEOUT: 9,
-  ROOM_FULL: 10, PUBLISHER_LOST: 11, LAGGED: 12, BAD_MEDIA: 13, CHANGED: 14 });
+  ROOM_FULL: 10, PUBLISHER_LOST: 11, LAGGED: 12, BAD_MEDIA: 13, CHANGED: 14,
+  UNVERIFIED: 15 });
 
 // An error code as the Rust `Display` writes it.
 export function errorName(code) {
@@ -30,7 +32,8 @@ export function errorName(code) {
 }
 
 // `Caps`: protocol/core/src/wire/frame.rs.
-export const CAPS = Object.freeze({ LZ4: 0x1, DATAGRAMS: 0x2, DIGEST_AT_END: 0x4, ANY_FILE: 0x8 });
+export const CAPS = Object.freeze({ LZ4: 0x1, DATAGRAMS: 0x2, DIGEST_AT_END: 0x4, ANY_FILE: 0x8,
+  VERIFIED: 0x10 });
 // `ChunkFlags`: protocol/core/src/wire/chunk.rs.
 export const FLAG = Object.freeze({ KEY: 0x01, INIT: 0x02, END_OF_UNIT: 0x04, END_OF_STREAM: 0x08,
   COMPRESSED: 0x10 });
@@ -44,6 +47,7 @@ export const flagNames = (flags) => bitNames(FLAG, flags);
 
 // The layouts' own values: protocol/core/src/wire/layout.rs.
 const MAGIC = [0x43, 0x4b, 0x43, 0x53]; // "CKCS"
+// The page speaks version 1: it does not verify streams (a v2 server serves it as before).
 export const VERSION = 1;
 const UNKNOWN = 0xffffffffffffffffn;
 const CATALOG_LAST = 0x01;
@@ -368,6 +372,11 @@ const LAYOUTS = {
   DIGEST: {
     read: (r) => ({ stream: r.u32(), digest: r.bytes(32) }),
     write: (w, f) => w.u32(f.stream).raw(f.digest),
+  },
+  // stream u32 | count u16 | count × node [64] (version 2; the page never receives it)
+  PROOF: {
+    read(r) { const stream = r.u32(); const count = r.u16(); return { stream, nodes: r.bytes(count * 64) }; },
+    write: (w, f) => w.u32(f.stream).u16(f.nodes.length / 64).raw(f.nodes),
   },
 };
 

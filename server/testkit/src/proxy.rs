@@ -1,4 +1,5 @@
-//! A TCP proxy that cuts its connections, as a failing network would.
+//! TCP proxies that misbehave as networks and middle boxes do: one cuts its connections, one
+//! alters a chunk on the way (recomputing its CRC, as a tampering cache or edge would).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -53,4 +54,81 @@ pub async fn cutting_proxy(
         }
     });
     addr
+}
+
+/// A plain-TCP proxy to `target` that passes every frame as it is except the server's `CHUNK`
+/// with sequence number `seq` (of any stream, each connection): it flips the lowest bit of
+/// that chunk's payload byte `at` (clamped to the payload) and re-encodes the frame, so that
+/// its CRC32C is right again: only a check against the file's digest can catch it. It serves
+/// at most 64 connections. The returned counter says how many chunks it altered.
+pub async fn tampering_proxy(
+    target: SocketAddr,
+    seq: u64,
+    at: usize,
+) -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("binds");
+    let addr = listener.local_addr().expect("bound");
+    let altered = Arc::new(AtomicUsize::new(0));
+    let count = altered.clone();
+    tokio::spawn(async move {
+        for _ in 0..64 {
+            let Ok((client, _)) = listener.accept().await else {
+                return;
+            };
+            let count = count.clone();
+            tokio::spawn(async move {
+                let Ok(server) = TcpStream::connect(target).await else {
+                    return;
+                };
+                let (mut cr, mut cw) = client.into_split();
+                let (mut sr, mut sw) = server.into_split();
+                let up = tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut cr, &mut sw).await;
+                });
+                // Frame by frame: a u32 length, then the type byte and body.
+                loop {
+                    let mut len = [0u8; 4];
+                    if sr.read_exact(&mut len).await.is_err() {
+                        break;
+                    }
+                    let mut frame = vec![0u8; 4 + u32::from_be_bytes(len) as usize];
+                    frame[..4].copy_from_slice(&len);
+                    if sr.read_exact(&mut frame[4..]).await.is_err() {
+                        break;
+                    }
+                    let frame = alter(frame, seq, at, &count);
+                    if cw.write_all(&frame).await.is_err() {
+                        break;
+                    }
+                }
+                up.abort();
+            });
+        }
+    });
+    (addr, altered)
+}
+
+/// `frame` (length prefix included), with chunk `seq`'s payload byte `at` flipped and its
+/// CRC recomputed; any other frame untouched.
+fn alter(frame: Vec<u8>, seq: u64, at: usize, count: &AtomicUsize) -> Vec<u8> {
+    use chunkcast_protocol::Frame;
+    use chunkcast_protocol::wire::{Decoder, encode};
+    if frame.get(4) != Some(&chunkcast_protocol::wire::FrameType::Chunk.to_u8()) {
+        return frame;
+    }
+    let mut src = bytes::BytesMut::from(&frame[..]);
+    let Ok(Some(Frame::Chunk(mut c))) = Decoder::default().decode(&mut src) else {
+        return frame;
+    };
+    if c.seq != seq || c.payload.is_empty() {
+        return frame;
+    }
+    let mut payload = c.payload.to_vec();
+    let i = at.min(payload.len() - 1);
+    payload[i] ^= 0x01;
+    c.payload = payload.into();
+    count.fetch_add(1, Ordering::SeqCst);
+    let mut out = bytes::BytesMut::new();
+    encode(&Frame::Chunk(c), &mut out);
+    out.to_vec()
 }

@@ -146,6 +146,13 @@ pub enum ClientEvent {
         /// BLAKE3-256 of the file.
         digest: [u8; 32],
     },
+    /// BLAKE3 tree nodes for a verified stream (`PROOF`), for its [`crate::verify::Verifier`].
+    Proof {
+        /// The stream.
+        stream: StreamId,
+        /// Whole 64-byte nodes, in the order the verifier needs them.
+        nodes: bytes::Bytes,
+    },
     /// The answer to [`ClientConn::ping`].
     Clock {
         /// Round-trip time.
@@ -385,6 +392,18 @@ impl ClientConn {
                 self.events
                     .push_back(ClientEvent::Digest { stream, digest });
             }
+            Frame::Proof { stream, nodes } => {
+                let verified = self
+                    .established()
+                    .is_some_and(|e| e.caps.contains(crate::wire::Caps::VERIFIED));
+                if !verified {
+                    let what = "a PROOF frame on a connection without VERIFIED".to_owned();
+                    return self.violation(now, what);
+                }
+                if self.streams.contains_key(&stream) {
+                    self.events.push_back(ClientEvent::Proof { stream, nodes });
+                }
+            }
             Frame::Goodbye { code, message } => self.fail(ConnError::Goodbye { code, message }),
             // Chunks of streams nobody reads any more (cancelled), and frames only a client
             // sends: nothing to do, as before the machine existed.
@@ -551,6 +570,12 @@ impl ClientConn {
     /// Stops a stream: `CLOSE` to the server, and the stream (and its request, if still
     /// unanswered) is forgotten. Nothing for a stream already over.
     pub fn cancel(&mut self, stream: StreamId) {
+        self.abort(stream, ErrorCode::None, String::new());
+    }
+
+    /// Like [`ClientConn::cancel`], telling the server why (`CLOSE` with `code`): e.g.
+    /// [`ErrorCode::Unverified`] for a stream whose bytes failed verification.
+    pub fn abort(&mut self, stream: StreamId, code: ErrorCode, message: String) {
         let Some(request) = self.streams.remove(&stream) else {
             return;
         };
@@ -559,8 +584,8 @@ impl ClientConn {
         }
         self.send(&Frame::Close {
             stream,
-            code: ErrorCode::None,
-            message: String::new(),
+            code,
+            message,
         });
     }
 

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 
 use super::{DEFAULT_HANDSHAKE_TIMEOUT, Established, HandshakeError};
-use crate::wire::{Caps, Frame, Hello, VERSION, encode};
+use crate::wire::{Caps, Frame, Hello, MIN_VERSION, VERIFIED_VERSION, VERSION, encode};
 
 /// What the client offers.
 #[derive(Debug, Clone)]
@@ -27,9 +27,9 @@ pub struct ClientConfig {
 impl Default for ClientConfig {
     fn default() -> Self {
         Self {
-            min_version: VERSION,
+            min_version: MIN_VERSION,
             max_version: VERSION,
-            caps: Caps::LZ4 | Caps::DIGEST_AT_END | Caps::ANY_FILE,
+            caps: Caps::LZ4 | Caps::DIGEST_AT_END | Caps::ANY_FILE | Caps::VERIFIED,
             token: None,
             name: concat!("chunkcast/", env!("CARGO_PKG_VERSION")).to_owned(),
             timeout: DEFAULT_HANDSHAKE_TIMEOUT,
@@ -97,9 +97,13 @@ impl ClientHandshake {
                         theirs_max: w.version,
                     });
                 }
+                let mut caps = w.caps.intersect(self.config.caps);
+                if w.version < VERIFIED_VERSION {
+                    caps = Caps(caps.0 & !Caps::VERIFIED.0);
+                }
                 Ok(Established {
                     version: w.version,
-                    caps: w.caps.intersect(self.config.caps),
+                    caps,
                     session_id: w.session_id,
                     peer_name: w.server_name,
                 })

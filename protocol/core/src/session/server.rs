@@ -7,7 +7,9 @@ use subtle::ConstantTimeEq;
 
 use super::{DEFAULT_HANDSHAKE_TIMEOUT, Established, HandshakeError};
 use crate::error::ErrorCode;
-use crate::wire::{Caps, ErrorFrame, Frame, VERSION, Welcome, encode};
+use crate::wire::{
+    Caps, ErrorFrame, Frame, MIN_VERSION, VERIFIED_VERSION, VERSION, Welcome, encode,
+};
 
 /// What the server accepts.
 #[derive(Debug, Clone)]
@@ -25,7 +27,7 @@ pub struct ServerConfig {
 impl Default for ServerConfig {
     fn default() -> Self {
         Self {
-            caps: Caps::LZ4 | Caps::DIGEST_AT_END | Caps::ANY_FILE,
+            caps: Caps::LZ4 | Caps::DIGEST_AT_END | Caps::ANY_FILE | Caps::VERIFIED,
             token: None,
             name: concat!("chunkcast-server/", env!("CARGO_PKG_VERSION")).to_owned(),
             timeout: DEFAULT_HANDSHAKE_TIMEOUT,
@@ -84,9 +86,9 @@ impl ServerHandshake {
                 return Err(err);
             }
         };
-        if hello.min_version > VERSION || hello.max_version < VERSION {
+        if hello.min_version > VERSION || hello.max_version < MIN_VERSION {
             let err = HandshakeError::VersionMismatch {
-                ours_min: VERSION,
+                ours_min: MIN_VERSION,
                 ours_max: VERSION,
                 theirs_min: hello.min_version,
                 theirs_max: hello.max_version,
@@ -109,10 +111,16 @@ impl ServerHandshake {
                 return Err(err);
             }
         }
-        let caps = hello.caps.intersect(self.config.caps);
+        // The highest version both speak; a v1 client keeps v1 exactly (its caps never
+        // include a bit it does not know, and VERIFIED needs v2).
+        let version = hello.max_version.min(VERSION);
+        let mut caps = hello.caps.intersect(self.config.caps);
+        if version < VERIFIED_VERSION {
+            caps = Caps(caps.0 & !Caps::VERIFIED.0);
+        }
         encode(
             &Frame::Welcome(Welcome {
-                version: VERSION,
+                version,
                 caps,
                 session_id: self.session_id,
                 server_name: self.config.name.clone(),
@@ -120,7 +128,7 @@ impl ServerHandshake {
             out,
         );
         Ok(Established {
-            version: VERSION,
+            version,
             caps,
             session_id: self.session_id,
             peer_name: hello.client_name,

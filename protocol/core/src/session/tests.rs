@@ -254,3 +254,43 @@ fn hostile_pongs_neither_panic_nor_count() {
     k.handle_pong(t0 + Duration::from_millis(9), nonce, 0, u64::MAX);
     assert_eq!(k.clock_offset_us(), first);
 }
+
+#[test]
+fn a_v1_client_gets_v1_and_no_verified_streams() {
+    let client = ClientConfig {
+        min_version: 1,
+        max_version: 1,
+        // Even if a confused v1 client set the bit, v1 has no PROOF frame.
+        caps: Caps::LZ4 | Caps::VERIFIED,
+        ..Default::default()
+    };
+    let (c, s) = handshake(client, ServerConfig::default());
+    let (c, s) = (c.unwrap(), s.unwrap());
+    assert_eq!((c.version, s.version), (1, 1));
+    assert_eq!(s.caps, Caps::LZ4);
+    assert_eq!(c.caps, Caps::LZ4);
+}
+
+#[test]
+fn a_v2_pair_agrees_on_verified_streams() {
+    let (c, s) = handshake(ClientConfig::default(), ServerConfig::default());
+    let (c, s) = (c.unwrap(), s.unwrap());
+    assert_eq!((c.version, s.version), (2, 2));
+    assert!(c.caps.contains(Caps::VERIFIED) && s.caps.contains(Caps::VERIFIED));
+}
+
+#[test]
+fn a_v2_client_takes_a_v1_servers_welcome_without_verified() {
+    let t0 = Instant::now();
+    let mut c = ClientHandshake::new(ClientConfig::default(), t0);
+    c.poll_transmit(&mut BytesMut::new());
+    let welcome = Frame::Welcome(crate::wire::Welcome {
+        version: 1,
+        caps: Caps::LZ4 | Caps::VERIFIED,
+        session_id: 1,
+        server_name: "old".into(),
+    });
+    let est = c.handle_frame(t0, welcome).unwrap();
+    assert_eq!(est.version, 1);
+    assert_eq!(est.caps, Caps::LZ4);
+}

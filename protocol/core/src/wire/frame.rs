@@ -6,8 +6,15 @@ use crate::error::ErrorCode;
 use crate::media::Codec;
 use crate::wire::chunk::{Chunk, StreamId};
 
-/// The only protocol version this build speaks.
-pub const VERSION: u16 = 1;
+/// The highest protocol version this build speaks: 2 adds verified streaming
+/// ([`Caps::VERIFIED`], [`Frame::Proof`]). Version 1 peers are still served as before.
+pub const VERSION: u16 = 2;
+
+/// The lowest protocol version this build speaks.
+pub const MIN_VERSION: u16 = 1;
+
+/// The first version with [`Caps::VERIFIED`] and the `PROOF` frame.
+pub const VERIFIED_VERSION: u16 = 2;
 
 /// The four bytes that open every `HELLO`: they tell a chunkcast peer from a stray client
 /// (and, being ASCII, from a TLS record, whose first byte is 0x16).
@@ -30,6 +37,10 @@ impl Caps {
     /// coded audio sample formats (µ-law, A-law, any other WAVE format tag). A peer without
     /// it gets neither: such files reach it as plain bytes streams.
     pub const ANY_FILE: Self = Self(0x8);
+    /// Verified streaming (version 2): a file stream that starts on a group boundary comes
+    /// with the BLAKE3 tree nodes (`PROOF` frames) that prove each chunk against the file's
+    /// digest as it arrives (see [`crate::verify`]).
+    pub const VERIFIED: Self = Self(0x10);
 
     /// Whether every bit of `other` is set.
     pub const fn contains(self, other: Self) -> bool {
@@ -324,6 +335,15 @@ pub enum Frame {
         /// BLAKE3-256 of the whole file.
         digest: [u8; 32],
     },
+    /// Server → client, version 2 with [`Caps::VERIFIED`]: the BLAKE3 tree nodes the client
+    /// needs before the groups that start in the stream's next chunk (see
+    /// [`crate::verify::Outboard::proof`]).
+    Proof {
+        /// The stream.
+        stream: StreamId,
+        /// Whole 64-byte parent nodes (left CV, right CV), in the order they are needed.
+        nodes: Bytes,
+    },
     /// Either direction: the sender closes the connection after this frame.
     Goodbye {
         /// Why; [`ErrorCode::None`] for a normal close.
@@ -408,6 +428,8 @@ frame_types! {
     Goodbye = 0x0e, "GOODBYE";
     /// [`Frame::Digest`].
     Digest = 0x0f, "DIGEST";
+    /// [`Frame::Proof`].
+    Proof = 0x10, "PROOF";
 }
 
 impl Frame {
@@ -429,6 +451,7 @@ impl Frame {
             Self::Subscribe { .. } => FrameType::Subscribe,
             Self::Digest { .. } => FrameType::Digest,
             Self::Goodbye { .. } => FrameType::Goodbye,
+            Self::Proof { .. } => FrameType::Proof,
         }
     }
 

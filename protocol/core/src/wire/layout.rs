@@ -567,6 +567,33 @@ pub(crate) fn write_digest(stream: StreamId, digest: &[u8; 32], dst: &mut BytesM
     dst.put_slice(digest);
 }
 
+// --- PROOF: stream u32 | count u16 | count × node [64]
+//     node: left child CV [32] | right child CV [32]
+
+use crate::verify::MAX_PROOF_NODES;
+
+pub(crate) fn read_proof(r: &mut Reader<'_>) -> Result<Frame, DecodeError> {
+    let stream = r.stream()?;
+    let count = usize::from(r.u16()?);
+    if count > MAX_PROOF_NODES {
+        return Err(DecodeError::ListTooLong {
+            len: count,
+            max: MAX_PROOF_NODES,
+        });
+    }
+    Ok(Frame::Proof {
+        stream,
+        nodes: r.bytes(count * crate::verify::NODE_LEN)?,
+    })
+}
+
+pub(crate) fn write_proof(stream: StreamId, nodes: &Bytes, dst: &mut BytesMut) {
+    let count = (nodes.len() / crate::verify::NODE_LEN).min(MAX_PROOF_NODES);
+    dst.put_u32(stream.0);
+    dst.put_u16(count as u16);
+    dst.put_slice(&nodes[..count * crate::verify::NODE_LEN]);
+}
+
 // --- codec (in OPENED, CATALOG entries, PUBLISH): kind u8, then by kind:
 //     bytes: nothing
 //     audio: sample_rate u32 | channels u16 | bits_per_sample u16 | sample_format u8

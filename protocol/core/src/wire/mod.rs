@@ -10,5 +10,5 @@ pub use codec::{
 };
 pub use frame::{
     Caps, Catalog, Entry, ErrorFrame, FileDigest, Frame, FrameType, Hello, MAGIC, MAX_NOTE_LEN,
-    Mode, Open, Opened, Resume, VERSION, Welcome, clip_note,
+    MIN_VERSION, Mode, Open, Opened, Resume, VERIFIED_VERSION, VERSION, Welcome, clip_note,
 };

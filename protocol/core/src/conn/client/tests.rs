@@ -488,6 +488,46 @@ fn an_answer_of_the_wrong_kind_is_a_protocol_violation() {
 }
 
 #[test]
+fn proofs_are_routed_by_stream_id_only_with_verified() {
+    let mut h = Harness::new();
+    h.recv(Frame::Welcome(Welcome {
+        version: VERSION,
+        caps: Caps::LZ4 | Caps::VERIFIED,
+        session_id: 7,
+        server_name: "test-server".into(),
+    }));
+    h.events();
+    let (r1, s1) = h.conn.open(download("a")).unwrap();
+    h.recv(Frame::Opened(opened(r1, s1)));
+    h.events();
+    let nodes = bytes::Bytes::from(vec![9; 128]);
+    h.recv(Frame::Proof {
+        stream: s1,
+        nodes: nodes.clone(),
+    });
+    // One for a stream that is not open: late, ignored.
+    h.recv(Frame::Proof {
+        stream: StreamId(99),
+        nodes: nodes.clone(),
+    });
+    assert_eq!(h.events(), [ClientEvent::Proof { stream: s1, nodes }]);
+    assert!(!h.conn.is_closed());
+}
+
+#[test]
+fn a_proof_without_verified_is_a_protocol_violation() {
+    let mut h = Harness::connected();
+    let (r1, s1) = h.conn.open(download("a")).unwrap();
+    h.recv(Frame::Opened(opened(r1, s1)));
+    h.events();
+    h.recv(Frame::Proof {
+        stream: s1,
+        nodes: bytes::Bytes::from(vec![9; 64]),
+    });
+    assert!(h.conn.is_closed());
+}
+
+#[test]
 fn close_and_digest_are_routed_by_stream_id() {
     let mut h = Harness::connected();
     let (r1, s1) = h.conn.open(download("a")).unwrap();
