@@ -173,6 +173,9 @@ error_codes! {
     /// The file changed on the server while it was being sent (rewritten in place, replaced,
     /// grown or shrunk): what arrived may mix two versions, so the download must start over.
     Changed = 14, "source changed", "source_changed";
+    /// A chat frame broke the chat rules (over the rate, a room not joined, a kind only the
+    /// other side sends, no `CHAT` capability).
+    ChatRefused = 16, "chat refused", "chat_refused";
 }
 
 impl std::fmt::Display for ErrorCode {
@@ -229,6 +232,7 @@ mod tests {
             (12, ErrorCode::Lagged, "lagged", "lagged"),
             (13, ErrorCode::BadMedia, "bad media", "bad_media"),
             (14, ErrorCode::Changed, "source changed", "source_changed"),
+            (16, ErrorCode::ChatRefused, "chat refused", "chat_refused"),
         ];
         assert_eq!(ErrorCode::ALL.len(), pinned.len());
         for ((value, code, name, label), listed) in pinned.into_iter().zip(ErrorCode::ALL) {

@@ -14,8 +14,8 @@ use std::path::PathBuf;
 use bytes::{Bytes, BytesMut};
 use chunkcast_protocol::compress::decompress;
 use chunkcast_protocol::wire::{
-    Caps, Catalog, Decoder, Entry, ErrorFrame, FileDigest, Frame, Hello, Mode, Open, Opened,
-    Resume, Welcome, encode,
+    Caps, Catalog, Chat, ChatKind, Decoder, Entry, ErrorFrame, FileDigest, Frame, Hello, Mode,
+    Open, Opened, Resume, Welcome, encode,
 };
 use chunkcast_protocol::{
     AudioParams, Chunk, ChunkFlags, Codec, CodedAudio, ErrorCode, ImageParams, SampleFormat,
@@ -103,6 +103,7 @@ fn caps_names(c: Caps) -> Value {
         (Caps::DATAGRAMS, "DATAGRAMS"),
         (Caps::DIGEST_AT_END, "DIGEST_AT_END"),
         (Caps::ANY_FILE, "ANY_FILE"),
+        (Caps::CHAT, "CHAT"),
     ];
     json!(
         names
@@ -226,6 +227,10 @@ fn meaning(frame: &Frame) -> Value {
             let (c, n) = code(*c);
             json!({ "code": c, "code_name": n, "message": message })
         }
+        Frame::Chat(c) => json!({
+            "kind": c.kind.to_u8(), "room": c.room, "author": big(c.author), "seq": big(c.seq),
+            "sent_us": big(c.sent_us), "text": c.text,
+        }),
         _ => unreachable!("every frame type is rendered"),
     };
     m["type"] = json!(frame.name());
@@ -711,6 +716,43 @@ fn vectors() -> Vec<(String, Frame)> {
                 message: "server is shutting down".into(),
             },
         ),
+        (
+            "hello_chat".into(),
+            Frame::Hello(Hello {
+                min_version: 1,
+                max_version: 1,
+                caps: Caps::CHAT,
+                token: String::new(),
+                client_name: "chunkcast/0.1.0".into(),
+            }),
+        ),
+    ]);
+    let chat = |kind, author, seq, sent_us, text: &str| Chat {
+        kind,
+        room: "call/standup".into(),
+        author,
+        seq,
+        sent_us,
+        text: text.into(),
+    };
+    let author = 0x0123_4567_89ab_cdef;
+    v.extend([
+        (
+            "chat_send".into(),
+            Frame::Chat(chat(ChatKind::Send, author, 3, 1_500_000, "héllo")),
+        ),
+        (
+            "chat_ack".into(),
+            Frame::Chat(chat(ChatKind::Ack, author, 3, 0, "")),
+        ),
+        (
+            "chat_join".into(),
+            Frame::Chat(chat(ChatKind::Join, author, 41, 0, "")),
+        ),
+        (
+            "chat_message".into(),
+            Frame::Chat(chat(ChatKind::Message, author, 42, 1_500_000, "héllo")),
+        ),
     ]);
     v
 }
@@ -791,7 +833,7 @@ fn golden_vectors_cover_every_type_flag_and_code() {
         }
     }
     assert_eq!(flags, ChunkFlags::ALL.0);
-    assert_eq!(caps, 0xf);
+    assert_eq!(caps, 0x2f);
     for c in ErrorCode::ALL {
         assert!(codes.contains(c), "{c:?}");
     }

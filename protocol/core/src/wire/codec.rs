@@ -163,6 +163,7 @@ pub fn parse(mut body: Bytes, limits: &Limits) -> Result<Frame, DecodeError> {
         FrameType::Subscribe => layout::read_subscribe(&mut r)?,
         FrameType::Goodbye => layout::read_goodbye(&mut r)?,
         FrameType::Digest => layout::read_digest(&mut r)?,
+        FrameType::Chat => layout::read_chat(&mut r)?,
     };
     if r.buf.has_remaining() {
         return Err(DecodeError::TrailingBytes(r.what, r.buf.remaining()));
@@ -216,6 +217,7 @@ pub fn encode(frame: &Frame, dst: &mut BytesMut) {
         } => layout::write_subscribe(*request, *stream, channel, dst),
         Frame::Digest { stream, digest } => layout::write_digest(*stream, digest, dst),
         Frame::Goodbye { code, message } => layout::write_goodbye(*code, message, dst),
+        Frame::Chat(c) => layout::write_chat(c, dst),
     }
     let len = (dst.len() - start - 4) as u32;
     dst[start..start + 4].copy_from_slice(&len.to_be_bytes());
