@@ -113,13 +113,18 @@ pub enum Command {
         conn: ConnArgs,
     },
     /// Join a one-to-one call (URL/call/ROOM): send your files, receive the other side's, and
-    /// print the one-way latency.
+    /// print the one-way latency; with --chat, chat beside it.
     Call {
         /// tcp://HOST:PORT/call/ROOM, tcps://… or quic://…; without :PORT, port 7700.
         url: String,
         /// A video and/or an audio file to send (one of each at most): WAV, MJPEG, Y4M or MP4.
-        #[arg(long, value_name = "FILE", required = true)]
+        #[arg(long, value_name = "FILE", required_unless_present = "chat")]
         from: Vec<PathBuf>,
+        /// Chat in the room: send each line of stdin, print the other side's lines with
+        /// their send time. Survives a lost connection (it connects again and resends what
+        /// the server had not acknowledged). The call ends at the end of stdin.
+        #[arg(long)]
+        chat: bool,
         /// Trust and auth.
         #[command(flatten)]
         conn: ConnArgs,
@@ -363,9 +368,14 @@ pub async fn run(cli: Cli) -> Result<(), ClientError> {
             let url = Url::parse(&url)?;
             chunkcast_client::live::run_publish(&url, &conn.options_for(&url)?, &from, looped).await
         }
-        Command::Call { url, from, conn } => {
+        Command::Call {
+            url,
+            from,
+            chat,
+            conn,
+        } => {
             let url = Url::parse(&url)?;
-            chunkcast_client::live::run_call(&url, &conn.options_for(&url)?, &from).await
+            chunkcast_client::live::run_call(&url, &conn.options_for(&url)?, &from, chat).await
         }
         Command::Demo => crate::demo::run().await,
         Command::Bench(args) => crate::bench::run(args).await,

@@ -409,15 +409,19 @@ pub async fn run_publish(
 }
 
 /// `chunkcast call`: joins a room, prints per-track counts and latency percentiles (also
-/// after Ctrl-C, which then ends it with [`ClientError::Interrupted`]).
+/// after Ctrl-C, which then ends it with [`ClientError::Interrupted`]). With `chat`, also
+/// chats in the room: stdin's lines out, the other side's lines printed as they come; the
+/// call then ends at the end of stdin (once every line is acknowledged) as well as when the
+/// media is done.
 pub async fn run_call(
     url: &Url,
     connect: &ConnectOptions,
     from: &[PathBuf],
+    chat: bool,
 ) -> Result<(), ClientError> {
-    if from.is_empty() {
+    if from.is_empty() && !chat {
         return Err(ClientError::Usage(
-            "a call needs at least one --from FILE".into(),
+            "a call needs at least one --from FILE, or --chat".into(),
         ));
     }
     let opts = CallOptions {
@@ -425,14 +429,74 @@ pub async fn run_call(
         ..Default::default()
     };
     let ctrl_c = crate::console::cancel_on_ctrl_c(opts.cancel.clone());
-    let report = call_with(url, connect, from, &opts).await;
+    let media = async {
+        if from.is_empty() {
+            return Ok(None);
+        }
+        call_with(url, connect, from, &opts).await.map(Some)
+    };
+    let chatting = async {
+        if !chat {
+            return Ok(None);
+        }
+        chat_stdin(url, connect, &opts.cancel).await.map(Some)
+    };
+    let (report, chatted) = tokio::join!(media, chatting);
     ctrl_c.abort();
+    let chatted = chatted?;
     let report = report?;
-    crate::console::print_stdout(&call_table(&report))?;
-    if report.interrupted {
+    if let Some(report) = &report {
+        crate::console::print_stdout(&call_table(report))?;
+    }
+    if let Some(c) = &chatted {
+        eprintln!(
+            "chat: {} line(s) sent, {} received, {} connection(s)",
+            c.sent, c.received, c.connections
+        );
+    }
+    if report.is_some_and(|r| r.interrupted) || chatted.is_some_and(|c| c.interrupted) {
         return Err(ClientError::Interrupted);
     }
     Ok(())
+}
+
+/// The chat of `call --chat`: stdin's lines to the room of `url`, the other side's lines to
+/// stdout.
+async fn chat_stdin(
+    url: &Url,
+    connect: &ConnectOptions,
+    cancel: &CancellationToken,
+) -> Result<crate::chat::ChatReport, ClientError> {
+    use crate::chat::{ChatOptions, format_line, run_chat};
+    let room = url.path.trim_matches('/').to_owned();
+    let (lines_tx, lines) = tokio::sync::mpsc::channel(64);
+    // Blocking reads on their own thread; it ends with stdin (or the process).
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::stdin().lock().lines() {
+            let Ok(line) = line else { break };
+            if lines_tx.blocking_send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let (out, mut shown) = tokio::sync::mpsc::channel(64);
+    let printer = tokio::spawn(async move {
+        while let Some(line) = shown.recv().await {
+            let line: crate::chat::ChatLine = line;
+            if !line.mine {
+                println!("{}", format_line(&line));
+            }
+        }
+    });
+    let opts = ChatOptions {
+        notes: true,
+        cancel: cancel.clone(),
+        ..Default::default()
+    };
+    let report = run_chat(url, connect, &room, lines, out, &opts).await;
+    let _ = printer.await;
+    report
 }
 
 /// The call's summary: what went out (sent →) and what came in (← received), with the

@@ -14,7 +14,7 @@ use chunkcast_protocol::compress;
 use chunkcast_protocol::conn::ClientConn;
 use chunkcast_protocol::conn::client::{ClientConnConfig, ClientEvent, ConnError, OpenRequest};
 use chunkcast_protocol::session::{ClientConfig, Established, HandshakeError};
-use chunkcast_protocol::wire::{Entry, FileDigest, Limits, Mode, Opened, Resume};
+use chunkcast_protocol::wire::{Chat, Entry, FileDigest, Limits, Mode, Opened, Resume};
 use chunkcast_protocol::{Chunk, Codec, ErrorCode, StreamId};
 use chunkcast_transport::dial::{self, Dial, DialError};
 use chunkcast_transport::link::{ChunkResult, LinkError};
@@ -95,6 +95,10 @@ const PONG_WAIT: Duration = Duration::from_secs(5);
 /// Commands queued towards the driver: each is one small request, answered in microseconds;
 /// a caller beyond this waits its turn (backpressure, not memory).
 const COMMAND_QUEUE: usize = 64;
+/// Chat frames (acks, messages) queued towards the reader. A full queue drops the message;
+/// the reader sees the hole in the room's numbers and joins again (see
+/// `chunkcast_protocol::chat`), so this bounds memory, not delivery.
+const CHAT_QUEUE: usize = 1024;
 
 /// An established connection.
 pub struct Session {
@@ -106,6 +110,7 @@ pub struct Session {
     endpoint: Option<quinn::Endpoint>,
     epoch: Instant,
     driver: tokio::task::JoinHandle<()>,
+    chat: std::sync::Mutex<Option<mpsc::Receiver<Chat>>>,
 }
 
 impl Drop for Session {
@@ -158,6 +163,7 @@ impl Session {
         let (commands, command_rx) = mpsc::channel(COMMAND_QUEUE);
         let (down_tx, down) = watch::channel(None);
         let (connected_tx, connected) = oneshot::channel();
+        let (chat_tx, chat) = mpsc::channel(CHAT_QUEUE);
         let driver = tokio::spawn(drive(
             conn,
             rx,
@@ -165,6 +171,7 @@ impl Session {
             command_rx,
             down_tx,
             connected_tx,
+            chat_tx,
         ));
         let established = match connected.await {
             Ok(Ok(est)) => est,
@@ -189,7 +196,22 @@ impl Session {
             endpoint,
             epoch,
             driver,
+            chat: std::sync::Mutex::new(Some(chat)),
         })
+    }
+
+    /// The chat frames (acks and messages) the server sends on this connection; `None` after
+    /// the first call. The receiver ends when the connection does.
+    pub fn chat_frames(&self) -> Option<mpsc::Receiver<Chat>> {
+        self.chat
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+    }
+
+    /// Sends a chat frame (a `Send` or a `Join`, from `chunkcast_protocol::chat`).
+    pub async fn chat(&self, chat: Chat) -> Result<(), ClientError> {
+        self.ask(|reply| Command::Chat { chat, reply }).await
     }
 
     /// What the handshake agreed.
@@ -523,6 +545,10 @@ enum Command {
     Close {
         reply: oneshot::Sender<Result<(), ClientError>>,
     },
+    Chat {
+        chat: Chat,
+        reply: oneshot::Sender<Result<(), ClientError>>,
+    },
 }
 
 enum StreamAsk {
@@ -564,6 +590,7 @@ struct Callers {
     clocks: Vec<oneshot::Sender<Result<(Duration, i64), ClientError>>>,
     connected: Option<oneshot::Sender<Result<Established, ConnError>>>,
     closing: Option<oneshot::Sender<Result<(), ClientError>>>,
+    chat: Option<mpsc::Sender<Chat>>,
 }
 
 /// The connection's one task: moves control frames, commands and time into the machine, and
@@ -575,9 +602,11 @@ async fn drive(
     mut commands: mpsc::Receiver<Command>,
     down: watch::Sender<Option<ConnError>>,
     connected: oneshot::Sender<Result<Established, ConnError>>,
+    chat: mpsc::Sender<Chat>,
 ) {
     let mut callers = Callers {
         connected: Some(connected),
+        chat: Some(chat),
         ..Callers::default()
     };
     let mut out = BytesMut::new();
@@ -659,6 +688,14 @@ impl Callers {
             Command::Close { reply } => {
                 conn.close(now());
                 self.closing = Some(reply);
+            }
+            Command::Chat { chat, reply } => {
+                let _ = reply.send(conn.chat(&chat).map_err(|e| match e {
+                    ConnError::NoChat => ClientError::Usage(
+                        "the server does not offer chat (an older chunkcast-server?)".into(),
+                    ),
+                    e => conn_error(e),
+                }));
             }
         }
     }
@@ -803,6 +840,12 @@ impl Callers {
             ClientEvent::Clock { rtt, offset_us } => {
                 for reply in self.clocks.drain(..) {
                     let _ = reply.send(Ok((rtt, offset_us)));
+                }
+            }
+            ClientEvent::Chat(chat) => {
+                if let Some(queue) = &self.chat {
+                    // Full: dropped, and recovered by the reader's rejoin (see CHAT_QUEUE).
+                    let _ = queue.try_send(chat);
                 }
             }
             ClientEvent::Closed(error) => {

@@ -392,6 +392,14 @@ impl ServerConn {
         }
     }
 
+    /// Queues a frame the application answers with outside the request rules (a chat `Ack`),
+    /// unless the connection is closed.
+    pub fn send_frame(&mut self, frame: &Frame) {
+        if !self.is_closed() {
+            encode(frame, &mut self.out);
+        }
+    }
+
     /// Refuses `request` with an `ERROR`. If the request had admitted a stream (a `PUBLISH`
     /// or `SUBSCRIBE` the application will not take), the stream is freed; if the client
     /// reused the request id, the latest such stream is.
