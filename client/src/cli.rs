@@ -125,6 +125,10 @@ pub enum Command {
         /// the server had not acknowledged). The call ends at the end of stdin.
         #[arg(long)]
         chat: bool,
+        /// Statistics format: per track sent, received, lost, late, concealed, one-way
+        /// latency percentiles, and the video's adaptation level.
+        #[arg(long, value_enum, value_name = "FORMAT", default_value_t = chunkcast_client::play::StatsFormat::Table)]
+        stats: chunkcast_client::play::StatsFormat,
         /// Trust and auth.
         #[command(flatten)]
         conn: ConnArgs,
@@ -372,10 +376,12 @@ pub async fn run(cli: Cli) -> Result<(), ClientError> {
             url,
             from,
             chat,
+            stats,
             conn,
         } => {
             let url = Url::parse(&url)?;
-            chunkcast_client::live::run_call(&url, &conn.options_for(&url)?, &from, chat).await
+            chunkcast_client::live::run_call(&url, &conn.options_for(&url)?, &from, chat, stats)
+                .await
         }
         Command::Demo => crate::demo::run().await,
         Command::Bench(args) => crate::bench::run(args).await,

@@ -5,6 +5,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use chunkcast_media::adapt::{AdaptConfig, Adapter, Level, PathSample, UnitFilter};
 use chunkcast_media::pace::Pacer;
 use chunkcast_media::reader::{self, Shaping};
 use chunkcast_media::{Config as ChunkConfig, Packetizer};
@@ -35,7 +36,16 @@ pub struct PublishOptions {
     /// the file ends it (an `END_OF_STREAM` chunk, so viewers see the end of the stream rather
     /// than a lost publisher) and the stream is finished.
     pub stop: CancellationToken,
+    /// Adapt to the path (a call's video): measure the sender's queueing, and on QUIC the
+    /// RTT and loss, and drop whole units as [`chunkcast_media::adapt`] decides; a unit that
+    /// would leave more than [`LATE_DROP`] late is dropped too, so that latency cannot grow
+    /// with a bottleneck.
+    pub adapt: bool,
 }
+
+/// A call's video unit that could only leave this late is dropped rather than sent: behind
+/// it, every later unit would wait as well.
+pub const LATE_DROP: Duration = Duration::from_millis(250);
 
 /// What a publish did.
 #[derive(Debug, Clone, Default)]
@@ -48,6 +58,65 @@ pub struct PublishReport {
     pub passes: u32,
     /// Whether [`PublishOptions::stop`] ended it before the file did.
     pub stopped: bool,
+    /// Units dropped by the adaptation ([`PublishOptions::adapt`]).
+    pub units_dropped: u64,
+    /// Units sent, when adapting.
+    pub units_sent: u64,
+    /// The adaptation's level at the end.
+    pub level: Level,
+    /// The lowest level it went down to.
+    pub lowest_level: Level,
+    /// Its level changes.
+    pub level_changes: u64,
+}
+
+/// The path measurements of a publish: the sender's queueing, and what QUIC knows.
+struct Meter {
+    adapter: Adapter,
+    filter: UnitFilter,
+    /// Packets lost and sent at the last loss sample.
+    counted: Option<(u64, u64)>,
+    loss: Option<f64>,
+}
+
+impl Meter {
+    fn new(session: &Session) -> Self {
+        Self {
+            adapter: Adapter::new(AdaptConfig::default()),
+            filter: UnitFilter::new(),
+            counted: session.path_stats().map(|(_, lost, sent)| (lost, sent)),
+            loss: None,
+        }
+    }
+
+    /// Whether to send `chunk`, which was due at `due` and can leave now.
+    fn admit(&mut self, session: &Session, chunk: &Chunk, due: Instant) -> bool {
+        let now = Instant::now();
+        let late = now.saturating_duration_since(due);
+        let mut rtt = None;
+        if let Some((r, lost, sent)) = session.path_stats() {
+            rtt = Some(r);
+            let (lost0, sent0) = self.counted.unwrap_or((lost, sent));
+            // A loss rate over at least 50 packets, so that one loss is not 100 %.
+            if sent.saturating_sub(sent0) >= 50 {
+                let l = lost.saturating_sub(lost0) as f64 / (sent - sent0) as f64;
+                self.loss = Some(l.min(1.0));
+                self.counted = Some((lost, sent));
+            } else if self.counted.is_none() {
+                self.counted = Some((lost, sent));
+            }
+        }
+        let sample = PathSample {
+            queue_delay: late,
+            rtt,
+            loss: self.loss,
+        };
+        let mut level = self.adapter.on_sample(now, sample);
+        if late > LATE_DROP {
+            level = Level::KeyframesOnly;
+        }
+        self.filter.admit(chunk, level)
+    }
 }
 
 fn open_packetizer(path: &Path, chunk_size: usize) -> Result<(File, Packetizer), ClientError> {
@@ -87,6 +156,7 @@ pub async fn publish_file(
     let mut publisher = session.publish(channel, packetizer.codec()).await?;
     let mut report = PublishReport::default();
     let mut pacer = Pacer::new();
+    let mut meter = opts.adapt.then(|| Meter::new(session));
     // Media time already played by earlier passes, so that a loop's pts keep increasing.
     let mut pts_base = 0u64;
     let mut next = Some((file, packetizer));
@@ -118,8 +188,9 @@ pub async fn publish_file(
             if chunk.has(ChunkFlags::INIT) && report.passes > 1 {
                 continue; // the header was sent on the first pass
             }
+            let mut due = Instant::now();
             if chunk.duration_us > 0 {
-                let due = pacer.due(Instant::now(), chunk.pts_us);
+                due = pacer.due(Instant::now(), chunk.pts_us);
                 tokio::select! {
                     biased;
                     () = opts.stop.cancelled() => {
@@ -127,6 +198,13 @@ pub async fn publish_file(
                     break 'passes;
                 }
                     () = tokio::time::sleep_until(due.into()) => {}
+                }
+            }
+            if let Some(m) = meter.as_mut() {
+                let admitted = m.admit(session, &chunk, due);
+                report.lowest_level = report.lowest_level.max(m.adapter.level());
+                if !admitted {
+                    continue;
                 }
             }
             if !last_pass {
@@ -162,6 +240,12 @@ pub async fn publish_file(
         publisher.send(end).await?;
     }
     publisher.finish().await?;
+    if let Some(m) = &meter {
+        report.units_dropped = m.filter.dropped();
+        report.units_sent = m.filter.kept();
+        report.level = m.adapter.level();
+        report.level_changes = m.adapter.changes();
+    }
     Ok(report)
 }
 
@@ -180,7 +264,20 @@ pub struct TrackReport {
     pub latency_p99: Duration,
     /// Largest.
     pub latency_max: Duration,
+    /// p95.
+    pub latency_p95: Duration,
+    /// Chunks missing (holes in the channel's `seq`: dropped on the way, by a lagging
+    /// viewer's queue, or lost).
+    pub lost: u64,
+    /// Audio chunks a player would conceal: the lost ones, and those that came later than
+    /// [`LATE_AFTER`] (too late to play). 0 for video, which freezes instead.
+    pub concealed: u64,
+    /// Chunks that arrived more than [`LATE_AFTER`] after they were sent.
+    pub late: u64,
 }
+
+/// A call's one-way budget: a chunk later than this is late (for audio, concealed).
+pub const LATE_AFTER: Duration = Duration::from_millis(150);
 
 /// One sent track of a call.
 #[derive(Debug, Clone)]
@@ -292,6 +389,7 @@ pub async fn call_with(
     let sends = tracks.iter().map(|(track, file)| async move {
         let opts = PublishOptions {
             stamp_server_clock: Some(offset),
+            adapt: *track == "video",
             ..Default::default()
         };
         let channel = format!("{room}/{track}");
@@ -309,6 +407,8 @@ pub async fn call_with(
     let receives = tracks.iter().map(|(track, _)| async move {
         let mut latencies = Vec::new();
         let (mut chunks, mut bytes) = (0u64, 0u64);
+        let (mut lost, mut late) = (0u64, 0u64);
+        let mut next_seq: Option<u64> = None;
         let channel = format!("{room}/{track}");
         let subscribed = tokio::select! {
             s = session.subscribe(&channel) => Some(s?),
@@ -326,11 +426,18 @@ pub async fn call_with(
                     eprintln!("the other participant joined");
                 }
                 let now = session.clock_us().saturating_add_signed(offset);
-                if !c.has(ChunkFlags::INIT)
-                    && !c.has(ChunkFlags::END_OF_STREAM)
-                    && latencies.len() < 1 << 20
-                {
-                    latencies.push(now.saturating_sub(c.pts_us));
+                if let Some(expected) = next_seq {
+                    lost += c.seq.saturating_sub(expected);
+                }
+                next_seq = Some(c.seq + 1);
+                if !c.has(ChunkFlags::INIT) && !c.has(ChunkFlags::END_OF_STREAM) {
+                    let latency = now.saturating_sub(c.pts_us);
+                    if latency > LATE_AFTER.as_micros() as u64 {
+                        late += 1;
+                    }
+                    if latencies.len() < 1 << 20 {
+                        latencies.push(latency);
+                    }
                 }
                 chunks += 1;
                 bytes += c.payload.len() as u64;
@@ -349,6 +456,10 @@ pub async fn call_with(
             latency_p50: pick(0.50),
             latency_p99: pick(0.99),
             latency_max: Duration::from_micros(latencies.last().copied().unwrap_or(0)),
+            latency_p95: pick(0.95),
+            lost,
+            concealed: if *track == "audio" { lost + late } else { 0 },
+            late,
         })
     });
     let (sent, received) = tokio::join!(
@@ -418,6 +529,7 @@ pub async fn run_call(
     connect: &ConnectOptions,
     from: &[PathBuf],
     chat: bool,
+    stats: crate::play::StatsFormat,
 ) -> Result<(), ClientError> {
     if from.is_empty() && !chat {
         return Err(ClientError::Usage(
@@ -446,7 +558,11 @@ pub async fn run_call(
     let chatted = chatted?;
     let report = report?;
     if let Some(report) = &report {
-        crate::console::print_stdout(&call_table(report))?;
+        let text = match stats {
+            crate::play::StatsFormat::Table => call_table(report),
+            crate::play::StatsFormat::Json => call_json(report) + "\n",
+        };
+        crate::console::print_stdout(&text)?;
     }
     if let Some(c) = &chatted {
         eprintln!(
@@ -544,6 +660,92 @@ pub fn call_table(report: &CallReport) -> String {
             ms(t.latency_max)
         );
     }
+    for s in &report.sent {
+        if let Some(r) = s
+            .report
+            .as_ref()
+            .filter(|r| r.units_sent + r.units_dropped > 0)
+        {
+            let _ = writeln!(
+                out,
+                "{} adaptation: now {}, lowest {}, {} change(s), {} of {} units dropped",
+                s.track,
+                r.level.name(),
+                r.lowest_level.name(),
+                r.level_changes,
+                r.units_dropped,
+                r.units_sent + r.units_dropped
+            );
+        }
+    }
+    for t in &report.received {
+        if t.lost + t.late > 0 {
+            let _ = writeln!(
+                out,
+                "{} received: {} lost, {} late (over {} ms), {} concealed",
+                t.track,
+                t.lost,
+                t.late,
+                LATE_AFTER.as_millis(),
+                t.concealed
+            );
+        }
+    }
     out.push_str("latency: one way, from the other participant's send to arrival here\n");
     out
+}
+
+/// The call's figures as one line of JSON (durations in integer microseconds): per track,
+/// what was sent (chunks, bytes, adaptation) and what was received (chunks, lost, late,
+/// concealed, one-way latency percentiles).
+pub fn call_json(report: &CallReport) -> String {
+    let us = |d: Duration| d.as_micros().to_string();
+    let sent: Vec<String> = report
+        .sent
+        .iter()
+        .map(|s| match &s.report {
+            None => format!("{{\"track\":\"{}\",\"sent\":null}}", s.track),
+            Some(r) => format!(
+                "{{\"track\":\"{}\",\"chunks\":{},\"bytes\":{},\"units_sent\":{},\
+                 \"units_dropped\":{},\"level\":\"{}\",\"lowest_level\":\"{}\",\
+                 \"level_changes\":{}}}",
+                s.track,
+                r.chunks,
+                r.bytes,
+                r.units_sent,
+                r.units_dropped,
+                r.level.name(),
+                r.lowest_level.name(),
+                r.level_changes
+            ),
+        })
+        .collect();
+    let received: Vec<String> = report
+        .received
+        .iter()
+        .map(|t| {
+            format!(
+                "{{\"track\":\"{}\",\"chunks\":{},\"bytes\":{},\"lost\":{},\"late\":{},\
+                 \"concealed\":{},\"latency_p50_us\":{},\"latency_p95_us\":{},\
+                 \"latency_p99_us\":{},\"latency_max_us\":{}}}",
+                t.track,
+                t.chunks,
+                t.bytes,
+                t.lost,
+                t.late,
+                t.concealed,
+                us(t.latency_p50),
+                us(t.latency_p95),
+                us(t.latency_p99),
+                us(t.latency_max)
+            )
+        })
+        .collect();
+    format!(
+        "{{\"rtt_us\":{},\"interrupted\":{},\"sent\":[{}],\"received\":[{}]}}",
+        us(report.rtt),
+        report.interrupted,
+        sent.join(","),
+        received.join(",")
+    )
 }

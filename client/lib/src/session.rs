@@ -325,6 +325,17 @@ impl Session {
             .map_err(|_| ClientError::Timeout("waiting for a pong"))?
     }
 
+    /// The QUIC path as the connection sees it: its RTT estimate, and packets lost and sent
+    /// so far. `None` on TCP (where the sender measures its own queueing instead).
+    pub fn path_stats(&self) -> Option<(Duration, u64, u64)> {
+        let stats = self.tx.quic()?.stats();
+        Some((
+            stats.path.rtt,
+            stats.path.lost_packets,
+            stats.path.sent_packets,
+        ))
+    }
+
     /// Microseconds on this session's clock (the one [`Session::clock`] relates to the
     /// server's).
     pub fn clock_us(&self) -> u64 {
