@@ -336,6 +336,16 @@ impl Session {
         ))
     }
 
+    /// Bounds what QUIC buffers towards the server, unacknowledged, to `bytes` (every stream
+    /// together): a realtime sender then waits, and sees the wait, as soon as the path is
+    /// slower than its stream, instead of filling a deep buffer that every later chunk waits
+    /// behind. No effect on TCP, whose queue is the writer's bounded one and the socket's.
+    pub fn limit_send_queue(&self, bytes: u64) {
+        if let Some(conn) = self.tx.quic() {
+            conn.set_send_window(bytes);
+        }
+    }
+
     /// Microseconds on this session's clock (the one [`Session::clock`] relates to the
     /// server's).
     pub fn clock_us(&self) -> u64 {
