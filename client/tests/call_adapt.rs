@@ -48,7 +48,7 @@ async fn capped_relay(
         }
     });
     // Queue → server, at the rate.
-    let (b, q) = (back.clone(), queued.clone());
+    let (b, q) = (back.clone(), queued);
     tokio::spawn(async move {
         let mut next = Instant::now();
         while let Some(p) = up_rx.recv().await {
