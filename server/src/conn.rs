@@ -236,7 +236,10 @@ impl Driver {
                     stream,
                     channel: &channel,
                 };
-                match self.shared.live.subscribe(self.tx.clone(), at) {
+                let datagrams = conn
+                    .established()
+                    .is_some_and(|e| e.caps.contains(Caps::DATAGRAMS));
+                match self.shared.live.subscribe(self.tx.clone(), at, datagrams) {
                     Ok(task) => {
                         self.logged(session, "watch", &channel, "subscribed");
                         self.tasks.insert(

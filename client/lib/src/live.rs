@@ -41,6 +41,9 @@ pub struct PublishOptions {
     /// would leave more than [`LATE_DROP`] late is dropped too, so that latency cannot grow
     /// with a bottleneck.
     pub adapt: bool,
+    /// Send media chunks as QUIC datagrams where the connection allows (a call's audio):
+    /// see [`crate::session::Publisher::use_datagrams`].
+    pub datagrams: bool,
 }
 
 /// A call's video unit that could only leave this late is dropped rather than sent: behind
@@ -68,6 +71,8 @@ pub struct PublishReport {
     pub lowest_level: Level,
     /// Its level changes.
     pub level_changes: u64,
+    /// Chunks sent as QUIC datagrams ([`PublishOptions::datagrams`]).
+    pub datagrams: u64,
 }
 
 /// The path measurements of a publish: the sender's queueing, and what QUIC knows.
@@ -77,6 +82,14 @@ struct Meter {
     /// Packets lost and sent at the last loss sample.
     counted: Option<(u64, u64)>,
     loss: Option<f64>,
+    /// Bytes admitted since media time `since_us`, for the offered rate.
+    bytes: u64,
+    since_us: Option<u64>,
+    /// Bytes a second of media offered, over the last measured span.
+    rate: Option<f64>,
+    /// The least RTT seen: the path's, without the queueing that a larger send queue would
+    /// only feed.
+    min_rtt: Option<Duration>,
 }
 
 impl Meter {
@@ -86,6 +99,37 @@ impl Meter {
             filter: UnitFilter::new(),
             counted: session.path_stats().map(|(_, lost, sent)| (lost, sent)),
             loss: None,
+            bytes: 0,
+            since_us: None,
+            rate: None,
+            min_rtt: None,
+        }
+    }
+
+    /// QUIC's send queue for what is offered now: the offered rate for the path's least
+    /// round trip plus 50 ms, at least [`CALL_SEND_QUEUE`]. Enough to keep a long path busy at the stream's
+    /// rate; no more, so that a slow path makes the sender wait (and adapt) at once.
+    /// The rate is measured in media time (bytes over the span of their timestamps), so it is
+    /// known after the first 200 ms of media, before the path has had a say.
+    fn size_send_queue(&mut self, session: &Session, pts_us: u64, rtt: Option<Duration>) {
+        let since = *self.since_us.get_or_insert(pts_us);
+        let span = pts_us.saturating_sub(since);
+        let measure = if self.rate.is_none() {
+            200_000
+        } else {
+            1_000_000
+        };
+        if span >= measure {
+            self.rate = Some(self.bytes as f64 * 1e6 / span as f64);
+            self.bytes = 0;
+            self.since_us = Some(pts_us);
+        }
+        if let Some(rtt) = rtt {
+            self.min_rtt = Some(self.min_rtt.map_or(rtt, |m| m.min(rtt)));
+        }
+        if let (Some(rate), Some(rtt)) = (self.rate, self.min_rtt) {
+            let want = rate * (rtt + Duration::from_millis(50)).as_secs_f64();
+            session.limit_send_queue((want as u64).max(CALL_SEND_QUEUE));
         }
     }
 
@@ -115,7 +159,14 @@ impl Meter {
         if late > LATE_DROP {
             level = Level::KeyframesOnly;
         }
-        self.filter.admit(chunk, level)
+        let admitted = self.filter.admit(chunk, level);
+        if admitted {
+            self.bytes += chunk.payload.len() as u64;
+        }
+        if !chunk.has(ChunkFlags::INIT) {
+            self.size_send_queue(session, chunk.pts_us, rtt);
+        }
+        admitted
     }
 }
 
@@ -154,6 +205,12 @@ pub async fn publish_file(
 ) -> Result<PublishReport, ClientError> {
     let (file, packetizer) = open_packetizer(path, opts.chunk_size)?;
     let mut publisher = session.publish(channel, packetizer.codec()).await?;
+    if opts.datagrams {
+        publisher.use_datagrams(session.established().caps);
+    }
+    // When adapting, what is sent is numbered afresh, so that a unit dropped here is not
+    // taken for a loss on the way.
+    let mut renumbered = 0u64;
     let mut report = PublishReport::default();
     let mut pacer = Pacer::new();
     let mut meter = opts.adapt.then(|| Meter::new(session));
@@ -206,6 +263,8 @@ pub async fn publish_file(
                 if !admitted {
                     continue;
                 }
+                chunk.seq = renumbered;
+                renumbered += 1;
             }
             if !last_pass {
                 chunk.flags = chunk.flags.without(ChunkFlags::END_OF_STREAM);
@@ -239,6 +298,7 @@ pub async fn publish_file(
         );
         publisher.send(end).await?;
     }
+    report.datagrams = publisher.sent_as_datagrams();
     publisher.finish().await?;
     if let Some(m) = &meter {
         report.units_dropped = m.filter.dropped();
@@ -396,6 +456,7 @@ pub async fn call_with(
         let opts = PublishOptions {
             stamp_server_clock: Some(offset),
             adapt: *track == "video",
+            datagrams: *track == "audio",
             ..Default::default()
         };
         let channel = format!("{room}/{track}");
@@ -432,10 +493,14 @@ pub async fn call_with(
                     eprintln!("the other participant joined");
                 }
                 let now = session.clock_us().saturating_add_signed(offset);
-                if let Some(expected) = next_seq {
-                    lost += c.seq.saturating_sub(expected);
+                match next_seq {
+                    // A datagram overtaken by a later one: counted lost when the hole
+                    // was seen, it is not (though a player would have concealed it).
+                    Some(expected) if c.seq < expected => lost = lost.saturating_sub(1),
+                    Some(expected) => lost += c.seq - expected,
+                    None => {}
                 }
-                next_seq = Some(c.seq + 1);
+                next_seq = Some(next_seq.map_or(c.seq + 1, |n| n.max(c.seq + 1)));
                 if !c.has(ChunkFlags::INIT) && !c.has(ChunkFlags::END_OF_STREAM) {
                     let latency = now.saturating_sub(c.pts_us);
                     if latency > LATE_AFTER.as_micros() as u64 {
@@ -714,7 +779,7 @@ pub fn call_json(report: &CallReport) -> String {
             Some(r) => format!(
                 "{{\"track\":\"{}\",\"chunks\":{},\"bytes\":{},\"units_sent\":{},\
                  \"units_dropped\":{},\"level\":\"{}\",\"lowest_level\":\"{}\",\
-                 \"level_changes\":{}}}",
+                 \"level_changes\":{},\"datagrams\":{}}}",
                 s.track,
                 r.chunks,
                 r.bytes,
@@ -722,7 +787,8 @@ pub fn call_json(report: &CallReport) -> String {
                 r.units_dropped,
                 r.level.name(),
                 r.lowest_level.name(),
-                r.level_changes
+                r.level_changes,
+                r.datagrams
             ),
         })
         .collect();

@@ -314,6 +314,9 @@ impl Session {
             stream: opened.opened.stream,
             media,
             sent: 0,
+            link: self.tx.clone(),
+            datagrams: false,
+            as_datagrams: 0,
         })
     }
 
@@ -371,6 +374,9 @@ pub struct Publisher {
     stream: StreamId,
     media: MediaTx,
     sent: u64,
+    link: LinkTx,
+    datagrams: bool,
+    as_datagrams: u64,
 }
 
 impl Publisher {
@@ -384,9 +390,38 @@ impl Publisher {
         self.sent
     }
 
+    /// Sends media chunks as QUIC datagrams where the connection agreed on
+    /// [`Caps::DATAGRAMS`](chunkcast_protocol::Caps::DATAGRAMS) and a chunk fits in one
+    /// (realtime audio: a lost packet then costs one frame, not a wait for its
+    /// retransmission); the stream carries the rest, and always the set-up and the end.
+    /// Returns whether datagrams will be used.
+    pub fn use_datagrams(&mut self, caps: chunkcast_protocol::Caps) -> bool {
+        self.datagrams =
+            caps.contains(chunkcast_protocol::Caps::DATAGRAMS) && self.link.quic().is_some();
+        self.datagrams
+    }
+
+    /// Chunks sent as datagrams so far.
+    pub fn sent_as_datagrams(&self) -> u64 {
+        self.as_datagrams
+    }
+
     /// Sends a chunk (its stream id is set to this publisher's), waiting under backpressure.
     pub async fn send(&mut self, mut chunk: Chunk) -> Result<(), ClientError> {
         chunk.stream = self.stream;
+        let framing =
+            chunkcast_protocol::ChunkFlags::INIT | chunkcast_protocol::ChunkFlags::END_OF_STREAM;
+        if self.datagrams && chunk.flags.0 & framing.0 == 0 {
+            match self.link.send_datagram(&chunk) {
+                Ok(true) => {
+                    self.sent += 1;
+                    self.as_datagrams += 1;
+                    return Ok(());
+                }
+                Ok(false) => {}
+                Err(e) => return Err(ClientError::Lost(e.to_string())),
+            }
+        }
         self.media
             .send(chunk)
             .await

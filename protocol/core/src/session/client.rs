@@ -29,7 +29,7 @@ impl Default for ClientConfig {
         Self {
             min_version: VERSION,
             max_version: VERSION,
-            caps: Caps::LZ4 | Caps::DIGEST_AT_END | Caps::ANY_FILE | Caps::CHAT,
+            caps: Caps::LZ4 | Caps::DATAGRAMS | Caps::DIGEST_AT_END | Caps::ANY_FILE | Caps::CHAT,
             token: None,
             name: concat!("chunkcast/", env!("CARGO_PKG_VERSION")).to_owned(),
             timeout: DEFAULT_HANDSHAKE_TIMEOUT,

@@ -170,7 +170,7 @@ fn a_good_hello_is_welcomed_and_the_connection_is_established() {
     assert_eq!(p.conn.poll_timeout(), Some(p.t0 + HANDSHAKE));
     assert!(p.conn.established().is_none());
     p.advance(Duration::from_millis(20));
-    p.send(hello("secret", Caps::LZ4 | Caps::DATAGRAMS));
+    p.send(hello("secret", Caps::LZ4 | Caps(0x8000_0000)));
     let Frame::Welcome(w) = &p.sent()[0] else {
         panic!("no WELCOME")
     };
