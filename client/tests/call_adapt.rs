@@ -129,3 +129,75 @@ async fn a_capped_uplink_lowers_the_frame_rate_and_keeps_latency_bounded() {
     .await
     .expect("the call finishes within its bound");
 }
+
+/// The whole cycle: the uplink capped at half the video rate for 8 s, then lifted.
+/// The sender lowers its frame rate within 2 s of the cap, keeps latency bounded while capped,
+/// and is back at full video within 5 s of the lifting. 20 s of call, so left out of the
+/// default run: `cargo test -p chunkcast --test call_adapt -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "20 s of call: run with --ignored on a quiet machine"]
+async fn the_call_adapts_to_a_cap_and_recovers_when_it_is_lifted() {
+    tokio::time::timeout(LIMIT, async {
+        let server = server_with(|_| {}).await;
+        let dir = samples();
+        let from = vec![
+            dir.join(chunkcast_media_samples::CLIP_MJPEG),
+            dir.join(chunkcast_media_samples::TONE_8K_WAV),
+        ];
+        let rate = Arc::new(AtomicU64::new(2_100_000));
+        let relay = capped_relay(server.quic_addr(), rate.clone(), 64 << 10).await;
+        let connect = pinned(&server);
+        let a_url = url_at(relay, Scheme::Quic, "call/recover");
+        let b_url = url(&server, Scheme::Quic, "call/recover");
+        let opts = CallOptions {
+            passes: Some(4),
+            ..Default::default()
+        };
+        const LIFT: Duration = Duration::from_secs(8);
+        let lift = {
+            let rate = rate.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(LIFT).await;
+                rate.store(0, Ordering::Relaxed);
+            })
+        };
+        let (a, b) = tokio::join!(
+            call_with(&a_url, &connect, &from, &opts),
+            call_with(&b_url, &connect, &from, &opts)
+        );
+        lift.await.unwrap();
+        let (a, b) = (a.unwrap(), b.unwrap());
+        let sent = a.sent.iter().find(|s| s.track == "video").unwrap();
+        let sent = sent.report.as_ref().unwrap();
+        let got = b.received.iter().find(|t| t.track == "video").unwrap();
+        eprintln!(
+            "levels {:?}; video {} of {} units; received p50 {:?} p99 {:?} max {:?}",
+            sent.level_log,
+            sent.units_sent,
+            sent.units_sent + sent.units_dropped,
+            got.latency_p50,
+            got.latency_p99,
+            got.latency_max
+        );
+        let first = sent.level_log.first().expect("the level changed");
+        assert!(
+            first.1 > Level::Full && first.0 < Duration::from_secs(2),
+            "{first:?}"
+        );
+        let recovered = sent
+            .level_log
+            .iter()
+            .find(|(t, l)| *t > LIFT - Duration::from_millis(500) && *l == Level::Full);
+        let recovered = recovered.expect("back at full video after the lift");
+        assert!(recovered.0 < LIFT + Duration::from_secs(5), "{recovered:?}");
+        assert_eq!(sent.level, Level::Full, "still full at the end");
+        assert!(
+            got.latency_p99 < Duration::from_millis(300),
+            "p99 {:?}",
+            got.latency_p99
+        );
+        server.shutdown().await;
+    })
+    .await
+    .expect("the call finishes within its bound");
+}

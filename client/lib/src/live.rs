@@ -73,6 +73,8 @@ pub struct PublishReport {
     pub level_changes: u64,
     /// Chunks sent as QUIC datagrams ([`PublishOptions::datagrams`]).
     pub datagrams: u64,
+    /// Each level change: when (from the first chunk) and to what.
+    pub level_log: Vec<(Duration, Level)>,
 }
 
 /// The path measurements of a publish: the sender's queueing, and what QUIC knows.
@@ -214,6 +216,7 @@ pub async fn publish_file(
     let mut report = PublishReport::default();
     let mut pacer = Pacer::new();
     let mut meter = opts.adapt.then(|| Meter::new(session));
+    let started = Instant::now();
     // Media time already played by earlier passes, so that a loop's pts keep increasing.
     let mut pts_base = 0u64;
     let mut next = Some((file, packetizer));
@@ -258,8 +261,13 @@ pub async fn publish_file(
                 }
             }
             if let Some(m) = meter.as_mut() {
+                let before = m.adapter.level();
                 let admitted = m.admit(session, &chunk, due);
-                report.lowest_level = report.lowest_level.max(m.adapter.level());
+                let level = m.adapter.level();
+                if level != before && report.level_log.len() < 1024 {
+                    report.level_log.push((started.elapsed(), level));
+                }
+                report.lowest_level = report.lowest_level.max(level);
                 if !admitted {
                     continue;
                 }
@@ -376,6 +384,8 @@ pub struct CallOptions {
     pub notes: bool,
     /// Ends the call when cancelled (Ctrl-C), still reporting what was received.
     pub cancel: CancellationToken,
+    /// Send each file this many times over, back to back (`None`: once).
+    pub passes: Option<u32>,
 }
 
 /// The call tracks for `from`: `video` or `audio` by each file's kind, one of each at most.
@@ -457,6 +467,8 @@ pub async fn call_with(
             stamp_server_clock: Some(offset),
             adapt: *track == "video",
             datagrams: *track == "audio",
+            looped: opts.passes.is_some_and(|p| p > 1),
+            passes: opts.passes,
             ..Default::default()
         };
         let channel = format!("{room}/{track}");
