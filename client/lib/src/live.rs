@@ -505,14 +505,18 @@ pub async fn call_with(
                     eprintln!("the other participant joined");
                 }
                 let now = session.clock_us().saturating_add_signed(offset);
-                match next_seq {
-                    // A datagram overtaken by a later one: counted lost when the hole
-                    // was seen, it is not (though a player would have concealed it).
-                    Some(expected) if c.seq < expected => lost = lost.saturating_sub(1),
-                    Some(expected) => lost += c.seq - expected,
-                    None => {}
+                // Holes between media chunks only: a late joiner's first media chunk comes
+                // after the channel's set-up with a jump that is not a loss.
+                if !c.has(ChunkFlags::INIT) {
+                    match next_seq {
+                        // A datagram overtaken by a later one: counted lost when the hole
+                        // was seen, it is not (though a player would have concealed it).
+                        Some(expected) if c.seq < expected => lost = lost.saturating_sub(1),
+                        Some(expected) => lost += c.seq - expected,
+                        None => {}
+                    }
+                    next_seq = Some(next_seq.map_or(c.seq + 1, |n| n.max(c.seq + 1)));
                 }
-                next_seq = Some(next_seq.map_or(c.seq + 1, |n| n.max(c.seq + 1)));
                 if !c.has(ChunkFlags::INIT) && !c.has(ChunkFlags::END_OF_STREAM) {
                     let latency = now.saturating_sub(c.pts_us);
                     if latency > LATE_AFTER.as_micros() as u64 {
@@ -624,17 +628,23 @@ pub async fn run_call(
         ..Default::default()
     };
     let ctrl_c = crate::console::cancel_on_ctrl_c(opts.cancel.clone());
+    // With media, the chat lasts as long as the media does, even after the end of stdin, so
+    // that the other side's lines still arrive.
+    let media_done = CancellationToken::new();
     let media = async {
         if from.is_empty() {
             return Ok(None);
         }
-        call_with(url, connect, from, &opts).await.map(Some)
+        let r = call_with(url, connect, from, &opts).await.map(Some);
+        media_done.cancel();
+        r
     };
+    let hold = (!from.is_empty()).then(|| media_done.clone());
     let chatting = async {
         if !chat {
             return Ok(None);
         }
-        chat_stdin(url, connect, &opts.cancel).await.map(Some)
+        chat_stdin(url, connect, &opts.cancel, hold).await.map(Some)
     };
     let (report, chatted) = tokio::join!(media, chatting);
     ctrl_c.abort();
@@ -660,23 +670,35 @@ pub async fn run_call(
 }
 
 /// The chat of `call --chat`: stdin's lines to the room of `url`, the other side's lines to
-/// stdout.
+/// stdout. It ends at the end of stdin, or, with `hold`, once `hold` is also cancelled.
 async fn chat_stdin(
     url: &Url,
     connect: &ConnectOptions,
     cancel: &CancellationToken,
+    hold: Option<CancellationToken>,
 ) -> Result<crate::chat::ChatReport, ClientError> {
     use crate::chat::{ChatOptions, format_line, run_chat};
     let room = url.path.trim_matches('/').to_owned();
-    let (lines_tx, lines) = tokio::sync::mpsc::channel(64);
+    let (read_tx, mut read) = tokio::sync::mpsc::channel(64);
     // Blocking reads on their own thread; it ends with stdin (or the process).
     std::thread::spawn(move || {
         use std::io::BufRead;
         for line in std::io::stdin().lock().lines() {
             let Ok(line) = line else { break };
-            if lines_tx.blocking_send(line).is_err() {
+            if read_tx.blocking_send(line).is_err() {
                 break;
             }
+        }
+    });
+    let (lines_tx, lines) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(async move {
+        while let Some(line) = read.recv().await {
+            if lines_tx.send(line).await.is_err() {
+                return;
+            }
+        }
+        if let Some(hold) = hold {
+            hold.cancelled().await;
         }
     });
     let (out, mut shown) = tokio::sync::mpsc::channel(64);
