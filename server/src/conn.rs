@@ -236,9 +236,12 @@ impl Driver {
                     stream,
                     channel: &channel,
                 };
-                let datagrams = conn
-                    .established()
-                    .is_some_and(|e| e.caps.contains(Caps::DATAGRAMS));
+                // Calls only: a live channel's viewer is a player with a buffer, better served
+                // by the stream's reliability than by datagrams' timeliness.
+                let datagrams = channel.starts_with("call/")
+                    && conn
+                        .established()
+                        .is_some_and(|e| e.caps.contains(Caps::DATAGRAMS));
                 match self.shared.live.subscribe(self.tx.clone(), at, datagrams) {
                     Ok(task) => {
                         self.logged(session, "watch", &channel, "subscribed");

@@ -401,6 +401,8 @@ impl Live {
             ended: false,
         };
         let mut chunks = tx.route(stream, PUBLISH_QUEUE);
+        // Only audio comes as datagrams: the holes and late chunks to watch for are its own.
+        let holes = codec.kind() == chunkcast_protocol::MediaKind::Audio;
         let opened = live_opened(request, stream, codec, (0, 0), max_payload as u32);
         if tx.send(Frame::Opened(opened)).await.is_err() {
             tx.unroute(stream);
@@ -409,7 +411,7 @@ impl Live {
         info!(channel = %name, session, "publisher started");
         let tx = tx.clone();
         Ok(tokio::spawn(async move {
-            let why = relay(&mut guard, &mut chunks, &evict, max_payload).await;
+            let why = relay(&mut guard, &mut chunks, &evict, max_payload, holes).await;
             if why == RelayEnd::Evicted {
                 drop(guard);
                 let close = Frame::Close {
@@ -665,6 +667,7 @@ async fn relay(
     chunks: &mut mpsc::Receiver<ChunkResult>,
     evict: &CancellationToken,
     max_payload: usize,
+    holes: bool,
 ) -> RelayEnd {
     let hub = guard.hub.clone();
     // The publisher's last (seq, pts), to tell a datagram lost (a hole, kept in the channel's
@@ -691,7 +694,7 @@ async fn relay(
             break RelayEnd::Evicted;
         }
         let skip = match last {
-            Some((seq, pts)) if !chunk.has(ChunkFlags::INIT) => {
+            Some((seq, pts)) if holes && !chunk.has(ChunkFlags::INIT) => {
                 if chunk.seq <= seq && chunk.pts_us < pts {
                     continue; // late: its place in the channel has passed
                 }
