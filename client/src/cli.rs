@@ -129,6 +129,12 @@ pub enum Command {
         /// latency percentiles, and the video's adaptation level.
         #[arg(long, value_enum, value_name = "FORMAT", default_value_t = chunkcast_client::play::StatsFormat::Table)]
         stats: chunkcast_client::play::StatsFormat,
+        /// Render what the other side sends, as `play` does: wav:PATH or pcm:- (or pcm:PATH)
+        /// for its audio, mjpeg:- (or mjpeg:PATH) or frames:DIR for its video. Repeat for
+        /// both; at most one may write to stdout (-), and then statistics and chat go to
+        /// stderr.
+        #[arg(long, value_name = "SINK")]
+        sink: Vec<chunkcast_client::sink::Spec>,
         /// Trust and auth.
         #[command(flatten)]
         conn: ConnArgs,
@@ -377,11 +383,12 @@ pub async fn run(cli: Cli) -> Result<(), ClientError> {
             from,
             chat,
             stats,
+            sink,
             conn,
         } => {
             let url = Url::parse(&url)?;
-            chunkcast_client::live::run_call(&url, &conn.options_for(&url)?, &from, chat, stats)
-                .await
+            let options = conn.options_for(&url)?;
+            chunkcast_client::live::run_call(&url, &options, &from, chat, stats, sink).await
         }
         Command::Demo => crate::demo::run().await,
         Command::Bench(args) => crate::bench::run(args).await,

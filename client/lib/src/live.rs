@@ -386,6 +386,59 @@ pub struct CallOptions {
     pub cancel: CancellationToken,
     /// Send each file this many times over, back to back (`None`: once).
     pub passes: Option<u32>,
+    /// Where to render what is received, as `play`'s sinks: `wav:`/`pcm:` take the audio
+    /// track, `mjpeg:`/`frames:` the video track. Units are rendered as they complete (a call
+    /// keeps no playout buffer: latency first); a hole in the audio is filled with silence.
+    pub sinks: Vec<crate::sink::Spec>,
+}
+
+/// The sinks of `specs` that render `track` (`audio` or `video`).
+fn track_sinks(specs: &[crate::sink::Spec], track: &str) -> Vec<crate::sink::Spec> {
+    use crate::sink::Spec;
+    specs
+        .iter()
+        .filter(|s| match s {
+            Spec::Wav(_) | Spec::Pcm(_) => track == "audio",
+            Spec::Mjpeg(_) | Spec::Frames(_) => track == "video",
+            Spec::File(_) | Spec::Null => false,
+        })
+        .cloned()
+        .collect()
+}
+
+/// A received track rendered as it arrives.
+struct Render {
+    sink: Box<dyn crate::sink::Sink>,
+    assembler: chunkcast_media::UnitAssembler,
+    units: u64,
+    /// The last chunk's duration, to size the silence for a hole.
+    last_duration_us: u32,
+}
+
+impl Render {
+    fn chunk(&mut self, c: Chunk, missing: u64) -> Result<(), ClientError> {
+        use chunkcast_media::playout::{Concealment, Unit};
+        if missing > 0 && self.last_duration_us > 0 {
+            let duration = (u64::from(self.last_duration_us) * missing).min(u64::from(u32::MAX));
+            self.sink
+                .conceal(c.pts_us, duration as u32, Concealment::Silence)?;
+        }
+        if c.duration_us > 0 {
+            self.last_duration_us = c.duration_us;
+        }
+        if let Ok(Some(u)) = self.assembler.push(c) {
+            let unit = Unit {
+                seq: self.units,
+                pts_us: u.pts_us,
+                duration_us: u.duration_us,
+                key: u.key,
+                payload: u.data,
+            };
+            self.units += 1;
+            self.sink.play(&unit)?;
+        }
+        Ok(())
+    }
 }
 
 /// The call tracks for `from`: `video` or `audio` by each file's kind, one of each at most.
@@ -442,6 +495,17 @@ pub async fn call_with(
         )));
     }
     let tracks = call_tracks(from)?;
+    crate::sink::check(&opts.sinks)?;
+    if opts
+        .sinks
+        .iter()
+        .any(|s| matches!(s, crate::sink::Spec::File(_)))
+    {
+        return Err(ClientError::Usage(
+            "call --sink takes wav:, pcm:, mjpeg:, frames: or null (file: would mix two tracks)"
+                .into(),
+        ));
+    }
     let cancel = &opts.cancel;
     let owned = tokio::select! {
         biased;
@@ -494,6 +558,22 @@ pub async fn call_with(
             () = cancel.cancelled() => None,
         };
         if let Some(mut incoming) = subscribed {
+            let specs = track_sinks(&opts.sinks, track);
+            let mut render = if specs.is_empty() {
+                None
+            } else {
+                let codec = incoming.opened.codec;
+                let sink = crate::sink::open(&specs, &codec)?;
+                if let Some(note) = sink.note() {
+                    eprintln!("{note}");
+                }
+                Some(Render {
+                    sink,
+                    assembler: chunkcast_media::UnitAssembler::new(codec, 64 << 20),
+                    units: 0,
+                    last_duration_us: 0,
+                })
+            };
             loop {
                 let c = tokio::select! {
                     c = incoming.next() => c,
@@ -505,6 +585,7 @@ pub async fn call_with(
                     eprintln!("the other participant joined");
                 }
                 let now = session.clock_us().saturating_add_signed(offset);
+                let lost_before = lost;
                 // Holes between media chunks only: a late joiner's first media chunk comes
                 // after the channel's set-up with a jump that is not a loss.
                 if !c.has(ChunkFlags::INIT) {
@@ -528,6 +609,12 @@ pub async fn call_with(
                 }
                 chunks += 1;
                 bytes += c.payload.len() as u64;
+                if let Some(r) = render.as_mut() {
+                    r.chunk(c, lost.saturating_sub(lost_before))?;
+                }
+            }
+            if let Some(r) = render {
+                r.sink.finish()?;
             }
         }
         latencies.sort_unstable();
@@ -617,14 +704,18 @@ pub async fn run_call(
     from: &[PathBuf],
     chat: bool,
     stats: crate::play::StatsFormat,
+    sinks: Vec<crate::sink::Spec>,
 ) -> Result<(), ClientError> {
     if from.is_empty() && !chat {
         return Err(ClientError::Usage(
             "a call needs at least one --from FILE, or --chat".into(),
         ));
     }
+    // Stdout belongs to a sink that writes there; the figures and chat then go to stderr.
+    let stdout_taken = sinks.iter().any(crate::sink::Spec::is_stdout);
     let opts = CallOptions {
         notes: true,
+        sinks,
         ..Default::default()
     };
     let ctrl_c = crate::console::cancel_on_ctrl_c(opts.cancel.clone());
@@ -644,7 +735,9 @@ pub async fn run_call(
         if !chat {
             return Ok(None);
         }
-        chat_stdin(url, connect, &opts.cancel, hold).await.map(Some)
+        chat_stdin(url, connect, &opts.cancel, hold, stdout_taken)
+            .await
+            .map(Some)
     };
     let (report, chatted) = tokio::join!(media, chatting);
     ctrl_c.abort();
@@ -655,7 +748,11 @@ pub async fn run_call(
             crate::play::StatsFormat::Table => call_table(report),
             crate::play::StatsFormat::Json => call_json(report) + "\n",
         };
-        crate::console::print_stdout(&text)?;
+        if stdout_taken {
+            eprint!("{text}");
+        } else {
+            crate::console::print_stdout(&text)?;
+        }
     }
     if let Some(c) = &chatted {
         eprintln!(
@@ -676,6 +773,7 @@ async fn chat_stdin(
     connect: &ConnectOptions,
     cancel: &CancellationToken,
     hold: Option<CancellationToken>,
+    to_stderr: bool,
 ) -> Result<crate::chat::ChatReport, ClientError> {
     use crate::chat::{ChatOptions, format_line, run_chat};
     let room = url.path.trim_matches('/').to_owned();
@@ -706,7 +804,11 @@ async fn chat_stdin(
         while let Some(line) = shown.recv().await {
             let line: crate::chat::ChatLine = line;
             if !line.mine {
-                println!("{}", format_line(&line));
+                if to_stderr {
+                    eprintln!("{}", format_line(&line));
+                } else {
+                    println!("{}", format_line(&line));
+                }
             }
         }
     });
