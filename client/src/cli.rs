@@ -113,13 +113,28 @@ pub enum Command {
         conn: ConnArgs,
     },
     /// Join a one-to-one call (URL/call/ROOM): send your files, receive the other side's, and
-    /// print the one-way latency.
+    /// print the one-way latency; with --chat, chat beside it.
     Call {
         /// tcp://HOST:PORT/call/ROOM, tcps://… or quic://…; without :PORT, port 7700.
         url: String,
         /// A video and/or an audio file to send (one of each at most): WAV, MJPEG, Y4M or MP4.
-        #[arg(long, value_name = "FILE", required = true)]
+        #[arg(long, value_name = "FILE", required_unless_present = "chat")]
         from: Vec<PathBuf>,
+        /// Chat in the room: send each line of stdin, print the other side's lines with
+        /// their send time. Survives a lost connection (it connects again and resends what
+        /// the server had not acknowledged). The call ends at the end of stdin.
+        #[arg(long)]
+        chat: bool,
+        /// Statistics format: per track sent, received, lost, late, concealed, one-way
+        /// latency percentiles, and the video's adaptation level.
+        #[arg(long, value_enum, value_name = "FORMAT", default_value_t = chunkcast_client::play::StatsFormat::Table)]
+        stats: chunkcast_client::play::StatsFormat,
+        /// Render what the other side sends, as `play` does: wav:PATH or pcm:- (or pcm:PATH)
+        /// for its audio, mjpeg:- (or mjpeg:PATH) or frames:DIR for its video. Repeat for
+        /// both; at most one may write to stdout (-), and then statistics and chat go to
+        /// stderr.
+        #[arg(long, value_name = "SINK")]
+        sink: Vec<chunkcast_client::sink::Spec>,
         /// Trust and auth.
         #[command(flatten)]
         conn: ConnArgs,
@@ -368,9 +383,17 @@ pub async fn run(cli: Cli) -> Result<(), ClientError> {
             let url = Url::parse(&url)?;
             chunkcast_client::live::run_publish(&url, &conn.options_for(&url)?, &from, looped).await
         }
-        Command::Call { url, from, conn } => {
+        Command::Call {
+            url,
+            from,
+            chat,
+            stats,
+            sink,
+            conn,
+        } => {
             let url = Url::parse(&url)?;
-            chunkcast_client::live::run_call(&url, &conn.options_for(&url)?, &from).await
+            let options = conn.options_for(&url)?;
+            chunkcast_client::live::run_call(&url, &options, &from, chat, stats, sink).await
         }
         Command::Demo => crate::demo::run().await,
         Command::Bench(args) => crate::bench::run(args).await,

@@ -12,7 +12,7 @@ use chunkcast_protocol::conn::server::{
     DEFAULT_CATALOG_PAGE, DropReason, Ending, ServerConnConfig, ServerEvent, StreamKind,
 };
 use chunkcast_protocol::session::{DEFAULT_PING_INTERVAL, ServerConfig};
-use chunkcast_protocol::wire::{Caps, ErrorFrame, Frame, Open};
+use chunkcast_protocol::wire::{Caps, ChatKind, ErrorFrame, Frame, Open};
 use chunkcast_protocol::{Codec, ErrorCode, StreamId};
 use chunkcast_transport::{LinkError, LinkRx, LinkTx};
 use tokio::task::JoinHandle;
@@ -37,6 +37,8 @@ pub(crate) struct Shared {
     pub(crate) stop: CancellationToken,
     /// Live channels and call rooms.
     pub(crate) live: Arc<Live>,
+    /// Chat rooms beside them.
+    pub(crate) chats: crate::chat::Chats,
     /// The instant every connection's ping timestamps count from, so that clients estimating
     /// their offset to the server's clock (calls) share one reference.
     pub(crate) epoch: std::time::Instant,
@@ -55,6 +57,7 @@ impl Shared {
             draining: CancellationToken::new(),
             stop: CancellationToken::new(),
             live: Arc::new(Live::new(Default::default(), linger, metrics.live_gauges())),
+            chats: crate::chat::Chats::default(),
             // The drivers' one clock: tokio's (paused in tests), read as std.
             epoch: Instant::now().into_std(),
             metrics,
@@ -107,6 +110,7 @@ pub(crate) async fn serve(
     }
     driver.finish(ending).await;
     shared.live.leave(id);
+    shared.chats.leave(id);
     info!(peer = %driver.peer, session = id, "disconnected");
 }
 
@@ -238,7 +242,13 @@ impl Driver {
                     stream,
                     channel: &channel,
                 };
-                match self.shared.live.subscribe(self.tx.clone(), at) {
+                // Calls only: a live channel's viewer is a player with a buffer, better served
+                // by the stream's reliability than by datagrams' timeliness.
+                let datagrams = channel.starts_with("call/")
+                    && conn
+                        .established()
+                        .is_some_and(|e| e.caps.contains(Caps::DATAGRAMS));
+                match self.shared.live.subscribe(self.tx.clone(), at, datagrams) {
                     Ok(task) => {
                         self.logged(session, "watch", &channel, "subscribed");
                         self.tasks.insert(
@@ -272,6 +282,19 @@ impl Driver {
                 message,
             } => {
                 info!(peer = %self.peer, session, request, "refused: {code}: {message}");
+            }
+            ServerEvent::Chat(chat) => {
+                let chats = &self.shared.chats;
+                let done = match chat.kind {
+                    ChatKind::Join => chats.join(session, &chat, &self.tx),
+                    _ => chats
+                        .send(session, &chat)
+                        .map(|ack| conn.send_frame(&Frame::Chat(ack))),
+                };
+                if let Err((code, message)) = done {
+                    warn!(peer = %self.peer, session, "closing: chat: {message}");
+                    conn.close(now(), code, &message);
+                }
             }
             ServerEvent::RateLimited => metrics.request_limited(),
             ServerEvent::ErrorSent(code) => metrics.error_sent(code),

@@ -22,6 +22,7 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod chat;
 pub mod cli;
 pub mod config;
 mod conn;

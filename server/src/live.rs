@@ -401,6 +401,8 @@ impl Live {
             ended: false,
         };
         let mut chunks = tx.route(stream, PUBLISH_QUEUE);
+        // Only audio comes as datagrams: the holes and late chunks to watch for are its own.
+        let holes = codec.kind() == chunkcast_protocol::MediaKind::Audio;
         let opened = live_opened(request, stream, codec, (0, 0), max_payload as u32);
         if tx.send(Frame::Opened(opened)).await.is_err() {
             tx.unroute(stream);
@@ -409,7 +411,7 @@ impl Live {
         info!(channel = %name, session, "publisher started");
         let tx = tx.clone();
         Ok(tokio::spawn(async move {
-            let why = relay(&mut guard, &mut chunks, &evict, max_payload).await;
+            let why = relay(&mut guard, &mut chunks, &evict, max_payload, holes).await;
             if why == RelayEnd::Evicted {
                 drop(guard);
                 let close = Frame::Close {
@@ -428,10 +430,13 @@ impl Live {
     /// Starts sending a channel to a viewer on `stream`, from the latest keyframe. The task
     /// waits for a publisher if there is none yet; aborting it at any point lets go of the
     /// channel.
+    /// With `datagrams` (the viewer's connection agreed on `DATAGRAMS`), an audio channel's
+    /// media chunks go as QUIC datagrams where they fit.
     pub(crate) fn subscribe(
         self: &Arc<Self>,
         tx: LinkTx,
         at: Request<'_>,
+        datagrams: bool,
     ) -> Result<JoinHandle<()>, Refusal> {
         let Request {
             session,
@@ -502,7 +507,9 @@ impl Live {
             };
             // Attached before no longer waiting: the channel is never idle in between.
             drop(waiting);
-            serve_viewer(&tx, &attached.viewer, opened).await;
+            let datagrams =
+                datagrams && opened.codec.kind() == chunkcast_protocol::MediaKind::Audio;
+            serve_viewer(&tx, &attached.viewer, opened, datagrams).await;
         }))
     }
 }
@@ -588,7 +595,7 @@ impl Drop for Relaying {
     }
 }
 
-async fn serve_viewer(tx: &LinkTx, viewer: &Viewer, opened: Opened) {
+async fn serve_viewer(tx: &LinkTx, viewer: &Viewer, opened: Opened, datagrams: bool) {
     let stream = opened.stream;
     if tx.send(Frame::Opened(opened)).await.is_err() {
         return;
@@ -602,6 +609,17 @@ async fn serve_viewer(tx: &LinkTx, viewer: &Viewer, opened: Opened) {
         match next {
             Some(chunk) => {
                 let last = chunk.has(ChunkFlags::END_OF_STREAM);
+                // Realtime audio as a datagram: a loss costs one frame, not a wait for the
+                // retransmission that every later frame would wait behind. Set-up and the
+                // end go on the stream, reliably.
+                let framing = chunk.has(ChunkFlags::INIT) || last;
+                if datagrams && !framing {
+                    match tx.send_datagram(&chunk) {
+                        Ok(true) => continue,
+                        Ok(false) => {}
+                        Err(_) => return,
+                    }
+                }
                 if media.send(chunk).await.is_err() {
                     return;
                 }
@@ -640,13 +658,22 @@ enum RelayEnd {
     Evicted,
 }
 
+/// The longest hole in a publisher's numbering kept in the channel's (datagrams lost on the
+/// way); a longer jump is a new numbering.
+const MAX_HOLE: u64 = 64;
+
 async fn relay(
     guard: &mut Relaying,
     chunks: &mut mpsc::Receiver<ChunkResult>,
     evict: &CancellationToken,
     max_payload: usize,
+    holes: bool,
 ) -> RelayEnd {
     let hub = guard.hub.clone();
+    // The publisher's last (seq, pts), to tell a datagram lost (a hole, kept in the channel's
+    // numbering so that viewers count it) or late (dropped: its place has passed) from a new
+    // numbering (a looping publisher starts again at 0, later in time).
+    let mut last: Option<(u64, u64)> = None;
     let why = loop {
         let item = tokio::select! {
             biased;
@@ -666,6 +693,20 @@ async fn relay(
             // Replaced while this chunk was on its way: it must not reach the channel.
             break RelayEnd::Evicted;
         }
+        let skip = match last {
+            Some((seq, pts)) if holes && !chunk.has(ChunkFlags::INIT) => {
+                if chunk.seq <= seq && chunk.pts_us < pts {
+                    continue; // late: its place in the channel has passed
+                }
+                let gap = chunk.seq.saturating_sub(seq + 1);
+                if gap <= MAX_HOLE { gap } else { 0 }
+            }
+            _ => 0,
+        };
+        if !chunk.has(ChunkFlags::INIT) {
+            last = Some((chunk.seq, chunk.pts_us));
+        }
+        s.channel.skip(skip);
         let stream = StreamId(0);
         let fanned = s.channel.ingest(chunk, stream);
         fan_out(&mut s, &fanned);
@@ -839,7 +880,7 @@ mod tests {
                 stream: StreamId(i),
                 channel: &name,
             };
-            waiting.push(live.subscribe(tx.clone(), at).unwrap());
+            waiting.push(live.subscribe(tx.clone(), at, false).unwrap());
         }
         tokio::task::yield_now().await;
         assert_eq!(len(&live), MAX_CHANNELS + 10);

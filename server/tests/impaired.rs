@@ -339,3 +339,96 @@ fn runs() -> usize {
         .and_then(|v| v.parse().ok())
         .unwrap_or(5)
 }
+
+/// Issue 16's first path for a call: one side behind 30 ms ± 5 ms with 2 % loss each way.
+/// Its audio goes as QUIC datagrams, so a lost packet costs one concealed frame rather than a
+/// retransmission every later frame waits behind: the other side's audio one-way latency p99
+/// stays under 150 ms, the losses are counted (concealed), and video keeps flowing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_with_datagram_audio_holds_its_latency_on_a_lossy_path() {
+    use chunkcast_client::live::{CallOptions, call_with};
+    let server = server_with(|_| {}).await;
+    let path = Impairment {
+        delay: Duration::from_millis(30),
+        jitter: Duration::from_millis(5),
+        loss: 0.02,
+        reorder: 0.0,
+        seed: SEED,
+    };
+    let relay = UdpRelay::start(server.quic_addr(), path).await.unwrap();
+    let connect = pinned(&server);
+    let room = "call/lossy";
+    let a_url = url_at(relay.addr(), Scheme::Quic, room);
+    let b_url = chunkcast_testkit::url(&server, Scheme::Quic, room);
+    let dir = samples();
+    let from = vec![
+        dir.join(chunkcast_media_samples::CLIP_MJPEG),
+        dir.join(chunkcast_media_samples::TONE_8K_WAV),
+    ];
+    let opts = CallOptions::default();
+    let (a, b) = tokio::time::timeout(Duration::from_secs(60), async {
+        tokio::join!(
+            call_with(&a_url, &connect, &from, &opts),
+            call_with(&b_url, &connect, &from, &opts)
+        )
+    })
+    .await
+    .expect("the call ends within a minute");
+    let (a, b) = (a.unwrap(), b.unwrap());
+    let (to_server, to_client) = relay.stats();
+    let a_audio = a.sent.iter().find(|s| s.track == "audio").unwrap();
+    let a_audio = a_audio.report.as_ref().unwrap();
+    let heard = b.received.iter().find(|t| t.track == "audio").unwrap();
+    let seen = b.received.iter().find(|t| t.track == "video").unwrap();
+    let back = a.received.iter().find(|t| t.track == "audio").unwrap();
+    let a_video = a.sent.iter().find(|s| s.track == "video").unwrap();
+    let a_video = a_video.report.as_ref().unwrap();
+    eprintln!(
+        "video a→b: {} of {} units sent, lowest level {}, {} changes",
+        a_video.units_sent,
+        a_video.units_sent + a_video.units_dropped,
+        a_video.lowest_level.name(),
+        a_video.level_changes
+    );
+    eprintln!(
+        "audio a→b: {} chunks ({} as datagrams), received {}, lost {}, late {}, concealed {}, \
+         p50 {:?} p95 {:?} p99 {:?} max {:?}; b→a audio p99 {:?} lost {}; video a→b {} chunks \
+         p99 {:?}; path {to_server:?} {to_client:?}",
+        a_audio.chunks,
+        a_audio.datagrams,
+        heard.chunks,
+        heard.lost,
+        heard.late,
+        heard.concealed,
+        heard.latency_p50,
+        heard.latency_p95,
+        heard.latency_p99,
+        heard.latency_max,
+        back.latency_p99,
+        back.lost,
+        seen.chunks,
+        seen.latency_p99,
+    );
+    assert!(to_server.lost > 0, "the path must lose: {to_server:?}");
+    assert!(
+        a_audio.datagrams * 10 >= a_audio.chunks * 9,
+        "audio went as datagrams: {} of {}",
+        a_audio.datagrams,
+        a_audio.chunks
+    );
+    assert!(
+        heard.lost > 0 && heard.concealed >= heard.lost,
+        "losses are counted"
+    );
+    assert!(
+        heard.latency_p99 < Duration::from_millis(150),
+        "audio p99 {:?}",
+        heard.latency_p99
+    );
+    assert!(
+        seen.chunks > 50,
+        "video kept flowing: {} chunks",
+        seen.chunks
+    );
+    server.shutdown().await;
+}

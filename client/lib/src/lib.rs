@@ -23,6 +23,7 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod chat;
 pub mod console;
 pub mod error;
 pub mod get;

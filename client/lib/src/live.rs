@@ -5,6 +5,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use chunkcast_media::adapt::{AdaptConfig, Adapter, Level, PathSample, UnitFilter};
 use chunkcast_media::pace::Pacer;
 use chunkcast_media::reader::{self, Shaping};
 use chunkcast_media::{Config as ChunkConfig, Packetizer};
@@ -35,7 +36,19 @@ pub struct PublishOptions {
     /// the file ends it (an `END_OF_STREAM` chunk, so viewers see the end of the stream rather
     /// than a lost publisher) and the stream is finished.
     pub stop: CancellationToken,
+    /// Adapt to the path (a call's video): measure the sender's queueing, and on QUIC the
+    /// RTT and loss, and drop whole units as [`chunkcast_media::adapt`] decides; a unit that
+    /// would leave more than [`LATE_DROP`] late is dropped too, so that latency cannot grow
+    /// with a bottleneck.
+    pub adapt: bool,
+    /// Send media chunks as QUIC datagrams where the connection allows (a call's audio):
+    /// see [`crate::session::Publisher::use_datagrams`].
+    pub datagrams: bool,
 }
+
+/// A call's video unit that could only leave this late is dropped rather than sent: behind
+/// it, every later unit would wait as well.
+pub const LATE_DROP: Duration = Duration::from_millis(250);
 
 /// What a publish did.
 #[derive(Debug, Clone, Default)]
@@ -48,6 +61,115 @@ pub struct PublishReport {
     pub passes: u32,
     /// Whether [`PublishOptions::stop`] ended it before the file did.
     pub stopped: bool,
+    /// Units dropped by the adaptation ([`PublishOptions::adapt`]).
+    pub units_dropped: u64,
+    /// Units sent, when adapting.
+    pub units_sent: u64,
+    /// The adaptation's level at the end.
+    pub level: Level,
+    /// The lowest level it went down to.
+    pub lowest_level: Level,
+    /// Its level changes.
+    pub level_changes: u64,
+    /// Chunks sent as QUIC datagrams ([`PublishOptions::datagrams`]).
+    pub datagrams: u64,
+    /// Each level change: when (from the first chunk) and to what.
+    pub level_log: Vec<(Duration, Level)>,
+}
+
+/// The path measurements of a publish: the sender's queueing, and what QUIC knows.
+struct Meter {
+    adapter: Adapter,
+    filter: UnitFilter,
+    /// Packets lost and sent at the last loss sample.
+    counted: Option<(u64, u64)>,
+    loss: Option<f64>,
+    /// Bytes admitted since media time `since_us`, for the offered rate.
+    bytes: u64,
+    since_us: Option<u64>,
+    /// Bytes a second of media offered, over the last measured span.
+    rate: Option<f64>,
+    /// The least RTT seen: the path's, without the queueing that a larger send queue would
+    /// only feed.
+    min_rtt: Option<Duration>,
+}
+
+impl Meter {
+    fn new(session: &Session) -> Self {
+        Self {
+            adapter: Adapter::new(AdaptConfig::default()),
+            filter: UnitFilter::new(),
+            counted: session.path_stats().map(|(_, lost, sent)| (lost, sent)),
+            loss: None,
+            bytes: 0,
+            since_us: None,
+            rate: None,
+            min_rtt: None,
+        }
+    }
+
+    /// QUIC's send queue for what is offered now: the offered rate for the path's least
+    /// round trip plus 50 ms, at least [`CALL_SEND_QUEUE`]. Enough to keep a long path busy at the stream's
+    /// rate; no more, so that a slow path makes the sender wait (and adapt) at once.
+    /// The rate is measured in media time (bytes over the span of their timestamps), so it is
+    /// known after the first 200 ms of media, before the path has had a say.
+    fn size_send_queue(&mut self, session: &Session, pts_us: u64, rtt: Option<Duration>) {
+        let since = *self.since_us.get_or_insert(pts_us);
+        let span = pts_us.saturating_sub(since);
+        let measure = if self.rate.is_none() {
+            200_000
+        } else {
+            1_000_000
+        };
+        if span >= measure {
+            self.rate = Some(self.bytes as f64 * 1e6 / span as f64);
+            self.bytes = 0;
+            self.since_us = Some(pts_us);
+        }
+        if let Some(rtt) = rtt {
+            self.min_rtt = Some(self.min_rtt.map_or(rtt, |m| m.min(rtt)));
+        }
+        if let (Some(rate), Some(rtt)) = (self.rate, self.min_rtt) {
+            let want = rate * (rtt + Duration::from_millis(50)).as_secs_f64();
+            session.limit_send_queue((want as u64).max(CALL_SEND_QUEUE));
+        }
+    }
+
+    /// Whether to send `chunk`, which was due at `due` and can leave now.
+    fn admit(&mut self, session: &Session, chunk: &Chunk, due: Instant) -> bool {
+        let now = Instant::now();
+        let late = now.saturating_duration_since(due);
+        let mut rtt = None;
+        if let Some((r, lost, sent)) = session.path_stats() {
+            rtt = Some(r);
+            let (lost0, sent0) = self.counted.unwrap_or((lost, sent));
+            // A loss rate over at least 50 packets, so that one loss is not 100 %.
+            if sent.saturating_sub(sent0) >= 50 {
+                let l = lost.saturating_sub(lost0) as f64 / (sent - sent0) as f64;
+                self.loss = Some(l.min(1.0));
+                self.counted = Some((lost, sent));
+            } else if self.counted.is_none() {
+                self.counted = Some((lost, sent));
+            }
+        }
+        let sample = PathSample {
+            queue_delay: late,
+            rtt,
+            loss: self.loss,
+        };
+        let mut level = self.adapter.on_sample(now, sample);
+        if late > LATE_DROP {
+            level = Level::KeyframesOnly;
+        }
+        let admitted = self.filter.admit(chunk, level);
+        if admitted {
+            self.bytes += chunk.payload.len() as u64;
+        }
+        if !chunk.has(ChunkFlags::INIT) {
+            self.size_send_queue(session, chunk.pts_us, rtt);
+        }
+        admitted
+    }
 }
 
 fn open_packetizer(path: &Path, chunk_size: usize) -> Result<(File, Packetizer), ClientError> {
@@ -85,8 +207,16 @@ pub async fn publish_file(
 ) -> Result<PublishReport, ClientError> {
     let (file, packetizer) = open_packetizer(path, opts.chunk_size)?;
     let mut publisher = session.publish(channel, packetizer.codec()).await?;
+    if opts.datagrams {
+        publisher.use_datagrams(session.established().caps);
+    }
+    // When adapting, what is sent is numbered afresh, so that a unit dropped here is not
+    // taken for a loss on the way.
+    let mut renumbered = 0u64;
     let mut report = PublishReport::default();
     let mut pacer = Pacer::new();
+    let mut meter = opts.adapt.then(|| Meter::new(session));
+    let started = Instant::now();
     // Media time already played by earlier passes, so that a loop's pts keep increasing.
     let mut pts_base = 0u64;
     let mut next = Some((file, packetizer));
@@ -118,8 +248,9 @@ pub async fn publish_file(
             if chunk.has(ChunkFlags::INIT) && report.passes > 1 {
                 continue; // the header was sent on the first pass
             }
+            let mut due = Instant::now();
             if chunk.duration_us > 0 {
-                let due = pacer.due(Instant::now(), chunk.pts_us);
+                due = pacer.due(Instant::now(), chunk.pts_us);
                 tokio::select! {
                     biased;
                     () = opts.stop.cancelled() => {
@@ -128,6 +259,20 @@ pub async fn publish_file(
                 }
                     () = tokio::time::sleep_until(due.into()) => {}
                 }
+            }
+            if let Some(m) = meter.as_mut() {
+                let before = m.adapter.level();
+                let admitted = m.admit(session, &chunk, due);
+                let level = m.adapter.level();
+                if level != before && report.level_log.len() < 1024 {
+                    report.level_log.push((started.elapsed(), level));
+                }
+                report.lowest_level = report.lowest_level.max(level);
+                if !admitted {
+                    continue;
+                }
+                chunk.seq = renumbered;
+                renumbered += 1;
             }
             if !last_pass {
                 chunk.flags = chunk.flags.without(ChunkFlags::END_OF_STREAM);
@@ -161,7 +306,14 @@ pub async fn publish_file(
         );
         publisher.send(end).await?;
     }
+    report.datagrams = publisher.sent_as_datagrams();
     publisher.finish().await?;
+    if let Some(m) = &meter {
+        report.units_dropped = m.filter.dropped();
+        report.units_sent = m.filter.kept();
+        report.level = m.adapter.level();
+        report.level_changes = m.adapter.changes();
+    }
     Ok(report)
 }
 
@@ -180,7 +332,25 @@ pub struct TrackReport {
     pub latency_p99: Duration,
     /// Largest.
     pub latency_max: Duration,
+    /// p95.
+    pub latency_p95: Duration,
+    /// Chunks missing (holes in the channel's `seq`: dropped on the way, by a lagging
+    /// viewer's queue, or lost).
+    pub lost: u64,
+    /// Audio chunks a player would conceal: the lost ones, and those that came later than
+    /// [`LATE_AFTER`] (too late to play). 0 for video, which freezes instead.
+    pub concealed: u64,
+    /// Chunks that arrived more than [`LATE_AFTER`] after they were sent.
+    pub late: u64,
 }
+
+/// What a call lets QUIC hold unacknowledged towards the server: 32 KiB is 125 ms of a
+/// 2 Mbit/s path, and still 8 Mbit/s of throughput at a 30 ms round trip (a call's video is
+/// a few).
+pub const CALL_SEND_QUEUE: u64 = 32 << 10;
+
+/// A call's one-way budget: a chunk later than this is late (for audio, concealed).
+pub const LATE_AFTER: Duration = Duration::from_millis(150);
 
 /// One sent track of a call.
 #[derive(Debug, Clone)]
@@ -214,6 +384,61 @@ pub struct CallOptions {
     pub notes: bool,
     /// Ends the call when cancelled (Ctrl-C), still reporting what was received.
     pub cancel: CancellationToken,
+    /// Send each file this many times over, back to back (`None`: once).
+    pub passes: Option<u32>,
+    /// Where to render what is received, as `play`'s sinks: `wav:`/`pcm:` take the audio
+    /// track, `mjpeg:`/`frames:` the video track. Units are rendered as they complete (a call
+    /// keeps no playout buffer: latency first); a hole in the audio is filled with silence.
+    pub sinks: Vec<crate::sink::Spec>,
+}
+
+/// The sinks of `specs` that render `track` (`audio` or `video`).
+fn track_sinks(specs: &[crate::sink::Spec], track: &str) -> Vec<crate::sink::Spec> {
+    use crate::sink::Spec;
+    specs
+        .iter()
+        .filter(|s| match s {
+            Spec::Wav(_) | Spec::Pcm(_) => track == "audio",
+            Spec::Mjpeg(_) | Spec::Frames(_) => track == "video",
+            Spec::File(_) | Spec::Null => false,
+        })
+        .cloned()
+        .collect()
+}
+
+/// A received track rendered as it arrives.
+struct Render {
+    sink: Box<dyn crate::sink::Sink>,
+    assembler: chunkcast_media::UnitAssembler,
+    units: u64,
+    /// The last chunk's duration, to size the silence for a hole.
+    last_duration_us: u32,
+}
+
+impl Render {
+    fn chunk(&mut self, c: Chunk, missing: u64) -> Result<(), ClientError> {
+        use chunkcast_media::playout::{Concealment, Unit};
+        if missing > 0 && self.last_duration_us > 0 {
+            let duration = (u64::from(self.last_duration_us) * missing).min(u64::from(u32::MAX));
+            self.sink
+                .conceal(c.pts_us, duration as u32, Concealment::Silence)?;
+        }
+        if c.duration_us > 0 {
+            self.last_duration_us = c.duration_us;
+        }
+        if let Ok(Some(u)) = self.assembler.push(c) {
+            let unit = Unit {
+                seq: self.units,
+                pts_us: u.pts_us,
+                duration_us: u.duration_us,
+                key: u.key,
+                payload: u.data,
+            };
+            self.units += 1;
+            self.sink.play(&unit)?;
+        }
+        Ok(())
+    }
 }
 
 /// The call tracks for `from`: `video` or `audio` by each file's kind, one of each at most.
@@ -270,6 +495,17 @@ pub async fn call_with(
         )));
     }
     let tracks = call_tracks(from)?;
+    crate::sink::check(&opts.sinks)?;
+    if opts
+        .sinks
+        .iter()
+        .any(|s| matches!(s, crate::sink::Spec::File(_)))
+    {
+        return Err(ClientError::Usage(
+            "call --sink takes wav:, pcm:, mjpeg:, frames: or null (file: would mix two tracks)"
+                .into(),
+        ));
+    }
     let cancel = &opts.cancel;
     let owned = tokio::select! {
         biased;
@@ -277,6 +513,7 @@ pub async fn call_with(
         s = Session::connect(url, connect) => s?,
     };
     let (rtt, offset) = owned.clock().await?;
+    owned.limit_send_queue(CALL_SEND_QUEUE);
     if opts.notes {
         let sending: Vec<String> = tracks
             .iter()
@@ -292,6 +529,10 @@ pub async fn call_with(
     let sends = tracks.iter().map(|(track, file)| async move {
         let opts = PublishOptions {
             stamp_server_clock: Some(offset),
+            adapt: *track == "video",
+            datagrams: *track == "audio",
+            looped: opts.passes.is_some_and(|p| p > 1),
+            passes: opts.passes,
             ..Default::default()
         };
         let channel = format!("{room}/{track}");
@@ -309,12 +550,30 @@ pub async fn call_with(
     let receives = tracks.iter().map(|(track, _)| async move {
         let mut latencies = Vec::new();
         let (mut chunks, mut bytes) = (0u64, 0u64);
+        let (mut lost, mut late) = (0u64, 0u64);
+        let mut next_seq: Option<u64> = None;
         let channel = format!("{room}/{track}");
         let subscribed = tokio::select! {
             s = session.subscribe(&channel) => Some(s?),
             () = cancel.cancelled() => None,
         };
         if let Some(mut incoming) = subscribed {
+            let specs = track_sinks(&opts.sinks, track);
+            let mut render = if specs.is_empty() {
+                None
+            } else {
+                let codec = incoming.opened.codec;
+                let sink = crate::sink::open(&specs, &codec)?;
+                if let Some(note) = sink.note() {
+                    eprintln!("{note}");
+                }
+                Some(Render {
+                    sink,
+                    assembler: chunkcast_media::UnitAssembler::new(codec, 64 << 20),
+                    units: 0,
+                    last_duration_us: 0,
+                })
+            };
             loop {
                 let c = tokio::select! {
                     c = incoming.next() => c,
@@ -326,14 +585,36 @@ pub async fn call_with(
                     eprintln!("the other participant joined");
                 }
                 let now = session.clock_us().saturating_add_signed(offset);
-                if !c.has(ChunkFlags::INIT)
-                    && !c.has(ChunkFlags::END_OF_STREAM)
-                    && latencies.len() < 1 << 20
-                {
-                    latencies.push(now.saturating_sub(c.pts_us));
+                let lost_before = lost;
+                // Holes between media chunks only: a late joiner's first media chunk comes
+                // after the channel's set-up with a jump that is not a loss.
+                if !c.has(ChunkFlags::INIT) {
+                    match next_seq {
+                        // A datagram overtaken by a later one: counted lost when the hole
+                        // was seen, it is not (though a player would have concealed it).
+                        Some(expected) if c.seq < expected => lost = lost.saturating_sub(1),
+                        Some(expected) => lost += c.seq - expected,
+                        None => {}
+                    }
+                    next_seq = Some(next_seq.map_or(c.seq + 1, |n| n.max(c.seq + 1)));
+                }
+                if !c.has(ChunkFlags::INIT) && !c.has(ChunkFlags::END_OF_STREAM) {
+                    let latency = now.saturating_sub(c.pts_us);
+                    if latency > LATE_AFTER.as_micros() as u64 {
+                        late += 1;
+                    }
+                    if latencies.len() < 1 << 20 {
+                        latencies.push(latency);
+                    }
                 }
                 chunks += 1;
                 bytes += c.payload.len() as u64;
+                if let Some(r) = render.as_mut() {
+                    r.chunk(c, lost.saturating_sub(lost_before))?;
+                }
+            }
+            if let Some(r) = render {
+                r.sink.finish()?;
             }
         }
         latencies.sort_unstable();
@@ -349,6 +630,10 @@ pub async fn call_with(
             latency_p50: pick(0.50),
             latency_p99: pick(0.99),
             latency_max: Duration::from_micros(latencies.last().copied().unwrap_or(0)),
+            latency_p95: pick(0.95),
+            lost,
+            concealed: if *track == "audio" { lost + late } else { 0 },
+            late,
         })
     });
     let (sent, received) = tokio::join!(
@@ -409,30 +694,132 @@ pub async fn run_publish(
 }
 
 /// `chunkcast call`: joins a room, prints per-track counts and latency percentiles (also
-/// after Ctrl-C, which then ends it with [`ClientError::Interrupted`]).
+/// after Ctrl-C, which then ends it with [`ClientError::Interrupted`]). With `chat`, also
+/// chats in the room: stdin's lines out, the other side's lines printed as they come; the
+/// call then ends at the end of stdin (once every line is acknowledged) as well as when the
+/// media is done.
 pub async fn run_call(
     url: &Url,
     connect: &ConnectOptions,
     from: &[PathBuf],
+    chat: bool,
+    stats: crate::play::StatsFormat,
+    sinks: Vec<crate::sink::Spec>,
 ) -> Result<(), ClientError> {
-    if from.is_empty() {
+    if from.is_empty() && !chat {
         return Err(ClientError::Usage(
-            "a call needs at least one --from FILE".into(),
+            "a call needs at least one --from FILE, or --chat".into(),
         ));
     }
+    // Stdout belongs to a sink that writes there; the figures and chat then go to stderr.
+    let stdout_taken = sinks.iter().any(crate::sink::Spec::is_stdout);
     let opts = CallOptions {
         notes: true,
+        sinks,
         ..Default::default()
     };
     let ctrl_c = crate::console::cancel_on_ctrl_c(opts.cancel.clone());
-    let report = call_with(url, connect, from, &opts).await;
+    // With media, the chat lasts as long as the media does, even after the end of stdin, so
+    // that the other side's lines still arrive.
+    let media_done = CancellationToken::new();
+    let media = async {
+        if from.is_empty() {
+            return Ok(None);
+        }
+        let r = call_with(url, connect, from, &opts).await.map(Some);
+        media_done.cancel();
+        r
+    };
+    let hold = (!from.is_empty()).then(|| media_done.clone());
+    let chatting = async {
+        if !chat {
+            return Ok(None);
+        }
+        chat_stdin(url, connect, &opts.cancel, hold, stdout_taken)
+            .await
+            .map(Some)
+    };
+    let (report, chatted) = tokio::join!(media, chatting);
     ctrl_c.abort();
+    let chatted = chatted?;
     let report = report?;
-    crate::console::print_stdout(&call_table(&report))?;
-    if report.interrupted {
+    if let Some(report) = &report {
+        let text = match stats {
+            crate::play::StatsFormat::Table => call_table(report),
+            crate::play::StatsFormat::Json => call_json(report) + "\n",
+        };
+        if stdout_taken {
+            eprint!("{text}");
+        } else {
+            crate::console::print_stdout(&text)?;
+        }
+    }
+    if let Some(c) = &chatted {
+        eprintln!(
+            "chat: {} line(s) sent, {} received, {} connection(s)",
+            c.sent, c.received, c.connections
+        );
+    }
+    if report.is_some_and(|r| r.interrupted) || chatted.is_some_and(|c| c.interrupted) {
         return Err(ClientError::Interrupted);
     }
     Ok(())
+}
+
+/// The chat of `call --chat`: stdin's lines to the room of `url`, the other side's lines to
+/// stdout. It ends at the end of stdin, or, with `hold`, once `hold` is also cancelled.
+async fn chat_stdin(
+    url: &Url,
+    connect: &ConnectOptions,
+    cancel: &CancellationToken,
+    hold: Option<CancellationToken>,
+    to_stderr: bool,
+) -> Result<crate::chat::ChatReport, ClientError> {
+    use crate::chat::{ChatOptions, format_line, run_chat};
+    let room = url.path.trim_matches('/').to_owned();
+    let (read_tx, mut read) = tokio::sync::mpsc::channel(64);
+    // Blocking reads on their own thread; it ends with stdin (or the process).
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::stdin().lock().lines() {
+            let Ok(line) = line else { break };
+            if read_tx.blocking_send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let (lines_tx, lines) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(async move {
+        while let Some(line) = read.recv().await {
+            if lines_tx.send(line).await.is_err() {
+                return;
+            }
+        }
+        if let Some(hold) = hold {
+            hold.cancelled().await;
+        }
+    });
+    let (out, mut shown) = tokio::sync::mpsc::channel(64);
+    let printer = tokio::spawn(async move {
+        while let Some(line) = shown.recv().await {
+            let line: crate::chat::ChatLine = line;
+            if !line.mine {
+                if to_stderr {
+                    eprintln!("{}", format_line(&line));
+                } else {
+                    println!("{}", format_line(&line));
+                }
+            }
+        }
+    });
+    let opts = ChatOptions {
+        notes: true,
+        cancel: cancel.clone(),
+        ..Default::default()
+    };
+    let report = run_chat(url, connect, &room, lines, out, &opts).await;
+    let _ = printer.await;
+    report
 }
 
 /// The call's summary: what went out (sent →) and what came in (← received), with the
@@ -480,6 +867,93 @@ pub fn call_table(report: &CallReport) -> String {
             ms(t.latency_max)
         );
     }
+    for s in &report.sent {
+        if let Some(r) = s
+            .report
+            .as_ref()
+            .filter(|r| r.units_sent + r.units_dropped > 0)
+        {
+            let _ = writeln!(
+                out,
+                "{} adaptation: now {}, lowest {}, {} change(s), {} of {} units dropped",
+                s.track,
+                r.level.name(),
+                r.lowest_level.name(),
+                r.level_changes,
+                r.units_dropped,
+                r.units_sent + r.units_dropped
+            );
+        }
+    }
+    for t in &report.received {
+        if t.lost + t.late > 0 {
+            let _ = writeln!(
+                out,
+                "{} received: {} lost, {} late (over {} ms), {} concealed",
+                t.track,
+                t.lost,
+                t.late,
+                LATE_AFTER.as_millis(),
+                t.concealed
+            );
+        }
+    }
     out.push_str("latency: one way, from the other participant's send to arrival here\n");
     out
+}
+
+/// The call's figures as one line of JSON (durations in integer microseconds): per track,
+/// what was sent (chunks, bytes, adaptation) and what was received (chunks, lost, late,
+/// concealed, one-way latency percentiles).
+pub fn call_json(report: &CallReport) -> String {
+    let us = |d: Duration| d.as_micros().to_string();
+    let sent: Vec<String> = report
+        .sent
+        .iter()
+        .map(|s| match &s.report {
+            None => format!("{{\"track\":\"{}\",\"sent\":null}}", s.track),
+            Some(r) => format!(
+                "{{\"track\":\"{}\",\"chunks\":{},\"bytes\":{},\"units_sent\":{},\
+                 \"units_dropped\":{},\"level\":\"{}\",\"lowest_level\":\"{}\",\
+                 \"level_changes\":{},\"datagrams\":{}}}",
+                s.track,
+                r.chunks,
+                r.bytes,
+                r.units_sent,
+                r.units_dropped,
+                r.level.name(),
+                r.lowest_level.name(),
+                r.level_changes,
+                r.datagrams
+            ),
+        })
+        .collect();
+    let received: Vec<String> = report
+        .received
+        .iter()
+        .map(|t| {
+            format!(
+                "{{\"track\":\"{}\",\"chunks\":{},\"bytes\":{},\"lost\":{},\"late\":{},\
+                 \"concealed\":{},\"latency_p50_us\":{},\"latency_p95_us\":{},\
+                 \"latency_p99_us\":{},\"latency_max_us\":{}}}",
+                t.track,
+                t.chunks,
+                t.bytes,
+                t.lost,
+                t.late,
+                t.concealed,
+                us(t.latency_p50),
+                us(t.latency_p95),
+                us(t.latency_p99),
+                us(t.latency_max)
+            )
+        })
+        .collect();
+    format!(
+        "{{\"rtt_us\":{},\"interrupted\":{},\"sent\":[{}],\"received\":[{}]}}",
+        us(report.rtt),
+        report.interrupted,
+        sent.join(","),
+        received.join(",")
+    )
 }

@@ -14,7 +14,7 @@ use chunkcast_protocol::compress;
 use chunkcast_protocol::conn::ClientConn;
 use chunkcast_protocol::conn::client::{ClientConnConfig, ClientEvent, ConnError, OpenRequest};
 use chunkcast_protocol::session::{ClientConfig, Established, HandshakeError};
-use chunkcast_protocol::wire::{Entry, FileDigest, Limits, Mode, Opened, Resume};
+use chunkcast_protocol::wire::{Chat, Entry, FileDigest, Limits, Mode, Opened, Resume};
 use chunkcast_protocol::{Chunk, Codec, ErrorCode, StreamId};
 use chunkcast_transport::dial::{self, Dial, DialError};
 use chunkcast_transport::link::{ChunkResult, LinkError};
@@ -108,6 +108,10 @@ const PONG_WAIT: Duration = Duration::from_secs(5);
 /// Commands queued towards the driver: each is one small request, answered in microseconds;
 /// a caller beyond this waits its turn (backpressure, not memory).
 const COMMAND_QUEUE: usize = 64;
+/// Chat frames (acks, messages) queued towards the reader. A full queue drops the message;
+/// the reader sees the hole in the room's numbers and joins again (see
+/// `chunkcast_protocol::chat`), so this bounds memory, not delivery.
+const CHAT_QUEUE: usize = 1024;
 
 /// An established connection.
 pub struct Session {
@@ -119,6 +123,7 @@ pub struct Session {
     endpoint: Option<quinn::Endpoint>,
     epoch: Instant,
     driver: tokio::task::JoinHandle<()>,
+    chat: std::sync::Mutex<Option<mpsc::Receiver<Chat>>>,
 }
 
 impl Drop for Session {
@@ -175,6 +180,7 @@ impl Session {
         let (commands, command_rx) = mpsc::channel(COMMAND_QUEUE);
         let (down_tx, down) = watch::channel(None);
         let (connected_tx, connected) = oneshot::channel();
+        let (chat_tx, chat) = mpsc::channel(CHAT_QUEUE);
         let driver = tokio::spawn(drive(
             conn,
             rx,
@@ -182,6 +188,7 @@ impl Session {
             command_rx,
             down_tx,
             connected_tx,
+            chat_tx,
         ));
         let established = match connected.await {
             Ok(Ok(est)) => est,
@@ -206,7 +213,22 @@ impl Session {
             endpoint,
             epoch,
             driver,
+            chat: std::sync::Mutex::new(Some(chat)),
         })
+    }
+
+    /// The chat frames (acks and messages) the server sends on this connection; `None` after
+    /// the first call. The receiver ends when the connection does.
+    pub fn chat_frames(&self) -> Option<mpsc::Receiver<Chat>> {
+        self.chat
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+    }
+
+    /// Sends a chat frame (a `Send` or a `Join`, from `chunkcast_protocol::chat`).
+    pub async fn chat(&self, chat: Chat) -> Result<(), ClientError> {
+        self.ask(|reply| Command::Chat { chat, reply }).await
     }
 
     /// What the handshake agreed.
@@ -311,6 +333,9 @@ impl Session {
             stream: opened.opened.stream,
             media,
             sent: 0,
+            link: self.tx.clone(),
+            datagrams: false,
+            as_datagrams: 0,
         })
     }
 
@@ -320,6 +345,27 @@ impl Session {
         tokio::time::timeout(PONG_WAIT, self.ask(|reply| Command::Clock { reply }))
             .await
             .map_err(|_| ClientError::Timeout("waiting for a pong"))?
+    }
+
+    /// The QUIC path as the connection sees it: its RTT estimate, and packets lost and sent
+    /// so far. `None` on TCP (where the sender measures its own queueing instead).
+    pub fn path_stats(&self) -> Option<(Duration, u64, u64)> {
+        let stats = self.tx.quic()?.stats();
+        Some((
+            stats.path.rtt,
+            stats.path.lost_packets,
+            stats.path.sent_packets,
+        ))
+    }
+
+    /// Bounds what QUIC buffers towards the server, unacknowledged, to `bytes` (every stream
+    /// together): a realtime sender then waits, and sees the wait, as soon as the path is
+    /// slower than its stream, instead of filling a deep buffer that every later chunk waits
+    /// behind. No effect on TCP, whose queue is the writer's bounded one and the socket's.
+    pub fn limit_send_queue(&self, bytes: u64) {
+        if let Some(conn) = self.tx.quic() {
+            conn.set_send_window(bytes);
+        }
     }
 
     /// Microseconds on this session's clock (the one [`Session::clock`] relates to the
@@ -347,6 +393,9 @@ pub struct Publisher {
     stream: StreamId,
     media: MediaTx,
     sent: u64,
+    link: LinkTx,
+    datagrams: bool,
+    as_datagrams: u64,
 }
 
 impl Publisher {
@@ -360,9 +409,38 @@ impl Publisher {
         self.sent
     }
 
+    /// Sends media chunks as QUIC datagrams where the connection agreed on
+    /// [`Caps::DATAGRAMS`](chunkcast_protocol::Caps::DATAGRAMS) and a chunk fits in one
+    /// (realtime audio: a lost packet then costs one frame, not a wait for its
+    /// retransmission); the stream carries the rest, and always the set-up and the end.
+    /// Returns whether datagrams will be used.
+    pub fn use_datagrams(&mut self, caps: chunkcast_protocol::Caps) -> bool {
+        self.datagrams =
+            caps.contains(chunkcast_protocol::Caps::DATAGRAMS) && self.link.quic().is_some();
+        self.datagrams
+    }
+
+    /// Chunks sent as datagrams so far.
+    pub fn sent_as_datagrams(&self) -> u64 {
+        self.as_datagrams
+    }
+
     /// Sends a chunk (its stream id is set to this publisher's), waiting under backpressure.
     pub async fn send(&mut self, mut chunk: Chunk) -> Result<(), ClientError> {
         chunk.stream = self.stream;
+        let framing =
+            chunkcast_protocol::ChunkFlags::INIT | chunkcast_protocol::ChunkFlags::END_OF_STREAM;
+        if self.datagrams && chunk.flags.0 & framing.0 == 0 {
+            match self.link.send_datagram(&chunk) {
+                Ok(true) => {
+                    self.sent += 1;
+                    self.as_datagrams += 1;
+                    return Ok(());
+                }
+                Ok(false) => {}
+                Err(e) => return Err(ClientError::Lost(e.to_string())),
+            }
+        }
         self.media
             .send(chunk)
             .await
@@ -564,6 +642,10 @@ enum Command {
     Close {
         reply: oneshot::Sender<Result<(), ClientError>>,
     },
+    Chat {
+        chat: Chat,
+        reply: oneshot::Sender<Result<(), ClientError>>,
+    },
 }
 
 enum StreamAsk {
@@ -607,6 +689,7 @@ struct Callers {
     clocks: Vec<oneshot::Sender<Result<(Duration, i64), ClientError>>>,
     connected: Option<oneshot::Sender<Result<Established, ConnError>>>,
     closing: Option<oneshot::Sender<Result<(), ClientError>>>,
+    chat: Option<mpsc::Sender<Chat>>,
 }
 
 /// The connection's one task: moves control frames, commands and time into the machine, and
@@ -618,9 +701,11 @@ async fn drive(
     mut commands: mpsc::Receiver<Command>,
     down: watch::Sender<Option<ConnError>>,
     connected: oneshot::Sender<Result<Established, ConnError>>,
+    chat: mpsc::Sender<Chat>,
 ) {
     let mut callers = Callers {
         connected: Some(connected),
+        chat: Some(chat),
         ..Callers::default()
     };
     let mut out = BytesMut::new();
@@ -709,6 +794,14 @@ impl Callers {
             Command::Close { reply } => {
                 conn.close(now());
                 self.closing = Some(reply);
+            }
+            Command::Chat { chat, reply } => {
+                let _ = reply.send(conn.chat(&chat).map_err(|e| match e {
+                    ConnError::NoChat => ClientError::Usage(
+                        "the server does not offer chat (an older chunkcast-server?)".into(),
+                    ),
+                    e => conn_error(e),
+                }));
             }
         }
     }
@@ -870,6 +963,12 @@ impl Callers {
             ClientEvent::Clock { rtt, offset_us } => {
                 for reply in self.clocks.drain(..) {
                     let _ = reply.send(Ok((rtt, offset_us)));
+                }
+            }
+            ClientEvent::Chat(chat) => {
+                if let Some(queue) = &self.chat {
+                    // Full: dropped, and recovered by the reader's rejoin (see CHAT_QUEUE).
+                    let _ = queue.try_send(chat);
                 }
             }
             ClientEvent::Closed(error) => {

@@ -176,6 +176,9 @@ error_codes! {
     /// Bytes or tree nodes of a verified stream did not match the file's BLAKE3 tree: they
     /// were altered on the way (a tampering cache or proxy) or the server's tree is wrong.
     Unverified = 15, "verification failed", "verification_failed";
+    /// A chat frame broke the chat rules (over the rate, a room not joined, a kind only the
+    /// other side sends, no `CHAT` capability).
+    ChatRefused = 16, "chat refused", "chat_refused";
 }
 
 impl std::fmt::Display for ErrorCode {
@@ -238,6 +241,7 @@ mod tests {
                 "verification failed",
                 "verification_failed",
             ),
+            (16, ErrorCode::ChatRefused, "chat refused", "chat_refused"),
         ];
         assert_eq!(ErrorCode::ALL.len(), pinned.len());
         for ((value, code, name, label), listed) in pinned.into_iter().zip(ErrorCode::ALL) {

@@ -2,6 +2,7 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod chat;
 pub mod compress;
 pub mod conn;
 pub mod error;

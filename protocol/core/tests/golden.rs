@@ -14,8 +14,8 @@ use std::path::PathBuf;
 use bytes::{Bytes, BytesMut};
 use chunkcast_protocol::compress::decompress;
 use chunkcast_protocol::wire::{
-    Caps, Catalog, Decoder, Entry, ErrorFrame, FileDigest, Frame, Hello, Mode, Open, Opened,
-    Resume, Welcome, encode,
+    Caps, Catalog, Chat, ChatKind, Decoder, Entry, ErrorFrame, FileDigest, Frame, Hello, Mode,
+    Open, Opened, Resume, Welcome, encode,
 };
 use chunkcast_protocol::{
     AudioParams, Chunk, ChunkFlags, Codec, CodedAudio, ErrorCode, ImageParams, SampleFormat,
@@ -104,6 +104,7 @@ fn caps_names(c: Caps) -> Value {
         (Caps::DIGEST_AT_END, "DIGEST_AT_END"),
         (Caps::ANY_FILE, "ANY_FILE"),
         (Caps::VERIFIED, "VERIFIED"),
+        (Caps::CHAT, "CHAT"),
     ];
     json!(
         names
@@ -228,6 +229,10 @@ fn meaning(frame: &Frame) -> Value {
             json!({ "code": c, "code_name": n, "message": message })
         }
         Frame::Proof { stream, nodes } => json!({ "stream": stream.0, "nodes": hex(nodes) }),
+        Frame::Chat(c) => json!({
+            "kind": c.kind.to_u8(), "room": c.room, "author": big(c.author), "seq": big(c.seq),
+            "sent_us": big(c.sent_us), "text": c.text,
+        }),
         _ => unreachable!("every frame type is rendered"),
     };
     m["type"] = json!(frame.name());
@@ -744,6 +749,43 @@ fn vectors() -> Vec<(String, Frame)> {
                 ),
             },
         ),
+        (
+            "hello_chat".into(),
+            Frame::Hello(Hello {
+                min_version: 1,
+                max_version: 1,
+                caps: Caps::CHAT,
+                token: String::new(),
+                client_name: "chunkcast/0.1.0".into(),
+            }),
+        ),
+    ]);
+    let chat = |kind, author, seq, sent_us, text: &str| Chat {
+        kind,
+        room: "call/standup".into(),
+        author,
+        seq,
+        sent_us,
+        text: text.into(),
+    };
+    let author = 0x0123_4567_89ab_cdef;
+    v.extend([
+        (
+            "chat_send".into(),
+            Frame::Chat(chat(ChatKind::Send, author, 3, 1_500_000, "héllo")),
+        ),
+        (
+            "chat_ack".into(),
+            Frame::Chat(chat(ChatKind::Ack, author, 3, 0, "")),
+        ),
+        (
+            "chat_join".into(),
+            Frame::Chat(chat(ChatKind::Join, author, 41, 0, "")),
+        ),
+        (
+            "chat_message".into(),
+            Frame::Chat(chat(ChatKind::Message, author, 42, 1_500_000, "héllo")),
+        ),
     ]);
     v
 }
@@ -824,7 +866,7 @@ fn golden_vectors_cover_every_type_flag_and_code() {
         }
     }
     assert_eq!(flags, ChunkFlags::ALL.0);
-    assert_eq!(caps, 0x1f);
+    assert_eq!(caps, 0x3f);
     for c in ErrorCode::ALL {
         assert!(codes.contains(c), "{c:?}");
     }

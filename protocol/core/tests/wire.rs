@@ -2,8 +2,8 @@
 
 use bytes::{Bytes, BytesMut};
 use chunkcast_protocol::wire::{
-    Caps, Catalog, Decoder, Entry, ErrorFrame, FileDigest, Frame, FrameType, Hello, Limits, Mode,
-    Open, Opened, Resume, Welcome, encode, encode_chunk_head,
+    Caps, Catalog, Chat, ChatKind, Decoder, Entry, ErrorFrame, FileDigest, Frame, FrameType, Hello,
+    Limits, Mode, Open, Opened, Resume, Welcome, encode, encode_chunk_head,
 };
 use chunkcast_protocol::{
     AudioParams, Chunk, ChunkFlags, Codec, CodedAudio, DecodeError, ErrorCode, ImageParams,
@@ -179,6 +179,14 @@ fn one_of_each() -> Vec<Frame> {
             stream: StreamId(4),
             nodes: Bytes::from(vec![0x3c; 128]),
         },
+        Frame::Chat(Chat {
+            kind: ChatKind::Message,
+            room: "call/r".into(),
+            author: 9,
+            seq: 2,
+            sent_us: 77,
+            text: "hi".into(),
+        }),
         Frame::Publish {
             request: 6,
             stream: StreamId(8),
@@ -622,6 +630,22 @@ fn arb_frame() -> impl Strategy<Value = Frame> {
             code: ErrorCode::from_u16(c),
             message: m
         }),
+        (
+            0u8..4,
+            arb_string(),
+            any::<u64>(),
+            any::<u64>(),
+            any::<u64>(),
+            arb_string()
+        )
+            .prop_map(|(k, room, author, seq, sent_us, text)| Frame::Chat(Chat {
+                kind: ChatKind::from_u8(k).unwrap(),
+                room,
+                author,
+                seq,
+                sent_us,
+                text,
+            })),
     ]
 }
 
@@ -834,6 +858,7 @@ fn frame_types_are_stable() {
         (0x0e, FrameType::Goodbye, "GOODBYE"),
         (0x0f, FrameType::Digest, "DIGEST"),
         (0x10, FrameType::Proof, "PROOF"),
+        (0x11, FrameType::Chat, "CHAT"),
     ];
     assert_eq!(FrameType::ALL.len(), pinned.len());
     for ((value, ty, name), listed) in pinned.into_iter().zip(FrameType::ALL) {

@@ -114,6 +114,12 @@ impl Channel {
         self.gop_valid = false;
     }
 
+    /// Leaves `n` numbers unused before the next chunk: chunks the publisher sent that never
+    /// arrived (datagrams lost on the way), so that viewers see the hole and count the loss.
+    pub fn skip(&mut self, n: u64) {
+        self.next_seq += n;
+    }
+
     /// Takes a publisher's chunk and returns it renumbered for the channel, stamped `stream`.
     pub fn ingest(&mut self, chunk: Chunk, stream: StreamId) -> Fanned {
         let starts_unit = self.prev_ended_unit || chunk.has(ChunkFlags::INIT);

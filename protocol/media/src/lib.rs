@@ -16,6 +16,7 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod adapt;
 pub mod fanout;
 pub mod pace;
 pub mod packetize;

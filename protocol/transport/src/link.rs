@@ -277,6 +277,31 @@ impl LinkTx {
         }
     }
 
+    /// Sends `chunk` as one QUIC datagram (the `DATAGRAMS` format of `docs/PROTOCOL.md`: the
+    /// `CHUNK` frame without its length prefix): unreliable, unordered, never waiting behind
+    /// anything. `Ok(false)` when it cannot go that way (TCP, a peer without datagrams, or a
+    /// chunk larger than the path's datagrams): the caller sends it on its stream instead.
+    pub fn send_datagram(&self, chunk: &Chunk) -> Result<bool, LinkError> {
+        let Some(conn) = &self.quic else {
+            return Ok(false);
+        };
+        // The type byte, the chunk header and the payload: the frame less its length prefix.
+        let len = chunkcast_protocol::wire::CHUNK_OVERHEAD - 4 + chunk.payload.len();
+        if conn.max_datagram_size().is_none_or(|max| len > max) {
+            return Ok(false);
+        }
+        let mut buf = BytesMut::with_capacity(len + 4);
+        chunkcast_protocol::wire::encode_chunk_head(chunk, &mut buf);
+        buf.extend_from_slice(&chunk.payload);
+        let body = buf.freeze().slice(4..);
+        match conn.send_datagram(body) {
+            Ok(()) => Ok(true),
+            Err(quinn::SendDatagramError::ConnectionLost(e)) => Err(LinkError::Quic(e)),
+            // Too large after all, or disabled by the peer: the stream takes it.
+            Err(_) => Ok(false),
+        }
+    }
+
     /// The QUIC connection underneath, if any.
     pub fn quic(&self) -> Option<&quinn::Connection> {
         self.quic.as_ref()
@@ -329,6 +354,7 @@ pub fn quic(
     );
     tokio::spawn(control);
     tokio::spawn(accept_media(conn.clone(), limits, routes.clone(), in_tx));
+    tokio::spawn(read_datagrams(conn.clone(), limits, routes.clone()));
     (
         LinkTx {
             out: out_tx,
@@ -429,6 +455,23 @@ async fn quic_control_writer(mut send: quinn::SendStream, mut out_rx: mpsc::Rece
     }
     let _ = send.finish();
     let _ = send.stopped().await;
+}
+
+/// Routes the chunks that arrive as datagrams. A datagram never waits: one whose stream's
+/// queue is full, whose stream nobody reads, or that is not a whole `CHUNK` (a corrupt or
+/// hostile one) is dropped, as the network might have dropped it.
+async fn read_datagrams(conn: quinn::Connection, limits: Limits, routes: Arc<Mutex<RouteMap>>) {
+    while let Ok(body) = conn.read_datagram().await {
+        let Ok(Frame::Chunk(chunk)) = chunkcast_protocol::wire::parse(body, &limits) else {
+            continue;
+        };
+        if chunk.payload.len() > limits.max_payload() {
+            continue;
+        }
+        if let Some(tx) = lookup(&routes, chunk.stream) {
+            let _ = tx.try_send(Ok(chunk));
+        }
+    }
 }
 
 async fn accept_media(

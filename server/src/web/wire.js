@@ -12,7 +12,7 @@
 export const FRAME = Object.freeze({
   HELLO: 0x01, WELCOME: 0x02, ERROR: 0x03, PING: 0x04, PONG: 0x05, LIST: 0x06, CATALOG: 0x07,
   OPEN: 0x08, OPENED: 0x09, CHUNK: 0x0a, CLOSE: 0x0b, PUBLISH: 0x0c, SUBSCRIBE: 0x0d,
-  GOODBYE: 0x0e, DIGEST: 0x0f, PROOF: 0x10,
+  GOODBYE: 0x0e, DIGEST: 0x0f, PROOF: 0x10, CHAT: 0x11,
 });
 const FRAME_NAMES = new Map(Object.entries(FRAME).map(([name, value]) => [value, name]));
 
@@ -20,20 +20,20 @@ const FRAME_NAMES = new Map(Object.entries(FRAME).map(([name, value]) => [value,
 export const ERROR_NAMES = Object.freeze(['none', 'bad request', 'unauthorized', 'not found',
   'too large', 'busy', 'internal error', 'unsupported version', 'protocol error', 'timeout',
   'room full', 'publisher lost', 'lagged', 'bad media', 'source changed',
-  'verification failed']);
+  'verification failed', 'chat refused']);
 export const ERROR = Object.freeze({ NONE: 0, BAD_REQUEST: 1, UNAUTHORIZED: 2, NOT_FOUND: 3,
   TOO_LARGE: 4, BUSY: 5, INTERNAL: 6, UNSUPPORTED_VERSION: 7, PROTOCOL: 8, TIMEOUT: 9,
   ROOM_FULL: 10, PUBLISHER_LOST: 11, LAGGED: 12, BAD_MEDIA: 13, CHANGED: 14,
-  UNVERIFIED: 15 });
+  UNVERIFIED: 15, CHAT_REFUSED: 16 });
 
 // An error code as the Rust `Display` writes it.
 export function errorName(code) {
-  return code < ERROR_NAMES.length ? ERROR_NAMES[code] : 'unknown error ' + code;
+  return ERROR_NAMES[code] ?? 'unknown error ' + code;
 }
 
 // `Caps`: protocol/core/src/wire/frame.rs.
 export const CAPS = Object.freeze({ LZ4: 0x1, DATAGRAMS: 0x2, DIGEST_AT_END: 0x4, ANY_FILE: 0x8,
-  VERIFIED: 0x10 });
+  VERIFIED: 0x10, CHAT: 0x20 });
 // `ChunkFlags`: protocol/core/src/wire/chunk.rs.
 export const FLAG = Object.freeze({ KEY: 0x01, INIT: 0x02, END_OF_UNIT: 0x04, END_OF_STREAM: 0x08,
   COMPRESSED: 0x10 });
@@ -377,6 +377,14 @@ const LAYOUTS = {
   PROOF: {
     read(r) { const stream = r.u32(); const count = r.u16(); return { stream, nodes: r.bytes(count * 64) }; },
     write: (w, f) => w.u32(f.stream).u16(f.nodes.length / 64).raw(f.nodes),
+  },
+  // kind u8 | room str | author u64 | seq u64 | sent_us u64 | text str
+  // kind: 0 send, 1 ack, 2 join, 3 message (protocol/core/src/wire/frame.rs, `ChatKind`).
+  CHAT: {
+    read: (r) => ({ kind: r.u8(), room: r.str(), author: r.u64(), seq: r.u64(),
+      sent_us: r.u64(), text: r.str() }),
+    write: (w, f) => w.u8(f.kind).str(f.room).u64(f.author).u64(f.seq).u64(f.sent_us)
+      .str(f.text),
   },
 };
 

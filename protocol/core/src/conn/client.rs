@@ -30,7 +30,9 @@ use crate::session::{
     HandshakeError, Keepalive,
 };
 use crate::wire::chunk::StreamId;
-use crate::wire::{Catalog, Entry, ErrorFrame, Frame, Mode, Open, Opened, Resume, encode};
+use crate::wire::{
+    Caps, Catalog, Chat, ChatKind, Entry, ErrorFrame, Frame, Mode, Open, Opened, Resume, encode,
+};
 
 /// Catalog entries one listing may gather before the request fails: a library of 100 000
 /// files lists in ~20 MB; a server streaming pages without end must not grow the client
@@ -160,6 +162,8 @@ pub enum ClientEvent {
         /// The server's clock minus ours, in microseconds (symmetric-path assumption).
         offset_us: i64,
     },
+    /// A chat `Ack` or `Message` from the server (see [`crate::chat`]).
+    Chat(Chat),
     /// The connection is over; every pending request and open stream with it.
     Closed(ConnError),
 }
@@ -208,6 +212,9 @@ pub enum ConnError {
     /// A request before the handshake finished.
     #[error("not connected yet")]
     NotConnected,
+    /// Chat on a connection whose server did not agree to [`Caps::CHAT`].
+    #[error("the server does not offer chat")]
+    NoChat,
     /// More than [`ClientConnConfig::max_pending`] requests await answers.
     #[error("too many requests awaiting an answer (at most {0})")]
     TooManyPending(usize),
@@ -395,7 +402,7 @@ impl ClientConn {
             Frame::Proof { stream, nodes } => {
                 let verified = self
                     .established()
-                    .is_some_and(|e| e.caps.contains(crate::wire::Caps::VERIFIED));
+                    .is_some_and(|e| e.caps.contains(Caps::VERIFIED));
                 if !verified {
                     let what = "a PROOF frame on a connection without VERIFIED".to_owned();
                     return self.violation(now, what);
@@ -405,6 +412,10 @@ impl ClientConn {
                 }
             }
             Frame::Goodbye { code, message } => self.fail(ConnError::Goodbye { code, message }),
+            Frame::Chat(chat) => match chat.kind {
+                ChatKind::Ack | ChatKind::Message => self.events.push_back(ClientEvent::Chat(chat)),
+                kind => self.violation(now, format!("CHAT kind {kind:?} from the server")),
+            },
             // Chunks of streams nobody reads any more (cancelled), and frames only a client
             // sends: nothing to do, as before the machine existed.
             _ => {}
@@ -513,6 +524,22 @@ impl ClientConn {
     /// The next event for the application.
     pub fn poll_event(&mut self) -> Option<ClientEvent> {
         self.events.pop_front()
+    }
+
+    /// Queues a chat `Send` or `Join` (made by [`crate::chat::Outbox`] and
+    /// [`crate::chat::Inbox`]).
+    pub fn chat(&mut self, chat: &Chat) -> Result<(), ConnError> {
+        let State::Established(est, _) = &self.state else {
+            return Err(match &self.state {
+                State::Closed(e) => e.clone(),
+                _ => ConnError::NotConnected,
+            });
+        };
+        if !est.caps.contains(Caps::CHAT) {
+            return Err(ConnError::NoChat);
+        }
+        self.send(&Frame::Chat(chat.clone()));
+        Ok(())
     }
 
     /// Asks for the catalog under `prefix`; answered by [`ClientEvent::Listed`],

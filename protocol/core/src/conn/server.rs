@@ -22,12 +22,13 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 
 use super::rate::{RateLimit, Verdict};
+use crate::chat::{SERVER_CHAT_BURST, SERVER_CHAT_PER_SEC, TokenBucket};
 use crate::error::{DecodeError, ErrorCode};
 use crate::session::{
     self, DEFAULT_IDLE_TIMEOUT, DEFAULT_PING_INTERVAL, Established, HandshakeError, Keepalive,
     ServerHandshake,
 };
-use crate::wire::{Catalog, Entry, ErrorFrame, Frame, Open, encode};
+use crate::wire::{Caps, Catalog, Chat, ChatKind, Entry, ErrorFrame, Frame, Open, encode};
 use crate::{Codec, StreamId};
 
 /// Catalog entries per `CATALOG` frame by default: keeps each frame far below the frame size
@@ -165,6 +166,10 @@ pub enum ServerEvent {
         /// The message sent.
         message: String,
     },
+    /// A chat `Send` or `Join` from a client with [`Caps::CHAT`], within the chat rate: the
+    /// application stores and relays it (`Send`, then acknowledges it) or starts relaying the
+    /// room (`Join`), or ends the connection with [`ServerConn::close`] if the room refuses it.
+    Chat(Chat),
     /// A request or ping came over the connection's rate (refused, or the connection closed).
     RateLimited,
     /// An `ERROR` or `GOODBYE` with this code is queued (for the metrics).
@@ -192,6 +197,7 @@ enum State {
     Open {
         keepalive: Keepalive,
         rate: RateLimit,
+        chat: TokenBucket,
     },
     Closed,
 }
@@ -254,6 +260,7 @@ impl ServerConn {
                                 c.idle_timeout,
                             ),
                             rate: RateLimit::new(c.max_requests_per_sec, now),
+                            chat: TokenBucket::new(SERVER_CHAT_BURST, SERVER_CHAT_PER_SEC, now),
                         };
                         self.established = Some(est.clone());
                         self.events.push_back(ServerEvent::Connected(est));
@@ -395,6 +402,14 @@ impl ServerConn {
         }
     }
 
+    /// Queues a frame the application answers with outside the request rules (a chat `Ack`),
+    /// unless the connection is closed.
+    pub fn send_frame(&mut self, frame: &Frame) {
+        if !self.is_closed() {
+            encode(frame, &mut self.out);
+        }
+    }
+
     /// Refuses `request` with an `ERROR`. If the request had admitted a stream (a `PUBLISH`
     /// or `SUBSCRIBE` the application will not take), the stream is freed; if the client
     /// reused the request id, the latest such stream is.
@@ -527,6 +542,7 @@ impl ServerConn {
                     });
                 }
             }
+            Frame::Chat(chat) => self.on_chat(now, chat),
             // A CLOSE for a stream not (or no longer) running is late, not wrong.
             Frame::Close { stream, .. } => {
                 if let Some(slot) = self.streams.remove(&stream) {
@@ -545,6 +561,39 @@ impl ServerConn {
                 self.protocol_error(ErrorCode::Protocol, msg);
             }
         }
+    }
+
+    /// A chat frame: only with the capability, only the kinds a client sends, within the
+    /// chat rate; anything else ends the connection (a client that breaks these is broken or
+    /// hostile, and the chat rules have no request to refuse).
+    fn on_chat(&mut self, now: Instant, chat: Chat) {
+        let caps = self
+            .established
+            .as_ref()
+            .map_or(Caps::default(), |e| e.caps);
+        if !caps.contains(Caps::CHAT) {
+            let msg = "CHAT without the CHAT capability".to_owned();
+            return self.protocol_error(ErrorCode::ChatRefused, msg);
+        }
+        if !matches!(chat.kind, ChatKind::Send | ChatKind::Join) {
+            let msg = format!("CHAT kind {:?} is the server's to send", chat.kind);
+            return self.protocol_error(ErrorCode::ChatRefused, msg);
+        }
+        let State::Open { chat: bucket, .. } = &mut self.state else {
+            return;
+        };
+        if bucket.take(now).is_err() {
+            self.events.push_back(ServerEvent::RateLimited);
+            self.events
+                .push_back(ServerEvent::Dropped(DropReason::RateLimit));
+            let msg = format!(
+                "closing: chat over the limit of {SERVER_CHAT_PER_SEC} a second \
+                 ({SERVER_CHAT_BURST} at once)"
+            );
+            self.goodbye(ErrorCode::ChatRefused, msg);
+            return self.closed(Ending::Aborted);
+        }
+        self.events.push_back(ServerEvent::Chat(chat));
     }
 
     /// Draws a request (`Some`) or a ping (`None`) from the connection's rate; `false` if it

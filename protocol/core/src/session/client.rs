@@ -29,7 +29,12 @@ impl Default for ClientConfig {
         Self {
             min_version: MIN_VERSION,
             max_version: VERSION,
-            caps: Caps::LZ4 | Caps::DIGEST_AT_END | Caps::ANY_FILE | Caps::VERIFIED,
+            caps: Caps::LZ4
+                | Caps::DIGEST_AT_END
+                | Caps::ANY_FILE
+                | Caps::VERIFIED
+                | Caps::DATAGRAMS
+                | Caps::CHAT,
             token: None,
             name: concat!("chunkcast/", env!("CARGO_PKG_VERSION")).to_owned(),
             timeout: DEFAULT_HANDSHAKE_TIMEOUT,

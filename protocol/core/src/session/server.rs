@@ -27,7 +27,12 @@ pub struct ServerConfig {
 impl Default for ServerConfig {
     fn default() -> Self {
         Self {
-            caps: Caps::LZ4 | Caps::DIGEST_AT_END | Caps::ANY_FILE | Caps::VERIFIED,
+            caps: Caps::LZ4
+                | Caps::DIGEST_AT_END
+                | Caps::ANY_FILE
+                | Caps::VERIFIED
+                | Caps::DATAGRAMS
+                | Caps::CHAT,
             token: None,
             name: concat!("chunkcast-server/", env!("CARGO_PKG_VERSION")).to_owned(),
             timeout: DEFAULT_HANDSHAKE_TIMEOUT,

@@ -41,6 +41,8 @@ impl Caps {
     /// with the BLAKE3 tree nodes (`PROOF` frames) that prove each chunk against the file's
     /// digest as it arrives (see [`crate::verify`]).
     pub const VERIFIED: Self = Self(0x10);
+    /// Chat beside calls and live channels: the `CHAT` frame (see [`Chat`]).
+    pub const CHAT: Self = Self(0x20);
 
     /// Whether every bit of `other` is set.
     pub const fn contains(self, other: Self) -> bool {
@@ -257,6 +259,65 @@ pub struct Catalog {
     pub entries: Vec<Entry>,
 }
 
+/// What a `CHAT` frame does ([`Chat::kind`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ChatKind {
+    /// Client → server: a message by `author`, its `seq`-th (from 1).
+    Send,
+    /// Server → client: every message of `author` up to `seq` is stored and relayed.
+    Ack,
+    /// Client → server: receive the room's messages after room sequence number `seq` (0 for
+    /// all the server still holds), then every new one.
+    Join,
+    /// Server → client: the room's `seq`-th message (from 1), by `author`.
+    Message,
+}
+
+impl ChatKind {
+    /// The kind's wire value.
+    pub const fn to_u8(self) -> u8 {
+        match self {
+            Self::Send => 0,
+            Self::Ack => 1,
+            Self::Join => 2,
+            Self::Message => 3,
+        }
+    }
+
+    /// The kind for a wire value; `None` for one this version does not define.
+    pub const fn from_u8(v: u8) -> Option<Self> {
+        match v {
+            0 => Some(Self::Send),
+            1 => Some(Self::Ack),
+            2 => Some(Self::Join),
+            3 => Some(Self::Message),
+            _ => None,
+        }
+    }
+}
+
+/// The longest chat text, in bytes: a message is a line a person typed, not a file.
+pub const MAX_CHAT_TEXT: usize = 4096;
+
+/// Either direction, with [`Caps::CHAT`]: a chat message, its acknowledgement, or a join. One
+/// layout for the four kinds; a field a kind does not use is 0 (or empty).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chat {
+    /// What this frame does.
+    pub kind: ChatKind,
+    /// The room: a call room (`call/ROOM`) or a live channel (`live/NAME`).
+    pub room: String,
+    /// Who wrote it: an id the writer chose, the same across its reconnections, so that the
+    /// server can tell a resent message from a new one.
+    pub author: u64,
+    /// The author's sequence number (`Send`, `Ack`) or the room's (`Join`, `Message`).
+    pub seq: u64,
+    /// When the author sent it, µs on the server's clock (as calls stamp media).
+    pub sent_us: u64,
+    /// The message, at most [`MAX_CHAT_TEXT`] bytes of UTF-8.
+    pub text: String,
+}
+
 /// One protocol v1 frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -351,6 +412,8 @@ pub enum Frame {
         /// A human-readable explanation, may be empty.
         message: String,
     },
+    /// See [`Chat`].
+    Chat(Chat),
 }
 
 /// Declares [`FrameType`] from one table: each type's byte and name are written once.
@@ -430,6 +493,8 @@ frame_types! {
     Digest = 0x0f, "DIGEST";
     /// [`Frame::Proof`].
     Proof = 0x10, "PROOF";
+    /// [`Frame::Chat`].
+    Chat = 0x11, "CHAT";
 }
 
 impl Frame {
@@ -452,6 +517,7 @@ impl Frame {
             Self::Digest { .. } => FrameType::Digest,
             Self::Goodbye { .. } => FrameType::Goodbye,
             Self::Proof { .. } => FrameType::Proof,
+            Self::Chat(_) => FrameType::Chat,
         }
     }
 

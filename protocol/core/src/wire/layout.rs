@@ -15,8 +15,8 @@ use crate::media::{
 use crate::wire::chunk::{Chunk, ChunkFlags, StreamId};
 use crate::wire::codec::Limits;
 use crate::wire::frame::{
-    Caps, Catalog, Entry, ErrorFrame, FileDigest, Frame, FrameType, Hello, MAGIC, Mode, Open,
-    Opened, Resume, Welcome,
+    Caps, Catalog, Chat, ChatKind, Entry, ErrorFrame, FileDigest, Frame, FrameType, Hello, MAGIC,
+    MAX_CHAT_TEXT, Mode, Open, Opened, Resume, Welcome,
 };
 
 /// Sentinel for "unknown" in optional `u64` fields.
@@ -592,6 +592,39 @@ pub(crate) fn write_proof(stream: StreamId, nodes: &Bytes, dst: &mut BytesMut) {
     dst.put_u32(stream.0);
     dst.put_u16(count as u16);
     dst.put_slice(&nodes[..count * crate::verify::NODE_LEN]);
+}
+
+// --- CHAT: kind u8 | room str | author u64 | seq u64 | sent_us u64 | text str
+
+pub(crate) fn read_chat(r: &mut Reader<'_>) -> Result<Frame, DecodeError> {
+    let kind = r.u8()?;
+    let kind = ChatKind::from_u8(kind).ok_or(invalid("chat kind", kind))?;
+    let room = r.string()?;
+    let (author, seq, sent_us) = (r.u64()?, r.u64()?, r.u64()?);
+    let text = r.string()?;
+    if text.len() > MAX_CHAT_TEXT {
+        return Err(DecodeError::StringTooLong {
+            len: text.len(),
+            max: MAX_CHAT_TEXT,
+        });
+    }
+    Ok(Frame::Chat(Chat {
+        kind,
+        room,
+        author,
+        seq,
+        sent_us,
+        text,
+    }))
+}
+
+pub(crate) fn write_chat(c: &Chat, dst: &mut BytesMut) {
+    dst.put_u8(c.kind.to_u8());
+    put_string(dst, &c.room);
+    dst.put_u64(c.author);
+    dst.put_u64(c.seq);
+    dst.put_u64(c.sent_us);
+    put_string(dst, &c.text);
 }
 
 // --- codec (in OPENED, CATALOG entries, PUBLISH): kind u8, then by kind:

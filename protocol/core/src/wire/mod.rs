@@ -9,6 +9,7 @@ pub use codec::{
     CHUNK_OVERHEAD, DEFAULT_MAX_PAYLOAD, Decoder, Limits, encode, encode_chunk_head, parse,
 };
 pub use frame::{
-    Caps, Catalog, Entry, ErrorFrame, FileDigest, Frame, FrameType, Hello, MAGIC, MAX_NOTE_LEN,
-    MIN_VERSION, Mode, Open, Opened, Resume, VERIFIED_VERSION, VERSION, Welcome, clip_note,
+    Caps, Catalog, Chat, ChatKind, Entry, ErrorFrame, FileDigest, Frame, FrameType, Hello, MAGIC,
+    MAX_CHAT_TEXT, MAX_NOTE_LEN, MIN_VERSION, Mode, Open, Opened, Resume, VERIFIED_VERSION,
+    VERSION, Welcome, clip_note,
 };

@@ -875,3 +875,59 @@ mod hostile {
         }
     }
 }
+
+fn chat(kind: ChatKind, seq: u64) -> Chat {
+    Chat {
+        kind,
+        room: "call/r".into(),
+        author: 3,
+        seq,
+        sent_us: 0,
+        text: String::new(),
+    }
+}
+
+#[test]
+fn chat_needs_the_capability_and_passes_acks_and_messages_on() {
+    let mut h = Harness::new();
+    assert_eq!(
+        h.conn.chat(&chat(ChatKind::Join, 0)),
+        Err(ConnError::NotConnected)
+    );
+    h.recv(welcome()); // LZ4 | DIGEST_AT_END: no CHAT
+    h.events();
+    h.sent();
+    assert_eq!(
+        h.conn.chat(&chat(ChatKind::Join, 0)),
+        Err(ConnError::NoChat)
+    );
+    assert!(h.sent().is_empty());
+
+    let mut h = Harness::new();
+    h.recv(Frame::Welcome(Welcome {
+        version: VERSION,
+        caps: Caps::CHAT,
+        session_id: 7,
+        server_name: "test-server".into(),
+    }));
+    h.events();
+    h.sent();
+    h.conn.chat(&chat(ChatKind::Join, 0)).unwrap();
+    assert_eq!(h.sent(), [Frame::Chat(chat(ChatKind::Join, 0))]);
+    h.recv(Frame::Chat(chat(ChatKind::Ack, 1)));
+    h.recv(Frame::Chat(chat(ChatKind::Message, 1)));
+    assert_eq!(
+        h.events(),
+        [
+            ClientEvent::Chat(chat(ChatKind::Ack, 1)),
+            ClientEvent::Chat(chat(ChatKind::Message, 1))
+        ]
+    );
+    // A kind only a client sends, from the server: a violation.
+    h.recv(Frame::Chat(chat(ChatKind::Send, 1)));
+    assert!(h.conn.is_closed());
+    assert!(matches!(
+        h.conn.close_reason(),
+        Some(ConnError::Protocol(_))
+    ));
+}

@@ -170,7 +170,7 @@ fn a_good_hello_is_welcomed_and_the_connection_is_established() {
     assert_eq!(p.conn.poll_timeout(), Some(p.t0 + HANDSHAKE));
     assert!(p.conn.established().is_none());
     p.advance(Duration::from_millis(20));
-    p.send(hello("secret", Caps::LZ4 | Caps::DATAGRAMS));
+    p.send(hello("secret", Caps::LZ4 | Caps(0x8000_0000)));
     let Frame::Welcome(w) = &p.sent()[0] else {
         panic!("no WELCOME")
     };
@@ -825,4 +825,76 @@ fn a_whole_session_as_a_conversation() {
     p.send(goodbye(ErrorCode::None, ""));
     assert_eq!(p.events(), [ServerEvent::Closed(Ending::Aborted)]);
     assert!(p.sent().is_empty());
+}
+
+fn chat_send(seq: u64) -> Frame {
+    Frame::Chat(Chat {
+        kind: ChatKind::Send,
+        room: "call/r".into(),
+        author: 1,
+        seq,
+        sent_us: 0,
+        text: "hi".into(),
+    })
+}
+
+#[test]
+fn chat_is_passed_on_within_its_rate_then_the_connection_is_closed() {
+    use crate::chat::{SERVER_CHAT_BURST, SERVER_CHAT_PER_SEC};
+    let mut p = Peer::accepted();
+    p.send(hello("secret", Caps::CHAT));
+    p.sent();
+    p.events();
+    for seq in 1..=u64::from(SERVER_CHAT_BURST) {
+        p.send(chat_send(seq));
+    }
+    let events = p.events();
+    assert_eq!(events.len(), SERVER_CHAT_BURST as usize);
+    assert!(events.iter().all(|e| matches!(e, ServerEvent::Chat(_))));
+    // A second later the rate has refilled that much, and no more.
+    p.advance(Duration::from_secs(1));
+    for seq in 0..u64::from(SERVER_CHAT_PER_SEC) {
+        p.send(chat_send(1000 + seq));
+    }
+    assert_eq!(p.events().len(), SERVER_CHAT_PER_SEC as usize);
+    assert!(p.sent().is_empty());
+    p.send(chat_send(2000));
+    let sent = p.sent();
+    assert!(
+        matches!(
+            &sent[..],
+            [Frame::Goodbye {
+                code: ErrorCode::ChatRefused,
+                ..
+            }]
+        ),
+        "{sent:?}"
+    );
+    assert!(p.conn.is_closed());
+}
+
+#[test]
+fn chat_without_the_capability_or_of_a_server_kind_closes_the_connection() {
+    let mut p = Peer::connected(); // LZ4 | ANY_FILE: no CHAT
+    p.send(chat_send(1));
+    let sent = p.sent();
+    assert!(
+        matches!(&sent[..], [Frame::Error(e)] if e.code == ErrorCode::ChatRefused && e.request == 0),
+        "{sent:?}"
+    );
+    assert!(p.conn.is_closed());
+
+    let mut p = Peer::accepted();
+    p.send(hello("secret", Caps::CHAT));
+    p.sent();
+    p.send(Frame::Chat(Chat {
+        kind: ChatKind::Message,
+        room: "call/r".into(),
+        author: 1,
+        seq: 1,
+        sent_us: 0,
+        text: "forged".into(),
+    }));
+    assert!(matches!(&p.sent()[..], [Frame::Error(e)] if e.code == ErrorCode::ChatRefused));
+    assert!(p.conn.is_closed());
 }
