@@ -3,7 +3,7 @@
 //!
 //! - [`cli`]: the clap definition and the dispatch to the client library;
 //! - [`demo`]: a server on the built-in sample library, and a client playing from it;
-//! - [`bench`]: chunk throughput against an in-process or a remote server.
+//! - [`bench`](mod@bench): chunk throughput against an in-process or a remote server.
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 

@@ -131,7 +131,7 @@ impl Default for Decoder {
 
 /// Decodes one whole frame body (type byte first), as found after the length prefix.
 ///
-/// Each frame's layout is read in [`layout`], next to the code that writes it.
+/// Each frame's layout is read in `wire/layout.rs`, next to the code that writes it.
 pub fn parse(mut body: Bytes, limits: &Limits) -> Result<Frame, DecodeError> {
     if body.is_empty() {
         return Err(DecodeError::EmptyFrame);

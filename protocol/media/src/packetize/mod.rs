@@ -11,9 +11,9 @@
 //!   carries.
 //! - `probe.rs`: detects the format from the head bytes and the file-name extension.
 //! - `wav.rs`, `mjpeg.rs`, `y4m.rs`, `mp4.rs`, `image.rs`, `bytes.rs`: one layout per format.
-//! - [`Reassembler`] (`reassemble.rs`): chunks in any order → in-order writes, with gap
+//! - [`Reassembler`](crate::Reassembler) (`reassemble.rs`): chunks in any order → in-order writes, with gap
 //!   reporting, length and BLAKE3 checks.
-//! - [`UnitAssembler`] (`units.rs`): in-order chunks → whole media units for playback.
+//! - [`UnitAssembler`](crate::UnitAssembler) (`units.rs`): in-order chunks → whole media units for playback.
 //!
 //! # What each chunk carries
 //!
