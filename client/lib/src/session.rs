@@ -14,7 +14,7 @@ use chunkcast_protocol::compress;
 use chunkcast_protocol::conn::ClientConn;
 use chunkcast_protocol::conn::client::{ClientConnConfig, ClientEvent, ConnError, OpenRequest};
 use chunkcast_protocol::session::{ClientConfig, Established, HandshakeError};
-use chunkcast_protocol::wire::{Entry, FileDigest, Limits, Mode, Opened, Resume};
+use chunkcast_protocol::wire::{Caps, Entry, FileDigest, Limits, Mode, Opened, Resume};
 use chunkcast_protocol::{Chunk, Codec, ErrorCode, StreamId};
 use chunkcast_transport::dial::{self, Dial, DialError};
 use chunkcast_transport::link::{ChunkResult, LinkError};
@@ -130,6 +130,16 @@ const STREAM_BUFFER_BYTES: usize = 2 << 20;
 impl Session {
     /// Connects to the server named by `url` and completes the handshake.
     pub async fn connect(url: &Url, opts: &ConnectOptions) -> Result<Self, ClientError> {
+        Self::connect_with(url, opts, Caps::default()).await
+    }
+
+    /// [`Session::connect`], offering the capabilities `extra` besides the usual ones (an
+    /// edge relay offers `RELAY`).
+    pub async fn connect_with(
+        url: &Url,
+        opts: &ConnectOptions,
+        extra: Caps,
+    ) -> Result<Self, ClientError> {
         let limits = Limits::default();
         let addr = dial::resolve(&url.host, url.port)
             .await
@@ -149,6 +159,7 @@ impl Session {
             handshake: ClientConfig {
                 token: opts.token.clone(),
                 timeout: opts.timeout,
+                caps: ClientConfig::default().caps | extra,
                 ..ClientConfig::default()
             },
             epoch,

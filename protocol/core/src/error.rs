@@ -173,6 +173,10 @@ error_codes! {
     /// The file changed on the server while it was being sent (rewritten in place, replaced,
     /// grown or shrunk): what arrived may mix two versions, so the download must start over.
     Changed = 14, "source changed", "source_changed";
+    /// An edge relay cannot serve the channel: its origin is unknown or unreachable (the
+    /// directory is down, no origin has the channel), the relay chain is too long or loops,
+    /// or a publisher tried an edge (publish at an origin).
+    Relay = 18, "relay refused", "relay";
 }
 
 impl std::fmt::Display for ErrorCode {
@@ -229,6 +233,7 @@ mod tests {
             (12, ErrorCode::Lagged, "lagged", "lagged"),
             (13, ErrorCode::BadMedia, "bad media", "bad_media"),
             (14, ErrorCode::Changed, "source changed", "source_changed"),
+            (18, ErrorCode::Relay, "relay refused", "relay"),
         ];
         assert_eq!(ErrorCode::ALL.len(), pinned.len());
         for ((value, code, name, label), listed) in pinned.into_iter().zip(ErrorCode::ALL) {

@@ -103,6 +103,7 @@ fn caps_names(c: Caps) -> Value {
         (Caps::DATAGRAMS, "DATAGRAMS"),
         (Caps::DIGEST_AT_END, "DIGEST_AT_END"),
         (Caps::ANY_FILE, "ANY_FILE"),
+        (Caps::RELAY, "RELAY"),
     ];
     json!(
         names
@@ -712,6 +713,17 @@ fn vectors() -> Vec<(String, Frame)> {
             },
         ),
     ]);
+    // An edge relay's hello: the usual capabilities and `RELAY` (0x80).
+    v.push((
+        "hello_relay".into(),
+        Frame::Hello(Hello {
+            min_version: 1,
+            max_version: 1,
+            caps: Caps::LZ4 | Caps::DIGEST_AT_END | Caps::ANY_FILE | Caps::RELAY,
+            token: String::new(),
+            client_name: "chunkcast/0.1.0".into(),
+        }),
+    ));
     v
 }
 
@@ -791,7 +803,7 @@ fn golden_vectors_cover_every_type_flag_and_code() {
         }
     }
     assert_eq!(flags, ChunkFlags::ALL.0);
-    assert_eq!(caps, 0xf);
+    assert_eq!(caps, 0xf | Caps::RELAY.0);
     for c in ErrorCode::ALL {
         assert!(codes.contains(c), "{c:?}");
     }

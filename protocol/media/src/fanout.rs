@@ -70,6 +70,8 @@ pub struct Channel {
     gop: Vec<Chunk>,
     gop_bytes: usize,
     gop_valid: bool,
+    /// The source is an edge's upstream: its chunks are the origin's, numbered already.
+    relayed: bool,
 }
 
 impl Channel {
@@ -88,6 +90,7 @@ impl Channel {
             gop: Vec::new(),
             gop_bytes: 0,
             gop_valid: false,
+            relayed: false,
         }
     }
 
@@ -112,13 +115,30 @@ impl Channel {
         self.gop.clear();
         self.gop_bytes = 0;
         self.gop_valid = false;
+        self.relayed = false;
+    }
+
+    /// An edge's upstream subscription (re)starts: its chunks keep the origin's `seq`,
+    /// `offset` and `pts_us`, so that the numbering a viewer sees is the origin's through
+    /// upstream reconnects, and the same on every edge (a viewer moved to another edge by its
+    /// balancer finds it where it left it).
+    pub fn begin_relayed(&mut self, codec: Codec) {
+        self.begin(codec);
+        self.relayed = true;
     }
 
     /// Takes a publisher's chunk and returns it renumbered for the channel, stamped `stream`.
     pub fn ingest(&mut self, chunk: Chunk, stream: StreamId) -> Fanned {
         let starts_unit = self.prev_ended_unit || chunk.has(ChunkFlags::INIT);
         self.prev_ended_unit = chunk.has(ChunkFlags::END_OF_UNIT) || chunk.has(ChunkFlags::INIT);
-        let pts_us = if chunk.has(ChunkFlags::INIT) {
+        if self.relayed {
+            // The origin numbered it: what comes next follows it here too.
+            self.next_seq = chunk.seq;
+            self.next_offset = chunk.offset;
+        }
+        let pts_us = if self.relayed {
+            chunk.pts_us
+        } else if chunk.has(ChunkFlags::INIT) {
             self.pts_base
         } else {
             self.pts_base + chunk.pts_us
@@ -440,6 +460,30 @@ mod tests {
             "pts continue after the previous publisher's end"
         );
         assert!(f.starts_unit);
+    }
+
+    #[test]
+    fn a_relayed_source_keeps_the_origins_numbering_through_a_restart() {
+        let mut ch = Channel::new(Config::default());
+        ch.begin_relayed(video());
+        let mut c = frame(0, 1)[0].clone();
+        (c.seq, c.offset, c.pts_us) = (500, 9_000, 7_000_000);
+        let f = ch.ingest(c.clone(), StreamId(1));
+        assert_eq!(
+            (f.chunk.seq, f.chunk.offset, f.chunk.pts_us),
+            (500, 9_000, 7_000_000)
+        );
+        assert_eq!(ch.next_seq(), 501);
+        // The upstream reconnects and resumes a little later in the origin's numbering.
+        ch.begin_relayed(video());
+        (c.seq, c.offset, c.pts_us) = (520, 9_900, 7_800_000);
+        let f = ch.ingest(c, StreamId(1));
+        assert_eq!(
+            (f.chunk.seq, f.chunk.pts_us),
+            (520, 7_800_000),
+            "not rebased"
+        );
+        assert_eq!(ch.end_chunk(StreamId(1)).seq, 521);
     }
 
     #[test]

@@ -30,6 +30,9 @@ impl Caps {
     /// coded audio sample formats (µ-law, A-law, any other WAVE format tag). A peer without
     /// it gets neither: such files reach it as plain bytes streams.
     pub const ANY_FILE: Self = Self(0x8);
+    /// The client is an edge relay of this server: its subscriptions are counted as upstream
+    /// subscriptions (one per channel per edge), and the server may be one itself (chains).
+    pub const RELAY: Self = Self(0x80);
 
     /// Whether every bit of `other` is set.
     pub const fn contains(self, other: Self) -> bool {
