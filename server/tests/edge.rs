@@ -492,3 +492,250 @@ async fn edges_follow_a_publisher_to_another_origin_through_the_directory() {
     .await
     .expect("within the limit");
 }
+
+/// An edge as its own process (the real binary), so that it can be killed outright; its
+/// TCP address from the `listening` line. Killed (by its handle) when dropped.
+struct EdgeProcess {
+    child: tokio::process::Child,
+    addr: SocketAddr,
+    _state: tempfile::TempDir,
+}
+
+impl EdgeProcess {
+    async fn start(origin: &Server) -> Self {
+        use tokio::io::AsyncBufReadExt;
+        let state = tempfile::tempdir().unwrap();
+        let root = chunkcast_testkit::samples().to_owned();
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_chunkcast-server"))
+            .args(["--listen", "127.0.0.1:0", "--edge-of", &tcp_url(origin)])
+            .args([
+                "--live-linger-ms",
+                "400",
+                "--max-connections-per-ip",
+                "1000",
+            ])
+            .arg("--root")
+            .arg(&root)
+            .arg("--state-dir")
+            .arg(state.path())
+            .env_remove("CHUNKCAST_TOKEN")
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("chunkcast-server runs");
+        let mut out = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let line = out.next_line().await.unwrap().expect("a listening line");
+        let tcp = line
+            .split(' ')
+            .find_map(|f| f.strip_prefix("tcp="))
+            .unwrap_or_else(|| panic!("no tcp= in {line:?}"));
+        Self {
+            child,
+            addr: tcp.parse().unwrap(),
+            _state: state,
+        }
+    }
+}
+
+/// HAProxy in `mode tcp` in front of `backends`, health-checking them every 200 ms; killed
+/// (by its handle) when dropped. The configuration is the one docs/SCALING.md shows.
+struct Haproxy {
+    child: Child,
+    addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Haproxy {
+    async fn start(backends: &[SocketAddr]) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = format!(
+            "global\n    maxconn 4096\n\
+             defaults\n    mode tcp\n    timeout connect 1s\n    timeout client 1h\n\
+             \x20   timeout server 1h\n    retries 3\n    option redispatch\n\
+             frontend viewers\n    bind 127.0.0.1:{port}\n    default_backend edges\n\
+             backend edges\n    balance roundrobin\n\
+             \x20   default-server check inter 200ms fall 1 rise 2\n"
+        );
+        for (i, b) in backends.iter().enumerate() {
+            cfg.push_str(&format!("    server edge{i} {b}\n"));
+        }
+        let file = dir.path().join("haproxy.cfg");
+        std::fs::write(&file, cfg).unwrap();
+        let child = std::process::Command::new("haproxy")
+            .arg("-f")
+            .arg(&file)
+            .arg("-db")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("haproxy starts");
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let t0 = Instant::now();
+        while tokio::net::TcpStream::connect(addr).await.is_err() {
+            assert!(t0.elapsed() < PROMPT, "haproxy is not listening");
+            tokio::time::sleep(POLL_EVERY).await;
+        }
+        Self {
+            child,
+            addr,
+            _dir: dir,
+        }
+    }
+}
+
+/// A viewer through the balancer that does what `chunkcast watch` does on a lost connection:
+/// connect again (to the same address) and subscribe again. Checks every chunk's content
+/// (its frame number and fill), that each (re)subscription starts at a keyframe and that
+/// within one every chunk comes in order (the origin's seq, the same on both edges);
+/// returns the longest silence after a break, and how many
+/// breaks it rode through.
+async fn balanced_viewer(
+    via: SocketAddr,
+    stop: tokio_util::sync::CancellationToken,
+) -> (Duration, u32) {
+    let url = chunkcast_client::url::Url::parse(&format!("tcp://{via}/")).unwrap();
+    let mut longest = Duration::ZERO;
+    let mut breaks = 0;
+    let mut broke_at: Option<Instant> = None;
+    let mut last_seq = None;
+    while !stop.is_cancelled() {
+        let Ok(s) = Session::connect(&url, &Default::default()).await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let Ok(mut inc) = s.subscribe("live/cam").await else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let mut first = true;
+        let mut first_of_this = true;
+        loop {
+            let next = tokio::select! {
+                () = stop.cancelled() => return (longest, breaks),
+                n = inc.next() => n,
+            };
+            let Some(Ok(c)) = next else { break };
+            if c.payload.is_empty() {
+                continue;
+            }
+            let n = number(&c);
+            assert!(
+                c.payload[8..].iter().all(|&b| b == (n % 251) as u8),
+                "corrupt chunk {n}"
+            );
+            if first {
+                assert!(
+                    c.has(ChunkFlags::KEY),
+                    "a (re)subscription starts at a keyframe"
+                );
+                if let Some(t) = broke_at.take() {
+                    longest = longest.max(t.elapsed());
+                }
+                first = false;
+            }
+            match last_seq {
+                // Within a subscription: every chunk, in order.
+                Some(prev) if !first_of_this => {
+                    assert_eq!(c.seq, prev + 1, "every chunk in order");
+                }
+                // Across a move: the other edge starts at its cached keyframe, which may be
+                // one the viewer already had (a player drops what it has), never an older
+                // group than that.
+                Some(prev) => assert!(c.seq + 10 > prev, "{} after {prev}", c.seq),
+                None => {}
+            }
+            first_of_this = false;
+            last_seq = Some(c.seq);
+        }
+        breaks += 1;
+        broke_at.get_or_insert_with(Instant::now);
+    }
+    (longest, breaks)
+}
+
+async fn killing_an_edge_behind_haproxy_moves_its_viewers(viewers: usize) {
+    if !require_tool("haproxy", "apt-get install haproxy") {
+        return;
+    }
+    let origin = server(|_| {}).await;
+    let mut e1 = EdgeProcess::start(&origin).await;
+    let e2 = EdgeProcess::start(&origin).await;
+    let lb = Haproxy::start(&[e1.addr, e2.addr]).await;
+    let publisher = connect(&origin, Scheme::Tcp).await;
+    let feed = tokio::spawn(async move {
+        publish(
+            &publisher,
+            "live/cam",
+            0,
+            1_000_000,
+            Duration::from_millis(10),
+            false,
+        )
+        .await;
+    });
+    let stop = tokio_util::sync::CancellationToken::new();
+    let tasks: Vec<_> = (0..viewers)
+        .map(|_| tokio::spawn(balanced_viewer(lb.addr, stop.clone())))
+        .collect();
+    // Spread over both edges, each subscribed once at the origin.
+    settles(&origin, RELAYS, 2.0, PROMPT * 2).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The edge dies outright.
+    e1.child.start_kill().unwrap();
+    let _ = e1.child.wait().await;
+    // Its viewers come back through the balancer to the other edge; give them 3 s and a
+    // margin to show they are streaming again, then stop.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    settles(&origin, RELAYS, 1.0, PROMPT).await;
+    stop.cancel();
+    let mut moved = 0;
+    let mut worst = Duration::ZERO;
+    for t in tasks {
+        let (longest, breaks) = t.await.expect("the viewer's checks hold");
+        if breaks > 0 {
+            moved += 1;
+            worst = worst.max(longest);
+        }
+    }
+    eprintln!("{moved} of {viewers} viewers moved to the other edge; the longest gap {worst:?}");
+    assert!(moved >= 1, "the killed edge had viewers");
+    assert!(moved < viewers, "the other edge kept its viewers");
+    assert!(
+        worst <= Duration::from_secs(3),
+        "moved within 3 s: {worst:?}"
+    );
+    feed.abort();
+    drop(e2);
+}
+
+#[tokio::test]
+async fn killing_an_edge_behind_haproxy_moves_its_viewers_to_the_other_within_3s() {
+    tokio::time::timeout(LIMIT, killing_an_edge_behind_haproxy_moves_its_viewers(40))
+        .await
+        .expect("within the limit");
+}
+
+/// The issue's size. On a quiet machine:
+/// `cargo test -p chunkcast-server --test edge -- --ignored two_hundred`
+#[tokio::test]
+#[ignore = "200 viewers: run on a quiet machine"]
+async fn two_hundred_viewers_killing_an_edge_behind_haproxy() {
+    tokio::time::timeout(LIMIT, killing_an_edge_behind_haproxy_moves_its_viewers(200))
+        .await
+        .expect("within the limit");
+}
