@@ -244,6 +244,40 @@ async fn two_edges_carry_a_channel_once_each_to_every_viewer_in_order() {
 }
 
 #[tokio::test]
+async fn an_edge_of_an_edge_relays_with_the_origins_numbering() {
+    tokio::time::timeout(LIMIT, async {
+        let origin = server(|_| {}).await;
+        let near = edge_of(tcp_url(&origin)).await;
+        let far = edge_of(tcp_url(&near)).await;
+        let watching = viewers(&[&far, &near], "live/cam", 4);
+        settles(&origin, RELAYS, 1.0, PROMPT).await;
+        settles(&near, RELAYS, 1.0, PROMPT).await;
+        let publisher = connect(&origin, Scheme::Tcp).await;
+        publish(
+            &publisher,
+            "live/cam",
+            0,
+            100,
+            Duration::from_millis(2),
+            true,
+        )
+        .await;
+        let mut seqs = Vec::new();
+        for w in watching {
+            let seen = w.await.unwrap().expect("the viewer's stream");
+            in_order(&seen, 99);
+            seqs.push(seen.chunks.iter().map(|c| c.1).collect::<Vec<_>>());
+        }
+        assert!(
+            seqs.windows(2).all(|w| w[0] == w[1]),
+            "the same numbering at every hop"
+        );
+    })
+    .await
+    .expect("within the limit");
+}
+
+#[tokio::test]
 async fn an_edge_drops_its_upstream_a_linger_after_the_last_viewer_and_keeps_numbering() {
     tokio::time::timeout(LIMIT, async {
         let origin = server(|_| {}).await;
