@@ -796,6 +796,9 @@ async fn upstream_once(
                 s.ended = true;
                 return UpstreamEnd::Ended;
             }
+            if s.channel.relayed_stale(&chunk) {
+                continue;
+            }
             let fanned = s.channel.ingest(chunk, stream);
             fan_out(&mut s, &fanned);
         }

@@ -428,8 +428,8 @@ impl Redis {
 }
 
 /// Reads chunks until one arrives from `want` (the publisher's tag in the frame number's
-/// high bits), for at most `within`; how long that took.
-async fn until_from(inc: &mut Incoming, want: u64, within: Duration) -> Duration {
+/// high bits), for at most `within`; how long that took, and that chunk's seq.
+async fn until_from(inc: &mut Incoming, want: u64, within: Duration) -> (Duration, u64) {
     let t0 = Instant::now();
     loop {
         let c = tokio::time::timeout(within, inc.next())
@@ -438,7 +438,7 @@ async fn until_from(inc: &mut Incoming, want: u64, within: Duration) -> Duration
             .unwrap()
             .expect("the viewer's stream goes on");
         if number(&c) >> 32 == want {
-            return t0.elapsed();
+            return (t0.elapsed(), c.seq);
         }
         assert!(t0.elapsed() < within, "not followed within {within:?}");
     }
@@ -498,22 +498,23 @@ async fn edges_follow_a_publisher_to_another_origin_through_the_directory() {
         let s2 = connect(&e2, Scheme::Tcp).await;
         let mut v1 = s1.subscribe("live/cam").await.unwrap();
         let mut v2 = s2.subscribe("live/cam").await.unwrap();
-        until_from(&mut v1, 1, PROMPT).await;
+        let (_, before) = until_from(&mut v1, 1, PROMPT).await;
         until_from(&mut v2, 1, PROMPT).await;
         // The publisher moves: gone from o1 (its connection dies), back at o2.
         feed1.abort();
         let moved = Instant::now();
         let feed2 = tagged_feed(connect(&o2, Scheme::Tcp).await, 2);
-        let a = until_from(&mut v1, 2, ttl + PROMPT).await;
-        let b = until_from(&mut v2, 2, ttl + PROMPT).await;
+        let (a, after) = until_from(&mut v1, 2, ttl + PROMPT).await;
+        let (b, _) = until_from(&mut v2, 2, ttl + PROMPT).await;
+        // o2's channel numbers afresh; the edge continues its viewers' numbering.
+        assert!(after > before, "seq {after} after {before}: the numbering continues");
         let followed = moved.elapsed();
         eprintln!("edges followed the move in {a:?} and {b:?} (both within {followed:?})");
         assert!(followed <= ttl + Duration::from_millis(500), "{followed:?} > TTL {ttl:?}");
         settles(&o2, RELAYS, 2.0, PROMPT).await;
         // Redis goes down: the streams continue; a new channel's lookup fails clearly.
         drop(redis);
-        let before = until_from(&mut v1, 2, PROMPT).await;
-        let _ = before;
+        until_from(&mut v1, 2, PROMPT).await;
         let e = s1.subscribe("live/other").await.err().expect("refused");
         assert!(
             matches!(&e, ClientError::Server { code: ErrorCode::Relay, message } if message.contains("directory")),
