@@ -382,6 +382,53 @@ async fn a_publisher_restart_is_ridden_through_with_the_numbering_continuing() {
     .expect("within the limit");
 }
 
+#[tokio::test]
+async fn an_origin_restart_is_ridden_through_by_the_edge_and_its_viewers() {
+    tokio::time::timeout(LIMIT, async {
+        let origin = server(|c| c.grace = Duration::ZERO).await;
+        let addr = origin.tcp_addr();
+        let edge = edge_of(tcp_url(&origin)).await;
+        let feed = tagged_feed(connect(&origin, Scheme::Tcp).await, 1);
+        let s = connect(&edge, Scheme::Tcp).await;
+        let mut inc = s.subscribe("live/cam").await.unwrap();
+        let (_, before) = until_from(&mut inc, 1, PROMPT).await;
+        // The origin goes down, and comes back on the same address, empty; the publisher
+        // (its supervisor) starts again there.
+        feed.abort();
+        origin.shutdown().await;
+        let restarted = Instant::now();
+        // Its old sockets may take a moment to be released.
+        let origin = loop {
+            let root = chunkcast_testkit::samples().to_owned();
+            let mut c = Config::on(addr);
+            c.root = Some(root);
+            match Server::start(c).await {
+                Ok(s) => break s,
+                Err(e) => {
+                    assert!(
+                        restarted.elapsed() < PROMPT,
+                        "the origin cannot restart: {e}"
+                    );
+                    tokio::time::sleep(POLL_EVERY).await;
+                }
+            }
+        };
+        let feed = tagged_feed(connect(&origin, Scheme::Tcp).await, 2);
+        // The edge's viewer was never dropped: it goes on, at a keyframe, numbering continued.
+        let (took, after) = until_from(&mut inc, 2, PROMPT).await;
+        eprintln!("the viewer had the restarted origin's chunks {took:?} after the restart");
+        assert!(after > before, "seq {after} after {before}");
+        assert!(
+            restarted.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            restarted.elapsed()
+        );
+        feed.abort();
+    })
+    .await
+    .expect("within the limit");
+}
+
 /// A `redis-server` on a free loopback port, killed (by its handle) when dropped.
 struct Redis {
     child: Child,
