@@ -525,19 +525,9 @@ impl Live {
             }
             s.waiting += 1;
             if let Some(edge) = self.edge.as_ref().filter(|_| name.starts_with("live/")) {
+                // Counted against MAX_CHANNELS once relaying, as a publisher's channel is once
+                // published: names nobody publishes cost no slot.
                 if s.upstream.is_none() && s.publisher.is_none() {
-                    if !s.counted {
-                        if table.published >= MAX_CHANNELS {
-                            s.waiting -= 1;
-                            self.settle(&mut table, &hub, &mut s);
-                            return Err((
-                                ErrorCode::Busy,
-                                format!("too many live channels (limit {MAX_CHANNELS})"),
-                            ));
-                        }
-                        s.counted = true;
-                        table.published += 1;
-                    }
                     let stop = CancellationToken::new();
                     s.upstream = Some(stop.clone());
                     s.refused = None;
@@ -656,7 +646,7 @@ async fn upstream_task(live: Weak<Live>, hub: Arc<Hub>, edge: Arc<Edge>, stop: C
     loop {
         let end = tokio::select! {
             () = stop.cancelled() => break,
-            end = upstream_once(&hub, &edge, &gauges, &mut relayed_once) => end,
+            end = upstream_once(&live, &hub, &edge, &gauges, &mut relayed_once) => end,
         };
         lock(&hub.state).relaying = false;
         match end {
@@ -713,6 +703,7 @@ async fn upstream_task(live: Weak<Live>, hub: Arc<Hub>, edge: Arc<Edge>, stop: C
 
 /// One upstream subscription, from looking the origin up to its end.
 async fn upstream_once(
+    live: &Weak<Live>,
     hub: &Arc<Hub>,
     edge: &Edge,
     gauges: &LiveGauges,
@@ -753,7 +744,22 @@ async fn upstream_once(
         };
         let codec = incoming.opened.codec;
         {
+            let Some(live) = live.upgrade() else {
+                return UpstreamEnd::Ended;
+            };
+            let mut table = lock(&live.table);
             let mut s = lock(&hub.state);
+            if !s.counted {
+                if table.published >= MAX_CHANNELS {
+                    return UpstreamEnd::Refused((
+                        ErrorCode::Busy,
+                        format!("too many live channels (limit {MAX_CHANNELS})"),
+                    ));
+                }
+                s.counted = true;
+                table.published += 1;
+            }
+            drop(table);
             s.channel.begin_relayed(codec);
             for v in &s.viewers {
                 // As when a publisher is replaced: on at the first keyframe from here.
