@@ -397,6 +397,26 @@ mod tests {
     }
 
     #[test]
+    fn tier_flags_set_the_tiers() {
+        let c = Args::parse_from([
+            "chunkcast-server",
+            "--edge-of=redis://10.0.0.9:6379",
+            "--directory=redis://10.0.0.9:6379",
+            "--advertise=tcp://10.0.0.1:7700",
+            "--directory-ttl-ms=1500",
+        ])
+        .into_config();
+        assert_eq!(c.edge_of.as_deref(), Some("redis://10.0.0.9:6379"));
+        assert_eq!(c.directory.as_deref(), Some("redis://10.0.0.9:6379"));
+        assert_eq!(c.advertise.as_deref(), Some("tcp://10.0.0.1:7700"));
+        assert_eq!(c.directory_ttl.as_millis(), 1500);
+        // An advertised URL means nothing without a directory to advertise it in.
+        assert!(
+            Args::try_parse_from(["chunkcast-server", "--advertise=tcp://10.0.0.1:7700"]).is_err()
+        );
+    }
+
+    #[test]
     fn nonsense_limits_are_refused() {
         for bad in [
             "--max-connections=0",

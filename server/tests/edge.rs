@@ -246,6 +246,34 @@ async fn two_edges_carry_a_channel_once_each_to_every_viewer_in_order() {
 }
 
 #[tokio::test]
+async fn unusable_tier_flags_are_refused_at_start_naming_the_flag() {
+    for (f, flag) in [
+        (
+            Box::new(|c: &mut Config| c.edge_of = Some("ftp://origin:21".into()))
+                as Box<dyn FnOnce(&mut Config)>,
+            "--edge-of",
+        ),
+        (
+            Box::new(|c: &mut Config| c.directory = Some("http://dir".into())),
+            "--directory",
+        ),
+        (
+            Box::new(|c: &mut Config| {
+                c.directory = Some("redis://127.0.0.1:1".into());
+                c.advertise = Some("nonsense".into());
+            }),
+            "--advertise",
+        ),
+    ] {
+        let mut c = Config::on(([127, 0, 0, 1], 0).into());
+        c.root = Some(chunkcast_testkit::samples().to_owned());
+        f(&mut c);
+        let e = Server::start(c).await.err().expect("refused").to_string();
+        assert!(e.contains(flag), "{flag}: {e}");
+    }
+}
+
+#[tokio::test]
 async fn an_edge_of_an_edge_relays_with_the_origins_numbering() {
     tokio::time::timeout(LIMIT, async {
         let origin = server(|_| {}).await;
