@@ -120,6 +120,29 @@ pub struct Args {
     #[arg(long, value_name = "MS",
           default_value_t = default_limits().live_linger.as_millis() as u64)]
     pub live_linger_ms: u64,
+    /// Be an edge relay of URL: a directory (redis://HOST:PORT) or a fixed origin
+    /// (tcp://, tcps://, quic://HOST:PORT). Live channels are subscribed to there on their
+    /// first local viewer and fanned out here; publishing them here is refused.
+    #[arg(long, value_name = "URL")]
+    pub edge_of: Option<String>,
+    /// Register every live channel published here in this directory (redis://HOST:PORT),
+    /// so that edges find it.
+    #[arg(long, value_name = "URL")]
+    pub directory: Option<String>,
+    /// The URL edges should dial to reach this server, as registered in --directory.
+    /// Default: tcp:// and the TCP listening address.
+    #[arg(long, value_name = "URL", requires = "directory")]
+    pub advertise: Option<String>,
+    /// Milliseconds a directory entry lives unrefreshed: edges follow a publisher that moved
+    /// to another origin within it.
+    #[arg(long, value_name = "MS",
+          default_value_t = crate::config::DEFAULT_DIRECTORY_TTL.as_millis() as u64,
+          value_parser = clap::value_parser!(u64).range(100..))]
+    pub directory_ttl_ms: u64,
+    /// With --edge-of: the SHA-256 (hex) of the origins' certificate to pin for tcps:// and
+    /// quic:// (origins sharing one --state-dir certificate). Default: the system's roots.
+    #[arg(long, value_name = "HEX")]
+    pub origin_cert_sha256: Option<String>,
 }
 
 /// The `--config` file: every flag, by its long name without `--`, each optional. Unknown keys are refused
@@ -149,6 +172,11 @@ struct FileConfig {
     max_frame_bytes: Option<u64>,
     max_requests_per_sec: Option<u64>,
     live_linger_ms: Option<u64>,
+    edge_of: Option<String>,
+    directory: Option<String>,
+    advertise: Option<String>,
+    directory_ttl_ms: Option<u64>,
+    origin_cert_sha256: Option<String>,
 }
 
 impl Args {
@@ -253,6 +281,11 @@ impl Args {
         take!(max_requests_per_sec, v =>
             ranged("max-requests-per-sec", v, 1, u64::from(u32::MAX))? as u32);
         take!(live_linger_ms, v => v);
+        take!(edge_of, v => Some(v));
+        take!(directory, v => Some(v));
+        take!(advertise, v => Some(v));
+        take!(directory_ttl_ms, v => ranged("directory-ttl-ms", v, 100, u64::MAX)?);
+        take!(origin_cert_sha256, v => Some(v));
         if self.cert.is_some() != self.key.is_some() {
             let key = if self.cert.is_some() { "key" } else { "cert" };
             return Err(bad(
@@ -288,6 +321,11 @@ impl Args {
         l.wire.max_frame_len = self.max_frame_bytes as u32;
         l.max_requests_per_sec = self.max_requests_per_sec;
         l.live_linger = std::time::Duration::from_millis(self.live_linger_ms);
+        c.edge_of = self.edge_of;
+        c.directory = self.directory;
+        c.advertise = self.advertise;
+        c.directory_ttl = std::time::Duration::from_millis(self.directory_ttl_ms);
+        c.origin_cert_sha256 = self.origin_cert_sha256;
         c
     }
 }
@@ -356,6 +394,26 @@ mod tests {
         assert_eq!(l.max_requests_per_sec, 7);
         assert_eq!(l.live_linger.as_millis(), 250);
         assert_eq!(c.metrics, Some("127.0.0.1:9100".parse().unwrap()));
+    }
+
+    #[test]
+    fn tier_flags_set_the_tiers() {
+        let c = Args::parse_from([
+            "chunkcast-server",
+            "--edge-of=redis://10.0.0.9:6379",
+            "--directory=redis://10.0.0.9:6379",
+            "--advertise=tcp://10.0.0.1:7700",
+            "--directory-ttl-ms=1500",
+        ])
+        .into_config();
+        assert_eq!(c.edge_of.as_deref(), Some("redis://10.0.0.9:6379"));
+        assert_eq!(c.directory.as_deref(), Some("redis://10.0.0.9:6379"));
+        assert_eq!(c.advertise.as_deref(), Some("tcp://10.0.0.1:7700"));
+        assert_eq!(c.directory_ttl.as_millis(), 1500);
+        // An advertised URL means nothing without a directory to advertise it in.
+        assert!(
+            Args::try_parse_from(["chunkcast-server", "--advertise=tcp://10.0.0.1:7700"]).is_err()
+        );
     }
 
     #[test]

@@ -95,7 +95,26 @@ pub struct Config {
     /// Serve (and list) paths with a component starting with `.` (`.env`, `.git/config`);
     /// off by default, when such a path is answered as not found.
     pub serve_hidden: bool,
+    /// Be an edge of this: a directory (`redis://HOST:PORT`) or a fixed origin
+    /// (`tcp://`, `tcps://`, `quic://HOST:PORT`). `live/` channels are then subscribed to
+    /// there on their first local viewer, and publishing them here is refused.
+    pub edge_of: Option<String>,
+    /// Register every publisher accepted here in this directory (`redis://HOST:PORT`).
+    pub directory: Option<String>,
+    /// The URL registered for this server in the directory; `None`: `tcp://` and the TCP
+    /// listening address.
+    pub advertise: Option<String>,
+    /// How long a directory entry lives unrefreshed: how soon edges follow a publisher that
+    /// moved to another origin.
+    pub directory_ttl: Duration,
+    /// The SHA-256 (hex) of the origin's certificate an edge pins for `tcps://` and `quic://`
+    /// origins; `None`: the system's roots.
+    pub origin_cert_sha256: Option<String>,
 }
+
+/// How long a directory entry lives unrefreshed by default: a publisher that moved is
+/// followed within it, and origins refresh three times per TTL.
+pub const DEFAULT_DIRECTORY_TTL: Duration = Duration::from_secs(10);
 
 /// The default address: loopback only, so that nothing is exposed unless the user says so.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7700";
@@ -117,6 +136,11 @@ impl Config {
             metrics: None,
             web: None,
             serve_hidden: false,
+            edge_of: None,
+            directory: None,
+            advertise: None,
+            directory_ttl: DEFAULT_DIRECTORY_TTL,
+            origin_cert_sha256: None,
         }
     }
 

@@ -65,11 +65,33 @@ impl Shared {
         }
     }
 
+    /// The same state with the live registry of an edge (`edge`) and/or of an origin that
+    /// registers its publishers (`registry`: the directory and the URL it advertises).
+    pub(crate) fn with_tiers(
+        mut self,
+        edge: Option<Arc<crate::edge::Edge>>,
+        registry: Option<(Arc<crate::directory::Directory>, String)>,
+    ) -> Self {
+        let linger = self.config.limits.live_linger;
+        let mut live = Live::new(Default::default(), linger, self.metrics.live_gauges());
+        if let Some(edge) = edge {
+            live = live.with_edge(edge);
+        }
+        if let Some((dir, origin)) = registry {
+            live = live.with_registry(dir, origin);
+        }
+        self.live = Arc::new(live);
+        self
+    }
+
     fn handshake_config(&self, timeout: std::time::Duration) -> ServerConfig {
         // The capabilities offered are the protocol crate's server default (one place).
+        // Plus `RELAY`, which only a server can offer: edges relay from it.
+        let caps = ServerConfig::default().caps | Caps::RELAY;
         ServerConfig {
             token: self.config.token.clone(),
             timeout,
+            caps,
             ..ServerConfig::default()
         }
     }
@@ -236,11 +258,15 @@ impl Driver {
                 stream,
                 channel,
             } => {
+                let relay = conn
+                    .established()
+                    .is_some_and(|e| e.caps.contains(Caps::RELAY));
                 let at = live::Request {
                     session,
                     request,
                     stream,
                     channel: &channel,
+                    relay,
                 };
                 // Calls only: a live channel's viewer is a player with a buffer, better served
                 // by the stream's reliability than by datagrams' timeliness.
@@ -315,7 +341,11 @@ impl Driver {
     async fn list(&self, conn: &mut ServerConn, request: u32, prefix: String) {
         let session = conn.established().map_or(0, |e| e.session_id);
         let listed = if prefix.trim_matches('/') == "live" {
-            Ok(self.shared.live.list())
+            match self.shared.live.edge() {
+                // An edge lists what the tier above has: the directory, or its origin.
+                Some(edge) => edge.list().await,
+                None => Ok(self.shared.live.list()),
+            }
         } else {
             let lib = self.shared.library.clone();
             let path = prefix.clone();
@@ -354,6 +384,7 @@ impl Driver {
             request,
             stream,
             channel: &channel,
+            relay: false,
         };
         let live = self.shared.live.clone();
         match live.publish(&self.tx, at, codec, max_payload).await {

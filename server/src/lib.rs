@@ -26,6 +26,8 @@ mod chat;
 pub mod cli;
 pub mod config;
 mod conn;
+mod directory;
+mod edge;
 #[doc(hidden)]
 pub mod fuzzing;
 mod guard;
@@ -99,12 +101,93 @@ pub enum ServerError {
     /// QUIC setup failed.
     #[error(transparent)]
     Quic(#[from] quic::QuicSetupError),
+    /// `--edge-of`, `--directory`, `--advertise` or `--origin-cert-sha256` is unusable (the
+    /// message names the flag and says why).
+    #[error("{0}")]
+    Tiers(String),
 }
 
 impl From<chunkcast_media_samples::Error> for ServerError {
     fn from(e: chunkcast_media_samples::Error) -> Self {
         Self::Samples(e)
     }
+}
+
+/// The edge and the directory registration `config` asks for, checked.
+#[allow(clippy::type_complexity)]
+fn tiers(
+    config: &Config,
+    tcp_addr: SocketAddr,
+) -> Result<
+    (
+        Option<Arc<edge::Edge>>,
+        Option<(Arc<directory::Directory>, String)>,
+    ),
+    ServerError,
+> {
+    use chunkcast_client::url::Url;
+    let ttl = config.directory_ttl;
+    let open_dir = |flag: &str, url: &str| {
+        directory::Directory::new(url, ttl)
+            .map(Arc::new)
+            .map_err(|e| ServerError::Tiers(format!("{flag} {url}: {e}; use redis://HOST:PORT")))
+    };
+    let registry = match &config.directory {
+        Some(url) => {
+            let dir = open_dir("--directory", url)?;
+            let advertise = match &config.advertise {
+                Some(a) => a.clone(),
+                None if tcp_addr.ip().is_unspecified() => {
+                    return Err(ServerError::Tiers(format!(
+                        "--directory: this server listens on {tcp_addr}, which edges cannot dial: \
+                         give the URL they should use with --advertise tcp://HOST:PORT"
+                    )));
+                }
+                None => format!("tcp://{tcp_addr}"),
+            };
+            Url::parse(&advertise)
+                .map_err(|e| ServerError::Tiers(format!("--advertise {advertise}: {e}")))?;
+            Some((dir, advertise))
+        }
+        None => None,
+    };
+    let edge = match &config.edge_of {
+        Some(url) => {
+            let source = if url.starts_with("redis://") || url.starts_with("rediss://") {
+                let dir = directory::Directory::new(url, ttl).map_err(|e| {
+                    ServerError::Tiers(format!("--edge-of {url}: {e}; use redis://HOST:PORT"))
+                })?;
+                edge::Source::Directory(dir)
+            } else {
+                let origin = Url::parse(url).map_err(|e| {
+                    ServerError::Tiers(format!(
+                        "--edge-of {url}: {e}; use redis://HOST:PORT, tcp://, tcps:// or quic://HOST:PORT"
+                    ))
+                })?;
+                edge::Source::Origin(origin)
+            };
+            let trust = match &config.origin_cert_sha256 {
+                Some(hex_pin) => {
+                    let mut pin = [0u8; 32];
+                    hex::decode_to_slice(hex_pin, &mut pin).map_err(|_| {
+                        ServerError::Tiers(format!(
+                            "--origin-cert-sha256 {hex_pin}: not 64 hex digits"
+                        ))
+                    })?;
+                    tls::Trust::Pin(pin)
+                }
+                None => tls::Trust::System,
+            };
+            Some(Arc::new(edge::Edge::new(
+                source,
+                url.clone(),
+                config.token.clone(),
+                trust,
+            )))
+        }
+        None => None,
+    };
+    Ok((edge, registry))
 }
 
 /// `e` and its causes, joined by `: `, for an error kept out of the source chain.
@@ -288,7 +371,8 @@ impl Server {
             None => None,
         };
 
-        let shared = Arc::new(Shared::new(config, library));
+        let (edge, registry) = tiers(&config, tcp_addr)?;
+        let shared = Arc::new(Shared::new(config, library).with_tiers(edge, registry));
         if let Some(listener) = metrics_listener {
             tokio::spawn(metrics::serve(
                 listener,

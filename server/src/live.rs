@@ -14,6 +14,14 @@
 //! `pts_us`). Only channels that have had a publisher count against [`MAX_CHANNELS`]; the ones
 //! subscribers wait for are bounded by the connections and streams they hold.
 //!
+//! Tiers. On an edge (`--edge-of`), the first viewer of a `live/` channel starts an upstream
+//! task that subscribes to the channel at its origin and feeds the hub as a local publisher's
+//! relay would, keeping the origin's numbering; the hub then lingers like a lost publisher's,
+//! and the upstream subscription is dropped when the hub goes, a linger after its last viewer.
+//! While the upstream reconnects (origin or publisher restart, a move to another origin), the
+//! edge's viewers stay attached and go on at the first keyframe after it is back. With a
+//! directory (`--directory`), every publisher accepted here is registered there while live.
+//!
 //! [`Limits::live_linger`]: crate::config::Limits::live_linger
 
 use std::collections::HashMap;
@@ -21,8 +29,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
+use chunkcast_client::error::ClientError;
 use chunkcast_media::fanout::{Channel, Config as FanoutConfig, Fanned, Lagged, ViewerQueue};
-use chunkcast_protocol::wire::{Entry, FileDigest, Frame, Opened};
+use chunkcast_protocol::wire::{Entry, ErrorFrame, FileDigest, Frame, Opened};
 use chunkcast_protocol::{ChunkFlags, Codec, ErrorCode, StreamId, compress};
 use chunkcast_transport::LinkTx;
 use chunkcast_transport::link::ChunkResult;
@@ -30,8 +39,10 @@ use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
+use crate::directory::Directory;
+use crate::edge::Edge;
 use crate::metrics::LiveGauges;
 
 /// Channels that have a publisher, or had one and linger, at once.
@@ -45,6 +56,10 @@ const MAX_ROOMS_PER_CONNECTION: usize = 4;
 const PUBLISH_QUEUE: usize = 64;
 /// Time an evicted publisher's connection has to take the `CLOSE` that tells it so.
 const EVICTED_CLOSE_WAIT: Duration = Duration::from_secs(5);
+/// An edge's first wait before it tries its origin again; doubled up to [`UPSTREAM_RETRY_MAX`].
+const UPSTREAM_RETRY: Duration = Duration::from_millis(100);
+/// An edge's longest wait between tries: an origin back from a restart is found within it.
+const UPSTREAM_RETRY_MAX: Duration = Duration::from_secs(1);
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -59,6 +74,10 @@ pub(crate) struct Live {
     rooms: Mutex<HashMap<String, [Option<u64>; 2]>>,
     gauges: LiveGauges,
     next_publisher: AtomicU64,
+    /// This server is an edge: `live/` channels come from the tier above.
+    edge: Option<Arc<Edge>>,
+    /// Publishers accepted here are registered in this directory, under this URL.
+    registry: Option<(Arc<Directory>, String)>,
 }
 
 #[derive(Default)]
@@ -89,6 +108,13 @@ struct HubState {
     idle_epoch: u64,
     /// Out of the table: whoever still holds it must not register on it.
     removed: bool,
+    /// An edge's upstream subscription for this channel, running: cancelled when the hub
+    /// goes.
+    upstream: Option<CancellationToken>,
+    /// The upstream is subscribed and relaying: viewers may attach.
+    relaying: bool,
+    /// Why the upstream gave up: told to the subscribers waiting for it.
+    refused: Option<Refusal>,
 }
 
 impl HubState {
@@ -123,6 +149,8 @@ pub(crate) struct Request<'a> {
     pub(crate) request: u32,
     pub(crate) stream: StreamId,
     pub(crate) channel: &'a str,
+    /// The client is an edge relay (it offered `RELAY`): counted apart.
+    pub(crate) relay: bool,
 }
 
 /// A request's failure, as sent to the client.
@@ -139,7 +167,26 @@ impl Live {
             rooms: Mutex::default(),
             gauges,
             next_publisher: AtomicU64::new(1),
+            edge: None,
+            registry: None,
         }
+    }
+
+    /// Makes this an edge: `live/` channels are subscribed to upstream.
+    pub(crate) fn with_edge(mut self, edge: Arc<Edge>) -> Self {
+        self.edge = Some(edge);
+        self
+    }
+
+    /// Registers every publisher accepted here in `directory`, as at `origin`.
+    pub(crate) fn with_registry(mut self, directory: Arc<Directory>, origin: String) -> Self {
+        self.registry = Some((directory, origin));
+        self
+    }
+
+    /// The edge this server is, if it is one.
+    pub(crate) fn edge(&self) -> Option<&Arc<Edge>> {
+        self.edge.as_ref()
     }
 
     /// Maps a requested channel to the hub behind it: `live/NAME` as is; `call/ROOM/TRACK` to
@@ -222,6 +269,9 @@ impl Live {
                 ended: false,
                 idle_epoch: 0,
                 removed: false,
+                upstream: None,
+                relaying: false,
+                refused: None,
             }),
             published: Notify::new(),
         });
@@ -253,6 +303,9 @@ impl Live {
             table.hubs.remove(&hub.name);
         }
         s.removed = true;
+        if let Some(up) = s.upstream.take() {
+            up.cancel();
+        }
         if s.counted {
             table.published -= 1;
         }
@@ -352,8 +405,15 @@ impl Live {
             request,
             stream,
             channel,
+            relay: _,
         } = at;
         let name = self.hub_name(channel, session, true)?;
+        if self.edge.is_some() && name.starts_with("live/") {
+            return Err((
+                ErrorCode::Relay,
+                format!("this server is an edge: publish {name} at an origin"),
+            ));
+        }
         let id = self.next_publisher.fetch_add(1, Ordering::Relaxed);
         let evict = CancellationToken::new();
         let hub = {
@@ -410,8 +470,19 @@ impl Live {
         }
         info!(channel = %name, session, "publisher started");
         let tx = tx.clone();
+        let registry = self.registry.clone().filter(|_| name.starts_with("live/"));
         Ok(tokio::spawn(async move {
+            let registered = registry.as_ref().map(|(dir, origin)| {
+                let (dir, origin, name) = (dir.clone(), origin.clone(), name.clone());
+                AbortOnDrop(tokio::spawn(async move {
+                    dir.register(&name, &origin).await;
+                }))
+            });
             let why = relay(&mut guard, &mut chunks, &evict, max_payload, holes).await;
+            drop(registered);
+            if let (RelayEnd::Ended, Some((dir, origin))) = (why, &registry) {
+                dir.unregister(&name, origin).await;
+            }
             if why == RelayEnd::Evicted {
                 drop(guard);
                 let close = Frame::Close {
@@ -443,6 +514,7 @@ impl Live {
             request,
             stream,
             channel,
+            relay,
         } = at;
         let name = self.hub_name(channel, session, false)?;
         let hub = {
@@ -457,9 +529,22 @@ impl Live {
                 ));
             }
             s.waiting += 1;
+            if let Some(edge) = self.edge.as_ref().filter(|_| name.starts_with("live/")) {
+                // Counted against MAX_CHANNELS once relaying, as a publisher's channel is once
+                // published: names nobody publishes cost no slot.
+                if s.upstream.is_none() && s.publisher.is_none() {
+                    let stop = CancellationToken::new();
+                    s.upstream = Some(stop.clone());
+                    s.refused = None;
+                    s.ended = false;
+                    let task = upstream(Arc::downgrade(self), hub.clone(), edge.clone(), stop);
+                    tokio::spawn(task);
+                }
+            }
             drop(s);
             hub
         };
+        let relay_counted = relay.then(|| Counted::new(&self.gauges.relays));
         let waiting = Waiting {
             live: self.clone(),
             hub: hub.clone(),
@@ -468,12 +553,24 @@ impl Live {
         let live = self.clone();
         let config = self.config;
         Ok(tokio::spawn(async move {
-            let _counted = counted;
+            let _counted = (counted, relay_counted);
             let (attached, opened) = loop {
                 let published = hub.published.notified();
+                let refused = lock(&hub.state).refused.clone();
+                if let Some((code, message)) = refused {
+                    drop(waiting);
+                    let refusal = ErrorFrame {
+                        request,
+                        code,
+                        message,
+                    };
+                    let _ = tx.send(Frame::Error(refusal)).await;
+                    return;
+                }
                 {
                     let mut s = lock(&hub.state);
-                    if let Some(codec) = s.channel.codec().filter(|_| s.publisher.is_some()) {
+                    let source = s.publisher.is_some() || s.relaying;
+                    if let Some(codec) = s.channel.codec().filter(|_| source) {
                         let mut q = ViewerQueue::new(config, Some(codec), stream);
                         let backlog = s.channel.backlog(stream);
                         let start_seq = backlog
@@ -512,6 +609,219 @@ impl Live {
             serve_viewer(&tx, &attached.viewer, opened, datagrams).await;
         }))
     }
+}
+
+/// Aborts a task when dropped (a directory registration ends with its publisher's relay).
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// How one upstream subscription ended.
+enum UpstreamEnd {
+    /// The origin's channel ended (`END_OF_STREAM`): so does this one.
+    Ended,
+    /// Lost or moved: try again (from the directory's answer then).
+    Retry(String),
+    /// The tier above cannot serve the channel: the waiting subscribers are told.
+    Refused(Refusal),
+}
+
+/// An edge's upstream for `hub`: subscribes at the origin and relays into the hub until
+/// `stop` (the hub went, a linger after its last viewer) or the channel ends; reconnects
+/// (with a capped backoff) when it is lost.
+fn upstream(
+    live: Weak<Live>,
+    hub: Arc<Hub>,
+    edge: Arc<Edge>,
+    stop: CancellationToken,
+) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> {
+    // Boxed and typed: the task may start its own successor.
+    Box::pin(upstream_task(live, hub, edge, stop))
+}
+
+async fn upstream_task(live: Weak<Live>, hub: Arc<Hub>, edge: Arc<Edge>, stop: CancellationToken) {
+    let Some(gauges) = live.upgrade().map(|l| l.gauges.clone()) else {
+        return;
+    };
+    let _running = Counted::new(&gauges.upstreams);
+    let mut relayed_once = false;
+    let mut wait = UPSTREAM_RETRY;
+    loop {
+        let end = tokio::select! {
+            () = stop.cancelled() => break,
+            end = upstream_once(&live, &hub, &edge, &gauges, &mut relayed_once) => end,
+        };
+        lock(&hub.state).relaying = false;
+        match end {
+            UpstreamEnd::Ended => break,
+            UpstreamEnd::Refused(why) if !relayed_once => {
+                info!(channel = %hub.name, "upstream refused: {}: {}", why.0, why.1);
+                let mut s = lock(&hub.state);
+                s.refused = Some(why.clone());
+                for v in s.viewers.drain(..) {
+                    v.close(why.0, why.1.clone());
+                }
+                drop(s);
+                hub.published.notify_waiters();
+                break;
+            }
+            UpstreamEnd::Refused((code, message)) => {
+                warn!(channel = %hub.name, "upstream: {code}: {message}; retrying");
+            }
+            UpstreamEnd::Retry(why) => {
+                debug!(channel = %hub.name, "upstream: {why}; retrying");
+            }
+        }
+        tokio::select! {
+            () = stop.cancelled() => break,
+            () = tokio::time::sleep(wait) => {}
+        }
+        wait = (wait * 2).min(UPSTREAM_RETRY_MAX);
+    }
+    let Some(live) = live.upgrade() else { return };
+    // No longer subscribed: a later viewer starts another upstream. (Once stopped, the hub is
+    // out of the table and its upstream slot was emptied by its removal.)
+    let restart = {
+        let mut s = lock(&hub.state);
+        s.relaying = false;
+        if stop.is_cancelled() {
+            false
+        } else {
+            s.upstream = None;
+            // Subscribers that came after the end and before this: a fresh upstream for them.
+            let restart = !s.removed && s.waiting > 0 && s.refused.is_none();
+            if restart {
+                let again = CancellationToken::new();
+                s.upstream = Some(again.clone());
+                s.ended = false;
+                tokio::spawn(upstream(Arc::downgrade(&live), hub.clone(), edge, again));
+            }
+            restart
+        }
+    };
+    if !restart {
+        live.release(&hub);
+    }
+}
+
+/// One upstream subscription, from looking the origin up to its end.
+async fn upstream_once(
+    live: &Weak<Live>,
+    hub: &Arc<Hub>,
+    edge: &Edge,
+    gauges: &LiveGauges,
+    relayed_once: &mut bool,
+) -> UpstreamEnd {
+    let name = hub.name.as_str();
+    let origin = match edge.origin_of(name).await {
+        Ok(o) => o,
+        Err(why) => return UpstreamEnd::Refused(why),
+    };
+    let session = match edge.connect(&origin).await {
+        Ok(s) => s,
+        Err(e) => {
+            return UpstreamEnd::Refused((
+                ErrorCode::Relay,
+                format!("origin {} unreachable: {e}", origin.authority()),
+            ));
+        }
+    };
+    let moved = async {
+        match edge.recheck() {
+            Some(every) => loop {
+                tokio::time::sleep(every).await;
+                if edge.moved(name, &origin).await {
+                    return;
+                }
+            },
+            None => std::future::pending().await,
+        }
+    };
+    let relayed = async {
+        let mut incoming = match session.subscribe(name).await {
+            Ok(i) => i,
+            Err(ClientError::Server { code, message }) => {
+                return UpstreamEnd::Refused((code, format!("origin: {message}")));
+            }
+            Err(e) => return UpstreamEnd::Retry(e.to_string()),
+        };
+        let codec = incoming.opened.codec;
+        {
+            let Some(live) = live.upgrade() else {
+                return UpstreamEnd::Ended;
+            };
+            let mut table = lock(&live.table);
+            let mut s = lock(&hub.state);
+            if !s.counted {
+                if table.published >= MAX_CHANNELS {
+                    return UpstreamEnd::Refused((
+                        ErrorCode::Busy,
+                        format!("too many live channels (limit {MAX_CHANNELS})"),
+                    ));
+                }
+                s.counted = true;
+                table.published += 1;
+            }
+            drop(table);
+            s.channel.begin_relayed(codec);
+            for v in &s.viewers {
+                // As when a publisher is replaced: on at the first keyframe from here.
+                let mut q = lock(&v.queue);
+                q.set_codec(codec);
+                q.skip_to_keyframe();
+            }
+            s.relaying = true;
+        }
+        *relayed_once = true;
+        hub.published.notify_waiters();
+        info!(channel = %name, origin = %origin.authority(), "upstream subscribed");
+        let started = tokio::time::Instant::now();
+        let mut pts0 = None;
+        loop {
+            let chunk = match incoming.next().await {
+                Some(Ok(c)) => c,
+                Some(Err(e)) => return UpstreamEnd::Retry(e.to_string()),
+                None => return UpstreamEnd::Ended,
+            };
+            gauges.upstream_bytes.inc_by(chunk.payload.len() as u64);
+            if !chunk.has(ChunkFlags::INIT) {
+                // Behind real time: wall time since the subscription minus media time.
+                let p0 = *pts0.get_or_insert(chunk.pts_us);
+                let media = Duration::from_micros(chunk.pts_us.saturating_sub(p0));
+                let lag = started.elapsed().saturating_sub(media);
+                gauges.upstream_lag_ms.set(lag.as_millis() as i64);
+            }
+            let mut s = lock(&hub.state);
+            let stream = StreamId(0);
+            if chunk.has(ChunkFlags::END_OF_STREAM) {
+                let end = s.channel.end_chunk(stream);
+                fan_out(
+                    &mut s,
+                    &Fanned {
+                        chunk: end,
+                        starts_unit: true,
+                    },
+                );
+                s.ended = true;
+                return UpstreamEnd::Ended;
+            }
+            if s.channel.relayed_stale(&chunk) {
+                continue;
+            }
+            let fanned = s.channel.ingest(chunk, stream);
+            fan_out(&mut s, &fanned);
+        }
+    };
+    let end = tokio::select! {
+        end = relayed => end,
+        () = moved => UpstreamEnd::Retry("the channel moved to another origin".into()),
+    };
+    drop(session);
+    end
 }
 
 /// Holds a gauge up by one while alive.
@@ -787,6 +1097,10 @@ mod tests {
             channels: Gauge::default(),
             viewers: Gauge::default(),
             evicted: Counter::default(),
+            relays: Gauge::default(),
+            upstreams: Gauge::default(),
+            upstream_bytes: Counter::default(),
+            upstream_lag_ms: Gauge::default(),
         };
         Arc::new(Live::new(FanoutConfig::default(), LINGER, gauges))
     }
@@ -804,6 +1118,7 @@ mod tests {
             request: 1,
             stream: StreamId(stream),
             channel: "live/cam",
+            relay: false,
         }
     }
 
@@ -879,6 +1194,7 @@ mod tests {
                 request: i,
                 stream: StreamId(i),
                 channel: &name,
+                relay: false,
             };
             waiting.push(live.subscribe(tx.clone(), at, false).unwrap());
         }

@@ -158,9 +158,14 @@ pub(crate) struct Metrics {
     live_channels: Gauge,
     live_viewers: Gauge,
     live_evicted: Counter,
+    live_relays: Gauge,
+    edge_upstreams: Gauge,
+    edge_upstream_bytes: Counter,
+    edge_upstream_lag_ms: Gauge,
 }
 
 /// The metrics the live-channel registry keeps up to date itself.
+#[derive(Clone)]
 pub(crate) struct LiveGauges {
     /// Entries in the channel table.
     pub(crate) channels: Gauge,
@@ -168,6 +173,14 @@ pub(crate) struct LiveGauges {
     pub(crate) viewers: Gauge,
     /// Publishers replaced by a new publisher of their channel.
     pub(crate) evicted: Counter,
+    /// Subscriptions from edge relays now (of [`LiveGauges::viewers`]).
+    pub(crate) relays: Gauge,
+    /// This edge's upstream subscriptions now, reconnecting ones included.
+    pub(crate) upstreams: Gauge,
+    /// Payload bytes this edge received from its origins.
+    pub(crate) upstream_bytes: Counter,
+    /// How far behind real time the last chunk from upstream came, in milliseconds.
+    pub(crate) upstream_lag_ms: Gauge,
 }
 
 impl Metrics {
@@ -192,6 +205,10 @@ impl Metrics {
             live_channels: Gauge::default(),
             live_viewers: Gauge::default(),
             live_evicted: Counter::default(),
+            live_relays: Gauge::default(),
+            edge_upstreams: Gauge::default(),
+            edge_upstream_bytes: Counter::default(),
+            edge_upstream_lag_ms: Gauge::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -273,6 +290,26 @@ impl Metrics {
             "Live publishers replaced by a new publisher of their channel (a takeover)",
             m.live_evicted.clone(),
         );
+        r.register(
+            "live_relay_viewers",
+            "Subscriptions from edge relays now (one per channel per edge), of live_viewers",
+            m.live_relays.clone(),
+        );
+        r.register(
+            "edge_upstreams",
+            "Upstream subscriptions this edge holds at its origins now, reconnecting ones              included",
+            m.edge_upstreams.clone(),
+        );
+        r.register(
+            "edge_upstream_payload_bytes",
+            "Payload bytes this edge received from its origins",
+            m.edge_upstream_bytes.clone(),
+        );
+        r.register(
+            "edge_upstream_lag_ms",
+            "How far behind real time the latest chunk from upstream arrived, in milliseconds              (wall time since the upstream subscription minus media time)",
+            m.edge_upstream_lag_ms.clone(),
+        );
         for t in [Transport::Tcp, Transport::Quic] {
             let _ = m.connections_open.get_or_create(&t.label());
             let _ = m.connections.get_or_create(&t.label());
@@ -351,6 +388,10 @@ impl Metrics {
             channels: self.live_channels.clone(),
             viewers: self.live_viewers.clone(),
             evicted: self.live_evicted.clone(),
+            relays: self.live_relays.clone(),
+            upstreams: self.edge_upstreams.clone(),
+            upstream_bytes: self.edge_upstream_bytes.clone(),
+            upstream_lag_ms: self.edge_upstream_lag_ms.clone(),
         }
     }
 

@@ -14,7 +14,7 @@ use chunkcast_protocol::compress;
 use chunkcast_protocol::conn::ClientConn;
 use chunkcast_protocol::conn::client::{ClientConnConfig, ClientEvent, ConnError, OpenRequest};
 use chunkcast_protocol::session::{ClientConfig, Established, HandshakeError};
-use chunkcast_protocol::wire::{Chat, Entry, FileDigest, Limits, Mode, Opened, Resume};
+use chunkcast_protocol::wire::{Caps, Chat, Entry, FileDigest, Limits, Mode, Opened, Resume};
 use chunkcast_protocol::{Chunk, Codec, ErrorCode, StreamId};
 use chunkcast_transport::dial::{self, Dial, DialError};
 use chunkcast_transport::link::{ChunkResult, LinkError};
@@ -148,6 +148,16 @@ const STREAM_BUFFER_BYTES: usize = 2 << 20;
 impl Session {
     /// Connects to the server named by `url` and completes the handshake.
     pub async fn connect(url: &Url, opts: &ConnectOptions) -> Result<Self, ClientError> {
+        Self::connect_with(url, opts, Caps::default()).await
+    }
+
+    /// [`Session::connect`], offering the capabilities `extra` besides the usual ones (an
+    /// edge relay offers `RELAY`).
+    pub async fn connect_with(
+        url: &Url,
+        opts: &ConnectOptions,
+        extra: Caps,
+    ) -> Result<Self, ClientError> {
         let limits = Limits::default();
         let addr = dial::resolve(&url.host, url.port)
             .await
@@ -171,6 +181,7 @@ impl Session {
                     chunkcast_protocol::wire::MIN_VERSION,
                     chunkcast_protocol::wire::VERSION,
                 ),
+                caps: ClientConfig::default().caps | extra,
                 ..ClientConfig::default()
             },
             epoch,
@@ -414,9 +425,9 @@ impl Publisher {
     /// (realtime audio: a lost packet then costs one frame, not a wait for its
     /// retransmission); the stream carries the rest, and always the set-up and the end.
     /// Returns whether datagrams will be used.
-    pub fn use_datagrams(&mut self, caps: chunkcast_protocol::Caps) -> bool {
+    pub fn use_datagrams(&mut self, caps: Caps) -> bool {
         self.datagrams =
-            caps.contains(chunkcast_protocol::Caps::DATAGRAMS) && self.link.quic().is_some();
+            caps.contains(Caps::DATAGRAMS) && self.link.quic().is_some();
         self.datagrams
     }
 

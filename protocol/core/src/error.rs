@@ -179,6 +179,10 @@ error_codes! {
     /// A chat frame broke the chat rules (over the rate, a room not joined, a kind only the
     /// other side sends, no `CHAT` capability).
     ChatRefused = 16, "chat refused", "chat_refused";
+    /// An edge relay cannot serve the channel: its origin is unknown or unreachable (the
+    /// directory is down, no origin has the channel), the relay chain is too long or loops,
+    /// or a publisher tried an edge (publish at an origin).
+    Relay = 18, "relay refused", "relay";
 }
 
 impl std::fmt::Display for ErrorCode {
@@ -242,6 +246,7 @@ mod tests {
                 "verification_failed",
             ),
             (16, ErrorCode::ChatRefused, "chat refused", "chat_refused"),
+            (18, ErrorCode::Relay, "relay refused", "relay"),
         ];
         assert_eq!(ErrorCode::ALL.len(), pinned.len());
         for ((value, code, name, label), listed) in pinned.into_iter().zip(ErrorCode::ALL) {

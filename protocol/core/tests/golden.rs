@@ -105,6 +105,7 @@ fn caps_names(c: Caps) -> Value {
         (Caps::ANY_FILE, "ANY_FILE"),
         (Caps::VERIFIED, "VERIFIED"),
         (Caps::CHAT, "CHAT"),
+        (Caps::RELAY, "RELAY"),
     ];
     json!(
         names
@@ -787,6 +788,17 @@ fn vectors() -> Vec<(String, Frame)> {
             Frame::Chat(chat(ChatKind::Message, author, 42, 1_500_000, "héllo")),
         ),
     ]);
+    // An edge relay's hello: the usual capabilities and `RELAY` (0x80).
+    v.push((
+        "hello_relay".into(),
+        Frame::Hello(Hello {
+            min_version: 1,
+            max_version: 1,
+            caps: Caps::LZ4 | Caps::DIGEST_AT_END | Caps::ANY_FILE | Caps::RELAY,
+            token: String::new(),
+            client_name: "chunkcast/0.1.0".into(),
+        }),
+    ));
     v
 }
 
@@ -866,7 +878,7 @@ fn golden_vectors_cover_every_type_flag_and_code() {
         }
     }
     assert_eq!(flags, ChunkFlags::ALL.0);
-    assert_eq!(caps, 0x3f);
+    assert_eq!(caps, 0x3f | Caps::RELAY.0);
     for c in ErrorCode::ALL {
         assert!(codes.contains(c), "{c:?}");
     }

@@ -70,6 +70,15 @@ pub struct Channel {
     gop: Vec<Chunk>,
     gop_bytes: usize,
     gop_valid: bool,
+    /// The source is an edge's upstream: its chunks are the origin's, numbered already.
+    relayed: bool,
+    /// An upstream (re)started and its first new chunk has not come yet.
+    resync: bool,
+    /// Added to the origin's (seq, offset, pts_us): nonzero once an origin's numbering went
+    /// back (a restarted origin, or another one the publisher moved to).
+    shift: (u64, u64, u64),
+    /// The seq of the last keyframe that started a unit (kept across publishers).
+    last_key_seq: Option<u64>,
 }
 
 impl Channel {
@@ -88,6 +97,10 @@ impl Channel {
             gop: Vec::new(),
             gop_bytes: 0,
             gop_valid: false,
+            relayed: false,
+            resync: false,
+            shift: (0, 0, 0),
+            last_key_seq: None,
         }
     }
 
@@ -112,6 +125,50 @@ impl Channel {
         self.gop.clear();
         self.gop_bytes = 0;
         self.gop_valid = false;
+        self.relayed = false;
+    }
+
+    /// An edge's upstream subscription (re)starts: its chunks keep the origin's `seq`,
+    /// `offset` and `pts_us`, so that the numbering a viewer sees is the origin's through
+    /// upstream reconnects, and the same on every edge (a viewer moved to another edge by its
+    /// balancer finds it where it left it).
+    ///
+    /// Where the origin's numbering goes back (the origin restarted, or the publisher moved to
+    /// another origin, whose channel starts afresh), it is shifted to continue this channel's:
+    /// see [`Channel::relayed_stale`].
+    pub fn begin_relayed(&mut self, codec: Codec) {
+        self.begin(codec);
+        self.relayed = true;
+        self.resync = true;
+    }
+
+    /// For a relayed channel: whether the upstream's `chunk` is one the channel already has
+    /// (an upstream that reconnects gets the origin's cached group again), to drop. The first
+    /// new chunk after [`Channel::begin_relayed`] also decides whether the origin's numbering
+    /// went back past this channel's last keyframe: a new numbering, which is then shifted to
+    /// continue this one.
+    pub fn relayed_stale(&mut self, chunk: &Chunk) -> bool {
+        if !self.relayed || chunk.has(ChunkFlags::INIT) {
+            return false;
+        }
+        let seq = chunk.seq + self.shift.0;
+        if !self.resync {
+            return seq < self.next_seq;
+        }
+        if seq >= self.next_seq {
+            self.resync = false;
+            return false;
+        }
+        if self.last_key_seq.is_some_and(|k| seq >= k) {
+            return true;
+        }
+        self.shift = (
+            self.next_seq - chunk.seq,
+            self.next_offset.saturating_sub(chunk.offset),
+            self.pts_end.saturating_sub(chunk.pts_us),
+        );
+        self.resync = false;
+        false
     }
 
     /// Leaves `n` numbers unused before the next chunk: chunks the publisher sent that never
@@ -124,23 +181,43 @@ impl Channel {
     pub fn ingest(&mut self, chunk: Chunk, stream: StreamId) -> Fanned {
         let starts_unit = self.prev_ended_unit || chunk.has(ChunkFlags::INIT);
         self.prev_ended_unit = chunk.has(ChunkFlags::END_OF_UNIT) || chunk.has(ChunkFlags::INIT);
-        let pts_us = if chunk.has(ChunkFlags::INIT) {
+        // A relayed init chunk keeps its (old) place: it is not the stream moving on.
+        let relayed_init = self.relayed && chunk.has(ChunkFlags::INIT);
+        let (seq_shift, offset_shift, pts_shift) = self.shift;
+        if self.relayed && !relayed_init {
+            // The origin numbered it: what comes next follows it here too.
+            self.next_seq = chunk.seq + seq_shift;
+            self.next_offset = chunk.offset + offset_shift;
+        }
+        let pts_us = if self.relayed {
+            chunk.pts_us + pts_shift
+        } else if chunk.has(ChunkFlags::INIT) {
             self.pts_base
         } else {
             self.pts_base + chunk.pts_us
         };
         self.pts_end = self.pts_end.max(pts_us + u64::from(chunk.duration_us));
+        let (seq, offset) = if relayed_init {
+            (chunk.seq + seq_shift, chunk.offset + offset_shift)
+        } else {
+            (self.next_seq, self.next_offset)
+        };
         let out = Chunk {
             stream,
-            seq: self.next_seq,
-            offset: self.next_offset,
+            seq,
+            offset,
             pts_us,
             // A publisher's end is not the channel's: the next publisher may follow.
             flags: chunk.flags.without(ChunkFlags::END_OF_STREAM),
             ..chunk
         };
-        self.next_seq += 1;
-        self.next_offset += u64::from(out.raw_len);
+        if !relayed_init {
+            self.next_seq += 1;
+            self.next_offset += u64::from(out.raw_len);
+        }
+        if starts_unit && out.has(ChunkFlags::KEY) && !out.has(ChunkFlags::INIT) {
+            self.last_key_seq = Some(out.seq);
+        }
         let len = out.payload.len();
         if out.has(ChunkFlags::INIT) {
             if self.init_bytes + len <= self.config.init_cache_bytes {
@@ -446,6 +523,66 @@ mod tests {
             "pts continue after the previous publisher's end"
         );
         assert!(f.starts_unit);
+    }
+
+    #[test]
+    fn a_relayed_source_keeps_the_origins_numbering_through_a_restart() {
+        let mut ch = Channel::new(Config::default());
+        ch.begin_relayed(video());
+        let mut c = frame(0, 1)[0].clone();
+        (c.seq, c.offset, c.pts_us) = (500, 9_000, 7_000_000);
+        let f = ch.ingest(c.clone(), StreamId(1));
+        assert_eq!(
+            (f.chunk.seq, f.chunk.offset, f.chunk.pts_us),
+            (500, 9_000, 7_000_000)
+        );
+        assert_eq!(ch.next_seq(), 501);
+        // The upstream reconnects and resumes a little later in the origin's numbering.
+        ch.begin_relayed(video());
+        (c.seq, c.offset, c.pts_us) = (520, 9_900, 7_800_000);
+        let f = ch.ingest(c, StreamId(1));
+        assert_eq!(
+            (f.chunk.seq, f.chunk.pts_us),
+            (520, 7_800_000),
+            "not rebased"
+        );
+        assert_eq!(ch.end_chunk(StreamId(1)).seq, 521);
+    }
+
+    #[test]
+    fn a_relayed_reconnect_drops_the_replayed_group_and_a_new_numbering_is_continued() {
+        let mut ch = Channel::new(Config::default());
+        ch.begin_relayed(video());
+        let at = |seq: u64| {
+            let mut c = frame(seq / 2, 1)[(seq % 2) as usize].clone();
+            (c.seq, c.pts_us) = (seq, seq * 20_000);
+            c
+        };
+        for seq in 100..106 {
+            let c = at(seq);
+            assert!(!ch.relayed_stale(&c));
+            ch.ingest(c, StreamId(1));
+        }
+        // Reconnected to the same origin: its cached group (from the keyframe at 100) again,
+        // then new chunks.
+        ch.begin_relayed(video());
+        for seq in 100..106 {
+            assert!(ch.relayed_stale(&at(seq)), "{seq} is a replay");
+        }
+        assert!(!ch.relayed_stale(&at(106)));
+        assert_eq!(ch.ingest(at(106), StreamId(1)).chunk.seq, 106);
+        // Then an origin that starts afresh (restarted, or the publisher moved): continued.
+        ch.begin_relayed(video());
+        let fresh = at(0);
+        assert!(!ch.relayed_stale(&fresh));
+        let f = ch.ingest(fresh, StreamId(1));
+        assert_eq!(f.chunk.seq, 107, "seq continues");
+        assert!(
+            f.chunk.pts_us >= 107 * 20_000,
+            "pts continue: {}",
+            f.chunk.pts_us
+        );
+        assert_eq!(ch.ingest(at(1), StreamId(1)).chunk.seq, 108);
     }
 
     #[test]

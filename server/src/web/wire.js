@@ -27,13 +27,16 @@ export const ERROR = Object.freeze({ NONE: 0, BAD_REQUEST: 1, UNAUTHORIZED: 2, N
   UNVERIFIED: 15, CHAT_REFUSED: 16 });
 
 // An error code as the Rust `Display` writes it.
+// Codes past the contiguous run above, by value (issue 18: the edge relays' code).
+const ERROR_NAMES_BY_CODE = Object.freeze({ 18: 'relay refused' });
 export function errorName(code) {
-  return ERROR_NAMES[code] ?? 'unknown error ' + code;
+  if (code in ERROR_NAMES_BY_CODE) return ERROR_NAMES_BY_CODE[code];
+  return code < ERROR_NAMES.length ? ERROR_NAMES[code] : 'unknown error ' + code;
 }
 
 // `Caps`: protocol/core/src/wire/frame.rs.
 export const CAPS = Object.freeze({ LZ4: 0x1, DATAGRAMS: 0x2, DIGEST_AT_END: 0x4, ANY_FILE: 0x8,
-  VERIFIED: 0x10, CHAT: 0x20 });
+  VERIFIED: 0x10, CHAT: 0x20, RELAY: 0x80 });
 // `ChunkFlags`: protocol/core/src/wire/chunk.rs.
 export const FLAG = Object.freeze({ KEY: 0x01, INIT: 0x02, END_OF_UNIT: 0x04, END_OF_STREAM: 0x08,
   COMPRESSED: 0x10 });

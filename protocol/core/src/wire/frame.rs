@@ -43,6 +43,9 @@ impl Caps {
     pub const VERIFIED: Self = Self(0x10);
     /// Chat beside calls and live channels: the `CHAT` frame (see [`Chat`]).
     pub const CHAT: Self = Self(0x20);
+    /// The client is an edge relay of this server: its subscriptions are counted as upstream
+    /// subscriptions (one per channel per edge), and the server may be one itself (chains).
+    pub const RELAY: Self = Self(0x80);
 
     /// Whether every bit of `other` is set.
     pub const fn contains(self, other: Self) -> bool {

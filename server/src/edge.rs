@@ -1,0 +1,145 @@
+//! Edge mode (`--edge-of URL`): where this server finds the origin of a live channel, and
+//! how it reaches it. An edge is a client of its origin: it subscribes to a channel there,
+//! over the native protocol with the `RELAY` capability, once for all of its own viewers (the
+//! upstream task is in [`crate::live`], which fans the chunks out as a local publisher's).
+
+use std::time::Duration;
+
+use chunkcast_client::error::ClientError;
+use chunkcast_client::session::{ConnectOptions, Session};
+use chunkcast_client::url::Url;
+use chunkcast_protocol::ErrorCode;
+use chunkcast_protocol::wire::{Caps, Entry};
+use chunkcast_transport::tls::Trust;
+
+use crate::directory::Directory;
+use crate::live::Refusal;
+
+/// How long an edge waits for its origin to connect and answer the handshake.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Where an edge's channels come from.
+pub(crate) enum Source {
+    /// One fixed origin (`tcp://`, `tcps://`, `quic://`), for every channel.
+    Origin(Url),
+    /// The origin each channel's publisher registered in the directory.
+    Directory(Directory),
+}
+
+/// An edge's view of the tier above it.
+pub(crate) struct Edge {
+    source: Source,
+    opts: ConnectOptions,
+    /// The URL as the operator gave it, for messages.
+    shown: String,
+}
+
+impl Edge {
+    /// An edge of `source` (named `shown` in messages), presenting `token` upstream and
+    /// trusting the origin's certificate by `trust`.
+    pub(crate) fn new(source: Source, shown: String, token: Option<String>, trust: Trust) -> Self {
+        Self {
+            source,
+            opts: ConnectOptions {
+                trust,
+                token,
+                timeout: CONNECT_TIMEOUT,
+                ..ConnectOptions::default()
+            },
+            shown,
+        }
+    }
+
+    /// The origin URL that has `channel` now.
+    pub(crate) async fn origin_of(&self, channel: &str) -> Result<Url, Refusal> {
+        match &self.source {
+            Source::Origin(url) => Ok(url.clone()),
+            Source::Directory(dir) => {
+                let found = dir.lookup(channel).await.map_err(|e| {
+                    (
+                        ErrorCode::Relay,
+                        format!("cannot look {channel} up in the directory: {e}"),
+                    )
+                })?;
+                let Some(origin) = found else {
+                    return Err((
+                        ErrorCode::NotFound,
+                        format!("no origin has {channel}: it is not in the directory"),
+                    ));
+                };
+                Url::parse(&origin).map_err(|e| {
+                    (
+                        ErrorCode::Relay,
+                        format!("the directory names {origin:?} for {channel}: {e}"),
+                    )
+                })
+            }
+        }
+    }
+
+    /// Whether the directory (if any) names another origin than `current` for `channel` now;
+    /// a failed lookup is not a move (the stream continues while the directory is down).
+    pub(crate) async fn moved(&self, channel: &str, current: &Url) -> bool {
+        match &self.source {
+            Source::Origin(_) => false,
+            Source::Directory(dir) => match dir.lookup(channel).await {
+                Ok(Some(origin)) => Url::parse(&origin).is_ok_and(|u| !same_origin(&u, current)),
+                _ => false,
+            },
+        }
+    }
+
+    /// How often to ask the directory whether a channel moved, if there is one.
+    pub(crate) fn recheck(&self) -> Option<Duration> {
+        match &self.source {
+            Source::Origin(_) => None,
+            Source::Directory(dir) => Some(dir.recheck()),
+        }
+    }
+
+    /// Connects to `origin` as a relay.
+    pub(crate) async fn connect(&self, origin: &Url) -> Result<Session, ClientError> {
+        Session::connect_with(origin, &self.opts, Caps::RELAY).await
+    }
+
+    /// The live channels the tier above has: the directory's, or the origin's own listing.
+    pub(crate) async fn list(&self) -> Result<Vec<Entry>, Refusal> {
+        let unreachable = |e: ClientError| {
+            (
+                ErrorCode::Relay,
+                format!("cannot list the origin {}: {e}", self.shown),
+            )
+        };
+        match &self.source {
+            Source::Origin(url) => {
+                let session = self.connect(url).await.map_err(unreachable)?;
+                let entries = session.list("live/").await.map_err(unreachable)?;
+                session.close().await;
+                Ok(entries)
+            }
+            Source::Directory(dir) => {
+                let names = dir.channels().await.map_err(|e| {
+                    (
+                        ErrorCode::Relay,
+                        format!("cannot list the directory {}: {e}", self.shown),
+                    )
+                })?;
+                Ok(names
+                    .into_iter()
+                    .map(|path| Entry {
+                        path,
+                        codec: chunkcast_protocol::Codec::Bytes,
+                        size: None,
+                        duration_us: None,
+                        viewers: 0,
+                        note: None,
+                    })
+                    .collect())
+            }
+        }
+    }
+}
+
+fn same_origin(a: &Url, b: &Url) -> bool {
+    a.scheme == b.scheme && a.host == b.host && a.port == b.port
+}
