@@ -416,9 +416,17 @@ async fn a_call_with_datagram_audio_holds_its_latency_on_a_lossy_path() {
         a_audio.datagrams,
         a_audio.chunks
     );
+    // Which datagrams the seeded path drops depends on timing: over one run a direction may
+    // lose none (a few per cent of 150), so the losses are counted over both directions.
     assert!(
-        heard.lost > 0 && heard.concealed >= heard.lost,
-        "losses are counted"
+        heard.lost + back.lost > 0,
+        "losses are counted: a→b {}, b→a {}",
+        heard.lost,
+        back.lost
+    );
+    assert!(
+        heard.concealed >= heard.lost && back.concealed >= back.lost,
+        "every lost audio frame is concealed"
     );
     assert!(
         heard.latency_p99 < Duration::from_millis(150),
