@@ -94,6 +94,7 @@ fn format_name(f: VisualFormat) -> &'static str {
         VisualFormat::Bmp => "bmp",
         VisualFormat::WebP => "webp",
         VisualFormat::Tiff => "tiff",
+        VisualFormat::Fmp4 => "fmp4",
     }
 }
 
@@ -709,6 +710,21 @@ fn vectors() -> Vec<(String, Frame)> {
             Frame::Goodbye {
                 code: ErrorCode::Busy,
                 message: "server is shutting down".into(),
+            },
+        ),
+        (
+            "publish_fmp4".into(),
+            Frame::Publish {
+                request: 12,
+                stream: StreamId(14),
+                channel: "live/cam".into(),
+                codec: Codec::Video(VideoParams {
+                    format: VisualFormat::Fmp4,
+                    width: 320,
+                    height: 180,
+                    fps_num: 30,
+                    fps_den: 1,
+                }),
             },
         ),
     ]);
