@@ -98,13 +98,20 @@ pub enum Command {
         #[command(flatten)]
         playback: PlaybackArgs,
     },
-    /// Publish a file to a live channel (URL/live/NAME) in real time; viewers join with `watch`.
+    /// Publish a file, or a pipe (`--from -`), to a live channel (URL/live/NAME) in real time;
+    /// viewers join with `watch`.
     Publish {
         /// tcp://HOST:PORT/live/NAME, tcps://… or quic://…; without :PORT, port 7700.
         url: String,
-        /// The media file to send (WAV, MJPEG, Y4M, MP4, ...).
+        /// The media file to send (WAV, MJPEG, Y4M, MP4, ...), or `-`: standard input, live
+        /// (e.g. `ffmpeg … -f mjpeg - | chunkcast publish URL --from -`).
         #[arg(long, value_name = "FILE")]
         from: PathBuf,
+        /// With `--from -`: the input's format, mjpeg, y4m, wav, fmp4 or
+        /// pcm:RATE:CHANNELS:FORMAT (FORMAT u8, s16le, s24le, s32le, f32le, mulaw, alaw);
+        /// detected from the first bytes when absent (all but pcm).
+        #[arg(long, value_name = "FORMAT")]
+        format: Option<chunkcast_media::ingest::InputFormat>,
         /// Start over at the end, until Ctrl-C (which ends the channel: viewers see its end).
         #[arg(long = "loop")]
         looped: bool,
@@ -357,11 +364,13 @@ pub async fn run(cli: Cli) -> Result<(), ClientError> {
         Command::Publish {
             url,
             from,
+            format,
             looped,
             conn,
         } => {
             let url = Url::parse(&url)?;
-            chunkcast_client::live::run_publish(&url, &conn.options_for(&url)?, &from, looped).await
+            let opts = conn.options_for(&url)?;
+            chunkcast_client::live::run_publish(&url, &opts, &from, looped, format).await
         }
         Command::Call { url, from, conn } => {
             let url = Url::parse(&url)?;
