@@ -119,6 +119,23 @@ pub enum Command {
         #[command(flatten)]
         conn: ConnArgs,
     },
+    /// Record a live channel (URL/live/NAME) to a file players open: MJPEG to .mjpeg, Y4M to
+    /// .y4m, PCM audio to .wav (header finished on stop, Ctrl-C included), fMP4 to .mp4. Goes
+    /// on across publisher restarts; a changed stream starts FILE-2.EXT, and so on.
+    Record {
+        /// tcp://HOST:PORT/live/NAME, tcps://… or quic://…; without :PORT, port 7700.
+        url: String,
+        /// The file to write (under FILE.partial until finished).
+        #[arg(short = 'o', long = "output", value_name = "FILE")]
+        output: PathBuf,
+        /// Start a new file (FILE-2.EXT, …) at the first keyframe after this many seconds of
+        /// media.
+        #[arg(long, value_name = "SECONDS")]
+        segment: Option<f64>,
+        /// Trust and auth.
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
     /// Join a one-to-one call (URL/call/ROOM): send your files, receive the other side's, and
     /// print the one-way latency.
     Call {
@@ -371,6 +388,24 @@ pub async fn run(cli: Cli) -> Result<(), ClientError> {
             let url = Url::parse(&url)?;
             let opts = conn.options_for(&url)?;
             chunkcast_client::live::run_publish(&url, &opts, &from, looped, format).await
+        }
+        Command::Record {
+            url,
+            output,
+            segment,
+            conn,
+        } => {
+            let url = Url::parse(&url)?;
+            let segment = match segment {
+                Some(s) if !(s.is_finite() && s > 0.0) => {
+                    return Err(ClientError::Usage(
+                        "--segment takes a positive number of seconds".into(),
+                    ));
+                }
+                s => s.map(std::time::Duration::from_secs_f64),
+            };
+            let opts = conn.options_for(&url)?;
+            chunkcast_client::record::run_record(&url, &opts, &output, segment).await
         }
         Command::Call { url, from, conn } => {
             let url = Url::parse(&url)?;

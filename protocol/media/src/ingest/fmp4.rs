@@ -422,3 +422,67 @@ fn trak(body: &[u8]) -> Result<Track, MediaError> {
 fn gcd(a: u64, b: u64) -> u64 {
     if b == 0 { a.max(1) } else { gcd(b, a % b) }
 }
+
+/// Each track's (id, timescale) in an init segment (`ftyp` … `moov`).
+pub(crate) fn timescales(init: &[u8]) -> Result<Vec<(u32, u32)>, MediaError> {
+    let mut out = Vec::new();
+    for (kind, body) in children(init)? {
+        if &kind != b"moov" {
+            continue;
+        }
+        for (k, b) in children(body)? {
+            if &k == b"trak" {
+                let t = trak(b)?;
+                out.push((t.id, t.timescale));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Rewrites every `tfdt` decode time in a fragment (`styp`? `moof` `mdat`): `f(track, dts)`
+/// gives the new one. A version-0 `tfdt` whose new time needs 64 bits is refused.
+pub(crate) fn map_tfdt(
+    fragment: &mut [u8],
+    mut f: impl FnMut(u32, u64) -> u64,
+) -> Result<(), MediaError> {
+    // Offsets first (the tree is read-only while walked), then the writes.
+    let mut at: Vec<(usize, bool, u32, u64)> = Vec::new();
+    {
+        let base = fragment.as_ptr() as usize;
+        for (kind, moof) in children(fragment)? {
+            if &kind != b"moof" {
+                continue;
+            }
+            for (k, traf) in children(moof)? {
+                if &k != b"traf" {
+                    continue;
+                }
+                let Some(tfhd) = child(traf, b"tfhd")? else {
+                    continue;
+                };
+                let track = u32_at(tfhd, 4)?;
+                if let Some(tfdt) = child(traf, b"tfdt")? {
+                    let v1 = tfdt.first() == Some(&1);
+                    let dts = if v1 {
+                        u64_at(tfdt, 4)?
+                    } else {
+                        u64::from(u32_at(tfdt, 4)?)
+                    };
+                    at.push((tfdt.as_ptr() as usize - base + 4, v1, track, dts));
+                }
+            }
+        }
+    }
+    for (offset, v1, track, dts) in at {
+        let new = f(track, dts);
+        if v1 {
+            fragment[offset..offset + 8].copy_from_slice(&new.to_be_bytes());
+        } else {
+            let new = u32::try_from(new)
+                .map_err(|_| MediaError::unsupported(FORMAT, "a 32-bit tfdt overflows"))?;
+            fragment[offset..offset + 4].copy_from_slice(&new.to_be_bytes());
+        }
+    }
+    Ok(())
+}

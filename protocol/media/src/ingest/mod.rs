@@ -26,6 +26,7 @@
 //! [`LiveInput::finish`] drops the partial unit and says how many bytes it dropped.
 
 mod fmp4;
+pub mod record;
 
 use std::str::FromStr;
 

@@ -500,3 +500,168 @@ fn detection_and_format_names() {
     assert_eq!(InputFormat::detect(b"short"), None);
     assert_eq!("mp4".parse(), Ok(InputFormat::Fmp4));
 }
+
+// ---- recording ------------------------------------------------------------------------
+
+mod recording {
+    use super::*;
+    use crate::ingest::record::{Recorder, Written};
+
+    /// Chunks of `data` cut by a live input, renumbered from `seq` and shifted to `pts`, as a
+    /// channel continues a new publisher's stream.
+    fn channel(data: &[u8], seq: u64, pts: u64) -> Vec<Chunk> {
+        let mut cfg = Config::new(StreamId(0));
+        cfg.chunk_size = 64;
+        let (_, chunks, _) = run(
+            LiveInput::new(cfg, None, Limits::default()).unwrap(),
+            data,
+            50,
+        );
+        chunks
+            .into_iter()
+            .enumerate()
+            .map(|(i, mut c)| {
+                c.seq = seq + i as u64;
+                if !c.has(ChunkFlags::INIT) {
+                    c.pts_us += pts;
+                }
+                c
+            })
+            .collect()
+    }
+
+    fn tfdts(file: &[u8]) -> Vec<u64> {
+        // Every tfdt v1 of the video track (id 1): the box follows that track's tfhd.
+        let mut out = Vec::new();
+        let mut i = 0;
+        while let Some(p) = file[i..].windows(4).position(|w| w == b"tfdt") {
+            let at = i + p;
+            let track = u32::from_be_bytes(file[at - 8..at - 4].try_into().unwrap());
+            if track == 1 {
+                out.push(u64::from_be_bytes(
+                    file[at + 8..at + 16].try_into().unwrap(),
+                ));
+            }
+            i = at + 4;
+        }
+        out
+    }
+
+    fn codec() -> Codec {
+        Codec::Video(VideoParams {
+            format: VisualFormat::Fmp4,
+            width: 320,
+            height: 180,
+            fps_num: 30,
+            fps_den: 1,
+        })
+    }
+
+    #[test]
+    fn fmp4_decode_times_start_at_zero_and_continue_across_a_restart() {
+        let init = init_segment(90_000, 3000, 0);
+        let run1 = [
+            init.clone(),
+            fragment(900_000, 30, Some(0), 1),
+            fragment(990_000, 30, Some(0), 2),
+        ]
+        .concat();
+        // The second publisher's encoder starts again at 0; the channel continues at 2 s.
+        let run2 = [init.clone(), fragment(0, 30, Some(0), 3)].concat();
+        let mut rec = Recorder::new(codec()).unwrap();
+        let mut file = Vec::new();
+        let c1 = channel(&run1, 0, 7_000_000);
+        for c in &c1 {
+            assert_eq!(rec.chunk(c, &mut file).unwrap(), Written::Appended);
+        }
+        rec.restart();
+        for c in channel(&run2, c1.len() as u64 + 5, 9_000_000) {
+            assert_eq!(rec.chunk(&c, &mut file).unwrap(), Written::Appended);
+        }
+        assert!(file.starts_with(&init));
+        assert_eq!(
+            file.windows(4).filter(|w| w == b"moov").count(),
+            1,
+            "one init"
+        );
+        assert_eq!(tfdts(&file), [0, 90_000, 180_000]);
+        assert_eq!((rec.units(), rec.duration_us()), (3, 3_000_000));
+    }
+
+    #[test]
+    fn a_changed_header_asks_for_a_new_file_and_a_gap_drops_the_cut_unit() {
+        let init = init_segment(90_000, 3000, 0);
+        let mut rec = Recorder::new(codec()).unwrap();
+        let mut file = Vec::new();
+        let c = channel(
+            &[
+                init,
+                fragment(0, 30, Some(0), 1),
+                fragment(90_000, 30, Some(0), 2),
+            ]
+            .concat(),
+            0,
+            0,
+        );
+        // Lose a piece of the second fragment: it must not reach the file.
+        let second = c.iter().position(|c| c.pts_us == 1_000_000).unwrap();
+        for (i, ch) in c.iter().enumerate() {
+            if i != second + 1 {
+                rec.chunk(ch, &mut file).unwrap();
+            }
+        }
+        assert_eq!(rec.units(), 1);
+        rec.restart();
+        let other = init_segment(60_000, 2000, 0);
+        let c2 = channel(
+            &[other.clone(), fragment(0, 30, Some(0), 3)].concat(),
+            100,
+            2_000_000,
+        );
+        let first_unit = c2.iter().position(|c| !c.has(ChunkFlags::INIT)).unwrap();
+        for ch in &c2[..first_unit] {
+            assert_eq!(rec.chunk(ch, &mut file).unwrap(), Written::Appended);
+        }
+        assert_eq!(
+            rec.chunk(&c2[first_unit], &mut file).unwrap(),
+            Written::NewFile
+        );
+        let mut next = Recorder::new(codec()).unwrap();
+        rec.hand_over(&mut next);
+        let mut file2 = Vec::new();
+        for ch in &c2[first_unit..] {
+            next.chunk(ch, &mut file2).unwrap();
+        }
+        assert!(file2.starts_with(&other));
+        assert_eq!(next.units(), 1);
+    }
+
+    #[test]
+    fn wav_header_is_streaming_until_finished_then_exact() {
+        let params = AudioParams {
+            sample_rate: 8000,
+            channels: 1,
+            bits_per_sample: 16,
+            sample_format: SampleFormat::Int,
+        };
+        let mut rec = Recorder::new(Codec::Audio(params)).unwrap();
+        let mut file = Vec::new();
+        let mut s = wav_header(8000, 1);
+        s.extend(std::iter::repeat_n(3u8, 1600));
+        for c in channel(&s, 0, 0) {
+            rec.chunk(&c, &mut file).unwrap();
+        }
+        assert_eq!(
+            &file[40..44],
+            &u32::MAX.to_le_bytes(),
+            "unknown size while recording"
+        );
+        let h = rec.header().unwrap();
+        file[..44].copy_from_slice(&h);
+        assert_eq!(file.len(), 44 + 1600);
+        let r = hound::WavReader::new(std::io::Cursor::new(file)).unwrap();
+        assert_eq!(r.duration(), 800);
+        assert_eq!(rec.duration_us(), 100_000);
+        assert!(Recorder::new(Codec::Bytes).is_err());
+    }
+}
