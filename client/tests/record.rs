@@ -226,3 +226,130 @@ async fn thirty_seconds_of_each() {
         check(src, 30.0, true).await;
     }
 }
+
+/// `--segment 2` over 6 s of fMP4 (a keyframe a second): three files, each starting with the
+/// init segment at decode time 0, that ffprobe reads, adding up to the whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn segments_rotate_at_keyframes_into_files_that_each_play() {
+    if !require_tool("ffmpeg", INSTALL) || !require_tool("ffprobe", INSTALL) {
+        return;
+    }
+    tokio::time::timeout(Duration::from_secs(90), async {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("seg.mp4");
+        let server = server_with(|_| {}).await;
+        let channel = "live/segments".to_owned();
+        let recorder = connect(&server, Scheme::Tcp).await;
+        let (ch, path) = (channel.clone(), out.clone());
+        let recording = tokio::spawn(async move {
+            let opts = RecordOptions {
+                segment: Some(Duration::from_secs(2)),
+                ..Default::default()
+            };
+            let r = record(&recorder, &ch, &path, &opts).await;
+            recorder.close().await;
+            r
+        });
+        let lister = connect(&server, Scheme::Tcp).await;
+        await_viewers(&lister, &channel, 1, PROMPT).await;
+        let mut child = ffmpeg(Src::Fmp4, 6.0);
+        let stdout = child.stdout.take().unwrap();
+        let publisher = connect(&server, Scheme::Tcp).await;
+        publish_stream(&publisher, &channel, stdout, &StreamOptions::default())
+            .await
+            .unwrap();
+        publisher.close().await;
+        let report = recording.await.unwrap().unwrap();
+        let names: Vec<String> = report
+            .files
+            .iter()
+            .map(|f| f.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["seg.mp4", "seg-2.mp4", "seg-3.mp4"]);
+        let mut total = 0.0;
+        for f in &report.files {
+            let (duration, frames) = probe(f);
+            assert!(
+                (duration - 2.0).abs() < 0.04,
+                "{}: {duration} s",
+                f.display()
+            );
+            assert_eq!(frames, 60, "{}", f.display());
+            total += duration;
+        }
+        assert!((total - 6.0).abs() < 0.04);
+        lister.close().await;
+        server.shutdown().await;
+    })
+    .await
+    .unwrap();
+}
+
+/// Ctrl-C on `chunkcast record` of a WAV channel: exit 130, and the file under its final name
+/// has a header that says exactly how much audio it holds.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_on_record_leaves_a_wav_with_a_correct_header() {
+    use chunkcast_testkit::process::{command, signal, text, wait_bounded, wait_until};
+    use chunkcast_testkit::url;
+    if !require_tool("ffmpeg", INSTALL) || !require_tool("ffprobe", INSTALL) {
+        return;
+    }
+    tokio::time::timeout(Duration::from_secs(90), async {
+        let dir = tempfile::tempdir().unwrap();
+        let server = server_with(|_| {}).await;
+        let channel = "live/ctrl-c";
+        let u = url(&server, Scheme::Tcp, channel).to_string();
+        let d = dir.path().to_owned();
+        let record = tokio::task::spawn_blocking(move || {
+            let child = command(env!("CARGO_BIN_EXE_chunkcast"))
+                .args(["record", &u, "-o", "radio.wav"])
+                .current_dir(&d)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let partial = d.join("radio.wav.partial");
+            let started = wait_until(Duration::from_secs(20), || {
+                std::fs::metadata(&partial).is_ok_and(|m| m.len() > 48_000)
+            });
+            assert!(started, "{} never grew", partial.display());
+            signal(&child, "INT");
+            wait_bounded(child, Duration::from_secs(10))
+        });
+        let lister = connect(&server, Scheme::Tcp).await;
+        await_viewers(&lister, channel, 1, PROMPT).await;
+        let mut child = ffmpeg(Src::Wav, 30.0);
+        let stdout = child.stdout.take().unwrap();
+        let publisher = connect(&server, Scheme::Tcp).await;
+        let stop = tokio_util::sync::CancellationToken::new();
+        let opts = StreamOptions {
+            stop: stop.clone(),
+            ..Default::default()
+        };
+        let publishing =
+            tokio::spawn(async move { publish_stream(&publisher, channel, stdout, &opts).await });
+        let out = record.await.unwrap();
+        stop.cancel();
+        let _ = publishing.await;
+        child.kill().await.unwrap();
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(130), "{err}");
+        let file = dir.path().join("radio.wav");
+        assert!(!dir.path().join("radio.wav.partial").exists(), "{err}");
+        let wav = hound::WavReader::open(&file).unwrap();
+        let frames = wav.duration();
+        let len = std::fs::metadata(&file).unwrap().len();
+        assert_eq!(
+            u64::from(frames) * 2 + 44,
+            len,
+            "the header's size is the file's"
+        );
+        let (duration, _) = probe(&file);
+        assert!((duration - f64::from(frames) / 48_000.0).abs() < 0.001);
+        lister.close().await;
+        server.shutdown().await;
+    })
+    .await
+    .unwrap();
+}
