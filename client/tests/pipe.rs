@@ -10,7 +10,7 @@ use chunkcast_client::live::{StreamOptions, publish_stream};
 use chunkcast_client::session::Incoming;
 use chunkcast_client::url::Scheme;
 use chunkcast_media::ingest::InputFormat;
-use chunkcast_protocol::{Chunk, ChunkFlags, Codec, VisualFormat};
+use chunkcast_protocol::{Chunk, ChunkFlags, Codec, ErrorCode, VisualFormat};
 use chunkcast_server::Server;
 use chunkcast_testkit::{await_viewers, connect, require_tool, server_with};
 use tokio::io::AsyncWriteExt;
@@ -303,8 +303,9 @@ async fn a_stalled_pipe_idles_the_channel_and_its_end_ends_it_cleanly() {
     .unwrap();
 }
 
-/// Garbage from the publisher: the publish fails with a clear error and the viewer keeps its
-/// connection and sees the channel end after the last whole frame.
+/// Garbage from the publisher: the publish fails with a clear error, and the viewer gets the
+/// whole frames before it, then the channel's end with the reason (code 17, bad input), and
+/// keeps its connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_on_the_pipe_ends_the_channel_and_says_why() {
     tokio::time::timeout(LIMIT, async {
@@ -332,13 +333,14 @@ async fn garbage_on_the_pipe_ends_the_channel_and_says_why() {
             publisher.close().await;
         });
         let (chunks, err) = drain(inc.unwrap()).await;
-        assert!(err.is_none(), "{err:?}");
+        let err = err.expect("the channel ends with a reason");
+        assert_eq!(err.code(), Some(ErrorCode::BadInput), "{err}");
+        assert!(err.to_string().contains("corrupt mjpeg"), "{err}");
         let units = chunks
             .iter()
             .filter(|(_, c)| c.has(ChunkFlags::END_OF_UNIT))
             .count();
-        assert_eq!(units, 2);
-        assert!(chunks.last().unwrap().1.has(ChunkFlags::END_OF_STREAM));
+        assert_eq!(units, 2, "the whole frames before the garbage");
         // The viewer's connection is still good.
         assert!(viewer.list("live/").await.is_ok());
         viewer.close().await;

@@ -119,6 +119,8 @@ fn now() -> std::time::Instant {
 struct Running {
     task: JoinHandle<()>,
     kind: StreamKind,
+    /// A publisher's: where its own reason for stopping goes, for its viewers.
+    reason: Option<live::EndReason>,
 }
 
 /// What the machine cannot do itself: the link, the tasks, the library, the live channels.
@@ -210,6 +212,7 @@ impl Driver {
                     Running {
                         task,
                         kind: StreamKind::File,
+                        reason: None,
                     },
                 );
             }
@@ -240,6 +243,7 @@ impl Driver {
                             Running {
                                 task,
                                 kind: StreamKind::Viewer,
+                                reason: None,
                             },
                         );
                     }
@@ -250,10 +254,23 @@ impl Driver {
                     }
                 }
             }
-            ServerEvent::Cancel { stream, kind } => {
+            ServerEvent::Cancel {
+                stream,
+                kind,
+                code,
+                message,
+            } => {
                 if let Some(r) = self.tasks.remove(&stream) {
                     if kind == StreamKind::Publisher {
-                        // A publisher that cancels is lost, unless its end already came.
+                        // A publisher that cancels is lost, unless its end already came; one
+                        // whose input broke says so, and its viewers are told why.
+                        if code == ErrorCode::BadInput
+                            && let Some(reason) = &r.reason
+                        {
+                            let message = format!("the channel's input broke: {message}");
+                            *reason.lock().unwrap_or_else(|e| e.into_inner()) =
+                                Some((code, message));
+                        }
                         self.tx.unroute(stream);
                     } else {
                         r.task.abort();
@@ -328,12 +345,13 @@ impl Driver {
         };
         let live = self.shared.live.clone();
         match live.publish(&self.tx, at, codec, max_payload).await {
-            Ok(task) => {
+            Ok((task, reason)) => {
                 self.tasks.insert(
                     stream,
                     Running {
                         task,
                         kind: StreamKind::Publisher,
+                        reason: Some(reason),
                     },
                 );
             }

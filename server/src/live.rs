@@ -346,7 +346,7 @@ impl Live {
         at: Request<'_>,
         codec: Codec,
         max_payload: usize,
-    ) -> Result<JoinHandle<()>, Refusal> {
+    ) -> Result<(JoinHandle<()>, EndReason), Refusal> {
         let Request {
             session,
             request,
@@ -394,11 +394,13 @@ impl Live {
         };
         hub.published.notify_waiters();
         // From here on, however this ends, the guard gives the channel back.
+        let reason = EndReason::default();
         let mut guard = Relaying {
             live: self.clone(),
             hub,
             id,
             ended: false,
+            reason: reason.clone(),
         };
         let mut chunks = tx.route(stream, PUBLISH_QUEUE);
         let opened = live_opened(request, stream, codec, (0, 0), max_payload as u32);
@@ -408,7 +410,7 @@ impl Live {
         }
         info!(channel = %name, session, "publisher started");
         let tx = tx.clone();
-        Ok(tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             let why = relay(&mut guard, &mut chunks, &evict, max_payload).await;
             if why == RelayEnd::Evicted {
                 drop(guard);
@@ -422,7 +424,8 @@ impl Live {
                 // error on its connection; the route ends with its stream or connection.
                 while chunks.recv().await.is_some() {}
             }
-        }))
+        });
+        Ok((task, reason))
     }
 
     /// Starts sending a channel to a viewer on `stream`, from the latest keyframe. The task
@@ -563,7 +566,14 @@ struct Relaying {
     id: u64,
     /// Nothing to tell viewers: the channel was ended, or never started.
     ended: bool,
+    /// Why the publisher stopped, when it said (its input broke): what viewers are told
+    /// instead of "went away".
+    reason: EndReason,
 }
+
+/// Where the connection's driver leaves a publisher's own reason for stopping (its `CLOSE`'s
+/// code and message), for the relay to tell the channel's viewers.
+pub(crate) type EndReason = Arc<Mutex<Option<Refusal>>>;
 
 impl Drop for Relaying {
     fn drop(&mut self) {
@@ -572,14 +582,17 @@ impl Drop for Relaying {
             if s.publisher.as_ref().is_some_and(|p| p.id == self.id) {
                 s.publisher = None;
                 if !self.ended {
-                    for v in s.viewers.drain(..) {
-                        v.close(
+                    let (code, message) = lock(&self.reason).take().unwrap_or_else(|| {
+                        (
                             ErrorCode::PublisherLost,
                             format!(
                                 "the publisher of {} went away; it may come back",
                                 self.hub.name
                             ),
-                        );
+                        )
+                    });
+                    for v in s.viewers.drain(..) {
+                        v.close(code, message.clone());
                     }
                 }
             }
@@ -779,7 +792,7 @@ mod tests {
     /// Publishes on `stream`, numbers `n` chunks into the channel as its relay would, then
     /// loses the publisher (its route closes without an end) and waits for the relay to end.
     async fn publish_and_lose(live: &Arc<Live>, tx: &LinkTx, stream: u32, n: u64) {
-        let task = live
+        let (task, _) = live
             .publish(tx, at(stream), Codec::Bytes, 1 << 20)
             .await
             .unwrap();
@@ -845,7 +858,7 @@ mod tests {
         assert_eq!(len(&live), MAX_CHANNELS + 10);
         assert_eq!(live.gauges.viewers.get(), MAX_CHANNELS as i64 + 10);
         // Publishing still has every slot.
-        let task = live
+        let (task, _) = live
             .publish(&tx, at(9999), Codec::Bytes, 1 << 20)
             .await
             .unwrap();

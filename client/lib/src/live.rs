@@ -9,7 +9,7 @@ use chunkcast_media::ingest::{InputFormat, Limits as IngestLimits, LiveInput};
 use chunkcast_media::pace::Pacer;
 use chunkcast_media::reader::{self, Shaping};
 use chunkcast_media::{Config as ChunkConfig, MediaError, Packetizer};
-use chunkcast_protocol::{Chunk, ChunkFlags, Codec, MediaKind, StreamId};
+use chunkcast_protocol::{Chunk, ChunkFlags, Codec, ErrorCode, MediaKind, StreamId};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio_util::sync::CancellationToken;
 
@@ -203,8 +203,9 @@ const READ_SIZE: usize = 64 * 1024;
 /// time. The channel is announced once the input's header has told its codec. A stalled input
 /// leaves the channel idle (nothing times out: the connection's keepalive goes on); the end of
 /// the input ends the channel cleanly (its viewers see the end of the stream). Input that is
-/// not the format, or breaks a limit, ends the channel the same way after the last whole
-/// unit (viewers keep their connection) and is the error returned.
+/// not the format, or breaks a limit, stops the publish after the last whole unit with `CLOSE`
+/// code 17 (bad input) and the reason, which the server tells the channel's viewers (they keep
+/// their connections); it is also the error returned.
 pub async fn publish_stream<R: AsyncRead + Unpin>(
     session: &Session,
     channel: &str,
@@ -281,6 +282,13 @@ pub async fn publish_stream<R: AsyncRead + Unpin>(
             )),
         };
     };
+    if let Err(e) = outcome {
+        // The channel ends with the reason: its viewers are told (code 17, bad input), and
+        // keep their connections.
+        let why = format!("{e}");
+        p.abort(ErrorCode::BadInput, why.clone()).await?;
+        return Err(ClientError::Usage(format!("the input: {why}")));
+    }
     // Empty and INIT, as the channel's own end: no media, so no player takes it for a unit.
     let end = Chunk::new(
         StreamId(0),
@@ -293,10 +301,7 @@ pub async fn publish_stream<R: AsyncRead + Unpin>(
     );
     p.send(end).await?;
     p.finish().await?;
-    match outcome {
-        Ok(()) => Ok(report),
-        Err(e) => Err(ClientError::Usage(format!("the input: {e}"))),
-    }
+    Ok(report)
 }
 
 /// One received track of a call.

@@ -292,6 +292,7 @@ impl Session {
             stream: opened.opened.stream,
             media,
             sent: 0,
+            commands: self.commands.clone(),
         })
     }
 
@@ -328,6 +329,7 @@ pub struct Publisher {
     stream: StreamId,
     media: MediaTx,
     sent: u64,
+    commands: mpsc::Sender<Command>,
 }
 
 impl Publisher {
@@ -350,6 +352,17 @@ impl Publisher {
             .map_err(|e| ClientError::Lost(e.to_string()))?;
         self.sent += 1;
         Ok(())
+    }
+
+    /// Stops publishing and tells the server why (`CLOSE` with `code` and `message`), which
+    /// it passes on to the channel's viewers: for a publisher whose input broke
+    /// ([`ErrorCode::BadInput`]). What was sent before reaches them first on TCP; on QUIC,
+    /// chunks still in flight may be dropped.
+    pub async fn abort(self, code: ErrorCode, message: String) -> Result<(), ClientError> {
+        self.commands
+            .send(Command::Abort(self.stream, code, message))
+            .await
+            .map_err(|_| ClientError::Lost("the connection is gone".into()))
     }
 
     /// Ends the stream after everything sent.
@@ -518,6 +531,8 @@ enum Command {
         reply: oneshot::Sender<Result<(Duration, i64), ClientError>>,
     },
     Cancel(StreamId),
+    /// Cancel a published stream, saying why.
+    Abort(StreamId, ErrorCode, String),
     /// The stream's reader is gone.
     Done(StreamId),
     Close {
@@ -650,6 +665,10 @@ impl Callers {
             }
             Command::Cancel(stream) => {
                 conn.cancel(stream);
+                self.ends.remove(&stream);
+            }
+            Command::Abort(stream, code, message) => {
+                conn.abort_publish(stream, code, message);
                 self.ends.remove(&stream);
             }
             Command::Done(stream) => {

@@ -173,6 +173,9 @@ error_codes! {
     /// The file changed on the server while it was being sent (rewritten in place, replaced,
     /// grown or shrunk): what arrived may mix two versions, so the download must start over.
     Changed = 14, "source changed", "source_changed";
+    /// A live channel's publisher stopped because its input (a pipe, a camera) was not the
+    /// media it claimed: garbage, a lying header, a unit over the limits.
+    BadInput = 17, "bad input", "bad_input";
 }
 
 impl std::fmt::Display for ErrorCode {
@@ -229,6 +232,7 @@ mod tests {
             (12, ErrorCode::Lagged, "lagged", "lagged"),
             (13, ErrorCode::BadMedia, "bad media", "bad_media"),
             (14, ErrorCode::Changed, "source changed", "source_changed"),
+            (17, ErrorCode::BadInput, "bad input", "bad_input"),
         ];
         assert_eq!(ErrorCode::ALL.len(), pinned.len());
         for ((value, code, name, label), listed) in pinned.into_iter().zip(ErrorCode::ALL) {

@@ -713,6 +713,14 @@ fn vectors() -> Vec<(String, Frame)> {
             },
         ),
         (
+            "close_bad_input".into(),
+            Frame::Close {
+                stream: StreamId(14),
+                code: ErrorCode::BadInput,
+                message: "corrupt mjpeg: expected a marker 2 bytes into a frame".into(),
+            },
+        ),
+        (
             "publish_fmp4".into(),
             Frame::Publish {
                 request: 12,

@@ -154,6 +154,11 @@ pub enum ServerEvent {
         stream: StreamId,
         /// What it was.
         kind: StreamKind,
+        /// Why, as the client said: `None` for a plain cancel; a publisher that stops for its
+        /// input's sake says `BadInput`, which its channel's viewers are told.
+        code: ErrorCode,
+        /// The client's explanation.
+        message: String,
     },
     /// The machine refused a request itself (draining, a limit, a reused id, the rate): the
     /// `ERROR` is queued. For the log.
@@ -518,10 +523,19 @@ impl ServerConn {
                 }
             }
             // A CLOSE for a stream not (or no longer) running is late, not wrong.
-            Frame::Close { stream, .. } => {
+            Frame::Close {
+                stream,
+                code,
+                message,
+            } => {
                 if let Some(slot) = self.streams.remove(&stream) {
                     let kind = slot.kind;
-                    self.events.push_back(ServerEvent::Cancel { stream, kind });
+                    self.events.push_back(ServerEvent::Cancel {
+                        stream,
+                        kind,
+                        code,
+                        message,
+                    });
                 }
             }
             // The transport routes a publisher's chunks to its task; one that reaches the
