@@ -361,3 +361,102 @@ fn jpeg(index: u32) -> Vec<u8> {
     j.extend_from_slice(&[0xFF, 0xD9]);
     j
 }
+
+/// The Done-when run at full size: 20 viewers on each of TCP and QUIC, for each pipeline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "40 viewers per pipeline: cargo test -p chunkcast --test pipe -- --ignored --nocapture"]
+async fn twenty_viewers_on_each_transport() {
+    if !require_tool("ffmpeg", INSTALL) || !require_tool("ffprobe", INSTALL) {
+        return;
+    }
+    for fmp4 in [false, true] {
+        let d = tokio::time::timeout(LIMIT * 2, pipeline(fmp4, 20))
+            .await
+            .unwrap();
+        report(if fmp4 { "fmp4 x40" } else { "mjpeg x40" }, d);
+    }
+}
+
+/// `chunkcast publish --from film.mp4` of a *fragmented* MP4 file goes fragment by fragment,
+/// as a live input: a viewer gets the init segment and fragments that ffprobe decodes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fragmented_mp4_file_is_published_fragment_by_fragment() {
+    use chunkcast_testkit::process::{command, wait_bounded};
+    use chunkcast_testkit::url;
+    if !require_tool("ffmpeg", INSTALL) || !require_tool("ffprobe", INSTALL) {
+        return;
+    }
+    tokio::time::timeout(LIMIT, async {
+        let dir = tempfile::tempdir().unwrap();
+        let film = dir.path().join("film.mp4");
+        let made = std::process::Command::new("ffmpeg")
+            .args([
+                "-v",
+                "error",
+                "-f",
+                "lavfi",
+                "-i",
+                "testsrc2=size=320x180:rate=30",
+            ])
+            .args([
+                "-t", "2", "-c:v", "libx264", "-g", "15", "-pix_fmt", "yuv420p",
+            ])
+            .args(["-movflags", "frag_keyframe+empty_moov+default_base_moof"])
+            .arg(&film)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let server = server().await;
+        let channel = "live/film";
+        let viewer = connect(&server, Scheme::Tcp).await;
+        let watching = tokio::spawn(async move {
+            let inc = viewer.subscribe(channel).await.unwrap();
+            let codec = inc.opened.codec;
+            let r = drain(inc).await;
+            viewer.close().await;
+            (codec, r)
+        });
+        let lister = connect(&server, Scheme::Tcp).await;
+        await_viewers(&lister, channel, 1, PROMPT).await;
+        let u = url(&server, Scheme::Tcp, channel).to_string();
+        let f = film.clone();
+        let out = tokio::task::spawn_blocking(move || {
+            let child = command(env!("CARGO_BIN_EXE_chunkcast"))
+                .args(["publish", &u, "--from"])
+                .arg(&f)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            wait_bounded(child, Duration::from_secs(30))
+        })
+        .await
+        .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let (codec, (chunks, err)) = watching.await.unwrap();
+        assert!(err.is_none(), "{err:?}");
+        assert!(
+            matches!(codec, Codec::Video(v) if v.format == VisualFormat::Fmp4),
+            "{codec:?}"
+        );
+        let bytes: Vec<u8> = chunks
+            .iter()
+            .flat_map(|(_, c)| c.payload.iter().copied())
+            .collect();
+        // The file, byte for byte, but its closing `mfra` (a seek index, no use live).
+        let whole = std::fs::read(&film).unwrap();
+        assert!(whole.starts_with(&bytes), "a prefix of the file");
+        assert_eq!(&whole[bytes.len() + 4..bytes.len() + 8], b"mfra");
+        let copy = dir.path().join("copy.mp4");
+        std::fs::write(&copy, bytes).unwrap();
+        assert_eq!(probe(&copy), (60, "h264".to_owned()));
+        lister.close().await;
+        server.shutdown().await;
+    })
+    .await
+    .unwrap();
+}

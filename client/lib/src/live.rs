@@ -570,6 +570,49 @@ pub async fn run_publish(
         }
         return Ok(());
     }
+    let fragmented = open_packetizer(from, 0)?
+        .1
+        .warning()
+        .is_some_and(|w| w.contains("fragmented MP4"));
+    if fragmented {
+        // A fragmented MP4 file has no sample tables to cut by: it goes as a live input does,
+        // fragment by fragment, paced by its decode times.
+        if looped {
+            return Err(ClientError::Usage(format!(
+                "{}: a fragmented MP4 is published as a live input, once: --loop is not \
+                 supported for it",
+                from.display()
+            )));
+        }
+        let file = tokio::fs::File::open(from)
+            .await
+            .map_err(|e| ClientError::file(from, e))?;
+        let opts = StreamOptions {
+            format: Some(InputFormat::Fmp4),
+            ..Default::default()
+        };
+        let ctrl_c = crate::play::stop_on_ctrl_c(opts.stop.clone());
+        let result = publish_stream(&session, channel, file, &opts).await;
+        ctrl_c.abort();
+        session.close().await;
+        let r = result?;
+        eprintln!(
+            "published {} fragments in {} chunks ({} bytes){}",
+            r.units,
+            r.chunks,
+            r.bytes,
+            if r.stopped {
+                ", stopped: channel ended"
+            } else {
+                ""
+            }
+        );
+        return if r.stopped {
+            Err(ClientError::Interrupted)
+        } else {
+            Ok(())
+        };
+    }
     let opts = PublishOptions {
         looped,
         ..Default::default()
