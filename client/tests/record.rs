@@ -353,3 +353,61 @@ async fn ctrl_c_on_record_leaves_a_wav_with_a_correct_header() {
     .await
     .unwrap();
 }
+
+/// `chunkcast-server --record DIR`: a file per channel and publisher run, each finished when
+/// its run ends, that ffprobe reads with the run's duration.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_records_a_file_per_publisher_run() {
+    if !require_tool("ffmpeg", INSTALL) || !require_tool("ffprobe", INSTALL) {
+        return;
+    }
+    tokio::time::timeout(Duration::from_secs(90), async {
+        let dir = tempfile::tempdir().unwrap();
+        let rec = dir.path().join("rec");
+        let r = rec.clone();
+        let server = server_with(move |c| c.record = Some(r)).await;
+        let channel = "live/studio";
+        for secs in [3.0, 2.0] {
+            let mut child = ffmpeg(Src::Fmp4, secs);
+            let stdout = child.stdout.take().unwrap();
+            let publisher = connect(&server, Scheme::Tcp).await;
+            publish_stream(&publisher, channel, stdout, &StreamOptions::default())
+                .await
+                .unwrap();
+            publisher.close().await;
+        }
+        let finished = || {
+            let mut files: Vec<_> = std::fs::read_dir(&rec)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .collect();
+            files.sort();
+            files
+        };
+        let deadline = tokio::time::Instant::now() + PROMPT;
+        while finished()
+            .iter()
+            .any(|f| f.extension().unwrap() == "partial")
+            || finished().len() < 2
+        {
+            assert!(tokio::time::Instant::now() < deadline, "{:?}", finished());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let files = finished();
+        assert_eq!(files.len(), 2, "{files:?}");
+        let mut durations: Vec<f64> = files.iter().map(|f| probe(f).0).collect();
+        durations.sort_by(f64::total_cmp);
+        assert!((durations[0] - 2.0).abs() < 0.04, "{durations:?}");
+        assert!((durations[1] - 3.0).abs() < 0.04, "{durations:?}");
+        for f in &files {
+            let name = f.file_name().unwrap().to_string_lossy();
+            assert!(
+                name.starts_with("live_studio-") && name.ends_with(".mp4"),
+                "{name}"
+            );
+        }
+        server.shutdown().await;
+    })
+    .await
+    .unwrap();
+}

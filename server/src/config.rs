@@ -95,6 +95,9 @@ pub struct Config {
     /// Serve (and list) paths with a component starting with `.` (`.env`, `.git/config`);
     /// off by default, when such a path is answered as not found.
     pub serve_hidden: bool,
+    /// Save every publisher run of every live channel into this directory (one file each:
+    /// `.mjpeg`, `.y4m`, `.wav` or `.mp4`); `None`: record nothing.
+    pub record: Option<PathBuf>,
 }
 
 /// The default address: loopback only, so that nothing is exposed unless the user says so.
@@ -117,6 +120,7 @@ impl Config {
             metrics: None,
             web: None,
             serve_hidden: false,
+            record: None,
         }
     }
 

@@ -54,7 +54,13 @@ impl Shared {
             next_session: AtomicU64::new(1),
             draining: CancellationToken::new(),
             stop: CancellationToken::new(),
-            live: Arc::new(Live::new(Default::default(), linger, metrics.live_gauges())),
+            live: {
+                let live = Live::new(Default::default(), linger, metrics.live_gauges());
+                if let Some(dir) = &config.record {
+                    live.record_into(dir.clone());
+                }
+                Arc::new(live)
+            },
             // The drivers' one clock: tokio's (paused in tests), read as std.
             epoch: Instant::now().into_std(),
             metrics,

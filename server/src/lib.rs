@@ -33,6 +33,7 @@ mod limit;
 mod listen;
 mod live;
 mod metrics;
+mod record;
 pub mod state;
 mod stream;
 mod web;

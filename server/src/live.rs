@@ -59,6 +59,8 @@ pub(crate) struct Live {
     rooms: Mutex<HashMap<String, [Option<u64>; 2]>>,
     gauges: LiveGauges,
     next_publisher: AtomicU64,
+    /// `--record DIR`: every publisher run of every channel is saved there.
+    record: std::sync::OnceLock<std::path::PathBuf>,
 }
 
 #[derive(Default)]
@@ -104,10 +106,30 @@ struct Publishing {
     evict: CancellationToken,
 }
 
-struct Viewer {
+pub(crate) struct Viewer {
     queue: Mutex<ViewerQueue>,
     ready: Notify,
     end: Mutex<Option<(ErrorCode, String)>>,
+}
+
+impl Viewer {
+    /// The next chunk queued for this viewer, or why it was closed once none is left, or
+    /// `Ok(None)`: wait for [`Viewer::ready`].
+    pub(crate) fn next(&self) -> Result<Option<chunkcast_protocol::Chunk>, (ErrorCode, String)> {
+        if let Some(c) = lock(&self.queue).pop() {
+            return Ok(Some(c));
+        }
+        match lock(&self.end).take() {
+            Some(why) => Err(why),
+            None => Ok(None),
+        }
+    }
+
+    /// Resolves once something was queued or the viewer closed (create it before
+    /// [`Viewer::next`], so that nothing is missed in between).
+    pub(crate) fn ready(&self) -> tokio::sync::futures::Notified<'_> {
+        self.ready.notified()
+    }
 }
 
 impl Viewer {
@@ -139,7 +161,16 @@ impl Live {
             rooms: Mutex::default(),
             gauges,
             next_publisher: AtomicU64::new(1),
+            record: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Records every publisher run of every channel into `dir` (see [`crate::record`]).
+    pub(crate) fn record_into(&self, dir: std::path::PathBuf) {
+        if let Err(e) = std::fs::create_dir_all(&dir) {
+            tracing::warn!("--record {}: {e}; recordings will fail", dir.display());
+        }
+        let _ = self.record.set(dir);
     }
 
     /// Maps a requested channel to the hub behind it: `live/NAME` as is; `call/ROOM/TRACK` to
@@ -389,7 +420,24 @@ impl Live {
                 q.set_codec(codec);
                 q.skip_to_keyframe();
             }
+            let recorder = self.record.get().map(|dir| {
+                let viewer = Arc::new(Viewer {
+                    queue: Mutex::new(ViewerQueue::new(self.config, Some(codec), stream)),
+                    ready: Notify::new(),
+                    end: Mutex::new(None),
+                });
+                s.viewers.push(viewer.clone());
+                (dir.clone(), viewer)
+            });
             drop(s);
+            if let Some((dir, viewer)) = recorder {
+                let attached = Attached {
+                    live: self.clone(),
+                    hub: hub.clone(),
+                    viewer,
+                };
+                crate::record::spawn(dir, &name, id, codec, attached);
+            }
             hub
         };
         hub.published.notify_waiters();
@@ -543,10 +591,17 @@ impl Drop for Waiting {
 }
 
 /// A viewer on a hub's list until dropped (also when its task is aborted).
-struct Attached {
+pub(crate) struct Attached {
     live: Arc<Live>,
     hub: Arc<Hub>,
     viewer: Arc<Viewer>,
+}
+
+impl Attached {
+    /// The viewer held.
+    pub(crate) fn viewer(&self) -> &Viewer {
+        &self.viewer
+    }
 }
 
 impl Drop for Attached {
