@@ -486,3 +486,14 @@ pub(crate) fn map_tfdt(
     }
     Ok(())
 }
+
+/// Whether `rest`, left at the end of the stream, is only whole boxes that carry no media
+/// (`mfra`, the seek index ffmpeg writes last; `free`, `skip`, `udta`...): a trailer, not a
+/// fragment cut short.
+pub(super) fn is_trailer(rest: &[u8]) -> bool {
+    children(rest).is_ok_and(|boxes| {
+        boxes
+            .iter()
+            .all(|(k, _)| !matches!(k, b"moof" | b"mdat" | b"moov" | b"ftyp" | b"styp"))
+    })
+}

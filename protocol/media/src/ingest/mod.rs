@@ -281,9 +281,9 @@ impl LiveInput {
         self.cut(now_us.saturating_sub(t0), out)
     }
 
-    /// The end of the input: emits what is complete (the last whole audio frames, a Y4M or
-    /// MJPEG frame that needs only its end) and drops a partial unit. Returns the bytes
-    /// dropped. The caller marks the end of the stream itself (the channel's end chunk).
+    /// The end of the input: emits what is complete (the last whole audio frames) and drops
+    /// a partial unit. Returns the bytes dropped (an fMP4 trailer of whole boxes without
+    /// media, such as the `mfra` index ffmpeg writes last, is not counted). The caller marks the end of the stream itself (the channel's end chunk).
     pub fn finish(&mut self, out: &mut Vec<Chunk>) -> Result<usize, MediaError> {
         if self.finished {
             return Ok(0);
@@ -303,7 +303,8 @@ impl LiveInput {
         {
             self.emit(found, out);
         }
-        let dropped = self.buf.len();
+        let trailer = matches!(self.parser, Parser::Fmp4(_)) && fmp4::is_trailer(&self.buf);
+        let dropped = if trailer { 0 } else { self.buf.len() };
         self.buf.clear();
         Ok(dropped)
     }

@@ -410,7 +410,9 @@ fn fmp4_init_is_init_and_each_fragment_one_unit_keyed_by_its_first_sample() {
         fragment(1_080_000, 30, Some(NON_SYNC), 3),  // explicitly non-sync
         fragment(1_170_000, 30, Some(0), 4),
     ];
-    let stream = [init.clone(), frags.concat()].concat();
+    // ffmpeg ends a fragmented MP4 with an `mfra` index, even on a pipe: a trailer.
+    let mfra = boxed(b"mfra", &full(b"mfro", 0, 0, &16u32.to_be_bytes()));
+    let stream = [init.clone(), frags.concat(), mfra].concat();
     for step in [1, 13, 4096] {
         let mut cfg = Config::new(StreamId(0));
         cfg.chunk_size = 100;
