@@ -110,6 +110,8 @@ pub(crate) struct Viewer {
     queue: Mutex<ViewerQueue>,
     ready: Notify,
     end: Mutex<Option<(ErrorCode, String)>>,
+    /// The server's own recorder of one publisher run (`--record`), which a takeover ends.
+    recorder: bool,
 }
 
 impl Viewer {
@@ -406,6 +408,11 @@ impl Live {
                 info!(channel = %name, session, "a new publisher takes over");
                 old.evict.cancel();
                 self.gauges.evicted.inc();
+                // The old run's recording ends here; the new run gets its own below.
+                for v in s.viewers.iter().filter(|v| v.recorder) {
+                    v.close(ErrorCode::None, "the publisher run ended".into());
+                }
+                s.viewers.retain(|v| !v.recorder);
             }
             s.publisher = Some(Publishing {
                 id,
@@ -425,6 +432,7 @@ impl Live {
                     queue: Mutex::new(ViewerQueue::new(self.config, Some(codec), stream)),
                     ready: Notify::new(),
                     end: Mutex::new(None),
+                    recorder: true,
                 });
                 s.viewers.push(viewer.clone());
                 (dir.clone(), viewer)
@@ -536,6 +544,7 @@ impl Live {
                             queue: Mutex::new(q),
                             ready: Notify::new(),
                             end: Mutex::new(None),
+                            recorder: false,
                         });
                         s.viewers.push(viewer.clone());
                         let attached = Attached {

@@ -183,11 +183,17 @@ async fn record_into(
             };
             let c = match next {
                 None => return Ok(()),
-                Some(Err(e)) if e.code() == Some(ErrorCode::PublisherLost) => {
+                Some(Err(e))
+                    if matches!(
+                        e.code(),
+                        Some(ErrorCode::PublisherLost | ErrorCode::BadInput)
+                    ) =>
+                {
+                    // A publisher that went away, or whose input broke, may come back.
                     report.gaps += 1;
                     lost_at = Some(Instant::now());
                     if opts.notes {
-                        eprintln!("record: the publisher went away; waiting for it (Ctrl-C stops)");
+                        eprintln!("record: {e}; waiting for a publisher (Ctrl-C stops)");
                     }
                     break;
                 }
