@@ -7,7 +7,7 @@
 //!
 //! | format | `INIT` chunks | units (`KEY` on every piece unless said) | timestamps |
 //! |---|---|---|---|
-//! | MJPEG | none | one JPEG (SOI … EOI) | arrival time of the frame's last byte |
+//! | MJPEG | none | one JPEG (SOI … EOI) | arrival time of the frame's last byte; duration: the average arrival gap |
 //! | Y4M | the stream header line | `FRAME…\n` line + planes | frame count at the header's `F` rate |
 //! | WAV | everything before the `data` payload | [`Config::audio_chunk_us`] of whole frames | sample count |
 //! | PCM (`pcm:RATE:CH:FMT`) | none | as WAV | sample count |
@@ -442,6 +442,8 @@ struct Mjpeg {
     fps: (u32, u32),
     /// pts of the previous frame, so that timestamps strictly increase.
     last_pts: Option<u64>,
+    /// The frame interval seen so far (a moving average of arrival gaps), a frame's duration.
+    interval_us: Option<u64>,
 }
 
 impl Mjpeg {
@@ -574,13 +576,22 @@ impl Mjpeg {
             Some(p) => arrival_us.max(p + 1),
             None => arrival_us,
         };
+        // A frame lasts the interval the stream shows (arrival gaps, averaged: a stall is
+        // one long gap, not a slower stream, so gaps over a second are left out), the
+        // configured rate until there is one.
+        if let Some(gap) = self.last_pts.map(|p| pts - p).filter(|&g| g < 1_000_000) {
+            self.interval_us = Some(match self.interval_us {
+                Some(i) => (i * 7 + gap) / 8,
+                None => gap,
+            });
+        }
         self.last_pts = Some(pts);
         let nominal = frame_pts_us(1, self.fps.0, self.fps.1);
         Ok(Found::Unit {
             len: end,
             key: true,
             pts_us: pts,
-            duration_us: span_us(0, nominal),
+            duration_us: span_us(0, self.interval_us.unwrap_or(nominal)),
         })
     }
 }
