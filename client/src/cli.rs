@@ -98,16 +98,40 @@ pub enum Command {
         #[command(flatten)]
         playback: PlaybackArgs,
     },
-    /// Publish a file to a live channel (URL/live/NAME) in real time; viewers join with `watch`.
+    /// Publish a file, or a pipe (`--from -`), to a live channel (URL/live/NAME) in real time;
+    /// viewers join with `watch`.
     Publish {
         /// tcp://HOST:PORT/live/NAME, tcps://… or quic://…; without :PORT, port 7700.
         url: String,
-        /// The media file to send (WAV, MJPEG, Y4M, MP4, ...).
+        /// The media file to send (WAV, MJPEG, Y4M, MP4, ...), or `-`: standard input, live
+        /// (e.g. `ffmpeg … -f mjpeg - | chunkcast publish URL --from -`).
         #[arg(long, value_name = "FILE")]
         from: PathBuf,
+        /// With `--from -`: the input's format, mjpeg, y4m, wav, fmp4 or
+        /// pcm:RATE:CHANNELS:FORMAT (FORMAT u8, s16le, s24le, s32le, f32le, mulaw, alaw);
+        /// detected from the first bytes when absent (all but pcm).
+        #[arg(long, value_name = "FORMAT")]
+        format: Option<chunkcast_media::ingest::InputFormat>,
         /// Start over at the end, until Ctrl-C (which ends the channel: viewers see its end).
         #[arg(long = "loop")]
         looped: bool,
+        /// Trust and auth.
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
+    /// Record a live channel (URL/live/NAME) to a file players open: MJPEG to .mjpeg, Y4M to
+    /// .y4m, PCM audio to .wav (header finished on stop, Ctrl-C included), fMP4 to .mp4. Goes
+    /// on across publisher restarts; a changed stream starts FILE-2.EXT, and so on.
+    Record {
+        /// tcp://HOST:PORT/live/NAME, tcps://… or quic://…; without :PORT, port 7700.
+        url: String,
+        /// The file to write (under FILE.partial until finished).
+        #[arg(short = 'o', long = "output", value_name = "FILE")]
+        output: PathBuf,
+        /// Start a new file (FILE-2.EXT, …) at the first keyframe after this many seconds of
+        /// media.
+        #[arg(long, value_name = "SECONDS")]
+        segment: Option<f64>,
         /// Trust and auth.
         #[command(flatten)]
         conn: ConnArgs,
@@ -377,11 +401,31 @@ pub async fn run(cli: Cli) -> Result<(), ClientError> {
         Command::Publish {
             url,
             from,
+            format,
             looped,
             conn,
         } => {
             let url = Url::parse(&url)?;
-            chunkcast_client::live::run_publish(&url, &conn.options_for(&url)?, &from, looped).await
+            let opts = conn.options_for(&url)?;
+            chunkcast_client::live::run_publish(&url, &opts, &from, looped, format).await
+        }
+        Command::Record {
+            url,
+            output,
+            segment,
+            conn,
+        } => {
+            let url = Url::parse(&url)?;
+            let segment = match segment {
+                Some(s) if !(s.is_finite() && s > 0.0) => {
+                    return Err(ClientError::Usage(
+                        "--segment takes a positive number of seconds".into(),
+                    ));
+                }
+                s => s.map(std::time::Duration::from_secs_f64),
+            };
+            let opts = conn.options_for(&url)?;
+            chunkcast_client::record::run_record(&url, &opts, &output, segment).await
         }
         Command::Call {
             url,

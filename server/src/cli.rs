@@ -60,6 +60,10 @@ pub struct Args {
     /// .git/). Default: they are answered as not found.
     #[arg(long)]
     pub serve_hidden: bool,
+    /// Save every publisher run of every live channel into DIR, a file each
+    /// (CHANNEL-STARTMS-N.mjpeg, .y4m, .wav or .mp4), finished when the run ends.
+    #[arg(long, value_name = "DIR")]
+    pub record: Option<PathBuf>,
     /// PEM certificate chain (with --key). Default: a self-signed certificate.
     #[arg(long, requires = "key")]
     pub cert: Option<PathBuf>,
@@ -158,6 +162,7 @@ struct FileConfig {
     allow_anonymous: Option<bool>,
     allow_plaintext: Option<bool>,
     serve_hidden: Option<bool>,
+    record: Option<PathBuf>,
     cert: Option<PathBuf>,
     key: Option<PathBuf>,
     state_dir: Option<PathBuf>,
@@ -265,6 +270,7 @@ impl Args {
         take!(allow_anonymous, v => v);
         take!(allow_plaintext, v => v);
         take!(serve_hidden, v => v);
+        take!(record, v => Some(rel(v)));
         take!(cert, v => Some(rel(v)));
         take!(key, v => Some(rel(v)));
         take!(state_dir, v => Some(rel(v)));
@@ -306,6 +312,7 @@ impl Args {
         c.allow_anonymous = self.allow_anonymous;
         c.allow_plaintext = self.allow_plaintext;
         c.serve_hidden = self.serve_hidden;
+        c.record = self.record;
         c.cert = self.cert.zip(self.key);
         c.state_dir = self.state_dir;
         c.grace = std::time::Duration::from_secs(self.grace);

@@ -110,6 +110,9 @@ pub struct Config {
     /// The SHA-256 (hex) of the origin's certificate an edge pins for `tcps://` and `quic://`
     /// origins; `None`: the system's roots.
     pub origin_cert_sha256: Option<String>,
+    /// Save every publisher run of every live channel into this directory (one file each:
+    /// `.mjpeg`, `.y4m`, `.wav` or `.mp4`); `None`: record nothing.
+    pub record: Option<PathBuf>,
 }
 
 /// How long a directory entry lives unrefreshed by default: a publisher that moved is
@@ -141,6 +144,7 @@ impl Config {
             advertise: None,
             directory_ttl: DEFAULT_DIRECTORY_TTL,
             origin_cert_sha256: None,
+            record: None,
         }
     }
 

@@ -56,7 +56,13 @@ impl Shared {
             next_session: AtomicU64::new(1),
             draining: CancellationToken::new(),
             stop: CancellationToken::new(),
-            live: Arc::new(Live::new(Default::default(), linger, metrics.live_gauges())),
+            live: {
+                let live = Live::new(Default::default(), linger, metrics.live_gauges());
+                if let Some(dir) = &config.record {
+                    live.record_into(dir.clone());
+                }
+                Arc::new(live)
+            },
             chats: crate::chat::Chats::default(),
             // The drivers' one clock: tokio's (paused in tests), read as std.
             epoch: Instant::now().into_std(),
@@ -79,6 +85,9 @@ impl Shared {
         }
         if let Some((dir, origin)) = registry {
             live = live.with_registry(dir, origin);
+        }
+        if let Some(dir) = &self.config.record {
+            live.record_into(dir.clone());
         }
         self.live = Arc::new(live);
         self
@@ -145,6 +154,8 @@ fn now() -> std::time::Instant {
 struct Running {
     task: JoinHandle<()>,
     kind: StreamKind,
+    /// A publisher's: where its own reason for stopping goes, for its viewers.
+    reason: Option<live::EndReason>,
 }
 
 /// What the machine cannot do itself: the link, the tasks, the library, the live channels.
@@ -242,6 +253,7 @@ impl Driver {
                     Running {
                         task,
                         kind: StreamKind::File,
+                        reason: None,
                     },
                 );
             }
@@ -282,6 +294,7 @@ impl Driver {
                             Running {
                                 task,
                                 kind: StreamKind::Viewer,
+                                reason: None,
                             },
                         );
                     }
@@ -292,10 +305,23 @@ impl Driver {
                     }
                 }
             }
-            ServerEvent::Cancel { stream, kind } => {
+            ServerEvent::Cancel {
+                stream,
+                kind,
+                code,
+                message,
+            } => {
                 if let Some(r) = self.tasks.remove(&stream) {
                     if kind == StreamKind::Publisher {
-                        // A publisher that cancels is lost, unless its end already came.
+                        // A publisher that cancels is lost, unless its end already came; one
+                        // whose input broke says so, and its viewers are told why.
+                        if code == ErrorCode::BadInput
+                            && let Some(reason) = &r.reason
+                        {
+                            let message = format!("the channel's input broke: {message}");
+                            *reason.lock().unwrap_or_else(|e| e.into_inner()) =
+                                Some((code, message));
+                        }
                         self.tx.unroute(stream);
                     } else {
                         r.task.abort();
@@ -388,12 +414,13 @@ impl Driver {
         };
         let live = self.shared.live.clone();
         match live.publish(&self.tx, at, codec, max_payload).await {
-            Ok(task) => {
+            Ok((task, reason)) => {
                 self.tasks.insert(
                     stream,
                     Running {
                         task,
                         kind: StreamKind::Publisher,
+                        reason: Some(reason),
                     },
                 );
             }

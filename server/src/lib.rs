@@ -36,6 +36,7 @@ mod limit;
 mod listen;
 mod live;
 mod metrics;
+mod record;
 pub mod state;
 mod stream;
 mod web;

@@ -78,6 +78,8 @@ pub(crate) struct Live {
     edge: Option<Arc<Edge>>,
     /// Publishers accepted here are registered in this directory, under this URL.
     registry: Option<(Arc<Directory>, String)>,
+    /// `--record DIR`: every publisher run of every channel is saved there.
+    record: std::sync::OnceLock<std::path::PathBuf>,
 }
 
 #[derive(Default)]
@@ -130,10 +132,32 @@ struct Publishing {
     evict: CancellationToken,
 }
 
-struct Viewer {
+pub(crate) struct Viewer {
     queue: Mutex<ViewerQueue>,
     ready: Notify,
     end: Mutex<Option<(ErrorCode, String)>>,
+    /// The server's own recorder of one publisher run (`--record`), which a takeover ends.
+    recorder: bool,
+}
+
+impl Viewer {
+    /// The next chunk queued for this viewer, or why it was closed once none is left, or
+    /// `Ok(None)`: wait for [`Viewer::ready`].
+    pub(crate) fn next(&self) -> Result<Option<chunkcast_protocol::Chunk>, (ErrorCode, String)> {
+        if let Some(c) = lock(&self.queue).pop() {
+            return Ok(Some(c));
+        }
+        match lock(&self.end).take() {
+            Some(why) => Err(why),
+            None => Ok(None),
+        }
+    }
+
+    /// Resolves once something was queued or the viewer closed (create it before
+    /// [`Viewer::next`], so that nothing is missed in between).
+    pub(crate) fn ready(&self) -> tokio::sync::futures::Notified<'_> {
+        self.ready.notified()
+    }
 }
 
 impl Viewer {
@@ -169,6 +193,7 @@ impl Live {
             next_publisher: AtomicU64::new(1),
             edge: None,
             registry: None,
+            record: std::sync::OnceLock::new(),
         }
     }
 
@@ -187,6 +212,14 @@ impl Live {
     /// The edge this server is, if it is one.
     pub(crate) fn edge(&self) -> Option<&Arc<Edge>> {
         self.edge.as_ref()
+    }
+
+    /// Records every publisher run of every channel into `dir` (see [`crate::record`]).
+    pub(crate) fn record_into(&self, dir: std::path::PathBuf) {
+        if let Err(e) = std::fs::create_dir_all(&dir) {
+            tracing::warn!("--record {}: {e}; recordings will fail", dir.display());
+        }
+        let _ = self.record.set(dir);
     }
 
     /// Maps a requested channel to the hub behind it: `live/NAME` as is; `call/ROOM/TRACK` to
@@ -399,7 +432,7 @@ impl Live {
         at: Request<'_>,
         codec: Codec,
         max_payload: usize,
-    ) -> Result<JoinHandle<()>, Refusal> {
+    ) -> Result<(JoinHandle<()>, EndReason), Refusal> {
         let Request {
             session,
             request,
@@ -435,6 +468,11 @@ impl Live {
                 info!(channel = %name, session, "a new publisher takes over");
                 old.evict.cancel();
                 self.gauges.evicted.inc();
+                // The old run's recording ends here; the new run gets its own below.
+                for v in s.viewers.iter().filter(|v| v.recorder) {
+                    v.close(ErrorCode::None, "the publisher run ended".into());
+                }
+                s.viewers.retain(|v| !v.recorder);
             }
             s.publisher = Some(Publishing {
                 id,
@@ -449,16 +487,36 @@ impl Live {
                 q.set_codec(codec);
                 q.skip_to_keyframe();
             }
+            let recorder = self.record.get().map(|dir| {
+                let viewer = Arc::new(Viewer {
+                    queue: Mutex::new(ViewerQueue::new(self.config, Some(codec), stream)),
+                    ready: Notify::new(),
+                    end: Mutex::new(None),
+                    recorder: true,
+                });
+                s.viewers.push(viewer.clone());
+                (dir.clone(), viewer)
+            });
             drop(s);
+            if let Some((dir, viewer)) = recorder {
+                let attached = Attached {
+                    live: self.clone(),
+                    hub: hub.clone(),
+                    viewer,
+                };
+                crate::record::spawn(dir, &name, id, codec, attached);
+            }
             hub
         };
         hub.published.notify_waiters();
         // From here on, however this ends, the guard gives the channel back.
+        let reason = EndReason::default();
         let mut guard = Relaying {
             live: self.clone(),
             hub,
             id,
             ended: false,
+            reason: reason.clone(),
         };
         let mut chunks = tx.route(stream, PUBLISH_QUEUE);
         // Only audio comes as datagrams: the holes and late chunks to watch for are its own.
@@ -471,7 +529,7 @@ impl Live {
         info!(channel = %name, session, "publisher started");
         let tx = tx.clone();
         let registry = self.registry.clone().filter(|_| name.starts_with("live/"));
-        Ok(tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             let registered = registry.as_ref().map(|(dir, origin)| {
                 let (dir, origin, name) = (dir.clone(), origin.clone(), name.clone());
                 AbortOnDrop(tokio::spawn(async move {
@@ -495,7 +553,8 @@ impl Live {
                 // error on its connection; the route ends with its stream or connection.
                 while chunks.recv().await.is_some() {}
             }
-        }))
+        });
+        Ok((task, reason))
     }
 
     /// Starts sending a channel to a viewer on `stream`, from the latest keyframe. The task
@@ -587,6 +646,7 @@ impl Live {
                             queue: Mutex::new(q),
                             ready: Notify::new(),
                             end: Mutex::new(None),
+                            recorder: false,
                         });
                         s.viewers.push(viewer.clone());
                         let attached = Attached {
@@ -857,10 +917,17 @@ impl Drop for Waiting {
 }
 
 /// A viewer on a hub's list until dropped (also when its task is aborted).
-struct Attached {
+pub(crate) struct Attached {
     live: Arc<Live>,
     hub: Arc<Hub>,
     viewer: Arc<Viewer>,
+}
+
+impl Attached {
+    /// The viewer held.
+    pub(crate) fn viewer(&self) -> &Viewer {
+        &self.viewer
+    }
 }
 
 impl Drop for Attached {
@@ -880,7 +947,14 @@ struct Relaying {
     id: u64,
     /// Nothing to tell viewers: the channel was ended, or never started.
     ended: bool,
+    /// Why the publisher stopped, when it said (its input broke): what viewers are told
+    /// instead of "went away".
+    reason: EndReason,
 }
+
+/// Where the connection's driver leaves a publisher's own reason for stopping (its `CLOSE`'s
+/// code and message), for the relay to tell the channel's viewers.
+pub(crate) type EndReason = Arc<Mutex<Option<Refusal>>>;
 
 impl Drop for Relaying {
     fn drop(&mut self) {
@@ -889,14 +963,17 @@ impl Drop for Relaying {
             if s.publisher.as_ref().is_some_and(|p| p.id == self.id) {
                 s.publisher = None;
                 if !self.ended {
-                    for v in s.viewers.drain(..) {
-                        v.close(
+                    let (code, message) = lock(&self.reason).take().unwrap_or_else(|| {
+                        (
                             ErrorCode::PublisherLost,
                             format!(
                                 "the publisher of {} went away; it may come back",
                                 self.hub.name
                             ),
-                        );
+                        )
+                    });
+                    for v in s.viewers.drain(..) {
+                        v.close(code, message.clone());
                     }
                 }
             }
@@ -1135,7 +1212,7 @@ mod tests {
     /// Publishes on `stream`, numbers `n` chunks into the channel as its relay would, then
     /// loses the publisher (its route closes without an end) and waits for the relay to end.
     async fn publish_and_lose(live: &Arc<Live>, tx: &LinkTx, stream: u32, n: u64) {
-        let task = live
+        let (task, _) = live
             .publish(tx, at(stream), Codec::Bytes, 1 << 20)
             .await
             .unwrap();
@@ -1202,7 +1279,7 @@ mod tests {
         assert_eq!(len(&live), MAX_CHANNELS + 10);
         assert_eq!(live.gauges.viewers.get(), MAX_CHANNELS as i64 + 10);
         // Publishing still has every slot.
-        let task = live
+        let (task, _) = live
             .publish(&tx, at(9999), Codec::Bytes, 1 << 20)
             .await
             .unwrap();

@@ -30,6 +30,7 @@ pub mod get;
 pub mod live;
 pub mod ls;
 pub mod play;
+pub mod record;
 pub mod session;
 pub mod sink;
 pub mod url;

@@ -6,14 +6,16 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use chunkcast_media::adapt::{AdaptConfig, Adapter, Level, PathSample, UnitFilter};
+use chunkcast_media::ingest::{InputFormat, Limits as IngestLimits, LiveInput};
 use chunkcast_media::pace::Pacer;
 use chunkcast_media::reader::{self, Shaping};
-use chunkcast_media::{Config as ChunkConfig, Packetizer};
-use chunkcast_protocol::{Chunk, ChunkFlags, Codec, MediaKind, StreamId};
+use chunkcast_media::{Config as ChunkConfig, MediaError, Packetizer};
+use chunkcast_protocol::{Chunk, ChunkFlags, Codec, ErrorCode, MediaKind, StreamId};
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::ClientError;
-use crate::session::{ConnectOptions, Session};
+use crate::session::{ConnectOptions, Publisher, Session};
 use crate::url::Url;
 
 /// Chunks read ahead of the pacer.
@@ -314,6 +316,143 @@ pub async fn publish_file(
         report.level = m.adapter.level();
         report.level_changes = m.adapter.changes();
     }
+    Ok(report)
+}
+
+/// How to publish a live input (a pipe).
+#[derive(Debug, Clone, Default)]
+pub struct StreamOptions {
+    /// The input's format; `None`: detected from its first bytes.
+    pub format: Option<InputFormat>,
+    /// Payload bytes per chunk (0: the packetizer's default).
+    pub chunk_size: usize,
+    /// Ends the channel cleanly when cancelled (Ctrl-C), as the end of the input does.
+    pub stop: CancellationToken,
+}
+
+/// What a publish from a live input did.
+#[derive(Debug, Clone, Default)]
+pub struct StreamReport {
+    /// The codec the channel was announced with (`None` if the input ended before its header).
+    pub codec: Option<Codec>,
+    /// Chunks sent.
+    pub chunks: u64,
+    /// Payload bytes sent.
+    pub bytes: u64,
+    /// Media units sent.
+    pub units: u64,
+    /// Bytes of a unit cut short by the end of the input, dropped.
+    pub dropped: usize,
+    /// Whether [`StreamOptions::stop`] ended it before the input did.
+    pub stopped: bool,
+}
+
+/// Bytes read from the input at a time.
+const READ_SIZE: usize = 64 * 1024;
+
+/// Publishes a live input (`--from -`: a pipe) to `channel` as it arrives: units go out as
+/// soon as they are complete, paced by their timestamps when the input runs ahead of real
+/// time. The channel is announced once the input's header has told its codec. A stalled input
+/// leaves the channel idle (nothing times out: the connection's keepalive goes on); the end of
+/// the input ends the channel cleanly (its viewers see the end of the stream). Input that is
+/// not the format, or breaks a limit, stops the publish after the last whole unit with `CLOSE`
+/// code 17 (bad input) and the reason, which the server tells the channel's viewers (they keep
+/// their connections); it is also the error returned.
+pub async fn publish_stream<R: AsyncRead + Unpin>(
+    session: &Session,
+    channel: &str,
+    mut input: R,
+    opts: &StreamOptions,
+) -> Result<StreamReport, ClientError> {
+    let mut cfg = ChunkConfig::new(StreamId(0));
+    if opts.chunk_size > 0 {
+        cfg.chunk_size = opts.chunk_size;
+    }
+    let mut live = LiveInput::new(cfg, opts.format, IngestLimits::default())
+        .map_err(|e| ClientError::Usage(e.to_string()))?;
+    let mut report = StreamReport::default();
+    let mut publisher: Option<Publisher> = None;
+    let mut pending: Vec<Chunk> = Vec::new();
+    let mut pacer = Pacer::new();
+    let start = Instant::now();
+    let mut buf = vec![0u8; READ_SIZE];
+    let outcome: Result<(), MediaError> = loop {
+        let n = tokio::select! {
+            biased;
+            () = opts.stop.cancelled() => {
+                report.stopped = true;
+                break Ok(());
+            }
+            n = input.read(&mut buf) => n.map_err(|e| ClientError::Usage(format!("reading the input: {e}")))?,
+        };
+        let now_us = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let pushed = if n == 0 {
+            live.finish(&mut pending)
+                .map(|dropped| report.dropped = dropped)
+        } else {
+            live.push(&buf[..n], now_us, &mut pending)
+        };
+        // What came out before an error still goes out: viewers get every whole unit.
+        if publisher.is_none()
+            && let Some(codec) = live.codec()
+        {
+            report.codec = Some(codec);
+            publisher = Some(session.publish(channel, codec).await?);
+        }
+        if let Some(p) = publisher.as_mut() {
+            for chunk in pending.drain(..) {
+                if !chunk.has(ChunkFlags::INIT) && chunk.duration_us > 0 {
+                    let due = pacer.due(Instant::now(), chunk.pts_us);
+                    tokio::select! {
+                        biased;
+                        () = opts.stop.cancelled() => {
+                            report.stopped = true;
+                            break;
+                        }
+                        () = tokio::time::sleep_until(due.into()) => {}
+                    }
+                }
+                report.bytes += chunk.payload.len() as u64;
+                report.chunks += 1;
+                p.send(chunk).await?;
+            }
+        }
+        if let Err(e) = pushed {
+            break Err(e);
+        }
+        if report.stopped || n == 0 {
+            break Ok(());
+        }
+    };
+    report.units = live.units();
+    let Some(mut p) = publisher else {
+        return match outcome {
+            Err(e) => Err(ClientError::Usage(format!("the input: {e}"))),
+            Ok(()) if report.stopped => Ok(report),
+            Ok(()) => Err(ClientError::Usage(
+                "the input ended before its header told what it carries".into(),
+            )),
+        };
+    };
+    if let Err(e) = outcome {
+        // The channel ends with the reason: its viewers are told (code 17, bad input), and
+        // keep their connections.
+        let why = format!("{e}");
+        p.abort(ErrorCode::BadInput, why.clone()).await?;
+        return Err(ClientError::Usage(format!("the input: {why}")));
+    }
+    // Empty and INIT, as the channel's own end: no media, so no player takes it for a unit.
+    let end = Chunk::new(
+        StreamId(0),
+        live.next_seq(),
+        live.next_offset(),
+        live.end_us(),
+        0,
+        ChunkFlags::END_OF_STREAM | ChunkFlags::INIT,
+        bytes::Bytes::new(),
+    );
+    p.send(end).await?;
+    p.finish().await?;
     Ok(report)
 }
 
@@ -651,13 +790,16 @@ pub async fn call_with(
     })
 }
 
-/// `chunkcast publish`: sends `from` to `url`'s channel in real time. Ctrl-C ends the channel
-/// cleanly (its viewers see the end of the stream) and returns [`ClientError::Interrupted`].
+/// `chunkcast publish`: sends `from` to `url`'s channel in real time; `-` is standard input,
+/// a live input in `format` (detected from its first bytes when `None`). Ctrl-C ends the
+/// channel cleanly (its viewers see the end of the stream) and returns
+/// [`ClientError::Interrupted`].
 pub async fn run_publish(
     url: &Url,
     connect: &ConnectOptions,
     from: &Path,
     looped: bool,
+    format: Option<InputFormat>,
 ) -> Result<(), ClientError> {
     let channel = url.path.trim_matches('/');
     if !channel.starts_with("live/") {
@@ -665,7 +807,97 @@ pub async fn run_publish(
             "{url} is not a live channel: use …/live/NAME"
         )));
     }
+    let pipe = from == Path::new("-");
+    if !pipe && format.is_some() {
+        return Err(ClientError::Usage(
+            "--format is for --from - (a file's format is read from the file)".into(),
+        ));
+    }
+    if pipe && looped {
+        return Err(ClientError::Usage(
+            "--loop needs a file: standard input cannot start over".into(),
+        ));
+    }
     let session = Session::connect(url, connect).await?;
+    if pipe {
+        let opts = StreamOptions {
+            format,
+            ..Default::default()
+        };
+        let ctrl_c = crate::play::stop_on_ctrl_c(opts.stop.clone());
+        let result = publish_stream(&session, channel, tokio::io::stdin(), &opts).await;
+        ctrl_c.abort();
+        session.close().await;
+        let r = result?;
+        eprintln!(
+            "published {} units in {} chunks ({} bytes) of {}{}{}",
+            r.units,
+            r.chunks,
+            r.bytes,
+            r.codec
+                .map_or_else(|| "nothing".to_owned(), |c| c.summary()),
+            if r.dropped > 0 {
+                format!(
+                    "; the last {} bytes were a partial unit, dropped",
+                    r.dropped
+                )
+            } else {
+                String::new()
+            },
+            if r.stopped {
+                ", stopped: channel ended"
+            } else {
+                ""
+            }
+        );
+        if r.stopped {
+            return Err(ClientError::Interrupted);
+        }
+        return Ok(());
+    }
+    let fragmented = open_packetizer(from, 0)?
+        .1
+        .warning()
+        .is_some_and(|w| w.contains("fragmented MP4"));
+    if fragmented {
+        // A fragmented MP4 file has no sample tables to cut by: it goes as a live input does,
+        // fragment by fragment, paced by its decode times.
+        if looped {
+            return Err(ClientError::Usage(format!(
+                "{}: a fragmented MP4 is published as a live input, once: --loop is not \
+                 supported for it",
+                from.display()
+            )));
+        }
+        let file = tokio::fs::File::open(from)
+            .await
+            .map_err(|e| ClientError::file(from, e))?;
+        let opts = StreamOptions {
+            format: Some(InputFormat::Fmp4),
+            ..Default::default()
+        };
+        let ctrl_c = crate::play::stop_on_ctrl_c(opts.stop.clone());
+        let result = publish_stream(&session, channel, file, &opts).await;
+        ctrl_c.abort();
+        session.close().await;
+        let r = result?;
+        eprintln!(
+            "published {} fragments in {} chunks ({} bytes){}",
+            r.units,
+            r.chunks,
+            r.bytes,
+            if r.stopped {
+                ", stopped: channel ended"
+            } else {
+                ""
+            }
+        );
+        return if r.stopped {
+            Err(ClientError::Interrupted)
+        } else {
+            Ok(())
+        };
+    }
     let opts = PublishOptions {
         looped,
         ..Default::default()

@@ -347,6 +347,7 @@ impl Session {
             link: self.tx.clone(),
             datagrams: false,
             as_datagrams: 0,
+            commands: self.commands.clone(),
         })
     }
 
@@ -407,6 +408,7 @@ pub struct Publisher {
     link: LinkTx,
     datagrams: bool,
     as_datagrams: u64,
+    commands: mpsc::Sender<Command>,
 }
 
 impl Publisher {
@@ -426,8 +428,7 @@ impl Publisher {
     /// retransmission); the stream carries the rest, and always the set-up and the end.
     /// Returns whether datagrams will be used.
     pub fn use_datagrams(&mut self, caps: Caps) -> bool {
-        self.datagrams =
-            caps.contains(Caps::DATAGRAMS) && self.link.quic().is_some();
+        self.datagrams = caps.contains(Caps::DATAGRAMS) && self.link.quic().is_some();
         self.datagrams
     }
 
@@ -458,6 +459,17 @@ impl Publisher {
             .map_err(|e| ClientError::Lost(e.to_string()))?;
         self.sent += 1;
         Ok(())
+    }
+
+    /// Stops publishing and tells the server why (`CLOSE` with `code` and `message`), which
+    /// it passes on to the channel's viewers: for a publisher whose input broke
+    /// ([`ErrorCode::BadInput`]). What was sent before reaches them first on TCP; on QUIC,
+    /// chunks still in flight may be dropped.
+    pub async fn abort(self, code: ErrorCode, message: String) -> Result<(), ClientError> {
+        self.commands
+            .send(Command::Abort(self.stream, code, message))
+            .await
+            .map_err(|_| ClientError::Lost("the connection is gone".into()))
     }
 
     /// Ends the stream after everything sent.
@@ -648,6 +660,8 @@ enum Command {
         reply: oneshot::Sender<Result<(Duration, i64), ClientError>>,
     },
     Cancel(StreamId, ErrorCode, String),
+    /// Cancel a published stream, saying why.
+    Abort(StreamId, ErrorCode, String),
     /// The stream's reader is gone.
     Done(StreamId),
     Close {
@@ -796,6 +810,10 @@ impl Callers {
             }
             Command::Cancel(stream, code, message) => {
                 conn.abort(stream, code, message);
+                self.ends.remove(&stream);
+            }
+            Command::Abort(stream, code, message) => {
+                conn.abort_publish(stream, code, message);
                 self.ends.remove(&stream);
             }
             Command::Done(stream) => {

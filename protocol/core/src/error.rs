@@ -183,6 +183,9 @@ error_codes! {
     /// directory is down, no origin has the channel), the relay chain is too long or loops,
     /// or a publisher tried an edge (publish at an origin).
     Relay = 18, "relay refused", "relay";
+    /// A live channel's publisher stopped because its input (a pipe, a camera) was not the
+    /// media it claimed: garbage, a lying header, a unit over the limits.
+    BadInput = 17, "bad input", "bad_input";
 }
 
 impl std::fmt::Display for ErrorCode {
@@ -247,6 +250,7 @@ mod tests {
             ),
             (16, ErrorCode::ChatRefused, "chat refused", "chat_refused"),
             (18, ErrorCode::Relay, "relay refused", "relay"),
+            (17, ErrorCode::BadInput, "bad input", "bad_input"),
         ];
         assert_eq!(ErrorCode::ALL.len(), pinned.len());
         for ((value, code, name, label), listed) in pinned.into_iter().zip(ErrorCode::ALL) {

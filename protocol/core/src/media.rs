@@ -154,6 +154,10 @@ pub enum VisualFormat {
     WebP = 7,
     /// TIFF image.
     Tiff = 8,
+    /// Fragmented ISO BMFF (fMP4), live: the init segment (`ftyp` + `moov`) travels as `INIT`
+    /// chunks and each fragment (`moof` + `mdat`) as one unit; the codecs (H.264/H.265 video,
+    /// AAC/Opus audio) are the init segment's.
+    Fmp4 = 9,
 }
 
 impl VisualFormat {
@@ -169,6 +173,7 @@ impl VisualFormat {
             6 => Self::Bmp,
             7 => Self::WebP,
             8 => Self::Tiff,
+            9 => Self::Fmp4,
             _ => return None,
         })
     }
@@ -185,6 +190,7 @@ impl VisualFormat {
             Self::Bmp => "bmp",
             Self::WebP => "webp",
             Self::Tiff => "tiff",
+            Self::Fmp4 => "fmp4",
         }
     }
 

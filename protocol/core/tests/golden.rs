@@ -94,6 +94,7 @@ fn format_name(f: VisualFormat) -> &'static str {
         VisualFormat::Bmp => "bmp",
         VisualFormat::WebP => "webp",
         VisualFormat::Tiff => "tiff",
+        VisualFormat::Fmp4 => "fmp4",
     }
 }
 
@@ -759,6 +760,29 @@ fn vectors() -> Vec<(String, Frame)> {
                 token: String::new(),
                 client_name: "chunkcast/0.1.0".into(),
             }),
+        ),
+        (
+            "close_bad_input".into(),
+            Frame::Close {
+                stream: StreamId(14),
+                code: ErrorCode::BadInput,
+                message: "corrupt mjpeg: expected a marker 2 bytes into a frame".into(),
+            },
+        ),
+        (
+            "publish_fmp4".into(),
+            Frame::Publish {
+                request: 12,
+                stream: StreamId(14),
+                channel: "live/cam".into(),
+                codec: Codec::Video(VideoParams {
+                    format: VisualFormat::Fmp4,
+                    width: 320,
+                    height: 180,
+                    fps_num: 30,
+                    fps_den: 1,
+                }),
+            },
         ),
     ]);
     let chat = |kind, author, seq, sent_us, text: &str| Chat {

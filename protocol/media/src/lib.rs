@@ -8,6 +8,8 @@
 //! - [`playout`]: the jitter buffer that schedules units against a clock;
 //! - [`fanout`]: one live channel to many viewers, by reference, with a slow-viewer policy;
 //! - [`pace`]: sends at media time;
+//! - [`ingest`]: [`LiveInput`](ingest::LiveInput) cuts a live byte stream (a pipe: MJPEG,
+//!   Y4M, WAV, PCM, fragmented MP4) into chunks as it arrives;
 //! - [`reader`] (feature `reader`): a file read on a blocking thread into a bounded queue of
 //!   chunks, for the server's files and the client's publisher.
 //!
@@ -18,6 +20,7 @@
 
 pub mod adapt;
 pub mod fanout;
+pub mod ingest;
 pub mod pace;
 pub mod packetize;
 pub mod playout;

@@ -20,11 +20,11 @@ const FRAME_NAMES = new Map(Object.entries(FRAME).map(([name, value]) => [value,
 export const ERROR_NAMES = Object.freeze(['none', 'bad request', 'unauthorized', 'not found',
   'too large', 'busy', 'internal error', 'unsupported version', 'protocol error', 'timeout',
   'room full', 'publisher lost', 'lagged', 'bad media', 'source changed',
-  'verification failed', 'chat refused']);
+  'verification failed', 'chat refused', 'bad input']);
 export const ERROR = Object.freeze({ NONE: 0, BAD_REQUEST: 1, UNAUTHORIZED: 2, NOT_FOUND: 3,
   TOO_LARGE: 4, BUSY: 5, INTERNAL: 6, UNSUPPORTED_VERSION: 7, PROTOCOL: 8, TIMEOUT: 9,
   ROOM_FULL: 10, PUBLISHER_LOST: 11, LAGGED: 12, BAD_MEDIA: 13, CHANGED: 14,
-  UNVERIFIED: 15, CHAT_REFUSED: 16 });
+  UNVERIFIED: 15, CHAT_REFUSED: 16, BAD_INPUT: 17 });
 
 // An error code as the Rust `Display` writes it.
 // Codes past the contiguous run above, by value (issue 18: the edge relays' code).
@@ -72,7 +72,7 @@ const KIND_AUDIO = 1;
 const KIND_VIDEO = 2;
 const KIND_IMAGE = 3;
 const KINDS = ['bytes', 'audio', 'video', 'image'];
-const FORMATS = ['mjpeg', 'y4m', 'mp4', 'png', 'jpeg', 'gif', 'bmp', 'webp', 'tiff'];
+const FORMATS = ['mjpeg', 'y4m', 'mp4', 'png', 'jpeg', 'gif', 'bmp', 'webp', 'tiff', 'fmp4'];
 const SAMPLE_FORMATS = ['int', 'float', 'mulaw', 'alaw']; // then SAMPLE_CODED
 const SAMPLE_CODED = 4;
 

@@ -616,6 +616,20 @@ impl ClientConn {
         });
     }
 
+    /// Stops a stream this client publishes, saying why: a publisher whose input broke sends
+    /// [`ErrorCode::BadInput`] and the reason, which the server passes on to the channel's
+    /// viewers. Published streams are not in the table (the server answers them once), so
+    /// the `CLOSE` goes out whatever it holds; the server ignores one for a stream it no
+    /// longer runs.
+    pub fn abort_publish(&mut self, stream: StreamId, code: ErrorCode, message: String) {
+        self.streams.remove(&stream);
+        self.send(&Frame::Close {
+            stream,
+            code,
+            message,
+        });
+    }
+
     /// The application is done with a stream (it read its end): forgotten, without a word to
     /// the server.
     pub fn stream_done(&mut self, stream: StreamId) {

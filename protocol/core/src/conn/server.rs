@@ -155,6 +155,11 @@ pub enum ServerEvent {
         stream: StreamId,
         /// What it was.
         kind: StreamKind,
+        /// Why, as the client said: `None` for a plain cancel; a publisher that stops for its
+        /// input's sake says `BadInput`, which its channel's viewers are told.
+        code: ErrorCode,
+        /// The client's explanation.
+        message: String,
     },
     /// The machine refused a request itself (draining, a limit, a reused id, the rate): the
     /// `ERROR` is queued. For the log.
@@ -544,10 +549,19 @@ impl ServerConn {
             }
             Frame::Chat(chat) => self.on_chat(now, chat),
             // A CLOSE for a stream not (or no longer) running is late, not wrong.
-            Frame::Close { stream, .. } => {
+            Frame::Close {
+                stream,
+                code,
+                message,
+            } => {
                 if let Some(slot) = self.streams.remove(&stream) {
                     let kind = slot.kind;
-                    self.events.push_back(ServerEvent::Cancel { stream, kind });
+                    self.events.push_back(ServerEvent::Cancel {
+                        stream,
+                        kind,
+                        code,
+                        message,
+                    });
                 }
             }
             // The transport routes a publisher's chunks to its task; one that reaches the

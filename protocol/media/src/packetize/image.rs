@@ -47,7 +47,7 @@ pub(crate) fn probe<R: Read + Seek>(
         VisualFormat::Bmp => ImageFormat::Bmp,
         VisualFormat::WebP => ImageFormat::WebP,
         VisualFormat::Tiff => ImageFormat::Tiff,
-        VisualFormat::Mjpeg | VisualFormat::Y4m | VisualFormat::Mp4 => {
+        VisualFormat::Mjpeg | VisualFormat::Y4m | VisualFormat::Mp4 | VisualFormat::Fmp4 => {
             return Err(MediaError::unsupported(name, "not a still image format"));
         }
     };

@@ -57,8 +57,8 @@ mod mjpeg;
 mod mp4;
 mod packetizer;
 mod probe;
-mod wav;
-mod y4m;
+pub(crate) mod wav;
+pub(crate) mod y4m;
 
 pub use packetizer::Packetizer;
 

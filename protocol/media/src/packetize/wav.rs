@@ -88,8 +88,8 @@ impl WavLayout {
 
 /// What the `fmt ` chunk says.
 #[derive(Debug, Clone, Copy)]
-struct WavFmt {
-    params: AudioParams,
+pub(crate) struct WavFmt {
+    pub(crate) params: AudioParams,
     /// Average bytes per second.
     byte_rate: u32,
 }
@@ -311,7 +311,7 @@ const TAG_EXTENSIBLE: u16 = 0xFFFE;
 /// Parses a `fmt ` body: linear PCM and float through hound (which checks them closely),
 /// every other format tag (or WAVE_FORMAT_EXTENSIBLE sub-format) as G.711 or coded audio cut
 /// on `block_align`.
-fn parse_fmt(fmt: &[u8]) -> Result<WavFmt, MediaError> {
+pub(crate) fn parse_fmt(fmt: &[u8]) -> Result<WavFmt, MediaError> {
     if fmt.len() < 16 {
         return Err(MediaError::corrupt(
             FORMAT,

@@ -27,12 +27,12 @@ pub(crate) const MAX_WALK: u64 = 1 << 20;
 
 /// The parsed stream header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Header {
-    len: u64,
-    width: u32,
-    height: u32,
-    fps: (u32, u32),
-    frame_bytes: u64,
+pub(crate) struct Header {
+    pub(crate) len: u64,
+    pub(crate) width: u32,
+    pub(crate) height: u32,
+    pub(crate) fps: (u32, u32),
+    pub(crate) frame_bytes: u64,
 }
 
 /// The Y4M layout: the header segment, then frames as their lines go by.
@@ -203,7 +203,7 @@ pub(crate) fn probe<R: Read + Seek>(
 }
 
 /// Parses `YUV4MPEG2 W.. H.. F..:.. C..\n`.
-fn parse_header(head: &[u8]) -> Result<Header, MediaError> {
+pub(crate) fn parse_header(head: &[u8]) -> Result<Header, MediaError> {
     let bad = |r: &str| MediaError::corrupt(FORMAT, r.to_owned());
     let Some(nl) = head.iter().position(|&b| b == b'\n') else {
         if (head.len() as u64) < MAX_HEADER {

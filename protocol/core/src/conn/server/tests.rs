@@ -664,11 +664,15 @@ fn a_client_close_cancels_a_publisher_and_a_file_differently() {
         [
             ServerEvent::Cancel {
                 stream: StreamId(2),
-                kind: StreamKind::Publisher
+                kind: StreamKind::Publisher,
+                code: ErrorCode::None,
+                message: String::new(),
             },
             ServerEvent::Cancel {
                 stream: StreamId(1),
-                kind: StreamKind::File
+                kind: StreamKind::File,
+                code: ErrorCode::None,
+                message: String::new(),
             },
         ]
     );
