@@ -110,6 +110,8 @@ pub struct Config {
     /// The SHA-256 (hex) of the origin's certificate an edge pins for `tcps://` and `quic://`
     /// origins; `None`: the system's roots.
     pub origin_cert_sha256: Option<String>,
+    /// The most edge relays a subscription may come through before it is refused.
+    pub max_relay_hops: usize,
 }
 
 /// How long a directory entry lives unrefreshed by default: a publisher that moved is
@@ -141,6 +143,7 @@ impl Config {
             advertise: None,
             directory_ttl: DEFAULT_DIRECTORY_TTL,
             origin_cert_sha256: None,
+            max_relay_hops: chunkcast_protocol::conn::server::DEFAULT_MAX_RELAY_HOPS,
         }
     }
 

@@ -242,6 +242,13 @@ impl Session {
         self.ask(|reply| Command::Chat { chat, reply }).await
     }
 
+    /// Tells a server agreeing to `RELAY` which relays this session's subscriptions come
+    /// through (this edge last), so that it refuses loops and overlong chains; nothing is sent
+    /// to a server that did not agree to it.
+    pub async fn relay(&self, path: Vec<u64>) -> Result<(), ClientError> {
+        self.ask(|reply| Command::Relay { path, reply }).await
+    }
+
     /// What the handshake agreed.
     pub fn established(&self) -> &Established {
         &self.established
@@ -426,8 +433,7 @@ impl Publisher {
     /// retransmission); the stream carries the rest, and always the set-up and the end.
     /// Returns whether datagrams will be used.
     pub fn use_datagrams(&mut self, caps: Caps) -> bool {
-        self.datagrams =
-            caps.contains(Caps::DATAGRAMS) && self.link.quic().is_some();
+        self.datagrams = caps.contains(Caps::DATAGRAMS) && self.link.quic().is_some();
         self.datagrams
     }
 
@@ -657,6 +663,10 @@ enum Command {
         chat: Chat,
         reply: oneshot::Sender<Result<(), ClientError>>,
     },
+    Relay {
+        path: Vec<u64>,
+        reply: oneshot::Sender<Result<(), ClientError>>,
+    },
 }
 
 enum StreamAsk {
@@ -813,6 +823,9 @@ impl Callers {
                     ),
                     e => conn_error(e),
                 }));
+            }
+            Command::Relay { path, reply } => {
+                let _ = reply.send(conn.relay(&path).map(drop).map_err(conn_error));
             }
         }
     }
