@@ -147,6 +147,12 @@ pub struct Args {
     /// quic:// (origins sharing one --state-dir certificate). Default: the system's roots.
     #[arg(long, value_name = "HEX")]
     pub origin_cert_sha256: Option<String>,
+    /// The most edge relays a subscription may come through (an edge of an edge of ... this
+    /// server): a longer chain is refused with error 18 `relay`.
+    #[arg(long, value_name = "N",
+          default_value_t = chunkcast_protocol::conn::server::DEFAULT_MAX_RELAY_HOPS as u8,
+          value_parser = clap::value_parser!(u8).range(1..))]
+    pub max_relay_hops: u8,
 }
 
 /// The `--config` file: every flag, by its long name without `--`, each optional. Unknown keys are refused
@@ -182,6 +188,7 @@ struct FileConfig {
     advertise: Option<String>,
     directory_ttl_ms: Option<u64>,
     origin_cert_sha256: Option<String>,
+    max_relay_hops: Option<u64>,
 }
 
 impl Args {
@@ -292,6 +299,7 @@ impl Args {
         take!(advertise, v => Some(v));
         take!(directory_ttl_ms, v => ranged("directory-ttl-ms", v, 100, u64::MAX)?);
         take!(origin_cert_sha256, v => Some(v));
+        take!(max_relay_hops, v => ranged("max-relay-hops", v, 1, 255)? as u8);
         if self.cert.is_some() != self.key.is_some() {
             let key = if self.cert.is_some() { "key" } else { "cert" };
             return Err(bad(
@@ -333,6 +341,7 @@ impl Args {
         c.advertise = self.advertise;
         c.directory_ttl = std::time::Duration::from_millis(self.directory_ttl_ms);
         c.origin_cert_sha256 = self.origin_cert_sha256;
+        c.max_relay_hops = usize::from(self.max_relay_hops);
         c
     }
 }
@@ -411,8 +420,10 @@ mod tests {
             "--directory=redis://10.0.0.9:6379",
             "--advertise=tcp://10.0.0.1:7700",
             "--directory-ttl-ms=1500",
+            "--max-relay-hops=2",
         ])
         .into_config();
+        assert_eq!(c.max_relay_hops, 2);
         assert_eq!(c.edge_of.as_deref(), Some("redis://10.0.0.9:6379"));
         assert_eq!(c.directory.as_deref(), Some("redis://10.0.0.9:6379"));
         assert_eq!(c.advertise.as_deref(), Some("tcp://10.0.0.1:7700"));

@@ -113,6 +113,8 @@ pub struct Config {
     /// Save every publisher run of every live channel into this directory (one file each:
     /// `.mjpeg`, `.y4m`, `.wav` or `.mp4`); `None`: record nothing.
     pub record: Option<PathBuf>,
+    /// The most edge relays a subscription may come through before it is refused.
+    pub max_relay_hops: usize,
 }
 
 /// How long a directory entry lives unrefreshed by default: a publisher that moved is
@@ -145,6 +147,7 @@ impl Config {
             directory_ttl: DEFAULT_DIRECTORY_TTL,
             origin_cert_sha256: None,
             record: None,
+            max_relay_hops: chunkcast_protocol::conn::server::DEFAULT_MAX_RELAY_HOPS,
         }
     }
 

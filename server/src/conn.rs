@@ -126,6 +126,8 @@ pub(crate) async fn serve(
         max_streams: limits.max_streams_per_connection,
         max_requests_per_sec: limits.max_requests_per_sec,
         catalog_page: DEFAULT_CATALOG_PAGE,
+        relay_id: shared.live.edge().map(|e| e.id()),
+        max_relay_hops: shared.config.max_relay_hops,
     };
     let mut conn = ServerConn::new(config, now.into_std(), id);
     let mut driver = Driver {
@@ -279,6 +281,7 @@ impl Driver {
                     stream,
                     channel: &channel,
                     relay,
+                    path: conn.relay_path(),
                 };
                 // Calls only: a live channel's viewer is a player with a buffer, better served
                 // by the stream's reliability than by datagrams' timeliness.
@@ -411,6 +414,7 @@ impl Driver {
             stream,
             channel: &channel,
             relay: false,
+            path: &[],
         };
         let live = self.shared.live.clone();
         match live.publish(&self.tx, at, codec, max_payload).await {

@@ -32,6 +32,9 @@ pub(crate) struct Edge {
     opts: ConnectOptions,
     /// The URL as the operator gave it, for messages.
     shown: String,
+    /// This edge's id in relay paths: random per process, so that two edges (or one edge
+    /// restarted) never share one by configuration mistake.
+    id: u64,
 }
 
 impl Edge {
@@ -47,7 +50,13 @@ impl Edge {
                 ..ConnectOptions::default()
             },
             shown,
+            id: random_id(),
         }
+    }
+
+    /// This edge's id in the `RELAY` paths it sends (and refuses to find in those it gets).
+    pub(crate) fn id(&self) -> u64 {
+        self.id
     }
 
     /// The origin URL that has `channel` now.
@@ -97,9 +106,15 @@ impl Edge {
         }
     }
 
-    /// Connects to `origin` as a relay.
-    pub(crate) async fn connect(&self, origin: &Url) -> Result<Session, ClientError> {
-        Session::connect_with(origin, &self.opts, Caps::RELAY).await
+    /// Connects to `origin` as a relay whose subscriptions come through `path` (the relays
+    /// below this edge, the farthest first): the origin hears `path` and this edge's id, so
+    /// that it can refuse a loop or a chain past its hop limit.
+    pub(crate) async fn connect(&self, origin: &Url, path: &[u64]) -> Result<Session, ClientError> {
+        let session = Session::connect_with(origin, &self.opts, Caps::RELAY).await?;
+        let mut path = path.to_vec();
+        path.push(self.id);
+        session.relay(path).await?;
+        Ok(session)
     }
 
     /// The live channels the tier above has: the directory's, or the origin's own listing.
@@ -112,7 +127,7 @@ impl Edge {
         };
         match &self.source {
             Source::Origin(url) => {
-                let session = self.connect(url).await.map_err(unreachable)?;
+                let session = self.connect(url, &[]).await.map_err(unreachable)?;
                 let entries = session.list("live/").await.map_err(unreachable)?;
                 session.close().await;
                 Ok(entries)
@@ -138,6 +153,18 @@ impl Edge {
             }
         }
     }
+}
+
+/// A random id: the standard library's per-process random hash keys, over the process id
+/// and the time (no dependency for one number).
+fn random_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    if let Ok(t) = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+        h.write_u128(t.as_nanos());
+    }
+    h.finish()
 }
 
 fn same_origin(a: &Url, b: &Url) -> bool {

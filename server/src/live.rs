@@ -175,6 +175,8 @@ pub(crate) struct Request<'a> {
     pub(crate) channel: &'a str,
     /// The client is an edge relay (it offered `RELAY`): counted apart.
     pub(crate) relay: bool,
+    /// The relays the request came through (the client's `RELAY` path), passed upstream.
+    pub(crate) path: &'a [u64],
 }
 
 /// A request's failure, as sent to the client.
@@ -439,6 +441,7 @@ impl Live {
             stream,
             channel,
             relay: _,
+            path: _,
         } = at;
         let name = self.hub_name(channel, session, true)?;
         if self.edge.is_some() && name.starts_with("live/") {
@@ -574,6 +577,7 @@ impl Live {
             stream,
             channel,
             relay,
+            path,
         } = at;
         let name = self.hub_name(channel, session, false)?;
         let hub = {
@@ -596,7 +600,11 @@ impl Live {
                     s.upstream = Some(stop.clone());
                     s.refused = None;
                     s.ended = false;
-                    let task = upstream(Arc::downgrade(self), hub.clone(), edge.clone(), stop);
+                    // The upstream serves every later viewer too; the first one's path is the
+                    // one a loop or an overlong chain shows in.
+                    let path: Arc<[u64]> = path.into();
+                    let task =
+                        upstream(Arc::downgrade(self), hub.clone(), edge.clone(), path, stop);
                     tokio::spawn(task);
                 }
             }
@@ -697,13 +705,20 @@ fn upstream(
     live: Weak<Live>,
     hub: Arc<Hub>,
     edge: Arc<Edge>,
+    path: Arc<[u64]>,
     stop: CancellationToken,
 ) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> {
     // Boxed and typed: the task may start its own successor.
-    Box::pin(upstream_task(live, hub, edge, stop))
+    Box::pin(upstream_task(live, hub, edge, path, stop))
 }
 
-async fn upstream_task(live: Weak<Live>, hub: Arc<Hub>, edge: Arc<Edge>, stop: CancellationToken) {
+async fn upstream_task(
+    live: Weak<Live>,
+    hub: Arc<Hub>,
+    edge: Arc<Edge>,
+    path: Arc<[u64]>,
+    stop: CancellationToken,
+) {
     let Some(gauges) = live.upgrade().map(|l| l.gauges.clone()) else {
         return;
     };
@@ -713,7 +728,7 @@ async fn upstream_task(live: Weak<Live>, hub: Arc<Hub>, edge: Arc<Edge>, stop: C
     loop {
         let end = tokio::select! {
             () = stop.cancelled() => break,
-            end = upstream_once(&live, &hub, &edge, &gauges, &mut relayed_once) => end,
+            end = upstream_once(&live, &hub, &edge, &path, &gauges, &mut relayed_once) => end,
         };
         lock(&hub.state).relaying = false;
         match end {
@@ -758,7 +773,8 @@ async fn upstream_task(live: Weak<Live>, hub: Arc<Hub>, edge: Arc<Edge>, stop: C
                 let again = CancellationToken::new();
                 s.upstream = Some(again.clone());
                 s.ended = false;
-                tokio::spawn(upstream(Arc::downgrade(&live), hub.clone(), edge, again));
+                let task = upstream(Arc::downgrade(&live), hub.clone(), edge, path, again);
+                tokio::spawn(task);
             }
             restart
         }
@@ -773,6 +789,7 @@ async fn upstream_once(
     live: &Weak<Live>,
     hub: &Arc<Hub>,
     edge: &Edge,
+    path: &[u64],
     gauges: &LiveGauges,
     relayed_once: &mut bool,
 ) -> UpstreamEnd {
@@ -781,7 +798,7 @@ async fn upstream_once(
         Ok(o) => o,
         Err(why) => return UpstreamEnd::Refused(why),
     };
-    let session = match edge.connect(&origin).await {
+    let session = match edge.connect(&origin, path).await {
         Ok(s) => s,
         Err(e) => {
             return UpstreamEnd::Refused((
@@ -1196,6 +1213,7 @@ mod tests {
             stream: StreamId(stream),
             channel: "live/cam",
             relay: false,
+            path: &[],
         }
     }
 
@@ -1272,6 +1290,7 @@ mod tests {
                 stream: StreamId(i),
                 channel: &name,
                 relay: false,
+                path: &[],
             };
             waiting.push(live.subscribe(tx.clone(), at, false).unwrap());
         }

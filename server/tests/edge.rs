@@ -307,6 +307,78 @@ async fn an_edge_of_an_edge_relays_with_the_origins_numbering() {
     .expect("within the limit");
 }
 
+/// Subscribes to `channel` at `server` and expects a prompt refusal with `relay` (18) whose
+/// message holds `says`.
+async fn refused_as_relay(server: &Server, channel: &str, says: &str) {
+    let viewer = connect(server, Scheme::Tcp).await;
+    let answer = tokio::time::timeout(PROMPT, viewer.subscribe(channel))
+        .await
+        .expect("refused at once, not left waiting");
+    match answer {
+        Err(ClientError::Server { code, message }) => {
+            assert_eq!(code, ErrorCode::Relay, "{message}");
+            assert!(message.contains(says), "{message}");
+        }
+        Err(e) => panic!("not a refusal: {e}"),
+        Ok(_) => panic!("subscribed to {channel} through a bad chain"),
+    }
+}
+
+#[tokio::test]
+async fn a_loop_of_two_edges_refuses_a_viewer_with_relay_at_once() {
+    tokio::time::timeout(LIMIT, async {
+        // B's address before B exists: A names it, and only dials it on its first viewer.
+        let b_addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let a = edge_of(format!("tcp://{b_addr}")).await;
+        let a_url = tcp_url(&a);
+        let b = server(|c| {
+            c.tcp = b_addr;
+            c.edge_of = Some(a_url);
+        })
+        .await;
+        refused_as_relay(&a, "live/cam", "relay loop").await;
+        refused_as_relay(&b, "live/other", "relay loop").await;
+        // Nothing is left subscribed upstream by the refusals.
+        settles(&a, UPSTREAMS, 0.0, PROMPT).await;
+        settles(&b, UPSTREAMS, 0.0, PROMPT).await;
+    })
+    .await
+    .expect("within the limit");
+}
+
+#[tokio::test]
+async fn a_chain_longer_than_the_hop_limit_is_refused_and_one_within_it_works() {
+    tokio::time::timeout(LIMIT, async {
+        let origin = server(|c| c.max_relay_hops = 1).await;
+        let near = edge_of(tcp_url(&origin)).await;
+        let far = edge_of(tcp_url(&near)).await;
+        // far → near → origin: two relays, past the origin's limit of one.
+        refused_as_relay(&far, "live/cam", "--max-relay-hops 1").await;
+        // near → origin: one relay, within it.
+        let watching = viewers(&[&near], "live/cam", 1);
+        settles(&origin, RELAYS, 1.0, PROMPT).await;
+        let publisher = connect(&origin, Scheme::Tcp).await;
+        publish(
+            &publisher,
+            "live/cam",
+            0,
+            50,
+            Duration::from_millis(2),
+            true,
+        )
+        .await;
+        for w in watching {
+            let seen = w.await.unwrap().expect("the viewer's stream");
+            in_order(&seen, 49);
+        }
+    })
+    .await
+    .expect("within the limit");
+}
+
 #[tokio::test]
 async fn an_edge_drops_its_upstream_a_linger_after_the_last_viewer_and_keeps_numbering() {
     tokio::time::timeout(LIMIT, async {

@@ -242,6 +242,13 @@ impl Session {
         self.ask(|reply| Command::Chat { chat, reply }).await
     }
 
+    /// Tells a server agreeing to `RELAY` which relays this session's subscriptions come
+    /// through (this edge last), so that it refuses loops and overlong chains; nothing is sent
+    /// to a server that did not agree to it.
+    pub async fn relay(&self, path: Vec<u64>) -> Result<(), ClientError> {
+        self.ask(|reply| Command::Relay { path, reply }).await
+    }
+
     /// What the handshake agreed.
     pub fn established(&self) -> &Established {
         &self.established
@@ -671,6 +678,10 @@ enum Command {
         chat: Chat,
         reply: oneshot::Sender<Result<(), ClientError>>,
     },
+    Relay {
+        path: Vec<u64>,
+        reply: oneshot::Sender<Result<(), ClientError>>,
+    },
 }
 
 enum StreamAsk {
@@ -831,6 +842,9 @@ impl Callers {
                     ),
                     e => conn_error(e),
                 }));
+            }
+            Command::Relay { path, reply } => {
+                let _ = reply.send(conn.relay(&path).map(drop).map_err(conn_error));
             }
         }
     }

@@ -235,6 +235,9 @@ fn meaning(frame: &Frame) -> Value {
             "kind": c.kind.to_u8(), "room": c.room, "author": big(c.author), "seq": big(c.seq),
             "sent_us": big(c.sent_us), "text": c.text,
         }),
+        Frame::Relay { path } => {
+            json!({ "path": path.iter().map(|&id| big(id)).collect::<Vec<_>>() })
+        }
         _ => unreachable!("every frame type is rendered"),
     };
     m["type"] = json!(frame.name());
@@ -822,6 +825,13 @@ fn vectors() -> Vec<(String, Frame)> {
             token: String::new(),
             client_name: "chunkcast/0.1.0".into(),
         }),
+    ));
+    // An edge's path before its subscriptions: two relays, the sender last.
+    v.push((
+        "relay".into(),
+        Frame::Relay {
+            path: vec![0x0123_4567_89ab_cdef, 0xfedc_ba98_7654_3210],
+        },
     ));
     v
 }

@@ -187,6 +187,9 @@ fn one_of_each() -> Vec<Frame> {
             sent_us: 77,
             text: "hi".into(),
         }),
+        Frame::Relay {
+            path: vec![0x0102_0304_0506_0708, 9],
+        },
         Frame::Publish {
             request: 6,
             stream: StreamId(8),
@@ -859,6 +862,7 @@ fn frame_types_are_stable() {
         (0x0f, FrameType::Digest, "DIGEST"),
         (0x10, FrameType::Proof, "PROOF"),
         (0x11, FrameType::Chat, "CHAT"),
+        (0x13, FrameType::Relay, "RELAY"),
     ];
     assert_eq!(FrameType::ALL.len(), pinned.len());
     for ((value, ty, name), listed) in pinned.into_iter().zip(FrameType::ALL) {

@@ -937,6 +937,8 @@ pub fn default_config(epoch: Instant) -> Config {
             max_requests_per_sec: 50,
             // Small pages, so that every listing of the 8-file library takes three.
             catalog_page: 3,
+            relay_id: None,
+            max_relay_hops: chunkcast_protocol::conn::server::DEFAULT_MAX_RELAY_HOPS,
         },
         fanout: FanoutConfig {
             viewer_queue_bytes: 256 << 10,

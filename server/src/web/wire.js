@@ -13,6 +13,7 @@ export const FRAME = Object.freeze({
   HELLO: 0x01, WELCOME: 0x02, ERROR: 0x03, PING: 0x04, PONG: 0x05, LIST: 0x06, CATALOG: 0x07,
   OPEN: 0x08, OPENED: 0x09, CHUNK: 0x0a, CLOSE: 0x0b, PUBLISH: 0x0c, SUBSCRIBE: 0x0d,
   GOODBYE: 0x0e, DIGEST: 0x0f, PROOF: 0x10, CHAT: 0x11,
+  RELAY: 0x13,
 });
 const FRAME_NAMES = new Map(Object.entries(FRAME).map(([name, value]) => [value, name]));
 
@@ -388,6 +389,11 @@ const LAYOUTS = {
       sent_us: r.u64(), text: r.str() }),
     write: (w, f) => w.u8(f.kind).str(f.room).u64(f.author).u64(f.seq).u64(f.sent_us)
       .str(f.text),
+  },
+  // count u8 | count × id u64 (edge to origin; the page never receives it)
+  RELAY: {
+    read(r) { const count = r.u8(); const path = []; for (let i = 0; i < count; i++) path.push(r.u64()); return { path }; },
+    write(w, f) { w.u8(f.path.length); for (const id of f.path) w.u64(id); return w; },
   },
 };
 

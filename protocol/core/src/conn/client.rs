@@ -542,6 +542,25 @@ impl ClientConn {
         Ok(())
     }
 
+    /// Queues a `RELAY` frame: the relays this edge's subscriptions come through, itself
+    /// last. `false` (nothing sent) when the server did not agree to [`Caps::RELAY`]: it knows
+    /// no relays, so it has no loops or hop limit to check.
+    pub fn relay(&mut self, path: &[u64]) -> Result<bool, ConnError> {
+        let State::Established(est, _) = &self.state else {
+            return Err(match &self.state {
+                State::Closed(e) => e.clone(),
+                _ => ConnError::NotConnected,
+            });
+        };
+        if !est.caps.contains(Caps::RELAY) {
+            return Ok(false);
+        }
+        self.send(&Frame::Relay {
+            path: path.to_vec(),
+        });
+        Ok(true)
+    }
+
     /// Asks for the catalog under `prefix`; answered by [`ClientEvent::Listed`],
     /// [`ClientEvent::Refused`] or [`ClientEvent::Failed`].
     pub fn list(&mut self, prefix: &str) -> Result<u32, ConnError> {

@@ -35,6 +35,9 @@ use crate::{Codec, StreamId};
 /// limit.
 pub const DEFAULT_CATALOG_PAGE: usize = 256;
 
+/// Relay hops a subscription may come through by default (`--max-relay-hops`).
+pub const DEFAULT_MAX_RELAY_HOPS: usize = 4;
+
 /// What a server connection runs with.
 #[derive(Debug, Clone)]
 pub struct ServerConnConfig {
@@ -53,6 +56,11 @@ pub struct ServerConnConfig {
     pub max_requests_per_sec: u32,
     /// Entries per `CATALOG` frame.
     pub catalog_page: usize,
+    /// This server's id in relay paths, if it is an edge (only a server that relays upstream
+    /// can close a loop): a subscription whose `RELAY` path holds it is refused.
+    pub relay_id: Option<u64>,
+    /// The most relays a subscription may come through (the `RELAY` path's length).
+    pub max_relay_hops: usize,
 }
 
 impl Default for ServerConnConfig {
@@ -67,6 +75,8 @@ impl Default for ServerConnConfig {
             max_streams: 16,
             max_requests_per_sec: 50,
             catalog_page: DEFAULT_CATALOG_PAGE,
+            relay_id: None,
+            max_relay_hops: DEFAULT_MAX_RELAY_HOPS,
         }
     }
 }
@@ -215,6 +225,8 @@ pub struct ServerConn {
     streams: BTreeMap<StreamId, Slot>,
     admitted: u64,
     draining: bool,
+    /// The relays this client's subscriptions come through (its `RELAY` frame), it last.
+    relay_path: Vec<u64>,
     /// Encoded control frames not yet taken by `poll_transmit`.
     out: BytesMut,
     events: VecDeque<ServerEvent>,
@@ -243,6 +255,7 @@ impl ServerConn {
             streams: BTreeMap::new(),
             admitted: 0,
             draining: false,
+            relay_path: Vec::new(),
             out: BytesMut::new(),
             events: VecDeque::new(),
         }
@@ -472,6 +485,12 @@ impl ServerConn {
         matches!(self.state, State::Closed)
     }
 
+    /// The relays this client's subscriptions come through, as its `RELAY` frame said (the
+    /// client itself last); empty for a viewer. An edge passes it on upstream, itself added.
+    pub fn relay_path(&self) -> &[u64] {
+        &self.relay_path
+    }
+
     /// The latest round-trip time measured by keepalive.
     pub fn rtt(&self) -> Option<Duration> {
         match &self.state {
@@ -538,6 +557,7 @@ impl ServerConn {
                 channel,
             } => {
                 if self.within_rate(now, Some(request))
+                    && self.relay_allowed(request, &channel)
                     && self.admit(request, stream, StreamKind::Viewer)
                 {
                     self.events.push_back(ServerEvent::Subscribe {
@@ -548,6 +568,18 @@ impl ServerConn {
                 }
             }
             Frame::Chat(chat) => self.on_chat(now, chat),
+            Frame::Relay { path } => {
+                let relay = self
+                    .established
+                    .as_ref()
+                    .is_some_and(|e| e.caps.contains(Caps::RELAY));
+                if relay {
+                    self.relay_path = path;
+                } else {
+                    let msg = "RELAY without the RELAY capability".to_owned();
+                    self.protocol_error(ErrorCode::Relay, msg);
+                }
+            }
             // A CLOSE for a stream not (or no longer) running is late, not wrong.
             Frame::Close {
                 stream,
@@ -632,6 +664,33 @@ impl ServerConn {
             let msg = format!("too many requests (limit {limit} per second): slow down");
             self.refused(request, ErrorCode::Busy, msg);
         }
+        false
+    }
+
+    /// Whether a subscription may come through this client's relay path: not past the hop
+    /// limit, not through this server already (a loop would wait forever for a channel no
+    /// tier of it publishes). Refuses it with `relay` otherwise.
+    fn relay_allowed(&mut self, request: u32, channel: &str) -> bool {
+        let hops = self.relay_path.len();
+        let limit = self.config.max_relay_hops;
+        let message = if self
+            .config
+            .relay_id
+            .is_some_and(|id| self.relay_path.contains(&id))
+        {
+            format!(
+                "relay loop: the subscription to {channel} came through this edge already \
+                 ({hops} hops); check the edges' --edge-of"
+            )
+        } else if hops > limit {
+            format!(
+                "relay chain too long: the subscription to {channel} came through {hops} \
+                 relays, more than this server's --max-relay-hops {limit}"
+            )
+        } else {
+            return true;
+        };
+        self.refused(request, ErrorCode::Relay, message);
         false
     }
 

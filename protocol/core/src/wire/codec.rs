@@ -165,6 +165,7 @@ pub fn parse(mut body: Bytes, limits: &Limits) -> Result<Frame, DecodeError> {
         FrameType::Digest => layout::read_digest(&mut r)?,
         FrameType::Proof => layout::read_proof(&mut r)?,
         FrameType::Chat => layout::read_chat(&mut r)?,
+        FrameType::Relay => layout::read_relay(&mut r)?,
     };
     if r.buf.has_remaining() {
         return Err(DecodeError::TrailingBytes(r.what, r.buf.remaining()));
@@ -220,6 +221,7 @@ pub fn encode(frame: &Frame, dst: &mut BytesMut) {
         Frame::Goodbye { code, message } => layout::write_goodbye(*code, message, dst),
         Frame::Proof { stream, nodes } => layout::write_proof(*stream, nodes, dst),
         Frame::Chat(c) => layout::write_chat(c, dst),
+        Frame::Relay { path } => layout::write_relay(path, dst),
     }
     let len = (dst.len() - start - 4) as u32;
     dst[start..start + 4].copy_from_slice(&len.to_be_bytes());

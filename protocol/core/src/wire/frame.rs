@@ -417,7 +417,19 @@ pub enum Frame {
     },
     /// See [`Chat`].
     Chat(Chat),
+    /// Client → server, with [`Caps::RELAY`], before the relay's subscriptions: the relays the
+    /// subscriptions come through, the farthest from this server first and the sender last.
+    /// Its length is the number of relay hops; a server finding its own id in it, or more
+    /// hops than it allows, refuses the connection's subscriptions with `relay` (18).
+    Relay {
+        /// Each relay's id (random, chosen once per server process), at most
+        /// [`MAX_RELAY_PATH`].
+        path: Vec<u64>,
+    },
 }
+
+/// The most relay ids a `RELAY` frame carries (its count is one byte).
+pub const MAX_RELAY_PATH: usize = 255;
 
 /// Declares [`FrameType`] from one table: each type's byte and name are written once.
 macro_rules! frame_types {
@@ -498,6 +510,8 @@ frame_types! {
     Proof = 0x10, "PROOF";
     /// [`Frame::Chat`].
     Chat = 0x11, "CHAT";
+    /// [`Frame::Relay`].
+    Relay = 0x13, "RELAY";
 }
 
 impl Frame {
@@ -521,6 +535,7 @@ impl Frame {
             Self::Goodbye { .. } => FrameType::Goodbye,
             Self::Proof { .. } => FrameType::Proof,
             Self::Chat(_) => FrameType::Chat,
+            Self::Relay { .. } => FrameType::Relay,
         }
     }
 

@@ -16,7 +16,7 @@ use crate::wire::chunk::{Chunk, ChunkFlags, StreamId};
 use crate::wire::codec::Limits;
 use crate::wire::frame::{
     Caps, Catalog, Chat, ChatKind, Entry, ErrorFrame, FileDigest, Frame, FrameType, Hello, MAGIC,
-    MAX_CHAT_TEXT, Mode, Open, Opened, Resume, Welcome,
+    MAX_CHAT_TEXT, MAX_RELAY_PATH, Mode, Open, Opened, Resume, Welcome,
 };
 
 /// Sentinel for "unknown" in optional `u64` fields.
@@ -625,6 +625,22 @@ pub(crate) fn write_chat(c: &Chat, dst: &mut BytesMut) {
     dst.put_u64(c.seq);
     dst.put_u64(c.sent_us);
     put_string(dst, &c.text);
+}
+
+// --- RELAY: count u8 | id u64 × count
+
+pub(crate) fn read_relay(r: &mut Reader<'_>) -> Result<Frame, DecodeError> {
+    let count = r.u8()?;
+    let path = (0..count).map(|_| r.u64()).collect::<Result<_, _>>()?;
+    Ok(Frame::Relay { path })
+}
+
+pub(crate) fn write_relay(path: &[u64], dst: &mut BytesMut) {
+    let path = &path[..path.len().min(MAX_RELAY_PATH)];
+    dst.put_u8(path.len() as u8);
+    for &id in path {
+        dst.put_u64(id);
+    }
 }
 
 // --- codec (in OPENED, CATALOG entries, PUBLISH): kind u8, then by kind:

@@ -10,6 +10,6 @@ pub use codec::{
 };
 pub use frame::{
     Caps, Catalog, Chat, ChatKind, Entry, ErrorFrame, FileDigest, Frame, FrameType, Hello, MAGIC,
-    MAX_CHAT_TEXT, MAX_NOTE_LEN, MIN_VERSION, Mode, Open, Opened, Resume, VERIFIED_VERSION,
-    VERSION, Welcome, clip_note,
+    MAX_CHAT_TEXT, MAX_NOTE_LEN, MAX_RELAY_PATH, MIN_VERSION, Mode, Open, Opened, Resume,
+    VERIFIED_VERSION, VERSION, Welcome, clip_note,
 };

@@ -931,3 +931,36 @@ fn chat_needs_the_capability_and_passes_acks_and_messages_on() {
         Some(ConnError::Protocol(_))
     ));
 }
+
+#[test]
+fn relay_path_goes_only_to_a_server_that_agreed_to_relay() {
+    let mut h = Harness::new();
+    assert_eq!(h.conn.relay(&[1]), Err(ConnError::NotConnected));
+    h.recv(welcome()); // LZ4 | DIGEST_AT_END: no RELAY
+    h.events();
+    assert_eq!(h.conn.relay(&[1, 2]), Ok(false));
+    assert!(h.sent().is_empty());
+
+    // An edge offers RELAY (a plain client does not).
+    let now = Instant::now();
+    let mut config = ClientConnConfig {
+        epoch: now,
+        ..Default::default()
+    };
+    config.handshake.caps = config.handshake.caps | Caps::RELAY;
+    let mut h = Harness {
+        conn: ClientConn::new(config, now),
+        now,
+    };
+    h.sent();
+    h.recv(Frame::Welcome(Welcome {
+        version: VERSION,
+        caps: Caps::RELAY,
+        session_id: 7,
+        server_name: "test-server".into(),
+    }));
+    h.events();
+    h.sent();
+    assert_eq!(h.conn.relay(&[1, 2]), Ok(true));
+    assert_eq!(h.sent(), [Frame::Relay { path: vec![1, 2] }]);
+}

@@ -34,6 +34,8 @@ fn config() -> ServerConnConfig {
         max_streams: 3,
         max_requests_per_sec: 5,
         catalog_page: 256,
+        relay_id: None,
+        max_relay_hops: 4,
     }
 }
 
@@ -900,5 +902,87 @@ fn chat_without_the_capability_or_of_a_server_kind_closes_the_connection() {
         text: "forged".into(),
     }));
     assert!(matches!(&p.sent()[..], [Frame::Error(e)] if e.code == ErrorCode::ChatRefused));
+    assert!(p.conn.is_closed());
+}
+
+/// A relay (an edge) connected to a server that is itself the edge `relay_id`, allowing
+/// `max_relay_hops`.
+fn relay_peer(relay_id: Option<u64>, max_relay_hops: usize) -> Peer {
+    let mut c = config();
+    c.handshake.caps = c.handshake.caps | Caps::RELAY;
+    c.relay_id = relay_id;
+    c.max_relay_hops = max_relay_hops;
+    let mut p = Peer::with(c);
+    p.send(hello("secret", Caps::RELAY));
+    assert!(matches!(p.sent()[..], [Frame::Welcome(_)]));
+    p.events();
+    p
+}
+
+#[test]
+fn a_subscription_through_this_edge_again_is_a_loop_refused_with_relay() {
+    let mut p = relay_peer(Some(0xa), 4);
+    p.send(Frame::Relay {
+        path: vec![0xa, 0xb],
+    });
+    p.advance(Duration::from_millis(10));
+    p.send(subscribe(1, 2));
+    let sent = p.sent();
+    assert!(
+        matches!(&sent[..], [Frame::Error(e)]
+            if e.code == ErrorCode::Relay && e.request == 1 && e.message.contains("loop")),
+        "{sent:?}"
+    );
+    assert!(p.conn.streams().next().is_none(), "no stream admitted");
+    assert!(!p.conn.is_closed(), "a refusal, not a dropped connection");
+    // Another server's edge on the same path is no loop: admitted, its path kept.
+    let mut p = relay_peer(Some(0xc), 4);
+    p.send(Frame::Relay {
+        path: vec![0xa, 0xb],
+    });
+    p.send(subscribe(1, 2));
+    assert!(p.sent().is_empty());
+    assert!(matches!(p.events()[..], [ServerEvent::Subscribe { .. }]));
+    assert_eq!(p.conn.relay_path(), [0xa, 0xb]);
+}
+
+#[test]
+fn a_chain_longer_than_the_hop_limit_is_refused_and_one_within_it_admitted() {
+    let mut p = relay_peer(None, 2);
+    p.send(Frame::Relay {
+        path: vec![1, 2, 3],
+    });
+    p.send(subscribe(1, 2));
+    let sent = p.sent();
+    assert!(
+        matches!(&sent[..], [Frame::Error(e)]
+            if e.code == ErrorCode::Relay && e.message.contains("3 relays")
+                && e.message.contains("--max-relay-hops 2")),
+        "{sent:?}"
+    );
+    assert!(
+        p.events()
+            .contains(&ServerEvent::ErrorSent(ErrorCode::Relay))
+    );
+    // The same connection, its path now within the limit (a relay may say it again).
+    p.advance(Duration::from_secs(1));
+    p.send(Frame::Relay { path: vec![1, 2] });
+    p.send(subscribe(3, 4));
+    assert!(p.sent().is_empty());
+    assert!(matches!(
+        p.events()[..],
+        [ServerEvent::Subscribe { request: 3, .. }]
+    ));
+}
+
+#[test]
+fn relay_without_the_capability_closes_the_connection() {
+    let mut p = Peer::connected(); // LZ4 | ANY_FILE: no RELAY
+    p.send(Frame::Relay { path: vec![1] });
+    let sent = p.sent();
+    assert!(
+        matches!(&sent[..], [Frame::Error(e)] if e.code == ErrorCode::Relay && e.request == 0),
+        "{sent:?}"
+    );
     assert!(p.conn.is_closed());
 }
