@@ -32,8 +32,8 @@ const RING_BYTES: usize = 32 << 20;
 const RING_CHUNKS: usize = 8192;
 /// Segments a ring keeps (and the index lists at most).
 const RING_SEGMENTS: usize = 8;
-/// An audio or untimed segment is about this long (video cuts at keyframes).
-const AUDIO_SEGMENT_US: u64 = 1_000_000;
+/// A segment is at least about this long (video cuts at the next keyframe after it).
+const SEGMENT_US: u64 = 1_000_000;
 /// Untimed channels cut a segment every this many chunks.
 const UNTIMED_SEGMENT_CHUNKS: u64 = 16;
 /// A ring nobody asked anything for this long lets go of its channel.
@@ -108,12 +108,15 @@ impl RingState {
         } else {
             self.after_media = true;
             let starts_unit = self.prev_ended;
+            let long = self
+                .segments
+                .back()
+                .is_none_or(|s| c.pts_us.saturating_sub(s.pts_us) >= SEGMENT_US);
             let cut = match self.codec.kind() {
-                MediaKind::Video => starts_unit && c.has(ChunkFlags::KEY),
-                MediaKind::Audio => self
-                    .segments
-                    .back()
-                    .is_none_or(|s| c.pts_us.saturating_sub(s.pts_us) >= AUDIO_SEGMENT_US),
+                // At a keyframe, once the segment is about a second long: intra-only video
+                // (MJPEG) would otherwise make a segment of every frame.
+                MediaKind::Video => starts_unit && c.has(ChunkFlags::KEY) && long,
+                MediaKind::Audio => long,
                 _ => self
                     .segments
                     .back()
