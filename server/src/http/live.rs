@@ -10,13 +10,13 @@ use std::time::Duration;
 use bytes::BytesMut;
 use chunkcast_protocol::wire::{Frame, encode};
 use chunkcast_protocol::{Chunk, ChunkFlags};
-use chunkcast_protocol::{Codec, ErrorCode, MediaKind};
+use chunkcast_protocol::{Codec, ErrorCode, MediaKind, VisualFormat};
 use http::{HeaderValue, Response, StatusCode, header};
 use tokio::sync::{Semaphore, watch};
 use tokio::time::Instant;
 
 use super::files::{FRAMES_TYPE, codec_json};
-use super::{Body, Failure, IMMUTABLE, Route, full};
+use super::{Body, Failure, IMMUTABLE, Route, full, hls};
 use crate::conn::Shared;
 
 /// Longest a request for a chunk not yet published waits before a 503 (the client retries).
@@ -58,6 +58,8 @@ struct Ring {
 
 #[derive(Debug, Clone)]
 struct Segment {
+    /// Counted from the ring's first: HLS's media sequence number.
+    number: u64,
     first_seq: u64,
     pts_us: u64,
 }
@@ -76,6 +78,8 @@ struct RingState {
     segments: VecDeque<Segment>,
     /// The previous chunk ended its unit: the next starts one.
     prev_ended: bool,
+    /// Where the media of the last chunk ends.
+    end_us: u64,
     /// Why the channel ended, once it did.
     ended: Option<(ErrorCode, String)>,
     last_used: Instant,
@@ -123,7 +127,9 @@ impl RingState {
                     .is_none_or(|s| c.seq - s.first_seq >= UNTIMED_SEGMENT_CHUNKS),
             };
             if cut {
+                let number = self.segments.back().map_or(0, |s| s.number + 1);
                 self.segments.push_back(Segment {
+                    number,
                     first_seq: c.seq,
                     pts_us: c.pts_us,
                 });
@@ -133,6 +139,9 @@ impl RingState {
             }
         }
         self.prev_ended = init || c.has(ChunkFlags::END_OF_UNIT);
+        if !init {
+            self.end_us = self.end_us.max(c.pts_us + u64::from(c.duration_us));
+        }
         self.next_seq = c.seq + 1;
         self.bytes += c.payload.len();
         self.chunks.push_back(c);
@@ -207,6 +216,7 @@ impl Rings {
                 bytes: 0,
                 next_seq: 0,
                 segments: VecDeque::new(),
+                end_us: 0,
                 prev_ended: true,
                 ended: None,
                 last_used: Instant::now(),
@@ -289,6 +299,117 @@ impl Rings {
                 Err(_) => {
                     return Err(busy(format!(
                         "chunk {seq} was not published within {BLOCK_FOR:?}; retry"
+                    )));
+                }
+            }
+        }
+    }
+}
+
+impl Rings {
+    /// `/v1/hls/live/NAME/(index.m3u8 | RUN-init-SEQ.mp4 | RUN-FIRSTSEQ.m4s)`.
+    pub(crate) async fn hls(&self, rest: &str) -> Result<Response<Body>, Failure> {
+        self.sweep();
+        let Some((name, leaf)) = rest.split_once('/') else {
+            return Err(Failure::not_found(
+                "live HLS URLs are /v1/hls/live/NAME/index.m3u8",
+            ));
+        };
+        let ring = self.ring(name).await?;
+        {
+            let s = lock(&ring.state);
+            if !matches!(s.codec, Codec::Video(v) if v.format == VisualFormat::Fmp4) {
+                return Err(Failure::new(
+                    StatusCode::NOT_FOUND,
+                    ErrorCode::BadMedia,
+                    format!("live/{name} is not fMP4: HLS serves fMP4 channels"),
+                ));
+            }
+            if leaf == "index.m3u8" {
+                let segs: Vec<hls::LiveSegment> = s
+                    .segments
+                    .iter()
+                    .enumerate()
+                    .map(|(i, g)| hls::LiveSegment {
+                        number: g.number,
+                        first_seq: g.first_seq,
+                        duration_us: s
+                            .segments
+                            .get(i + 1)
+                            .map(|n| n.pts_us.saturating_sub(g.pts_us))
+                            .or_else(|| {
+                                s.ended.as_ref().map(|_| s.end_us.saturating_sub(g.pts_us))
+                            }),
+                    })
+                    .collect();
+                let init_seq = s.init.first().map_or(s.next_seq, |c| c.seq);
+                return Ok(hls::playlist_response(hls::live_playlist(
+                    &s.run,
+                    init_seq,
+                    &segs,
+                    s.ended.is_some(),
+                )));
+            }
+            if let Some(init) = leaf
+                .strip_suffix(".mp4")
+                .and_then(|l| l.strip_prefix(&format!("{}-init-", s.run)))
+            {
+                let first = s.init.first().map_or(s.next_seq, |c| c.seq);
+                if init.parse::<u64>().ok() != Some(first) || s.init.is_empty() {
+                    return Err(gone(
+                        "not the channel's init segment any more: reload the playlist",
+                    ));
+                }
+                let mut out = BytesMut::new();
+                for c in &s.init {
+                    out.extend_from_slice(&c.payload);
+                }
+                return Ok(hls::init_response(out.freeze()));
+            }
+        }
+        let first_seq = leaf
+            .strip_suffix(".m4s")
+            .and_then(|l| l.split_once('-'))
+            .filter(|(run, _)| *run == lock(&ring.state).run)
+            .and_then(|(_, n)| n.parse::<u64>().ok())
+            .ok_or_else(|| gone("no such segment in this run: reload the playlist"))?;
+        let mut rx = ring.changed.subscribe();
+        let deadline = Instant::now() + BLOCK_FOR;
+        let mut slot = None;
+        loop {
+            {
+                let s = lock(&ring.state);
+                let Some(i) = s.segments.iter().position(|g| g.first_seq == first_seq) else {
+                    return Err(gone(format!(
+                        "segment {first_seq} is not held: reload the playlist"
+                    )));
+                };
+                let end = s.segments.get(i + 1).map(|n| n.first_seq);
+                if end.is_some() || s.ended.is_some() {
+                    let end = end.unwrap_or(s.next_seq);
+                    let mut out = BytesMut::new();
+                    for c in s
+                        .chunks
+                        .iter()
+                        .filter(|c| c.seq >= first_seq && c.seq < end && !c.has(ChunkFlags::INIT))
+                    {
+                        out.extend_from_slice(&c.payload);
+                    }
+                    return Ok(hls::segment_response(out.freeze()));
+                }
+            }
+            if slot.is_none() {
+                let Ok(p) = self.blocked.clone().try_acquire_owned() else {
+                    return Err(busy("too many requests waiting for live segments; retry"));
+                };
+                slot = Some((p, self.shared.metrics.http_blocked()));
+            }
+            match tokio::time::timeout_at(deadline, rx.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err(ended("the channel ended")),
+                Err(_) => {
+                    return Err(busy(format!(
+                        "segment {first_seq} was not complete within {BLOCK_FOR:?}; retry"
                     )));
                 }
             }

@@ -9,6 +9,7 @@
 //! not yet published).
 
 mod files;
+mod hls;
 mod live;
 
 use std::convert::Infallible;
@@ -50,6 +51,7 @@ const MAX_STREAMS_PER_CONNECTION: u32 = 128;
 pub(crate) struct Http {
     shared: Arc<Shared>,
     live: live::Rings,
+    plans: Arc<hls::Plans>,
 }
 
 /// Starts serving `listener` (plain HTTP and TLS) through `policy`, on `tracker`.
@@ -65,6 +67,7 @@ pub(crate) fn start(
     let tls = TlsAcceptor::from(Arc::new(cfg));
     let http = Arc::new(Http {
         live: live::Rings::new(shared.clone()),
+        plans: Arc::default(),
         shared,
     });
     tracker.spawn(accept_loop(http, policy, listener, tls, tracker.clone()));
@@ -265,6 +268,8 @@ pub(crate) enum Route {
     LiveIndex,
     LiveInit,
     LiveChunk,
+    Hls,
+    LiveHls,
     Other,
 }
 
@@ -277,18 +282,22 @@ impl Route {
             Self::LiveIndex => "live_index",
             Self::LiveInit => "live_init",
             Self::LiveChunk => "live_chunk",
+            Self::Hls => "hls",
+            Self::LiveHls => "live_hls",
             Self::Other => "other",
         }
     }
 
     /// Every route, so that the metrics show them all from the start.
-    pub(crate) const ALL: [Self; 7] = [
+    pub(crate) const ALL: [Self; 9] = [
         Self::Files,
         Self::Index,
         Self::Chunks,
         Self::LiveIndex,
         Self::LiveInit,
         Self::LiveChunk,
+        Self::Hls,
+        Self::LiveHls,
         Self::Other,
     ];
 }
@@ -371,6 +380,8 @@ impl Http {
             Route::LiveIndex | Route::LiveInit | Route::LiveChunk => {
                 self.live.serve(&path["/v1/live/".len()..], route).await
             }
+            Route::Hls => hls::file(shared, &self.plans, &path["/v1/hls/".len()..]).await,
+            Route::LiveHls => self.live.hls(&path["/v1/hls/live/".len()..]).await,
             Route::Other => Err(Failure::not_found(format!("no such route: {path}"))),
         }
     }
@@ -442,6 +453,10 @@ fn route_of(path: &str) -> Route {
         Route::Index
     } else if path.starts_with("/v1/chunks/") {
         Route::Chunks
+    } else if path.starts_with("/v1/hls/live/") {
+        Route::LiveHls
+    } else if path.starts_with("/v1/hls/") {
+        Route::Hls
     } else if let Some(rest) = path.strip_prefix("/v1/live/") {
         let parts: Vec<&str> = rest.split('/').collect();
         match parts.as_slice() {
