@@ -448,6 +448,27 @@ async fn live_chunks_block_until_published_and_the_end_is_410() {
             200,
             "the last chunk is kept"
         );
+
+        // Published again: a new run, and the old run's URLs are gone.
+        let mut again = session.publish("live/cam", mjpeg()).await.unwrap();
+        again.send(frame(0)).await.unwrap();
+        let old_run = index["run"].as_str().unwrap().to_owned();
+        let new = loop {
+            let r = fetch(addr, "/v1/live/cam/index.json", &[]).await;
+            if r.status == 200 {
+                let v = json(&r);
+                if v["run"] != old_run.as_str() && v["next_seq"] == 1 {
+                    break v;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert_eq!(new["ended"], false);
+        assert_eq!(
+            fetch(addr, &at(31), &[]).await.status,
+            410,
+            "the old run is over"
+        );
         session.close().await;
         server.shutdown().await;
     })

@@ -4,6 +4,7 @@
 //! published blocks until it is (at most [`BLOCK_FOR`]), so that viewers do not poll.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -54,6 +55,21 @@ struct Ring {
     state: Mutex<RingState>,
     /// Bumped on every change, for the blocked requests.
     changed: watch::Sender<u64>,
+    /// Its filler runs: cleared when it stops (the channel ended, or the ring went idle).
+    filling: AtomicBool,
+}
+
+/// Clears [`Ring::filling`] when the filler stops, however it stops.
+struct Filling(std::sync::Weak<Ring>);
+
+impl Drop for Filling {
+    fn drop(&mut self) {
+        if let Some(r) = self.0.upgrade() {
+            r.filling.store(false, Ordering::Release);
+            // Requests blocked on a ring nobody fills any more look again (and time out).
+            r.changed.send_modify(|v| *v += 1);
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -189,20 +205,31 @@ impl Rings {
     /// The ring of `name`, started (attached to the channel) if needed; 404 while the
     /// channel has no source.
     async fn ring(&self, name: &str) -> Result<Arc<Ring>, Failure> {
-        if let Some(r) = lock(&self.rings).get(name) {
+        let held = lock(&self.rings).get(name).cloned();
+        if let Some(r) = held.as_ref().filter(|r| r.filling.load(Ordering::Acquire)) {
             lock(&r.state).last_used = Instant::now();
             return Ok(r.clone());
         }
-        let not_found = || {
-            Failure::new(
+        // No ring, or its filler stopped: the channel ended, or nobody asked for a while.
+        let Some(tap) = self.shared.live.tap(name) else {
+            if let Some(r) = held.filter(|r| lock(&r.state).ended.is_some()) {
+                // Ended and not published again: go on telling so (410 ended).
+                lock(&r.state).last_used = Instant::now();
+                return Ok(r);
+            }
+            lock(&self.rings).remove(name);
+            return Err(Failure::new(
                 StatusCode::NOT_FOUND,
                 ErrorCode::NotFound,
                 format!("no live channel live/{name} is being published"),
-            )
+            ));
         };
-        let tap = self.shared.live.tap(name).ok_or_else(not_found)?;
         let mut rings = lock(&self.rings);
-        if let Some(r) = rings.get(name) {
+        if let Some(r) = rings
+            .get(name)
+            .filter(|r| r.filling.load(Ordering::Acquire))
+        {
+            // Another request started one meanwhile.
             return Ok(r.clone());
         }
         let (changed, _) = watch::channel(0);
@@ -214,7 +241,7 @@ impl Rings {
                 after_media: false,
                 chunks: VecDeque::new(),
                 bytes: 0,
-                next_seq: 0,
+                next_seq: tap.start_seq,
                 segments: VecDeque::new(),
                 end_us: 0,
                 prev_ended: true,
@@ -222,6 +249,7 @@ impl Rings {
                 last_used: Instant::now(),
             }),
             changed,
+            filling: AtomicBool::new(true),
         });
         rings.insert(name.to_owned(), ring.clone());
         let shared = self.shared.clone();
@@ -231,9 +259,11 @@ impl Rings {
         Ok(ring)
     }
 
-    /// Forgets rings whose filler stopped (idle or ended long ago).
+    /// Forgets rings whose filler stopped and that nobody asked for in a while.
     fn sweep(&self) {
-        lock(&self.rings).retain(|_, r| r.changed.receiver_count() > 0 || !r.stale());
+        lock(&self.rings).retain(|_, r| {
+            r.filling.load(Ordering::Acquire) || r.changed.receiver_count() > 0 || !r.stale()
+        });
     }
 
     /// `/v1/live/...` (the part after `/v1/live/`).
@@ -510,6 +540,7 @@ async fn fill(
     ring: std::sync::Weak<Ring>,
     first: crate::live::Tap,
 ) {
+    let _filling = Filling(ring.clone());
     let mut tap = Some(first);
     loop {
         let Some(r) = ring.upgrade() else {
