@@ -524,16 +524,18 @@ async fn two_hundred_viewers_through_nginx_cost_the_origin_one_copy_of_each_chun
             tokio::time::sleep(Duration::from_millis(40)).await;
             publisher.send(frame(i)).await.unwrap();
         }
+        let published = Instant::now();
         for v in viewers {
             assert_eq!(v.await.unwrap(), (1..=WATCH).collect::<Vec<_>>());
         }
+        let tail = published.elapsed();
         let copies = origin_requests(&server, "live_chunk", 200).await;
         let waits = metric(
             &scrape(server.metrics_addr().unwrap()).await,
             "chunkcast_http_blocked_waits_total",
         );
         eprintln!(
-            "{VIEWERS} viewers x {WATCH} chunks through nginx: the origin answered {copies} chunk requests ({waits} of them blocked first)"
+            "{VIEWERS} viewers x {WATCH} chunks through nginx: the origin answered {copies} chunk requests ({waits} of them blocked first); the last chunk reached all viewers {tail:?} after it was published"
         );
         assert_eq!(copies, WATCH as f64, "one origin copy per chunk; nginx: {}", nginx.error_log());
         publisher.finish().await.unwrap();
