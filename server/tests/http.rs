@@ -546,3 +546,57 @@ async fn two_hundred_viewers_through_nginx_cost_the_origin_one_copy_of_each_chun
     .await
     .expect("within the limit");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_through_a_tls_cache_to_a_tls_origin_is_byte_identical() {
+    tokio::time::timeout(LIMIT, async {
+        let server = server(|_| {}).await;
+        if !nginx::nginx_or_skip() || !require_tool("curl", "apt-get install curl") {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let (_, cert, key) =
+            chunkcast_transport::tls::Identity::self_signed_pem(&["localhost".into()]).unwrap();
+        let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+        std::fs::write(&cert_path, cert).unwrap();
+        std::fs::write(&key_path, key).unwrap();
+        let opts = CacheOptions {
+            tls: Some((cert_path.clone(), key_path)),
+            origin_tls: true,
+            ..CacheOptions::default()
+        };
+        let nginx = Nginx::start(http(&server), &opts);
+        let url = format!("https://localhost:{}/v1/files/{CLIP}", nginx.addr().port());
+        let out = dir.path().join("clip");
+        let run = tokio::process::Command::new("curl")
+            .args(["-sS", "-f", "--http2", "--cacert"])
+            .arg(&cert_path)
+            .args([
+                "--resolve",
+                &format!("localhost:{}:127.0.0.1", nginx.addr().port()),
+            ])
+            .arg("-o")
+            .arg(&out)
+            .arg(&url)
+            .output()
+            .await
+            .unwrap();
+        assert!(
+            run.status.success(),
+            "{}: {}",
+            String::from_utf8_lossy(&run.stderr),
+            nginx.error_log()
+        );
+        assert_eq!(
+            std::fs::read(&out).unwrap(),
+            std::fs::read(samples().join(CLIP)).unwrap()
+        );
+        // nginx fetched it from the origin over TLS (plain HTTP there would fail: proxy_pass
+        // https:// speaks TLS only), once.
+        assert_eq!(origin_requests(&server, "files", 200).await, 1.0);
+        drop(nginx);
+        server.shutdown().await;
+    })
+    .await
+    .expect("within the limit");
+}

@@ -130,20 +130,26 @@ async fn serve_conn(
         std::time::Instant::now(),
     )));
     let stop = http.shared.stop.clone();
-    if first[0] == 0x16 {
+    let tls_first = first[0] == 0x16;
+    if !tls_first && policy.admit_plain(peer).is_err() {
+        return;
+    }
+    // The native byte stream guard: a client that stops reading a response is closed after
+    // the idle timeout rather than holding its slot, and its bytes are counted.
+    let (sock, handle) = policy.guard(sock);
+    if tls_first {
         let Ok(Ok(stream)) = tokio::time::timeout(limits.handshake_timeout, tls.accept(sock)).await
         else {
+            handle.kill();
             return;
         };
         let conn = run_hyper(http, TokioIo::new(stream), peer, rate);
         tokio::select! { () = conn => {}, () = stop.cancelled() => {} }
     } else {
-        if policy.admit_plain(peer).is_err() {
-            return;
-        }
         let conn = run_hyper(http, TokioIo::new(sock), peer, rate);
         tokio::select! { () = conn => {}, () = stop.cancelled() => {} }
     }
+    handle.kill();
 }
 
 async fn run_hyper<I>(http: Arc<Http>, io: I, peer: SocketAddr, rate: Arc<Mutex<RateLimit>>)

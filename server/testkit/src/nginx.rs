@@ -32,6 +32,11 @@ pub struct CacheOptions {
     pub lock_timeout: Duration,
     /// `proxy_read_timeout`: above the origin's blocking wait too.
     pub read_timeout: Duration,
+    /// Serve viewers over TLS (HTTP/1.1 and HTTP/2) with this PEM certificate chain and key
+    /// instead of plain HTTP.
+    pub tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
+    /// Reach the origin over TLS (its certificate is not checked: loopback tests).
+    pub origin_tls: bool,
 }
 
 impl Default for CacheOptions {
@@ -39,6 +44,8 @@ impl Default for CacheOptions {
         Self {
             lock_timeout: Duration::from_secs(15),
             read_timeout: Duration::from_secs(15),
+            tls: None,
+            origin_tls: false,
         }
     }
 }
@@ -80,6 +87,15 @@ impl Nginx {
             .port();
         let lock = opts.lock_timeout.as_secs().max(1);
         let read = opts.read_timeout.as_secs().max(1);
+        let listen = match &opts.tls {
+            Some((cert, key)) => format!(
+                "listen 127.0.0.1:{port} ssl http2 backlog=4096;\n        ssl_certificate {};\n        ssl_certificate_key {};",
+                cert.display(),
+                key.display()
+            ),
+            None => format!("listen 127.0.0.1:{port} backlog=4096;"),
+        };
+        let scheme = if opts.origin_tls { "https" } else { "http" };
         let conf = format!(
             r#"daemon off;
 master_process off;
@@ -97,9 +113,11 @@ http {{
     scgi_temp_path {d}/scgi;
     proxy_cache_path {d}/cache levels=1:2 keys_zone=cc:10m max_size=1g inactive=10m use_temp_path=off;
     server {{
-        listen 127.0.0.1:{port} backlog=4096;
+        {listen}
         location / {{
-            proxy_pass http://{origin};
+            proxy_pass {scheme}://{origin};
+            proxy_ssl_verify off;
+            proxy_ssl_protocols TLSv1.2 TLSv1.3;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
             proxy_cache cc;
