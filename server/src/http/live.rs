@@ -588,7 +588,9 @@ async fn fill(
                         return;
                     }
                 }
-                Err((ErrorCode::PublisherLost, _)) => break,
+                // The publisher may come back; a ring that fell behind (the runtime starved)
+                // takes up the channel again: neither ends it.
+                Err((ErrorCode::PublisherLost | ErrorCode::Lagged, _)) => break,
                 Err((code, message)) => {
                     lock(&r.state).ended = Some((code, message));
                     r.changed.send_modify(|v| *v += 1);
