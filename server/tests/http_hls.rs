@@ -222,3 +222,42 @@ async fn ffmpeg_follows_the_sliding_hls_playlist_of_a_live_fmp4_channel() {
     .await
     .expect("within the limit");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_playlist_url_signs_its_segments_so_players_need_no_header() {
+    if !require_tool("ffmpeg", FFMPEG) {
+        return;
+    }
+    tokio::time::timeout(LIMIT, async {
+        let dir = tempfile::tempdir().unwrap();
+        make_mp4(dir.path(), "a.mp4", "+faststart");
+        let root = dir.path().to_owned();
+        let server = server_with(move |c| {
+            c.root = Some(root);
+            c.http = Some("127.0.0.1:0".parse().unwrap());
+            c.token = Some("s3cret".into());
+        })
+        .await;
+        let addr = base(&server);
+        let path = "/v1/hls/a.mp4/index.m3u8";
+        let exp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            + 300;
+        let key = blake3::derive_key("chunkcast http signed url v1", b"s3cret");
+        let sig = blake3::keyed_hash(&key, format!("{exp}\n{path}").as_bytes());
+        let signed = format!("{path}?exp={exp}&sig={}", hex::encode(sig.as_bytes()));
+        let unsigned = get(addr, path, &[], LIMIT).await.unwrap();
+        assert_eq!(unsigned.status, 401);
+        let playlist = get(addr, &signed, &[], LIMIT).await.unwrap();
+        assert_eq!(playlist.status, 200);
+        let text = String::from_utf8(playlist.body).unwrap();
+        assert!(text.contains(&format!(".m4s?exp={exp}&sig=")), "{text}");
+        let (frames, log) = decoded_frames(&format!("http://{addr}{signed}"), &[]).await;
+        assert_eq!(frames, FRAMES, "{log}");
+        server.shutdown().await;
+    })
+    .await
+    .expect("within the limit");
+}

@@ -39,6 +39,28 @@ const LIVE_PLAYLIST_CACHE: &str = "public, max-age=1";
 /// A file's playlist names its version's digest: shared a little while, like the index.
 const FILE_PLAYLIST_CACHE: &str = "public, max-age=10";
 
+/// Signs the URIs a playlist names, for a playlist fetched with a signed URL.
+#[derive(Debug, Clone)]
+pub(crate) struct UriSigner {
+    /// The server's token.
+    pub(crate) token: String,
+    /// The playlist URL's expiry, given to every URI in it.
+    pub(crate) exp: u64,
+    /// The playlist's directory, as sent (percent-encoded): where relative URIs resolve.
+    pub(crate) dir: String,
+}
+
+/// `leaf` as a playlist names it: signed when the playlist was.
+fn uri(signer: Option<&UriSigner>, leaf: &str) -> String {
+    match signer {
+        Some(s) => {
+            let sig = super::sign(&s.token, s.exp, &format!("{}/{leaf}", s.dir));
+            format!("{leaf}?exp={}&sig={sig}", s.exp)
+        }
+        None => leaf.to_owned(),
+    }
+}
+
 /// One segment of a file: where its bytes come from, and its time.
 #[derive(Debug, Clone)]
 struct FileSegment {
@@ -245,6 +267,7 @@ pub(super) async fn file(
     shared: &Arc<Shared>,
     plans: &Arc<Plans>,
     rest: &str,
+    signer: Option<UriSigner>,
 ) -> Result<Response<Body>, Failure> {
     let Some((raw, leaf)) = rest.rsplit_once('/') else {
         return Err(Failure::not_found("HLS URLs are /v1/hls/PATH/index.m3u8"));
@@ -258,7 +281,7 @@ pub(super) async fn file(
         let plan = plans.plan(&s, &path, &rel)?;
         if leaf == "index.m3u8" {
             return Ok(response(
-                vod_playlist(&plan),
+                vod_playlist(&plan, signer.as_ref()),
                 PLAYLIST_TYPE,
                 FILE_PLAYLIST_CACHE,
             ));
@@ -313,7 +336,7 @@ pub(super) async fn file(
     .map_err(|e| Failure::internal(format!("HLS task failed: {e}")))?
 }
 
-fn vod_playlist(plan: &Plan) -> String {
+fn vod_playlist(plan: &Plan, signer: Option<&UriSigner>) -> String {
     let target = plan
         .segments
         .iter()
@@ -321,15 +344,15 @@ fn vod_playlist(plan: &Plan) -> String {
         .max()
         .unwrap_or(1)
         .max(1);
+    let init = uri(signer, &format!("init-{}.mp4", plan.digest16));
     let mut out = format!(
-        "#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-TARGETDURATION:{target}\n#EXT-X-MEDIA-SEQUENCE:0\n#EXT-X-PLAYLIST-TYPE:VOD\n#EXT-X-INDEPENDENT-SEGMENTS\n#EXT-X-MAP:URI=\"init-{}.mp4\"\n",
-        plan.digest16
+        "#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-TARGETDURATION:{target}\n#EXT-X-MEDIA-SEQUENCE:0\n#EXT-X-PLAYLIST-TYPE:VOD\n#EXT-X-INDEPENDENT-SEGMENTS\n#EXT-X-MAP:URI=\"{init}\"\n"
     );
     for (i, s) in plan.segments.iter().enumerate() {
         out.push_str(&format!(
-            "#EXTINF:{:.6},\n{}-{i}.m4s\n",
+            "#EXTINF:{:.6},\n{}\n",
             secs(s.duration_us),
-            plan.digest16
+            uri(signer, &format!("{}-{i}.m4s", plan.digest16))
         ));
     }
     out.push_str("#EXT-X-ENDLIST\n");
@@ -350,6 +373,7 @@ pub(super) fn live_playlist(
     init_seq: u64,
     segments: &[LiveSegment],
     ended: bool,
+    signer: Option<&UriSigner>,
 ) -> String {
     let complete: Vec<&LiveSegment> = segments
         .iter()
@@ -363,14 +387,15 @@ pub(super) fn live_playlist(
         .unwrap_or(1)
         .max(1);
     let first = complete.first().map_or(0, |s| s.number);
+    let init = uri(signer, &format!("{run}-init-{init_seq}.mp4"));
     let mut out = format!(
-        "#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-TARGETDURATION:{target}\n#EXT-X-MEDIA-SEQUENCE:{first}\n#EXT-X-INDEPENDENT-SEGMENTS\n#EXT-X-MAP:URI=\"{run}-init-{init_seq}.mp4\"\n"
+        "#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-TARGETDURATION:{target}\n#EXT-X-MEDIA-SEQUENCE:{first}\n#EXT-X-INDEPENDENT-SEGMENTS\n#EXT-X-MAP:URI=\"{init}\"\n"
     );
     for s in complete {
         out.push_str(&format!(
-            "#EXTINF:{:.6},\n{run}-{}.m4s\n",
+            "#EXTINF:{:.6},\n{}\n",
             secs(s.duration_us.unwrap_or(0)),
-            s.first_seq
+            uri(signer, &format!("{run}-{}.m4s", s.first_seq))
         ));
     }
     if ended {

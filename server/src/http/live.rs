@@ -338,7 +338,11 @@ impl Rings {
 
 impl Rings {
     /// `/v1/hls/live/NAME/(index.m3u8 | RUN-init-SEQ.mp4 | RUN-FIRSTSEQ.m4s)`.
-    pub(crate) async fn hls(&self, rest: &str) -> Result<Response<Body>, Failure> {
+    pub(crate) async fn hls(
+        &self,
+        rest: &str,
+        signer: Option<&hls::UriSigner>,
+    ) -> Result<Response<Body>, Failure> {
         self.sweep();
         let Some((name, leaf)) = rest.split_once('/') else {
             return Err(Failure::not_found(
@@ -378,6 +382,7 @@ impl Rings {
                     init_seq,
                     &segs,
                     s.ended.is_some(),
+                    signer,
                 )));
             }
             if let Some(init) = leaf

@@ -369,7 +369,17 @@ impl Http {
                 "only GET and HEAD",
             ));
         }
-        self.authorize(req, path)?;
+        let signed = self.authorize(req, path)?;
+        // A playlist fetched with a signed URL names its init and segments signed alike:
+        // HLS players cannot add an Authorization header.
+        let signer = match (signed, &self.shared.config.token) {
+            (Some(exp), Some(token)) => Some(hls::UriSigner {
+                token: token.clone(),
+                exp,
+                dir: path.rsplit_once('/').map_or("", |(d, _)| d).to_owned(),
+            }),
+            _ => None,
+        };
         let query = req.uri().query().unwrap_or("");
         let head = req.method() == Method::HEAD;
         let shared = &self.shared;
@@ -386,17 +396,22 @@ impl Http {
             Route::LiveIndex | Route::LiveInit | Route::LiveChunk => {
                 self.live.serve(&path["/v1/live/".len()..], route).await
             }
-            Route::Hls => hls::file(shared, &self.plans, &path["/v1/hls/".len()..]).await,
-            Route::LiveHls => self.live.hls(&path["/v1/hls/live/".len()..]).await,
+            Route::Hls => hls::file(shared, &self.plans, &path["/v1/hls/".len()..], signer).await,
+            Route::LiveHls => {
+                self.live
+                    .hls(&path["/v1/hls/live/".len()..], signer.as_ref())
+                    .await
+            }
             Route::Other => Err(Failure::not_found(format!("no such route: {path}"))),
         }
     }
 
     /// The token check: none needed without a token; else a Bearer token, or a signed URL
     /// that has not expired.
-    fn authorize(&self, req: &Request<Incoming>, path: &str) -> Result<(), Failure> {
+    /// `Some(exp)` when the request came with a signed URL valid until `exp`.
+    fn authorize(&self, req: &Request<Incoming>, path: &str) -> Result<Option<u64>, Failure> {
         let Some(token) = &self.shared.config.token else {
-            return Ok(());
+            return Ok(None);
         };
         let unauthorized =
             |m: &str| Failure::new(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, m);
@@ -408,7 +423,7 @@ impl Http {
                 .unwrap_or("");
             use subtle::ConstantTimeEq;
             if bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
-                return Ok(());
+                return Ok(None);
             }
             return Err(unauthorized("wrong token"));
         }
@@ -440,7 +455,7 @@ impl Http {
                 "the signed URL has expired",
             ));
         }
-        Ok(())
+        Ok(Some(exp))
     }
 }
 
