@@ -600,3 +600,71 @@ async fn https_through_a_tls_cache_to_a_tls_origin_is_byte_identical() {
     .await
     .expect("within the limit");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_connections_share_the_native_connection_budget() {
+    tokio::time::timeout(LIMIT, async {
+        let server = server(|c| {
+            c.limits.max_connections = 1;
+        })
+        .await;
+        let addr = http(&server);
+        let session = connect(&server, Scheme::Tcp).await;
+        let refused = fetch(addr, &format!("/v1/index/{CLIP}"), &[]).await;
+        assert_eq!(
+            refused.status, 503,
+            "the native connection holds the only slot"
+        );
+        assert_eq!(json(&refused)["code"], 5);
+        assert!(
+            json(&refused)["message"]
+                .as_str()
+                .unwrap()
+                .contains("connection limit")
+        );
+        session.close().await;
+        let served = loop {
+            let r = fetch(addr, &format!("/v1/index/{CLIP}"), &[]).await;
+            if r.status == 200 {
+                break r;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert_eq!(
+            json(&served)["size"],
+            std::fs::metadata(samples().join(CLIP)).unwrap().len()
+        );
+
+        // HTTP/2 over TLS (ALPN) and in the clear (prior knowledge) on the same port.
+        if require_tool("curl", "apt-get install curl") {
+            for args in [
+                vec![
+                    "-k".to_owned(),
+                    "--http2".to_owned(),
+                    format!("https://{addr}/v1/files/{CLIP}"),
+                ],
+                vec![
+                    "--http2-prior-knowledge".to_owned(),
+                    format!("http://{addr}/v1/files/{CLIP}"),
+                ],
+            ] {
+                let out = tokio::process::Command::new("curl")
+                    .args([
+                        "-sS",
+                        "-o",
+                        "/dev/null",
+                        "-w",
+                        "%{http_version} %{http_code}",
+                    ])
+                    .args(&args)
+                    .output()
+                    .await
+                    .unwrap();
+                assert_eq!(String::from_utf8_lossy(&out.stdout), "2 200", "{args:?}");
+            }
+        }
+        server.shutdown().await;
+    })
+    .await
+    .expect("within the limit");
+}

@@ -46,6 +46,10 @@ const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 /// Requests one HTTP/2 connection may run at once: a browser or a cache multiplexes, but one
 /// connection must not hold the server's blocking slots by itself.
 const MAX_STREAMS_PER_CONNECTION: u32 = 128;
+/// Refused connections being told why at once; past it they are just closed.
+const REFUSALS_IN_FLIGHT: usize = 64;
+/// Time one refusal may take.
+const REFUSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The HTTP interface's state, shared by its connections.
 pub(crate) struct Http {
@@ -81,6 +85,7 @@ async fn accept_loop(
     tracker: TaskTracker,
 ) {
     let draining = http.shared.draining.clone();
+    let refusals = Arc::new(tokio::sync::Semaphore::new(REFUSALS_IN_FLIGHT));
     loop {
         let (sock, peer) = tokio::select! {
             r = listener.accept() => match r {
@@ -98,6 +103,14 @@ async fn accept_loop(
             Ok(p) => p,
             Err(refusal) => {
                 debug!(%peer, "http connection refused: {}", refusal.message);
+                // Told why when it speaks plain HTTP and few refusals are in flight; a flood
+                // is just closed.
+                if let Ok(slot) = refusals.clone().try_acquire_owned() {
+                    tokio::spawn(async move {
+                        let _slot = slot;
+                        let _ = tokio::time::timeout(REFUSE_TIMEOUT, refuse(sock, refusal)).await;
+                    });
+                }
                 continue;
             }
         };
@@ -109,6 +122,32 @@ async fn accept_loop(
             serve_conn(http, policy, sock, peer, tls).await;
         });
     }
+}
+
+/// Answers a refused plain-HTTP connection with 503 and the refusal's JSON, then closes. A
+/// TLS client is closed without a word (telling it would cost a handshake).
+async fn refuse(mut sock: TcpStream, refusal: chunkcast_transport::accept::Refusal) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut first = [0u8; 1];
+    if !matches!(sock.peek(&mut first).await, Ok(1)) || first[0] == 0x16 {
+        return;
+    }
+    let body = serde_json::json!({
+        "code": refusal.code.to_u16(),
+        "error": refusal.code.to_string(),
+        "message": refusal.message,
+    })
+    .to_string();
+    let head = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncache-control: no-store\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    // Read (some of) the request first, so that closing does not reset the answer away.
+    let mut buf = [0u8; 4096];
+    let _ = tokio::time::timeout(Duration::from_millis(200), sock.read(&mut buf)).await;
+    let _ = sock.write_all(head.as_bytes()).await;
+    let _ = sock.write_all(body.as_bytes()).await;
+    let _ = sock.shutdown().await;
 }
 
 async fn serve_conn(
