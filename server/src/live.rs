@@ -694,6 +694,8 @@ pub(crate) struct Tap {
     pub(crate) start_seq: u64,
     /// The viewer, on the hub's list until dropped.
     pub(crate) attached: Attached,
+    /// Counted in `chunkcast_live_viewers` while it lives, as the channel's listing counts it.
+    _counted: Counted,
 }
 
 impl Live {
@@ -736,6 +738,7 @@ impl Live {
             run: hub.run,
             codec,
             start_seq,
+            _counted: Counted::new(&self.gauges.viewers),
             attached: Attached {
                 live: self.clone(),
                 hub,
