@@ -394,6 +394,11 @@ async fn live_chunks_block_until_published_and_the_end_is_410() {
         assert!(start < 30);
         let chunk_url = index["chunk_url"].as_str().unwrap().to_owned();
         let at = |seq: u64| chunk_url.replace("{seq}", &seq.to_string());
+        // MJPEG has no init chunks: an empty init, at a URL that stays the same.
+        let init_url = index["init_url"].as_str().unwrap().to_owned();
+        assert!(init_url.ends_with("/init/none"), "{init_url}");
+        let init = fetch(addr, &init_url, &[]).await;
+        assert_eq!((init.status, init.body.len()), (200, 0));
         let r = fetch(addr, &at(start), &[]).await;
         assert_eq!(r.status, 200);
         let Frame::Chunk(c) = frames(&r.body).remove(0) else {

@@ -41,6 +41,8 @@ const UNTIMED_SEGMENT_CHUNKS: u64 = 16;
 const RING_IDLE: Duration = Duration::from_secs(30);
 /// How often a ring whose channel has no source looks for one again.
 const SOURCE_POLL: Duration = Duration::from_millis(50);
+/// The init URL's last part for a channel without init chunks.
+const NO_INIT: &str = "none";
 /// Cache policy of the live index: about one segment.
 const INDEX_CACHE: &str = "public, max-age=1";
 
@@ -494,7 +496,10 @@ fn index(name: &str, ring: &Ring) -> Response<Body> {
             serde_json::json!({"first_seq": g.first_seq, "pts_us": g.pts_us, "complete": complete})
         })
         .collect();
-    let init_seq = s.init.first().map_or(s.next_seq, |c| c.seq);
+    let init_seq = s
+        .init
+        .first()
+        .map_or_else(|| NO_INIT.to_owned(), |c| c.seq.to_string());
     let body = serde_json::json!({
         "version": 1,
         "channel": format!("live/{name}"),
@@ -524,11 +529,13 @@ fn init(ring: &Ring, run: &str, seq: &str) -> Result<Response<Body>, Failure> {
             "this run of the channel is over: fetch its index again",
         ));
     }
-    let seq: u64 = seq
-        .parse()
-        .map_err(|_| Failure::bad(format!("seq {seq}: not a number")))?;
-    let first = s.init.first().map_or(s.next_seq, |c| c.seq);
-    if seq != first {
+    // A channel without init chunks (MJPEG, WAV-less PCM) names `none`: an empty body, the
+    // same whatever its seq has reached.
+    let current = s
+        .init
+        .first()
+        .map_or_else(|| NO_INIT.to_owned(), |c| c.seq.to_string());
+    if seq != current {
         return Err(gone(
             "these init chunks are not the channel's any more: fetch the index again",
         ));
