@@ -613,3 +613,100 @@ async fn fill(
         drop(t);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use chunkcast_protocol::{AudioParams, SampleFormat, StreamId};
+
+    use super::*;
+
+    fn ring(codec: Codec) -> RingState {
+        RingState {
+            run: "0".repeat(16),
+            codec,
+            init: Vec::new(),
+            after_media: false,
+            chunks: VecDeque::new(),
+            bytes: 0,
+            next_seq: 0,
+            segments: VecDeque::new(),
+            end_us: 0,
+            prev_ended: true,
+            ended: None,
+            last_used: Instant::now(),
+        }
+    }
+
+    fn chunk(seq: u64, pts_us: u64, flags: ChunkFlags, len: usize) -> Chunk {
+        Chunk::new(
+            StreamId(1),
+            seq,
+            0,
+            pts_us,
+            20_000,
+            flags,
+            Bytes::from(vec![0u8; len]),
+        )
+    }
+
+    #[test]
+    fn a_ring_keeps_eight_segments_within_its_byte_cap_and_the_current_init() {
+        let mut r = ring(Codec::Audio(AudioParams {
+            sample_rate: 48_000,
+            channels: 2,
+            bits_per_sample: 16,
+            sample_format: SampleFormat::Int,
+        }));
+        r.push(chunk(0, 0, ChunkFlags::INIT, 44));
+        // 20 ms audio chunks of 128 KiB: a segment per second is 50 chunks, 6.5 MB, so the byte
+        // cap (32 MiB) bites before the eight segments do.
+        for seq in 1..=2000u64 {
+            let c = chunk(
+                seq,
+                (seq - 1) * 20_000,
+                ChunkFlags::KEY | ChunkFlags::END_OF_UNIT,
+                128 << 10,
+            );
+            r.push(c);
+            assert!(r.bytes <= RING_BYTES && r.chunks.len() <= RING_CHUNKS);
+            assert!(r.segments.len() <= RING_SEGMENTS);
+        }
+        assert_eq!(r.next_seq, 2001);
+        assert_eq!(r.init.len(), 1, "the init chunk is kept apart");
+        // The oldest held segment starts at a chunk still held, and what is older is gone.
+        let oldest = r.segments.front().unwrap().first_seq;
+        assert!(r.get(oldest).is_some());
+        assert!(r.get(oldest - 1).is_none());
+        assert!(r.get(1).is_none());
+        assert!(r.get(2000).is_some());
+        // Segments are about a second apart.
+        let s: Vec<u64> = r.segments.iter().map(|g| g.pts_us).collect();
+        assert!(s.windows(2).all(|w| w[1] - w[0] == 1_000_000), "{s:?}");
+        assert!(
+            r.segments.len() < RING_SEGMENTS,
+            "the byte cap evicted whole segments"
+        );
+    }
+
+    #[test]
+    fn a_new_publisher_s_init_replaces_the_old_and_the_end_chunk_ends_the_ring() {
+        let mut r = ring(Codec::Bytes);
+        r.push(chunk(0, 0, ChunkFlags::INIT, 10));
+        r.push(chunk(1, 0, ChunkFlags::KEY | ChunkFlags::END_OF_UNIT, 10));
+        r.push(chunk(2, 0, ChunkFlags::INIT, 10));
+        r.push(chunk(3, 0, ChunkFlags::INIT, 10));
+        assert_eq!(r.init.iter().map(|c| c.seq).collect::<Vec<_>>(), [2, 3]);
+        r.push(Chunk::new(
+            StreamId(1),
+            4,
+            0,
+            0,
+            0,
+            ChunkFlags::END_OF_STREAM | ChunkFlags::INIT,
+            Bytes::new(),
+        ));
+        assert!(r.ended.is_some());
+        assert_eq!(r.next_seq, 4, "the end chunk is no chunk to fetch");
+    }
+}
