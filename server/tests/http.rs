@@ -673,3 +673,18 @@ async fn http_connections_share_the_native_connection_budget() {
     .await
     .expect("within the limit");
 }
+
+#[tokio::test]
+async fn an_exposed_http_port_needs_a_token() {
+    let mut c = Config::on("127.0.0.1:0".parse().unwrap());
+    c.root = Some(samples().to_owned());
+    c.http = Some("0.0.0.0:0".parse().unwrap());
+    let refused = Server::start(c)
+        .await
+        .err()
+        .expect("refused without a token");
+    assert!(
+        matches!(refused, chunkcast_server::ServerError::NeedsToken(a) if a.port() == 0 && a.ip().is_unspecified()),
+        "{refused}"
+    );
+}
