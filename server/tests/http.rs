@@ -688,3 +688,39 @@ async fn an_exposed_http_port_needs_a_token() {
         "{refused}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_http2_connection_is_closed_after_the_idle_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    tokio::time::timeout(LIMIT, async {
+        let idle = Duration::from_millis(800);
+        let server = server(|c| c.limits.idle_timeout = idle).await;
+        let mut sock = tokio::net::TcpStream::connect(http(&server)).await.unwrap();
+        // HTTP/2 in the clear: the preface and an empty SETTINGS frame, then nothing.
+        sock.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+            .await
+            .unwrap();
+        sock.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await.unwrap();
+        let t0 = Instant::now();
+        let mut got = Vec::new();
+        let read = tokio::time::timeout(idle * 10, sock.read_to_end(&mut got)).await;
+        assert!(
+            read.is_ok(),
+            "still open {:?} after the idle timeout",
+            idle * 10
+        );
+        let took = t0.elapsed();
+        assert!(
+            took >= idle,
+            "closed after {took:?}, before the idle timeout"
+        );
+        // The server's SETTINGS, then a GOAWAY (frame type 7) before the close.
+        assert!(
+            got.windows(4).any(|w| w[3] == 7 && w[0] == 0),
+            "no GOAWAY in {got:?}"
+        );
+        server.shutdown().await;
+    })
+    .await
+    .expect("within the limit");
+}

@@ -195,10 +195,28 @@ async fn run_hyper<I>(http: Arc<Http>, io: I, peer: SocketAddr, rate: Arc<Mutex<
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
+    let idle_timeout = http.shared.config.limits.idle_timeout;
+    // Requests running, and when the last one started or ended: an HTTP/2 connection that
+    // asks for nothing for the idle timeout is closed (gracefully), as an idle native
+    // connection is; HTTP/1's keep-alive wait is bounded by the header timeout already.
+    let activity = Arc::new(Mutex::new((0usize, tokio::time::Instant::now())));
+    let seen = activity.clone();
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         let http = http.clone();
         let rate = rate.clone();
-        async move { Ok::<_, Infallible>(http.handle(req, peer, &rate).await) }
+        let activity = seen.clone();
+        async move {
+            let running = Running::start(activity);
+            let resp = http.handle(req, peer, &rate).await;
+            // Running until its body is sent (or dropped), not only until its head is.
+            Ok::<_, Infallible>(resp.map(|body| {
+                body.map_frame(move |f| {
+                    let _ = &running;
+                    f
+                })
+                .boxed()
+            }))
+        }
     });
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     builder
@@ -210,8 +228,55 @@ where
         .http2()
         .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
         .timer(hyper_util::rt::TokioTimer::new());
-    if let Err(e) = builder.serve_connection(io, service).await {
-        debug!(%peer, "http connection ended: {e}");
+    let conn = builder.serve_connection(io, service);
+    tokio::pin!(conn);
+    let mut closing: Option<tokio::time::Instant> = None;
+    loop {
+        let check = tokio::time::sleep(idle_timeout / 4);
+        tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    debug!(%peer, "http connection ended: {e}");
+                }
+                return;
+            }
+            () = check => {
+                let (running, last) = *activity.lock().unwrap_or_else(|e| e.into_inner());
+                match closing {
+                    None if running == 0 && last.elapsed() >= idle_timeout => {
+                        debug!(%peer, "http connection idle for {idle_timeout:?}: closing");
+                        conn.as_mut().graceful_shutdown();
+                        closing = Some(tokio::time::Instant::now());
+                    }
+                    // HTTP/2's graceful close waits for the client's PING answer: one that
+                    // gives none, with nothing running, is closed anyway.
+                    Some(at) if running == 0 && at.elapsed() >= crate::guard::LINGER => return,
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
+/// One request running on a connection, for its idle timer.
+struct Running(Arc<Mutex<(usize, tokio::time::Instant)>>);
+
+impl Running {
+    fn start(activity: Arc<Mutex<(usize, tokio::time::Instant)>>) -> Self {
+        {
+            let mut a = activity.lock().unwrap_or_else(|e| e.into_inner());
+            a.0 += 1;
+            a.1 = tokio::time::Instant::now();
+        }
+        Self(activity)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let mut a = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        a.0 -= 1;
+        a.1 = tokio::time::Instant::now();
     }
 }
 
