@@ -35,6 +35,7 @@ use chunkcast_protocol::wire::{Entry, ErrorFrame, FileDigest, Frame, Opened};
 use chunkcast_protocol::{ChunkFlags, Codec, ErrorCode, StreamId, compress};
 use chunkcast_transport::LinkTx;
 use chunkcast_transport::link::ChunkResult;
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
@@ -674,7 +675,9 @@ impl Live {
             drop(waiting);
             let datagrams =
                 datagrams && opened.codec.kind() == chunkcast_protocol::MediaKind::Audio;
-            serve_viewer(&tx, &attached.viewer, opened, datagrams).await;
+            // An edge's subscription: what it takes counts as this origin's output to edges.
+            let counted = relay.then(|| live.gauges.relay_bytes.clone());
+            serve_viewer(&tx, &attached.viewer, opened, datagrams, counted.as_ref()).await;
         }))
     }
 }
@@ -999,7 +1002,13 @@ impl Drop for Relaying {
     }
 }
 
-async fn serve_viewer(tx: &LinkTx, viewer: &Viewer, opened: Opened, datagrams: bool) {
+async fn serve_viewer(
+    tx: &LinkTx,
+    viewer: &Viewer,
+    opened: Opened,
+    datagrams: bool,
+    relay_bytes: Option<&Counter>,
+) {
     let stream = opened.stream;
     if tx.send(Frame::Opened(opened)).await.is_err() {
         return;
@@ -1024,8 +1033,12 @@ async fn serve_viewer(tx: &LinkTx, viewer: &Viewer, opened: Opened, datagrams: b
                         Err(_) => return,
                     }
                 }
+                let len = chunk.payload.len() as u64;
                 if media.send(chunk).await.is_err() {
                     return;
+                }
+                if let Some(bytes) = relay_bytes {
+                    bytes.inc_by(len);
                 }
                 if last {
                     let _ = media.finish().await;
@@ -1180,7 +1193,6 @@ mod tests {
     use bytes::BytesMut;
     use chunkcast_protocol::wire::Limits as WireLimits;
     use chunkcast_transport::link;
-    use prometheus_client::metrics::counter::Counter;
 
     use super::*;
 
@@ -1192,6 +1204,7 @@ mod tests {
             viewers: Gauge::default(),
             evicted: Counter::default(),
             relays: Gauge::default(),
+            relay_bytes: Counter::default(),
             upstreams: Gauge::default(),
             upstream_bytes: Counter::default(),
             upstream_lag_ms: Gauge::default(),
