@@ -35,12 +35,21 @@ pub(crate) struct Edge {
     /// This edge's id in relay paths: random per process, so that two edges (or one edge
     /// restarted) never share one by configuration mistake.
     id: u64,
+    /// How long a subscriber to a channel the directory does not have yet is held.
+    wait_publisher: Duration,
 }
 
 impl Edge {
     /// An edge of `source` (named `shown` in messages), presenting `token` upstream and
-    /// trusting the origin's certificate by `trust`.
-    pub(crate) fn new(source: Source, shown: String, token: Option<String>, trust: Trust) -> Self {
+    /// trusting the origin's certificate by `trust`; a subscriber to a channel the directory
+    /// does not have yet is held for `wait_publisher`.
+    pub(crate) fn new(
+        source: Source,
+        shown: String,
+        token: Option<String>,
+        trust: Trust,
+        wait_publisher: Duration,
+    ) -> Self {
         Self {
             source,
             opts: ConnectOptions {
@@ -51,6 +60,16 @@ impl Edge {
             },
             shown,
             id: random_id(),
+            wait_publisher,
+        }
+    }
+
+    /// How long to go on looking up a channel the directory does not have, holding its
+    /// subscribers, before refusing them as not found. A fixed origin holds them itself.
+    pub(crate) fn wait_publisher(&self) -> Duration {
+        match &self.source {
+            Source::Origin(_) => Duration::ZERO,
+            Source::Directory(_) => self.wait_publisher,
         }
     }
 

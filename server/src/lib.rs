@@ -184,6 +184,7 @@ fn tiers(
                 url.clone(),
                 config.token.clone(),
                 trust,
+                config.edge_wait_publisher,
             )))
         }
         None => None,

@@ -728,6 +728,7 @@ async fn upstream_task(
     let _running = Counted::new(&gauges.upstreams);
     let mut relayed_once = false;
     let mut wait = UPSTREAM_RETRY;
+    let started = tokio::time::Instant::now();
     loop {
         let end = tokio::select! {
             () = stop.cancelled() => break,
@@ -736,15 +737,30 @@ async fn upstream_task(
         lock(&hub.state).relaying = false;
         match end {
             UpstreamEnd::Ended => break,
+            // No origin has it yet: hold the subscribers, as a single server holds them until
+            // a publisher comes, and look again (bounded: each look is a directory lookup).
+            UpstreamEnd::Refused((ErrorCode::NotFound, _))
+                if !relayed_once && started.elapsed() < edge.wait_publisher() =>
+            {
+                debug!(channel = %hub.name, "not published yet; looking again");
+            }
+            UpstreamEnd::Refused((ErrorCode::NotFound, message)) if !relayed_once => {
+                let waited = edge.wait_publisher();
+                let why = (
+                    ErrorCode::NotFound,
+                    if waited.is_zero() {
+                        message
+                    } else {
+                        format!("{message} (looked for {} ms)", waited.as_millis())
+                    },
+                );
+                info!(channel = %hub.name, "not published: {}", why.1);
+                refuse_waiting(&hub, why);
+                break;
+            }
             UpstreamEnd::Refused(why) if !relayed_once => {
                 info!(channel = %hub.name, "upstream refused: {}: {}", why.0, why.1);
-                let mut s = lock(&hub.state);
-                s.refused = Some(why.clone());
-                for v in s.viewers.drain(..) {
-                    v.close(why.0, why.1.clone());
-                }
-                drop(s);
-                hub.published.notify_waiters();
+                refuse_waiting(&hub, why);
                 break;
             }
             UpstreamEnd::Refused((code, message)) => {
@@ -785,6 +801,17 @@ async fn upstream_task(
     if !restart {
         live.release(&hub);
     }
+}
+
+/// The tier above cannot serve `hub`: its subscribers (waiting, or attached) are told `why`.
+fn refuse_waiting(hub: &Hub, why: Refusal) {
+    let mut s = lock(&hub.state);
+    s.refused = Some(why.clone());
+    for v in s.viewers.drain(..) {
+        v.close(why.0, why.1.clone());
+    }
+    drop(s);
+    hub.published.notify_waiters();
 }
 
 /// One upstream subscription, from looking the origin up to its end.

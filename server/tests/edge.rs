@@ -677,6 +677,70 @@ async fn edges_follow_a_publisher_to_another_origin_through_the_directory() {
     .expect("within the limit");
 }
 
+#[tokio::test]
+async fn a_directory_edge_holds_a_viewer_until_the_channel_is_published_then_refuses() {
+    tokio::time::timeout(LIMIT, async {
+        let Some(redis) = Redis::start().await else {
+            return;
+        };
+        let wait = Duration::from_millis(1500);
+        let origin = server(|c| c.directory = Some(redis.url())).await;
+        let edge = server(|c| {
+            c.edge_of = Some(redis.url());
+            c.edge_wait_publisher = wait;
+        })
+        .await;
+        // Subscribed before anyone publishes: held, not refused, and served once a publisher
+        // registers at the origin, from its first frame.
+        let viewer = connect(&edge, Scheme::Tcp).await;
+        let held = tokio::spawn(async move {
+            let inc = viewer.subscribe("live/late").await;
+            (inc, viewer)
+        });
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(!held.is_finished(), "answered before the channel existed");
+        let publisher = connect(&origin, Scheme::Tcp).await;
+        publish(
+            &publisher,
+            "live/late",
+            0,
+            50,
+            Duration::from_millis(5),
+            true,
+        )
+        .await;
+        let (inc, viewer) = held.await.unwrap();
+        let seen = watch(inc.expect("subscribed once published"))
+            .await
+            .unwrap();
+        in_order(&seen, 49);
+        viewer.close().await;
+        // A channel nobody publishes: held for the edge's wait, then refused as not found.
+        let viewer = connect(&edge, Scheme::Tcp).await;
+        let t0 = Instant::now();
+        let answer = tokio::time::timeout(wait + PROMPT, viewer.subscribe("live/never"))
+            .await
+            .expect("refused after the wait");
+        let took = t0.elapsed();
+        match answer {
+            Err(ClientError::Server { code, message }) => {
+                assert_eq!(code, ErrorCode::NotFound, "{message}");
+                assert!(message.contains("live/never"), "{message}");
+            }
+            Err(e) => panic!("not a refusal: {e}"),
+            Ok(_) => panic!("subscribed to a channel nobody publishes"),
+        }
+        assert!(
+            took >= wait,
+            "refused after {took:?}, before the wait of {wait:?}"
+        );
+        // Nothing is left subscribed, or looking, upstream.
+        settles(&edge, UPSTREAMS, 0.0, PROMPT).await;
+    })
+    .await
+    .expect("within the limit");
+}
+
 /// An edge as its own process (the real binary), so that it can be killed outright; its
 /// TCP address from the `listening` line. Killed (by its handle) when dropped.
 struct EdgeProcess {
