@@ -15,6 +15,8 @@ use chunkcast_transport::tls::Trust;
 use crate::directory::Directory;
 use crate::live::Refusal;
 
+/// How long [`Edge::vet`] waits for the origin's answer to a check: a refusal comes at once.
+const VET_WAIT: Duration = Duration::from_secs(2);
 /// How long an edge waits for its origin to connect and answer the handshake.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -134,6 +136,33 @@ impl Edge {
         path.push(self.id);
         session.relay(path).await?;
         Ok(session)
+    }
+
+    /// Whether the tier above accepts a subscription to `channel` through `path` (the relays
+    /// below this edge): a relay joining an upstream subscription that another path started
+    /// must pass the loop and hop rules too. The origin answers a refusal at once, so a
+    /// subscription it holds (no publisher there now) counts as accepted after a short wait;
+    /// an origin that cannot be asked is the running upstream's concern, not this check's.
+    pub(crate) async fn vet(&self, channel: &str, path: &[u64]) -> Result<(), Refusal> {
+        let Ok(origin) = self.origin_of(channel).await else {
+            return Ok(());
+        };
+        let Ok(session) = self.connect(&origin, path).await else {
+            return Ok(());
+        };
+        let verdict = match tokio::time::timeout(VET_WAIT, session.subscribe(channel)).await {
+            Ok(Err(ClientError::Server {
+                code: ErrorCode::Relay,
+                message,
+            })) => Err((ErrorCode::Relay, format!("origin: {message}"))),
+            Ok(Ok(incoming)) => {
+                incoming.cancel().await;
+                Ok(())
+            }
+            _ => Ok(()),
+        };
+        session.close().await;
+        verdict
     }
 
     /// The live channels the tier above has: the directory's, or the origin's own listing.

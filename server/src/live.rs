@@ -48,6 +48,9 @@ use crate::metrics::LiveGauges;
 
 /// Channels that have a publisher, or had one and linger, at once.
 pub(crate) const MAX_CHANNELS: usize = 256;
+/// Relay paths an edge remembers as accepted upstream per channel; past it, a relay joining
+/// through a new one is checked each time.
+const MAX_VETTED: usize = 16;
 /// Viewers one channel may have, waiting subscribers included.
 pub(crate) const MAX_VIEWERS: usize = 1024;
 /// Call rooms one connection may hold seats in: a call takes one, and a connection naming
@@ -118,6 +121,9 @@ struct HubState {
     relaying: bool,
     /// Why the upstream gave up: told to the subscribers waiting for it.
     refused: Option<Refusal>,
+    /// Relay paths the tier above accepted for this channel (the upstream's own first): a
+    /// relay that joins through another is checked upstream before it is served.
+    vetted: Vec<Arc<[u64]>>,
 }
 
 impl HubState {
@@ -308,6 +314,7 @@ impl Live {
                 upstream: None,
                 relaying: false,
                 refused: None,
+                vetted: Vec::new(),
             }),
             published: Notify::new(),
         });
@@ -593,6 +600,7 @@ impl Live {
                 ));
             }
             s.waiting += 1;
+            let mut vet = None;
             if let Some(edge) = self.edge.as_ref().filter(|_| name.starts_with("live/")) {
                 // Counted against MAX_CHANNELS once relaying, as a publisher's channel is once
                 // published: names nobody publishes cost no slot.
@@ -604,14 +612,20 @@ impl Live {
                     // The upstream serves every later viewer too; the first one's path is the
                     // one a loop or an overlong chain shows in.
                     let path: Arc<[u64]> = path.into();
+                    s.vetted = vec![path.clone()];
                     let task =
                         upstream(Arc::downgrade(self), hub.clone(), edge.clone(), path, stop);
                     tokio::spawn(task);
+                } else if s.publisher.is_none() && !s.vetted.iter().any(|v| **v == *path) {
+                    // A relay joining an upstream started for another path: the loop and hop
+                    // rules of the tiers above must hold for its path too.
+                    vet = Some((edge.clone(), Arc::<[u64]>::from(path)));
                 }
             }
             drop(s);
-            hub
+            (hub, vet)
         };
+        let (hub, vet) = hub;
         let relay_counted = relay.then(|| Counted::new(&self.gauges.relays));
         let waiting = Waiting {
             live: self.clone(),
@@ -622,6 +636,26 @@ impl Live {
         let config = self.config;
         Ok(tokio::spawn(async move {
             let _counted = (counted, relay_counted);
+            if let Some((edge, path)) = vet {
+                match edge.vet(&hub.name, &path).await {
+                    Ok(()) => {
+                        let mut s = lock(&hub.state);
+                        if s.vetted.len() < MAX_VETTED && !s.vetted.contains(&path) {
+                            s.vetted.push(path);
+                        }
+                    }
+                    Err((code, message)) => {
+                        drop(waiting);
+                        let refusal = ErrorFrame {
+                            request,
+                            code,
+                            message,
+                        };
+                        let _ = tx.send(Frame::Error(refusal)).await;
+                        return;
+                    }
+                }
+            }
             let (attached, opened) = loop {
                 let published = hub.published.notified();
                 let refused = lock(&hub.state).refused.clone();

@@ -380,6 +380,76 @@ async fn a_chain_longer_than_the_hop_limit_is_refused_and_one_within_it_works() 
 }
 
 #[tokio::test]
+async fn a_longer_chain_joining_a_channel_an_edge_already_relays_is_checked_upstream() {
+    tokio::time::timeout(LIMIT, async {
+        let origin = server(|c| c.max_relay_hops = 1).await;
+        let near = edge_of(tcp_url(&origin)).await;
+        let far = edge_of(tcp_url(&near)).await;
+        let publisher = connect(&origin, Scheme::Tcp).await;
+        let feed = tokio::spawn(async move {
+            publish(
+                &publisher,
+                "live/cam",
+                0,
+                100_000,
+                Duration::from_millis(5),
+                false,
+            )
+            .await;
+        });
+        // A viewer on near: near relays the channel through one hop, within the limit.
+        let s = connect(&near, Scheme::Tcp).await;
+        let mut inc = s.subscribe("live/cam").await.unwrap();
+        inc.next().await.unwrap().unwrap();
+        settles(&origin, RELAYS, 1.0, PROMPT).await;
+        // far joins near's running upstream: far → near → origin is two hops, past the
+        // origin's limit, and is refused even though near is relaying already.
+        refused_as_relay(&far, "live/cam", "--max-relay-hops 1").await;
+        settles(&far, UPSTREAMS, 0.0, PROMPT).await;
+        // near's own viewer goes on, and the origin still has one relay.
+        for _ in 0..10 {
+            inc.next().await.unwrap().unwrap();
+        }
+        settles(&origin, RELAYS, 1.0, PROMPT).await;
+        feed.abort();
+    })
+    .await
+    .expect("within the limit");
+}
+
+#[tokio::test]
+async fn a_chain_within_the_limit_joining_a_running_upstream_is_served() {
+    tokio::time::timeout(LIMIT, async {
+        let origin = server(|_| {}).await;
+        let near = edge_of(tcp_url(&origin)).await;
+        let far = edge_of(tcp_url(&near)).await;
+        let watching = viewers(&[&near], "live/cam", 1);
+        settles(&origin, RELAYS, 1.0, PROMPT).await;
+        settles(&near, UPSTREAMS, 1.0, PROMPT).await;
+        // far joins near's upstream (started for a plain viewer) with a path of its own: checked
+        // upstream, accepted, served with the same numbering.
+        let late = viewers(&[&far], "live/cam", 1);
+        settles(&near, RELAYS, 1.0, PROMPT).await;
+        let publisher = connect(&origin, Scheme::Tcp).await;
+        publish(
+            &publisher,
+            "live/cam",
+            0,
+            60,
+            Duration::from_millis(5),
+            true,
+        )
+        .await;
+        for w in watching.into_iter().chain(late) {
+            let seen = w.await.unwrap().expect("the viewer's stream");
+            in_order(&seen, 59);
+        }
+    })
+    .await
+    .expect("within the limit");
+}
+
+#[tokio::test]
 async fn an_edge_drops_its_upstream_a_linger_after_the_last_viewer_and_keeps_numbering() {
     tokio::time::timeout(LIMIT, async {
         let origin = server(|_| {}).await;
