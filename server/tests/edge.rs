@@ -945,6 +945,98 @@ impl Haproxy {
     }
 }
 
+/// nginx with its `stream` module in front of `backends`: the configuration docs/SCALING.md
+/// shows, run in the foreground as one process (no master, so that killing it by its handle
+/// leaves no worker behind). Killed when dropped.
+struct Nginx {
+    _child: tokio::process::Child,
+    addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Nginx {
+    /// Where Debian's `libnginx-mod-stream` puts the module.
+    const MODULE: &str = "/usr/lib/nginx/modules/ngx_stream_module.so";
+
+    /// The stream module's path, if nginx and it are installed; `None` (after saying so) when
+    /// not, failing under `CI` as `require_tool` does.
+    fn stream_module() -> Option<std::path::PathBuf> {
+        if !require_tool("nginx", "apt-get install nginx libnginx-mod-stream") {
+            return None;
+        }
+        let module = std::path::PathBuf::from(Self::MODULE);
+        if module.is_file() {
+            return Some(module);
+        }
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "nginx's stream module is required under CI (apt-get install libnginx-mod-stream)"
+        );
+        eprintln!(
+            "skipped: no {} (apt-get install libnginx-mod-stream)",
+            Self::MODULE
+        );
+        None
+    }
+
+    async fn start(module: &std::path::Path, backends: &[SocketAddr], place: Place<'_>) -> Self {
+        let port = match place.0 {
+            Some(_) => 7801,
+            None => std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port(),
+        };
+        let ip = place.ip();
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().display();
+        let mut upstream = String::new();
+        for b in backends {
+            upstream.push_str(&format!(
+                "        server {b} max_fails=1 fail_timeout=2s;\n"
+            ));
+        }
+        let cfg = format!(
+            "load_module {module};\n\
+             daemon off;\nmaster_process off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
+             events {{ worker_connections 1024; }}\n\
+             stream {{\n    upstream edges {{\n{upstream}    }}\n\
+             \x20   server {{\n        listen {ip}:{port};\n        proxy_pass edges;\n\
+             \x20       proxy_timeout 1h;\n        proxy_connect_timeout 1s;\n\
+             \x20       proxy_next_upstream on;\n    }}\n}}\n",
+            module = module.display()
+        );
+        let file = dir.path().join("nginx.conf");
+        std::fs::write(&file, cfg).unwrap();
+        let child = place
+            .command("nginx")
+            .arg("-p")
+            .arg(dir.path())
+            .arg("-c")
+            .arg(&file)
+            .arg("-e")
+            .arg(dir.path().join("error.log"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("nginx starts");
+        let addr = SocketAddr::new(ip, port);
+        let t0 = Instant::now();
+        while tokio::net::TcpStream::connect(addr).await.is_err() {
+            let log = std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default();
+            assert!(t0.elapsed() < PROMPT, "nginx is not listening: {log}");
+            tokio::time::sleep(POLL_EVERY).await;
+        }
+        Self {
+            _child: child,
+            addr,
+            _dir: dir,
+        }
+    }
+}
+
 /// A viewer through the balancer that does what `chunkcast watch` does on a lost connection:
 /// connect again (to the same address) and subscribe again. Checks every chunk's content
 /// (its frame number and fill), that each (re)subscription starts at a keyframe and that
@@ -1015,10 +1107,30 @@ async fn balanced_viewer(
     (longest, breaks)
 }
 
+/// The balancer in front of the edges.
+#[derive(Clone, Copy)]
+enum Balancer {
+    Haproxy,
+    Nginx,
+}
+
 async fn killing_an_edge_behind_haproxy_moves_its_viewers(viewers: usize, place: Place<'_>) {
-    if !require_tool("haproxy", "apt-get install haproxy") {
-        return;
-    }
+    killing_an_edge_behind_a_balancer_moves_its_viewers(Balancer::Haproxy, viewers, place).await;
+}
+
+async fn killing_an_edge_behind_a_balancer_moves_its_viewers(
+    balancer: Balancer,
+    viewers: usize,
+    place: Place<'_>,
+) {
+    let module = match balancer {
+        Balancer::Haproxy if !require_tool("haproxy", "apt-get install haproxy") => return,
+        Balancer::Haproxy => None,
+        Balancer::Nginx => match Nginx::stream_module() {
+            Some(m) => Some(m),
+            None => return,
+        },
+    };
     let origin_ip = place.origin_ip();
     let origin = server(|c| {
         (c.tcp, c.quic) = (SocketAddr::new(origin_ip, 0), SocketAddr::new(origin_ip, 0));
@@ -1028,7 +1140,20 @@ async fn killing_an_edge_behind_haproxy_moves_its_viewers(viewers: usize, place:
     .await;
     let mut e1 = EdgeProcess::start(&origin, place).await;
     let e2 = EdgeProcess::start(&origin, place).await;
-    let lb = Haproxy::start(&[e1.addr, e2.addr], place).await;
+    let backends = [e1.addr, e2.addr];
+    // Kept until the end: dropping one kills it.
+    let (_haproxy, _nginx, lb_addr) = match module {
+        None => {
+            let h = Haproxy::start(&backends, place).await;
+            let addr = h.addr;
+            (Some(h), None, addr)
+        }
+        Some(module) => {
+            let n = Nginx::start(&module, &backends, place).await;
+            let addr = n.addr;
+            (None, Some(n), addr)
+        }
+    };
     let publisher = connect(&origin, Scheme::Tcp).await;
     let feed = tokio::spawn(async move {
         publish(
@@ -1043,7 +1168,7 @@ async fn killing_an_edge_behind_haproxy_moves_its_viewers(viewers: usize, place:
     });
     let stop = tokio_util::sync::CancellationToken::new();
     let tasks: Vec<_> = (0..viewers)
-        .map(|_| tokio::spawn(balanced_viewer(lb.addr, stop.clone())))
+        .map(|_| tokio::spawn(balanced_viewer(lb_addr, stop.clone())))
         .collect();
     // Spread over both edges, each subscribed once at the origin.
     settles(&origin, RELAYS, 2.0, PROMPT * 2).await;
@@ -1081,6 +1206,16 @@ async fn killing_an_edge_behind_haproxy_moves_its_viewers_to_the_other_within_3s
     tokio::time::timeout(
         LIMIT,
         killing_an_edge_behind_haproxy_moves_its_viewers(40, Place(None)),
+    )
+    .await
+    .expect("within the limit");
+}
+
+#[tokio::test]
+async fn killing_an_edge_behind_nginx_stream_moves_its_viewers_to_the_other_within_3s() {
+    tokio::time::timeout(
+        LIMIT,
+        killing_an_edge_behind_a_balancer_moves_its_viewers(Balancer::Nginx, 40, Place(None)),
     )
     .await
     .expect("within the limit");
