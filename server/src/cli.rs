@@ -147,6 +147,11 @@ pub struct Args {
           default_value_t = crate::config::DEFAULT_DIRECTORY_TTL.as_millis() as u64,
           value_parser = clap::value_parser!(u64).range(100..))]
     pub directory_ttl_ms: u64,
+    /// With --edge-of redis://: milliseconds a viewer of a channel no origin has yet is held
+    /// (the directory looked at again meanwhile) before it is refused as not found.
+    #[arg(long, value_name = "MS",
+          default_value_t = crate::config::DEFAULT_EDGE_WAIT_PUBLISHER.as_millis() as u64)]
+    pub edge_wait_publisher_ms: u64,
     /// With --edge-of: the SHA-256 (hex) of the origins' certificate to pin for tcps:// and
     /// quic:// (origins sharing one --state-dir certificate). Default: the system's roots.
     #[arg(long, value_name = "HEX")]
@@ -192,6 +197,7 @@ struct FileConfig {
     directory: Option<String>,
     advertise: Option<String>,
     directory_ttl_ms: Option<u64>,
+    edge_wait_publisher_ms: Option<u64>,
     origin_cert_sha256: Option<String>,
     max_relay_hops: Option<u64>,
 }
@@ -304,6 +310,7 @@ impl Args {
         take!(directory, v => Some(v));
         take!(advertise, v => Some(v));
         take!(directory_ttl_ms, v => ranged("directory-ttl-ms", v, 100, u64::MAX)?);
+        take!(edge_wait_publisher_ms, v => v);
         take!(origin_cert_sha256, v => Some(v));
         take!(max_relay_hops, v => ranged("max-relay-hops", v, 1, 255)? as u8);
         if self.cert.is_some() != self.key.is_some() {
@@ -347,6 +354,7 @@ impl Args {
         c.directory = self.directory;
         c.advertise = self.advertise;
         c.directory_ttl = std::time::Duration::from_millis(self.directory_ttl_ms);
+        c.edge_wait_publisher = std::time::Duration::from_millis(self.edge_wait_publisher_ms);
         c.origin_cert_sha256 = self.origin_cert_sha256;
         c.max_relay_hops = usize::from(self.max_relay_hops);
         c
@@ -428,8 +436,10 @@ mod tests {
             "--advertise=tcp://10.0.0.1:7700",
             "--directory-ttl-ms=1500",
             "--max-relay-hops=2",
+            "--edge-wait-publisher-ms=3000",
         ])
         .into_config();
+        assert_eq!(c.edge_wait_publisher.as_millis(), 3000);
         assert_eq!(c.max_relay_hops, 2);
         assert_eq!(c.edge_of.as_deref(), Some("redis://10.0.0.9:6379"));
         assert_eq!(c.directory.as_deref(), Some("redis://10.0.0.9:6379"));

@@ -110,6 +110,10 @@ pub struct Config {
     /// How long a directory entry lives unrefreshed: how soon edges follow a publisher that
     /// moved to another origin.
     pub directory_ttl: Duration,
+    /// How long a directory edge holds a subscriber to a channel no origin has yet, looking it
+    /// up again meanwhile, before refusing it as not found (a single server holds it until a
+    /// publisher comes; an edge bounds that, each wait costing directory lookups).
+    pub edge_wait_publisher: Duration,
     /// The SHA-256 (hex) of the origin's certificate an edge pins for `tcps://` and `quic://`
     /// origins; `None`: the system's roots.
     pub origin_cert_sha256: Option<String>,
@@ -123,6 +127,10 @@ pub struct Config {
 /// How long a directory entry lives unrefreshed by default: a publisher that moved is
 /// followed within it, and origins refresh three times per TTL.
 pub const DEFAULT_DIRECTORY_TTL: Duration = Duration::from_secs(10);
+
+/// How long a directory edge waits for an unpublished channel by default: a publisher being
+/// started by hand, or by a supervisor after a crash, is found within it.
+pub const DEFAULT_EDGE_WAIT_PUBLISHER: Duration = Duration::from_secs(60);
 
 /// The default address: loopback only, so that nothing is exposed unless the user says so.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7700";
@@ -149,6 +157,7 @@ impl Config {
             directory: None,
             advertise: None,
             directory_ttl: DEFAULT_DIRECTORY_TTL,
+            edge_wait_publisher: DEFAULT_EDGE_WAIT_PUBLISHER,
             origin_cert_sha256: None,
             record: None,
             max_relay_hops: chunkcast_protocol::conn::server::DEFAULT_MAX_RELAY_HOPS,

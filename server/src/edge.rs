@@ -15,6 +15,8 @@ use chunkcast_transport::tls::Trust;
 use crate::directory::Directory;
 use crate::live::Refusal;
 
+/// How long [`Edge::vet`] waits for the origin's answer to a check: a refusal comes at once.
+const VET_WAIT: Duration = Duration::from_secs(2);
 /// How long an edge waits for its origin to connect and answer the handshake.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -35,12 +37,21 @@ pub(crate) struct Edge {
     /// This edge's id in relay paths: random per process, so that two edges (or one edge
     /// restarted) never share one by configuration mistake.
     id: u64,
+    /// How long a subscriber to a channel the directory does not have yet is held.
+    wait_publisher: Duration,
 }
 
 impl Edge {
     /// An edge of `source` (named `shown` in messages), presenting `token` upstream and
-    /// trusting the origin's certificate by `trust`.
-    pub(crate) fn new(source: Source, shown: String, token: Option<String>, trust: Trust) -> Self {
+    /// trusting the origin's certificate by `trust`; a subscriber to a channel the directory
+    /// does not have yet is held for `wait_publisher`.
+    pub(crate) fn new(
+        source: Source,
+        shown: String,
+        token: Option<String>,
+        trust: Trust,
+        wait_publisher: Duration,
+    ) -> Self {
         Self {
             source,
             opts: ConnectOptions {
@@ -51,6 +62,16 @@ impl Edge {
             },
             shown,
             id: random_id(),
+            wait_publisher,
+        }
+    }
+
+    /// How long to go on looking up a channel the directory does not have, holding its
+    /// subscribers, before refusing them as not found. A fixed origin holds them itself.
+    pub(crate) fn wait_publisher(&self) -> Duration {
+        match &self.source {
+            Source::Origin(_) => Duration::ZERO,
+            Source::Directory(_) => self.wait_publisher,
         }
     }
 
@@ -115,6 +136,33 @@ impl Edge {
         path.push(self.id);
         session.relay(path).await?;
         Ok(session)
+    }
+
+    /// Whether the tier above accepts a subscription to `channel` through `path` (the relays
+    /// below this edge): a relay joining an upstream subscription that another path started
+    /// must pass the loop and hop rules too. The origin answers a refusal at once, so a
+    /// subscription it holds (no publisher there now) counts as accepted after a short wait;
+    /// an origin that cannot be asked is the running upstream's concern, not this check's.
+    pub(crate) async fn vet(&self, channel: &str, path: &[u64]) -> Result<(), Refusal> {
+        let Ok(origin) = self.origin_of(channel).await else {
+            return Ok(());
+        };
+        let Ok(session) = self.connect(&origin, path).await else {
+            return Ok(());
+        };
+        let verdict = match tokio::time::timeout(VET_WAIT, session.subscribe(channel)).await {
+            Ok(Err(ClientError::Server {
+                code: ErrorCode::Relay,
+                message,
+            })) => Err((ErrorCode::Relay, format!("origin: {message}"))),
+            Ok(Ok(incoming)) => {
+                incoming.cancel().await;
+                Ok(())
+            }
+            _ => Ok(()),
+        };
+        session.close().await;
+        verdict
     }
 
     /// The live channels the tier above has: the directory's, or the origin's own listing.

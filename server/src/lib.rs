@@ -185,6 +185,7 @@ fn tiers(
                 url.clone(),
                 config.token.clone(),
                 trust,
+                config.edge_wait_publisher,
             )))
         }
         None => None,

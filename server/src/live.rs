@@ -35,6 +35,7 @@ use chunkcast_protocol::wire::{Entry, ErrorFrame, FileDigest, Frame, Opened};
 use chunkcast_protocol::{ChunkFlags, Codec, ErrorCode, StreamId, compress};
 use chunkcast_transport::LinkTx;
 use chunkcast_transport::link::ChunkResult;
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
@@ -47,6 +48,9 @@ use crate::metrics::LiveGauges;
 
 /// Channels that have a publisher, or had one and linger, at once.
 pub(crate) const MAX_CHANNELS: usize = 256;
+/// Relay paths an edge remembers as accepted upstream per channel; past it, a relay joining
+/// through a new one is checked each time.
+const MAX_VETTED: usize = 16;
 /// Viewers one channel may have, waiting subscribers included.
 pub(crate) const MAX_VIEWERS: usize = 1024;
 /// Call rooms one connection may hold seats in: a call takes one, and a connection naming
@@ -120,6 +124,9 @@ struct HubState {
     relaying: bool,
     /// Why the upstream gave up: told to the subscribers waiting for it.
     refused: Option<Refusal>,
+    /// Relay paths the tier above accepted for this channel (the upstream's own first): a
+    /// relay that joins through another is checked upstream before it is served.
+    vetted: Vec<Arc<[u64]>>,
 }
 
 impl HubState {
@@ -311,6 +318,7 @@ impl Live {
                 upstream: None,
                 relaying: false,
                 refused: None,
+                vetted: Vec::new(),
             }),
             published: Notify::new(),
         });
@@ -596,6 +604,7 @@ impl Live {
                 ));
             }
             s.waiting += 1;
+            let mut vet = None;
             if let Some(edge) = self.edge.as_ref().filter(|_| name.starts_with("live/")) {
                 // Counted against MAX_CHANNELS once relaying, as a publisher's channel is once
                 // published: names nobody publishes cost no slot.
@@ -607,14 +616,20 @@ impl Live {
                     // The upstream serves every later viewer too; the first one's path is the
                     // one a loop or an overlong chain shows in.
                     let path: Arc<[u64]> = path.into();
+                    s.vetted = vec![path.clone()];
                     let task =
                         upstream(Arc::downgrade(self), hub.clone(), edge.clone(), path, stop);
                     tokio::spawn(task);
+                } else if s.publisher.is_none() && !s.vetted.iter().any(|v| **v == *path) {
+                    // A relay joining an upstream started for another path: the loop and hop
+                    // rules of the tiers above must hold for its path too.
+                    vet = Some((edge.clone(), Arc::<[u64]>::from(path)));
                 }
             }
             drop(s);
-            hub
+            (hub, vet)
         };
+        let (hub, vet) = hub;
         let relay_counted = relay.then(|| Counted::new(&self.gauges.relays));
         let waiting = Waiting {
             live: self.clone(),
@@ -625,6 +640,26 @@ impl Live {
         let config = self.config;
         Ok(tokio::spawn(async move {
             let _counted = (counted, relay_counted);
+            if let Some((edge, path)) = vet {
+                match edge.vet(&hub.name, &path).await {
+                    Ok(()) => {
+                        let mut s = lock(&hub.state);
+                        if s.vetted.len() < MAX_VETTED && !s.vetted.contains(&path) {
+                            s.vetted.push(path);
+                        }
+                    }
+                    Err((code, message)) => {
+                        drop(waiting);
+                        let refusal = ErrorFrame {
+                            request,
+                            code,
+                            message,
+                        };
+                        let _ = tx.send(Frame::Error(refusal)).await;
+                        return;
+                    }
+                }
+            }
             let (attached, opened) = loop {
                 let published = hub.published.notified();
                 let refused = lock(&hub.state).refused.clone();
@@ -678,7 +713,9 @@ impl Live {
             drop(waiting);
             let datagrams =
                 datagrams && opened.codec.kind() == chunkcast_protocol::MediaKind::Audio;
-            serve_viewer(&tx, &attached.viewer, opened, datagrams).await;
+            // An edge's subscription: what it takes counts as this origin's output to edges.
+            let counted = relay.then(|| live.gauges.relay_bytes.clone());
+            serve_viewer(&tx, &attached.viewer, opened, datagrams, counted.as_ref()).await;
         }))
     }
 }
@@ -794,6 +831,7 @@ async fn upstream_task(
     let _running = Counted::new(&gauges.upstreams);
     let mut relayed_once = false;
     let mut wait = UPSTREAM_RETRY;
+    let started = tokio::time::Instant::now();
     loop {
         let end = tokio::select! {
             () = stop.cancelled() => break,
@@ -802,15 +840,30 @@ async fn upstream_task(
         lock(&hub.state).relaying = false;
         match end {
             UpstreamEnd::Ended => break,
+            // No origin has it yet: hold the subscribers, as a single server holds them until
+            // a publisher comes, and look again (bounded: each look is a directory lookup).
+            UpstreamEnd::Refused((ErrorCode::NotFound, _))
+                if !relayed_once && started.elapsed() < edge.wait_publisher() =>
+            {
+                debug!(channel = %hub.name, "not published yet; looking again");
+            }
+            UpstreamEnd::Refused((ErrorCode::NotFound, message)) if !relayed_once => {
+                let waited = edge.wait_publisher();
+                let why = (
+                    ErrorCode::NotFound,
+                    if waited.is_zero() {
+                        message
+                    } else {
+                        format!("{message} (looked for {} ms)", waited.as_millis())
+                    },
+                );
+                info!(channel = %hub.name, "not published: {}", why.1);
+                refuse_waiting(&hub, why);
+                break;
+            }
             UpstreamEnd::Refused(why) if !relayed_once => {
                 info!(channel = %hub.name, "upstream refused: {}: {}", why.0, why.1);
-                let mut s = lock(&hub.state);
-                s.refused = Some(why.clone());
-                for v in s.viewers.drain(..) {
-                    v.close(why.0, why.1.clone());
-                }
-                drop(s);
-                hub.published.notify_waiters();
+                refuse_waiting(&hub, why);
                 break;
             }
             UpstreamEnd::Refused((code, message)) => {
@@ -851,6 +904,17 @@ async fn upstream_task(
     if !restart {
         live.release(&hub);
     }
+}
+
+/// The tier above cannot serve `hub`: its subscribers (waiting, or attached) are told `why`.
+fn refuse_waiting(hub: &Hub, why: Refusal) {
+    let mut s = lock(&hub.state);
+    s.refused = Some(why.clone());
+    for v in s.viewers.drain(..) {
+        v.close(why.0, why.1.clone());
+    }
+    drop(s);
+    hub.published.notify_waiters();
 }
 
 /// One upstream subscription, from looking the origin up to its end.
@@ -1068,7 +1132,13 @@ impl Drop for Relaying {
     }
 }
 
-async fn serve_viewer(tx: &LinkTx, viewer: &Viewer, opened: Opened, datagrams: bool) {
+async fn serve_viewer(
+    tx: &LinkTx,
+    viewer: &Viewer,
+    opened: Opened,
+    datagrams: bool,
+    relay_bytes: Option<&Counter>,
+) {
     let stream = opened.stream;
     if tx.send(Frame::Opened(opened)).await.is_err() {
         return;
@@ -1093,8 +1163,12 @@ async fn serve_viewer(tx: &LinkTx, viewer: &Viewer, opened: Opened, datagrams: b
                         Err(_) => return,
                     }
                 }
+                let len = chunk.payload.len() as u64;
                 if media.send(chunk).await.is_err() {
                     return;
+                }
+                if let Some(bytes) = relay_bytes {
+                    bytes.inc_by(len);
                 }
                 if last {
                     let _ = media.finish().await;
@@ -1249,7 +1323,6 @@ mod tests {
     use bytes::BytesMut;
     use chunkcast_protocol::wire::Limits as WireLimits;
     use chunkcast_transport::link;
-    use prometheus_client::metrics::counter::Counter;
 
     use super::*;
 
@@ -1261,6 +1334,7 @@ mod tests {
             viewers: Gauge::default(),
             evicted: Counter::default(),
             relays: Gauge::default(),
+            relay_bytes: Counter::default(),
             upstreams: Gauge::default(),
             upstream_bytes: Counter::default(),
             upstream_lag_ms: Gauge::default(),

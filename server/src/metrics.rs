@@ -159,6 +159,7 @@ pub(crate) struct Metrics {
     live_viewers: Gauge,
     live_evicted: Counter,
     live_relays: Gauge,
+    live_relay_bytes: Counter,
     edge_upstreams: Gauge,
     edge_upstream_bytes: Counter,
     edge_upstream_lag_ms: Gauge,
@@ -190,6 +191,8 @@ pub(crate) struct LiveGauges {
     pub(crate) evicted: Counter,
     /// Subscriptions from edge relays now (of [`LiveGauges::viewers`]).
     pub(crate) relays: Gauge,
+    /// Payload bytes sent to edge relays: what this server, as an origin, sends its edges.
+    pub(crate) relay_bytes: Counter,
     /// This edge's upstream subscriptions now, reconnecting ones included.
     pub(crate) upstreams: Gauge,
     /// Payload bytes this edge received from its origins.
@@ -221,6 +224,7 @@ impl Metrics {
             live_viewers: Gauge::default(),
             live_evicted: Counter::default(),
             live_relays: Gauge::default(),
+            live_relay_bytes: Counter::default(),
             edge_upstreams: Gauge::default(),
             edge_upstream_bytes: Counter::default(),
             edge_upstream_lag_ms: Gauge::default(),
@@ -313,6 +317,11 @@ impl Metrics {
             "live_relay_viewers",
             "Subscriptions from edge relays now (one per channel per edge), of live_viewers",
             m.live_relays.clone(),
+        );
+        r.register(
+            "live_relay_payload_bytes",
+            "Payload bytes of the live chunks sent to edge relays (an origin's output to its edges)",
+            m.live_relay_bytes.clone(),
         );
         r.register(
             "edge_upstreams",
@@ -434,6 +443,7 @@ impl Metrics {
             viewers: self.live_viewers.clone(),
             evicted: self.live_evicted.clone(),
             relays: self.live_relays.clone(),
+            relay_bytes: self.live_relay_bytes.clone(),
             upstreams: self.edge_upstreams.clone(),
             upstream_bytes: self.edge_upstream_bytes.clone(),
             upstream_lag_ms: self.edge_upstream_lag_ms.clone(),

@@ -380,6 +380,76 @@ async fn a_chain_longer_than_the_hop_limit_is_refused_and_one_within_it_works() 
 }
 
 #[tokio::test]
+async fn a_longer_chain_joining_a_channel_an_edge_already_relays_is_checked_upstream() {
+    tokio::time::timeout(LIMIT, async {
+        let origin = server(|c| c.max_relay_hops = 1).await;
+        let near = edge_of(tcp_url(&origin)).await;
+        let far = edge_of(tcp_url(&near)).await;
+        let publisher = connect(&origin, Scheme::Tcp).await;
+        let feed = tokio::spawn(async move {
+            publish(
+                &publisher,
+                "live/cam",
+                0,
+                100_000,
+                Duration::from_millis(5),
+                false,
+            )
+            .await;
+        });
+        // A viewer on near: near relays the channel through one hop, within the limit.
+        let s = connect(&near, Scheme::Tcp).await;
+        let mut inc = s.subscribe("live/cam").await.unwrap();
+        inc.next().await.unwrap().unwrap();
+        settles(&origin, RELAYS, 1.0, PROMPT).await;
+        // far joins near's running upstream: far → near → origin is two hops, past the
+        // origin's limit, and is refused even though near is relaying already.
+        refused_as_relay(&far, "live/cam", "--max-relay-hops 1").await;
+        settles(&far, UPSTREAMS, 0.0, PROMPT).await;
+        // near's own viewer goes on, and the origin still has one relay.
+        for _ in 0..10 {
+            inc.next().await.unwrap().unwrap();
+        }
+        settles(&origin, RELAYS, 1.0, PROMPT).await;
+        feed.abort();
+    })
+    .await
+    .expect("within the limit");
+}
+
+#[tokio::test]
+async fn a_chain_within_the_limit_joining_a_running_upstream_is_served() {
+    tokio::time::timeout(LIMIT, async {
+        let origin = server(|_| {}).await;
+        let near = edge_of(tcp_url(&origin)).await;
+        let far = edge_of(tcp_url(&near)).await;
+        let watching = viewers(&[&near], "live/cam", 1);
+        settles(&origin, RELAYS, 1.0, PROMPT).await;
+        settles(&near, UPSTREAMS, 1.0, PROMPT).await;
+        // far joins near's upstream (started for a plain viewer) with a path of its own: checked
+        // upstream, accepted, served with the same numbering.
+        let late = viewers(&[&far], "live/cam", 1);
+        settles(&near, RELAYS, 1.0, PROMPT).await;
+        let publisher = connect(&origin, Scheme::Tcp).await;
+        publish(
+            &publisher,
+            "live/cam",
+            0,
+            60,
+            Duration::from_millis(5),
+            true,
+        )
+        .await;
+        for w in watching.into_iter().chain(late) {
+            let seen = w.await.unwrap().expect("the viewer's stream");
+            in_order(&seen, 59);
+        }
+    })
+    .await
+    .expect("within the limit");
+}
+
+#[tokio::test]
 async fn an_edge_drops_its_upstream_a_linger_after_the_last_viewer_and_keeps_numbering() {
     tokio::time::timeout(LIMIT, async {
         let origin = server(|_| {}).await;
@@ -677,6 +747,70 @@ async fn edges_follow_a_publisher_to_another_origin_through_the_directory() {
     .expect("within the limit");
 }
 
+#[tokio::test]
+async fn a_directory_edge_holds_a_viewer_until_the_channel_is_published_then_refuses() {
+    tokio::time::timeout(LIMIT, async {
+        let Some(redis) = Redis::start().await else {
+            return;
+        };
+        let wait = Duration::from_millis(1500);
+        let origin = server(|c| c.directory = Some(redis.url())).await;
+        let edge = server(|c| {
+            c.edge_of = Some(redis.url());
+            c.edge_wait_publisher = wait;
+        })
+        .await;
+        // Subscribed before anyone publishes: held, not refused, and served once a publisher
+        // registers at the origin, from its first frame.
+        let viewer = connect(&edge, Scheme::Tcp).await;
+        let held = tokio::spawn(async move {
+            let inc = viewer.subscribe("live/late").await;
+            (inc, viewer)
+        });
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(!held.is_finished(), "answered before the channel existed");
+        let publisher = connect(&origin, Scheme::Tcp).await;
+        publish(
+            &publisher,
+            "live/late",
+            0,
+            50,
+            Duration::from_millis(5),
+            true,
+        )
+        .await;
+        let (inc, viewer) = held.await.unwrap();
+        let seen = watch(inc.expect("subscribed once published"))
+            .await
+            .unwrap();
+        in_order(&seen, 49);
+        viewer.close().await;
+        // A channel nobody publishes: held for the edge's wait, then refused as not found.
+        let viewer = connect(&edge, Scheme::Tcp).await;
+        let t0 = Instant::now();
+        let answer = tokio::time::timeout(wait + PROMPT, viewer.subscribe("live/never"))
+            .await
+            .expect("refused after the wait");
+        let took = t0.elapsed();
+        match answer {
+            Err(ClientError::Server { code, message }) => {
+                assert_eq!(code, ErrorCode::NotFound, "{message}");
+                assert!(message.contains("live/never"), "{message}");
+            }
+            Err(e) => panic!("not a refusal: {e}"),
+            Ok(_) => panic!("subscribed to a channel nobody publishes"),
+        }
+        assert!(
+            took >= wait,
+            "refused after {took:?}, before the wait of {wait:?}"
+        );
+        // Nothing is left subscribed, or looking, upstream.
+        settles(&edge, UPSTREAMS, 0.0, PROMPT).await;
+    })
+    .await
+    .expect("within the limit");
+}
+
 /// An edge as its own process (the real binary), so that it can be killed outright; its
 /// TCP address from the `listening` line. Killed (by its handle) when dropped.
 struct EdgeProcess {
@@ -811,6 +945,98 @@ impl Haproxy {
     }
 }
 
+/// nginx with its `stream` module in front of `backends`: the configuration docs/SCALING.md
+/// shows, run in the foreground as one process (no master, so that killing it by its handle
+/// leaves no worker behind). Killed when dropped.
+struct Nginx {
+    _child: tokio::process::Child,
+    addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Nginx {
+    /// Where Debian's `libnginx-mod-stream` puts the module.
+    const MODULE: &str = "/usr/lib/nginx/modules/ngx_stream_module.so";
+
+    /// The stream module's path, if nginx and it are installed; `None` (after saying so) when
+    /// not, failing under `CI` as `require_tool` does.
+    fn stream_module() -> Option<std::path::PathBuf> {
+        if !require_tool("nginx", "apt-get install nginx libnginx-mod-stream") {
+            return None;
+        }
+        let module = std::path::PathBuf::from(Self::MODULE);
+        if module.is_file() {
+            return Some(module);
+        }
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "nginx's stream module is required under CI (apt-get install libnginx-mod-stream)"
+        );
+        eprintln!(
+            "skipped: no {} (apt-get install libnginx-mod-stream)",
+            Self::MODULE
+        );
+        None
+    }
+
+    async fn start(module: &std::path::Path, backends: &[SocketAddr], place: Place<'_>) -> Self {
+        let port = match place.0 {
+            Some(_) => 7801,
+            None => std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port(),
+        };
+        let ip = place.ip();
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().display();
+        let mut upstream = String::new();
+        for b in backends {
+            upstream.push_str(&format!(
+                "        server {b} max_fails=1 fail_timeout=2s;\n"
+            ));
+        }
+        let cfg = format!(
+            "load_module {module};\n\
+             daemon off;\nmaster_process off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
+             events {{ worker_connections 1024; }}\n\
+             stream {{\n    upstream edges {{\n{upstream}    }}\n\
+             \x20   server {{\n        listen {ip}:{port};\n        proxy_pass edges;\n\
+             \x20       proxy_timeout 1h;\n        proxy_connect_timeout 1s;\n\
+             \x20       proxy_next_upstream on;\n    }}\n}}\n",
+            module = module.display()
+        );
+        let file = dir.path().join("nginx.conf");
+        std::fs::write(&file, cfg).unwrap();
+        let child = place
+            .command("nginx")
+            .arg("-p")
+            .arg(dir.path())
+            .arg("-c")
+            .arg(&file)
+            .arg("-e")
+            .arg(dir.path().join("error.log"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("nginx starts");
+        let addr = SocketAddr::new(ip, port);
+        let t0 = Instant::now();
+        while tokio::net::TcpStream::connect(addr).await.is_err() {
+            let log = std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default();
+            assert!(t0.elapsed() < PROMPT, "nginx is not listening: {log}");
+            tokio::time::sleep(POLL_EVERY).await;
+        }
+        Self {
+            _child: child,
+            addr,
+            _dir: dir,
+        }
+    }
+}
+
 /// A viewer through the balancer that does what `chunkcast watch` does on a lost connection:
 /// connect again (to the same address) and subscribe again. Checks every chunk's content
 /// (its frame number and fill), that each (re)subscription starts at a keyframe and that
@@ -881,10 +1107,30 @@ async fn balanced_viewer(
     (longest, breaks)
 }
 
+/// The balancer in front of the edges.
+#[derive(Clone, Copy)]
+enum Balancer {
+    Haproxy,
+    Nginx,
+}
+
 async fn killing_an_edge_behind_haproxy_moves_its_viewers(viewers: usize, place: Place<'_>) {
-    if !require_tool("haproxy", "apt-get install haproxy") {
-        return;
-    }
+    killing_an_edge_behind_a_balancer_moves_its_viewers(Balancer::Haproxy, viewers, place).await;
+}
+
+async fn killing_an_edge_behind_a_balancer_moves_its_viewers(
+    balancer: Balancer,
+    viewers: usize,
+    place: Place<'_>,
+) {
+    let module = match balancer {
+        Balancer::Haproxy if !require_tool("haproxy", "apt-get install haproxy") => return,
+        Balancer::Haproxy => None,
+        Balancer::Nginx => match Nginx::stream_module() {
+            Some(m) => Some(m),
+            None => return,
+        },
+    };
     let origin_ip = place.origin_ip();
     let origin = server(|c| {
         (c.tcp, c.quic) = (SocketAddr::new(origin_ip, 0), SocketAddr::new(origin_ip, 0));
@@ -894,7 +1140,20 @@ async fn killing_an_edge_behind_haproxy_moves_its_viewers(viewers: usize, place:
     .await;
     let mut e1 = EdgeProcess::start(&origin, place).await;
     let e2 = EdgeProcess::start(&origin, place).await;
-    let lb = Haproxy::start(&[e1.addr, e2.addr], place).await;
+    let backends = [e1.addr, e2.addr];
+    // Kept until the end: dropping one kills it.
+    let (_haproxy, _nginx, lb_addr) = match module {
+        None => {
+            let h = Haproxy::start(&backends, place).await;
+            let addr = h.addr;
+            (Some(h), None, addr)
+        }
+        Some(module) => {
+            let n = Nginx::start(&module, &backends, place).await;
+            let addr = n.addr;
+            (None, Some(n), addr)
+        }
+    };
     let publisher = connect(&origin, Scheme::Tcp).await;
     let feed = tokio::spawn(async move {
         publish(
@@ -909,7 +1168,7 @@ async fn killing_an_edge_behind_haproxy_moves_its_viewers(viewers: usize, place:
     });
     let stop = tokio_util::sync::CancellationToken::new();
     let tasks: Vec<_> = (0..viewers)
-        .map(|_| tokio::spawn(balanced_viewer(lb.addr, stop.clone())))
+        .map(|_| tokio::spawn(balanced_viewer(lb_addr, stop.clone())))
         .collect();
     // Spread over both edges, each subscribed once at the origin.
     settles(&origin, RELAYS, 2.0, PROMPT * 2).await;
@@ -947,6 +1206,16 @@ async fn killing_an_edge_behind_haproxy_moves_its_viewers_to_the_other_within_3s
     tokio::time::timeout(
         LIMIT,
         killing_an_edge_behind_haproxy_moves_its_viewers(40, Place(None)),
+    )
+    .await
+    .expect("within the limit");
+}
+
+#[tokio::test]
+async fn killing_an_edge_behind_nginx_stream_moves_its_viewers_to_the_other_within_3s() {
+    tokio::time::timeout(
+        LIMIT,
+        killing_an_edge_behind_a_balancer_moves_its_viewers(Balancer::Nginx, 40, Place(None)),
     )
     .await
     .expect("within the limit");
