@@ -32,6 +32,9 @@ pub struct CacheOptions {
     pub lock_timeout: Duration,
     /// `proxy_read_timeout`: above the origin's blocking wait too.
     pub read_timeout: Duration,
+    /// Serve HTTPS (and HTTP/2 by ALPN) with this certificate and key (PEM files), as a CDN
+    /// edge does; plain HTTP when `None`.
+    pub tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
 }
 
 impl Default for CacheOptions {
@@ -39,6 +42,7 @@ impl Default for CacheOptions {
         Self {
             lock_timeout: Duration::from_secs(15),
             read_timeout: Duration::from_secs(15),
+            tls: None,
         }
     }
 }
@@ -80,6 +84,14 @@ impl Nginx {
             .port();
         let lock = opts.lock_timeout.as_secs().max(1);
         let read = opts.read_timeout.as_secs().max(1);
+        let listen = match &opts.tls {
+            Some((cert, key)) => format!(
+                "listen 127.0.0.1:{port} ssl http2 backlog=4096;\n        ssl_protocols TLSv1.2 TLSv1.3;\n        ssl_certificate {};\n        ssl_certificate_key {};",
+                cert.display(),
+                key.display()
+            ),
+            None => format!("listen 127.0.0.1:{port} backlog=4096;"),
+        };
         let conf = format!(
             r#"daemon off;
 master_process off;
@@ -97,7 +109,7 @@ http {{
     scgi_temp_path {d}/scgi;
     proxy_cache_path {d}/cache levels=1:2 keys_zone=cc:10m max_size=1g inactive=10m use_temp_path=off;
     server {{
-        listen 127.0.0.1:{port} backlog=4096;
+        {listen}
         location / {{
             proxy_pass http://{origin};
             proxy_http_version 1.1;
