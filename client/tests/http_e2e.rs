@@ -385,3 +385,63 @@ async fn the_watch_player_plays_a_channel_over_http_to_its_end() {
     .await
     .expect("bounded");
 }
+
+/// The binary as a user runs it: `chunkcast get https://…` with the pin from the listening
+/// line, its summary, and a missing file's clear message and exit status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_chunkcast_binary_gets_over_https_and_says_what_went_wrong() {
+    use chunkcast_testkit::process::{text, wait_bounded};
+    tokio::time::timeout(LIMIT, async {
+        let server = server().await;
+        let dir = tempfile::tempdir().unwrap();
+        let base = format!("https://{}", server.http_addr().unwrap());
+        let run = |args: Vec<String>| {
+            let d = dir.path().to_owned();
+            tokio::task::spawn_blocking(move || {
+                let child = chunkcast_testkit::bin!("chunkcast")
+                    .env_remove("RUST_LOG")
+                    .args(&args)
+                    .current_dir(d)
+                    .stdin(std::process::Stdio::null())
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap();
+                wait_bounded(child, Duration::from_secs(60))
+            })
+        };
+        let pin = server.fingerprint().to_owned();
+        let out = run(vec![
+            "get".into(),
+            "--cert-sha256".into(),
+            pin.clone(),
+            format!("{base}/{BIG}"),
+            "-o".into(),
+            "got.bin".into(),
+        ])
+        .await
+        .unwrap();
+        let err = text(&out.stderr);
+        assert!(out.status.success(), "{err}");
+        assert!(
+            err.contains("saved got.bin") && err.contains("digest verified"),
+            "{err}"
+        );
+        assert_eq!(file_digest(&dir.path().join("got.bin")), digest_of(BIG));
+        let out = run(vec![
+            "get".into(),
+            "--cert-sha256".into(),
+            pin,
+            format!("{base}/missing.bin"),
+        ])
+        .await
+        .unwrap();
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains("HTTP 404: not found"), "{err}");
+        assert!(!dir.path().join("missing.bin.partial").exists());
+        server.shutdown().await;
+    })
+    .await
+    .expect("bounded");
+}
