@@ -471,7 +471,8 @@ mod tests {
     fn the_config_file_sets_every_kind_of_flag_and_the_command_line_wins() {
         let c = with_file(
             "listen = \"127.0.0.1:7811\"\nallow-anonymous = true\nmax-streams = 3\n\
-             idle-timeout-ms = 2500\nweb = \"127.0.0.1:8080\"\nstate-dir = \"/var/lib/cc\"\n",
+             idle-timeout-ms = 2500\nweb = \"127.0.0.1:8080\"\nstate-dir = \"/var/lib/cc\"\n\
+             http = \"127.0.0.1:8081\"\n",
             &["--max-streams=5"],
         )
         .unwrap();
@@ -481,6 +482,7 @@ mod tests {
         assert_eq!(c.limits.max_streams_per_connection, 5, "the flag wins");
         assert_eq!(c.limits.idle_timeout.as_millis(), 2500);
         assert_eq!(c.web, Some("127.0.0.1:8080".parse().unwrap()));
+        assert_eq!(c.http, Some("127.0.0.1:8081".parse().unwrap()));
         assert_eq!(c.state_dir, Some(PathBuf::from("/var/lib/cc")));
     }
 

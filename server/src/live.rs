@@ -689,8 +689,13 @@ pub(crate) struct Tap {
     pub(crate) run: u64,
     /// What the channel carries.
     pub(crate) codec: Codec,
+    /// The seq of the first chunk the viewer gets (the backlog's first, else the channel's
+    /// next).
+    pub(crate) start_seq: u64,
     /// The viewer, on the hub's list until dropped.
     pub(crate) attached: Attached,
+    /// Counted in `chunkcast_live_viewers` while it lives, as the channel's listing counts it.
+    _counted: Counted,
 }
 
 impl Live {
@@ -717,6 +722,9 @@ impl Live {
         for f in &backlog {
             let _ = q.push(f);
         }
+        let start_seq = backlog
+            .first()
+            .map_or(s.channel.next_seq(), |f| f.chunk.seq);
         let viewer = Arc::new(Viewer {
             queue: Mutex::new(q),
             ready: Notify::new(),
@@ -729,6 +737,8 @@ impl Live {
         Some(Tap {
             run: hub.run,
             codec,
+            start_seq,
+            _counted: Counted::new(&self.gauges.viewers),
             attached: Attached {
                 live: self.clone(),
                 hub,

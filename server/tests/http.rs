@@ -394,6 +394,11 @@ async fn live_chunks_block_until_published_and_the_end_is_410() {
         assert!(start < 30);
         let chunk_url = index["chunk_url"].as_str().unwrap().to_owned();
         let at = |seq: u64| chunk_url.replace("{seq}", &seq.to_string());
+        // MJPEG has no init chunks: an empty init, at a URL that stays the same.
+        let init_url = index["init_url"].as_str().unwrap().to_owned();
+        assert!(init_url.ends_with("/init/none"), "{init_url}");
+        let init = fetch(addr, &init_url, &[]).await;
+        assert_eq!((init.status, init.body.len()), (200, 0));
         let r = fetch(addr, &at(start), &[]).await;
         assert_eq!(r.status, 200);
         let Frame::Chunk(c) = frames(&r.body).remove(0) else {
@@ -447,6 +452,27 @@ async fn live_chunks_block_until_published_and_the_end_is_410() {
             fetch(addr, &at(31), &[]).await.status,
             200,
             "the last chunk is kept"
+        );
+
+        // Published again: a new run, and the old run's URLs are gone.
+        let mut again = session.publish("live/cam", mjpeg()).await.unwrap();
+        again.send(frame(0)).await.unwrap();
+        let old_run = index["run"].as_str().unwrap().to_owned();
+        let new = loop {
+            let r = fetch(addr, "/v1/live/cam/index.json", &[]).await;
+            if r.status == 200 {
+                let v = json(&r);
+                if v["run"] != old_run.as_str() && v["next_seq"] == 1 {
+                    break v;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert_eq!(new["ended"], false);
+        assert_eq!(
+            fetch(addr, &at(31), &[]).await.status,
+            410,
+            "the old run is over"
         );
         session.close().await;
         server.shutdown().await;
@@ -503,21 +529,196 @@ async fn two_hundred_viewers_through_nginx_cost_the_origin_one_copy_of_each_chun
             tokio::time::sleep(Duration::from_millis(40)).await;
             publisher.send(frame(i)).await.unwrap();
         }
+        let published = Instant::now();
         for v in viewers {
             assert_eq!(v.await.unwrap(), (1..=WATCH).collect::<Vec<_>>());
         }
+        let tail = published.elapsed();
         let copies = origin_requests(&server, "live_chunk", 200).await;
         let waits = metric(
             &scrape(server.metrics_addr().unwrap()).await,
             "chunkcast_http_blocked_waits_total",
         );
         eprintln!(
-            "{VIEWERS} viewers x {WATCH} chunks through nginx: the origin answered {copies} chunk requests ({waits} of them blocked first)"
+            "{VIEWERS} viewers x {WATCH} chunks through nginx: the origin answered {copies} chunk requests ({waits} of them blocked first); the last chunk reached all viewers {tail:?} after it was published"
         );
         assert_eq!(copies, WATCH as f64, "one origin copy per chunk; nginx: {}", nginx.error_log());
         publisher.finish().await.unwrap();
         session.close().await;
         drop(nginx);
+        server.shutdown().await;
+    })
+    .await
+    .expect("within the limit");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_through_a_tls_cache_to_a_tls_origin_is_byte_identical() {
+    tokio::time::timeout(LIMIT, async {
+        let server = server(|_| {}).await;
+        if !nginx::nginx_or_skip() || !require_tool("curl", "apt-get install curl") {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let (_, cert, key) =
+            chunkcast_transport::tls::Identity::self_signed_pem(&["localhost".into()]).unwrap();
+        let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+        std::fs::write(&cert_path, cert).unwrap();
+        std::fs::write(&key_path, key).unwrap();
+        let opts = CacheOptions {
+            tls: Some((cert_path.clone(), key_path)),
+            origin_tls: true,
+            ..CacheOptions::default()
+        };
+        let nginx = Nginx::start(http(&server), &opts);
+        let url = format!("https://localhost:{}/v1/files/{CLIP}", nginx.addr().port());
+        let out = dir.path().join("clip");
+        let run = tokio::process::Command::new("curl")
+            .args(["-sS", "-f", "--http2", "--cacert"])
+            .arg(&cert_path)
+            .args([
+                "--resolve",
+                &format!("localhost:{}:127.0.0.1", nginx.addr().port()),
+            ])
+            .arg("-o")
+            .arg(&out)
+            .arg(&url)
+            .output()
+            .await
+            .unwrap();
+        assert!(
+            run.status.success(),
+            "{}: {}",
+            String::from_utf8_lossy(&run.stderr),
+            nginx.error_log()
+        );
+        assert_eq!(
+            std::fs::read(&out).unwrap(),
+            std::fs::read(samples().join(CLIP)).unwrap()
+        );
+        // nginx fetched it from the origin over TLS (plain HTTP there would fail: proxy_pass
+        // https:// speaks TLS only), once.
+        assert_eq!(origin_requests(&server, "files", 200).await, 1.0);
+        drop(nginx);
+        server.shutdown().await;
+    })
+    .await
+    .expect("within the limit");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_connections_share_the_native_connection_budget() {
+    tokio::time::timeout(LIMIT, async {
+        let server = server(|c| {
+            c.limits.max_connections = 1;
+        })
+        .await;
+        let addr = http(&server);
+        let session = connect(&server, Scheme::Tcp).await;
+        let refused = fetch(addr, &format!("/v1/index/{CLIP}"), &[]).await;
+        assert_eq!(
+            refused.status, 503,
+            "the native connection holds the only slot"
+        );
+        assert_eq!(json(&refused)["code"], 5);
+        assert!(
+            json(&refused)["message"]
+                .as_str()
+                .unwrap()
+                .contains("connection limit")
+        );
+        session.close().await;
+        let served = loop {
+            let r = fetch(addr, &format!("/v1/index/{CLIP}"), &[]).await;
+            if r.status == 200 {
+                break r;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert_eq!(
+            json(&served)["size"],
+            std::fs::metadata(samples().join(CLIP)).unwrap().len()
+        );
+
+        // HTTP/2 over TLS (ALPN) and in the clear (prior knowledge) on the same port.
+        if require_tool("curl", "apt-get install curl") {
+            for args in [
+                vec![
+                    "-k".to_owned(),
+                    "--http2".to_owned(),
+                    format!("https://{addr}/v1/files/{CLIP}"),
+                ],
+                vec![
+                    "--http2-prior-knowledge".to_owned(),
+                    format!("http://{addr}/v1/files/{CLIP}"),
+                ],
+            ] {
+                let out = tokio::process::Command::new("curl")
+                    .args([
+                        "-sS",
+                        "-o",
+                        "/dev/null",
+                        "-w",
+                        "%{http_version} %{http_code}",
+                    ])
+                    .args(&args)
+                    .output()
+                    .await
+                    .unwrap();
+                assert_eq!(String::from_utf8_lossy(&out.stdout), "2 200", "{args:?}");
+            }
+        }
+        server.shutdown().await;
+    })
+    .await
+    .expect("within the limit");
+}
+
+#[tokio::test]
+async fn an_exposed_http_port_needs_a_token() {
+    let mut c = Config::on("127.0.0.1:0".parse().unwrap());
+    c.root = Some(samples().to_owned());
+    c.http = Some("0.0.0.0:0".parse().unwrap());
+    let refused = Server::start(c)
+        .await
+        .err()
+        .expect("refused without a token");
+    assert!(
+        matches!(refused, chunkcast_server::ServerError::NeedsToken(a) if a.port() == 0 && a.ip().is_unspecified()),
+        "{refused}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_http2_connection_is_closed_after_the_idle_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    tokio::time::timeout(LIMIT, async {
+        let idle = Duration::from_millis(800);
+        let server = server(|c| c.limits.idle_timeout = idle).await;
+        let mut sock = tokio::net::TcpStream::connect(http(&server)).await.unwrap();
+        // HTTP/2 in the clear: the preface and an empty SETTINGS frame, then nothing.
+        sock.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+            .await
+            .unwrap();
+        sock.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await.unwrap();
+        let t0 = Instant::now();
+        let mut got = Vec::new();
+        let read = tokio::time::timeout(idle * 10, sock.read_to_end(&mut got)).await;
+        assert!(
+            read.is_ok(),
+            "still open {:?} after the idle timeout",
+            idle * 10
+        );
+        let took = t0.elapsed();
+        assert!(
+            took >= idle,
+            "closed after {took:?}, before the idle timeout"
+        );
+        // The server's SETTINGS, then a GOAWAY (frame type 7) before the close.
+        assert!(
+            got.windows(4).any(|w| w[3] == 7 && w[0] == 0),
+            "no GOAWAY in {got:?}"
+        );
         server.shutdown().await;
     })
     .await

@@ -4,19 +4,20 @@
 //! published blocks until it is (at most [`BLOCK_FOR`]), so that viewers do not poll.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::BytesMut;
 use chunkcast_protocol::wire::{Frame, encode};
 use chunkcast_protocol::{Chunk, ChunkFlags};
-use chunkcast_protocol::{Codec, ErrorCode, MediaKind};
+use chunkcast_protocol::{Codec, ErrorCode, MediaKind, VisualFormat};
 use http::{HeaderValue, Response, StatusCode, header};
 use tokio::sync::{Semaphore, watch};
 use tokio::time::Instant;
 
 use super::files::{FRAMES_TYPE, codec_json};
-use super::{Body, Failure, IMMUTABLE, Route, full};
+use super::{Body, Failure, IMMUTABLE, Route, full, hls};
 use crate::conn::Shared;
 
 /// Longest a request for a chunk not yet published waits before a 503 (the client retries).
@@ -40,6 +41,8 @@ const UNTIMED_SEGMENT_CHUNKS: u64 = 16;
 const RING_IDLE: Duration = Duration::from_secs(30);
 /// How often a ring whose channel has no source looks for one again.
 const SOURCE_POLL: Duration = Duration::from_millis(50);
+/// The init URL's last part for a channel without init chunks.
+const NO_INIT: &str = "none";
 /// Cache policy of the live index: about one segment.
 const INDEX_CACHE: &str = "public, max-age=1";
 
@@ -54,10 +57,27 @@ struct Ring {
     state: Mutex<RingState>,
     /// Bumped on every change, for the blocked requests.
     changed: watch::Sender<u64>,
+    /// Its filler runs: cleared when it stops (the channel ended, or the ring went idle).
+    filling: AtomicBool,
+}
+
+/// Clears [`Ring::filling`] when the filler stops, however it stops.
+struct Filling(std::sync::Weak<Ring>);
+
+impl Drop for Filling {
+    fn drop(&mut self) {
+        if let Some(r) = self.0.upgrade() {
+            r.filling.store(false, Ordering::Release);
+            // Requests blocked on a ring nobody fills any more look again (and time out).
+            r.changed.send_modify(|v| *v += 1);
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
 struct Segment {
+    /// Counted from the ring's first: HLS's media sequence number.
+    number: u64,
     first_seq: u64,
     pts_us: u64,
 }
@@ -76,6 +96,8 @@ struct RingState {
     segments: VecDeque<Segment>,
     /// The previous chunk ended its unit: the next starts one.
     prev_ended: bool,
+    /// Where the media of the last chunk ends.
+    end_us: u64,
     /// Why the channel ended, once it did.
     ended: Option<(ErrorCode, String)>,
     last_used: Instant,
@@ -123,7 +145,9 @@ impl RingState {
                     .is_none_or(|s| c.seq - s.first_seq >= UNTIMED_SEGMENT_CHUNKS),
             };
             if cut {
+                let number = self.segments.back().map_or(0, |s| s.number + 1);
                 self.segments.push_back(Segment {
+                    number,
                     first_seq: c.seq,
                     pts_us: c.pts_us,
                 });
@@ -133,6 +157,9 @@ impl RingState {
             }
         }
         self.prev_ended = init || c.has(ChunkFlags::END_OF_UNIT);
+        if !init {
+            self.end_us = self.end_us.max(c.pts_us + u64::from(c.duration_us));
+        }
         self.next_seq = c.seq + 1;
         self.bytes += c.payload.len();
         self.chunks.push_back(c);
@@ -180,20 +207,31 @@ impl Rings {
     /// The ring of `name`, started (attached to the channel) if needed; 404 while the
     /// channel has no source.
     async fn ring(&self, name: &str) -> Result<Arc<Ring>, Failure> {
-        if let Some(r) = lock(&self.rings).get(name) {
+        let held = lock(&self.rings).get(name).cloned();
+        if let Some(r) = held.as_ref().filter(|r| r.filling.load(Ordering::Acquire)) {
             lock(&r.state).last_used = Instant::now();
             return Ok(r.clone());
         }
-        let not_found = || {
-            Failure::new(
+        // No ring, or its filler stopped: the channel ended, or nobody asked for a while.
+        let Some(tap) = self.shared.live.tap(name) else {
+            if let Some(r) = held.filter(|r| lock(&r.state).ended.is_some()) {
+                // Ended and not published again: go on telling so (410 ended).
+                lock(&r.state).last_used = Instant::now();
+                return Ok(r);
+            }
+            lock(&self.rings).remove(name);
+            return Err(Failure::new(
                 StatusCode::NOT_FOUND,
                 ErrorCode::NotFound,
                 format!("no live channel live/{name} is being published"),
-            )
+            ));
         };
-        let tap = self.shared.live.tap(name).ok_or_else(not_found)?;
         let mut rings = lock(&self.rings);
-        if let Some(r) = rings.get(name) {
+        if let Some(r) = rings
+            .get(name)
+            .filter(|r| r.filling.load(Ordering::Acquire))
+        {
+            // Another request started one meanwhile.
             return Ok(r.clone());
         }
         let (changed, _) = watch::channel(0);
@@ -205,13 +243,15 @@ impl Rings {
                 after_media: false,
                 chunks: VecDeque::new(),
                 bytes: 0,
-                next_seq: 0,
+                next_seq: tap.start_seq,
                 segments: VecDeque::new(),
+                end_us: 0,
                 prev_ended: true,
                 ended: None,
                 last_used: Instant::now(),
             }),
             changed,
+            filling: AtomicBool::new(true),
         });
         rings.insert(name.to_owned(), ring.clone());
         let shared = self.shared.clone();
@@ -221,9 +261,11 @@ impl Rings {
         Ok(ring)
     }
 
-    /// Forgets rings whose filler stopped (idle or ended long ago).
+    /// Forgets rings whose filler stopped and that nobody asked for in a while.
     fn sweep(&self) {
-        lock(&self.rings).retain(|_, r| r.changed.receiver_count() > 0 || !r.stale());
+        lock(&self.rings).retain(|_, r| {
+            r.filling.load(Ordering::Acquire) || r.changed.receiver_count() > 0 || !r.stale()
+        });
     }
 
     /// `/v1/live/...` (the part after `/v1/live/`).
@@ -296,6 +338,122 @@ impl Rings {
     }
 }
 
+impl Rings {
+    /// `/v1/hls/live/NAME/(index.m3u8 | RUN-init-SEQ.mp4 | RUN-FIRSTSEQ.m4s)`.
+    pub(crate) async fn hls(
+        &self,
+        rest: &str,
+        signer: Option<&hls::UriSigner>,
+    ) -> Result<Response<Body>, Failure> {
+        self.sweep();
+        let Some((name, leaf)) = rest.split_once('/') else {
+            return Err(Failure::not_found(
+                "live HLS URLs are /v1/hls/live/NAME/index.m3u8",
+            ));
+        };
+        let ring = self.ring(name).await?;
+        {
+            let s = lock(&ring.state);
+            if !matches!(s.codec, Codec::Video(v) if v.format == VisualFormat::Fmp4) {
+                return Err(Failure::new(
+                    StatusCode::NOT_FOUND,
+                    ErrorCode::BadMedia,
+                    format!("live/{name} is not fMP4: HLS serves fMP4 channels"),
+                ));
+            }
+            if leaf == "index.m3u8" {
+                let segs: Vec<hls::LiveSegment> = s
+                    .segments
+                    .iter()
+                    .enumerate()
+                    .map(|(i, g)| hls::LiveSegment {
+                        number: g.number,
+                        first_seq: g.first_seq,
+                        duration_us: s
+                            .segments
+                            .get(i + 1)
+                            .map(|n| n.pts_us.saturating_sub(g.pts_us))
+                            .or_else(|| {
+                                s.ended.as_ref().map(|_| s.end_us.saturating_sub(g.pts_us))
+                            }),
+                    })
+                    .collect();
+                let init_seq = s.init.first().map_or(s.next_seq, |c| c.seq);
+                return Ok(hls::playlist_response(hls::live_playlist(
+                    &s.run,
+                    init_seq,
+                    &segs,
+                    s.ended.is_some(),
+                    signer,
+                )));
+            }
+            if let Some(init) = leaf
+                .strip_suffix(".mp4")
+                .and_then(|l| l.strip_prefix(&format!("{}-init-", s.run)))
+            {
+                let first = s.init.first().map_or(s.next_seq, |c| c.seq);
+                if init.parse::<u64>().ok() != Some(first) || s.init.is_empty() {
+                    return Err(gone(
+                        "not the channel's init segment any more: reload the playlist",
+                    ));
+                }
+                let mut out = BytesMut::new();
+                for c in &s.init {
+                    out.extend_from_slice(&c.payload);
+                }
+                return Ok(hls::init_response(out.freeze()));
+            }
+        }
+        let first_seq = leaf
+            .strip_suffix(".m4s")
+            .and_then(|l| l.split_once('-'))
+            .filter(|(run, _)| *run == lock(&ring.state).run)
+            .and_then(|(_, n)| n.parse::<u64>().ok())
+            .ok_or_else(|| gone("no such segment in this run: reload the playlist"))?;
+        let mut rx = ring.changed.subscribe();
+        let deadline = Instant::now() + BLOCK_FOR;
+        let mut slot = None;
+        loop {
+            {
+                let s = lock(&ring.state);
+                let Some(i) = s.segments.iter().position(|g| g.first_seq == first_seq) else {
+                    return Err(gone(format!(
+                        "segment {first_seq} is not held: reload the playlist"
+                    )));
+                };
+                let end = s.segments.get(i + 1).map(|n| n.first_seq);
+                if end.is_some() || s.ended.is_some() {
+                    let end = end.unwrap_or(s.next_seq);
+                    let mut out = BytesMut::new();
+                    for c in s
+                        .chunks
+                        .iter()
+                        .filter(|c| c.seq >= first_seq && c.seq < end && !c.has(ChunkFlags::INIT))
+                    {
+                        out.extend_from_slice(&c.payload);
+                    }
+                    return Ok(hls::segment_response(out.freeze()));
+                }
+            }
+            if slot.is_none() {
+                let Ok(p) = self.blocked.clone().try_acquire_owned() else {
+                    return Err(busy("too many requests waiting for live segments; retry"));
+                };
+                slot = Some((p, self.shared.metrics.http_blocked()));
+            }
+            match tokio::time::timeout_at(deadline, rx.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err(ended("the channel ended")),
+                Err(_) => {
+                    return Err(busy(format!(
+                        "segment {first_seq} was not complete within {BLOCK_FOR:?}; retry"
+                    )));
+                }
+            }
+        }
+    }
+}
+
 fn gone(message: impl Into<String>) -> Failure {
     Failure::new(StatusCode::GONE, ErrorCode::NotFound, message)
 }
@@ -338,7 +496,10 @@ fn index(name: &str, ring: &Ring) -> Response<Body> {
             serde_json::json!({"first_seq": g.first_seq, "pts_us": g.pts_us, "complete": complete})
         })
         .collect();
-    let init_seq = s.init.first().map_or(s.next_seq, |c| c.seq);
+    let init_seq = s
+        .init
+        .first()
+        .map_or_else(|| NO_INIT.to_owned(), |c| c.seq.to_string());
     let body = serde_json::json!({
         "version": 1,
         "channel": format!("live/{name}"),
@@ -368,11 +529,13 @@ fn init(ring: &Ring, run: &str, seq: &str) -> Result<Response<Body>, Failure> {
             "this run of the channel is over: fetch its index again",
         ));
     }
-    let seq: u64 = seq
-        .parse()
-        .map_err(|_| Failure::bad(format!("seq {seq}: not a number")))?;
-    let first = s.init.first().map_or(s.next_seq, |c| c.seq);
-    if seq != first {
+    // A channel without init chunks (MJPEG, WAV-less PCM) names `none`: an empty body, the
+    // same whatever its seq has reached.
+    let current = s
+        .init
+        .first()
+        .map_or_else(|| NO_INIT.to_owned(), |c| c.seq.to_string());
+    if seq != current {
         return Err(gone(
             "these init chunks are not the channel's any more: fetch the index again",
         ));
@@ -389,6 +552,7 @@ async fn fill(
     ring: std::sync::Weak<Ring>,
     first: crate::live::Tap,
 ) {
+    let _filling = Filling(ring.clone());
     let mut tap = Some(first);
     loop {
         let Some(r) = ring.upgrade() else {
@@ -436,7 +600,9 @@ async fn fill(
                         return;
                     }
                 }
-                Err((ErrorCode::PublisherLost, _)) => break,
+                // The publisher may come back; a ring that fell behind (the runtime starved)
+                // takes up the channel again: neither ends it.
+                Err((ErrorCode::PublisherLost | ErrorCode::Lagged, _)) => break,
                 Err((code, message)) => {
                     lock(&r.state).ended = Some((code, message));
                     r.changed.send_modify(|v| *v += 1);
@@ -445,5 +611,102 @@ async fn fill(
             }
         }
         drop(t);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use chunkcast_protocol::{AudioParams, SampleFormat, StreamId};
+
+    use super::*;
+
+    fn ring(codec: Codec) -> RingState {
+        RingState {
+            run: "0".repeat(16),
+            codec,
+            init: Vec::new(),
+            after_media: false,
+            chunks: VecDeque::new(),
+            bytes: 0,
+            next_seq: 0,
+            segments: VecDeque::new(),
+            end_us: 0,
+            prev_ended: true,
+            ended: None,
+            last_used: Instant::now(),
+        }
+    }
+
+    fn chunk(seq: u64, pts_us: u64, flags: ChunkFlags, len: usize) -> Chunk {
+        Chunk::new(
+            StreamId(1),
+            seq,
+            0,
+            pts_us,
+            20_000,
+            flags,
+            Bytes::from(vec![0u8; len]),
+        )
+    }
+
+    #[test]
+    fn a_ring_keeps_eight_segments_within_its_byte_cap_and_the_current_init() {
+        let mut r = ring(Codec::Audio(AudioParams {
+            sample_rate: 48_000,
+            channels: 2,
+            bits_per_sample: 16,
+            sample_format: SampleFormat::Int,
+        }));
+        r.push(chunk(0, 0, ChunkFlags::INIT, 44));
+        // 20 ms audio chunks of 128 KiB: a segment per second is 50 chunks, 6.5 MB, so the byte
+        // cap (32 MiB) bites before the eight segments do.
+        for seq in 1..=2000u64 {
+            let c = chunk(
+                seq,
+                (seq - 1) * 20_000,
+                ChunkFlags::KEY | ChunkFlags::END_OF_UNIT,
+                128 << 10,
+            );
+            r.push(c);
+            assert!(r.bytes <= RING_BYTES && r.chunks.len() <= RING_CHUNKS);
+            assert!(r.segments.len() <= RING_SEGMENTS);
+        }
+        assert_eq!(r.next_seq, 2001);
+        assert_eq!(r.init.len(), 1, "the init chunk is kept apart");
+        // The oldest held segment starts at a chunk still held, and what is older is gone.
+        let oldest = r.segments.front().unwrap().first_seq;
+        assert!(r.get(oldest).is_some());
+        assert!(r.get(oldest - 1).is_none());
+        assert!(r.get(1).is_none());
+        assert!(r.get(2000).is_some());
+        // Segments are about a second apart.
+        let s: Vec<u64> = r.segments.iter().map(|g| g.pts_us).collect();
+        assert!(s.windows(2).all(|w| w[1] - w[0] == 1_000_000), "{s:?}");
+        assert!(
+            r.segments.len() < RING_SEGMENTS,
+            "the byte cap evicted whole segments"
+        );
+    }
+
+    #[test]
+    fn a_new_publisher_s_init_replaces_the_old_and_the_end_chunk_ends_the_ring() {
+        let mut r = ring(Codec::Bytes);
+        r.push(chunk(0, 0, ChunkFlags::INIT, 10));
+        r.push(chunk(1, 0, ChunkFlags::KEY | ChunkFlags::END_OF_UNIT, 10));
+        r.push(chunk(2, 0, ChunkFlags::INIT, 10));
+        r.push(chunk(3, 0, ChunkFlags::INIT, 10));
+        assert_eq!(r.init.iter().map(|c| c.seq).collect::<Vec<_>>(), [2, 3]);
+        r.push(Chunk::new(
+            StreamId(1),
+            4,
+            0,
+            0,
+            0,
+            ChunkFlags::END_OF_STREAM | ChunkFlags::INIT,
+            Bytes::new(),
+        ));
+        assert!(r.ended.is_some());
+        assert_eq!(r.next_seq, 4, "the end chunk is no chunk to fetch");
     }
 }

@@ -9,6 +9,7 @@
 //! not yet published).
 
 mod files;
+mod hls;
 mod live;
 
 use std::convert::Infallible;
@@ -45,11 +46,16 @@ const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 /// Requests one HTTP/2 connection may run at once: a browser or a cache multiplexes, but one
 /// connection must not hold the server's blocking slots by itself.
 const MAX_STREAMS_PER_CONNECTION: u32 = 128;
+/// Refused connections being told why at once; past it they are just closed.
+const REFUSALS_IN_FLIGHT: usize = 64;
+/// Time one refusal may take.
+const REFUSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The HTTP interface's state, shared by its connections.
 pub(crate) struct Http {
     shared: Arc<Shared>,
     live: live::Rings,
+    plans: Arc<hls::Plans>,
 }
 
 /// Starts serving `listener` (plain HTTP and TLS) through `policy`, on `tracker`.
@@ -65,6 +71,7 @@ pub(crate) fn start(
     let tls = TlsAcceptor::from(Arc::new(cfg));
     let http = Arc::new(Http {
         live: live::Rings::new(shared.clone()),
+        plans: Arc::default(),
         shared,
     });
     tracker.spawn(accept_loop(http, policy, listener, tls, tracker.clone()));
@@ -78,6 +85,7 @@ async fn accept_loop(
     tracker: TaskTracker,
 ) {
     let draining = http.shared.draining.clone();
+    let refusals = Arc::new(tokio::sync::Semaphore::new(REFUSALS_IN_FLIGHT));
     loop {
         let (sock, peer) = tokio::select! {
             r = listener.accept() => match r {
@@ -95,6 +103,14 @@ async fn accept_loop(
             Ok(p) => p,
             Err(refusal) => {
                 debug!(%peer, "http connection refused: {}", refusal.message);
+                // Told why when it speaks plain HTTP and few refusals are in flight; a flood
+                // is just closed.
+                if let Ok(slot) = refusals.clone().try_acquire_owned() {
+                    tokio::spawn(async move {
+                        let _slot = slot;
+                        let _ = tokio::time::timeout(REFUSE_TIMEOUT, refuse(sock, refusal)).await;
+                    });
+                }
                 continue;
             }
         };
@@ -106,6 +122,32 @@ async fn accept_loop(
             serve_conn(http, policy, sock, peer, tls).await;
         });
     }
+}
+
+/// Answers a refused plain-HTTP connection with 503 and the refusal's JSON, then closes. A
+/// TLS client is closed without a word (telling it would cost a handshake).
+async fn refuse(mut sock: TcpStream, refusal: chunkcast_transport::accept::Refusal) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut first = [0u8; 1];
+    if !matches!(sock.peek(&mut first).await, Ok(1)) || first[0] == 0x16 {
+        return;
+    }
+    let body = serde_json::json!({
+        "code": refusal.code.to_u16(),
+        "error": refusal.code.to_string(),
+        "message": refusal.message,
+    })
+    .to_string();
+    let head = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncache-control: no-store\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    // Read (some of) the request first, so that closing does not reset the answer away.
+    let mut buf = [0u8; 4096];
+    let _ = tokio::time::timeout(Duration::from_millis(200), sock.read(&mut buf)).await;
+    let _ = sock.write_all(head.as_bytes()).await;
+    let _ = sock.write_all(body.as_bytes()).await;
+    let _ = sock.shutdown().await;
 }
 
 async fn serve_conn(
@@ -127,30 +169,54 @@ async fn serve_conn(
         std::time::Instant::now(),
     )));
     let stop = http.shared.stop.clone();
-    if first[0] == 0x16 {
+    let tls_first = first[0] == 0x16;
+    if !tls_first && policy.admit_plain(peer).is_err() {
+        return;
+    }
+    // The native byte stream guard: a client that stops reading a response is closed after
+    // the idle timeout rather than holding its slot, and its bytes are counted.
+    let (sock, handle) = policy.guard(sock);
+    if tls_first {
         let Ok(Ok(stream)) = tokio::time::timeout(limits.handshake_timeout, tls.accept(sock)).await
         else {
+            handle.kill();
             return;
         };
         let conn = run_hyper(http, TokioIo::new(stream), peer, rate);
         tokio::select! { () = conn => {}, () = stop.cancelled() => {} }
     } else {
-        if policy.admit_plain(peer).is_err() {
-            return;
-        }
         let conn = run_hyper(http, TokioIo::new(sock), peer, rate);
         tokio::select! { () = conn => {}, () = stop.cancelled() => {} }
     }
+    handle.kill();
 }
 
 async fn run_hyper<I>(http: Arc<Http>, io: I, peer: SocketAddr, rate: Arc<Mutex<RateLimit>>)
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
+    let idle_timeout = http.shared.config.limits.idle_timeout;
+    // Requests running, and when the last one started or ended: an HTTP/2 connection that
+    // asks for nothing for the idle timeout is closed (gracefully), as an idle native
+    // connection is; HTTP/1's keep-alive wait is bounded by the header timeout already.
+    let activity = Arc::new(Mutex::new((0usize, tokio::time::Instant::now())));
+    let seen = activity.clone();
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         let http = http.clone();
         let rate = rate.clone();
-        async move { Ok::<_, Infallible>(http.handle(req, peer, &rate).await) }
+        let activity = seen.clone();
+        async move {
+            let running = Running::start(activity);
+            let resp = http.handle(req, peer, &rate).await;
+            // Running until its body is sent (or dropped), not only until its head is.
+            Ok::<_, Infallible>(resp.map(|body| {
+                body.map_frame(move |f| {
+                    let _ = &running;
+                    f
+                })
+                .boxed()
+            }))
+        }
     });
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     builder
@@ -162,8 +228,55 @@ where
         .http2()
         .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
         .timer(hyper_util::rt::TokioTimer::new());
-    if let Err(e) = builder.serve_connection(io, service).await {
-        debug!(%peer, "http connection ended: {e}");
+    let conn = builder.serve_connection(io, service);
+    tokio::pin!(conn);
+    let mut closing: Option<tokio::time::Instant> = None;
+    loop {
+        let check = tokio::time::sleep(idle_timeout / 4);
+        tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    debug!(%peer, "http connection ended: {e}");
+                }
+                return;
+            }
+            () = check => {
+                let (running, last) = *activity.lock().unwrap_or_else(|e| e.into_inner());
+                match closing {
+                    None if running == 0 && last.elapsed() >= idle_timeout => {
+                        debug!(%peer, "http connection idle for {idle_timeout:?}: closing");
+                        conn.as_mut().graceful_shutdown();
+                        closing = Some(tokio::time::Instant::now());
+                    }
+                    // HTTP/2's graceful close waits for the client's PING answer: one that
+                    // gives none, with nothing running, is closed anyway.
+                    Some(at) if running == 0 && at.elapsed() >= crate::guard::LINGER => return,
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
+/// One request running on a connection, for its idle timer.
+struct Running(Arc<Mutex<(usize, tokio::time::Instant)>>);
+
+impl Running {
+    fn start(activity: Arc<Mutex<(usize, tokio::time::Instant)>>) -> Self {
+        {
+            let mut a = activity.lock().unwrap_or_else(|e| e.into_inner());
+            a.0 += 1;
+            a.1 = tokio::time::Instant::now();
+        }
+        Self(activity)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let mut a = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        a.0 -= 1;
+        a.1 = tokio::time::Instant::now();
     }
 }
 
@@ -265,6 +378,8 @@ pub(crate) enum Route {
     LiveIndex,
     LiveInit,
     LiveChunk,
+    Hls,
+    LiveHls,
     Other,
 }
 
@@ -277,18 +392,22 @@ impl Route {
             Self::LiveIndex => "live_index",
             Self::LiveInit => "live_init",
             Self::LiveChunk => "live_chunk",
+            Self::Hls => "hls",
+            Self::LiveHls => "live_hls",
             Self::Other => "other",
         }
     }
 
     /// Every route, so that the metrics show them all from the start.
-    pub(crate) const ALL: [Self; 7] = [
+    pub(crate) const ALL: [Self; 9] = [
         Self::Files,
         Self::Index,
         Self::Chunks,
         Self::LiveIndex,
         Self::LiveInit,
         Self::LiveChunk,
+        Self::Hls,
+        Self::LiveHls,
         Self::Other,
     ];
 }
@@ -354,7 +473,17 @@ impl Http {
                 "only GET and HEAD",
             ));
         }
-        self.authorize(req, path)?;
+        let signed = self.authorize(req, path)?;
+        // A playlist fetched with a signed URL names its init and segments signed alike:
+        // HLS players cannot add an Authorization header.
+        let signer = match (signed, &self.shared.config.token) {
+            (Some(exp), Some(token)) => Some(hls::UriSigner {
+                token: token.clone(),
+                exp,
+                dir: path.rsplit_once('/').map_or("", |(d, _)| d).to_owned(),
+            }),
+            _ => None,
+        };
         let query = req.uri().query().unwrap_or("");
         let head = req.method() == Method::HEAD;
         let shared = &self.shared;
@@ -371,15 +500,22 @@ impl Http {
             Route::LiveIndex | Route::LiveInit | Route::LiveChunk => {
                 self.live.serve(&path["/v1/live/".len()..], route).await
             }
+            Route::Hls => hls::file(shared, &self.plans, &path["/v1/hls/".len()..], signer).await,
+            Route::LiveHls => {
+                self.live
+                    .hls(&path["/v1/hls/live/".len()..], signer.as_ref())
+                    .await
+            }
             Route::Other => Err(Failure::not_found(format!("no such route: {path}"))),
         }
     }
 
     /// The token check: none needed without a token; else a Bearer token, or a signed URL
     /// that has not expired.
-    fn authorize(&self, req: &Request<Incoming>, path: &str) -> Result<(), Failure> {
+    /// `Some(exp)` when the request came with a signed URL valid until `exp`.
+    fn authorize(&self, req: &Request<Incoming>, path: &str) -> Result<Option<u64>, Failure> {
         let Some(token) = &self.shared.config.token else {
-            return Ok(());
+            return Ok(None);
         };
         let unauthorized =
             |m: &str| Failure::new(StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, m);
@@ -391,7 +527,7 @@ impl Http {
                 .unwrap_or("");
             use subtle::ConstantTimeEq;
             if bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
-                return Ok(());
+                return Ok(None);
             }
             return Err(unauthorized("wrong token"));
         }
@@ -423,7 +559,7 @@ impl Http {
                 "the signed URL has expired",
             ));
         }
-        Ok(())
+        Ok(Some(exp))
     }
 }
 
@@ -442,6 +578,10 @@ fn route_of(path: &str) -> Route {
         Route::Index
     } else if path.starts_with("/v1/chunks/") {
         Route::Chunks
+    } else if path.starts_with("/v1/hls/live/") {
+        Route::LiveHls
+    } else if path.starts_with("/v1/hls/") {
+        Route::Hls
     } else if let Some(rest) = path.strip_prefix("/v1/live/") {
         let parts: Vec<&str> = rest.split('/').collect();
         match parts.as_slice() {

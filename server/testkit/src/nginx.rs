@@ -32,9 +32,11 @@ pub struct CacheOptions {
     pub lock_timeout: Duration,
     /// `proxy_read_timeout`: above the origin's blocking wait too.
     pub read_timeout: Duration,
-    /// Serve HTTPS (and HTTP/2 by ALPN) with this certificate and key (PEM files), as a CDN
-    /// edge does; plain HTTP when `None`.
+    /// Serve viewers over TLS (HTTP/1.1 and HTTP/2) with this PEM certificate chain and key
+    /// instead of plain HTTP.
     pub tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
+    /// Reach the origin over TLS (its certificate is not checked: loopback tests).
+    pub origin_tls: bool,
 }
 
 impl Default for CacheOptions {
@@ -43,6 +45,7 @@ impl Default for CacheOptions {
             lock_timeout: Duration::from_secs(15),
             read_timeout: Duration::from_secs(15),
             tls: None,
+            origin_tls: false,
         }
     }
 }
@@ -92,6 +95,7 @@ impl Nginx {
             ),
             None => format!("listen 127.0.0.1:{port} backlog=4096;"),
         };
+        let scheme = if opts.origin_tls { "https" } else { "http" };
         let conf = format!(
             r#"daemon off;
 master_process off;
@@ -111,7 +115,9 @@ http {{
     server {{
         {listen}
         location / {{
-            proxy_pass http://{origin};
+            proxy_pass {scheme}://{origin};
+            proxy_ssl_verify off;
+            proxy_ssl_protocols TLSv1.2 TLSv1.3;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
             proxy_cache cc;
