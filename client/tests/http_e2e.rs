@@ -445,3 +445,57 @@ async fn the_chunkcast_binary_gets_over_https_and_says_what_went_wrong() {
     .await
     .expect("bounded");
 }
+
+/// A server with a token: the client sends it as `Authorization: Bearer`; without it the
+/// refusal says which flag gives it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_token_goes_as_a_bearer_header() {
+    tokio::time::timeout(LIMIT, async {
+        let server = server_with(|c| {
+            c.http = Some(([127, 0, 0, 1], 0).into());
+            c.token = Some("sesame".into());
+        })
+        .await;
+        let u = at(server.http_addr().unwrap(), Scheme::Http);
+        let dir = tempfile::tempdir().unwrap();
+        let name = chunkcast_media_samples::TONE_8K_WAV;
+        let with = ConnectOptions {
+            token: Some("sesame".into()),
+            ..pinned(&server)
+        };
+        let out = dir.path().join("tone.wav");
+        get(
+            &HttpClient::new(&u, &with).unwrap(),
+            name,
+            &opts(&out, false),
+        )
+        .await
+        .unwrap();
+        assert_eq!(file_digest(&out), digest_of(name));
+        for token in [None, Some("wrong".to_owned())] {
+            let without = ConnectOptions {
+                token,
+                ..pinned(&server)
+            };
+            let e = get(
+                &HttpClient::new(&u, &without).unwrap(),
+                name,
+                &opts(&dir.path().join("no.wav"), false),
+            )
+            .await
+            .unwrap_err();
+            assert_eq!(
+                e.code(),
+                Some(chunkcast_protocol::ErrorCode::Unauthorized),
+                "{e}"
+            );
+            assert!(
+                e.to_string().contains("HTTP 401") && e.to_string().contains("--token"),
+                "{e}"
+            );
+        }
+        server.shutdown().await;
+    })
+    .await
+    .expect("bounded");
+}

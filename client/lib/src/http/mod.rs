@@ -317,13 +317,12 @@ fn http_error(path: &str, status: reqwest::StatusCode, body: &[u8]) -> ClientErr
         Some(ErrorBody {
             error: Some(error), ..
         }) => error,
-        _ => {
-            let reason = status.canonical_reason().unwrap_or("error").to_lowercase();
-            match status.as_u16() {
-                401 => format!("{reason}: the server needs a token (--token)"),
-                _ => reason,
-            }
-        }
+        _ => status.canonical_reason().unwrap_or("error").to_lowercase(),
+    };
+    let message = if status.as_u16() == 401 {
+        format!("{message} (give the server's token with --token or CHUNKCAST_TOKEN)")
+    } else {
+        message
     };
     ClientError::Http {
         path: path.to_owned(),
