@@ -499,3 +499,71 @@ async fn the_token_goes_as_a_bearer_header() {
     .await
     .expect("bounded");
 }
+
+/// Viewers through an nginx cache (`proxy_cache_lock`): their blocking requests for the next
+/// chunk wait in the cache, and each still gets every chunk from its start, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_viewers_through_an_nginx_cache_get_every_chunk_in_order() {
+    use chunkcast_testkit::nginx::{self, CacheOptions, Nginx};
+    if !nginx::nginx_or_skip() {
+        return;
+    }
+    tokio::time::timeout(LIMIT, async {
+        let server = server().await;
+        let cache = Nginx::start(server.http_addr().unwrap(), &CacheOptions::default());
+        let publisher = connect(&server, Scheme::Tcp).await;
+        let mut p = publisher.publish("live/n", video()).await.unwrap();
+        for n in 0..5 {
+            p.send(frame(n)).await.unwrap();
+        }
+        let mut viewers = Vec::new();
+        for _ in 0..3 {
+            let client =
+                HttpClient::new(&at(cache.addr(), Scheme::Http), &ConnectOptions::default())
+                    .unwrap();
+            let ch = Arc::new(Channel::new(client, "live/n"));
+            let mut feed = ch.next_feed().await.unwrap();
+            viewers.push(tokio::spawn(async move {
+                let mut got = Vec::new();
+                while let Some(c) = feed.next().await {
+                    let c = c.unwrap();
+                    if !c.has(ChunkFlags::INIT) {
+                        got.push(number(&c));
+                    }
+                }
+                got
+            }));
+        }
+        for n in 5..60 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            p.send(frame(n)).await.unwrap();
+        }
+        let end = Chunk::new(
+            StreamId(0),
+            60,
+            0,
+            60 * 40_000,
+            0,
+            ChunkFlags::END_OF_STREAM | ChunkFlags::INIT,
+            Bytes::new(),
+        );
+        p.send(end).await.unwrap();
+        p.finish().await.unwrap();
+        for v in viewers {
+            let got = v.await.unwrap();
+            let first = got[0];
+            assert!(first % 10 == 0 && first < 5, "{got:?}");
+            assert_eq!(
+                got,
+                (first..60).collect::<Vec<_>>(),
+                "nginx: {}",
+                cache.error_log()
+            );
+        }
+        drop(cache);
+        publisher.close().await;
+        server.shutdown().await;
+    })
+    .await
+    .expect("bounded");
+}
