@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use chunkcast_protocol::verify::{GROUP_LEN, Verifier, VerifyError};
 use chunkcast_protocol::wire::codec::CHUNK_OVERHEAD;
-use chunkcast_protocol::{ChunkFlags, ErrorCode, Frame};
+use chunkcast_protocol::{ChunkFlags, Frame};
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
@@ -470,9 +470,4 @@ async fn already_complete(
         already_complete: true,
         note: None,
     }))
-}
-
-/// Whether `e` says the file changed on the server since its index was read.
-pub fn source_changed(e: &ClientError) -> bool {
-    e.cause().code() == Some(ErrorCode::Changed)
 }
