@@ -18,7 +18,9 @@ use chunkcast_client::url::{Scheme, Url};
 /// Lists, gets, plays, publishes, watches, calls and benchmarks media on a chunkcast server.
 ///
 /// URLs are tcp://HOST:PORT/PATH (plain TCP), tcps://… (TLS over TCP) or quic://…; without
-/// :PORT the port is 7700, the server's default.
+/// :PORT the port is 7700, the server's default. `get` and `watch` also take
+/// http://HOST:PORT/PATH and https://… (the server's --http interface, or any HTTP cache or
+/// CDN in front of it; without :PORT, 80 and 443).
 #[derive(Debug, Parser)]
 #[command(name = "chunkcast", version, about, long_about, after_help = AFTER_HELP)]
 pub struct Cli {
@@ -52,7 +54,9 @@ pub enum Command {
     },
     /// Save a file byte for byte, verified against the server's digest.
     Get {
-        /// tcp://HOST:PORT/PATH, tcps://… or quic://…; without :PORT, port 7700.
+        /// tcp://HOST:PORT/PATH, tcps://… or quic://…; without :PORT, port 7700. Or
+        /// http(s)://HOST:PORT/PATH: the server's --http interface or a cache in front of it,
+        /// every chunk verified against the file's digest all the same.
         url: String,
         /// Where to save: a file, an existing directory or DIR/ (saved there under the file's
         /// name), or - for stdout. Default: the file's name, in the current directory.
@@ -88,7 +92,8 @@ pub enum Command {
     },
     /// Watch a live channel (URL/live/NAME) in real time, from its latest keyframe.
     Watch {
-        /// tcp://HOST:PORT/live/NAME, tcps://… or quic://…; without :PORT, port 7700.
+        /// tcp://HOST:PORT/live/NAME, tcps://… or quic://…; without :PORT, port 7700. Or
+        /// http(s)://HOST:PORT/live/NAME: over the server's --http interface or a cache.
         url: String,
         /// When the publisher goes away, wait this long for one to come back (and go on at its
         /// first keyframe); 0 ends the watch instead.
@@ -284,7 +289,7 @@ impl ConnArgs {
 
     /// Why the trust flags are ignored on `scheme`, if they are.
     pub fn unused_trust(&self, scheme: Scheme) -> Option<String> {
-        if scheme != Scheme::Tcp {
+        if scheme != Scheme::Tcp && scheme != Scheme::Http {
             return None;
         }
         let flag = if self.cert_sha256.is_some() {
@@ -294,9 +299,15 @@ impl ConnArgs {
         } else {
             return None;
         };
+        let secure = if scheme == Scheme::Http {
+            "https://"
+        } else {
+            "tcps:// or quic://"
+        };
         Some(format!(
-            "{flag} is ignored: plain tcp:// has no certificate to check (use tcps:// or \
-             quic:// to verify the server)"
+            "{flag} is ignored: plain {}:// has no certificate to check (use {secure} to \
+             verify the server)",
+            scheme.name()
         ))
     }
 }
@@ -359,7 +370,22 @@ pub async fn run(cli: Cli) -> Result<(), ClientError> {
             };
             let ctrl_c = cancel_on_ctrl_c(opts.cancel.clone());
             let connect = conn.options_for(&url)?;
-            let result = get_resuming(&url, &connect, &opts, DEFAULT_RETRIES).await;
+            let result = if url.scheme.is_http() {
+                for (set, flag) in [
+                    (realtime, "--realtime"),
+                    (compress == Compress::Lz4, "--compress"),
+                ] {
+                    if set {
+                        eprintln!("chunkcast: warning: {flag} does not apply over HTTP");
+                    }
+                }
+                match chunkcast_client::http::HttpClient::new(&url, &connect) {
+                    Ok(client) => chunkcast_client::http::get::get(&client, &url.path, &opts).await,
+                    Err(e) => Err(e),
+                }
+            } else {
+                get_resuming(&url, &connect, &opts, DEFAULT_RETRIES).await
+            };
             ctrl_c.abort();
             let report = result.map_err(|e| match e {
                 ClientError::Cut {

@@ -59,6 +59,24 @@ pub enum ClientError {
         /// The server's explanation.
         message: String,
     },
+    /// The HTTP server, or a cache in front of it, answered a request with an error status
+    /// (the server's JSON body gives the native code and its explanation; a cache's page
+    /// gives at least the status).
+    #[error("{path}: HTTP {status}: {message}")]
+    Http {
+        /// The request's path.
+        path: String,
+        /// The HTTP status.
+        status: u16,
+        /// The native error code of the server's JSON body, if it sent one.
+        code: Option<ErrorCode>,
+        /// The server's explanation (or what the status means).
+        message: String,
+    },
+    /// An HTTP server's answer is not what `docs/HTTP.md` says (a malformed index, a body of
+    /// the wrong type or size): a broken server, or something else at that address.
+    #[error("bad answer from the HTTP server: {0}")]
+    BadResponse(String),
     /// The server's data did not decode, or a chunk arrived corrupted.
     #[error("corrupted data from the server: {0}")]
     Corrupt(DecodeError),
@@ -144,6 +162,7 @@ impl ClientError {
     pub fn code(&self) -> Option<ErrorCode> {
         match self {
             Self::Server { code, .. } => Some(*code),
+            Self::Http { code, .. } => *code,
             Self::Handshake(HandshakeError::Rejected { code, .. }) => Some(*code),
             _ => None,
         }

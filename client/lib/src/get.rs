@@ -28,7 +28,7 @@ const WRITE_BATCH: usize = 1 << 20;
 /// Batches queued towards the writer thread: 2 MiB, plus the one being written. With the
 /// stream's buffer this keeps what a download holds in flight (about 6 MiB) within the
 /// connection's pool of read buffers, so that steady downloading allocates nothing.
-const WRITE_QUEUE: usize = 2;
+pub(crate) const WRITE_QUEUE: usize = 2;
 /// How long a verified download waits for the tree nodes of bytes it holds: they travel
 /// ahead of the chunks on TCP and beside them on QUIC, so a server that sends none within
 /// this is broken, and the download fails instead of hanging.
@@ -155,7 +155,7 @@ pub fn destination(out: Option<&Path>, path: &str) -> Result<Destination, Client
 }
 
 /// The percentage `part` is of `whole`, for the user.
-fn percent(part: u64, whole: u64) -> f64 {
+pub(crate) fn percent(part: u64, whole: u64) -> f64 {
     if whole == 0 {
         100.0
     } else {
@@ -637,7 +637,7 @@ fn resume_refused(e: ClientError, disk: &OnDisk, partial: &Path, out: &Path) -> 
 
 /// `FILE.partial`, opened before the download so that an unwritable target fails before any
 /// byte is fetched, and removed again if it was created for a request the server refused.
-struct PartialFile {
+pub(crate) struct PartialFile {
     file: File,
     path: PathBuf,
     created: bool,
@@ -645,7 +645,7 @@ struct PartialFile {
 }
 
 impl PartialFile {
-    fn open(path: &Path, append: bool) -> Result<Self, ClientError> {
+    pub(crate) fn open(path: &Path, append: bool) -> Result<Self, ClientError> {
         let created = !path.exists();
         let file = FsOpen::new()
             .create(true)
@@ -663,7 +663,7 @@ impl PartialFile {
 
     /// The download starts: a fresh one truncates what an earlier attempt left, a resumed one
     /// what it will fetch again (from `keep`: a verified resume starts on a group boundary).
-    fn start(self, keep: u64) -> Result<File, ClientError> {
+    pub(crate) fn start(self, keep: u64) -> Result<File, ClientError> {
         let keep = if self.append { keep } else { 0 };
         let len = self
             .file
@@ -679,7 +679,7 @@ impl PartialFile {
     }
 
     /// The download did not start: leave the disk as it was.
-    fn abandon(self) {
+    pub(crate) fn abandon(self) {
         if self.created {
             drop(self.file);
             let _ = std::fs::remove_file(&self.path);
@@ -688,7 +688,7 @@ impl PartialFile {
 }
 
 /// Where the writer thread puts the bytes.
-enum Writer {
+pub(crate) enum Writer {
     File(File, PathBuf),
     Stdout(std::io::Stdout),
 }
@@ -726,7 +726,7 @@ impl Write for Writer {
 }
 
 /// The length and BLAKE3 state of the file at `path`, or `None` if there is none.
-fn hash_prefix(path: &Path) -> Result<Option<(u64, blake3::Hasher)>, ClientError> {
+pub(crate) fn hash_prefix(path: &Path) -> Result<Option<(u64, blake3::Hasher)>, ClientError> {
     let partial = path;
     let mut f = match File::open(partial) {
         Ok(f) => f,
@@ -749,7 +749,10 @@ fn hash_prefix(path: &Path) -> Result<Option<(u64, blake3::Hasher)>, ClientError
     Ok(Some((n, hasher)))
 }
 
-fn write_all(mut file: Writer, mut rx: mpsc::Receiver<Vec<Bytes>>) -> Result<(), ClientError> {
+pub(crate) fn write_all(
+    mut file: Writer,
+    mut rx: mpsc::Receiver<Vec<Bytes>>,
+) -> Result<(), ClientError> {
     while let Some(mut parts) = rx.blocking_recv() {
         let mut first = 0;
         while first < parts.len() {
@@ -781,7 +784,7 @@ fn write_all(mut file: Writer, mut rx: mpsc::Receiver<Vec<Bytes>>) -> Result<(),
     }
 }
 
-fn progress_bar(total: u64, done: u64) -> indicatif::ProgressBar {
+pub(crate) fn progress_bar(total: u64, done: u64) -> indicatif::ProgressBar {
     let bar = indicatif::ProgressBar::new(total);
     bar.set_style(
         indicatif::ProgressStyle::with_template(

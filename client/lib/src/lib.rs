@@ -2,9 +2,10 @@
 //! server. The `chunkcast` binary (the `chunkcast` crate) puts a command line over it and
 //! composes it with the server for `demo` and `bench`.
 //!
-//! - [`url`]: `tcp://`, `tcps://` and `quic://` URLs;
+//! - [`url`]: `tcp://`, `tcps://`, `quic://`, `http://` and `https://` URLs;
 //! - [`session`]: connect over any transport, handshake, list and open streams;
 //! - [`get`]: save a file byte for byte (temporary file, digest, rename, resume);
+//! - [`http`]: `get` and `watch` over the server's HTTP interface, or any cache in front of it;
 //! - [`ls`], [`play`], [`live`]: the commands behind the binary's `ls`, `play`, `watch`,
 //!   `publish` and `call`;
 //! - [`sink`]: where played media goes (players, files, frames);
@@ -27,6 +28,7 @@ pub mod chat;
 pub mod console;
 pub mod error;
 pub mod get;
+pub mod http;
 pub mod live;
 pub mod ls;
 pub mod play;

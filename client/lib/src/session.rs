@@ -166,6 +166,13 @@ impl Session {
             Scheme::Tcp => Dial::Tcp,
             Scheme::Tcps => Dial::Tls,
             Scheme::Quic => Dial::Quic,
+            Scheme::Http | Scheme::Https => {
+                return Err(ClientError::Usage(format!(
+                    "{url}: {} URLs are fetched with chunkcast_client::http, not a native session \
+                     (only get and watch speak HTTP)",
+                    url.scheme.name()
+                )));
+            }
         };
         let connecting = dial::connect(addr, &url.host, how, &opts.trust, limits);
         let (tx, rx, endpoint) = tokio::time::timeout(opts.timeout, connecting)

@@ -1,10 +1,11 @@
-//! chunkcast URLs: `tcp://HOST:PORT/PATH`, `tcps://HOST:PORT/PATH`, `quic://HOST:PORT/PATH`.
+//! chunkcast URLs: `tcp://HOST:PORT/PATH`, `tcps://HOST:PORT/PATH`, `quic://HOST:PORT/PATH`,
+//! and `http://HOST:PORT/PATH`, `https://…` for the server's HTTP interface (see [`crate::http`]).
 
 use std::fmt;
 
 use percent_encoding::percent_decode_str;
 
-/// The port used when a URL names none.
+/// The port used when a URL names none (HTTP's own defaults for `http://` and `https://`).
 pub const DEFAULT_PORT: u16 = 7700;
 
 /// Which transport a URL asks for.
@@ -16,6 +17,10 @@ pub enum Scheme {
     Tcps,
     /// QUIC (always TLS).
     Quic,
+    /// The server's HTTP interface, plain (`--http`), or through any HTTP cache.
+    Http,
+    /// The server's HTTP interface over TLS, or through any HTTPS cache or CDN.
+    Https,
 }
 
 impl Scheme {
@@ -25,6 +30,23 @@ impl Scheme {
             Self::Tcp => "tcp",
             Self::Tcps => "tcps",
             Self::Quic => "quic",
+            Self::Http => "http",
+            Self::Https => "https",
+        }
+    }
+
+    /// Whether this is one of the HTTP schemes, served by [`crate::http`] rather than a
+    /// native [`crate::session::Session`].
+    pub fn is_http(self) -> bool {
+        matches!(self, Self::Http | Self::Https)
+    }
+
+    /// The port a URL of this scheme means when it names none.
+    pub fn default_port(self) -> u16 {
+        match self {
+            Self::Http => 80,
+            Self::Https => 443,
+            Self::Tcp | Self::Tcps | Self::Quic => DEFAULT_PORT,
         }
     }
 }
@@ -44,7 +66,9 @@ pub struct Url {
 
 /// Why a URL could not be parsed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("bad URL {url:?}: {reason} (expected tcp://HOST:PORT/PATH, tcps://… or quic://…)")]
+#[error(
+    "bad URL {url:?}: {reason} (expected tcp://HOST:PORT/PATH, tcps://…, quic://…, http://… or https://…)"
+)]
 pub struct UrlError {
     url: String,
     reason: &'static str,
@@ -62,6 +86,8 @@ impl Url {
             "tcp" => Scheme::Tcp,
             "tcps" => Scheme::Tcps,
             "quic" => Scheme::Quic,
+            "http" => Scheme::Http,
+            "https" => Scheme::Https,
             _ => return Err(fail("unknown scheme")),
         };
         let (authority, path) = match rest.find('/') {
@@ -87,8 +113,14 @@ impl Url {
         }
         let port = match port {
             Some(p) => p.parse().map_err(|_| fail("bad port"))?,
-            None => DEFAULT_PORT,
+            None => scheme.default_port(),
         };
+        if scheme.is_http() && path.contains(['?', '#']) {
+            // A signed URL is for one request path; the client fetches many (index, chunks).
+            return Err(fail(
+                "a query or fragment (use --token; signed URLs are for curl and players)",
+            ));
+        }
         let path = percent_decode_str(path)
             .decode_utf8()
             .map_err(|_| fail("path is not UTF-8 once decoded"))?
@@ -150,17 +182,27 @@ mod tests {
         assert_eq!(u.authority(), "[::1]:7");
         let u = Url::parse("tcp://localhost").unwrap();
         assert_eq!((u.port, u.path.as_str()), (DEFAULT_PORT, ""));
+        let u = Url::parse("HTTPS://cdn.example/films/a%20b.mp4").unwrap();
+        assert_eq!(
+            (u.scheme, u.port, u.path.as_str()),
+            (Scheme::Https, 443, "films/a b.mp4")
+        );
+        assert!(u.scheme.is_http());
+        let u = Url::parse("http://127.0.0.1:8080/live/cam").unwrap();
+        assert_eq!((u.scheme, u.port), (Scheme::Http, 8080));
+        assert_eq!(u.to_string(), "http://127.0.0.1:8080/live/cam");
     }
 
     #[test]
     fn rejects_bad_urls_with_a_reason() {
         for bad in [
-            "http://x/y",
+            "ftp://x/y",
             "x/y",
             "tcp://:1/",
             "tcp://h:99999/",
             "tcp://[::1/",
             "tcp://h/%ff",
+            "http://h/a.mp4?exp=1&sig=00",
         ] {
             let e = Url::parse(bad).unwrap_err();
             assert!(e.to_string().contains("expected tcp://"), "{bad}: {e}");

@@ -89,7 +89,7 @@ impl Nginx {
         let read = opts.read_timeout.as_secs().max(1);
         let listen = match &opts.tls {
             Some((cert, key)) => format!(
-                "listen 127.0.0.1:{port} ssl http2 backlog=4096;\n        ssl_certificate {};\n        ssl_certificate_key {};",
+                "listen 127.0.0.1:{port} ssl http2 backlog=4096;\n        ssl_protocols TLSv1.2 TLSv1.3;\n        ssl_certificate {};\n        ssl_certificate_key {};",
                 cert.display(),
                 key.display()
             ),

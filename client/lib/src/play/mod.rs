@@ -132,7 +132,38 @@ pub async fn play(
 /// A subscription being made again, until a publisher answers it; with the new session when
 /// it had to connect again.
 type Resubscribe<'s> =
-    Pin<Box<dyn Future<Output = Result<(Incoming, Option<Session>), ClientError>> + Send + 's>>;
+    Pin<Box<dyn Future<Output = Result<(Source, Option<Session>), ClientError>> + Send + 's>>;
+
+/// Where a player's chunks come from: a native stream, or a live channel's feed over HTTP.
+enum Source {
+    Native(Incoming),
+    Http(crate::http::live::Feed),
+}
+
+impl Source {
+    fn opened(&self) -> &Opened {
+        match self {
+            Self::Native(i) => &i.opened,
+            Self::Http(f) => &f.opened,
+        }
+    }
+
+    /// Cancel-safe, as both sources' `next` are.
+    async fn next(&mut self) -> Option<Result<Chunk, ClientError>> {
+        match self {
+            Self::Native(i) => i.next().await,
+            Self::Http(f) => f.next().await,
+        }
+    }
+
+    async fn cancel(self) {
+        match self {
+            Self::Native(i) => i.cancel().await,
+            // Dropping a feed stops its requests.
+            Self::Http(f) => drop(f),
+        }
+    }
+}
 
 /// How long a player that lost its connection waits between attempts to connect again.
 const RECONNECT_EVERY: Duration = Duration::from_millis(500);
@@ -144,6 +175,8 @@ const WAITING_NOTICE: Duration = Duration::from_secs(1);
 enum Via<'s> {
     Borrowed(&'s Session),
     Owned(Arc<Session>),
+    /// A channel over HTTP: its next feed goes on where the last one stopped.
+    Http(Arc<crate::http::live::Channel>),
 }
 
 /// What a live channel's player needs to outlive its publisher.
@@ -163,7 +196,7 @@ struct Live<'s> {
 
 /// An opened stream with its sinks, ready to play.
 pub struct Player<'s> {
-    incoming: Incoming,
+    incoming: Source,
     sink: Box<dyn Sink>,
     buffer: PlayoutBuffer<Bytes>,
     assembler: UnitAssembler,
@@ -213,7 +246,7 @@ impl<'s> Player<'s> {
                 chunk_size: 0,
             })
             .await?;
-        Self::with(incoming, path, opts, request_at).await
+        Self::with(Source::Native(incoming), path, opts, request_at).await
     }
 
     /// Subscribes to a live channel (`live/NAME`) and opens the sinks for its codec: the
@@ -231,7 +264,7 @@ impl<'s> Player<'s> {
         sink::check(&opts.sinks)?;
         let request_at = now();
         let incoming = session.subscribe(channel).await?;
-        let mut player = Self::with(incoming, channel, opts, request_at).await?;
+        let mut player = Self::with(Source::Native(incoming), channel, opts, request_at).await?;
         player.buffer.set_catch_up(Some(CATCH_UP.max(opts.buffer)));
         player.live = Some(Live {
             via: Via::Borrowed(session),
@@ -247,21 +280,49 @@ impl<'s> Player<'s> {
         Ok(player)
     }
 
+    /// [`Player::watch`] over HTTP: the channel's chunks from its server's HTTP interface,
+    /// or any cache in front of it (see [`crate::http::live`]). It starts at the last
+    /// segment's first chunk (a keyframe); when the channel goes quiet, is replaced or starts
+    /// a new run, it waits up to [`PlayOptions::wait_publisher`] as for a lost publisher.
+    pub async fn watch_http(
+        channel: Arc<crate::http::live::Channel>,
+        opts: &PlayOptions,
+    ) -> Result<Player<'static>, ClientError> {
+        sink::check(&opts.sinks)?;
+        let request_at = now();
+        let feed = channel.next_feed().await?;
+        let name = channel.name().to_owned();
+        let mut player = Player::with(Source::Http(feed), &name, opts, request_at).await?;
+        player.buffer.set_catch_up(Some(CATCH_UP.max(opts.buffer)));
+        player.live = Some(Live {
+            via: Via::Http(channel),
+            reconnect: None,
+            channel: name,
+            wait: opts.wait_publisher,
+            notices: opts.notices,
+            waiting: None,
+            gaps: 0,
+            gap_time: Duration::ZERO,
+            gap_from: None,
+        });
+        Ok(player)
+    }
+
     async fn with(
-        incoming: Incoming,
+        incoming: Source,
         path: &str,
         opts: &PlayOptions,
         request_at: Instant,
     ) -> Result<Self, ClientError> {
-        let codec = incoming.opened.codec;
+        let codec = incoming.opened().codec;
         let (kind, buffer) = match codec {
             Codec::Audio(_) => (Kind::Audio, opts.buffer),
             Codec::Video(_) => (Kind::Video, opts.buffer),
             // One unit: shown as soon as it is complete.
             Codec::Image(_) => (Kind::Video, Duration::ZERO),
             Codec::Bytes => {
-                let total = incoming.opened.total_len;
-                let note = incoming.opened.note.clone();
+                let total = incoming.opened().total_len;
+                let note = incoming.opened().note.clone();
                 incoming.cancel().await;
                 if total == Some(0) {
                     return Err(ClientError::Usage(format!(
@@ -276,7 +337,7 @@ impl<'s> Player<'s> {
         };
         // A note saying where the file is damaged: what comes before plays, then it is reported.
         let damage = incoming
-            .opened
+            .opened()
             .note
             .clone()
             .filter(|n| n.starts_with(DAMAGED));
@@ -316,7 +377,7 @@ impl<'s> Player<'s> {
 
     /// What the server said about the stream.
     pub fn opened(&self) -> &Opened {
-        &self.incoming.opened
+        self.incoming.opened()
     }
 
     /// The sinks' notes for the user (e.g. the PCM format on stdout), one per line.
@@ -541,11 +602,19 @@ impl<'s> Player<'s> {
             }
             (Via::Borrowed(session), _) => {
                 let session: &'s Session = session;
-                Box::pin(async move { Ok((session.subscribe(&channel).await?, None)) })
+                Box::pin(
+                    async move { Ok((Source::Native(session.subscribe(&channel).await?), None)) },
+                )
             }
             (Via::Owned(session), _) => {
                 let session = Arc::clone(session);
-                Box::pin(async move { Ok((session.subscribe(&channel).await?, None)) })
+                Box::pin(
+                    async move { Ok((Source::Native(session.subscribe(&channel).await?), None)) },
+                )
+            }
+            (Via::Http(ch), _) => {
+                let ch = Arc::clone(ch);
+                Box::pin(async move { Ok((Source::Http(ch.next_feed().await?), None)) })
             }
         };
         live.waiting = Some((resubscribe, at + live.wait));
@@ -580,13 +649,13 @@ impl<'s> Player<'s> {
     /// A publisher is back: play its channel stream from its first keyframe.
     fn resumed(
         &mut self,
-        (incoming, session): (Incoming, Option<Session>),
+        (incoming, session): (Source, Option<Session>),
     ) -> Result<(), ClientError> {
         if let (Some(live), Some(session)) = (self.live.as_mut(), session) {
             // The old connection is gone: its session (if ours) goes with it.
             live.via = Via::Owned(Arc::new(session));
         }
-        let codec = incoming.opened.codec;
+        let codec = incoming.opened().codec;
         if codec != self.codec {
             return Err(ClientError::Usage(format!(
                 "the channel's new publisher sends {}, not {} as before: watch it again",
@@ -632,7 +701,7 @@ impl<'s> Player<'s> {
             if self.waiting() {
                 return Ok(false); // this subscription is over
             }
-            // `Incoming::next` is cancel-safe: dropping it unfinished loses nothing.
+            // `Source::next` is cancel-safe: dropping it unfinished loses nothing.
             let Some(item) = self.incoming.next().now_or_never() else {
                 return Ok(false);
             };
@@ -778,11 +847,11 @@ async fn reconnect(
     url: Url,
     opts: ConnectOptions,
     channel: String,
-) -> Result<(Incoming, Option<Session>), ClientError> {
+) -> Result<(Source, Option<Session>), ClientError> {
     loop {
         match Session::connect(&url, &opts).await {
             Ok(session) => match session.subscribe(&channel).await {
-                Ok(incoming) => return Ok((incoming, Some(session))),
+                Ok(incoming) => return Ok((Source::Native(incoming), Some(session))),
                 // Still the old server, draining, or one at its viewer limit: try again.
                 Err(e) if e.code() == Some(ErrorCode::Busy) => {
                     session.close().await;
@@ -801,7 +870,7 @@ async fn reconnect(
 /// The new subscription of a player waiting for its publisher (pending forever otherwise).
 async fn resubscribed(
     live: &mut Option<Live<'_>>,
-) -> Result<(Incoming, Option<Session>), ClientError> {
+) -> Result<(Source, Option<Session>), ClientError> {
     match live.as_mut().and_then(|l| l.waiting.as_mut()) {
         Some((subscribe, _)) => subscribe.await,
         None => std::future::pending().await,
@@ -852,42 +921,29 @@ pub async fn run(
         reconnect: watch.then(|| (url.clone(), connect.clone())),
     };
     let ctrl_c = stop_on_ctrl_c(opts.cancel.clone());
+    let channel = url.path.trim_matches('/');
+    let live = channel.starts_with("live/");
     let result = async {
-        let session = Session::connect(url, connect).await?;
-        let played = async {
-            let channel = url.path.trim_matches('/');
-            let open = async {
-                if channel.starts_with("live/") {
-                    Player::watch(&session, channel, &opts).await
-                } else {
-                    Player::open(&session, &url.path, &opts).await
-                }
-            };
-            // A watch may wait for its first publisher (the server answers a subscription
-            // once there is one): say so if the answer is slow, and let Ctrl-C stop the wait.
-            tokio::pin!(open);
-            let notice = tokio::time::sleep(WAITING_NOTICE);
-            tokio::pin!(notice);
-            let mut told = !channel.starts_with("live/");
-            let player = loop {
-                tokio::select! {
-                    biased;
-                    () = opts.cancel.cancelled() => return Err(ClientError::Interrupted),
-                    player = &mut open => break player?,
-                    () = &mut notice, if !told => {
-                        told = true;
-                        eprintln!(
-                            "chunkcast: waiting for {channel} to have a publisher (Ctrl-C to stop)"
-                        );
-                    }
-                }
-            };
-            if let Some(note) = player.note() {
-                eprintln!("{note}");
+        if url.scheme.is_http() {
+            if !(watch && live) {
+                return Err(ClientError::Usage(format!(
+                    "{url}: over {}:// only `get` and `watch …/live/NAME` are served",
+                    url.scheme.name()
+                )));
             }
-            Ok(player.run_to_end().await)
+            let client = crate::http::HttpClient::new(url, connect)?;
+            let ch = Arc::new(crate::http::live::Channel::new(client, channel));
+            return start(Player::watch_http(ch, &opts), channel, live, &opts.cancel).await;
         }
-        .await;
+        let session = Session::connect(url, connect).await?;
+        let open = async {
+            if live {
+                Player::watch(&session, channel, &opts).await
+            } else {
+                Player::open(&session, &url.path, &opts).await
+            }
+        };
+        let played = start(open, channel, live, &opts.cancel).await;
         session.close().await;
         played
     }
@@ -910,6 +966,36 @@ pub async fn run(
     }
     result?;
     Ok(())
+}
+
+/// Waits for `open` (a watch may wait for its first publisher, as the server answers a
+/// subscription once there is one: says so if the answer is slow, and lets Ctrl-C stop the
+/// wait), then plays to the end.
+async fn start<'s>(
+    open: impl Future<Output = Result<Player<'s>, ClientError>>,
+    channel: &str,
+    live: bool,
+    cancel: &CancellationToken,
+) -> Result<(PlayReport, Result<(), ClientError>), ClientError> {
+    tokio::pin!(open);
+    let notice = tokio::time::sleep(WAITING_NOTICE);
+    tokio::pin!(notice);
+    let mut told = !live;
+    let player = loop {
+        tokio::select! {
+            biased;
+            () = cancel.cancelled() => return Err(ClientError::Interrupted),
+            player = &mut open => break player?,
+            () = &mut notice, if !told => {
+                told = true;
+                eprintln!("chunkcast: waiting for {channel} to have a publisher (Ctrl-C to stop)");
+            }
+        }
+    };
+    if let Some(note) = player.note() {
+        eprintln!("{note}");
+    }
+    Ok(player.run_to_end().await)
 }
 
 /// Cancels `token` on Ctrl-C; a second Ctrl-C (while finishing) exits at once with 130.
