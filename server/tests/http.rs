@@ -11,7 +11,9 @@ use bytes::{Bytes, BytesMut};
 use chunkcast_client::url::Scheme;
 use chunkcast_protocol::verify::Verifier;
 use chunkcast_protocol::wire::{Decoder, Frame, Limits};
-use chunkcast_protocol::{Chunk, ChunkFlags, Codec, StreamId, VideoParams, VisualFormat};
+use chunkcast_protocol::{
+    Chunk, ChunkFlags, Codec, ErrorCode, StreamId, VideoParams, VisualFormat,
+};
 use chunkcast_server::{Config, Server};
 use chunkcast_testkit::nginx::{self, CacheOptions, HttpResponse, Nginx, get};
 use chunkcast_testkit::{connect, metric, require_tool, samples, scrape, server_with};
@@ -448,6 +450,7 @@ async fn live_chunks_block_until_published_and_the_end_is_410() {
         let r = waiting.await.unwrap();
         assert_eq!(r.status, 410);
         assert_eq!(json(&r)["error"], "ended");
+        assert_eq!(json(&r)["code"], 0, "a publisher's own end is a clean end");
         assert_eq!(
             fetch(addr, &at(31), &[]).await.status,
             200,
@@ -473,6 +476,32 @@ async fn live_chunks_block_until_published_and_the_end_is_410() {
             fetch(addr, &at(31), &[]).await.status,
             410,
             "the old run is over"
+        );
+
+        // The publisher's input breaks: a blocked viewer gets 410 ended with the code and
+        // reason a native viewer gets (17 bad input), not a clean end.
+        let url = new["chunk_url"].as_str().unwrap().replace("{seq}", "1");
+        let waiting = tokio::spawn(async move { get(addr, &url, &[], REQ).await.unwrap() });
+        while metric(&scrape(server.metrics_addr().unwrap()).await, blocked) < 1.0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        again
+            .abort(ErrorCode::BadInput, "garbage at byte 7".into())
+            .await
+            .unwrap();
+        let r = waiting.await.unwrap();
+        assert_eq!(r.status, 410);
+        let body = json(&r);
+        assert_eq!(
+            (body["error"].as_str(), body["code"].as_u64()),
+            (Some("ended"), Some(17))
+        );
+        assert!(
+            body["message"]
+                .as_str()
+                .unwrap()
+                .contains("garbage at byte 7"),
+            "{body}"
         );
         session.close().await;
         server.shutdown().await;
@@ -723,4 +752,50 @@ async fn an_idle_http2_connection_is_closed_after_the_idle_timeout() {
     })
     .await
     .expect("within the limit");
+}
+
+/// The request rate counts requests (indexes, files, playlists), not the chunks of a
+/// download: on one keep-alive connection, chunk URLs past the rate are all served while
+/// index requests past it get 429.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_request_rate_counts_requests_not_chunks() {
+    tokio::time::timeout(LIMIT, async {
+        let server = server(|c| c.limits.max_requests_per_sec = 5).await;
+        let addr = http(&server);
+        if !require_tool("curl", "apt-get install curl") {
+            return;
+        }
+        let index = json(&fetch(addr, &format!("/v1/index/{CLIP}?chunk_size=16384"), &[]).await);
+        let chunks = index["chunks"].as_u64().unwrap().min(40);
+        assert!(chunks >= 20, "the clip has {chunks} chunks of 16 KiB");
+        let template = index["chunk_url"].as_str().unwrap();
+        // One curl, one connection, every URL in a row: status codes in order.
+        let statuses = |urls: Vec<String>| async move {
+            let out = tokio::process::Command::new("curl")
+                .args(["-s", "-w", "%{http_code}\\n"])
+                .args(urls.iter().flat_map(|u| ["-o", "/dev/null", u.as_str()]))
+                .output()
+                .await
+                .unwrap();
+            String::from_utf8(out.stdout)
+                .unwrap()
+                .lines()
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        };
+        let chunk_urls = (0..chunks)
+            .map(|s| format!("http://{addr}{}", template.replace("{seq}", &s.to_string())))
+            .collect();
+        let got = statuses(chunk_urls).await;
+        assert_eq!(got.len() as u64, chunks);
+        assert!(got.iter().all(|s| s == "200"), "chunk statuses: {got:?}");
+        let index_urls = (0..20)
+            .map(|_| format!("http://{addr}/v1/index/{CLIP}"))
+            .collect();
+        let got = statuses(index_urls).await;
+        assert!(got.iter().any(|s| s == "429"), "index statuses: {got:?}");
+        server.shutdown().await;
+    })
+    .await
+    .expect("in time");
 }

@@ -306,8 +306,8 @@ impl Rings {
                         s.chunks.front().map_or(s.next_seq, |c| c.seq)
                     )));
                 }
-                if let Some((_, why)) = &s.ended {
-                    return Err(ended(why));
+                if let Some((code, why)) = &s.ended {
+                    return Err(ended(*code, why));
                 }
                 if seq > s.next_seq + BLOCK_AHEAD {
                     return Err(Failure::not_found(format!(
@@ -326,7 +326,7 @@ impl Rings {
                 Ok(Ok(())) => {}
                 // The ring is gone (its channel ended and it was dropped) or time is up.
                 Ok(Err(_)) => {
-                    return Err(ended("the channel ended"));
+                    return Err(ended(ErrorCode::None, "the channel ended"));
                 }
                 Err(_) => {
                     return Err(busy(format!(
@@ -443,7 +443,7 @@ impl Rings {
             }
             match tokio::time::timeout_at(deadline, rx.changed()).await {
                 Ok(Ok(())) => {}
-                Ok(Err(_)) => return Err(ended("the channel ended")),
+                Ok(Err(_)) => return Err(ended(ErrorCode::None, "the channel ended")),
                 Err(_) => {
                     return Err(busy(format!(
                         "segment {first_seq} was not complete within {BLOCK_FOR:?}; retry"
@@ -458,8 +458,10 @@ fn gone(message: impl Into<String>) -> Failure {
     Failure::new(StatusCode::GONE, ErrorCode::NotFound, message)
 }
 
-fn ended(why: &str) -> Failure {
-    Failure::new(StatusCode::GONE, ErrorCode::None, why).named("ended")
+/// 410 "ended" with the code native viewers get: `None` when the publisher finished, else
+/// the publisher's own (e.g. `bad input`), so an HTTP watch fails where a native one would.
+fn ended(code: ErrorCode, why: &str) -> Failure {
+    Failure::new(StatusCode::GONE, code, why).named("ended")
 }
 
 fn busy(message: impl Into<String>) -> Failure {

@@ -398,6 +398,11 @@ impl Route {
         }
     }
 
+    /// Immutable chunk URLs (files' and live channels'), which the request rate does not count.
+    fn is_chunk(self) -> bool {
+        matches!(self, Self::Chunks | Self::LiveInit | Self::LiveChunk)
+    }
+
     /// Every route, so that the metrics show them all from the start.
     pub(crate) const ALL: [Self; 9] = [
         Self::Files,
@@ -421,10 +426,17 @@ impl Http {
     ) -> Response<Body> {
         let path = req.uri().path().to_owned();
         let route = route_of(&path);
-        let verdict = rate
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .check(std::time::Instant::now());
+        // A chunk URL is the HTTP form of one chunk of an open stream, which the native
+        // limit does not count either: counting them capped one HTTP/2 connection at
+        // 50 × 256 KiB/s. They stay bounded by the streams per connection and the
+        // connection's write backpressure; index, playlist and file requests are counted.
+        let verdict = if route.is_chunk() {
+            Verdict::Serve
+        } else {
+            rate.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .check(std::time::Instant::now())
+        };
         let resp = match verdict {
             Verdict::Serve => match self.route(&req, &path, route).await {
                 Ok(r) => r,
