@@ -6,6 +6,8 @@
 //! - [`reassemble`]: [`Reassembler`] puts chunks back in file order, checks length and digest;
 //! - [`units`]: [`UnitAssembler`] groups in-order chunks into whole media units for playback;
 //! - [`playout`]: the jitter buffer that schedules units against a clock;
+//! - [`fragment`]: [`Fragmenter`](fragment::Fragmenter) turns a progressive MP4 into an init
+//!   segment and fragments (fMP4), for Media Source Extensions, HLS and `FRAGMENT` opens;
 //! - [`fanout`]: one live channel to many viewers, by reference, with a slow-viewer policy;
 //! - [`pace`]: sends at media time;
 //! - [`ingest`]: [`LiveInput`](ingest::LiveInput) cuts a live byte stream (a pipe: MJPEG,
@@ -20,6 +22,7 @@
 
 pub mod adapt;
 pub mod fanout;
+pub mod fragment;
 pub mod ingest;
 pub mod pace;
 pub mod packetize;

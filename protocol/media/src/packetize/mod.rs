@@ -62,6 +62,9 @@ pub(crate) mod y4m;
 
 pub use packetizer::Packetizer;
 
+pub(crate) use mp4::find_moov;
+pub(crate) use probe::read_at;
+
 use chunkcast_protocol::wire::chunk::StreamId;
 
 /// The default maximum payload of one chunk: 64 KiB.

@@ -295,7 +295,10 @@ fn demux<R: Read + Seek>(source: &mut R, len: u64) -> Result<Demuxed, MediaError
 }
 
 /// Walks the top-level boxes: returns the first `moov` box's offset and size.
-fn find_moov<R: Read + Seek>(source: &mut R, len: u64) -> Result<(u64, u64), MediaError> {
+pub(crate) fn find_moov<R: Read + Seek>(
+    source: &mut R,
+    len: u64,
+) -> Result<(u64, u64), MediaError> {
     let bad = |r: String| MediaError::corrupt(FORMAT, r);
     let mut pos = 0u64;
     let mut moov = None;
