@@ -106,6 +106,166 @@ async fn page_modules_match_the_rust_core() {
     result.expect("the checks finish within their time bound");
 }
 
+/// Media Source Extensions: a progressive H.264 + AAC MP4 file (fragmented by the server on
+/// the `FRAGMENT` open) and a live fMP4 channel (ffmpeg testsrc → libx264 fragmented MP4 →
+/// the real publish path) both play in the page's `<video>`: its `currentTime` advances and
+/// `getVideoPlaybackQuality().totalVideoFrames` grows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plays_mp4_and_live_fmp4_through_mse() {
+    let Some(chromium) = chromium_or_skip() else {
+        return;
+    };
+    if !chunkcast_testkit::require_tool("ffmpeg", "apt-get install ffmpeg") {
+        return;
+    }
+    let lib = tempfile::tempdir().unwrap();
+    let film = lib.path().join("film.mp4");
+    let made = std::process::Command::new("ffmpeg")
+        .args([
+            "-v",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=320x240:rate=25",
+        ])
+        .args(["-f", "lavfi", "-i", "sine=sample_rate=48000", "-t", "8"])
+        .args([
+            "-c:v",
+            "libx264",
+            "-g",
+            "25",
+            "-pix_fmt",
+            "yuv420p",
+            "-profile:v",
+            "high",
+        ])
+        .args(["-c:a", "aac", "-movflags", "+faststart"])
+        .arg(&film)
+        .status()
+        .unwrap();
+    assert!(made.success(), "ffmpeg made the MP4");
+    let root = lib.path().to_owned();
+    let server = chunkcast_testkit::server_with(move |c| {
+        c.root = Some(root);
+        c.web = Some("127.0.0.1:0".parse().unwrap());
+    })
+    .await;
+    let page_url = format!("http://{}/", server.web_addr().unwrap());
+    let profile = tempfile::tempdir().unwrap();
+    let mut browser = launch(&chromium, profile.path()).await;
+
+    // The live channel: ffmpeg's fragmented H.264 on a pipe, published as `chunkcast
+    // publish --from -` does.
+    let mut ffmpeg = Command::new("ffmpeg")
+        .args([
+            "-v",
+            "error",
+            "-re",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=320x240:rate=25",
+        ])
+        .args([
+            "-t", "60", "-c:v", "libx264", "-g", "25", "-pix_fmt", "yuv420p",
+        ])
+        .args(["-preset", "veryfast", "-tune", "zerolatency", "-f", "mp4"])
+        .args([
+            "-movflags",
+            "frag_keyframe+empty_moov+default_base_moof",
+            "-",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("ffmpeg starts");
+    let pipe = ffmpeg.stdout.take().unwrap();
+    let session = chunkcast_testkit::connect(&server, chunkcast_client::url::Scheme::Tcp).await;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let publish_opts = chunkcast_client::live::StreamOptions {
+        stop: stop.clone(),
+        ..Default::default()
+    };
+    let publisher = tokio::spawn(async move {
+        let r =
+            chunkcast_client::live::publish_stream(&session, "live/cam", pipe, &publish_opts).await;
+        session.close().await;
+        r
+    });
+
+    let checks = async {
+        let cdp = browser.cdp.as_mut().unwrap();
+        let mut page = open(cdp, &page_url).await;
+        page.wait_for("the page to connect", |c| c["state"] == json!("ready"))
+            .await;
+        let (t, frames, _) = page.mse_plays("film.mp4").await;
+        eprintln!("film.mp4 through MSE: {t:.2} s played, {frames} frames");
+        let (t, frames, first_frame_ms) = page.mse_plays("live/cam").await;
+        eprintln!(
+            "live/cam through MSE: first frame {first_frame_ms} ms after opening, \
+             {t:.2} s played, {frames} frames"
+        );
+    };
+    let result = tokio::time::timeout(HARD_TIMEOUT, checks).await;
+    browser.close().await;
+    stop.cancel();
+    let _ = ffmpeg.kill().await;
+    let _ = tokio::time::timeout(Duration::from_secs(10), publisher).await;
+    server.shutdown().await;
+    result.expect("the MSE checks finish within their time bound");
+}
+
+impl Page<'_> {
+    /// Plays `path` and waits until the `<video>` has shown two seconds of it: returns its
+    /// `currentTime`, its decoded frame count, and the milliseconds from asking to play to
+    /// the first frame shown. Frames must advance at the media's rate (measured over a second
+    /// of wall time).
+    async fn mse_plays(&mut self, path: &str) -> (f64, u64, u64) {
+        let asked = std::time::Instant::now();
+        self.eval(&format!("window.chunkcastPlay({path:?})")).await;
+        let probe = "JSON.stringify((() => { const v = document.getElementById('mse'); \
+            return { t: v.currentTime, f: v.getVideoPlaybackQuality().totalVideoFrames, \
+            s: window.chunkcast.state, e: window.chunkcast.error, hidden: v.hidden }; })())";
+        let mut first_frame_ms = None;
+        let mut sample = None;
+        loop {
+            let v: Value = serde_json::from_str(self.eval(probe).await.as_str().unwrap()).unwrap();
+            assert!(v["s"] != json!("error"), "{path}: page error {v}");
+            let frames = v["f"].as_u64().unwrap_or(0);
+            let t = v["t"].as_f64().unwrap_or(0.0);
+            if first_frame_ms.is_none() && frames > 0 {
+                first_frame_ms = Some(asked.elapsed().as_millis() as u64);
+            }
+            if t >= 1.0 && sample.is_none() {
+                sample = Some((std::time::Instant::now(), t, frames));
+            }
+            if let Some((at, t0, f0)) = sample {
+                let wall = at.elapsed().as_secs_f64();
+                if wall >= 1.0 {
+                    assert_eq!(v["hidden"], json!(false), "{path}: the <video> is shown");
+                    let rate = (frames - f0) as f64 / wall;
+                    let advance = (t - t0) / wall;
+                    eprintln!("{path}: {rate:.1} frames/s, media {advance:.2} s per s");
+                    assert!(rate > 15.0, "{path}: frames advance ({rate:.1}/s)");
+                    assert!(
+                        advance > 0.6,
+                        "{path}: currentTime advances ({advance:.2} s/s)"
+                    );
+                    return (t, frames, first_frame_ms.unwrap_or(0));
+                }
+            }
+            assert!(
+                asked.elapsed() < Duration::from_secs(40),
+                "{path}: the video did not play: {v}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
 /// The JavaScript that runs each vector through the page's wire module and returns, per
 /// vector, the decoded meaning (rendered as the file renders it) and the encoded bytes.
 const CHECK_VECTORS_JS: &str = r#"

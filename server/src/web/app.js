@@ -3,12 +3,13 @@
 // step: plain ES modules, served by `chunkcast-server --web ADDR`.
 //
 // wire.js is the frame codec, connection.js the handshake, keepalive and requests,
-// playout.js the playout rules, audio.js and video.js the outputs, player.js one stream
+// playout.js the playout rules, audio.js, video.js and mse.js (fragmented MP4) the outputs, player.js one stream
 // being played, ui.js the page's elements and counters.
 
 import { errorName } from './wire.js';
 import { Connection } from './connection.js';
 import { Player } from './player.js';
+import { msePlayable } from './mse.js';
 import { $, fail, fill, resetCounters, setState, showControls, stats } from './ui.js';
 
 // The viewer counts change while the page is open: the live list is asked for again this
@@ -110,7 +111,8 @@ async function play(path, fromUs = 0, estimate = null) {
       const seq = estimate && fromUs > 0
         ? Math.min(estimate.chunks - 1, Math.floor((fromUs / estimate.durationUs) * estimate.chunks))
         : 0;
-      opened = await conn.open(stream, path, seq);
+      // MP4 files come fragmented, for Media Source Extensions.
+      opened = await conn.open(stream, path, seq, msePlayable() && /\.(mp4|m4v|mov)$/i.test(path));
     }
   } catch (e) {
     if (player === mine) { player = null; fail(e.message); }

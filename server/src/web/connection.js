@@ -164,10 +164,12 @@ export class Connection {
   // A fresh stream id.
   stream() { return this.nextStream++; }
 
-  // Opens a file on `stream`, realtime, from chunk `seq`; resolves with OPENED.
-  open(stream, path, seq) {
+  // Opens a file on `stream`, realtime, from chunk `seq`; resolves with OPENED. `fragment`
+  // asks for a progressive MP4 as fragmented MP4 (others come as they are).
+  open(stream, path, seq, fragment = false) {
     return this.request((request) => ({ type: 'OPEN', request, stream, path, mode: 'realtime',
-      resume: seq > 0 ? { seq } : 'start', compress: false, raw: false, chunk_size: 0 }));
+      resume: seq > 0 ? { seq } : 'start', compress: false, raw: false, fragment,
+      chunk_size: 0 }));
   }
 
   // Receives a live channel on `stream`; resolves with OPENED.

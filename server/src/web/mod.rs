@@ -73,6 +73,11 @@ const FILES: &[(&str, &str, &[u8])] = &[
         include_bytes!("video.js"),
     ),
     (
+        "/mse.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("mse.js"),
+    ),
+    (
         "/ui.js",
         "text/javascript; charset=utf-8",
         include_bytes!("ui.js"),

@@ -51,8 +51,9 @@ export const flagNames = (flags) => bitNames(FLAG, flags);
 
 // The layouts' own values: protocol/core/src/wire/layout.rs.
 const MAGIC = [0x43, 0x4b, 0x43, 0x53]; // "CKCS"
-// The page speaks version 1: it does not verify streams (a v2 server serves it as before).
-export const VERSION = 1;
+// The page speaks version 2 for the OPEN flag FRAGMENT; it offers no VERIFIED capability, so
+// it does not verify streams (PROOF frames never come).
+export const VERSION = 2;
 const UNKNOWN = 0xffffffffffffffffn;
 const CATALOG_LAST = 0x01;
 const CATALOG_NOTES = 0x02;
