@@ -329,3 +329,66 @@ fn hostile_input_gets_typed_errors() {
         ));
     }
 }
+
+#[test]
+fn live_audio_only_fmp4_is_cut_into_key_fragments() {
+    use chunkcast_media::ingest::{InputFormat, Limits, LiveInput};
+    use chunkcast_protocol::media::{Codec, VisualFormat};
+    use chunkcast_protocol::{ChunkFlags, StreamId};
+    if !have_ffmpeg() {
+        return;
+    }
+    let out = Command::new("ffmpeg")
+        .args([
+            "-v",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=sample_rate=48000",
+            "-t",
+            "3",
+        ])
+        .args(["-c:a", "aac", "-f", "mp4", "-frag_duration", "500000"])
+        .args([
+            "-movflags",
+            "frag_keyframe+empty_moov+default_base_moof",
+            "-",
+        ])
+        .output()
+        .expect("run ffmpeg");
+    assert!(out.status.success());
+    let mut li = LiveInput::new(
+        chunkcast_media::Config::new(StreamId(0)),
+        Some(InputFormat::Fmp4),
+        Limits::default(),
+    )
+    .unwrap();
+    let mut chunks = Vec::new();
+    for (i, piece) in out.stdout.chunks(1000).enumerate() {
+        li.push(piece, i as u64 * 1000, &mut chunks)
+            .expect("audio-only fMP4 is taken");
+    }
+    li.finish(&mut chunks).unwrap();
+    assert!(matches!(
+        li.codec(),
+        Some(Codec::Video(v)) if v.format == VisualFormat::Fmp4 && v.width == 0
+    ));
+    let starts: Vec<_> = chunks.iter().filter(|c| !c.has(ChunkFlags::INIT)).collect();
+    let units = starts
+        .iter()
+        .filter(|c| c.has(ChunkFlags::END_OF_UNIT))
+        .count();
+    // 3 s in fragments of half a second: about six, every one a place to start.
+    assert!((5..=8).contains(&units), "{units} fragments");
+    assert!(starts.iter().all(|c| c.has(ChunkFlags::KEY)));
+    // The bytes are ffmpeg's, up to its `mfra` index trailer.
+    let joined: Vec<u8> = chunks.iter().flat_map(|c| c.payload.to_vec()).collect();
+    assert!(out.stdout.starts_with(&joined));
+    let rest = &out.stdout[joined.len()..];
+    assert!(
+        rest.is_empty() || &rest[4..8] == b"mfra",
+        "{} bytes left",
+        rest.len()
+    );
+}
