@@ -12,6 +12,11 @@
 //! the live list's viewer counts update by themselves; `#/PATH` opens PATH; pause, seek and
 //! volume; and the page's wire module (`wire.js`) decodes and encodes the golden vectors of
 //! `docs/golden/frames.json` exactly as the Rust codec does.
+//!
+//! With ffmpeg too: an H.264 + AAC MP4 file and a live fMP4 channel (ffmpeg on a pipe into the
+//! publish path) play through Media Source Extensions, frames advancing at the media's rate;
+//! and the live channel's chat carries a line each way between the page and a library peer,
+//! each exactly once.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -208,6 +213,7 @@ async fn plays_mp4_and_live_fmp4_through_mse() {
             "live/cam through MSE: first frame {first_frame_ms} ms after opening, \
              {t:.2} s played, {frames} frames"
         );
+        chat_both_ways(&mut page, &server).await;
     };
     let result = tokio::time::timeout(HARD_TIMEOUT, checks).await;
     browser.close().await;
@@ -216,6 +222,94 @@ async fn plays_mp4_and_live_fmp4_through_mse() {
     let _ = tokio::time::timeout(Duration::from_secs(10), publisher).await;
     server.shutdown().await;
     result.expect("the MSE checks finish within their time bound");
+}
+
+/// The page watching `live/cam` shows its chat: a line typed in the page reaches a library
+/// chat peer in the room, and the peer's line shows in the page, each exactly once; the
+/// page's line is acknowledged (nothing left pending).
+async fn chat_both_ways(page: &mut Page<'_>, server: &chunkcast_server::Server) {
+    use chunkcast_client::chat::{ChatOptions, run_chat};
+    assert!(
+        page.shown("chat").await,
+        "the chat panel is shown for a live channel"
+    );
+    let (in_tx, in_rx) = tokio::sync::mpsc::channel(8);
+    let (out_tx, mut out_rx) = tokio::sync::mpsc::channel(64);
+    let url = chunkcast_testkit::url(server, chunkcast_client::url::Scheme::Tcp, "");
+    let connect = chunkcast_testkit::pinned(server);
+    let peer = tokio::spawn(async move {
+        run_chat(
+            &url,
+            &connect,
+            "live/cam",
+            in_rx,
+            out_tx,
+            &ChatOptions::default(),
+        )
+        .await
+    });
+    // Markup in chat text must stay text.
+    let from_page = "hello from the page <b>bold?</b>";
+    let from_peer = "hello from the peer <img src=x onerror=alert(1)>";
+    page.eval(&format!(
+        "document.getElementById('chat-text').value = {from_page:?}; \
+         document.querySelector('#chat-form button').click()"
+    ))
+    .await;
+    in_tx.send(from_peer.to_owned()).await.unwrap();
+    let log = "JSON.stringify({ lines: Array.from(document.querySelectorAll('#chat-log li span'), \
+        (s) => s.textContent), imgs: document.querySelectorAll('#chat-log img').length, \
+        pending: window.chunkcastChatPending() })";
+    let mut peer_lines = Vec::new();
+    let start = std::time::Instant::now();
+    loop {
+        while let Ok(line) = out_rx.try_recv() {
+            peer_lines.push(line);
+        }
+        let v: Value = serde_json::from_str(page.eval(log).await.as_str().unwrap()).unwrap();
+        let lines: Vec<String> = serde_json::from_value(v["lines"].clone()).unwrap();
+        let count = |t: &str| lines.iter().filter(|l| *l == t).count();
+        let peer_has = peer_lines.iter().any(|l| l.text == from_page && !l.mine);
+        if count(from_peer) >= 1 && count(from_page) >= 1 && peer_has && v["pending"] == json!(0) {
+            // A moment more for any duplicate to show, then exactly once each.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let v: Value = serde_json::from_str(page.eval(log).await.as_str().unwrap()).unwrap();
+            let lines: Vec<String> = serde_json::from_value(v["lines"].clone()).unwrap();
+            assert_eq!(
+                lines.iter().filter(|l| *l == from_page).count(),
+                1,
+                "{lines:?}"
+            );
+            assert_eq!(
+                lines.iter().filter(|l| *l == from_peer).count(),
+                1,
+                "{lines:?}"
+            );
+            assert_eq!(v["imgs"], json!(0), "chat text is shown as text");
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "chat: page {v}, peer {peer_lines:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(in_tx);
+    let report = tokio::time::timeout(Duration::from_secs(10), peer)
+        .await
+        .expect("the peer's chat ends once its line is acknowledged")
+        .unwrap()
+        .expect("the peer's chat");
+    while let Ok(line) = out_rx.try_recv() {
+        peer_lines.push(line);
+    }
+    let from_page_n = peer_lines.iter().filter(|l| l.text == from_page).count();
+    assert_eq!(
+        from_page_n, 1,
+        "the page's line reaches the peer once: {peer_lines:?}"
+    );
+    assert_eq!(report.sent, 1);
+    eprintln!("chat: page ↔ peer, each line once; peer report {report:?}");
 }
 
 impl Page<'_> {

@@ -3,13 +3,15 @@
 // step: plain ES modules, served by `chunkcast-server --web ADDR`.
 //
 // wire.js is the frame codec, connection.js the handshake, keepalive and requests,
-// playout.js the playout rules, audio.js, video.js and mse.js (fragmented MP4) the outputs, player.js one stream
+// playout.js the playout rules, audio.js, video.js and mse.js (fragmented MP4) the outputs,
+// chat.js the chat beside a live channel, player.js one stream
 // being played, ui.js the page's elements and counters.
 
 import { errorName } from './wire.js';
 import { Connection } from './connection.js';
 import { Player } from './player.js';
 import { msePlayable } from './mse.js';
+import { ChatRoom, appendLine } from './chat.js';
 import { $, fail, fill, resetCounters, setState, showControls, stats } from './ui.js';
 
 // The viewer counts change while the page is open: the live list is asked for again this
@@ -19,6 +21,8 @@ const LIVE_POLL_MS = 3000;
 let conn = null;
 let player = null;
 let liveTimer = null;
+// The chat of the live channel being watched (room `live/NAME`), if any.
+let chat = null;
 
 function connect(token) {
   setState('connecting', 'connecting…');
@@ -29,6 +33,7 @@ function connect(token) {
       clearInterval(liveTimer);
       liveTimer = setInterval(refreshLive, LIVE_POLL_MS);
       refresh().then(openFragment);
+      if (chat) chat.connected();
     },
     onLogin(message) {
       setState('login', message);
@@ -42,6 +47,7 @@ function connect(token) {
       if (player) player.stop(false);
     },
     onRtt(ms) { stats.rttMs = ms; },
+    onChat(f) { if (chat) chat.frame(f); },
     onChunk(f) { if (player && player.stream === f.stream) player.chunk(f); },
     onClose(f) {
       if (player && player.stream === f.stream) {
@@ -97,6 +103,7 @@ async function play(path, fromUs = 0, estimate = null) {
   if (location.hash !== link) history.replaceState(null, '', link);
   const stream = conn.stream();
   const live = path.startsWith('live/');
+  openChat(live ? path : null);
   // Route chunks to a placeholder until OPENED tells what they are.
   const early = [];
   player = { stream, path, chunk: (c) => early.push(c), finish: () => {}, stop: () => {} };
@@ -126,6 +133,29 @@ async function play(path, fromUs = 0, estimate = null) {
   setState('playing', 'playing ' + path);
   stats.paused = false;
   showControls(player);
+}
+
+// Shows the chat of `room` (a live channel's path), or hides it (null).
+function openChat(room) {
+  if (chat && chat.room === room) return;
+  chat = null;
+  $('chat').hidden = room === null;
+  $('chat-log').replaceChildren();
+  $('chat-note').textContent = '';
+  stats.chatLines = 0;
+  if (room === null) return;
+  chat = new ChatRoom(room, (f) => conn.send(f), (line) => {
+    stats.chatLines++;
+    appendLine($('chat-log'), line, conn.serverNowUs());
+  });
+  chat.connected();
+}
+
+function say(text) {
+  if (!chat || !text) return false;
+  const why = chat.say(text, conn.serverNowUs() ?? 0n);
+  $('chat-note').textContent = why || '';
+  return why === null;
 }
 
 function pause() {
@@ -159,6 +189,10 @@ $('login').addEventListener('submit', (ev) => {
   connect(token);
 });
 $('refresh').onclick = () => refresh();
+$('chat-form').addEventListener('submit', (ev) => {
+  ev.preventDefault();
+  if (say($('chat-text').value)) $('chat-text').value = '';
+});
 $('stop').onclick = () => {
   if (player) { player.stop(true); setState('ready', 'stopped'); }
   stats.paused = false;
@@ -172,6 +206,7 @@ $('volume').addEventListener('input', () => {
 });
 window.addEventListener('hashchange', () => { if (stats.state !== 'connecting') openFragment(); });
 window.chunkcastPlay = play;
+window.chunkcastChatPending = () => (chat ? chat.pending() : null);
 window.chunkcastPause = pause;
 window.chunkcastSeek = seek;
 window.chunkcastGain = () => (player && player.gain ? player.gain() : null);

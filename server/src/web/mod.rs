@@ -78,6 +78,11 @@ const FILES: &[(&str, &str, &[u8])] = &[
         include_bytes!("mse.js"),
     ),
     (
+        "/chat.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("chat.js"),
+    ),
+    (
         "/ui.js",
         "text/javascript; charset=utf-8",
         include_bytes!("ui.js"),
