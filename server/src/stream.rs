@@ -274,10 +274,12 @@ fn setup(
         start_seq,
         start_offset,
         chunk_size: cfg.chunk_size as u32,
-        note: match (not_fragmented, packetizer.warning().filter(|_| any_file)) {
+        // Notes only to a client that offered ANY_FILE (PROTOCOL.md §10).
+        note: match (not_fragmented, packetizer.warning()) {
             (Some(a), Some(b)) => Some(format!("{a}; {b}")),
             (a, b) => a.or(b.map(str::to_owned)),
         }
+        .filter(|_| any_file)
         .map(|n| chunkcast_protocol::wire::clip_note(&n)),
     };
     let shaping = Shaping {
