@@ -267,7 +267,8 @@ async fn plays_mp4_and_live_fmp4_through_mse() {
 
 /// The page watching `live/cam` shows its chat: a line typed in the page reaches a library
 /// chat peer in the room, and the peer's line shows in the page, each exactly once; the
-/// page's line is acknowledged (nothing left pending).
+/// page's line is acknowledged (nothing left pending); the same through a forced
+/// reconnection of the page.
 async fn chat_both_ways(page: &mut Page<'_>, server: &chunkcast_server::Server) {
     use chunkcast_client::chat::{ChatOptions, run_chat};
     assert!(
@@ -335,6 +336,49 @@ async fn chat_both_ways(page: &mut Page<'_>, server: &chunkcast_server::Server) 
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // A forced reconnection: the page's connection drops, a line is typed while it is down
+    // and the peer writes one meanwhile; the page connects again, rejoins the room and
+    // resends, and each line still shows exactly once on each side.
+    let after_page = "typed while the page was cut off";
+    let after_peer = "written while the page was away";
+    page.eval(&format!(
+        "window.chunkcastDropConnection(); \
+         document.getElementById('chat-text').value = {after_page:?}; \
+         document.querySelector('#chat-form button').click()"
+    ))
+    .await;
+    in_tx.send(after_peer.to_owned()).await.unwrap();
+    let start = std::time::Instant::now();
+    loop {
+        while let Ok(line) = out_rx.try_recv() {
+            peer_lines.push(line);
+        }
+        let v: Value = serde_json::from_str(page.eval(log).await.as_str().unwrap()).unwrap();
+        let lines: Vec<String> = serde_json::from_value(v["lines"].clone()).unwrap();
+        let count = |t: &str| lines.iter().filter(|l| *l == t).count();
+        let peer_has = peer_lines.iter().any(|l| l.text == after_page);
+        if count(after_peer) >= 1 && count(after_page) >= 1 && peer_has && v["pending"] == json!(0)
+        {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let v: Value = serde_json::from_str(page.eval(log).await.as_str().unwrap()).unwrap();
+            let lines: Vec<String> = serde_json::from_value(v["lines"].clone()).unwrap();
+            for t in [from_page, from_peer, after_page, after_peer] {
+                assert_eq!(
+                    lines.iter().filter(|l| *l == t).count(),
+                    1,
+                    "{t}: {lines:?}"
+                );
+            }
+            let c = page.counters().await;
+            assert_eq!(c["connections"], json!(2), "the page connected again: {c}");
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "chat across a reconnection: page {v}, peer {peer_lines:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     drop(in_tx);
     let report = tokio::time::timeout(Duration::from_secs(10), peer)
         .await
@@ -344,12 +388,14 @@ async fn chat_both_ways(page: &mut Page<'_>, server: &chunkcast_server::Server) 
     while let Ok(line) = out_rx.try_recv() {
         peer_lines.push(line);
     }
-    let from_page_n = peer_lines.iter().filter(|l| l.text == from_page).count();
-    assert_eq!(
-        from_page_n, 1,
-        "the page's line reaches the peer once: {peer_lines:?}"
-    );
-    assert_eq!(report.sent, 1);
+    for t in [from_page, after_page] {
+        let n = peer_lines.iter().filter(|l| l.text == t).count();
+        assert_eq!(
+            n, 1,
+            "the page's line reaches the peer once: {peer_lines:?}"
+        );
+    }
+    assert_eq!(report.sent, 2);
     eprintln!("chat: page ↔ peer, each line once; peer report {report:?}");
 }
 

@@ -23,17 +23,32 @@ let player = null;
 let liveTimer = null;
 // The chat of the live channel being watched (room `live/NAME`), if any.
 let chat = null;
+// A lost connection is made again after this long (doubling up to RECONNECT_MAX_MS); a live
+// channel being watched is then watched again, and its chat rejoined with its unacknowledged
+// lines resent (chat.js), so that no line is lost or shown twice.
+const RECONNECT_MS = 500;
+const RECONNECT_MAX_MS = 8000;
+let token = '';
+let reconnectMs = RECONNECT_MS;
+let rewatch = null;
+let everReady = false;
 
-function connect(token) {
+function connect(t) {
+  token = t;
   setState('connecting', 'connecting…');
   conn = new Connection(token, {
     onReady(welcome) {
+      everReady = true;
+      reconnectMs = RECONNECT_MS;
+      stats.connections = (stats.connections || 0) + 1;
       $('login').hidden = true;
       setState('ready', 'connected to ' + (welcome.server_name || 'server'));
       clearInterval(liveTimer);
       liveTimer = setInterval(refreshLive, LIVE_POLL_MS);
-      refresh().then(openFragment);
       if (chat) chat.connected();
+      const again = rewatch;
+      rewatch = null;
+      refresh().then(() => (again ? play(again) : openFragment()));
     },
     onLogin(message) {
       setState('login', message);
@@ -43,8 +58,17 @@ function connect(token) {
     onFail: fail,
     onClosed() {
       clearInterval(liveTimer);
-      if (stats.state !== 'error' && stats.state !== 'login') fail('connection closed');
       if (player) player.stop(false);
+      // Connected before and not refused: connect again (the server restarted, the network
+      // blinked); a refusal or a first connection that failed is shown instead.
+      if (everReady && stats.state !== 'error' && stats.state !== 'login') {
+        if (player && player.path && player.path.startsWith('live/')) rewatch = player.path;
+        setState('reconnecting', 'connection lost; reconnecting…');
+        setTimeout(() => connect(token), reconnectMs);
+        reconnectMs = Math.min(RECONNECT_MAX_MS, reconnectMs * 2);
+        return;
+      }
+      if (stats.state !== 'error' && stats.state !== 'login') fail('connection closed');
     },
     onRtt(ms) { stats.rttMs = ms; },
     onChat(f) { if (chat) chat.frame(f); },
@@ -207,6 +231,8 @@ $('volume').addEventListener('input', () => {
 window.addEventListener('hashchange', () => { if (stats.state !== 'connecting') openFragment(); });
 window.chunkcastPlay = play;
 window.chunkcastChatPending = () => (chat ? chat.pending() : null);
+// For the browser test: drop the connection as a network failure would.
+window.chunkcastDropConnection = () => conn.close();
 window.chunkcastPause = pause;
 window.chunkcastSeek = seek;
 window.chunkcastGain = () => (player && player.gain ? player.gain() : null);
