@@ -11,6 +11,9 @@ export const KEEP_BEHIND_S = 10;
 export const LIVE_MAX_LAG_S = 3;
 // Live: where to jump to, in seconds before the buffered end.
 export const LIVE_TARGET_S = 0.5;
+// The largest init segment taken (the Rust side's MAX_MOOV_BYTES is 64 MiB for a whole file's
+// tables; an init segment has none): beyond it the stream is refused, not buffered.
+export const MAX_INIT_BYTES = 16 << 20;
 
 // Whether the browser can play fragmented MP4 at all (the codecs are checked at the init).
 export function msePlayable() {
@@ -115,6 +118,7 @@ export class MseOut {
     this.live = live;
     this.onError = onError;
     this.initParts = [];   // INIT chunks since the last unit
+    this.initBytes = 0;
     this.init = null;      // the init segment in use
     this.queue = [];       // segments waiting for the SourceBuffer
     this.sb = null;
@@ -126,7 +130,17 @@ export class MseOut {
   }
 
   // One INIT chunk's payload.
-  initChunk(bytes) { this.initParts.push(bytes.slice()); }
+  initChunk(bytes) {
+    if (this.stopped) return;
+    this.initBytes += bytes.length;
+    if (this.initBytes > MAX_INIT_BYTES) {
+      this.initParts = [];
+      this.stopped = true;
+      this.onError(`an init segment of more than ${MAX_INIT_BYTES} bytes`);
+      return;
+    }
+    this.initParts.push(bytes.slice());
+  }
 
   // One whole fragment.
   fragment(bytes, key) {
@@ -134,6 +148,7 @@ export class MseOut {
     if (this.initParts.length) {
       const init = concat(this.initParts);
       this.initParts = [];
+      this.initBytes = 0;
       if (!this.init || !same(init, this.init)) this.start(init);
     }
     if (!this.init) return; // no init segment yet: nothing can decode this
