@@ -87,6 +87,10 @@ pub struct Args {
     /// Default: off.
     #[arg(long, value_name = "ADDR")]
     pub web: Option<SocketAddr>,
+    /// Serve the library and live channels over HTTP/1.1 and HTTP/2 at ADDR (plain and TLS
+    /// on one port), for HTTP caches, CDNs, curl and HLS players: docs/HTTP.md. Default: off.
+    #[arg(long, value_name = "ADDR")]
+    pub http: Option<SocketAddr>,
     /// Connections open at once, over TCP and QUIC together.
     #[arg(long, value_name = "N", default_value_t = default_limits().max_connections,
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
@@ -175,6 +179,7 @@ struct FileConfig {
     grace: Option<u64>,
     metrics: Option<SocketAddr>,
     web: Option<SocketAddr>,
+    http: Option<SocketAddr>,
     max_connections: Option<u64>,
     max_connections_per_ip: Option<u64>,
     max_streams: Option<u64>,
@@ -284,6 +289,7 @@ impl Args {
         take!(grace, v => v);
         take!(metrics, v => Some(v));
         take!(web, v => Some(v));
+        take!(http, v => Some(v));
         let big = usize::MAX as u64;
         take!(max_connections, v => ranged("max-connections", v, 1, big)? as usize);
         take!(max_connections_per_ip, v => ranged("max-connections-per-ip", v, 1, big)? as usize);
@@ -326,6 +332,7 @@ impl Args {
         c.grace = std::time::Duration::from_secs(self.grace);
         c.metrics = self.metrics;
         c.web = self.web;
+        c.http = self.http;
         let l = &mut c.limits;
         l.max_connections = self.max_connections;
         l.max_connections_per_ip = self.max_connections_per_ip;
@@ -464,7 +471,8 @@ mod tests {
     fn the_config_file_sets_every_kind_of_flag_and_the_command_line_wins() {
         let c = with_file(
             "listen = \"127.0.0.1:7811\"\nallow-anonymous = true\nmax-streams = 3\n\
-             idle-timeout-ms = 2500\nweb = \"127.0.0.1:8080\"\nstate-dir = \"/var/lib/cc\"\n",
+             idle-timeout-ms = 2500\nweb = \"127.0.0.1:8080\"\nstate-dir = \"/var/lib/cc\"\n\
+             http = \"127.0.0.1:8081\"\n",
             &["--max-streams=5"],
         )
         .unwrap();
@@ -474,6 +482,7 @@ mod tests {
         assert_eq!(c.limits.max_streams_per_connection, 5, "the flag wins");
         assert_eq!(c.limits.idle_timeout.as_millis(), 2500);
         assert_eq!(c.web, Some("127.0.0.1:8080".parse().unwrap()));
+        assert_eq!(c.http, Some("127.0.0.1:8081".parse().unwrap()));
         assert_eq!(c.state_dir, Some(PathBuf::from("/var/lib/cc")));
     }
 

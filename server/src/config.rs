@@ -92,6 +92,9 @@ pub struct Config {
     /// Where to serve the browser viewer over HTTP (the page, and the protocol over a
     /// WebSocket at `GET /ws`); `None`: nowhere.
     pub web: Option<SocketAddr>,
+    /// Where to serve the HTTP interface (files, chunks, live channels; plain HTTP and TLS
+    /// on one port); `None`: nowhere.
+    pub http: Option<SocketAddr>,
     /// Serve (and list) paths with a component starting with `.` (`.env`, `.git/config`);
     /// off by default, when such a path is answered as not found.
     pub serve_hidden: bool,
@@ -140,6 +143,7 @@ impl Config {
             limits: Limits::default(),
             metrics: None,
             web: None,
+            http: None,
             serve_hidden: false,
             edge_of: None,
             directory: None,
@@ -156,6 +160,7 @@ impl Config {
         !self.tcp.ip().is_loopback()
             || !self.quic.ip().is_loopback()
             || self.web.is_some_and(|w| !w.ip().is_loopback())
+            || self.http.is_some_and(|h| !h.ip().is_loopback())
     }
 }
 

@@ -31,6 +31,7 @@ mod edge;
 #[doc(hidden)]
 pub mod fuzzing;
 mod guard;
+mod http;
 pub mod library;
 mod limit;
 mod listen;
@@ -228,6 +229,7 @@ pub struct Server {
     quic_addr: SocketAddr,
     metrics_addr: Option<SocketAddr>,
     web_addr: Option<SocketAddr>,
+    http_addr: Option<SocketAddr>,
     fingerprint: String,
     root: std::path::PathBuf,
     shared: Arc<Shared>,
@@ -239,7 +241,7 @@ impl Server {
     /// Opens the library, binds both transports and starts accepting.
     pub async fn start(config: Config) -> Result<Self, ServerError> {
         if config.exposed() && config.token.is_none() && !config.allow_anonymous {
-            let addr = [Some(config.tcp), Some(config.quic), config.web]
+            let addr = [Some(config.tcp), Some(config.quic), config.web, config.http]
                 .into_iter()
                 .flatten()
                 .find(|a| !a.ip().is_loopback())
@@ -372,6 +374,30 @@ impl Server {
             None => None,
         };
 
+        let http_listener = match config.http {
+            Some(addr) => {
+                Some(
+                    TcpListener::bind(addr)
+                        .await
+                        .map_err(|cause| ServerError::Bind {
+                            flag: "--http",
+                            addr,
+                            cause,
+                        })?,
+                )
+            }
+            None => None,
+        };
+        let http_addr = match &http_listener {
+            Some(l) => Some(l.local_addr().map_err(|cause| ServerError::Bind {
+                flag: "--http",
+                addr: config.http.unwrap_or(tcp_addr),
+                cause,
+            })?),
+            None => None,
+        };
+        let http_tls = tls::server_config(&identity)?;
+
         let (edge, registry) = tiers(&config, tcp_addr)?;
         let shared = Arc::new(Shared::new(config, library).with_tiers(edge, registry));
         if let Some(listener) = metrics_listener {
@@ -382,7 +408,7 @@ impl Server {
             ));
         }
         let tracker = TaskTracker::new();
-        listen::start(
+        let policy = listen::start(
             &shared,
             listen::Listeners {
                 tcp: listener,
@@ -392,11 +418,15 @@ impl Server {
             },
             &tracker,
         );
+        if let Some(listener) = http_listener {
+            http::start(shared.clone(), policy, listener, http_tls, &tracker);
+        }
         let server = Self {
             tcp_addr,
             quic_addr,
             metrics_addr,
             web_addr,
+            http_addr,
             fingerprint: identity.fingerprint_hex(),
             root,
             shared,
@@ -439,6 +469,11 @@ impl Server {
         self.web_addr
     }
 
+    /// Where the HTTP interface is served (`--http`), if it is.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
+    }
+
     /// The web viewer's address as a URL to open, if `--web` was given.
     pub fn web_url(&self) -> Option<String> {
         self.web_addr.map(|a| format!("http://{a}/"))
@@ -455,8 +490,8 @@ impl Server {
     }
 
     /// The one line the binary prints on stdout once bound (the product contract), with
-    /// ` metrics=IP:PORT` appended when metrics are served and ` web=IP:PORT` when the browser
-    /// viewer is.
+    /// ` metrics=IP:PORT` appended when metrics are served, ` web=IP:PORT` when the browser
+    /// viewer is and ` http=IP:PORT` when the HTTP interface is.
     pub fn listening_line(&self) -> String {
         let mut line = format!(
             "listening tcp={} quic={} cert-sha256={}",
@@ -467,6 +502,9 @@ impl Server {
         }
         if let Some(addr) = self.web_addr {
             line.push_str(&format!(" web={addr}"));
+        }
+        if let Some(addr) = self.http_addr {
+            line.push_str(&format!(" http={addr}"));
         }
         line
     }

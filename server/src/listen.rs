@@ -137,11 +137,17 @@ pub(crate) struct Listeners {
 }
 
 /// Starts accepting on every listener through one [`Policy`], and serving what is accepted,
-/// until draining starts; every connection runs on `tracker`.
-pub(crate) fn start(shared: &Arc<Shared>, listeners: Listeners, tracker: &TaskTracker) {
+/// until draining starts; every connection runs on `tracker`. Returns the policy, for the
+/// HTTP interface's door (one budget of connections for every transport).
+pub(crate) fn start(
+    shared: &Arc<Shared>,
+    listeners: Listeners,
+    tracker: &TaskTracker,
+) -> Arc<Policy> {
     let limits = &shared.config.limits;
+    let policy = Arc::new(Policy::new(shared.clone()));
     let (acceptor, accepted) = Acceptor::new(
-        Arc::new(Policy::new(shared.clone())),
+        policy.clone(),
         listeners.tls,
         limits.wire,
         limits.handshake_timeout,
@@ -159,6 +165,7 @@ pub(crate) fn start(shared: &Arc<Shared>, listeners: Listeners, tracker: &TaskTr
     // Tracked, so that shutdown waits for connections still being set up as it does for
     // those being served: the loop ends once every accept loop and set-up is over.
     tracker.spawn(serve_accepted(shared.clone(), accepted, tracker.clone()));
+    policy
 }
 
 /// The one loop that serves: every accepted connection, whatever its transport.

@@ -91,6 +91,9 @@ struct Table {
 
 struct Hub {
     name: String,
+    /// Chosen at random when the hub is created: the HTTP interface's `run`, so that URLs
+    /// cached from an earlier life of the channel never alias this one's.
+    run: u64,
     state: Mutex<HubState>,
     published: Notify,
 }
@@ -295,6 +298,7 @@ impl Live {
         }
         let hub = Arc::new(Hub {
             name: name.to_owned(),
+            run: rand::random(),
             state: Mutex::new(HubState {
                 channel: Channel::new(self.config),
                 publisher: None,
@@ -676,6 +680,71 @@ impl Live {
                 datagrams && opened.codec.kind() == chunkcast_protocol::MediaKind::Audio;
             serve_viewer(&tx, &attached.viewer, opened, datagrams).await;
         }))
+    }
+}
+
+/// A viewer attached for the HTTP interface: what it was handed at once, and its queue.
+pub(crate) struct Tap {
+    /// The hub's `run`.
+    pub(crate) run: u64,
+    /// What the channel carries.
+    pub(crate) codec: Codec,
+    /// The seq of the first chunk the viewer gets (the backlog's first, else the channel's
+    /// next).
+    pub(crate) start_seq: u64,
+    /// The viewer, on the hub's list until dropped.
+    pub(crate) attached: Attached,
+    /// Counted in `chunkcast_live_viewers` while it lives, as the channel's listing counts it.
+    _counted: Counted,
+}
+
+impl Live {
+    /// Attaches a viewer to `live/NAME` for the HTTP interface if it has a source now (a
+    /// publisher, or an edge's upstream relaying); `None` otherwise. The viewer's queue
+    /// starts with the channel's backlog (init chunks, then the group since the last
+    /// keyframe), as a native viewer's does.
+    pub(crate) fn tap(self: &Arc<Self>, name: &str) -> Option<Tap> {
+        let name = format!("live/{name}");
+        let table = lock(&self.table);
+        let hub = table.hubs.get(&name)?.clone();
+        let mut s = lock(&hub.state);
+        if s.viewers.len() + s.waiting as usize >= MAX_VIEWERS {
+            return None;
+        }
+        let source = s.publisher.is_some() || s.relaying;
+        let codec = s.channel.codec().filter(|_| source)?;
+        let stream = StreamId(1);
+        let mut q = ViewerQueue::new(self.config, Some(codec), stream);
+        let backlog = s.channel.backlog(stream);
+        if backlog.iter().all(|f| f.chunk.has(ChunkFlags::INIT)) {
+            q.skip_to_keyframe();
+        }
+        for f in &backlog {
+            let _ = q.push(f);
+        }
+        let start_seq = backlog
+            .first()
+            .map_or(s.channel.next_seq(), |f| f.chunk.seq);
+        let viewer = Arc::new(Viewer {
+            queue: Mutex::new(q),
+            ready: Notify::new(),
+            end: Mutex::new(None),
+            recorder: false,
+        });
+        s.viewers.push(viewer.clone());
+        drop(s);
+        drop(table);
+        Some(Tap {
+            run: hub.run,
+            codec,
+            start_seq,
+            _counted: Counted::new(&self.gauges.viewers),
+            attached: Attached {
+                live: self.clone(),
+                hub,
+                viewer,
+            },
+        })
     }
 }
 

@@ -162,6 +162,21 @@ pub(crate) struct Metrics {
     edge_upstreams: Gauge,
     edge_upstream_bytes: Counter,
     edge_upstream_lag_ms: Gauge,
+    http_requests: Family<HttpLabel, Counter>,
+    http_bytes: Family<RouteLabel, Counter>,
+    http_blocked_now: Gauge,
+    http_blocked: Counter,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HttpLabel {
+    route: &'static str,
+    status: u16,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabel {
+    route: &'static str,
 }
 
 /// The metrics the live-channel registry keeps up to date itself.
@@ -209,6 +224,10 @@ impl Metrics {
             edge_upstreams: Gauge::default(),
             edge_upstream_bytes: Counter::default(),
             edge_upstream_lag_ms: Gauge::default(),
+            http_requests: Family::default(),
+            http_bytes: Family::default(),
+            http_blocked_now: Gauge::default(),
+            http_blocked: Counter::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -310,6 +329,32 @@ impl Metrics {
             "How far behind real time the latest chunk from upstream arrived, in milliseconds              (wall time since the upstream subscription minus media time)",
             m.edge_upstream_lag_ms.clone(),
         );
+        r.register(
+            "http_requests",
+            "Requests the HTTP interface answered, by route and status (behind a cache: what \
+             reached the origin)",
+            m.http_requests.clone(),
+        );
+        r.register(
+            "http_body_bytes_sent",
+            "Response body bytes the HTTP interface sent, by route",
+            m.http_bytes.clone(),
+        );
+        r.register(
+            "http_blocked_now",
+            "HTTP requests for live chunks not yet published, waiting now",
+            m.http_blocked_now.clone(),
+        );
+        r.register(
+            "http_blocked_waits",
+            "HTTP requests for live chunks that had to wait for them",
+            m.http_blocked.clone(),
+        );
+        for route in crate::http::Route::ALL {
+            let _ = m.http_bytes.get_or_create(&RouteLabel {
+                route: route.label(),
+            });
+        }
         for t in [Transport::Tcp, Transport::Quic] {
             let _ = m.connections_open.get_or_create(&t.label());
             let _ = m.connections.get_or_create(&t.label());
@@ -412,6 +457,24 @@ impl Metrics {
     }
 
     /// One media chunk of `payload_len` bytes went to the transport.
+    /// One HTTP request answered on `route` with `status` and `bytes` of body.
+    pub(crate) fn http_request(&self, route: &'static str, status: u16, bytes: u64) {
+        self.http_requests
+            .get_or_create(&HttpLabel { route, status })
+            .inc();
+        self.http_bytes
+            .get_or_create(&RouteLabel { route })
+            .inc_by(bytes);
+    }
+
+    /// An HTTP request starts waiting for a live chunk: counted, and held in the gauge
+    /// until the guard drops.
+    pub(crate) fn http_blocked(&self) -> OpenGuard {
+        self.http_blocked.inc();
+        self.http_blocked_now.inc();
+        OpenGuard(self.http_blocked_now.clone())
+    }
+
     pub(crate) fn chunk_sent(&self, payload_len: usize) {
         self.chunks_sent.inc();
         self.chunk_bytes_sent.inc_by(payload_len as u64);

@@ -17,6 +17,7 @@
 pub mod frames;
 pub mod library;
 pub mod metrics;
+pub mod nginx;
 pub mod process;
 pub mod proxy;
 pub mod server;
