@@ -5,13 +5,16 @@
 // wire.js is the frame codec, connection.js the handshake, keepalive and requests,
 // playout.js the playout rules, audio.js, video.js and mse.js (fragmented MP4) the outputs,
 // chat.js the chat beside a live channel, player.js one stream
-// being played, ui.js the page's elements and counters.
+// being played, ui.js the page's elements and counters; httpsource.js plays over the HTTP
+// interface instead of the WebSocket when the page is opened with `?http=URL` (a page served
+// from a CDN, no WebSocket at all).
 
 import { errorName } from './wire.js';
 import { Connection } from './connection.js';
 import { Player } from './player.js';
 import { msePlayable } from './mse.js';
 import { ChatRoom, appendLine } from './chat.js';
+import { HttpError, HttpSource, playHttp } from './httpsource.js';
 import { $, fail, fill, resetCounters, setState, showControls, stats } from './ui.js';
 
 // The viewer counts change while the page is open: the live list is asked for again this
@@ -32,6 +35,9 @@ let token = '';
 let reconnectMs = RECONNECT_MS;
 let rewatch = null;
 let everReady = false;
+// `?http=URL`: files and live channels come from that HTTP origin or cache (httpsource.js).
+const httpBase = new URLSearchParams(location.search).get('http');
+const source = httpBase ? new HttpSource(httpBase) : null;
 
 function connect(t) {
   token = t;
@@ -125,6 +131,7 @@ async function play(path, fromUs = 0, estimate = null) {
   resetCounters(path);
   const link = '#/' + encodeURI(path);
   if (location.hash !== link) history.replaceState(null, '', link);
+  if (source) { playOverHttp(path); return; }
   const stream = conn.stream();
   const live = path.startsWith('live/');
   openChat(live ? path : null);
@@ -157,6 +164,36 @@ async function play(path, fromUs = 0, estimate = null) {
   setState('playing', 'playing ' + path);
   stats.paused = false;
   showControls(player);
+}
+
+// Plays `path` from the HTTP interface: the same Player, its chunks fetched by httpsource.js.
+function playOverHttp(path) {
+  openChat(null);
+  setState('opening', 'opening ' + path + ' over HTTP');
+  // Until the codec is known: stopping stops the requests.
+  let handle = null;
+  const mine = { path, stream: null, chunk() {}, finish() {}, stop: () => handle && handle.stop() };
+  player = mine;
+  handle = playHttp(source, path, {
+    onPlayer(p) {
+      if (player !== mine) { p.stop(false); return; }
+      player = p;
+      const c = p.codec;
+      stats.kind = c.kind === 'bytes' ? 'bytes' : c.kind + (c.format ? '/' + c.format : '');
+      setState('playing', 'playing ' + path + ' over HTTP');
+      stats.paused = false;
+      showControls(p);
+    },
+    onFail(message, e) {
+      if (player !== mine) return;
+      player = null;
+      if (e instanceof HttpError && e.status === 401) {
+        setState('login', message);
+        $('login').hidden = false;
+        $('token').focus();
+      } else fail(message);
+    },
+  });
 }
 
 // Shows the chat of `room` (a live channel's path), or hides it (null).
@@ -210,7 +247,19 @@ $('login').addEventListener('submit', (ev) => {
   ev.preventDefault();
   const token = $('token').value;
   $('token').value = '';
+  if (source) {
+    source.token = token;
+    $('login').hidden = true;
+    setState('ready', 'HTTP: ' + httpBase);
+    openFragment();
+    return;
+  }
   connect(token);
+});
+$('open').addEventListener('submit', (ev) => {
+  ev.preventDefault();
+  const path = $('open-path').value.trim();
+  if (path) play(path);
 });
 $('refresh').onclick = () => refresh();
 $('chat-form').addEventListener('submit', (ev) => {
@@ -236,4 +285,10 @@ window.chunkcastDropConnection = () => conn.close();
 window.chunkcastPause = pause;
 window.chunkcastSeek = seek;
 window.chunkcastGain = () => (player && player.gain ? player.gain() : null);
-connect('');
+if (source) {
+  // No listing over HTTP: a path is typed, or given as `#/PATH`.
+  $('open').hidden = false;
+  $('refresh').hidden = true;
+  setState('ready', 'HTTP: ' + httpBase);
+  openFragment();
+} else connect('');
