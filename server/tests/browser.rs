@@ -265,6 +265,122 @@ async fn plays_mp4_and_live_fmp4_through_mse() {
     result.expect("the MSE checks finish within their time bound");
 }
 
+/// The page from `--web`, opened with `?http=` naming the same server's `--http` port (another
+/// origin: CORS), plays an MP4 file (its HLS CMAF segments) and a live fMP4 channel (index,
+/// init, blocking chunk URLs) through the same player and MSE as over the WebSocket, and never
+/// opens the WebSocket; the origin's metrics show the HTTP routes it took.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plays_a_file_and_a_live_channel_over_the_http_interface() {
+    let Some(chromium) = chromium_or_skip() else {
+        return;
+    };
+    if !chunkcast_testkit::require_tool("ffmpeg", "apt-get install ffmpeg") {
+        return;
+    }
+    let lib = tempfile::tempdir().unwrap();
+    let made = std::process::Command::new("ffmpeg")
+        .args(["-v", "error", "-y", "-f", "lavfi"])
+        .args(["-i", "testsrc=size=320x240:rate=25", "-t", "8"])
+        .args(["-c:v", "libx264", "-g", "25", "-pix_fmt", "yuv420p"])
+        .args(["-movflags", "+faststart"])
+        .arg(lib.path().join("film.mp4"))
+        .status()
+        .unwrap();
+    assert!(made.success(), "ffmpeg made the MP4");
+    let root = lib.path().to_owned();
+    let server = chunkcast_testkit::server_with(move |c| {
+        c.root = Some(root);
+        c.web = Some("127.0.0.1:0".parse().unwrap());
+        c.http = Some("127.0.0.1:0".parse().unwrap());
+        c.metrics = Some("127.0.0.1:0".parse().unwrap());
+    })
+    .await;
+    let page_url = format!(
+        "http://{}/?http=http://{}",
+        server.web_addr().unwrap(),
+        server.http_addr().unwrap()
+    );
+    let profile = tempfile::tempdir().unwrap();
+    let mut browser = launch(&chromium, profile.path()).await;
+    let mut ffmpeg = Command::new("ffmpeg")
+        .args(["-v", "error", "-re", "-f", "lavfi"])
+        .args(["-i", "testsrc=size=320x240:rate=25", "-t", "60"])
+        .args(["-c:v", "libx264", "-g", "25", "-pix_fmt", "yuv420p"])
+        .args(["-preset", "veryfast", "-tune", "zerolatency", "-f", "mp4"])
+        .args([
+            "-movflags",
+            "frag_keyframe+empty_moov+default_base_moof",
+            "-",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("ffmpeg starts");
+    let stop = tokio_util::sync::CancellationToken::new();
+    let session = chunkcast_testkit::connect(&server, chunkcast_client::url::Scheme::Tcp).await;
+    let pipe = ffmpeg.stdout.take().unwrap();
+    let publish_opts = chunkcast_client::live::StreamOptions {
+        stop: stop.clone(),
+        ..Default::default()
+    };
+    let publisher = tokio::spawn(async move {
+        let r =
+            chunkcast_client::live::publish_stream(&session, "live/cam", pipe, &publish_opts).await;
+        session.close().await;
+        r
+    });
+
+    let checks = async {
+        let cdp = browser.cdp.as_mut().unwrap();
+        let mut page = open(cdp, &page_url).await;
+        page.wait_for("the page to be ready over HTTP", |c| {
+            c["state"] == json!("ready")
+        })
+        .await;
+        let (t, frames, _) = page.mse_plays("film.mp4", true).await;
+        eprintln!(
+            "film.mp4 over HTTP (HLS segments) through MSE: {t:.2} s played, {frames} frames"
+        );
+        // The channel exists once the publisher's first chunk is in: until then 404, shown.
+        let (t, frames, first_frame_ms) = page.mse_plays("live/cam", true).await;
+        eprintln!(
+            "live/cam over HTTP through MSE: first frame {first_frame_ms} ms after opening, \
+             {t:.2} s played, {frames} frames"
+        );
+        let c = page.counters().await;
+        assert_eq!(c["crcFailures"], json!(0), "{c}");
+        assert_eq!(c["gaps"], json!(0), "{c}");
+        assert!(
+            c["connections"].is_null(),
+            "the page never opened the WebSocket: {c}"
+        );
+    };
+    let result = tokio::time::timeout(HARD_TIMEOUT, checks).await;
+    browser.close().await;
+    let text = chunkcast_testkit::scrape(server.metrics_addr().unwrap()).await;
+    stop.cancel();
+    let _ = ffmpeg.kill().await;
+    let _ = tokio::time::timeout(Duration::from_secs(10), publisher).await;
+    server.shutdown().await;
+    result.expect("the HTTP checks finish within their time bound");
+    let ok = |route: &str| {
+        chunkcast_testkit::metric(
+            &text,
+            &format!("chunkcast_http_requests_total{{route=\"{route}\",status=\"200\"}}"),
+        )
+    };
+    for route in ["index", "hls", "live_index", "live_init", "live_chunk"] {
+        eprintln!("origin: {route} 200 × {}", ok(route));
+        assert!(ok(route) >= 1.0, "the page asked for {route} over HTTP");
+    }
+    // A fragment (a 1 s GOP here) is a chunk: the segment started at and those after it.
+    assert!(
+        ok("live_chunk") >= 2.0,
+        "live chunks after the first segment's"
+    );
+}
+
 /// The page watching `live/cam` shows its chat: a line typed in the page reaches a library
 /// chat peer in the room, and the peer's line shows in the page, each exactly once; the
 /// page's line is acknowledged (nothing left pending); the same through a forced
