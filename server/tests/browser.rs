@@ -381,6 +381,81 @@ async fn plays_a_file_and_a_live_channel_over_the_http_interface() {
     );
 }
 
+/// The same over HTTP with a token: the page's first request is refused (401) and the token
+/// form shows; with the token typed in, the page's requests carry `Authorization: Bearer`
+/// (the browser asks the origin first: a CORS preflight, answered 204) and the test card PNG
+/// comes by its index and chunk URLs, each chunk's CRC32C checked, and is shown whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shows_an_image_over_the_http_interface_with_a_token() {
+    let Some(chromium) = chromium_or_skip() else {
+        return;
+    };
+    let server = chunkcast_testkit::server_with(|c| {
+        c.web = Some("127.0.0.1:0".parse().unwrap());
+        c.http = Some("127.0.0.1:0".parse().unwrap());
+        c.metrics = Some("127.0.0.1:0".parse().unwrap());
+        c.token = Some("s3cret".into());
+    })
+    .await;
+    let page_url = format!(
+        "http://{}/?http=http://{}#/{TESTCARD_PNG}",
+        server.web_addr().unwrap(),
+        server.http_addr().unwrap()
+    );
+    let size = std::fs::metadata(chunkcast_testkit::samples().join(TESTCARD_PNG))
+        .unwrap()
+        .len();
+    let profile = tempfile::tempdir().unwrap();
+    let mut browser = launch(&chromium, profile.path()).await;
+    let checks = async {
+        let cdp = browser.cdp.as_mut().unwrap();
+        let mut page = open(cdp, &page_url).await;
+        page.wait_for("the token form", |c| c["state"] == json!("login"))
+            .await;
+        assert!(page.shown("login").await, "the token form is shown");
+        page.eval(
+            "document.getElementById('token').value = 's3cret'; \
+             document.getElementById('login').requestSubmit()",
+        )
+        .await;
+        let card = page
+            .wait_for(TESTCARD_PNG, |c| {
+                c["path"] == json!(TESTCARD_PNG) && c["ended"] == json!(true)
+            })
+            .await;
+        assert_eq!(card["unitsPlayed"], json!(1), "{card}");
+        assert_eq!(card["crcFailures"], json!(0), "{card}");
+        assert_eq!(card["bytes"], json!(size), "every byte of the file: {card}");
+        let width = page
+            .eval("new Promise(r => { const i = document.getElementById('image'); i.complete ? r(i.naturalWidth) : i.onload = () => r(i.naturalWidth); })")
+            .await;
+        assert_eq!(width, json!(640), "the image decodes whole");
+    };
+    let result = tokio::time::timeout(HARD_TIMEOUT, checks).await;
+    browser.close().await;
+    let text = chunkcast_testkit::scrape(server.metrics_addr().unwrap()).await;
+    server.shutdown().await;
+    result.expect("the checks finish within their time bound");
+    let answered = |route: &str, status: u16| {
+        chunkcast_testkit::metric(
+            &text,
+            &format!("chunkcast_http_requests_total{{route=\"{route}\",status=\"{status}\"}}"),
+        )
+    };
+    assert!(answered("index", 401) >= 1.0, "refused without the token");
+    assert!(
+        answered("index", 204) >= 1.0,
+        "the browser's preflight answered"
+    );
+    assert!(answered("index", 200) >= 1.0, "the index with the token");
+    let chunks = size.div_ceil(256 * 1024) as f64;
+    assert_eq!(answered("chunks", 200), chunks, "each chunk URL once");
+    eprintln!(
+        "testcard over HTTP with a token: {size} bytes in {chunks} chunk(s), preflights {}",
+        answered("index", 204) + answered("chunks", 204)
+    );
+}
+
 /// The page watching `live/cam` shows its chat: a line typed in the page reaches a library
 /// chat peer in the room, and the peer's line shows in the page, each exactly once; the
 /// page's line is acknowledged (nothing left pending); the same through a forced
