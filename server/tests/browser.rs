@@ -355,6 +355,55 @@ async fn plays_a_file_and_a_live_channel_over_the_http_interface() {
             c["connections"].is_null(),
             "the page never opened the WebSocket: {c}"
         );
+        // A live MJPEG channel (no init chunks: `init/none`) drawn on the canvas, 4 s long:
+        // its end reaches the page as the blocked request's 410 "ended", a clean end.
+        let mut mjpeg = Command::new("ffmpeg")
+            .args(["-v", "error", "-re", "-f", "lavfi"])
+            .args(["-i", "testsrc=size=320x240:rate=25", "-t", "4"])
+            .args(["-f", "mjpeg", "-q:v", "5", "-"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("ffmpeg starts");
+        let session = chunkcast_testkit::connect(&server, chunkcast_client::url::Scheme::Tcp).await;
+        let pipe = mjpeg.stdout.take().unwrap();
+        let mj = tokio::spawn(async move {
+            let opts = chunkcast_client::live::StreamOptions::default();
+            let r = chunkcast_client::live::publish_stream(&session, "live/mj", pipe, &opts).await;
+            session.close().await;
+            r
+        });
+        let http = server.http_addr().unwrap();
+        let within = Duration::from_secs(5);
+        while chunkcast_testkit::nginx::get(http, "/v1/live/mj/index.json", &[], within)
+            .await
+            .map_or(0, |r| r.status)
+            != 200
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        page.eval("window.chunkcastPlay('live/mj')").await;
+        let c = page
+            .wait_for("live/mj to end", |c| {
+                c["path"] == json!("live/mj") && c["ended"] == json!(true)
+            })
+            .await;
+        let report = mj.await.unwrap().expect("the MJPEG publish");
+        eprintln!(
+            "live/mj over HTTP on the canvas: {} of {} frames drawn ({} published; drops {}, \
+             gaps {}, jitter {:.1} ms), ended cleanly",
+            c["unitsPlayed"],
+            c["unitsReceived"],
+            report.units,
+            c["drops"],
+            c["gaps"],
+            c["jitterMs"].as_f64().unwrap_or(0.0)
+        );
+        assert!(c["error"].is_null(), "{c}");
+        assert_eq!(c["kind"], json!("video/mjpeg"), "{c}");
+        assert!(c["unitsPlayed"].as_u64().unwrap() >= 25, "{c}");
+        assert_eq!(c["crcFailures"], json!(0), "{c}");
     };
     let result = tokio::time::timeout(HARD_TIMEOUT, checks).await;
     browser.close().await;
