@@ -360,7 +360,7 @@ async fn plays_a_file_and_a_live_channel_over_the_http_interface() {
         let mut mjpeg = Command::new("ffmpeg")
             .args(["-v", "error", "-re", "-f", "lavfi"])
             .args(["-i", "testsrc=size=320x240:rate=25", "-t", "4"])
-            .args(["-f", "mjpeg", "-q:v", "5", "-"])
+            .args(["-f", "mjpeg", "-q:v", "5", "-flush_packets", "1", "-"])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .kill_on_drop(true)
@@ -403,6 +403,8 @@ async fn plays_a_file_and_a_live_channel_over_the_http_interface() {
         assert!(c["error"].is_null(), "{c}");
         assert_eq!(c["kind"], json!("video/mjpeg"), "{c}");
         assert!(c["unitsPlayed"].as_u64().unwrap() >= 25, "{c}");
+        // From the channel's first frame to its last (the page joined at once).
+        assert!(c["lastPtsUs"].as_u64().unwrap() >= 3_500_000, "{c}");
         assert_eq!(c["crcFailures"], json!(0), "{c}");
     };
     let result = tokio::time::timeout(HARD_TIMEOUT, checks).await;
