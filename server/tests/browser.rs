@@ -265,8 +265,8 @@ async fn plays_mp4_and_live_fmp4_through_mse() {
     result.expect("the MSE checks finish within their time bound");
 }
 
-/// The page from `--web`, opened with `?http=` naming the same server's `--http` port (another
-/// origin: CORS), plays an MP4 file (its HLS CMAF segments) and a live fMP4 channel (index,
+/// The page from `--web`, opened with `?http=` naming a caching nginx in front of the same
+/// server's `--http` port (another origin: CORS headers through the cache), plays an MP4 file (its HLS CMAF segments) and a live fMP4 channel (index,
 /// init, blocking chunk URLs) through the same player and MSE as over the WebSocket, and never
 /// opens the WebSocket; the origin's metrics show the HTTP routes it took.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -295,11 +295,26 @@ async fn plays_a_file_and_a_live_channel_over_the_http_interface() {
         c.metrics = Some("127.0.0.1:0".parse().unwrap());
     })
     .await;
-    let page_url = format!(
-        "http://{}/?http=http://{}",
-        server.web_addr().unwrap(),
-        server.http_addr().unwrap()
+    // Through a caching nginx, as a CDN would serve it (CI has nginx; without it, from the
+    // origin directly: the token test below always is).
+    let cache = chunkcast_testkit::nginx::nginx_or_skip().then(|| {
+        chunkcast_testkit::nginx::Nginx::start(
+            server.http_addr().unwrap(),
+            &chunkcast_testkit::nginx::CacheOptions::default(),
+        )
+    });
+    let base = cache
+        .as_ref()
+        .map_or(server.http_addr().unwrap(), |c| c.addr());
+    eprintln!(
+        "the page plays from {}",
+        if cache.is_some() {
+            "nginx"
+        } else {
+            "the origin"
+        }
     );
+    let page_url = format!("http://{}/?http=http://{base}", server.web_addr().unwrap());
     let profile = tempfile::tempdir().unwrap();
     let mut browser = launch(&chromium, profile.path()).await;
     let mut ffmpeg = Command::new("ffmpeg")
@@ -409,6 +424,7 @@ async fn plays_a_file_and_a_live_channel_over_the_http_interface() {
     };
     let result = tokio::time::timeout(HARD_TIMEOUT, checks).await;
     browser.close().await;
+    drop(cache);
     let text = chunkcast_testkit::scrape(server.metrics_addr().unwrap()).await;
     stop.cancel();
     let _ = ffmpeg.kill().await;
