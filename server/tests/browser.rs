@@ -942,7 +942,12 @@ async fn check_playout(page: &mut Page<'_>) {
 struct Browser {
     child: Child,
     cdp: Option<Cdp>,
+    /// One Chromium at a time: five at once (with their ffmpegs) on two cores made the
+    /// playout checks (no frame dropped) fail now and then.
+    _turn: tokio::sync::MutexGuard<'static, ()>,
 }
+
+static ONE_BROWSER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 impl Browser {
     async fn close(&mut self) {
@@ -960,6 +965,7 @@ impl Browser {
 }
 
 async fn launch(chromium: &std::path::Path, profile: &std::path::Path) -> Browser {
+    let turn = ONE_BROWSER.lock().await;
     let mut child = Command::new(chromium)
         .args([
             "--headless",
@@ -985,7 +991,11 @@ async fn launch(chromium: &std::path::Path, profile: &std::path::Path) -> Browse
         .spawn()
         .expect("starting Chromium");
     let stderr = child.stderr.take().unwrap();
-    let mut browser = Browser { child, cdp: None };
+    let mut browser = Browser {
+        child,
+        cdp: None,
+        _turn: turn,
+    };
     let mut lines = BufReader::new(stderr).lines();
     let find = async {
         while let Ok(Some(line)) = lines.next_line().await {
