@@ -451,7 +451,8 @@ async fn plays_a_file_and_a_live_channel_over_the_http_interface() {
 /// The same over HTTP with a token: the page's first request is refused (401) and the token
 /// form shows; with the token typed in, the page's requests carry `Authorization: Bearer`
 /// (the browser asks the origin first: a CORS preflight, answered 204) and the test card PNG
-/// comes by its index and chunk URLs, each chunk's CRC32C checked, and is shown whole.
+/// comes by its index and chunk URLs, each chunk's CRC32C checked, and is shown whole; a
+/// chunk damaged on its way is counted as a CRC failure and the file said not whole.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shows_an_image_over_the_http_interface_with_a_token() {
     let Some(chromium) = chromium_or_skip() else {
@@ -497,6 +498,23 @@ async fn shows_an_image_over_the_http_interface_with_a_token() {
             .eval("new Promise(r => { const i = document.getElementById('image'); i.complete ? r(i.naturalWidth) : i.onload = () => r(i.naturalWidth); })")
             .await;
         assert_eq!(width, json!(640), "the image decodes whole");
+        // A chunk damaged on its way (a bad cache, say): one payload bit flipped under the
+        // page's fetch. The page counts the CRC failure and says the file is not whole.
+        page.eval(
+            "(() => { const f = window.fetch; window.fetch = async (u, o) => { \
+               const r = await f(u, o); if (!String(u).includes('/v1/chunks/')) return r; \
+               const b = new Uint8Array(await r.arrayBuffer()); b[b.length - 1] ^= 1; \
+               return new Response(b, { status: r.status, headers: r.headers }); }; })()",
+        )
+        .await;
+        page.eval(&format!("window.chunkcastPlay({TESTCARD_PNG:?})"))
+            .await;
+        let c = page
+            .wait_for_state("the damaged chunk's error", "error")
+            .await;
+        assert_eq!(c["crcFailures"], json!(1), "{c}");
+        assert_eq!(c["unitsPlayed"], json!(0), "nothing damaged is shown: {c}");
+        assert!(c["error"].as_str().unwrap_or("").contains("CRC32C"), "{c}");
     };
     let result = tokio::time::timeout(HARD_TIMEOUT, checks).await;
     browser.close().await;
@@ -516,6 +534,8 @@ async fn shows_an_image_over_the_http_interface_with_a_token() {
     );
     assert!(answered("index", 200) >= 1.0, "the index with the token");
     let chunks = size.div_ceil(256 * 1024) as f64;
+    // Once each, though asked for twice: the second time from the browser's cache (the
+    // chunk URLs are immutable).
     assert_eq!(answered("chunks", 200), chunks, "each chunk URL once");
     eprintln!(
         "testcard over HTTP with a token: {size} bytes in {chunks} chunk(s), preflights {}",
@@ -1076,6 +1096,22 @@ impl Page<'_> {
     async fn counters(&mut self) -> Value {
         let json = self.eval("JSON.stringify(window.chunkcast || null)").await;
         serde_json::from_str(json.as_str().unwrap_or("null")).unwrap()
+    }
+
+    /// Polls the page's counters until its state is `state` (an error state too).
+    async fn wait_for_state(&mut self, what: &str, state: &str) -> Value {
+        let start = std::time::Instant::now();
+        loop {
+            let c = self.counters().await;
+            if c["state"] == json!(state) {
+                return c;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "waiting for {what}: {c}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// Polls the page's counters until `done` holds for them.

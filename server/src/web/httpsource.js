@@ -182,14 +182,22 @@ class HttpPlay {
     const url = (seq) => index.chunk_url.replace('{seq}', String(seq));
     const inflight = [];
     let next = 0;
+    let bad = 0;
     for (let seq = 0; seq < index.chunks && !this.done(); seq++) {
       while (next < index.chunks && inflight.length < FILE_AHEAD) {
         inflight.push(this.retrying(url(next)));
         next++;
       }
       const frames = await inflight.shift();
-      for (const f of frames) if (f.type === 'CHUNK' && !this.done()) this.player.chunk(f);
+      for (const f of frames) {
+        if (f.type !== 'CHUNK' || this.done()) continue;
+        if (!f.crc_ok) bad++;
+        this.player.chunk(f);
+      }
     }
+    // A last chunk that failed its check never said END_OF_STREAM: the file ends here, and
+    // says why it is not whole (over the WebSocket the server's CLOSE would end it).
+    if (!this.done()) this.player.finish(bad ? `${bad} chunk(s) failed their CRC32C check` : null);
   }
 
   // A progressive or fragmented MP4: the CMAF segments of its HLS playlist.
