@@ -253,10 +253,10 @@ class HttpPlay {
       if (!index.init_url.endsWith('/init/none')) {
         const init = await this.retrying(index.init_url);
         // The init chunks are numbered before the segment's start: no gap between them.
-        this.player.nextSeq = 0;
+        this.player.resync(0);
         for (const f of init) if (f.type === 'CHUNK' && !this.done()) this.player.chunk(f);
       }
-      this.player.nextSeq = seq;
+      this.player.resync(seq);
       const url = (s) => index.chunk_url.replace('{seq}', String(s));
       const ask = (s) => this.source.frames(url(s), this.signal).then((f) => ({ f }), (e) => ({ e }));
       let cur = ask(seq);

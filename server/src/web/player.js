@@ -77,6 +77,14 @@ export class Player {
     }
   }
 
+  // The next chunk is `seq`, a deliberate jump (a live channel over HTTP taken up at a
+  // segment's start, or its init chunks before it), not a gap: a unit half assembled is let go.
+  resync(seq) {
+    this.nextSeq = seq;
+    this.parts = [];
+    this.partsKey = true;
+  }
+
   // A lost chunk: the unit being assembled is incomplete and cannot be shown.
   breakUnit() {
     if (this.parts.length) stats.drops++;
