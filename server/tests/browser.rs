@@ -543,6 +543,97 @@ async fn shows_an_image_over_the_http_interface_with_a_token() {
     );
 }
 
+/// A live channel over HTTP whose publisher pauses longer than the server's 10 s blocking wait:
+/// the page's waiting request gets 503, the page asks again, and takes the channel up where
+/// it resumes, without an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_channel_over_http_outlasts_a_pause_past_the_blocking_wait() {
+    use chunkcast_protocol::{Chunk, ChunkFlags, Codec, StreamId, VideoParams, VisualFormat};
+    let Some(chromium) = chromium_or_skip() else {
+        return;
+    };
+    let server = chunkcast_testkit::server_with(|c| {
+        c.web = Some("127.0.0.1:0".parse().unwrap());
+        c.http = Some("127.0.0.1:0".parse().unwrap());
+        c.metrics = Some("127.0.0.1:0".parse().unwrap());
+    })
+    .await;
+    let page_url = format!(
+        "http://{}/?http=http://{}",
+        server.web_addr().unwrap(),
+        server.http_addr().unwrap()
+    );
+    let profile = tempfile::tempdir().unwrap();
+    let mut browser = launch(&chromium, profile.path()).await;
+    let codec = Codec::Video(VideoParams {
+        format: VisualFormat::Mjpeg,
+        width: 64,
+        height: 64,
+        fps_num: 25,
+        fps_den: 1,
+    });
+    // Frames the page receives as units (their bytes are no JPEG: drawing them fails, which
+    // is counted as a drop, not an error).
+    let frame = |i: u64| {
+        Chunk::new(
+            StreamId(0),
+            i,
+            0,
+            i * 40_000,
+            40_000,
+            ChunkFlags::KEY | ChunkFlags::END_OF_UNIT,
+            bytes::Bytes::from(vec![(i % 251) as u8; 500]),
+        )
+    };
+    let session = chunkcast_testkit::connect(&server, chunkcast_client::url::Scheme::Tcp).await;
+    let mut publisher = session.publish("live/slow", codec).await.unwrap();
+    for i in 0..10 {
+        publisher.send(frame(i)).await.unwrap();
+    }
+    let metrics = server.metrics_addr().unwrap();
+    let checks = async {
+        let cdp = browser.cdp.as_mut().unwrap();
+        let mut page = open(cdp, &page_url).await;
+        page.wait_for("ready", |c| c["state"] == json!("ready"))
+            .await;
+        page.eval("window.chunkcastPlay('live/slow')").await;
+        let before = page
+            .wait_for("the first frames", |c| {
+                c["path"] == json!("live/slow") && c["unitsReceived"].as_u64() > Some(0)
+            })
+            .await;
+        // Past the server's 10 s wait: the page's request for frame 10 is answered 503.
+        let status503 = "chunkcast_http_requests_total{route=\"live_chunk\",status=\"503\"}";
+        while chunkcast_testkit::metric(&chunkcast_testkit::scrape(metrics).await, status503) < 1.0
+        {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        for i in 10..20 {
+            publisher.send(frame(i)).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(40)).await;
+        }
+        let after = page
+            .wait_for("the frames after the pause", |c| {
+                c["unitsReceived"].as_u64().unwrap_or(0)
+                    >= before["unitsReceived"].as_u64().unwrap() + 10
+            })
+            .await;
+        assert_eq!(after["state"], json!("playing"), "{after}");
+        assert!(after["error"].is_null(), "{after}");
+        assert_eq!(after["gaps"], json!(0), "{after}");
+        eprintln!(
+            "live/slow over HTTP: {} units before the pause, {} after it (503 answered, asked again)",
+            before["unitsReceived"], after["unitsReceived"]
+        );
+    };
+    let result = tokio::time::timeout(HARD_TIMEOUT, checks).await;
+    browser.close().await;
+    drop(publisher);
+    session.close().await;
+    server.shutdown().await;
+    result.expect("the checks finish within their time bound");
+}
+
 /// The page watching `live/cam` shows its chat: a line typed in the page reaches a library
 /// chat peer in the room, and the peer's line shows in the page, each exactly once; the
 /// page's line is acknowledged (nothing left pending); the same through a forced
