@@ -17,6 +17,12 @@
 //! publish path) play through Media Source Extensions, frames advancing at the media's rate;
 //! the live channel's chat carries a line each way between the page and a library peer, each
 //! exactly once; and a live AAC-only fMP4 channel plays as `audio/mp4`.
+//!
+//! Over the HTTP interface (the page opened with `?http=`, another origin, through a caching
+//! nginx when there is one): the MP4 file, a live fMP4 and a live MJPEG channel play and the
+//! latter ends cleanly, with no WebSocket; with a token, the token form, preflights, the test
+//! card from its chunk URLs and a damaged chunk caught by its CRC32C; a publisher's pause past
+//! the server's blocking wait outlasted. One Chromium runs at a time.
 
 use std::path::PathBuf;
 use std::process::Stdio;
