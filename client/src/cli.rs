@@ -202,6 +202,10 @@ pub struct PlaybackArgs {
     /// Statistics format (printed on stderr when a sink writes to stdout).
     #[arg(long, value_enum, value_name = "FORMAT", default_value_t = chunkcast_client::play::StatsFormat::Table)]
     pub stats: chunkcast_client::play::StatsFormat,
+    /// play: ask for a progressive MP4 as fragmented MP4 (init segment, then one fragment per
+    /// keyframe group), e.g. `--fragment --sink file:- | ffplay -`.
+    #[arg(long)]
+    pub fragment: bool,
     /// Trust and auth.
     #[command(flatten)]
     pub conn: ConnArgs,
@@ -215,13 +219,14 @@ impl PlaybackArgs {
         wait_publisher: Option<std::time::Duration>,
     ) -> Result<(), ClientError> {
         let buffer = std::time::Duration::from_millis(self.buffer_ms);
-        chunkcast_client::play::run(
+        chunkcast_client::play::run_as(
             url,
             &self.conn.options_for(url)?,
             buffer,
             self.sink,
             self.stats,
             wait_publisher,
+            self.fragment,
         )
         .await
     }

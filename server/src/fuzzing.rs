@@ -193,6 +193,7 @@ mod tests {
             resume: Resume::Start,
             compress: request % 2 == 1,
             raw: false,
+            fragment: false,
             chunk_size: 0,
         })
     }

@@ -19,6 +19,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::library::{Library, Stamp};
 
+mod fragment;
+
 /// Bytes the reader thread may run ahead of the socket, as whole chunks (at least 2): bounded
 /// in bytes, since a chunk count alone let 1 MiB chunks hold 32 MiB per stream.
 const AHEAD_BYTES: usize = 4 << 20;
@@ -86,6 +88,8 @@ struct PendingDigest {
     library: Arc<Library>,
     path: std::path::PathBuf,
     meta: std::fs::Metadata,
+    /// The digest is the file's (not a fragmented stream's): cache it.
+    remember: bool,
 }
 
 fn err(request: u32, code: ErrorCode, message: impl Into<String>) -> ErrorFrame {
@@ -169,6 +173,23 @@ fn setup(
         n => n.min(max_payload),
     };
     cfg.raw = open.raw;
+    let mut not_fragmented = None;
+    if open.fragment {
+        match fragment::plan(&mut file, len) {
+            Ok(frag) => {
+                let origin = fragment::Origin {
+                    library,
+                    path,
+                    meta,
+                };
+                return fragment::setup(frag, file, open, &cfg, source, origin, wants);
+            }
+            Err(why) => {
+                file.seek(SeekFrom::Start(0)).map_err(io_err)?;
+                not_fragmented = Some(format!("not fragmented: {why}"));
+            }
+        }
+    }
     let (start_offset, start_seq) = match open.resume {
         Resume::Start => (0, 0),
         Resume::Seq(n) => (0, n),
@@ -236,6 +257,7 @@ fn setup(
                 library: library.clone(),
                 path: path.clone(),
                 meta,
+                remember: true,
             };
             (FileDigest::AtEnd, Some((tx, pending)))
         }
@@ -252,10 +274,13 @@ fn setup(
         start_seq,
         start_offset,
         chunk_size: cfg.chunk_size as u32,
-        note: packetizer
-            .warning()
-            .filter(|_| any_file)
-            .map(chunkcast_protocol::wire::clip_note),
+        // Notes only to a client that offered ANY_FILE (PROTOCOL.md §10).
+        note: match (not_fragmented, packetizer.warning()) {
+            (Some(a), Some(b)) => Some(format!("{a}; {b}")),
+            (a, b) => a.or(b.map(str::to_owned)),
+        }
+        .filter(|_| any_file)
+        .map(|n| chunkcast_protocol::wire::clip_note(&n)),
     };
     let shaping = Shaping {
         offset_base: start_offset,
@@ -369,7 +394,9 @@ impl Prepared {
                 let _ = tx.send(self.source.changed(stream)).await;
                 return Ended::Changed;
             }
-            p.library.remember_digest(&p.path, &p.meta, digest);
+            if p.remember {
+                p.library.remember_digest(&p.path, &p.meta, digest);
+            }
             if let Err(e) = tx.send(Frame::Digest { stream, digest }).await {
                 return Ended::Link(e);
             }

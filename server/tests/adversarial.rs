@@ -57,6 +57,7 @@ fn open_frame(request: u32, path: &str, mode: Mode) -> Frame {
         resume: Resume::Start,
         compress: false,
         raw: false,
+        fragment: false,
         chunk_size: 0,
     })
 }

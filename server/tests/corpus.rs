@@ -631,6 +631,7 @@ async fn an_old_client_gets_the_old_layout() {
             resume: Resume::Start,
             compress: false,
             raw: false,
+            fragment: false,
             chunk_size: 0,
         });
         requests.extend_from_slice(&encoded(&[open]));

@@ -91,6 +91,7 @@ fn open(request: u32, stream: u32, path: &str) -> Frame {
         resume: Resume::Start,
         compress: false,
         raw: false,
+        fragment: false,
         chunk_size: 0,
     })
 }

@@ -239,6 +239,7 @@ pub async fn get(
         },
         compress: opts.compress,
         raw: have > 0,
+        fragment: false,
         chunk_size: opts.chunk_size,
     };
     let opened = session.open(&open).await;

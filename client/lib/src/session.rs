@@ -63,6 +63,8 @@ pub struct OpenOptions {
     pub compress: bool,
     /// Serve as bytes.
     pub raw: bool,
+    /// Serve a progressive MP4 as fragmented MP4 (init segment, then fragments).
+    pub fragment: bool,
     /// Payload bytes per chunk; 0 lets the server choose.
     pub chunk_size: u32,
 }
@@ -76,6 +78,7 @@ impl OpenOptions {
             resume: Resume::Start,
             compress: false,
             raw: false,
+            fragment: false,
             chunk_size: 0,
         }
     }
@@ -296,6 +299,7 @@ impl Session {
             resume: opts.resume,
             compress: opts.compress,
             raw: opts.raw,
+            fragment: opts.fragment,
             chunk_size: opts.chunk_size,
         };
         self.incoming(StreamAsk::Open(open), capacity).await

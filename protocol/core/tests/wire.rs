@@ -110,6 +110,7 @@ fn one_of_each() -> Vec<Frame> {
             resume: Resume::Offset(1 << 40),
             compress: true,
             raw: true,
+            fragment: false,
             chunk_size: 65536,
         }),
         Frame::Open(Open {
@@ -120,6 +121,7 @@ fn one_of_each() -> Vec<Frame> {
             resume: Resume::Seq(17),
             compress: false,
             raw: false,
+            fragment: false,
             chunk_size: 0,
         }),
         Frame::Opened(Opened {
@@ -546,23 +548,26 @@ fn arb_frame() -> impl Strategy<Value = Frame> {
             0u8..3,
             any::<u64>(),
             any::<bool>(),
-            any::<bool>(),
+            any::<(bool, bool)>(),
             any::<u32>()
         )
-            .prop_map(|(r, s, p, rt, rk, at, z, raw, cs)| Frame::Open(Open {
-                request: r,
-                stream: StreamId(s),
-                path: p,
-                mode: if rt { Mode::Realtime } else { Mode::Download },
-                resume: match rk {
-                    0 => Resume::Start,
-                    1 => Resume::Seq(at),
-                    _ => Resume::Offset(at),
-                },
-                compress: z,
-                raw,
-                chunk_size: cs
-            })),
+            .prop_map(
+                |(r, s, p, rt, rk, at, z, (raw, fragment), cs)| Frame::Open(Open {
+                    request: r,
+                    stream: StreamId(s),
+                    path: p,
+                    mode: if rt { Mode::Realtime } else { Mode::Download },
+                    resume: match rk {
+                        0 => Resume::Start,
+                        1 => Resume::Seq(at),
+                        _ => Resume::Offset(at),
+                    },
+                    compress: z,
+                    raw,
+                    fragment,
+                    chunk_size: cs
+                })
+            ),
         (
             any::<u32>(),
             any::<u32>(),

@@ -35,6 +35,7 @@ use mp4parse::{SampleEntry, TimeOffsetVersion, TrackType};
 
 use crate::packetize::{MAX_MOOV_BYTES, MAX_MP4_SAMPLES, MediaError, span_us};
 use chunkcast_protocol::media::{VideoParams, VisualFormat};
+use chunkcast_protocol::wire::chunk::{Chunk, ChunkFlags, StreamId};
 
 const FORMAT: &str = "mp4";
 
@@ -270,6 +271,24 @@ impl Fragmenter {
             source.read_exact(&mut out[start..])?;
         }
         Ok(out.freeze())
+    }
+
+    /// The fragmented stream's length: init segment plus every fragment.
+    pub fn total_len(&self) -> u64 {
+        self.init.len() as u64
+            + (0..self.len())
+                .map(|i| self.fragment_info(i).len)
+                .sum::<u64>()
+    }
+
+    /// How many chunks of at most `chunk_size` bytes a [`Chunker`] cuts the stream into.
+    pub fn chunk_count(&self, chunk_size: usize) -> u64 {
+        let cs = chunk_size.max(1) as u64;
+        let pieces = |n: u64| n.div_ceil(cs).max(1);
+        pieces(self.init.len() as u64)
+            + (0..self.len())
+                .map(|i| pieces(self.fragment_info(i).len))
+                .sum::<u64>()
     }
 
     fn ranges<'a>(&'a self, plan: &'a Plan) -> impl Iterator<Item = (u64, u32)> + 'a {
@@ -721,6 +740,85 @@ fn rewrite(
         _ => {
             out.put_slice(bytes);
             Ok(())
+        }
+    }
+}
+
+/// Cuts a fragmented stream into chunks: the init segment as `INIT` chunks, each fragment one
+/// unit (`KEY` when [`FragmentInfo::key`], `END_OF_UNIT` on its last piece, `pts_us` its
+/// start), `END_OF_STREAM` on the very last chunk. `offset` counts bytes of the fragmented
+/// stream, so the payloads concatenated in `seq` order are the fMP4.
+#[derive(Debug)]
+pub struct Chunker {
+    stream: StreamId,
+    chunk_size: usize,
+    seq: u64,
+    offset: u64,
+}
+
+impl Chunker {
+    /// A chunker for `stream`, pieces of at most `chunk_size` bytes (at least 1).
+    pub fn new(stream: StreamId, chunk_size: usize) -> Self {
+        Self {
+            stream,
+            chunk_size: chunk_size.max(1),
+            seq: 0,
+            offset: 0,
+        }
+    }
+
+    /// Cuts the init segment.
+    pub fn init(&mut self, init: Bytes, out: &mut Vec<Chunk>) {
+        self.cut(init, None, false, out);
+    }
+
+    /// Cuts one fragment; `last` marks the stream's last fragment.
+    pub fn fragment(&mut self, info: FragmentInfo, bytes: Bytes, last: bool, out: &mut Vec<Chunk>) {
+        self.cut(bytes, Some(info), last, out);
+    }
+
+    fn cut(
+        &mut self,
+        mut bytes: Bytes,
+        unit: Option<FragmentInfo>,
+        last: bool,
+        out: &mut Vec<Chunk>,
+    ) {
+        loop {
+            let piece = bytes.split_to(self.chunk_size.min(bytes.len()));
+            let end = bytes.is_empty();
+            let (mut flags, pts, dur) = match unit {
+                None => (ChunkFlags::INIT, 0, 0),
+                Some(u) => {
+                    let mut f = if u.key {
+                        ChunkFlags::KEY
+                    } else {
+                        ChunkFlags::empty()
+                    };
+                    if end {
+                        f = f | ChunkFlags::END_OF_UNIT;
+                    }
+                    (f, u.start_us, u.duration_us)
+                }
+            };
+            if end && last {
+                flags = flags | ChunkFlags::END_OF_STREAM;
+            }
+            let n = piece.len() as u64;
+            out.push(Chunk::new(
+                self.stream,
+                self.seq,
+                self.offset,
+                pts,
+                dur,
+                flags,
+                piece,
+            ));
+            self.seq += 1;
+            self.offset += n;
+            if end {
+                return;
+            }
         }
     }
 }

@@ -184,6 +184,26 @@ fn h264_aac_fragments_decode_with_the_same_frames_and_duration() {
         "{}",
         frag.duration_us()
     );
+
+    // What OPENED announces (chunk count, length) is what the chunker cuts.
+    let mut file = std::fs::File::open(&src).unwrap();
+    let mut chunker =
+        chunkcast_media::fragment::Chunker::new(chunkcast_protocol::StreamId(0), 1000);
+    let mut chunks = Vec::new();
+    chunker.init(frag.init_segment().clone(), &mut chunks);
+    for i in 0..frag.len() {
+        let bytes = frag.read_fragment(i, &mut file).unwrap();
+        chunker.fragment(
+            frag.fragment_info(i),
+            bytes,
+            i + 1 == frag.len(),
+            &mut chunks,
+        );
+    }
+    assert_eq!(chunks.len() as u64, frag.chunk_count(1000));
+    let total: u64 = chunks.iter().map(|c| c.payload.len() as u64).sum();
+    assert_eq!(total, frag.total_len());
+    assert_eq!(total, std::fs::metadata(&dst).unwrap().len());
 }
 
 #[test]
@@ -328,4 +348,120 @@ fn hostile_input_gets_typed_errors() {
             Err(MediaError::Unsupported { .. })
         ));
     }
+}
+
+#[test]
+fn live_audio_only_fmp4_is_cut_into_key_fragments() {
+    use chunkcast_media::ingest::{InputFormat, Limits, LiveInput};
+    use chunkcast_protocol::media::{Codec, VisualFormat};
+    use chunkcast_protocol::{ChunkFlags, StreamId};
+    if !have_ffmpeg() {
+        return;
+    }
+    let out = Command::new("ffmpeg")
+        .args([
+            "-v",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=sample_rate=48000",
+            "-t",
+            "3",
+        ])
+        .args(["-c:a", "aac", "-f", "mp4", "-frag_duration", "500000"])
+        .args([
+            "-movflags",
+            "frag_keyframe+empty_moov+default_base_moof",
+            "-",
+        ])
+        .output()
+        .expect("run ffmpeg");
+    assert!(out.status.success());
+    let mut li = LiveInput::new(
+        chunkcast_media::Config::new(StreamId(0)),
+        Some(InputFormat::Fmp4),
+        Limits::default(),
+    )
+    .unwrap();
+    let mut chunks = Vec::new();
+    for (i, piece) in out.stdout.chunks(1000).enumerate() {
+        li.push(piece, i as u64 * 1000, &mut chunks)
+            .expect("audio-only fMP4 is taken");
+    }
+    li.finish(&mut chunks).unwrap();
+    assert!(matches!(
+        li.codec(),
+        Some(Codec::Video(v)) if v.format == VisualFormat::Fmp4 && v.width == 0
+    ));
+    let starts: Vec<_> = chunks.iter().filter(|c| !c.has(ChunkFlags::INIT)).collect();
+    let units = starts
+        .iter()
+        .filter(|c| c.has(ChunkFlags::END_OF_UNIT))
+        .count();
+    // 3 s in fragments of half a second: about six, every one a place to start.
+    assert!((5..=8).contains(&units), "{units} fragments");
+    assert!(starts.iter().all(|c| c.has(ChunkFlags::KEY)));
+    // The bytes are ffmpeg's, up to its `mfra` index trailer.
+    let joined: Vec<u8> = chunks.iter().flat_map(|c| c.payload.to_vec()).collect();
+    assert!(out.stdout.starts_with(&joined));
+    let rest = &out.stdout[joined.len()..];
+    assert!(
+        rest.is_empty() || &rest[4..8] == b"mfra",
+        "{} bytes left",
+        rest.len()
+    );
+}
+
+#[test]
+fn the_chunker_cuts_init_and_fragments_into_flagged_pieces() {
+    use bytes::Bytes;
+    use chunkcast_media::fragment::{Chunker, FragmentInfo};
+    use chunkcast_protocol::{ChunkFlags, StreamId};
+    let mut c = Chunker::new(StreamId(3), 4);
+    let mut out = Vec::new();
+    c.init(Bytes::from_static(b"initseg"), &mut out);
+    let key = FragmentInfo {
+        key: true,
+        start_us: 0,
+        duration_us: 1_000_000,
+        len: 9,
+    };
+    let delta = FragmentInfo {
+        key: false,
+        start_us: 1_000_000,
+        duration_us: 500_000,
+        len: 3,
+    };
+    c.fragment(key, Bytes::from_static(b"fragment1"), false, &mut out);
+    c.fragment(delta, Bytes::from_static(b"ff2"), true, &mut out);
+    let joined: Vec<u8> = out.iter().flat_map(|c| c.payload.to_vec()).collect();
+    assert_eq!(joined, b"initsegfragment1ff2");
+    let mut offset = 0;
+    for (i, ch) in out.iter().enumerate() {
+        assert_eq!(ch.seq, i as u64);
+        assert_eq!(ch.offset, offset);
+        assert_eq!(ch.stream, StreamId(3));
+        assert!(ch.payload.len() <= 4);
+        offset += ch.payload.len() as u64;
+    }
+    let flags: Vec<_> = out.iter().map(|c| c.flags).collect();
+    // init: 2 pieces; fragment 1: 3 pieces, KEY, the last END_OF_UNIT; fragment 2: 1 piece,
+    // not KEY, END_OF_UNIT and END_OF_STREAM.
+    assert_eq!(out.len(), 6);
+    assert!(flags[..2].iter().all(|f| *f == ChunkFlags::INIT));
+    assert!(flags[2..5].iter().all(|f| f.contains(ChunkFlags::KEY)));
+    assert!(!flags[2].contains(ChunkFlags::END_OF_UNIT));
+    assert!(flags[4].contains(ChunkFlags::END_OF_UNIT));
+    assert_eq!(out[4].pts_us, 0);
+    assert!(!flags[5].contains(ChunkFlags::KEY));
+    assert!(
+        flags[5].contains(ChunkFlags::END_OF_UNIT) && flags[5].contains(ChunkFlags::END_OF_STREAM)
+    );
+    assert_eq!((out[5].pts_us, out[5].duration_us), (1_000_000, 500_000));
+    assert!(
+        out[..5]
+            .iter()
+            .all(|c| !c.flags.contains(ChunkFlags::END_OF_STREAM))
+    );
 }

@@ -455,6 +455,8 @@ impl Http {
                 f.response()
             }
         };
+        let mut resp = resp;
+        cors(resp.headers_mut());
         debug!(%peer, %path, status = resp.status().as_u16(), "http");
         // Streamed bodies (file bytes) say their length in the header, whole ones in the body.
         let len = hyper::body::Body::size_hint(resp.body())
@@ -478,6 +480,11 @@ impl Http {
         path: &str,
         route: Route,
     ) -> Result<Response<Body>, Failure> {
+        // A browser asks before a cross-origin GET with an Authorization or Range header,
+        // and never sends the token with that question: answered without one.
+        if req.method() == Method::OPTIONS {
+            return Ok(preflight());
+        }
         if !matches!(*req.method(), Method::GET | Method::HEAD) {
             return Err(Failure::new(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -573,6 +580,51 @@ impl Http {
         }
         Ok(Some(exp))
     }
+}
+
+/// CORS on every answer, so that a page from anywhere (a CDN, the `--web` viewer on another
+/// port) may read it. `*` even with a token: the token is a header the page adds itself, never
+/// a cookie the browser would add for it, so another site's page gets nothing it did not have
+/// (and `*` forbids credentialed requests altogether). ETag and Content-Range are exposed for
+/// resuming and validating; errors carry the header too, so the page can read their JSON.
+fn cors(h: &mut HeaderMap) {
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static(CORS_EXPOSED),
+    );
+}
+
+/// Headers a page may read beyond the CORS-safelisted ones.
+const CORS_EXPOSED: &str = "ETag, Content-Range, Accept-Ranges, WWW-Authenticate";
+/// Request headers a page may send: the token, ranges and validators.
+const CORS_ALLOWED: &str = "Authorization, Range, If-None-Match, If-Range";
+/// How long a browser may keep a preflight's answer (Chromium keeps at most 2 h): chunk URLs
+/// fetched with a token are each asked about once, not once per fetch.
+const CORS_MAX_AGE: &str = "7200";
+
+/// The answer to a CORS preflight (`OPTIONS`): GET and HEAD, with the headers above.
+fn preflight() -> Response<Body> {
+    let mut resp = Response::new(empty());
+    *resp.status_mut() = StatusCode::NO_CONTENT;
+    let h = resp.headers_mut();
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("GET, HEAD"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static(CORS_ALLOWED),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static(CORS_MAX_AGE),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
 }
 
 /// The signature of a signed URL: `path` exactly as sent (percent-encoded, no query), valid

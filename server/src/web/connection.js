@@ -2,7 +2,7 @@
 // per frame), the handshake, keepalive on the Rust defaults, and request ids matched to their
 // answers.
 
-import { ERROR, VERSION, decodeFrame, encodeFrame, errorName } from './wire.js';
+import { CAPS, ERROR, VERSION, decodeFrame, encodeFrame, errorName } from './wire.js';
 
 // protocol/core/src/session/keepalive.rs, `DEFAULT_PING_INTERVAL`: pings go out this often.
 export const DEFAULT_PING_INTERVAL_MS = 5000;
@@ -26,7 +26,7 @@ export class RequestError extends Error {
 
 // One connection. `handlers`: onReady(welcome), onLogin(message) (a token is needed),
 // onFail(message), onClosed(), onChunk(frame), onClose(frame) (a stream ends),
-// onGoodbye(frame), onRtt(ms).
+// onGoodbye(frame), onRtt(ms), onChat(frame).
 export class Connection {
   constructor(token, handlers) {
     this.h = handlers;
@@ -39,11 +39,12 @@ export class Connection {
     this.welcomed = false;
     this.failed = false;
     this.buf = null;
+    this.serverOffsetUs = null; // the server's clock minus ours, from the last ping
     const url = (location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + '/ws';
     this.ws = new WebSocket(url);
     this.ws.binaryType = 'arraybuffer';
     this.ws.onopen = () => this.send({ type: 'HELLO', min_version: VERSION, max_version: VERSION,
-      caps: 0, token, client_name: CLIENT_NAME });
+      caps: CAPS.CHAT, token, client_name: CLIENT_NAME });
     this.ws.onmessage = (ev) => this.receive(new Uint8Array(ev.data));
     this.ws.onclose = () => {
       clearInterval(this.timer);
@@ -105,6 +106,8 @@ export class Connection {
 
   onWelcome(f) {
     this.timer = setInterval(() => this.keepalive(), DEFAULT_PING_INTERVAL_MS);
+    // A first ping now: chat stamps lines on the server's clock, which its answer gives.
+    this.keepalive();
     this.h.onReady(f);
   }
 
@@ -124,7 +127,12 @@ export class Connection {
         break;
       case 'PONG':
         // Only the ping awaiting its answer gives a true round trip.
-        if (f.nonce === this.pingNonce) this.h.onRtt(Number(nowUs() - f.echo_us) / 1000);
+        if (f.nonce === this.pingNonce) {
+          const now = nowUs();
+          this.h.onRtt(Number(now - f.echo_us) / 1000);
+          // The server answered at about the middle of the round trip.
+          this.serverOffsetUs = f.time_us - (f.echo_us + now) / 2n;
+        }
         break;
       case 'CATALOG': {
         const p = this.pending.get(f.request);
@@ -146,6 +154,7 @@ export class Connection {
       case 'CHUNK': this.h.onChunk(f); break;
       case 'CLOSE': this.h.onClose(f); break;
       case 'GOODBYE': this.h.onGoodbye(f); break;
+      case 'CHAT': if (this.h.onChat) this.h.onChat(f); break;
     }
   }
 
@@ -158,16 +167,21 @@ export class Connection {
     });
   }
 
+  // Now on the server's clock (µs), once a ping has told the offset; else null.
+  serverNowUs() { return this.serverOffsetUs === null ? null : nowUs() + this.serverOffsetUs; }
+
   // The entries under `prefix` (all parts of the listing).
   list(prefix) { return this.request((request) => ({ type: 'LIST', request, prefix })); }
 
   // A fresh stream id.
   stream() { return this.nextStream++; }
 
-  // Opens a file on `stream`, realtime, from chunk `seq`; resolves with OPENED.
-  open(stream, path, seq) {
+  // Opens a file on `stream`, realtime, from chunk `seq`; resolves with OPENED. `fragment`
+  // asks for a progressive MP4 as fragmented MP4 (others come as they are).
+  open(stream, path, seq, fragment = false) {
     return this.request((request) => ({ type: 'OPEN', request, stream, path, mode: 'realtime',
-      resume: seq > 0 ? { seq } : 'start', compress: false, raw: false, chunk_size: 0 }));
+      resume: seq > 0 ? { seq } : 'start', compress: false, raw: false, fragment,
+      chunk_size: 0 }));
   }
 
   // Receives a live channel on `stream`; resolves with OPENED.

@@ -73,6 +73,21 @@ const FILES: &[(&str, &str, &[u8])] = &[
         include_bytes!("video.js"),
     ),
     (
+        "/mse.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("mse.js"),
+    ),
+    (
+        "/chat.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("chat.js"),
+    ),
+    (
+        "/httpsource.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("httpsource.js"),
+    ),
+    (
         "/ui.js",
         "text/javascript; charset=utf-8",
         include_bytes!("ui.js"),
@@ -235,6 +250,8 @@ fn same_origin(origin: Option<&str>, host: Option<&str>) -> bool {
     authority.eq_ignore_ascii_case(host)
 }
 
+// `connect-src` lets the page fetch from an `--http` origin or cache elsewhere (`?http=URL`,
+// httpsource.js); scripts, images and media stay the page's own.
 async fn respond<W: AsyncWrite + Unpin>(
     w: &mut W,
     status: &str,
@@ -243,7 +260,7 @@ async fn respond<W: AsyncWrite + Unpin>(
     head_only: bool,
 ) -> std::io::Result<()> {
     let head = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nCache-Control: no-cache\r\nX-Content-Type-Options: nosniff\r\nContent-Security-Policy: default-src 'self'; img-src 'self' blob:; media-src 'self' blob:\r\nConnection: close\r\n\r\n",
+        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nCache-Control: no-cache\r\nX-Content-Type-Options: nosniff\r\nContent-Security-Policy: default-src 'self'; connect-src 'self' http: https:; img-src 'self' blob:; media-src 'self' blob:\r\nConnection: close\r\n\r\n",
         body.len()
     );
     w.write_all(head.as_bytes()).await?;

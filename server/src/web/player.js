@@ -5,6 +5,7 @@ import { FLAG } from './wire.js';
 import { DEFAULT_MAX_UNITS } from './playout.js';
 import { AudioOut } from './audio.js';
 import { VideoOut } from './video.js';
+import { MseOut } from './mse.js';
 import { $, describe, disableControls, setState, showStats, stats } from './ui.js';
 
 export class Player {
@@ -27,12 +28,19 @@ export class Player {
     this.lastTransit = null;
     this.rateBytes = 0;
     this.rateSince = performance.now();
-    const canvas = $('video'), img = $('image');
-    canvas.hidden = codec.kind !== 'video';
+    const canvas = $('video'), img = $('image'), mse = $('mse');
+    // Fragmented MP4 (live, or a progressive MP4 the server fragments) plays in a <video>
+    // through Media Source Extensions; other video is drawn on the canvas.
+    const fmp4 = codec.kind === 'video' && codec.format === 'fmp4';
+    canvas.hidden = codec.kind !== 'video' || fmp4;
+    mse.hidden = !fmp4;
     img.hidden = true;
     // The black box is for pictures only; audio shows just its controls and stats.
     $('stage').hidden = codec.kind !== 'video' && codec.kind !== 'image';
-    if (codec.kind === 'video') this.video = new VideoOut(canvas, codec);
+    if (fmp4) {
+      this.mse = new MseOut(mse, path.startsWith('live/'), (m) => this.finish(m));
+      this.mse.setVolume(stats.volume);
+    } else if (codec.kind === 'video') this.video = new VideoOut(canvas, codec);
     if (codec.kind === 'audio') this.audio = new AudioOut(codec, stats.volume);
     $('now').textContent = path + ' — '
       + describe({ path, codec, duration_us: opened.duration_us, viewers: 0 });
@@ -52,7 +60,9 @@ export class Player {
     if (seq > this.nextSeq) { stats.gaps += seq - this.nextSeq; this.breakUnit(); }
     this.nextSeq = seq + 1;
     const image = this.codec.kind === 'image';
-    if (!(c.flags & FLAG.INIT) || image) {
+    if (c.flags & FLAG.INIT && this.mse) this.mse.initChunk(c.payload);
+    else if (!(c.flags & FLAG.INIT) || image) {
+      if (!this.parts.length) this.unitKey = (c.flags & FLAG.KEY) !== 0;
       this.parts.push(c.payload.slice());
       if (c.flags & FLAG.END_OF_UNIT && !image) {
         const unit = concat(this.parts);
@@ -65,6 +75,14 @@ export class Player {
       if (image) this.showImage(concat(this.parts));
       this.finish(null);
     }
+  }
+
+  // The next chunk is `seq`, a deliberate jump (a live channel over HTTP taken up at a
+  // segment's start, or its init chunks before it), not a gap: a unit half assembled is let go.
+  resync(seq) {
+    this.nextSeq = seq;
+    this.parts = [];
+    this.partsKey = true;
   }
 
   // A lost chunk: the unit being assembled is incomplete and cannot be shown.
@@ -84,7 +102,12 @@ export class Player {
       stats.jitterMs += (Math.abs(transit - this.lastTransit) - stats.jitterMs) / 16;
     }
     this.lastTransit = transit;
-    if (this.audio) {
+    if (this.mse) {
+      // Handed to the browser's decoder, which plays it on the <video>'s own clock.
+      this.mse.fragment(bytes, this.unitKey);
+      stats.unitsPlayed++;
+      stats.lastPtsUs = ptsUs;
+    } else if (this.audio) {
       this.pending++;
       const scheduled = this.audio.play(bytes, ptsUs, durationUs, () => {
         if (this.stopped) return;
@@ -117,7 +140,8 @@ export class Player {
 
   // Files with a duration can be paused and sought (by reopening at a chunk); live cannot.
   seekable() {
-    return !this.path.startsWith('live/') && this.codec.kind !== 'image'
+    // A fragmented stream resumed mid-way would lack its init segment: not seekable here.
+    return !this.path.startsWith('live/') && this.codec.kind !== 'image' && !this.mse
       && this.durationUs > 0 && this.chunkCount > 0;
   }
 
@@ -125,13 +149,17 @@ export class Player {
     return { durationUs: this.durationUs, chunks: this.chunkCount };
   }
 
-  setVolume(v) { if (this.audio) this.audio.setVolume(v); }
+  setVolume(v) {
+    if (this.audio) this.audio.setVolume(v);
+    if (this.mse) this.mse.setVolume(v);
+  }
   gain() { return this.audio ? this.audio.volume() : null; }
 
   finish(error) {
     if (this.done) return;
     this.done = true;
     if (error) { stats.error = error; setState('error', this.path + ': ' + error); }
+    else if (this.mse) this.mse.end();
     this.maybeEnded();
   }
 
@@ -151,6 +179,7 @@ export class Player {
     this.stopped = true;
     clearInterval(this.statsTimer);
     if (this.video) this.video.stop();
+    if (this.mse) this.mse.stop();
     if (this.audio) this.audio.close();
     disableControls();
   }
@@ -163,7 +192,12 @@ export class Player {
       this.rateBytes = 0;
       this.rateSince = now;
     }
-    if (this.audio) stats.bufferMs = this.audio.bufferedMs();
+    if (this.mse) {
+      const v = $('mse'), b = v.buffered;
+      stats.bufferMs = b.length ? Math.round((b.end(b.length - 1) - v.currentTime) * 1000) : 0;
+      stats.mseTime = v.currentTime;
+      stats.mseFrames = v.getVideoPlaybackQuality().totalVideoFrames;
+    } else if (this.audio) stats.bufferMs = this.audio.bufferedMs();
     else if (this.video) {
       stats.bufferMs = this.pending * Math.round(1000 * this.codec.fps_den / (this.codec.fps_num || 25));
     }

@@ -28,7 +28,7 @@ export function fail(message) {
 export function resetCounters(path) {
   Object.assign(stats, { path, unitsPlayed: 0, unitsReceived: 0, drops: 0, gaps: 0,
     crcFailures: 0, chunks: 0, bytes: 0, firstPtsUs: null, lastPtsUs: null, jitterMs: 0,
-    bufferMs: 0, bitrateKbps: 0, ended: false, error: null });
+    bufferMs: 0, bitrateKbps: 0, ended: false, error: null, mseTime: null, mseFrames: null });
 }
 
 // One line about an entry: its format, duration and (live) viewers.

@@ -2,9 +2,11 @@
 // still images.
 
 import { PlayoutClock } from './playout.js';
+import { msePlayable } from './mse.js';
 
 // Whether the page can show this video or image codec.
 export function visualPlayable(c) {
+  if (c.kind === 'video' && (c.format === 'fmp4' || c.format === 'mp4')) return msePlayable();
   if (c.kind === 'video') return c.format === 'mjpeg' || c.format === 'y4m';
   if (c.kind === 'image') return ['png', 'jpeg', 'gif', 'bmp', 'webp'].includes(c.format);
   return false;

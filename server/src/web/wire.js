@@ -51,14 +51,16 @@ export const flagNames = (flags) => bitNames(FLAG, flags);
 
 // The layouts' own values: protocol/core/src/wire/layout.rs.
 const MAGIC = [0x43, 0x4b, 0x43, 0x53]; // "CKCS"
-// The page speaks version 1: it does not verify streams (a v2 server serves it as before).
-export const VERSION = 1;
+// The page speaks version 2 for the OPEN flag FRAGMENT; it offers no VERIFIED capability, so
+// it does not verify streams (PROOF frames never come).
+export const VERSION = 2;
 const UNKNOWN = 0xffffffffffffffffn;
 const CATALOG_LAST = 0x01;
 const CATALOG_NOTES = 0x02;
 const OPEN_REALTIME = 0x01;
 const OPEN_COMPRESS = 0x02;
 const OPEN_RAW = 0x04;
+const OPEN_FRAGMENT = 0x08;
 const RESUME_START = 0;
 const RESUME_SEQ = 1;
 const RESUME_OFFSET = 2;
@@ -274,7 +276,7 @@ const LAYOUTS = {
   OPEN: {
     read(r) {
       const request = r.u32(), stream = r.u32(), flags = r.u8();
-      if (flags & ~(OPEN_REALTIME | OPEN_COMPRESS | OPEN_RAW)) throw invalid('open flags', flags);
+      if (flags & ~(OPEN_REALTIME | OPEN_COMPRESS | OPEN_RAW | OPEN_FRAGMENT)) throw invalid('open flags', flags);
       const kind = r.u8(), at = r.u64();
       let resume;
       if (kind === RESUME_START) resume = 'start';
@@ -284,11 +286,12 @@ const LAYOUTS = {
       const chunk_size = r.u32();
       return { request, stream, path: r.str(),
         mode: flags & OPEN_REALTIME ? 'realtime' : 'download', resume,
-        compress: (flags & OPEN_COMPRESS) !== 0, raw: (flags & OPEN_RAW) !== 0, chunk_size };
+        compress: (flags & OPEN_COMPRESS) !== 0, raw: (flags & OPEN_RAW) !== 0,
+        fragment: (flags & OPEN_FRAGMENT) !== 0, chunk_size };
     },
     write(w, f) {
       const flags = (f.mode === 'realtime' ? OPEN_REALTIME : 0) | (f.compress ? OPEN_COMPRESS : 0)
-        | (f.raw ? OPEN_RAW : 0);
+        | (f.raw ? OPEN_RAW : 0) | (f.fragment ? OPEN_FRAGMENT : 0);
       const r = f.resume;
       const [kind, at] = r === 'start' ? [RESUME_START, 0]
         : 'seq' in r ? [RESUME_SEQ, r.seq] : [RESUME_OFFSET, r.offset];

@@ -234,6 +234,26 @@ impl<'s> Player<'s> {
         path: &str,
         opts: &PlayOptions,
     ) -> Result<Self, ClientError> {
+        Self::open_as(session, path, opts, false).await
+    }
+
+    /// Like [`open`](Self::open), asking the server to serve a progressive MP4 as fragmented
+    /// MP4 (`OPEN` flag `FRAGMENT`): the `file:` sink then writes an fMP4 that players and
+    /// Media Source Extensions take as it streams.
+    pub async fn open_fragmented(
+        session: &Session,
+        path: &str,
+        opts: &PlayOptions,
+    ) -> Result<Self, ClientError> {
+        Self::open_as(session, path, opts, true).await
+    }
+
+    async fn open_as(
+        session: &Session,
+        path: &str,
+        opts: &PlayOptions,
+        fragment: bool,
+    ) -> Result<Self, ClientError> {
         sink::check(&opts.sinks)?;
         let request_at = now();
         let incoming = session
@@ -243,6 +263,7 @@ impl<'s> Player<'s> {
                 resume: Resume::Start,
                 compress: false,
                 raw: false,
+                fragment,
                 chunk_size: 0,
             })
             .await?;
@@ -909,6 +930,20 @@ pub async fn run(
     format: StatsFormat,
     wait_publisher: Option<Duration>,
 ) -> Result<(), ClientError> {
+    run_as(url, connect, buffer, sinks, format, wait_publisher, false).await
+}
+
+/// [`run`], for a file, with `fragment`: a progressive MP4 comes as fragmented MP4 (see
+/// [`Player::open_fragmented`]).
+pub async fn run_as(
+    url: &Url,
+    connect: &ConnectOptions,
+    buffer: Duration,
+    sinks: Vec<Spec>,
+    format: StatsFormat,
+    wait_publisher: Option<Duration>,
+    fragment: bool,
+) -> Result<(), ClientError> {
     sink::check(&sinks)?;
     let stdout_taken = sinks.iter().any(Spec::is_stdout);
     let watch = wait_publisher.is_some();
@@ -940,7 +975,7 @@ pub async fn run(
             if live {
                 Player::watch(&session, channel, &opts).await
             } else {
-                Player::open(&session, &url.path, &opts).await
+                Player::open_as(&session, &url.path, &opts, fragment).await
             }
         };
         let played = start(open, channel, live, &opts.cancel).await;

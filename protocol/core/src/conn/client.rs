@@ -89,6 +89,8 @@ pub struct OpenRequest {
     pub compress: bool,
     /// Serve as bytes whatever the format.
     pub raw: bool,
+    /// Serve a progressive MP4 as fragmented MP4.
+    pub fragment: bool,
     /// Payload bytes per chunk; 0 lets the server choose.
     pub chunk_size: u32,
 }
@@ -585,6 +587,7 @@ impl ClientConn {
             resume: open.resume,
             compress: open.compress,
             raw: open.raw,
+            fragment: open.fragment,
             chunk_size: open.chunk_size,
         }));
         Ok((request, stream))

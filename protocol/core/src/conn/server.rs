@@ -528,7 +528,21 @@ impl ServerConn {
             }
             Frame::Open(open) => {
                 let (request, stream) = (open.request, open.stream);
-                if self.within_rate(now, Some(request))
+                // FRAGMENT is a version 2 flag; a version 1 peer setting it sent garbage.
+                let v1 = self.established.as_ref().is_some_and(|e| e.version < 2);
+                let offset = matches!(open.resume, crate::wire::Resume::Offset(_));
+                if open.fragment && (v1 || open.raw || offset) {
+                    let why = if v1 {
+                        "the FRAGMENT open flag needs protocol version 2"
+                    } else if offset {
+                        "a FRAGMENT stream resumes at a chunk seq, not a byte offset"
+                    } else {
+                        "the RAW and FRAGMENT open flags exclude each other"
+                    };
+                    if self.within_rate(now, Some(request)) {
+                        self.refused(request, ErrorCode::BadRequest, why.to_owned());
+                    }
+                } else if self.within_rate(now, Some(request))
                     && self.admit(request, stream, StreamKind::File)
                 {
                     self.events.push_back(ServerEvent::Open(open));

@@ -142,6 +142,8 @@ pub struct Open {
     pub compress: bool,
     /// Serve as bytes whatever the format.
     pub raw: bool,
+    /// Serve a progressive MP4 as fragmented MP4 (protocol version 2; see PROTOCOL.md §4.8).
+    pub fragment: bool,
     /// Requested payload bytes per chunk; 0 lets the server choose.
     pub chunk_size: u32,
 }

@@ -301,8 +301,10 @@ pub(crate) const OPEN_REALTIME: u8 = 0x01;
 pub(crate) const OPEN_COMPRESS: u8 = 0x02;
 /// `OPEN` flags: serve as bytes whatever the format.
 pub(crate) const OPEN_RAW: u8 = 0x04;
+/// `OPEN` flags: serve a progressive MP4 as fragmented MP4 (init segment, then fragments).
+pub(crate) const OPEN_FRAGMENT: u8 = 0x08;
 /// Every `OPEN` flag this version defines; others are rejected.
-const OPEN_FLAGS: u8 = OPEN_REALTIME | OPEN_COMPRESS | OPEN_RAW;
+const OPEN_FLAGS: u8 = OPEN_REALTIME | OPEN_COMPRESS | OPEN_RAW | OPEN_FRAGMENT;
 /// `OPEN` resume kind: from the start (`resume_at` ignored, sent as 0).
 pub(crate) const RESUME_START: u8 = 0;
 /// `OPEN` resume kind: from chunk sequence number `resume_at`.
@@ -338,6 +340,7 @@ pub(crate) fn read_open(r: &mut Reader<'_>) -> Result<Open, DecodeError> {
         resume,
         compress: flags & OPEN_COMPRESS != 0,
         raw: flags & OPEN_RAW != 0,
+        fragment: flags & OPEN_FRAGMENT != 0,
     })
 }
 
@@ -353,6 +356,9 @@ pub(crate) fn write_open(o: &Open, dst: &mut BytesMut) {
     }
     if o.raw {
         flags |= OPEN_RAW;
+    }
+    if o.fragment {
+        flags |= OPEN_FRAGMENT;
     }
     dst.put_u8(flags);
     let (kind, at) = match o.resume {

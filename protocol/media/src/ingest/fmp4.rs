@@ -3,9 +3,12 @@
 //! Only the boxes needed to cut and time the stream are read: in `moov`, each track's id,
 //! handler, timescale, sample entry (codec, width, height) and `trex` defaults; in each
 //! `moof`, the `tfhd`, `tfdt` and `trun` of the reference track (the first video track, else
-//! the first track). A fragment is `KEY` when its first sample of that track is a sync sample
+//! the first audio track). A fragment is `KEY` when its first sample of that track is a sync sample
 //! (`sample_is_non_sync_sample` clear in the first-sample flags, else the sample's own flags,
-//! else the `tfhd` default, else the `trex` default).
+//! else the `tfhd` default, else the `trex` default). Audio only (AAC or Opus in fMP4, for
+//! Media Source Extensions' `audio/mp4`): every fragment is `KEY`, and the channel is
+//! announced as visual format `fmp4` with width and height 0 (the codec table has no coded
+//! audio in MP4; what the stream holds is in its init segment).
 
 use chunkcast_protocol::media::{Codec, VideoParams, VisualFormat};
 
@@ -22,6 +25,8 @@ struct Track {
     id: u32,
     timescale: u32,
     video: bool,
+    /// A sound track (`hdlr` `soun`): the reference track when there is no video.
+    audio: bool,
     width: u32,
     height: u32,
     /// `trex` defaults.
@@ -254,16 +259,19 @@ impl Fmp4 {
                  frag_keyframe+empty_moov+default_base_moof)",
             ));
         }
-        let Some(mut t) = tracks.iter().copied().find(|t| t.video) else {
-            return Err(MediaError::unsupported(
-                FORMAT,
-                "no video track (publish audio as wav or pcm)",
-            ));
+        // Audio only: the sound track times the stream, every fragment a place to start.
+        let reference = tracks
+            .iter()
+            .copied()
+            .find(|t| t.video)
+            .or_else(|| tracks.iter().copied().find(|t| t.audio));
+        let Some(mut t) = reference else {
+            return Err(MediaError::unsupported(FORMAT, "no video or audio track"));
         };
         if t.timescale == 0 {
             return Err(MediaError::corrupt(
                 FORMAT,
-                "the video track's timescale is 0",
+                "the reference track's timescale is 0",
             ));
         }
         if let Some(&(_, d, f)) = trex.iter().find(|(id, _, _)| *id == t.id) {
@@ -369,7 +377,8 @@ impl Fmp4 {
                     total += u64::from(d);
                 }
             }
-            let key = first_flags.is_some_and(|f| f & 0x0001_0000 == 0);
+            // Audio frames all decode on their own: an audio-only fragment is always key.
+            let key = !t.video || first_flags.is_some_and(|f| f & 0x0001_0000 == 0);
             return Ok((key, dts, total));
         }
         // A fragment without the reference track (audio only, here): not a place to start.
@@ -396,6 +405,7 @@ fn trak(body: &[u8]) -> Result<Track, MediaError> {
     }
     if let Some(hdlr) = child(mdia, b"hdlr")? {
         t.video = hdlr.get(8..12) == Some(b"vide");
+        t.audio = hdlr.get(8..12) == Some(b"soun");
     }
     let stsd = match child(mdia, b"minf")? {
         Some(minf) => match child(minf, b"stbl")? {

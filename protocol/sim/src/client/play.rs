@@ -196,6 +196,7 @@ impl Part for Play {
             resume: Resume::Start,
             compress: c.rng.random_bool(0.5),
             raw: false,
+            fragment: false,
             chunk_size: 0,
         };
         match c.machine.open(open) {

@@ -117,6 +117,7 @@ fn download(path: &str) -> OpenRequest {
         resume: Resume::Start,
         compress: false,
         raw: false,
+        fragment: false,
         chunk_size: 0,
     }
 }

@@ -58,6 +58,7 @@ fn open(request: u32, stream: u32) -> Frame {
         resume: Resume::Start,
         compress: false,
         raw: false,
+        fragment: false,
         chunk_size: 0,
     })
 }
@@ -985,4 +986,58 @@ fn relay_without_the_capability_closes_the_connection() {
         "{sent:?}"
     );
     assert!(p.conn.is_closed());
+}
+
+#[test]
+fn fragment_is_admitted_on_v2_and_refused_with_raw_or_on_v1() {
+    let fragment = |request, stream, raw| {
+        let Frame::Open(mut o) = open(request, stream) else {
+            unreachable!()
+        };
+        o.fragment = true;
+        o.raw = raw;
+        Frame::Open(o)
+    };
+    let mut p = Peer::connected();
+    p.send(fragment(1, 1, false));
+    assert!(matches!(&p.events()[..], [ServerEvent::Open(o)] if o.fragment));
+    p.send(fragment(2, 2, true));
+    assert!(matches!(
+        &p.sent()[..],
+        [Frame::Error(e)] if e.request == 2 && e.code == ErrorCode::BadRequest
+    ));
+    let ev = p.events();
+    assert!(
+        matches!(
+            &ev[..],
+            [
+                ServerEvent::ErrorSent(_),
+                ServerEvent::Refused { request: 2, .. }
+            ]
+        ),
+        "{ev:?}"
+    );
+
+    let mut v1 = Peer::accepted();
+    v1.send(Frame::Hello(Hello {
+        min_version: 1,
+        max_version: 1,
+        caps: Caps::default(),
+        token: "secret".into(),
+        client_name: "old".into(),
+    }));
+    v1.sent();
+    v1.events();
+    v1.send(fragment(3, 1, false));
+    assert!(matches!(
+        &v1.sent()[..],
+        [Frame::Error(e)] if e.request == 3 && e.message.contains("version 2")
+    ));
+    // The refusal leaves the connection up: a plain open still works.
+    v1.events();
+    v1.send(open(4, 1));
+    assert!(
+        matches!(&v1.events()[..], [ServerEvent::Open(_)]),
+        "v1 open"
+    );
 }
