@@ -75,8 +75,10 @@ pub struct PublishReport {
     pub level_changes: u64,
     /// Chunks sent as QUIC datagrams ([`PublishOptions::datagrams`]).
     pub datagrams: u64,
-    /// Each level change: when (from the first chunk) and to what.
+    /// Each level change: when (from [`PublishReport::started_at`]) and to what.
     pub level_log: Vec<(Duration, Level)>,
+    /// When the publish began (the channel open): the origin of `level_log`'s times.
+    pub started_at: Option<Instant>,
 }
 
 /// The path measurements of a publish: the sender's queueing, and what QUIC knows.
@@ -94,6 +96,8 @@ struct Meter {
     /// The least RTT seen: the path's, without the queueing that a larger send queue would
     /// only feed.
     min_rtt: Option<Duration>,
+    /// The level `rate` was measured at.
+    measured_at: Level,
 }
 
 impl Meter {
@@ -107,7 +111,25 @@ impl Meter {
             since_us: None,
             rate: None,
             min_rtt: None,
+            measured_at: Level::Full,
         }
+    }
+
+    /// A level change changes the offered rate at once: the rate (and so the send queue) is
+    /// scaled by the share of units kept, and measured afresh. Without it a step back up to
+    /// full video doubled what was offered into a send queue sized for half, for the second
+    /// the measure takes: the sender waited 200–300 ms behind it, took that for congestion,
+    /// and stepped down again (measured between namespaces, 30 ms ± 5 ms).
+    fn rescale(&mut self, level: Level) {
+        if level == self.measured_at {
+            return;
+        }
+        if let Some(rate) = self.rate.as_mut() {
+            *rate *= self.measured_at.keep_every() as f64 / level.keep_every() as f64;
+        }
+        self.measured_at = level;
+        self.bytes = 0;
+        self.since_us = None;
     }
 
     /// QUIC's send queue for what is offered now: the offered rate for the path's least
@@ -160,6 +182,7 @@ impl Meter {
             loss: self.loss,
         };
         let mut level = self.adapter.on_sample(now, sample);
+        self.rescale(self.adapter.level());
         if late > LATE_DROP {
             level = Level::KeyframesOnly;
         }
@@ -219,6 +242,7 @@ pub async fn publish_file(
     let mut pacer = Pacer::new();
     let mut meter = opts.adapt.then(|| Meter::new(session));
     let started = Instant::now();
+    report.started_at = Some(started);
     // Media time already played by earlier passes, so that a loop's pts keep increasing.
     let mut pts_base = 0u64;
     let mut next = Some((file, packetizer));
@@ -481,7 +505,27 @@ pub struct TrackReport {
     pub concealed: u64,
     /// Chunks that arrived more than [`LATE_AFTER`] after they were sent.
     pub late: u64,
+    /// What arrived in each second from the first chunk on (at most [`TIMELINE_SECONDS`]):
+    /// a frame rate that drops and comes back, or latency that grows, shows here.
+    pub per_second: Vec<Second>,
+    /// When the first chunk arrived: the origin of `per_second`.
+    pub first_at: Option<Instant>,
 }
+
+/// One second of a received track.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Second {
+    /// Chunks received.
+    pub chunks: u64,
+    /// Media units completed (a chunk that ends a unit arrived): for video, the frame rate.
+    pub units: u64,
+    /// The largest one-way latency of its chunks.
+    pub latency_max: Duration,
+}
+
+/// [`TrackReport::per_second`] keeps the first hour; a longer call's later seconds are only in
+/// the totals.
+pub const TIMELINE_SECONDS: usize = 3600;
 
 /// What a call lets QUIC hold unacknowledged towards the server: 32 KiB is 125 ms of a
 /// 2 Mbit/s path, and still 8 Mbit/s of throughput at a 30 ms round trip (a call's video is
@@ -691,6 +735,8 @@ pub async fn call_with(
         let (mut chunks, mut bytes) = (0u64, 0u64);
         let (mut lost, mut late) = (0u64, 0u64);
         let mut next_seq: Option<u64> = None;
+        let mut per_second: Vec<Second> = Vec::new();
+        let mut first_at: Option<Instant> = None;
         let channel = format!("{room}/{track}");
         let subscribed = tokio::select! {
             s = session.subscribe(&channel) => Some(s?),
@@ -745,6 +791,17 @@ pub async fn call_with(
                     if latencies.len() < 1 << 20 {
                         latencies.push(latency);
                     }
+                    let since = first_at.get_or_insert_with(Instant::now).elapsed();
+                    let i = since.as_secs() as usize;
+                    if i < TIMELINE_SECONDS {
+                        if per_second.len() <= i {
+                            per_second.resize(i + 1, Second::default());
+                        }
+                        let s = &mut per_second[i];
+                        s.chunks += 1;
+                        s.units += u64::from(c.has(ChunkFlags::END_OF_UNIT));
+                        s.latency_max = s.latency_max.max(Duration::from_micros(latency));
+                    }
                 }
                 chunks += 1;
                 bytes += c.payload.len() as u64;
@@ -773,6 +830,8 @@ pub async fn call_with(
             lost,
             concealed: if *track == "audio" { lost + late } else { 0 },
             late,
+            per_second,
+            first_at,
         })
     });
     let (sent, received) = tokio::join!(
@@ -1136,7 +1195,8 @@ pub fn call_table(report: &CallReport) -> String {
 
 /// The call's figures as one line of JSON (durations in integer microseconds): per track,
 /// what was sent (chunks, bytes, adaptation) and what was received (chunks, lost, late,
-/// concealed, one-way latency percentiles).
+/// concealed, one-way latency percentiles, and each second's chunks, units and largest
+/// latency).
 pub fn call_json(report: &CallReport) -> String {
     let us = |d: Duration| d.as_micros().to_string();
     let sent: Vec<String> = report
@@ -1164,10 +1224,22 @@ pub fn call_json(report: &CallReport) -> String {
         .received
         .iter()
         .map(|t| {
+            let seconds: Vec<String> = t
+                .per_second
+                .iter()
+                .map(|s| {
+                    format!(
+                        "{{\"chunks\":{},\"units\":{},\"latency_max_us\":{}}}",
+                        s.chunks,
+                        s.units,
+                        us(s.latency_max)
+                    )
+                })
+                .collect();
             format!(
                 "{{\"track\":\"{}\",\"chunks\":{},\"bytes\":{},\"lost\":{},\"late\":{},\
                  \"concealed\":{},\"latency_p50_us\":{},\"latency_p95_us\":{},\
-                 \"latency_p99_us\":{},\"latency_max_us\":{}}}",
+                 \"latency_p99_us\":{},\"latency_max_us\":{},\"per_second\":[{}]}}",
                 t.track,
                 t.chunks,
                 t.bytes,
@@ -1177,7 +1249,8 @@ pub fn call_json(report: &CallReport) -> String {
                 us(t.latency_p50),
                 us(t.latency_p95),
                 us(t.latency_p99),
-                us(t.latency_max)
+                us(t.latency_max),
+                seconds.join(",")
             )
         })
         .collect();
