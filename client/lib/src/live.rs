@@ -352,6 +352,13 @@ pub struct StreamOptions {
     pub chunk_size: usize,
     /// Ends the channel cleanly when cancelled (Ctrl-C), as the end of the input does.
     pub stop: CancellationToken,
+    /// Call mode, as [`PublishOptions::stamp_server_clock`].
+    pub stamp_server_clock: Option<i64>,
+    /// Adapt to the path (a call's video), as [`PublishOptions::adapt`].
+    pub adapt: bool,
+    /// Media chunks as QUIC datagrams where allowed (a call's audio), as
+    /// [`PublishOptions::datagrams`].
+    pub datagrams: bool,
 }
 
 /// What a publish from a live input did.
@@ -369,6 +376,9 @@ pub struct StreamReport {
     pub dropped: usize,
     /// Whether [`StreamOptions::stop`] ended it before the input did.
     pub stopped: bool,
+    /// The call mode's figures (adaptation, datagrams, chunks and bytes sent), as
+    /// [`publish_file`] reports them.
+    pub call: PublishReport,
 }
 
 /// Bytes read from the input at a time.
@@ -399,6 +409,10 @@ pub async fn publish_stream<R: AsyncRead + Unpin>(
     let mut pending: Vec<Chunk> = Vec::new();
     let mut pacer = Pacer::new();
     let start = Instant::now();
+    report.call.started_at = Some(start);
+    let mut meter = opts.adapt.then(|| Meter::new(session));
+    // Adapting: what is sent is numbered afresh, so that a dropped unit is not a loss.
+    let mut renumbered = 0u64;
     let mut buf = vec![0u8; READ_SIZE];
     let outcome: Result<(), MediaError> = loop {
         let n = tokio::select! {
@@ -421,12 +435,17 @@ pub async fn publish_stream<R: AsyncRead + Unpin>(
             && let Some(codec) = live.codec()
         {
             report.codec = Some(codec);
-            publisher = Some(session.publish(channel, codec).await?);
+            let mut p = session.publish(channel, codec).await?;
+            if opts.datagrams {
+                p.use_datagrams(session.established().caps);
+            }
+            publisher = Some(p);
         }
         if let Some(p) = publisher.as_mut() {
-            for chunk in pending.drain(..) {
+            for mut chunk in pending.drain(..) {
+                let mut due = Instant::now();
                 if !chunk.has(ChunkFlags::INIT) && chunk.duration_us > 0 {
-                    let due = pacer.due(Instant::now(), chunk.pts_us);
+                    due = pacer.due(Instant::now(), chunk.pts_us);
                     tokio::select! {
                         biased;
                         () = opts.stop.cancelled() => {
@@ -435,6 +454,23 @@ pub async fn publish_stream<R: AsyncRead + Unpin>(
                         }
                         () = tokio::time::sleep_until(due.into()) => {}
                     }
+                }
+                if let Some(m) = meter.as_mut() {
+                    let before = m.adapter.level();
+                    let admitted = m.admit(session, &chunk, due);
+                    let level = m.adapter.level();
+                    if level != before && report.call.level_log.len() < 1024 {
+                        report.call.level_log.push((start.elapsed(), level));
+                    }
+                    report.call.lowest_level = report.call.lowest_level.max(level);
+                    if !admitted {
+                        continue;
+                    }
+                    chunk.seq = renumbered;
+                    renumbered += 1;
+                }
+                if let Some(offset) = opts.stamp_server_clock {
+                    chunk.pts_us = session.clock_us().saturating_add_signed(offset);
                 }
                 report.bytes += chunk.payload.len() as u64;
                 report.chunks += 1;
@@ -449,6 +485,19 @@ pub async fn publish_stream<R: AsyncRead + Unpin>(
         }
     };
     report.units = live.units();
+    report.call.chunks = report.chunks;
+    report.call.bytes = report.bytes;
+    report.call.passes = 1;
+    report.call.stopped = report.stopped;
+    if let Some(m) = &meter {
+        report.call.units_dropped = m.filter.dropped();
+        report.call.units_sent = m.filter.kept();
+        report.call.level = m.adapter.level();
+        report.call.level_changes = m.adapter.changes();
+    }
+    if let Some(p) = &publisher {
+        report.call.datagrams = p.sent_as_datagrams();
+    }
     let Some(mut p) = publisher else {
         return match outcome {
             Err(e) => Err(ClientError::Usage(format!("the input: {e}"))),
@@ -468,7 +517,11 @@ pub async fn publish_stream<R: AsyncRead + Unpin>(
     // Empty and INIT, as the channel's own end: no media, so no player takes it for a unit.
     let end = Chunk::new(
         StreamId(0),
-        live.next_seq(),
+        if meter.is_some() {
+            renumbered
+        } else {
+            live.next_seq()
+        },
         live.next_offset(),
         live.end_us(),
         0,
@@ -573,6 +626,51 @@ pub struct CallOptions {
     /// track, `mjpeg:`/`frames:` the video track. Units are rendered as they complete (a call
     /// keeps no playout buffer: latency first); a hole in the audio is filled with silence.
     pub sinks: Vec<crate::sink::Spec>,
+    /// With `-` among the files (standard input, live, as `publish --from -` takes it): its
+    /// format; `None`: detected from its first bytes.
+    pub format: Option<InputFormat>,
+}
+
+/// The track a live input feeds: audio for WAV and PCM, video for the rest (an fMP4 input
+/// is taken for video).
+fn pipe_track(format: InputFormat) -> &'static str {
+    match format {
+        InputFormat::Wav | InputFormat::Pcm(_) => "audio",
+        InputFormat::Mjpeg | InputFormat::Y4m | InputFormat::Fmp4 => "video",
+    }
+}
+
+/// A live input whose format is known, with the bytes read to learn it put back in front.
+type PipeInput = (InputFormat, Box<dyn AsyncRead + Unpin + Send>);
+
+/// Reads `input`'s first bytes when `format` is not given, to tell which track it feeds.
+async fn open_pipe<R: AsyncRead + Unpin + Send + 'static>(
+    format: Option<InputFormat>,
+    mut input: R,
+) -> Result<PipeInput, ClientError> {
+    if let Some(f) = format {
+        return Ok((f, Box::new(input)));
+    }
+    let mut head = Vec::new();
+    let mut buf = [0u8; 64];
+    while head.len() < 12 {
+        let n = input
+            .read(&mut buf)
+            .await
+            .map_err(|e| ClientError::Usage(format!("reading the input: {e}")))?;
+        if n == 0 {
+            break;
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    let format = InputFormat::detect(&head).ok_or_else(|| {
+        ClientError::Usage(
+            "--from -: the input's first bytes are no format a call sends (MJPEG, Y4M, WAV, \
+             fMP4); give it with --format (headerless PCM always needs it)"
+                .into(),
+        )
+    })?;
+    Ok((format, Box::new(std::io::Cursor::new(head).chain(input))))
 }
 
 /// The sinks of `specs` that render `track` (`audio` or `video`).
@@ -677,7 +775,34 @@ pub async fn call_with(
             "{url} is not a call room: use …/call/ROOM"
         )));
     }
-    let tracks = call_tracks(from)?;
+    let stdin = Path::new("-");
+    let files: Vec<PathBuf> = from.iter().filter(|f| *f != stdin).cloned().collect();
+    let mut tracks = call_tracks(&files)?;
+    let mut pipe = None;
+    match from.len() - files.len() {
+        0 if opts.format.is_some() => {
+            return Err(ClientError::Usage(
+                "--format is for --from - (a file's format is read from the file)".into(),
+            ));
+        }
+        0 => {}
+        1 => {
+            let (format, input) = open_pipe(opts.format, tokio::io::stdin()).await?;
+            let track = pipe_track(format);
+            if tracks.iter().any(|(t, _)| *t == track) {
+                return Err(ClientError::Usage(format!(
+                    "two {track} inputs (a file and standard input): a call has one of each"
+                )));
+            }
+            tracks.push((track, stdin.to_owned()));
+            pipe = Some((format, input));
+        }
+        _ => {
+            return Err(ClientError::Usage(
+                "--from - twice: standard input is one input".into(),
+            ));
+        }
+    }
     crate::sink::check(&opts.sinks)?;
     if opts
         .sinks
@@ -709,7 +834,30 @@ pub async fn call_with(
     }
     let joined = std::sync::atomic::AtomicBool::new(false);
     let session = &owned;
+    let pipe = &std::sync::Mutex::new(pipe);
     let sends = tracks.iter().map(|(track, file)| async move {
+        let channel = format!("{room}/{track}");
+        let taken = if file == Path::new("-") {
+            pipe.lock().ok().and_then(|mut p| p.take())
+        } else {
+            None
+        };
+        if let Some((format, input)) = taken {
+            let opts = StreamOptions {
+                format: Some(format),
+                stamp_server_clock: Some(offset),
+                adapt: *track == "video",
+                datagrams: *track == "audio",
+                stop: cancel.child_token(),
+                ..Default::default()
+            };
+            let r = publish_stream(session, &channel, input, &opts).await?;
+            return Ok::<_, ClientError>(SentTrack {
+                track: (*track).to_owned(),
+                file: file.clone(),
+                report: Some(r.call),
+            });
+        }
         let opts = PublishOptions {
             stamp_server_clock: Some(offset),
             adapt: *track == "video",
@@ -718,7 +866,6 @@ pub async fn call_with(
             passes: opts.passes,
             ..Default::default()
         };
-        let channel = format!("{room}/{track}");
         let sent = tokio::select! {
             r = publish_file(session, &channel, file, &opts) => Some(r?),
             () = cancel.cancelled() => None,
@@ -988,7 +1135,8 @@ pub async fn run_publish(
 /// after Ctrl-C, which then ends it with [`ClientError::Interrupted`]). With `chat`, also
 /// chats in the room: stdin's lines out, the other side's lines printed as they come; the
 /// call then ends at the end of stdin (once every line is acknowledged) as well as when the
-/// media is done.
+/// media is done. A `-` among `from` is standard input, a live input in `format` (detected
+/// from its first bytes when `None`).
 pub async fn run_call(
     url: &Url,
     connect: &ConnectOptions,
@@ -996,10 +1144,18 @@ pub async fn run_call(
     chat: bool,
     stats: crate::play::StatsFormat,
     sinks: Vec<crate::sink::Spec>,
+    format: Option<InputFormat>,
 ) -> Result<(), ClientError> {
     if from.is_empty() && !chat {
         return Err(ClientError::Usage(
             "a call needs at least one --from FILE, or --chat".into(),
+        ));
+    }
+    if chat && from.iter().any(|f| f == Path::new("-")) {
+        return Err(ClientError::Usage(
+            "--chat reads its lines from standard input, so --from - cannot: send the pipe's \
+             media or chat, or give the media as a file"
+                .into(),
         ));
     }
     // Stdout belongs to a sink that writes there; the figures and chat then go to stderr.
@@ -1007,6 +1163,7 @@ pub async fn run_call(
     let opts = CallOptions {
         notes: true,
         sinks,
+        format,
         ..Default::default()
     };
     let ctrl_c = crate::console::cancel_on_ctrl_c(opts.cancel.clone());
