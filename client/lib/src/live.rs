@@ -235,8 +235,8 @@ pub async fn publish_file(
     if opts.datagrams {
         publisher.use_datagrams(session.established().caps);
     }
-    // When adapting, what is sent is numbered afresh, so that a unit dropped here is not
-    // taken for a loss on the way.
+    // When adapting or looping, what is sent is numbered afresh, so that a unit dropped here
+    // is not taken for a loss on the way.
     let mut renumbered = 0u64;
     let mut report = PublishReport::default();
     let mut pacer = Pacer::new();
@@ -297,6 +297,12 @@ pub async fn publish_file(
                 if !admitted {
                     continue;
                 }
+            }
+            // A loop's seq keeps increasing across passes too (each pass's packetizer starts
+            // at 0, and its header is not sent again): a receiver counts a hole as a loss and
+            // a seq that starts over as overtaken chunks (a looped call's audio counted ~40
+            // losses a run on a loss-free path).
+            if meter.is_some() || opts.looped {
                 chunk.seq = renumbered;
                 renumbered += 1;
             }
