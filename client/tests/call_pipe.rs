@@ -92,3 +92,44 @@ async fn a_call_sends_a_piped_camera_and_the_other_side_sees_it() {
     .await
     .expect("the call ends within a minute");
 }
+
+/// A pipe that is no format a call sends is refused before anything is sent, saying what to
+/// do; so is `--from -` beside `--chat` (both would read stdin).
+#[tokio::test]
+async fn a_pipe_of_no_known_format_and_a_pipe_beside_chat_are_refused() {
+    use tokio::io::AsyncWriteExt;
+    let server = server_with(|_| {}).await;
+    let u = url(&server, Scheme::Tcp, "call/refused");
+    for extra in [&[][..], &["--chat"][..]] {
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_chunkcast"))
+            .arg("call")
+            .arg(u.to_string())
+            .args(["--from", "-"])
+            .args(extra)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        // The refusal may come before the write: a closed pipe is not this test's failure.
+        let _ = stdin
+            .write_all(b"this is not a picture, nor a sound\n")
+            .await;
+        drop(stdin);
+        let out = tokio::time::timeout(Duration::from_secs(20), child.wait_with_output())
+            .await
+            .expect("refused at once")
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{extra:?}: {stderr}");
+        let why = if extra.is_empty() {
+            "give it with --format"
+        } else {
+            "--chat reads its lines from standard input"
+        };
+        assert!(stderr.contains(why), "{extra:?}: {stderr}");
+    }
+    server.shutdown().await;
+}
