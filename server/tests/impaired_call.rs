@@ -429,6 +429,14 @@ async fn capped_call(imp: Impairment, passes: u32, cap: Duration, lift: Duration
         mean(&backlog[half..]),
         backlog.iter().max().copied().unwrap_or(0),
     );
+    if check != Check::Print && imp.loss == 0.0 && drops == 0 {
+        // Nothing on the path dropped a packet, so every audio datagram arrives; the capped
+        // uplink's bursts reorder some (3–9 %), which the server's relay once dropped.
+        assert_eq!(
+            heard.lost, 0,
+            "audio datagrams lost although the path lost none"
+        );
+    }
     let p99_bound = match check {
         Check::Print => return,
         Check::Issue => Duration::from_millis(300),

@@ -924,6 +924,9 @@ pub async fn call_with(
                 }
                 let now = session.clock_us().saturating_add_signed(offset);
                 let lost_before = lost;
+                // Its place has passed: the renderer concealed it (the server relays a datagram
+                // overtaken on the way into its hole, after the chunks that overtook it).
+                let overtaken = !c.has(ChunkFlags::INIT) && next_seq.is_some_and(|n| c.seq < n);
                 // Holes between media chunks only: a late joiner's first media chunk comes
                 // after the channel's set-up with a jump that is not a loss.
                 if !c.has(ChunkFlags::INIT) {
@@ -958,7 +961,7 @@ pub async fn call_with(
                 }
                 chunks += 1;
                 bytes += c.payload.len() as u64;
-                if let Some(r) = render.as_mut() {
+                if let Some(r) = render.as_mut().filter(|_| !overtaken) {
                     r.chunk(c, lost.saturating_sub(lost_before))?;
                 }
             }
