@@ -142,6 +142,10 @@ impl Default for Tuning {
 }
 
 /// Measured on 30 ms ± 2 ms and 30 ms ± 10 ms with 2 % loss, and on loopback (BENCHMARKS.md).
+/// Calls too (BENCHMARKS.md, "Calls between network namespaces"): with CUBIC or NewReno on a
+/// 60 ms path capped at half a call's video rate, the 20 s call did not even end within 60 s
+/// (5 runs), where BBR ends it on time and adapts. BBR's slow regrowth after a cap (full video
+/// 1.3–9.9 s after the lift) is still the better of the three.
 const DEFAULT_CONGESTION: Congestion = Congestion::Auto;
 /// High enough that reordering never counts as loss at any rate this machine reaches (±2 ms
 /// of jitter at 1 Gbit/s reorders by ~200 packets), so the time threshold decides, as RACK
