@@ -306,12 +306,11 @@ enum Check {
     Print,
     /// The issue's bounds: video p99 under 300 ms, full video within 5 s of the lift.
     Issue,
-    /// CI's guard against a regression, wider: p99 under 400 ms, and a frame rate that comes
-    /// back after the lift (above the capped one), not necessarily to full within 5 s. The
-    /// issue's bounds hold in most runs on a quiet machine (p99 239–295 ms, full again
-    /// 1.2–2.9 s after the lift), not in all (p99 320–332 ms, full after 5.5 s or not within
-    /// the call), and less often on a loaded one: after the cap, BBR's window grows back
-    /// slower than the call steps up, and a step up that outruns it reads as congestion.
+    /// A wider guard against a regression, for a loaded machine: p99 under 400 ms, and a
+    /// frame rate that comes back after the lift (above the capped one), not necessarily to
+    /// full within 5 s. CI's guard until QUIC's time threshold was raised to 3/2 RTT: with
+    /// 9/8 the jitter read as 5–15 % loss and full video came back 1.2–11.8 s after the lift.
+    #[allow(dead_code)]
     Guard,
 }
 
@@ -511,8 +510,9 @@ async fn capped_call(imp: Impairment, passes: u32, cap: Duration, lift: Duration
 }
 
 /// The capped cycle in CI's time: 20 s of call, capped from 2 s to 8 s, on 30 ms ± 5 ms
-/// without random loss (with it, see `measure_capped_call_on_the_lossy_path`), with CI's
-/// guard ([`Check::Guard`]).
+/// without random loss (with it, see `measure_capped_call_on_the_lossy_path`), with the
+/// issue's bounds ([`Check::Issue`]: full video 0.6–2.0 s after the lift in 7 runs, p99
+/// 249–285 ms, since QUIC's time threshold stopped taking jitter for loss).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_between_namespaces_adapts_to_a_capped_link_and_recovers() {
     let _turn = TURN.lock().await;
@@ -525,7 +525,7 @@ async fn a_call_between_namespaces_adapts_to_a_capped_link_and_recovers() {
         4,
         Duration::from_secs(2),
         Duration::from_secs(8),
-        Check::Guard,
+        Check::Issue,
     )
     .await;
 }
