@@ -306,12 +306,6 @@ enum Check {
     Print,
     /// The issue's bounds: video p99 under 300 ms, full video within 5 s of the lift.
     Issue,
-    /// A wider guard against a regression, for a loaded machine: p99 under 400 ms, and a
-    /// frame rate that comes back after the lift (above the capped one), not necessarily to
-    /// full within 5 s. CI's guard until QUIC's time threshold was raised to 3/2 RTT: with
-    /// 9/8 the jitter read as 5–15 % loss and full video came back 1.2–11.8 s after the lift.
-    #[allow(dead_code)]
-    Guard,
 }
 
 /// When the sender's level was `level` first at or after `from` (both on the sender's clock).
@@ -443,7 +437,6 @@ async fn capped_call(imp: Impairment, passes: u32, cap: Duration, lift: Duration
     let p99_bound = match check {
         Check::Print => return,
         Check::Issue => Duration::from_millis(300),
-        Check::Guard => Duration::from_millis(400),
     };
     // Adapts within 2 s: the frame rate is down (a level below full) by then.
     let down = first_at(video, capped_at, |l| l > Level::Full)
