@@ -146,9 +146,15 @@ pub enum Command {
     Call {
         /// tcp://HOST:PORT/call/ROOM, tcps://… or quic://…; without :PORT, port 7700.
         url: String,
-        /// A video and/or an audio file to send (one of each at most): WAV, MJPEG, Y4M or MP4.
+        /// A video and/or an audio file to send (one of each at most): WAV, MJPEG, Y4M or MP4;
+        /// `-` is standard input, live (e.g. `ffmpeg … -f mjpeg - | chunkcast call URL
+        /// --from - --from voice.wav`).
         #[arg(long, value_name = "FILE", required_unless_present = "chat")]
         from: Vec<PathBuf>,
+        /// With `--from -`: the input's format, as `publish --format` takes it; detected from
+        /// the first bytes when absent (all but pcm).
+        #[arg(long, value_name = "FORMAT")]
+        format: Option<chunkcast_media::ingest::InputFormat>,
         /// Chat in the room: send each line of stdin, print the other side's lines with
         /// their send time. Survives a lost connection (it connects again and resends what
         /// the server had not acknowledged). The call ends at the end of stdin.
@@ -461,6 +467,7 @@ pub async fn run(cli: Cli) -> Result<(), ClientError> {
         Command::Call {
             url,
             from,
+            format,
             chat,
             stats,
             sink,
@@ -468,7 +475,7 @@ pub async fn run(cli: Cli) -> Result<(), ClientError> {
         } => {
             let url = Url::parse(&url)?;
             let options = conn.options_for(&url)?;
-            chunkcast_client::live::run_call(&url, &options, &from, chat, stats, sink).await
+            chunkcast_client::live::run_call(&url, &options, &from, chat, stats, sink, format).await
         }
         Command::Demo => crate::demo::run().await,
         Command::Bench(args) => crate::bench::run(args).await,

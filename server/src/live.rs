@@ -30,7 +30,9 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use chunkcast_client::error::ClientError;
-use chunkcast_media::fanout::{Channel, Config as FanoutConfig, Fanned, Lagged, ViewerQueue};
+use chunkcast_media::fanout::{
+    Channel, Config as FanoutConfig, Fanned, Holes, Lagged, Place, ViewerQueue,
+};
 use chunkcast_protocol::wire::{Entry, ErrorFrame, FileDigest, Frame, Opened};
 use chunkcast_protocol::{ChunkFlags, Codec, ErrorCode, StreamId, compress};
 use chunkcast_transport::LinkTx;
@@ -1205,10 +1207,6 @@ enum RelayEnd {
     Evicted,
 }
 
-/// The longest hole in a publisher's numbering kept in the channel's (datagrams lost on the
-/// way); a longer jump is a new numbering.
-const MAX_HOLE: u64 = 64;
-
 async fn relay(
     guard: &mut Relaying,
     chunks: &mut mpsc::Receiver<ChunkResult>,
@@ -1217,10 +1215,10 @@ async fn relay(
     holes: bool,
 ) -> RelayEnd {
     let hub = guard.hub.clone();
-    // The publisher's last (seq, pts), to tell a datagram lost (a hole, kept in the channel's
-    // numbering so that viewers count it) or late (dropped: its place has passed) from a new
+    // The publisher's numbering, to tell a datagram lost (a hole, kept in the channel's
+    // numbering so that viewers count it) or overtaken (it fills its hole) from a new
     // numbering (a looping publisher starts again at 0, later in time).
-    let mut last: Option<(u64, u64)> = None;
+    let mut order = Holes::new();
     let why = loop {
         let item = tokio::select! {
             biased;
@@ -1240,21 +1238,21 @@ async fn relay(
             // Replaced while this chunk was on its way: it must not reach the channel.
             break RelayEnd::Evicted;
         }
-        let skip = match last {
-            Some((seq, pts)) if holes && !chunk.has(ChunkFlags::INIT) => {
-                if chunk.seq <= seq && chunk.pts_us < pts {
-                    continue; // late: its place in the channel has passed
-                }
-                let gap = chunk.seq.saturating_sub(seq + 1);
-                if gap <= MAX_HOLE { gap } else { 0 }
-            }
-            _ => 0,
-        };
-        if !chunk.has(ChunkFlags::INIT) {
-            last = Some((chunk.seq, chunk.pts_us));
-        }
-        s.channel.skip(skip);
         let stream = StreamId(0);
+        let place = if holes && !chunk.has(ChunkFlags::INIT) {
+            order.place(&chunk, &s.channel)
+        } else {
+            Place::Next { skip: 0 }
+        };
+        match place {
+            Place::Next { skip } => s.channel.skip(skip),
+            Place::Fill { seq, offset } => {
+                let fanned = s.channel.fill(chunk, seq, offset, stream);
+                fan_out(&mut s, &fanned);
+                continue;
+            }
+            Place::Drop => continue,
+        }
         let fanned = s.channel.ingest(chunk, stream);
         fan_out(&mut s, &fanned);
         if eos {

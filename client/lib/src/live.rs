@@ -75,8 +75,10 @@ pub struct PublishReport {
     pub level_changes: u64,
     /// Chunks sent as QUIC datagrams ([`PublishOptions::datagrams`]).
     pub datagrams: u64,
-    /// Each level change: when (from the first chunk) and to what.
+    /// Each level change: when (from [`PublishReport::started_at`]) and to what.
     pub level_log: Vec<(Duration, Level)>,
+    /// When the publish began (the channel open): the origin of `level_log`'s times.
+    pub started_at: Option<Instant>,
 }
 
 /// The path measurements of a publish: the sender's queueing, and what QUIC knows.
@@ -94,6 +96,8 @@ struct Meter {
     /// The least RTT seen: the path's, without the queueing that a larger send queue would
     /// only feed.
     min_rtt: Option<Duration>,
+    /// The level `rate` was measured at.
+    measured_at: Level,
 }
 
 impl Meter {
@@ -107,7 +111,25 @@ impl Meter {
             since_us: None,
             rate: None,
             min_rtt: None,
+            measured_at: Level::Full,
         }
+    }
+
+    /// A level change changes the offered rate at once: the rate (and so the send queue) is
+    /// scaled by the share of units kept, and measured afresh. Without it a step back up to
+    /// full video doubled what was offered into a send queue sized for half, for the second
+    /// the measure takes: the sender waited 200–300 ms behind it, took that for congestion,
+    /// and stepped down again (measured between namespaces, 30 ms ± 5 ms).
+    fn rescale(&mut self, level: Level) {
+        if level == self.measured_at {
+            return;
+        }
+        if let Some(rate) = self.rate.as_mut() {
+            *rate *= self.measured_at.keep_every() as f64 / level.keep_every() as f64;
+        }
+        self.measured_at = level;
+        self.bytes = 0;
+        self.since_us = None;
     }
 
     /// QUIC's send queue for what is offered now: the offered rate for the path's least
@@ -160,6 +182,7 @@ impl Meter {
             loss: self.loss,
         };
         let mut level = self.adapter.on_sample(now, sample);
+        self.rescale(self.adapter.level());
         if late > LATE_DROP {
             level = Level::KeyframesOnly;
         }
@@ -212,13 +235,14 @@ pub async fn publish_file(
     if opts.datagrams {
         publisher.use_datagrams(session.established().caps);
     }
-    // When adapting, what is sent is numbered afresh, so that a unit dropped here is not
-    // taken for a loss on the way.
+    // When adapting or looping, what is sent is numbered afresh, so that a unit dropped here
+    // is not taken for a loss on the way.
     let mut renumbered = 0u64;
     let mut report = PublishReport::default();
     let mut pacer = Pacer::new();
     let mut meter = opts.adapt.then(|| Meter::new(session));
     let started = Instant::now();
+    report.started_at = Some(started);
     // Media time already played by earlier passes, so that a loop's pts keep increasing.
     let mut pts_base = 0u64;
     let mut next = Some((file, packetizer));
@@ -273,6 +297,12 @@ pub async fn publish_file(
                 if !admitted {
                     continue;
                 }
+            }
+            // A loop's seq keeps increasing across passes too (each pass's packetizer starts
+            // at 0, and its header is not sent again): a receiver counts a hole as a loss and
+            // a seq that starts over as overtaken chunks (a looped call's audio counted ~40
+            // losses a run on a loss-free path).
+            if meter.is_some() || opts.looped {
                 chunk.seq = renumbered;
                 renumbered += 1;
             }
@@ -328,6 +358,13 @@ pub struct StreamOptions {
     pub chunk_size: usize,
     /// Ends the channel cleanly when cancelled (Ctrl-C), as the end of the input does.
     pub stop: CancellationToken,
+    /// Call mode, as [`PublishOptions::stamp_server_clock`].
+    pub stamp_server_clock: Option<i64>,
+    /// Adapt to the path (a call's video), as [`PublishOptions::adapt`].
+    pub adapt: bool,
+    /// Media chunks as QUIC datagrams where allowed (a call's audio), as
+    /// [`PublishOptions::datagrams`].
+    pub datagrams: bool,
 }
 
 /// What a publish from a live input did.
@@ -345,6 +382,9 @@ pub struct StreamReport {
     pub dropped: usize,
     /// Whether [`StreamOptions::stop`] ended it before the input did.
     pub stopped: bool,
+    /// The call mode's figures (adaptation, datagrams, chunks and bytes sent), as
+    /// [`publish_file`] reports them.
+    pub call: PublishReport,
 }
 
 /// Bytes read from the input at a time.
@@ -375,6 +415,10 @@ pub async fn publish_stream<R: AsyncRead + Unpin>(
     let mut pending: Vec<Chunk> = Vec::new();
     let mut pacer = Pacer::new();
     let start = Instant::now();
+    report.call.started_at = Some(start);
+    let mut meter = opts.adapt.then(|| Meter::new(session));
+    // Adapting: what is sent is numbered afresh, so that a dropped unit is not a loss.
+    let mut renumbered = 0u64;
     let mut buf = vec![0u8; READ_SIZE];
     let outcome: Result<(), MediaError> = loop {
         let n = tokio::select! {
@@ -397,12 +441,17 @@ pub async fn publish_stream<R: AsyncRead + Unpin>(
             && let Some(codec) = live.codec()
         {
             report.codec = Some(codec);
-            publisher = Some(session.publish(channel, codec).await?);
+            let mut p = session.publish(channel, codec).await?;
+            if opts.datagrams {
+                p.use_datagrams(session.established().caps);
+            }
+            publisher = Some(p);
         }
         if let Some(p) = publisher.as_mut() {
-            for chunk in pending.drain(..) {
+            for mut chunk in pending.drain(..) {
+                let mut due = Instant::now();
                 if !chunk.has(ChunkFlags::INIT) && chunk.duration_us > 0 {
-                    let due = pacer.due(Instant::now(), chunk.pts_us);
+                    due = pacer.due(Instant::now(), chunk.pts_us);
                     tokio::select! {
                         biased;
                         () = opts.stop.cancelled() => {
@@ -411,6 +460,23 @@ pub async fn publish_stream<R: AsyncRead + Unpin>(
                         }
                         () = tokio::time::sleep_until(due.into()) => {}
                     }
+                }
+                if let Some(m) = meter.as_mut() {
+                    let before = m.adapter.level();
+                    let admitted = m.admit(session, &chunk, due);
+                    let level = m.adapter.level();
+                    if level != before && report.call.level_log.len() < 1024 {
+                        report.call.level_log.push((start.elapsed(), level));
+                    }
+                    report.call.lowest_level = report.call.lowest_level.max(level);
+                    if !admitted {
+                        continue;
+                    }
+                    chunk.seq = renumbered;
+                    renumbered += 1;
+                }
+                if let Some(offset) = opts.stamp_server_clock {
+                    chunk.pts_us = session.clock_us().saturating_add_signed(offset);
                 }
                 report.bytes += chunk.payload.len() as u64;
                 report.chunks += 1;
@@ -425,6 +491,19 @@ pub async fn publish_stream<R: AsyncRead + Unpin>(
         }
     };
     report.units = live.units();
+    report.call.chunks = report.chunks;
+    report.call.bytes = report.bytes;
+    report.call.passes = 1;
+    report.call.stopped = report.stopped;
+    if let Some(m) = &meter {
+        report.call.units_dropped = m.filter.dropped();
+        report.call.units_sent = m.filter.kept();
+        report.call.level = m.adapter.level();
+        report.call.level_changes = m.adapter.changes();
+    }
+    if let Some(p) = &publisher {
+        report.call.datagrams = p.sent_as_datagrams();
+    }
     let Some(mut p) = publisher else {
         return match outcome {
             Err(e) => Err(ClientError::Usage(format!("the input: {e}"))),
@@ -444,7 +523,11 @@ pub async fn publish_stream<R: AsyncRead + Unpin>(
     // Empty and INIT, as the channel's own end: no media, so no player takes it for a unit.
     let end = Chunk::new(
         StreamId(0),
-        live.next_seq(),
+        if meter.is_some() {
+            renumbered
+        } else {
+            live.next_seq()
+        },
         live.next_offset(),
         live.end_us(),
         0,
@@ -481,7 +564,27 @@ pub struct TrackReport {
     pub concealed: u64,
     /// Chunks that arrived more than [`LATE_AFTER`] after they were sent.
     pub late: u64,
+    /// What arrived in each second from the first chunk on (at most [`TIMELINE_SECONDS`]):
+    /// a frame rate that drops and comes back, or latency that grows, shows here.
+    pub per_second: Vec<Second>,
+    /// When the first chunk arrived: the origin of `per_second`.
+    pub first_at: Option<Instant>,
 }
+
+/// One second of a received track.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Second {
+    /// Chunks received.
+    pub chunks: u64,
+    /// Media units completed (a chunk that ends a unit arrived): for video, the frame rate.
+    pub units: u64,
+    /// The largest one-way latency of its chunks.
+    pub latency_max: Duration,
+}
+
+/// [`TrackReport::per_second`] keeps the first hour; a longer call's later seconds are only in
+/// the totals.
+pub const TIMELINE_SECONDS: usize = 3600;
 
 /// What a call lets QUIC hold unacknowledged towards the server: 32 KiB is 125 ms of a
 /// 2 Mbit/s path, and still 8 Mbit/s of throughput at a 30 ms round trip (a call's video is
@@ -529,6 +632,51 @@ pub struct CallOptions {
     /// track, `mjpeg:`/`frames:` the video track. Units are rendered as they complete (a call
     /// keeps no playout buffer: latency first); a hole in the audio is filled with silence.
     pub sinks: Vec<crate::sink::Spec>,
+    /// With `-` among the files (standard input, live, as `publish --from -` takes it): its
+    /// format; `None`: detected from its first bytes.
+    pub format: Option<InputFormat>,
+}
+
+/// The track a live input feeds: audio for WAV and PCM, video for the rest (an fMP4 input
+/// is taken for video).
+fn pipe_track(format: InputFormat) -> &'static str {
+    match format {
+        InputFormat::Wav | InputFormat::Pcm(_) => "audio",
+        InputFormat::Mjpeg | InputFormat::Y4m | InputFormat::Fmp4 => "video",
+    }
+}
+
+/// A live input whose format is known, with the bytes read to learn it put back in front.
+type PipeInput = (InputFormat, Box<dyn AsyncRead + Unpin + Send>);
+
+/// Reads `input`'s first bytes when `format` is not given, to tell which track it feeds.
+async fn open_pipe<R: AsyncRead + Unpin + Send + 'static>(
+    format: Option<InputFormat>,
+    mut input: R,
+) -> Result<PipeInput, ClientError> {
+    if let Some(f) = format {
+        return Ok((f, Box::new(input)));
+    }
+    let mut head = Vec::new();
+    let mut buf = [0u8; 64];
+    while head.len() < 12 {
+        let n = input
+            .read(&mut buf)
+            .await
+            .map_err(|e| ClientError::Usage(format!("reading the input: {e}")))?;
+        if n == 0 {
+            break;
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    let format = InputFormat::detect(&head).ok_or_else(|| {
+        ClientError::Usage(
+            "--from -: the input's first bytes are no format a call sends (MJPEG, Y4M, WAV, \
+             fMP4); give it with --format (headerless PCM always needs it)"
+                .into(),
+        )
+    })?;
+    Ok((format, Box::new(std::io::Cursor::new(head).chain(input))))
 }
 
 /// The sinks of `specs` that render `track` (`audio` or `video`).
@@ -633,7 +781,34 @@ pub async fn call_with(
             "{url} is not a call room: use …/call/ROOM"
         )));
     }
-    let tracks = call_tracks(from)?;
+    let stdin = Path::new("-");
+    let files: Vec<PathBuf> = from.iter().filter(|f| *f != stdin).cloned().collect();
+    let mut tracks = call_tracks(&files)?;
+    let mut pipe = None;
+    match from.len() - files.len() {
+        0 if opts.format.is_some() => {
+            return Err(ClientError::Usage(
+                "--format is for --from - (a file's format is read from the file)".into(),
+            ));
+        }
+        0 => {}
+        1 => {
+            let (format, input) = open_pipe(opts.format, tokio::io::stdin()).await?;
+            let track = pipe_track(format);
+            if tracks.iter().any(|(t, _)| *t == track) {
+                return Err(ClientError::Usage(format!(
+                    "two {track} inputs (a file and standard input): a call has one of each"
+                )));
+            }
+            tracks.push((track, stdin.to_owned()));
+            pipe = Some((format, input));
+        }
+        _ => {
+            return Err(ClientError::Usage(
+                "--from - twice: standard input is one input".into(),
+            ));
+        }
+    }
     crate::sink::check(&opts.sinks)?;
     if opts
         .sinks
@@ -665,7 +840,30 @@ pub async fn call_with(
     }
     let joined = std::sync::atomic::AtomicBool::new(false);
     let session = &owned;
+    let pipe = &std::sync::Mutex::new(pipe);
     let sends = tracks.iter().map(|(track, file)| async move {
+        let channel = format!("{room}/{track}");
+        let taken = if file == Path::new("-") {
+            pipe.lock().ok().and_then(|mut p| p.take())
+        } else {
+            None
+        };
+        if let Some((format, input)) = taken {
+            let opts = StreamOptions {
+                format: Some(format),
+                stamp_server_clock: Some(offset),
+                adapt: *track == "video",
+                datagrams: *track == "audio",
+                stop: cancel.child_token(),
+                ..Default::default()
+            };
+            let r = publish_stream(session, &channel, input, &opts).await?;
+            return Ok::<_, ClientError>(SentTrack {
+                track: (*track).to_owned(),
+                file: file.clone(),
+                report: Some(r.call),
+            });
+        }
         let opts = PublishOptions {
             stamp_server_clock: Some(offset),
             adapt: *track == "video",
@@ -674,7 +872,6 @@ pub async fn call_with(
             passes: opts.passes,
             ..Default::default()
         };
-        let channel = format!("{room}/{track}");
         let sent = tokio::select! {
             r = publish_file(session, &channel, file, &opts) => Some(r?),
             () = cancel.cancelled() => None,
@@ -691,6 +888,8 @@ pub async fn call_with(
         let (mut chunks, mut bytes) = (0u64, 0u64);
         let (mut lost, mut late) = (0u64, 0u64);
         let mut next_seq: Option<u64> = None;
+        let mut per_second: Vec<Second> = Vec::new();
+        let mut first_at: Option<Instant> = None;
         let channel = format!("{room}/{track}");
         let subscribed = tokio::select! {
             s = session.subscribe(&channel) => Some(s?),
@@ -725,6 +924,9 @@ pub async fn call_with(
                 }
                 let now = session.clock_us().saturating_add_signed(offset);
                 let lost_before = lost;
+                // Its place has passed: the renderer concealed it (the server relays a datagram
+                // overtaken on the way into its hole, after the chunks that overtook it).
+                let overtaken = !c.has(ChunkFlags::INIT) && next_seq.is_some_and(|n| c.seq < n);
                 // Holes between media chunks only: a late joiner's first media chunk comes
                 // after the channel's set-up with a jump that is not a loss.
                 if !c.has(ChunkFlags::INIT) {
@@ -745,10 +947,21 @@ pub async fn call_with(
                     if latencies.len() < 1 << 20 {
                         latencies.push(latency);
                     }
+                    let since = first_at.get_or_insert_with(Instant::now).elapsed();
+                    let i = since.as_secs() as usize;
+                    if i < TIMELINE_SECONDS {
+                        if per_second.len() <= i {
+                            per_second.resize(i + 1, Second::default());
+                        }
+                        let s = &mut per_second[i];
+                        s.chunks += 1;
+                        s.units += u64::from(c.has(ChunkFlags::END_OF_UNIT));
+                        s.latency_max = s.latency_max.max(Duration::from_micros(latency));
+                    }
                 }
                 chunks += 1;
                 bytes += c.payload.len() as u64;
-                if let Some(r) = render.as_mut() {
+                if let Some(r) = render.as_mut().filter(|_| !overtaken) {
                     r.chunk(c, lost.saturating_sub(lost_before))?;
                 }
             }
@@ -773,6 +986,8 @@ pub async fn call_with(
             lost,
             concealed: if *track == "audio" { lost + late } else { 0 },
             late,
+            per_second,
+            first_at,
         })
     });
     let (sent, received) = tokio::join!(
@@ -929,7 +1144,8 @@ pub async fn run_publish(
 /// after Ctrl-C, which then ends it with [`ClientError::Interrupted`]). With `chat`, also
 /// chats in the room: stdin's lines out, the other side's lines printed as they come; the
 /// call then ends at the end of stdin (once every line is acknowledged) as well as when the
-/// media is done.
+/// media is done. A `-` among `from` is standard input, a live input in `format` (detected
+/// from its first bytes when `None`).
 pub async fn run_call(
     url: &Url,
     connect: &ConnectOptions,
@@ -937,10 +1153,18 @@ pub async fn run_call(
     chat: bool,
     stats: crate::play::StatsFormat,
     sinks: Vec<crate::sink::Spec>,
+    format: Option<InputFormat>,
 ) -> Result<(), ClientError> {
     if from.is_empty() && !chat {
         return Err(ClientError::Usage(
             "a call needs at least one --from FILE, or --chat".into(),
+        ));
+    }
+    if chat && from.iter().any(|f| f == Path::new("-")) {
+        return Err(ClientError::Usage(
+            "--chat reads its lines from standard input, so --from - cannot: send the pipe's \
+             media or chat, or give the media as a file"
+                .into(),
         ));
     }
     // Stdout belongs to a sink that writes there; the figures and chat then go to stderr.
@@ -948,6 +1172,7 @@ pub async fn run_call(
     let opts = CallOptions {
         notes: true,
         sinks,
+        format,
         ..Default::default()
     };
     let ctrl_c = crate::console::cancel_on_ctrl_c(opts.cancel.clone());
@@ -1136,7 +1361,8 @@ pub fn call_table(report: &CallReport) -> String {
 
 /// The call's figures as one line of JSON (durations in integer microseconds): per track,
 /// what was sent (chunks, bytes, adaptation) and what was received (chunks, lost, late,
-/// concealed, one-way latency percentiles).
+/// concealed, one-way latency percentiles, and each second's chunks, units and largest
+/// latency).
 pub fn call_json(report: &CallReport) -> String {
     let us = |d: Duration| d.as_micros().to_string();
     let sent: Vec<String> = report
@@ -1164,10 +1390,22 @@ pub fn call_json(report: &CallReport) -> String {
         .received
         .iter()
         .map(|t| {
+            let seconds: Vec<String> = t
+                .per_second
+                .iter()
+                .map(|s| {
+                    format!(
+                        "{{\"chunks\":{},\"units\":{},\"latency_max_us\":{}}}",
+                        s.chunks,
+                        s.units,
+                        us(s.latency_max)
+                    )
+                })
+                .collect();
             format!(
                 "{{\"track\":\"{}\",\"chunks\":{},\"bytes\":{},\"lost\":{},\"late\":{},\
                  \"concealed\":{},\"latency_p50_us\":{},\"latency_p95_us\":{},\
-                 \"latency_p99_us\":{},\"latency_max_us\":{}}}",
+                 \"latency_p99_us\":{},\"latency_max_us\":{},\"per_second\":[{}]}}",
                 t.track,
                 t.chunks,
                 t.bytes,
@@ -1177,7 +1415,8 @@ pub fn call_json(report: &CallReport) -> String {
                 us(t.latency_p50),
                 us(t.latency_p95),
                 us(t.latency_p99),
-                us(t.latency_max)
+                us(t.latency_max),
+                seconds.join(",")
             )
         })
         .collect();

@@ -65,8 +65,9 @@ impl Level {
         }
     }
 
-    /// Keep one unit in this many (of those that may be dropped).
-    fn keep_every(self) -> u64 {
+    /// Keep one unit in this many (of those that may be dropped): 1 for full, 8 for
+    /// keyframes only. A sender's rate at one level scales by the ratio to another's.
+    pub fn keep_every(self) -> u64 {
         match self {
             Self::Full => 1,
             Self::Half => 2,

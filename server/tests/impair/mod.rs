@@ -12,6 +12,7 @@
 //!   caller skips (or fails under `CI`).
 #![allow(dead_code, unreachable_pub)] // each test binary uses its own part
 
+pub mod ns;
 pub mod tun;
 
 use std::cmp::Reverse;

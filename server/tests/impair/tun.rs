@@ -3,15 +3,19 @@
 //! same impaired path.
 //!
 //! ```text
-//! this namespace                         namespace NS
+//! this namespace (or namespace CNS)      namespace NS
 //! CLIENT_IP on tunA ──(this process: Line a→b)──> tunB with SERVER_IP
 //!                   <─(this process: Line b→a)───
 //! ```
 //!
-//! Both devices are opened here before tunB moves into NS, so one process holds both file
-//! descriptors. Everything is removed on drop (the namespace by name; the devices vanish with
-//! their descriptors).
+//! Both devices are opened here before they move into their namespaces, so one process holds
+//! both file descriptors. [`TunPath::between`] puts the client side into a namespace of its own
+//! too, so that two ends of a call each have one; [`run_in`] runs a future on a thread that
+//! joined a namespace. The client side's egress can be rate-limited by a `tbf` qdisc
+//! ([`TunPath::cap_uplink`]). Everything is removed on drop (the namespaces by name; the
+//! devices vanish with their descriptors).
 
+use std::future::Future;
 use std::net::Ipv4Addr;
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -37,6 +41,10 @@ impl Port for Device {
 /// The impaired path to a namespace; see the module's documentation.
 pub struct TunPath {
     ns: String,
+    /// The client side's namespace, when it has one of its own ([`TunPath::between`]).
+    client_ns: Option<String>,
+    /// The client side's device, whose egress is the uplink towards the server.
+    client_dev: String,
     server_ip: Ipv4Addr,
     client_ip: Ipv4Addr,
     tasks: Vec<JoinHandle<()>>,
@@ -92,6 +100,16 @@ impl TunPath {
     /// machine does not allow it (not root, no `ip`, no TUN): the caller skips, or fails
     /// under `CI`.
     pub async fn new(imp: Impairment) -> Result<Self, String> {
+        Self::make(imp, false).await
+    }
+
+    /// As [`TunPath::new`], with the client side in a namespace of its own as well
+    /// ([`TunPath::client_netns`]): nothing of this namespace is on the path.
+    pub async fn between(imp: Impairment) -> Result<Self, String> {
+        Self::make(imp, true).await
+    }
+
+    async fn make(imp: Impairment, client_in_ns: bool) -> Result<Self, String> {
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let pid = std::process::id();
         let k = NEXT.fetch_add(1, Ordering::Relaxed) % 64;
@@ -112,11 +130,20 @@ impl TunPath {
         let dev_a = Arc::new(Device(open(&a)?));
         let dev_b = Arc::new(Device(open(&b)?));
         ip(&["netns", "add", &ns])?;
+        let client_ns = format!("{ns}c");
+        if client_in_ns {
+            if let Err(e) = ip(&["netns", "add", &client_ns]) {
+                let _ = ip(&["netns", "del", &ns]);
+                return Err(e);
+            }
+        }
         let to_server = Arc::new(Mutex::new(LineStats::default()));
         let to_client = Arc::new(Mutex::new(LineStats::default()));
         // From here on, drop cleans up.
         let mut path = Self {
             ns,
+            client_ns: client_in_ns.then_some(client_ns),
+            client_dev: a.clone(),
             server_ip,
             client_ip,
             tasks: Vec::new(),
@@ -126,16 +153,27 @@ impl TunPath {
         let (cip, sip) = (client_ip.to_string(), server_ip.to_string());
         let ns = path.ns.clone();
         ip(&["link", "set", &b, "netns", &ns])?;
-        ip(&["addr", "add", &cip, "peer", &sip, "dev", &a])?;
-        ip(&["link", "set", &a, "up"])?;
-        let in_ns = |args: &[&str]| {
-            let mut all = vec!["netns", "exec", &ns, "ip"];
-            all.extend_from_slice(args);
-            ip(&all)
+        let in_ns = |ns: Option<&str>, args: &[&str]| match ns {
+            Some(ns) => {
+                let mut all = vec!["-n", ns];
+                all.extend_from_slice(args);
+                ip(&all)
+            }
+            None => ip(args),
         };
-        in_ns(&["addr", "add", &sip, "peer", &cip, "dev", &b])?;
-        in_ns(&["link", "set", &b, "up"])?;
-        in_ns(&["link", "set", "lo", "up"])?;
+        let cns = path.client_ns.clone();
+        if let Some(cns) = &cns {
+            ip(&["link", "set", &a, "netns", cns])?;
+            in_ns(Some(cns), &["link", "set", "lo", "up"])?;
+        }
+        in_ns(
+            cns.as_deref(),
+            &["addr", "add", &cip, "peer", &sip, "dev", &a],
+        )?;
+        in_ns(cns.as_deref(), &["link", "set", &a, "up"])?;
+        in_ns(Some(&ns), &["addr", "add", &sip, "peer", &cip, "dev", &b])?;
+        in_ns(Some(&ns), &["link", "set", &b, "up"])?;
+        in_ns(Some(&ns), &["link", "set", "lo", "up"])?;
         path.tasks = vec![
             tokio::spawn(forward(
                 dev_a.clone(),
@@ -156,6 +194,99 @@ impl TunPath {
     /// The namespace's name (for `ip netns exec`).
     pub fn netns(&self) -> &str {
         &self.ns
+    }
+
+    /// The client side's namespace, when it has one ([`TunPath::between`]).
+    pub fn client_netns(&self) -> Option<&str> {
+        self.client_ns.as_deref()
+    }
+
+    /// Caps the client side's egress (its uplink towards the server) at `rate_bps` with a
+    /// `tbf` qdisc holding at most `queue_bytes` (beyond: dropped, as a router's tail drop).
+    /// Replaces an earlier cap.
+    pub fn cap_uplink(&self, rate_bps: u64, queue_bytes: u64) -> Result<(), String> {
+        // 10 ms of the rate per burst, at least two full packets: a bucket smaller than a
+        // packet would pass nothing.
+        let burst = (rate_bps / 8 / 100).max(3_000);
+        let (rate, burst, limit) = (
+            format!("{rate_bps}bit"),
+            burst.to_string(),
+            queue_bytes.to_string(),
+        );
+        self.tc(&[
+            "qdisc",
+            "replace",
+            "dev",
+            &self.client_dev,
+            "root",
+            "tbf",
+            "rate",
+            &rate,
+            "burst",
+            &burst,
+            "limit",
+            &limit,
+        ])
+        .map(drop)
+    }
+
+    /// Lifts [`TunPath::cap_uplink`]'s cap: the rate goes to 10 Gbit/s, so that what waits
+    /// in the queue leaves rather than being dropped (deleting the qdisc would drop it: a
+    /// burst of losses the cap's end does not cause on a real link).
+    pub fn lift_cap(&self) -> Result<(), String> {
+        self.tc(&[
+            "qdisc",
+            "change",
+            "dev",
+            &self.client_dev,
+            "root",
+            "tbf",
+            "rate",
+            "10gbit",
+            "burst",
+            "1000000",
+            "limit",
+            "1000000",
+        ])
+        .map(drop)
+    }
+
+    /// Bytes waiting in the uplink's cap now, and packets it dropped so far (0, 0 without a
+    /// cap).
+    pub fn uplink_backlog(&self) -> Result<(u64, u64), String> {
+        let out = self.tc(&["-s", "-j", "qdisc", "show", "dev", &self.client_dev])?;
+        let v: serde_json::Value =
+            serde_json::from_str(&out).map_err(|e| format!("reading tc's JSON {out:?}: {e}"))?;
+        let tbf = v
+            .as_array()
+            .and_then(|a| a.iter().find(|q| q["kind"] == "tbf"));
+        Ok(tbf.map_or((0, 0), |q| {
+            (
+                q["backlog"].as_u64().unwrap_or(0),
+                q["drops"].as_u64().unwrap_or(0),
+            )
+        }))
+    }
+
+    /// Runs `tc ARGS` on the client side, returning its stdout.
+    fn tc(&self, args: &[&str]) -> Result<String, String> {
+        let mut c = Command::new("tc");
+        if let Some(ns) = &self.client_ns {
+            c.args(["-n", ns]);
+        }
+        let out = c
+            .args(args)
+            .output()
+            .map_err(|e| format!("running `tc`: {e}"))?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(format!(
+                "`tc {}`: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))
+        }
     }
 
     /// The address inside the namespace, where a server listens.
@@ -189,8 +320,39 @@ impl Drop for TunPath {
         for t in &self.tasks {
             t.abort();
         }
-        if let Err(e) = ip(&["netns", "del", &self.ns]) {
-            eprintln!("cleaning up: {e}");
+        let namespaces = std::iter::once(&self.ns).chain(&self.client_ns);
+        for ns in namespaces {
+            if let Err(e) = ip(&["netns", "del", ns]) {
+                eprintln!("cleaning up: {e}");
+            }
         }
+    }
+}
+
+/// Runs `fut` to its end on a thread of its own that joined the network namespace `ns`
+/// first: every socket it opens is in `ns`. (A namespace is per thread, so the thread has its
+/// own single-threaded runtime.) The thread starts at once; the returned future is its
+/// result. Panics if the namespace cannot be joined, or if `fut` panics.
+pub fn run_in<T: Send + 'static>(
+    ns: &str,
+    fut: impl Future<Output = T> + Send + 'static,
+) -> impl Future<Output = T> + Send + 'static {
+    let ns_file = format!("/run/netns/{ns}");
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let file =
+            std::fs::File::open(&ns_file).unwrap_or_else(|e| panic!("opening {ns_file}: {e}"));
+        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
+            .unwrap_or_else(|e| panic!("joining {ns_file}: {e}"));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        let _ = tx.send(rt.block_on(fut));
+    });
+    let ns = ns.to_owned();
+    async move {
+        rx.await
+            .unwrap_or_else(|_| panic!("the task in namespace {ns} panicked"))
     }
 }
