@@ -205,7 +205,7 @@ fn retryable(e: &ClientError) -> bool {
     }
 }
 
-/// Fetches and verifies chunk `seq`, asking again ([`ATTEMPTS`] in all) when the path fails.
+/// Fetches and verifies chunk `seq`, asking again (`ATTEMPTS` in all) when the path fails.
 pub async fn fetch_chunk(
     client: &HttpClient,
     index: &FileIndex,
