@@ -33,7 +33,7 @@ use std::io::{Cursor, Read, Seek, SeekFrom};
 use bytes::{BufMut, Bytes, BytesMut};
 use mp4parse::{SampleEntry, TimeOffsetVersion, TrackType};
 
-use crate::packetize::{MAX_MOOV_BYTES, MAX_MP4_SAMPLES, MediaError, span_us};
+use crate::packetize::{MAX_MOOV_BYTES, MediaError, span_us};
 use chunkcast_protocol::media::{VideoParams, VisualFormat};
 use chunkcast_protocol::wire::chunk::{Chunk, ChunkFlags, StreamId};
 
@@ -404,30 +404,7 @@ fn expand(t: &mp4parse::Track, file_len: u64) -> Result<Track, MediaError> {
             "a track without sample tables",
         ));
     };
-    let timed: u64 = stts.samples.iter().map(|s| u64::from(s.sample_count)).sum();
-    let count = if stsz.sample_size == 0 {
-        stsz.sample_sizes.len() as u64
-    } else {
-        timed
-    };
-    if count > MAX_MP4_SAMPLES {
-        return Err(MediaError::TooLarge {
-            what: "track sample count",
-            size: count,
-            limit: MAX_MP4_SAMPLES,
-        });
-    }
-    if count != timed {
-        return Err(bad("stts and stsz disagree on the sample count"));
-    }
-    let n = count as usize;
-    let size_of = |i: usize| {
-        if stsz.sample_size == 0 {
-            stsz.sample_sizes[i]
-        } else {
-            stsz.sample_size
-        }
-    };
+    let (n, size_of) = crate::packetize::mp4::sample_sizes(stts, stsz, "track sample count")?;
     let mut samples: Vec<Sample> = Vec::with_capacity(n);
     let runs = &stsc.samples;
     let chunks = stco.offsets.len() as u64;

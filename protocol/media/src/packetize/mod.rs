@@ -54,7 +54,7 @@
 mod bytes;
 mod image;
 mod mjpeg;
-mod mp4;
+pub(crate) mod mp4;
 mod packetizer;
 mod probe;
 pub(crate) mod wav;

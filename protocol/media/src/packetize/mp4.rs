@@ -156,30 +156,7 @@ fn demux<R: Read + Seek>(source: &mut R, len: u64) -> Result<Demuxed, MediaError
             "no sample tables (fragmented MP4?)",
         ));
     };
-    let timed: u64 = stts.samples.iter().map(|s| u64::from(s.sample_count)).sum();
-    let count = if stsz.sample_size == 0 {
-        stsz.sample_sizes.len() as u64
-    } else {
-        timed
-    };
-    if count > MAX_MP4_SAMPLES {
-        return Err(MediaError::TooLarge {
-            what: "video sample count",
-            size: count,
-            limit: MAX_MP4_SAMPLES,
-        });
-    }
-    if count != timed {
-        return Err(bad("stts and stsz disagree on the sample count"));
-    }
-    let n = count as usize;
-    let size_of = |i: usize| {
-        if stsz.sample_size == 0 {
-            stsz.sample_sizes[i]
-        } else {
-            stsz.sample_size
-        }
-    };
+    let (n, size_of) = sample_sizes(stts, stsz, "video sample count")?;
 
     // Offsets: stsc maps runs of chunks to samples per chunk; samples are contiguous in a chunk.
     let mut samples = Vec::with_capacity(n);
@@ -356,4 +333,40 @@ pub(crate) fn find_moov<R: Read + Seek>(
 
 fn gcd(a: u64, b: u64) -> u64 {
     if b == 0 { a.max(1) } else { gcd(b, a % b) }
+}
+
+/// The number of samples a track's `stts` and `stsz` agree on (at most [`MAX_MP4_SAMPLES`]),
+/// and each sample's size; shared by the packetizer and the fragmenter.
+pub(crate) fn sample_sizes<'a>(
+    stts: &mp4parse::TimeToSampleBox,
+    stsz: &'a mp4parse::SampleSizeBox,
+    what: &'static str,
+) -> Result<(usize, impl Fn(usize) -> u32 + 'a), MediaError> {
+    let timed: u64 = stts.samples.iter().map(|s| u64::from(s.sample_count)).sum();
+    let count = if stsz.sample_size == 0 {
+        stsz.sample_sizes.len() as u64
+    } else {
+        timed
+    };
+    if count > MAX_MP4_SAMPLES {
+        return Err(MediaError::TooLarge {
+            what,
+            size: count,
+            limit: MAX_MP4_SAMPLES,
+        });
+    }
+    if count != timed {
+        return Err(MediaError::corrupt(
+            FORMAT,
+            "stts and stsz disagree on the sample count".to_owned(),
+        ));
+    }
+    let size_of = move |i: usize| {
+        if stsz.sample_size == 0 {
+            stsz.sample_sizes[i]
+        } else {
+            stsz.sample_size
+        }
+    };
+    Ok((count as usize, size_of))
 }
