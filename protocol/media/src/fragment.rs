@@ -3,7 +3,7 @@
 //! that was written with one `moov` and one `mdat`.
 //!
 //! Sans-IO: [`Fragmenter::from_moov`] takes the `moov` box's bytes and the file's length; it
-//! expands every kept track's sample tables (at most [`MAX_MP4_SAMPLES`] per track, like the
+//! expands every kept track's sample tables (at most [`MAX_MP4_SAMPLES`](crate::packetize::MAX_MP4_SAMPLES) per track, like the
 //! MP4 packetizer) and plans the fragments. A fragment is [`Fragmenter::fragment_header`]
 //! (`moof` + `mdat` header) followed by the file ranges [`Fragmenter::fragment_ranges`] names,
 //! in order; [`Fragmenter::read_fragment`] does those reads for a `Read + Seek` source.

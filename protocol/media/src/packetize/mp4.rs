@@ -335,7 +335,7 @@ fn gcd(a: u64, b: u64) -> u64 {
     if b == 0 { a.max(1) } else { gcd(b, a % b) }
 }
 
-/// The number of samples a track's `stts` and `stsz` agree on (at most [`MAX_MP4_SAMPLES`]),
+/// The number of samples a track's `stts` and `stsz` agree on (at most `MAX_MP4_SAMPLES`),
 /// and each sample's size; shared by the packetizer and the fragmenter.
 pub(crate) fn sample_sizes<'a>(
     stts: &mp4parse::TimeToSampleBox,
