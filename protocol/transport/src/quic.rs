@@ -2,7 +2,7 @@
 
 use std::any::Any;
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,6 +28,44 @@ const MAX_UNI_STREAMS: u32 = 64;
 /// With the system default (about 208 KiB) a receiver that is a few milliseconds late drops
 /// datagrams (hundreds per GB on loopback), and each loss costs a congestion back-off.
 const SOCKET_BUFFER: usize = 8 << 20;
+
+/// Where a connection's packets travel, as far as their size goes.
+///
+/// quinn's defaults (packets of 1 200 bytes, grown by MTU discovery to at most 1 452, batched by
+/// GSO) fit any Ethernet path. Loopback carries 64 KiB: with packets 45 times larger, a byte
+/// costs a fraction of the per-packet work (a `sendmsg`/`recvmsg`, a header, an AEAD seal and an
+/// ACK range), which is where a loopback download spent its time (BENCHMARKS.md, "QUIC against
+/// its ceiling").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Path {
+    /// The peer is this host: the loopback device's 64 KiB MTU.
+    Loopback,
+    /// Any other path: quinn's defaults.
+    Network,
+}
+
+impl Path {
+    /// The path to `ip` (an IPv4-mapped IPv6 loopback address counts as loopback).
+    pub fn to(ip: IpAddr) -> Self {
+        if ip.to_canonical().is_loopback() {
+            Self::Loopback
+        } else {
+            Self::Network
+        }
+    }
+}
+
+/// The largest UDP payload a loopback path carries in one datagram: the device's MTU (65 536)
+/// less the IPv6 and UDP headers; IPv4's 16-bit total length allows 65 507, so MTU discovery,
+/// probing up to this, settles a little below either.
+pub const LOOPBACK_MAX_UDP_PAYLOAD: u16 = 65_488;
+
+/// Environment variable that overrides the largest UDP payload on a loopback path (1200 to
+/// 65527; 1452 gives quinn's default behaviour), for measurements.
+pub const ENV_MAX_UDP_PAYLOAD: &str = "CHUNKCAST_QUIC_MAX_UDP_PAYLOAD";
+/// Environment variable that overrides whether a loopback path uses GSO (`on`/`off`), for
+/// measurements.
+pub const ENV_GSO: &str = "CHUNKCAST_QUIC_GSO";
 
 /// The congestion controller of a QUIC connection: quinn's three, or a choice between two of
 /// them by the path's round trip.
@@ -110,6 +148,12 @@ pub struct Tuning {
     /// The congestion window before the first acknowledgement, in bytes; `None`: the
     /// controller's own (quinn's: 12 000 bytes for CUBIC and NewReno, 240 000 for BBR).
     pub initial_window: Option<u64>,
+    /// The largest UDP payload on a [`Path::Loopback`]: what MTU discovery probes up to, and
+    /// what an endpoint that may have a loopback peer accepts.
+    pub loopback_max_udp_payload: u16,
+    /// Whether a [`Path::Loopback`] batches packets with GSO. A 64 KiB packet is already as
+    /// large as a GSO batch may be, so GSO only adds the cost of setting it up per send.
+    pub loopback_gso: bool,
 }
 
 /// Environment variable that overrides [`Tuning::congestion`] (`cubic`, `newreno`, `bbr`),
@@ -128,7 +172,12 @@ pub const RFC9002: Tuning = Tuning {
     packet_threshold: 3,
     time_threshold: 9.0 / 8.0,
     initial_window: None,
+    loopback_max_udp_payload: DEFAULT_MAX_UDP_PAYLOAD,
+    loopback_gso: true,
 };
+
+/// quinn's upper bound of MTU discovery, what [`RFC9002`] keeps on every path.
+const DEFAULT_MAX_UDP_PAYLOAD: u16 = 1452;
 
 impl Default for Tuning {
     fn default() -> Self {
@@ -137,6 +186,8 @@ impl Default for Tuning {
             packet_threshold: DEFAULT_PACKET_THRESHOLD,
             time_threshold: DEFAULT_TIME_THRESHOLD,
             initial_window: DEFAULT_INITIAL_WINDOW,
+            loopback_max_udp_payload: LOOPBACK_MAX_UDP_PAYLOAD,
+            loopback_gso: false,
         }
     }
 }
@@ -218,6 +269,31 @@ impl Tuning {
                     expected: "bytes, from 2400 to 16 MiB",
                 })?;
         }
+        if let Some(v) = var(ENV_MAX_UDP_PAYLOAD) {
+            self.loopback_max_udp_payload = v
+                .trim()
+                .parse()
+                .ok()
+                .filter(|n| (1200..=65_527).contains(n))
+                .ok_or(TuningError {
+                    what: ENV_MAX_UDP_PAYLOAD,
+                    value: v,
+                    expected: "bytes, from 1200 to 65527",
+                })?;
+        }
+        if let Some(v) = var(ENV_GSO) {
+            self.loopback_gso = match v.trim().to_ascii_lowercase().as_str() {
+                "on" | "1" | "true" => true,
+                "off" | "0" | "false" => false,
+                _ => {
+                    return Err(TuningError {
+                        what: ENV_GSO,
+                        value: v,
+                        expected: "on or off",
+                    });
+                }
+            };
+        }
         Ok(self)
     }
 }
@@ -234,15 +310,23 @@ pub struct TuningError {
     pub expected: &'static str,
 }
 
-/// The transport configuration both sides use, with the default [`Tuning`].
+/// The transport configuration both sides use on a network path, with the default [`Tuning`].
 pub fn transport_config() -> TransportConfig {
-    transport_config_with(&Tuning::default())
+    transport_config_with(&Tuning::default(), Path::Network)
 }
 
-/// The transport configuration both sides use, with `tuning`'s loss detection and congestion
-/// control.
-pub fn transport_config_with(tuning: &Tuning) -> TransportConfig {
+/// The transport configuration both sides use on `path`, with `tuning`'s loss detection,
+/// congestion control and packet size.
+pub fn transport_config_with(tuning: &Tuning, path: Path) -> TransportConfig {
     let mut t = TransportConfig::default();
+    if path == Path::Loopback {
+        // Discovery rather than a large initial MTU: a loopback device with a smaller MTU
+        // costs a few lost probes, not lost packets and a black-hole fallback to 1 200 bytes.
+        let mut mtud = quinn::MtuDiscoveryConfig::default();
+        mtud.upper_bound(tuning.loopback_max_udp_payload);
+        t.mtu_discovery_config(Some(mtud));
+        t.enable_segmentation_offload(tuning.loopback_gso);
+    }
     t.packet_threshold(tuning.packet_threshold);
     t.time_threshold(tuning.time_threshold);
     let window = tuning.initial_window;
@@ -436,10 +520,16 @@ pub fn server_endpoint(addr: SocketAddr, identity: &Identity) -> Result<Endpoint
     let crypto = QuicServerConfig::try_from(tls::server_config(identity)?)
         .map_err(|e| QuicSetupError::Crypto(e.to_string()))?;
     let mut cfg = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-    cfg.transport_config(Arc::new(transport_config_with(&Tuning::from_env()?)));
+    let tuning = Tuning::from_env()?;
+    // A server on a wildcard address takes the network path for every peer, loopback ones
+    // included: one transport configuration per endpoint.
+    cfg.transport_config(Arc::new(transport_config_with(
+        &tuning,
+        Path::to(addr.ip()),
+    )));
     let socket = udp_socket(addr).map_err(|cause| QuicSetupError::Bind { addr, cause })?;
     Endpoint::new(
-        quinn::EndpointConfig::default(),
+        endpoint_config(&tuning, addr.ip()),
         Some(cfg),
         socket,
         Arc::new(quinn::TokioRuntime),
@@ -452,7 +542,11 @@ pub fn client_endpoint(peer: SocketAddr, trust: &Trust) -> Result<Endpoint, Quic
     let crypto = QuicClientConfig::try_from(tls::client_config(trust)?)
         .map_err(|e| QuicSetupError::Crypto(e.to_string()))?;
     let mut cfg = quinn::ClientConfig::new(Arc::new(crypto));
-    cfg.transport_config(Arc::new(transport_config_with(&Tuning::from_env()?)));
+    let tuning = Tuning::from_env()?;
+    cfg.transport_config(Arc::new(transport_config_with(
+        &tuning,
+        Path::to(peer.ip()),
+    )));
     let bind: SocketAddr = if peer.is_ipv6() {
         (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
     } else {
@@ -461,7 +555,7 @@ pub fn client_endpoint(peer: SocketAddr, trust: &Trust) -> Result<Endpoint, Quic
     let bind_err = |cause| QuicSetupError::Bind { addr: bind, cause };
     let socket = udp_socket(bind).map_err(bind_err)?;
     let mut ep = Endpoint::new(
-        quinn::EndpointConfig::default(),
+        endpoint_config(&tuning, peer.ip()),
         None,
         socket,
         Arc::new(quinn::TokioRuntime),
@@ -469,6 +563,20 @@ pub fn client_endpoint(peer: SocketAddr, trust: &Trust) -> Result<Endpoint, Quic
     .map_err(bind_err)?;
     ep.set_default_client_config(cfg);
     Ok(ep)
+}
+
+/// The endpoint's configuration: one that may have a loopback peer (`ip` is loopback, or a
+/// wildcard a loopback peer can reach) accepts datagrams as large as a loopback sender makes
+/// them. quinn sizes its receive buffers by this (address space, touched only as datagrams
+/// fill it), so other endpoints keep its default (1 472).
+fn endpoint_config(tuning: &Tuning, ip: IpAddr) -> quinn::EndpointConfig {
+    let mut cfg = quinn::EndpointConfig::default();
+    if Path::to(ip) == Path::Loopback || ip.is_unspecified() {
+        let size = tuning.loopback_max_udp_payload.clamp(1472, 65_527);
+        cfg.max_udp_payload_size(size)
+            .expect("clamped into quinn's range, 1200..=65527");
+    }
+    cfg
 }
 
 /// A UDP socket bound to `addr` with large buffers where the system allows them.
@@ -501,13 +609,13 @@ mod tests {
         let server = server_endpoint("127.0.0.1:0".parse().unwrap(), &identity).unwrap();
         let crypto = QuicServerConfig::try_from(tls::server_config(&identity).unwrap()).unwrap();
         let mut cfg = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-        cfg.transport_config(Arc::new(transport_config_with(&tuning)));
+        cfg.transport_config(Arc::new(transport_config_with(&tuning, Path::Loopback)));
         server.set_server_config(Some(cfg));
         let peer = server.local_addr().unwrap();
         let mut client = client_endpoint(peer, &trust).unwrap();
         let crypto = QuicClientConfig::try_from(tls::client_config(&trust).unwrap()).unwrap();
         let mut cfg = quinn::ClientConfig::new(Arc::new(crypto));
-        cfg.transport_config(Arc::new(transport_config_with(&tuning)));
+        cfg.transport_config(Arc::new(transport_config_with(&tuning, Path::Loopback)));
         client.set_default_client_config(cfg);
 
         let accept = tokio::spawn(async move {
@@ -536,6 +644,65 @@ mod tests {
         }
     }
 
+    /// Over loopback, MTU discovery takes both ends' packets far beyond Ethernet's 1 452
+    /// bytes (what a network path is held to), and a bulk transfer is carried in them.
+    #[tokio::test]
+    async fn loopback_paths_find_large_datagrams() {
+        let identity = Identity::self_signed(&["localhost".to_owned()]).unwrap();
+        let trust = Trust::pin_from_hex(&identity.fingerprint_hex()).unwrap();
+        let server = server_endpoint("127.0.0.1:0".parse().unwrap(), &identity).unwrap();
+        let peer = server.local_addr().unwrap();
+        let client = client_endpoint(peer, &trust).unwrap();
+        const BYTES: usize = 8 << 20;
+        let accept = tokio::spawn(async move {
+            let conn = server.accept().await.unwrap().await.unwrap();
+            let mut send = conn.open_uni().await.unwrap();
+            // Two halves, apart: discovery runs while the first is in flight.
+            send.write_all(&vec![7; BYTES / 2]).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            send.write_all(&vec![7; BYTES / 2]).await.unwrap();
+            send.finish().unwrap();
+            let _ = send.stopped().await;
+            (conn, server)
+        });
+        let conn = client.connect(peer, "localhost").unwrap().await.unwrap();
+        let mut recv = conn.accept_uni().await.unwrap();
+        assert_eq!(recv.read_to_end(BYTES).await.unwrap().len(), BYTES);
+        let (server_conn, _server) = accept.await.unwrap();
+        let sent = server_conn.stats();
+        assert!(
+            sent.path.current_mtu > 16_000,
+            "the server's packets stayed at {} bytes",
+            sent.path.current_mtu
+        );
+        // Most of the bytes went in the large packets, not in 1 200-byte ones.
+        assert!(
+            sent.udp_tx.datagrams < (BYTES / 4_000) as u64,
+            "{} datagrams for {BYTES} bytes",
+            sent.udp_tx.datagrams
+        );
+        assert!(
+            conn.stats().path.current_mtu > 16_000,
+            "the client stayed small"
+        );
+    }
+
+    #[test]
+    fn only_loopback_addresses_are_loopback_paths() {
+        for ip in ["127.0.0.1", "127.8.9.10", "::1", "::ffff:127.0.0.1"] {
+            assert_eq!(Path::to(ip.parse().unwrap()), Path::Loopback, "{ip}");
+        }
+        for ip in [
+            "192.0.2.1",
+            "10.0.0.1",
+            "2001:db8::1",
+            "::ffff:192.0.2.1",
+            "0.0.0.0",
+        ] {
+            assert_eq!(Path::to(ip.parse().unwrap()), Path::Network, "{ip}");
+        }
+    }
+
     fn env<'a>(pairs: &'a [(&'static str, &'a str)]) -> impl Fn(&'static str) -> Option<String> {
         move |name| {
             pairs
@@ -553,6 +720,8 @@ mod tests {
                 (ENV_PACKET_THRESHOLD, "3"),
                 (ENV_TIME_THRESHOLD, "2"),
                 (ENV_INITIAL_WINDOW, "12000"),
+                (ENV_MAX_UDP_PAYLOAD, "9000"),
+                (ENV_GSO, "on"),
             ]))
             .unwrap();
         assert_eq!(
@@ -562,6 +731,8 @@ mod tests {
                 packet_threshold: 3,
                 time_threshold: 2.0,
                 initial_window: Some(12_000),
+                loopback_max_udp_payload: 9000,
+                loopback_gso: true,
             }
         );
         assert_eq!(
@@ -573,6 +744,9 @@ mod tests {
             (ENV_PACKET_THRESHOLD, "2"),
             (ENV_TIME_THRESHOLD, "0.5"),
             (ENV_INITIAL_WINDOW, "lots"),
+            (ENV_MAX_UDP_PAYLOAD, "1000"),
+            (ENV_MAX_UDP_PAYLOAD, "70000"),
+            (ENV_GSO, "maybe"),
         ] {
             let e = Tuning::default()
                 .with_overrides(env(&[(name, bad)]))
