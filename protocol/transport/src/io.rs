@@ -126,3 +126,119 @@ impl Outbox {
         self.frames = 0;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    use chunkcast_protocol::wire::CHUNK_OVERHEAD;
+    use chunkcast_protocol::wire::chunk::{Chunk, ChunkFlags, StreamId};
+
+    use super::*;
+
+    /// A socket that takes everything and remembers, for each write call, where each slice
+    /// pointed and how long it was.
+    #[derive(Default)]
+    struct Recorder {
+        calls: Vec<Vec<(usize, usize)>>,
+        bytes: usize,
+    }
+
+    impl AsyncWrite for Recorder {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<std::io::Result<usize>> {
+            self.calls.push(vec![(buf.as_ptr() as usize, buf.len())]);
+            self.bytes += buf.len();
+            Poll::Ready(Ok(buf.len()))
+        }
+
+        fn poll_write_vectored(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            bufs: &[IoSlice<'_>],
+        ) -> Poll<std::io::Result<usize>> {
+            let slices: Vec<(usize, usize)> =
+                bufs.iter().map(|b| (b.as_ptr() as usize, b.len())).collect();
+            let n = slices.iter().map(|s| s.1).sum();
+            self.calls.push(slices);
+            self.bytes += n;
+            Poll::Ready(Ok(n))
+        }
+
+        fn is_write_vectored(&self) -> bool {
+            true
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    fn chunk(stream: u32, seq: u64, payload: &Bytes) -> Chunk {
+        Chunk::new(
+            StreamId(stream),
+            seq,
+            0,
+            seq * 40_000,
+            40_000,
+            ChunkFlags::KEY | ChunkFlags::END_OF_UNIT,
+            payload.clone(),
+        )
+    }
+
+    /// A live chunk shared by a thousand viewers: each viewer's outbox writes its own header
+    /// and the shared payload in one vectored write, the payload slice pointing into the one
+    /// allocation (a copy anywhere between the fan-out and the socket would move it).
+    #[tokio::test]
+    async fn a_shared_payload_goes_to_each_viewer_as_one_vectored_write_of_the_same_bytes() {
+        let payload = Bytes::from(vec![7u8; 20_000]);
+        let shared = (payload.as_ptr() as usize, payload.len());
+        for viewer in 0..1000u32 {
+            let mut out = Outbox::new();
+            out.push(&Frame::Chunk(chunk(viewer + 1, 5, &payload)));
+            let mut socket = Recorder::default();
+            out.write_to(&mut socket).await.unwrap();
+            assert_eq!(socket.calls.len(), 1, "viewer {viewer}: one write");
+            let call = &socket.calls[0];
+            assert_eq!(call.len(), 2, "viewer {viewer}: its header, then the payload");
+            assert_eq!(call[0].1, CHUNK_OVERHEAD);
+            assert_eq!(call[1], shared, "viewer {viewer}: the payload was copied");
+            assert!(out.is_empty());
+        }
+    }
+
+    /// A batch of frames (what the TCP writer gathers) is one vectored write holding every
+    /// payload where it already is.
+    #[tokio::test]
+    async fn a_batch_is_one_vectored_write_with_every_payload_by_reference() {
+        let payloads: Vec<Bytes> = (0..3u8).map(|i| Bytes::from(vec![i; 1000])).collect();
+        let mut out = Outbox::new();
+        out.push(&Frame::Ping {
+            nonce: 9,
+            time_us: 1,
+        });
+        for (seq, p) in payloads.iter().enumerate() {
+            out.push(&Frame::Chunk(chunk(1, seq as u64, p)));
+        }
+        assert_eq!(out.frames(), 4);
+        let mut socket = Recorder::default();
+        out.write_to(&mut socket).await.unwrap();
+        assert_eq!(socket.calls.len(), 1);
+        let call = &socket.calls[0];
+        for p in &payloads {
+            assert!(
+                call.contains(&(p.as_ptr() as usize, p.len())),
+                "a payload was copied: {call:?}"
+            );
+        }
+        assert_eq!(socket.bytes, 3 * (CHUNK_OVERHEAD + 1000) + call[0].1);
+    }
+}
