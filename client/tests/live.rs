@@ -390,7 +390,11 @@ async fn watch(scheme: Scheme, mut inc: Incoming, frames: u64, frame_bytes: usiz
             fault = Some(format!(
                 "frame {next}: got {} bytes numbered {}",
                 c.payload.len(),
-                if c.payload.len() >= 8 { frame_number(&c) } else { u64::MAX }
+                if c.payload.len() >= 8 {
+                    frame_number(&c)
+                } else {
+                    u64::MAX
+                }
             ));
         }
         next += 1;
@@ -521,7 +525,14 @@ fn a_thousand_viewers_of_a_4_mbit_stream_mixed_tcp_and_quic_lose_nothing() {
             let viewers_cpu = thread_cpu_seconds("cc-viewers") - viewers0;
             publisher.close().await;
             lister.close().await;
-            (watched, wall, connect_secs, server_cpu, viewers_cpu, rss_idle)
+            (
+                watched,
+                wall,
+                connect_secs,
+                server_cpu,
+                viewers_cpu,
+                rss_idle,
+            )
         })
         .await
         .expect("the load test finishes within 10 minutes")
@@ -555,7 +566,11 @@ fn a_thousand_viewers_of_a_4_mbit_stream_mixed_tcp_and_quic_lose_nothing() {
         rss_idle.saturating_sub(rss_base) as f64 / 1024.0 / n,
         mb(hwm),
         hwm.saturating_sub(rss_base) as f64 / 1024.0 / n,
-        if hwm_reset { "" } else { "; VmHWM not reset: may predate the run" },
+        if hwm_reset {
+            ""
+        } else {
+            "; VmHWM not reset: may predate the run"
+        },
     );
     let faults: Vec<String> = watched
         .iter()

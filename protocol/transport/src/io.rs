@@ -255,8 +255,10 @@ mod tests {
             _: &mut Context<'_>,
             bufs: &[IoSlice<'_>],
         ) -> Poll<std::io::Result<usize>> {
-            let slices: Vec<(usize, usize)> =
-                bufs.iter().map(|b| (b.as_ptr() as usize, b.len())).collect();
+            let slices: Vec<(usize, usize)> = bufs
+                .iter()
+                .map(|b| (b.as_ptr() as usize, b.len()))
+                .collect();
             let n = slices.iter().map(|s| s.1).sum();
             self.calls.push(slices);
             self.bytes += n;
@@ -302,7 +304,11 @@ mod tests {
             out.write_to(&mut socket).await.unwrap();
             assert_eq!(socket.calls.len(), 1, "viewer {viewer}: one write");
             let call = &socket.calls[0];
-            assert_eq!(call.len(), 2, "viewer {viewer}: its header, then the payload");
+            assert_eq!(
+                call.len(),
+                2,
+                "viewer {viewer}: its header, then the payload"
+            );
             assert_eq!(call[0].1, CHUNK_OVERHEAD);
             assert_eq!(call[1], shared, "viewer {viewer}: the payload was copied");
             assert!(out.is_empty());
