@@ -16,8 +16,9 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
 /// A boxed [`Io`], so that plain and TLS connections share one code path.
 pub type BoxedIo = Box<dyn Io>;
 
-/// Frames waiting to be written: small headers encoded into one reused buffer, chunk payloads
-/// kept by reference, so that a batch goes out as one vectored write with no payload copy.
+/// Frames waiting to be written: small headers encoded into one reused buffer (a live chunk's
+/// head shared with the other viewers' outboxes), chunk payloads kept by reference, so that a
+/// batch goes out as one vectored write with no payload copy.
 #[derive(Debug, Default)]
 pub struct Outbox {
     scratch: BytesMut,
