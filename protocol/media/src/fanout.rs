@@ -770,6 +770,46 @@ mod tests {
         assert_eq!(ch.ingest(at(1), StreamId(1)).chunk.seq, 108);
     }
 
+    /// The module's promise: a chunk fanned out to a thousand viewers is one allocation.
+    /// Every viewer's copy (and a late joiner's, from the group cache) must point into the
+    /// publisher's payload; a copy anywhere on the way would move it.
+    #[test]
+    fn a_chunk_fanned_out_to_a_thousand_viewers_shares_one_payload() {
+        let mut ch = Channel::new(Config::default());
+        ch.begin(video());
+        let mut viewers: Vec<ViewerQueue> = (0..1000)
+            .map(|v| ViewerQueue::new(Config::default(), Some(video()), StreamId(v + 1)))
+            .collect();
+        let sent = frame(0, 20_000);
+        let shared: Vec<(usize, usize)> = sent
+            .iter()
+            .map(|c| (c.payload.as_ptr() as usize, c.payload.len()))
+            .collect();
+        for c in sent {
+            let f = ch.ingest(c, StreamId(0));
+            for q in &mut viewers {
+                q.push(&f).unwrap();
+            }
+        }
+        for (v, q) in viewers.iter_mut().enumerate() {
+            for &want in &shared {
+                let c = q.pop().unwrap();
+                assert_eq!(c.stream, StreamId(v as u32 + 1), "stamped for its viewer");
+                assert_eq!(
+                    (c.payload.as_ptr() as usize, c.payload.len()),
+                    want,
+                    "viewer {v} got a copy"
+                );
+            }
+        }
+        let late: Vec<(usize, usize)> = ch
+            .backlog(StreamId(5000))
+            .iter()
+            .map(|f| (f.chunk.payload.as_ptr() as usize, f.chunk.payload.len()))
+            .collect();
+        assert_eq!(late, shared, "the late joiner's group is the same bytes");
+    }
+
     #[test]
     fn slow_video_viewer_drops_whole_groups_and_resumes_at_a_keyframe() {
         let cfg = Config {
