@@ -67,6 +67,13 @@ pub struct PublishReport {
     pub units_dropped: u64,
     /// Units sent, when adapting.
     pub units_sent: u64,
+    /// Units skipped because the one before was still not all sent (a call's video on QUIC,
+    /// a unit per stream: [`crate::session::Publisher::use_unit_streams`]). Never numbered,
+    /// so never counted lost by a receiver; also in `units_dropped`.
+    pub units_skipped: u64,
+    /// Units whose stream was reset: not acknowledged within their deadline (see
+    /// [`chunkcast_transport::link::UnitGate`]). A receiver counts them lost.
+    pub units_reset: u64,
     /// The adaptation's level at the end.
     pub level: Level,
     /// The lowest level it went down to.
@@ -98,7 +105,21 @@ struct Meter {
     min_rtt: Option<Duration>,
     /// The level `rate` was measured at.
     measured_at: Level,
+    /// The unit under way was skipped (its other chunks go the same way).
+    skipping: bool,
+    /// A unit is under way.
+    in_unit: bool,
+    /// Units skipped, in all.
+    skipped: u64,
+    /// Units offered to the path and skipped since `window_at`, and the share skipped over
+    /// the last whole window: the adaptation's sign that the path does not carry the rate.
+    window: (u64, u64),
+    window_at: Option<Instant>,
+    skip_share: Option<f64>,
 }
+
+/// The span over which the share of skipped units is measured: about a dozen frames.
+const SKIP_WINDOW: Duration = Duration::from_millis(500);
 
 impl Meter {
     fn new(session: &Session) -> Self {
@@ -112,7 +133,37 @@ impl Meter {
             rate: None,
             min_rtt: None,
             measured_at: Level::Full,
+            skipping: false,
+            in_unit: false,
+            skipped: 0,
+            window: (0, 0),
+            window_at: None,
+            skip_share: None,
         }
+    }
+
+    /// Whether `chunk`, admitted by the level, still goes: a unit is skipped whole when it
+    /// starts while `busy` (the unit before it is not all sent: see
+    /// [`crate::session::Publisher::busy`]). Decided before the unit is numbered, so that the
+    /// receiver sees no hole.
+    fn pass(&mut self, now: Instant, chunk: &Chunk, busy: bool) -> bool {
+        if chunk.has(ChunkFlags::INIT) || chunk.has(ChunkFlags::END_OF_STREAM) {
+            return true;
+        }
+        if !self.in_unit {
+            self.skipping = busy;
+            self.skipped += u64::from(busy);
+            self.window.0 += 1;
+            self.window.1 += u64::from(busy);
+            let since = *self.window_at.get_or_insert(now);
+            if now.saturating_duration_since(since) >= SKIP_WINDOW && self.window.0 > 0 {
+                self.skip_share = Some(self.window.1 as f64 / self.window.0 as f64);
+                self.window = (0, 0);
+                self.window_at = Some(now);
+            }
+        }
+        self.in_unit = !chunk.has(ChunkFlags::END_OF_UNIT);
+        !self.skipping
     }
 
     /// A level change changes the offered rate at once: the rate (and so the send queue) is
@@ -180,6 +231,7 @@ impl Meter {
             queue_delay: late,
             rtt,
             loss: self.loss,
+            skipped: self.skip_share,
         };
         let mut level = self.adapter.on_sample(now, sample);
         self.rescale(self.adapter.level());
@@ -234,6 +286,9 @@ pub async fn publish_file(
     let mut publisher = session.publish(channel, packetizer.codec()).await?;
     if opts.datagrams {
         publisher.use_datagrams(session.established().caps);
+    }
+    if opts.adapt {
+        publisher.use_unit_streams(&packetizer.codec());
     }
     // When adapting or looping, what is sent is numbered afresh, so that a unit dropped here
     // is not taken for a loss on the way.
@@ -294,7 +349,7 @@ pub async fn publish_file(
                     report.level_log.push((started.elapsed(), level));
                 }
                 report.lowest_level = report.lowest_level.max(level);
-                if !admitted {
+                if !admitted || !m.pass(Instant::now(), &chunk, publisher.busy()) {
                     continue;
                 }
             }
@@ -339,10 +394,13 @@ pub async fn publish_file(
         publisher.send(end).await?;
     }
     report.datagrams = publisher.sent_as_datagrams();
+    let units = publisher.unit_counts().unwrap_or_default();
     publisher.finish().await?;
     if let Some(m) = &meter {
-        report.units_dropped = m.filter.dropped();
-        report.units_sent = m.filter.kept();
+        report.units_skipped = m.skipped + units.skipped;
+        report.units_dropped = m.filter.dropped() + report.units_skipped;
+        report.units_sent = m.filter.kept().saturating_sub(report.units_skipped);
+        report.units_reset = units.reset;
         report.level = m.adapter.level();
         report.level_changes = m.adapter.changes();
     }
@@ -445,6 +503,9 @@ pub async fn publish_stream<R: AsyncRead + Unpin>(
             if opts.datagrams {
                 p.use_datagrams(session.established().caps);
             }
+            if opts.adapt {
+                p.use_unit_streams(&codec);
+            }
             publisher = Some(p);
         }
         if let Some(p) = publisher.as_mut() {
@@ -469,7 +530,7 @@ pub async fn publish_stream<R: AsyncRead + Unpin>(
                         report.call.level_log.push((start.elapsed(), level));
                     }
                     report.call.lowest_level = report.call.lowest_level.max(level);
-                    if !admitted {
+                    if !admitted || !m.pass(Instant::now(), &chunk, p.busy()) {
                         continue;
                     }
                     chunk.seq = renumbered;
@@ -495,9 +556,15 @@ pub async fn publish_stream<R: AsyncRead + Unpin>(
     report.call.bytes = report.bytes;
     report.call.passes = 1;
     report.call.stopped = report.stopped;
+    let units = publisher
+        .as_ref()
+        .and_then(Publisher::unit_counts)
+        .unwrap_or_default();
     if let Some(m) = &meter {
-        report.call.units_dropped = m.filter.dropped();
-        report.call.units_sent = m.filter.kept();
+        report.call.units_skipped = m.skipped + units.skipped;
+        report.call.units_dropped = m.filter.dropped() + report.call.units_skipped;
+        report.call.units_sent = m.filter.kept().saturating_sub(report.call.units_skipped);
+        report.call.units_reset = units.reset;
         report.call.level = m.adapter.level();
         report.call.level_changes = m.adapter.changes();
     }
@@ -564,6 +631,10 @@ pub struct TrackReport {
     pub concealed: u64,
     /// Chunks that arrived more than [`LATE_AFTER`] after they were sent.
     pub late: u64,
+    /// Video chunks that arrived after a later one (a frame on its own QUIC stream,
+    /// overtaken by the next): not shown, and not in the latency figures, which are those of
+    /// the frames shown. Not lost either.
+    pub overtaken: u64,
     /// What arrived in each second from the first chunk on (at most [`TIMELINE_SECONDS`]):
     /// a frame rate that drops and comes back, or latency that grows, shows here.
     pub per_second: Vec<Second>,
@@ -886,7 +957,7 @@ pub async fn call_with(
     let receives = tracks.iter().map(|(track, _)| async move {
         let mut latencies = Vec::new();
         let (mut chunks, mut bytes) = (0u64, 0u64);
-        let (mut lost, mut late) = (0u64, 0u64);
+        let (mut lost, mut late, mut overtaken_video) = (0u64, 0u64, 0u64);
         let mut next_seq: Option<u64> = None;
         let mut per_second: Vec<Second> = Vec::new();
         let mut first_at: Option<Instant> = None;
@@ -939,7 +1010,11 @@ pub async fn call_with(
                     }
                     next_seq = Some(next_seq.map_or(c.seq + 1, |n| n.max(c.seq + 1)));
                 }
-                if !c.has(ChunkFlags::INIT) && !c.has(ChunkFlags::END_OF_STREAM) {
+                // A video frame overtaken by a newer one is never shown: counted, and left
+                // out of the latency of the frames that are.
+                let unshown = overtaken && *track == "video";
+                overtaken_video += u64::from(unshown);
+                if !c.has(ChunkFlags::INIT) && !c.has(ChunkFlags::END_OF_STREAM) && !unshown {
                     let latency = now.saturating_sub(c.pts_us);
                     if latency > LATE_AFTER.as_micros() as u64 {
                         late += 1;
@@ -986,6 +1061,7 @@ pub async fn call_with(
             lost,
             concealed: if *track == "audio" { lost + late } else { 0 },
             late,
+            overtaken: overtaken_video,
             per_second,
             first_at,
         })
@@ -1332,26 +1408,30 @@ pub fn call_table(report: &CallReport) -> String {
         {
             let _ = writeln!(
                 out,
-                "{} adaptation: now {}, lowest {}, {} change(s), {} of {} units dropped",
+                "{} adaptation: now {}, lowest {}, {} change(s), {} of {} units dropped \
+                 ({} skipped behind an unsent one), {} reset",
                 s.track,
                 r.level.name(),
                 r.lowest_level.name(),
                 r.level_changes,
                 r.units_dropped,
-                r.units_sent + r.units_dropped
+                r.units_sent + r.units_dropped,
+                r.units_skipped,
+                r.units_reset
             );
         }
     }
     for t in &report.received {
-        if t.lost + t.late > 0 {
+        if t.lost + t.late + t.overtaken > 0 {
             let _ = writeln!(
                 out,
-                "{} received: {} lost, {} late (over {} ms), {} concealed",
+                "{} received: {} lost, {} late (over {} ms), {} concealed, {} overtaken (not shown)",
                 t.track,
                 t.lost,
                 t.late,
                 LATE_AFTER.as_millis(),
-                t.concealed
+                t.concealed,
+                t.overtaken
             );
         }
     }
@@ -1373,7 +1453,7 @@ pub fn call_json(report: &CallReport) -> String {
             Some(r) => format!(
                 "{{\"track\":\"{}\",\"chunks\":{},\"bytes\":{},\"units_sent\":{},\
                  \"units_dropped\":{},\"level\":\"{}\",\"lowest_level\":\"{}\",\
-                 \"level_changes\":{},\"datagrams\":{}}}",
+                 \"level_changes\":{},\"datagrams\":{},\"units_skipped\":{},\"units_reset\":{}}}",
                 s.track,
                 r.chunks,
                 r.bytes,
@@ -1382,7 +1462,9 @@ pub fn call_json(report: &CallReport) -> String {
                 r.level.name(),
                 r.lowest_level.name(),
                 r.level_changes,
-                r.datagrams
+                r.datagrams,
+                r.units_skipped,
+                r.units_reset
             ),
         })
         .collect();
@@ -1404,13 +1486,14 @@ pub fn call_json(report: &CallReport) -> String {
                 .collect();
             format!(
                 "{{\"track\":\"{}\",\"chunks\":{},\"bytes\":{},\"lost\":{},\"late\":{},\
-                 \"concealed\":{},\"latency_p50_us\":{},\"latency_p95_us\":{},\
+                 \"overtaken\":{},\"concealed\":{},\"latency_p50_us\":{},\"latency_p95_us\":{},\
                  \"latency_p99_us\":{},\"latency_max_us\":{},\"per_second\":[{}]}}",
                 t.track,
                 t.chunks,
                 t.bytes,
                 t.lost,
                 t.late,
+                t.overtaken,
                 t.concealed,
                 us(t.latency_p50),
                 us(t.latency_p95),
