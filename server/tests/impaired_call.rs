@@ -386,11 +386,19 @@ async fn capped_call(imp: Impairment, passes: u32, cap: Duration, lift: Duration
     // The receiver's seconds, on the test's clock.
     let first = seen.first_at.unwrap();
     let half = backlog.len() / 2;
+    let down_after = first_at(video, capped_at, |l| l > Level::Full)
+        .map(|t| t.saturating_duration_since(capped_at).as_millis());
+    let up_after = first_at(video, lifted_at, |l| l == Level::Full)
+        .or_else(|| (level_at(video, lifted_at) == Level::Full).then_some(lifted_at))
+        .map(|t| t.saturating_duration_since(lifted_at).as_millis());
     let mean = |v: &[u64]| v.iter().sum::<u64>() / v.len().max(1) as u64;
     eprintln!(
         "cap {} bit/s from {} ms to {} ms (queue {CAP_QUEUE} B; {drops} packets dropped by it)\n\
-         video a→b: {} of {} units sent, level changes (ms from start, level) {levels:?}\n\
-         received video: p50 {:?} p95 {:?} p99 {:?} max {:?}; frames/s from {} ms: {:?}\n\
+         video a→b: {} of {} units sent ({} skipped behind an unsent one, {} reset), \
+         level changes (ms from start, level) {levels:?}\n\
+         stepped down {down_after:?} ms after the cap, full video {up_after:?} ms after the lift\n\
+         received video: p50 {:?} p95 {:?} p99 {:?} max {:?}; {} lost, {} overtaken (not shown); \
+         frames/s from {} ms: {:?}\n\
          latency max per second (ms): {:?}\n\
          audio a→b while video capped: {} sent ({} as datagrams), {} received, p50 {:?} p99 {:?} \
          max {:?}, {} lost, {} late\n\
@@ -400,10 +408,14 @@ async fn capped_call(imp: Impairment, passes: u32, cap: Duration, lift: Duration
         ms(lifted_at),
         video.units_sent,
         video.units_sent + video.units_dropped,
+        video.units_skipped,
+        video.units_reset,
         seen.latency_p50,
         seen.latency_p95,
         seen.latency_p99,
         seen.latency_max,
+        seen.lost,
+        seen.overtaken,
         ms(first),
         fps(seen),
         seen.per_second

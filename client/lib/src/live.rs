@@ -105,6 +105,13 @@ struct Meter {
     min_rtt: Option<Duration>,
     /// The level `rate` was measured at.
     measured_at: Level,
+    skips: Skips,
+}
+
+/// The units a sender skips because the one before is not all sent yet (a unit per stream),
+/// decided before they are numbered.
+#[derive(Debug, Default)]
+struct Skips {
     /// The unit under way was skipped (its other chunks go the same way).
     skipping: bool,
     /// A unit is under way.
@@ -115,7 +122,7 @@ struct Meter {
     /// the last whole window: the adaptation's sign that the path does not carry the rate.
     window: (u64, u64),
     window_at: Option<Instant>,
-    skip_share: Option<f64>,
+    share: Option<f64>,
 }
 
 /// The span over which the share of skipped units is measured: about a dozen frames.
@@ -133,15 +140,12 @@ impl Meter {
             rate: None,
             min_rtt: None,
             measured_at: Level::Full,
-            skipping: false,
-            in_unit: false,
-            skipped: 0,
-            window: (0, 0),
-            window_at: None,
-            skip_share: None,
+            skips: Skips::default(),
         }
     }
+}
 
+impl Skips {
     /// Whether `chunk`, admitted by the level, still goes: a unit is skipped whole when it
     /// starts while `busy` (the unit before it is not all sent: see
     /// [`crate::session::Publisher::busy`]). Decided before the unit is numbered, so that the
@@ -157,7 +161,7 @@ impl Meter {
             self.window.1 += u64::from(busy);
             let since = *self.window_at.get_or_insert(now);
             if now.saturating_duration_since(since) >= SKIP_WINDOW && self.window.0 > 0 {
-                self.skip_share = Some(self.window.1 as f64 / self.window.0 as f64);
+                self.share = Some(self.window.1 as f64 / self.window.0 as f64);
                 self.window = (0, 0);
                 self.window_at = Some(now);
             }
@@ -165,7 +169,9 @@ impl Meter {
         self.in_unit = !chunk.has(ChunkFlags::END_OF_UNIT);
         !self.skipping
     }
+}
 
+impl Meter {
     /// A level change changes the offered rate at once: the rate (and so the send queue) is
     /// scaled by the share of units kept, and measured afresh. Without it a step back up to
     /// full video doubled what was offered into a send queue sized for half, for the second
@@ -231,7 +237,7 @@ impl Meter {
             queue_delay: late,
             rtt,
             loss: self.loss,
-            skipped: self.skip_share,
+            skipped: self.skips.share,
         };
         let mut level = self.adapter.on_sample(now, sample);
         self.rescale(self.adapter.level());
@@ -349,7 +355,7 @@ pub async fn publish_file(
                     report.level_log.push((started.elapsed(), level));
                 }
                 report.lowest_level = report.lowest_level.max(level);
-                if !admitted || !m.pass(Instant::now(), &chunk, publisher.busy()) {
+                if !admitted || !m.skips.pass(Instant::now(), &chunk, publisher.busy()) {
                     continue;
                 }
             }
@@ -397,7 +403,7 @@ pub async fn publish_file(
     let units = publisher.unit_counts().unwrap_or_default();
     publisher.finish().await?;
     if let Some(m) = &meter {
-        report.units_skipped = m.skipped + units.skipped;
+        report.units_skipped = m.skips.skipped + units.skipped;
         report.units_dropped = m.filter.dropped() + report.units_skipped;
         report.units_sent = m.filter.kept().saturating_sub(report.units_skipped);
         report.units_reset = units.reset;
@@ -530,7 +536,7 @@ pub async fn publish_stream<R: AsyncRead + Unpin>(
                         report.call.level_log.push((start.elapsed(), level));
                     }
                     report.call.lowest_level = report.call.lowest_level.max(level);
-                    if !admitted || !m.pass(Instant::now(), &chunk, p.busy()) {
+                    if !admitted || !m.skips.pass(Instant::now(), &chunk, p.busy()) {
                         continue;
                     }
                     chunk.seq = renumbered;
@@ -561,7 +567,7 @@ pub async fn publish_stream<R: AsyncRead + Unpin>(
         .and_then(Publisher::unit_counts)
         .unwrap_or_default();
     if let Some(m) = &meter {
-        report.call.units_skipped = m.skipped + units.skipped;
+        report.call.units_skipped = m.skips.skipped + units.skipped;
         report.call.units_dropped = m.filter.dropped() + report.call.units_skipped;
         report.call.units_sent = m.filter.kept().saturating_sub(report.call.units_skipped);
         report.call.units_reset = units.reset;
@@ -1510,4 +1516,65 @@ pub fn call_json(report: &CallReport) -> String {
         sent.join(","),
         received.join(",")
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unit_chunks(seq: u64, pieces: usize) -> Vec<Chunk> {
+        (0..pieces)
+            .map(|i| {
+                let mut flags = ChunkFlags::KEY;
+                if i + 1 == pieces {
+                    flags = flags | ChunkFlags::END_OF_UNIT;
+                }
+                Chunk::new(
+                    StreamId(0),
+                    seq,
+                    0,
+                    0,
+                    0,
+                    flags,
+                    bytes::Bytes::from_static(b"x"),
+                )
+            })
+            .collect()
+    }
+
+    /// A unit that starts while the one before is not all sent is skipped whole (its later
+    /// chunks too, even once the path is free), set-up always goes, and the share skipped
+    /// over a window is what the adaptation reads.
+    #[test]
+    fn units_are_skipped_whole_and_their_share_is_measured() {
+        let t0 = Instant::now();
+        let mut s = Skips::default();
+        let init = Chunk::new(
+            StreamId(0),
+            0,
+            0,
+            0,
+            0,
+            ChunkFlags::INIT,
+            bytes::Bytes::new(),
+        );
+        assert!(s.pass(t0, &init, true), "set-up is never skipped");
+        // A unit that starts on a free path goes whole, though the path fills meanwhile.
+        let a = unit_chunks(1, 2);
+        assert!(s.pass(t0, &a[0], false));
+        assert!(s.pass(t0, &a[1], true));
+        // Busy at a unit's start: skipped whole, although the path is free again.
+        let b = unit_chunks(2, 3);
+        assert!(!s.pass(t0, &b[0], true));
+        assert!(!s.pass(t0, &b[1], false));
+        assert!(!s.pass(t0, &b[2], false));
+        assert!(s.pass(t0, &unit_chunks(2, 1)[0], false));
+        assert_eq!(s.skipped, 1);
+        assert_eq!(s.share, None, "no whole window yet");
+        // Half a second on, the window closes: 2 skipped of the 4 units offered.
+        assert!(!s.pass(t0 + SKIP_WINDOW, &unit_chunks(3, 1)[0], true));
+        let share = s.share.expect("a window closed");
+        assert!((share - 0.5).abs() < 1e-9, "{share}");
+        assert_eq!(s.skipped, 2);
+    }
 }
