@@ -118,15 +118,16 @@ struct Skips {
     in_unit: bool,
     /// Units skipped, in all.
     skipped: u64,
-    /// Units offered to the path and skipped since `window_at`, and the share skipped over
-    /// the last whole window: the adaptation's sign that the path does not carry the rate.
-    window: (u64, u64),
-    window_at: Option<Instant>,
+    /// Whether each of the last [`SKIP_WINDOW`] units offered to the path was skipped, and
+    /// the share that was: the adaptation's sign that the path does not carry the rate.
+    recent: std::collections::VecDeque<bool>,
     share: Option<f64>,
 }
 
-/// The span over which the share of skipped units is measured: about a dozen frames.
-const SKIP_WINDOW: Duration = Duration::from_millis(500);
+/// The units over which the share of skipped units is measured: a third of a second at 25
+/// frames a second, so that a cap is met in a few frames (a window of half a second met it
+/// 450–550 ms after it came, by which time the bottleneck's queue was full).
+const SKIP_WINDOW: usize = 8;
 
 impl Meter {
     fn new(session: &Session) -> Self {
@@ -150,20 +151,20 @@ impl Skips {
     /// starts while `busy` (the unit before it is not all sent: see
     /// [`crate::session::Publisher::busy`]). Decided before the unit is numbered, so that the
     /// receiver sees no hole.
-    fn pass(&mut self, now: Instant, chunk: &Chunk, busy: bool) -> bool {
+    fn pass(&mut self, chunk: &Chunk, busy: bool) -> bool {
         if chunk.has(ChunkFlags::INIT) || chunk.has(ChunkFlags::END_OF_STREAM) {
             return true;
         }
         if !self.in_unit {
             self.skipping = busy;
             self.skipped += u64::from(busy);
-            self.window.0 += 1;
-            self.window.1 += u64::from(busy);
-            let since = *self.window_at.get_or_insert(now);
-            if now.saturating_duration_since(since) >= SKIP_WINDOW && self.window.0 > 0 {
-                self.share = Some(self.window.1 as f64 / self.window.0 as f64);
-                self.window = (0, 0);
-                self.window_at = Some(now);
+            if self.recent.len() == SKIP_WINDOW {
+                self.recent.pop_front();
+            }
+            self.recent.push_back(busy);
+            if self.recent.len() == SKIP_WINDOW {
+                let n = self.recent.iter().filter(|&&b| b).count();
+                self.share = Some(n as f64 / SKIP_WINDOW as f64);
             }
         }
         self.in_unit = !chunk.has(ChunkFlags::END_OF_UNIT);
@@ -355,7 +356,7 @@ pub async fn publish_file(
                     report.level_log.push((started.elapsed(), level));
                 }
                 report.lowest_level = report.lowest_level.max(level);
-                if !admitted || !m.skips.pass(Instant::now(), &chunk, publisher.busy()) {
+                if !admitted || !m.skips.pass(&chunk, publisher.busy()) {
                     continue;
                 }
             }
@@ -536,7 +537,7 @@ pub async fn publish_stream<R: AsyncRead + Unpin>(
                         report.call.level_log.push((start.elapsed(), level));
                     }
                     report.call.lowest_level = report.call.lowest_level.max(level);
-                    if !admitted || !m.skips.pass(Instant::now(), &chunk, p.busy()) {
+                    if !admitted || !m.skips.pass(&chunk, p.busy()) {
                         continue;
                     }
                     chunk.seq = renumbered;
@@ -1547,7 +1548,6 @@ mod tests {
     /// over a window is what the adaptation reads.
     #[test]
     fn units_are_skipped_whole_and_their_share_is_measured() {
-        let t0 = Instant::now();
         let mut s = Skips::default();
         let init = Chunk::new(
             StreamId(0),
@@ -1558,23 +1558,29 @@ mod tests {
             ChunkFlags::INIT,
             bytes::Bytes::new(),
         );
-        assert!(s.pass(t0, &init, true), "set-up is never skipped");
+        assert!(s.pass(&init, true), "set-up is never skipped");
         // A unit that starts on a free path goes whole, though the path fills meanwhile.
         let a = unit_chunks(1, 2);
-        assert!(s.pass(t0, &a[0], false));
-        assert!(s.pass(t0, &a[1], true));
+        assert!(s.pass(&a[0], false));
+        assert!(s.pass(&a[1], true));
         // Busy at a unit's start: skipped whole, although the path is free again.
         let b = unit_chunks(2, 3);
-        assert!(!s.pass(t0, &b[0], true));
-        assert!(!s.pass(t0, &b[1], false));
-        assert!(!s.pass(t0, &b[2], false));
-        assert!(s.pass(t0, &unit_chunks(2, 1)[0], false));
+        assert!(!s.pass(&b[0], true));
+        assert!(!s.pass(&b[1], false));
+        assert!(!s.pass(&b[2], false));
         assert_eq!(s.skipped, 1);
-        assert_eq!(s.share, None, "no whole window yet");
-        // Half a second on, the window closes: 2 skipped of the 4 units offered.
-        assert!(!s.pass(t0 + SKIP_WINDOW, &unit_chunks(3, 1)[0], true));
-        let share = s.share.expect("a window closed");
-        assert!((share - 0.5).abs() < 1e-9, "{share}");
-        assert_eq!(s.skipped, 2);
+        assert_eq!(s.share, None, "fewer units than the window");
+        for seq in 3..=SKIP_WINDOW as u64 {
+            assert!(s.pass(&unit_chunks(seq, 1)[0], false));
+        }
+        assert_eq!(s.share, Some(1.0 / SKIP_WINDOW as f64));
+        // The window slides: the skipped unit leaves it, a new one comes in.
+        assert!(s.pass(&unit_chunks(9, 1)[0], false));
+        assert!(!s.pass(&unit_chunks(10, 1)[0], true));
+        assert_eq!(s.share, Some(1.0 / SKIP_WINDOW as f64));
+        assert!(s.pass(&unit_chunks(11, 1)[0], false));
+        assert!(!s.pass(&unit_chunks(12, 1)[0], true));
+        assert_eq!(s.share, Some(2.0 / SKIP_WINDOW as f64));
+        assert_eq!(s.skipped, 3);
     }
 }
