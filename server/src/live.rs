@@ -717,8 +717,7 @@ impl Live {
             drop(waiting);
             // A call's intra-only video goes a unit per QUIC stream, as it came (a lost packet
             // holds back one frame, not the frames behind it); audio as datagrams.
-            let mode = if datagrams && chunkcast_transport::link::unit_streams_for(&opened.codec)
-            {
+            let mode = if datagrams && chunkcast_transport::link::unit_streams_for(&opened.codec) {
                 Delivery::Units
             } else if datagrams && opened.codec.kind() == chunkcast_protocol::MediaKind::Audio {
                 Delivery::Datagrams

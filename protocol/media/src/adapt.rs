@@ -206,9 +206,7 @@ impl Adapter {
         let skipped = s.skipped.unwrap_or(0.0);
         let c = self.config;
         let congested = q > c.congested_delay || loss > c.max_loss || skipped > c.max_skipped;
-        let clear = q < c.clear_delay
-            && loss <= c.max_loss / 2.0
-            && skipped <= c.clear_skipped;
+        let clear = q < c.clear_delay && loss <= c.max_loss / 2.0 && skipped <= c.clear_skipped;
         if congested {
             self.clear_since = None;
             let since = *self.congested_since.get_or_insert(now);

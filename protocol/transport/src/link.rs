@@ -1047,7 +1047,10 @@ mod tests {
         peer_tx.send_raw(out.freeze()).await.unwrap();
         assert!(matches!(ended.recv().await, Some(Ok(c)) if c.seq == 0));
         assert!(matches!(rx.recv().await, Some(Ok(Frame::Chunk(c))) if c.stream == StreamId(3)));
-        assert!(matches!(rx.recv().await, Some(Ok(Frame::Ping { nonce: 7, .. }))));
+        assert!(matches!(
+            rx.recv().await,
+            Some(Ok(Frame::Ping { nonce: 7, .. }))
+        ));
         assert!(ended.try_recv().is_err(), "nothing after the end");
     }
 
@@ -1084,7 +1087,10 @@ mod tests {
         };
         assert_eq!(deadline, Some(t0 + RTT + UNIT_DEADLINE));
         assert!(g.busy());
-        assert_eq!(g.start(t0 + Duration::from_millis(40), RTT, false), Verdict::Skip);
+        assert_eq!(
+            g.start(t0 + Duration::from_millis(40), RTT, false),
+            Verdict::Skip
+        );
         g.written(a);
         assert!(!g.busy(), "written, waiting for its ack: the next may go");
         let Verdict::Send { id: b, .. } = g.start(t0 + Duration::from_millis(80), RTT, false)
