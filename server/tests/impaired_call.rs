@@ -555,9 +555,11 @@ async fn a_long_call_between_namespaces_adapts_to_a_capped_link_and_recovers() {
 }
 
 /// The capped cycle on the issue's whole path, 2 % loss included: printed, not asserted. With
-/// quinn's BBR every loss costs a recovery round in which the sender waits (100–300 ms), which
-/// the call takes for congestion: the video stays at a half or a quarter of its frame rate
-/// after the cap is lifted, and p99 comes out at 300–390 ms (see the report of issue 16).
+/// a unit per QUIC stream (a lost packet holds back its own frame only) the call steps down
+/// within 0.8 s of the cap and is back at full video 0.8–5.1 s after the lift, but video p99
+/// is 204–328 ms (under 300 ms in 6 runs of 10): the cap's first second, when what is in
+/// flight fills the bottleneck's queue (BENCHMARKS.md, "A unit per QUIC stream"). Before, on
+/// one stream, p99 was 311–580 ms and the video never came back to full.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a measurement: cargo test -p chunkcast-server --test impaired_call measure -- --ignored --nocapture"]
 async fn measure_capped_call_on_the_lossy_path() {
