@@ -106,7 +106,17 @@ struct Meter {
     /// The level `rate` was measured at.
     measured_at: Level,
     skips: Skips,
+    /// What the send queue holds beyond one least round trip of the offered rate.
+    margin: Duration,
 }
+
+/// [`Meter`]'s send queue beyond a round trip when units wait behind one another on one
+/// stream: less made the sender wait at every jitter and step down.
+const QUEUE_MARGIN: Duration = Duration::from_millis(50);
+/// The same with a unit per stream, where a unit that cannot leave at once is skipped rather
+/// than waited for: what the queue holds beyond a round trip only fills the bottleneck's
+/// queue when a cap comes, ahead of the audio and of every later frame.
+const UNIT_QUEUE_MARGIN: Duration = Duration::from_millis(20);
 
 /// The units a sender skips because the one before is not all sent yet (a unit per stream),
 /// decided before they are numbered.
@@ -142,6 +152,7 @@ impl Meter {
             min_rtt: None,
             measured_at: Level::Full,
             skips: Skips::default(),
+            margin: QUEUE_MARGIN,
         }
     }
 }
@@ -212,7 +223,7 @@ impl Meter {
             self.min_rtt = Some(self.min_rtt.map_or(rtt, |m| m.min(rtt)));
         }
         if let (Some(rate), Some(rtt)) = (self.rate, self.min_rtt) {
-            let want = rate * (rtt + Duration::from_millis(50)).as_secs_f64();
+            let want = rate * (rtt + self.margin).as_secs_f64();
             session.limit_send_queue((want as u64).max(CALL_SEND_QUEUE));
         }
     }
@@ -294,15 +305,16 @@ pub async fn publish_file(
     if opts.datagrams {
         publisher.use_datagrams(session.established().caps);
     }
-    if opts.adapt {
-        publisher.use_unit_streams(&packetizer.codec());
-    }
+    let units = opts.adapt && publisher.use_unit_streams(&packetizer.codec());
     // When adapting or looping, what is sent is numbered afresh, so that a unit dropped here
     // is not taken for a loss on the way.
     let mut renumbered = 0u64;
     let mut report = PublishReport::default();
     let mut pacer = Pacer::new();
     let mut meter = opts.adapt.then(|| Meter::new(session));
+    if let Some(m) = meter.as_mut().filter(|_| units) {
+        m.margin = UNIT_QUEUE_MARGIN;
+    }
     let started = Instant::now();
     report.started_at = Some(started);
     // Media time already played by earlier passes, so that a loop's pts keep increasing.
@@ -510,8 +522,8 @@ pub async fn publish_stream<R: AsyncRead + Unpin>(
             if opts.datagrams {
                 p.use_datagrams(session.established().caps);
             }
-            if opts.adapt {
-                p.use_unit_streams(&codec);
+            if let Some(m) = meter.as_mut().filter(|_| opts.adapt && p.use_unit_streams(&codec)) {
+                m.margin = UNIT_QUEUE_MARGIN;
             }
             publisher = Some(p);
         }
