@@ -522,7 +522,10 @@ pub async fn publish_stream<R: AsyncRead + Unpin>(
             if opts.datagrams {
                 p.use_datagrams(session.established().caps);
             }
-            if let Some(m) = meter.as_mut().filter(|_| opts.adapt && p.use_unit_streams(&codec)) {
+            if let Some(m) = meter
+                .as_mut()
+                .filter(|_| opts.adapt && p.use_unit_streams(&codec))
+            {
                 m.margin = UNIT_QUEUE_MARGIN;
             }
             publisher = Some(p);
