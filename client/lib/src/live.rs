@@ -202,7 +202,8 @@ impl Meter {
     }
 
     /// QUIC's send queue for what is offered now: the offered rate for the path's least
-    /// round trip plus 50 ms, at least [`CALL_SEND_QUEUE`]. Enough to keep a long path busy at the stream's
+    /// round trip plus its margin ([`QUEUE_MARGIN`], or [`UNIT_QUEUE_MARGIN`] with a unit per
+    /// stream), at least [`CALL_SEND_QUEUE`]. Enough to keep a long path busy at the stream's
     /// rate; no more, so that a slow path makes the sender wait (and adapt) at once.
     /// The rate is measured in media time (bytes over the span of their timestamps), so it is
     /// known after the first 200 ms of media, before the path has had a say.
@@ -522,10 +523,8 @@ pub async fn publish_stream<R: AsyncRead + Unpin>(
             if opts.datagrams {
                 p.use_datagrams(session.established().caps);
             }
-            if let Some(m) = meter
-                .as_mut()
-                .filter(|_| opts.adapt && p.use_unit_streams(&codec))
-            {
+            let units = opts.adapt && p.use_unit_streams(&codec);
+            if let Some(m) = meter.as_mut().filter(|_| units) {
                 m.margin = UNIT_QUEUE_MARGIN;
             }
             publisher = Some(p);
