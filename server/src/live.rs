@@ -536,8 +536,10 @@ impl Live {
             reason: reason.clone(),
         };
         let mut chunks = tx.route(stream, PUBLISH_QUEUE);
-        // Only audio comes as datagrams: the holes and late chunks to watch for are its own.
-        let holes = codec.kind() == chunkcast_protocol::MediaKind::Audio;
+        // Audio comes as datagrams, and a call's intra-only video a unit per QUIC stream: the
+        // holes and late chunks to watch for are theirs (a unit reset or overtaken on the way).
+        let holes = codec.kind() == chunkcast_protocol::MediaKind::Audio
+            || chunkcast_transport::link::unit_streams_for(&codec);
         let opened = live_opened(request, stream, codec, (0, 0), max_payload as u32);
         if tx.send(Frame::Opened(opened)).await.is_err() {
             tx.unroute(stream);
@@ -713,11 +715,18 @@ impl Live {
             };
             // Attached before no longer waiting: the channel is never idle in between.
             drop(waiting);
-            let datagrams =
-                datagrams && opened.codec.kind() == chunkcast_protocol::MediaKind::Audio;
+            // A call's intra-only video goes a unit per QUIC stream, as it came (a lost packet
+            // holds back one frame, not the frames behind it); audio as datagrams.
+            let mode = if datagrams && chunkcast_transport::link::unit_streams_for(&opened.codec) {
+                Delivery::Units
+            } else if datagrams && opened.codec.kind() == chunkcast_protocol::MediaKind::Audio {
+                Delivery::Datagrams
+            } else {
+                Delivery::Stream
+            };
             // An edge's subscription: what it takes counts as this origin's output to edges.
             let counted = relay.then(|| live.gauges.relay_bytes.clone());
-            serve_viewer(&tx, &attached.viewer, opened, datagrams, counted.as_ref()).await;
+            serve_viewer(&tx, &attached.viewer, opened, mode, counted.as_ref()).await;
         }))
     }
 }
@@ -1134,19 +1143,41 @@ impl Drop for Relaying {
     }
 }
 
+/// How a viewer's chunks travel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Delivery {
+    /// On one stream, in order.
+    Stream,
+    /// Media chunks as QUIC datagrams where they fit (a call's audio).
+    Datagrams,
+    /// A unit per QUIC stream (a call's intra-only video): see
+    /// [`chunkcast_transport::link::UnitGate`].
+    Units,
+}
+
 async fn serve_viewer(
     tx: &LinkTx,
     viewer: &Viewer,
     opened: Opened,
-    datagrams: bool,
+    mode: Delivery,
     relay_bytes: Option<&Counter>,
 ) {
     let stream = opened.stream;
     if tx.send(Frame::Opened(opened)).await.is_err() {
         return;
     }
-    let Ok(mut media) = tx.open_media().await else {
-        return;
+    let datagrams = mode == Delivery::Datagrams;
+    let units = if mode == Delivery::Units {
+        tx.open_unit_media()
+    } else {
+        None
+    };
+    let mut media = match units {
+        Some(m) => m,
+        None => match tx.open_media().await {
+            Ok(m) => m,
+            Err(_) => return,
+        },
     };
     loop {
         let ready = viewer.ready.notified();

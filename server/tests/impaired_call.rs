@@ -306,6 +306,11 @@ enum Check {
     Print,
     /// The issue's bounds: video p99 under 300 ms, full video within 5 s of the lift.
     Issue,
+    /// The issue's bounds but the recovery's (printed only): for the lossy path, where full
+    /// video came back 0.9–5.2 s after the lift (once over 5 s in 20 runs), and a receiver sees
+    /// 13–20 frames/s of it (with 2 % loss each way about one frame in three loses a packet
+    /// on one of its two legs and comes after the next one, or not at all).
+    Latency,
 }
 
 /// When the sender's level was `level` first at or after `from` (both on the sender's clock).
@@ -386,11 +391,19 @@ async fn capped_call(imp: Impairment, passes: u32, cap: Duration, lift: Duration
     // The receiver's seconds, on the test's clock.
     let first = seen.first_at.unwrap();
     let half = backlog.len() / 2;
+    let down_after = first_at(video, capped_at, |l| l > Level::Full)
+        .map(|t| t.saturating_duration_since(capped_at).as_millis());
+    let up_after = first_at(video, lifted_at, |l| l == Level::Full)
+        .or_else(|| (level_at(video, lifted_at) == Level::Full).then_some(lifted_at))
+        .map(|t| t.saturating_duration_since(lifted_at).as_millis());
     let mean = |v: &[u64]| v.iter().sum::<u64>() / v.len().max(1) as u64;
     eprintln!(
         "cap {} bit/s from {} ms to {} ms (queue {CAP_QUEUE} B; {drops} packets dropped by it)\n\
-         video a→b: {} of {} units sent, level changes (ms from start, level) {levels:?}\n\
-         received video: p50 {:?} p95 {:?} p99 {:?} max {:?}; frames/s from {} ms: {:?}\n\
+         video a→b: {} of {} units sent ({} skipped behind an unsent one, {} reset), \
+         level changes (ms from start, level) {levels:?}\n\
+         stepped down {down_after:?} ms after the cap, full video {up_after:?} ms after the lift\n\
+         received video: p50 {:?} p95 {:?} p99 {:?} max {:?}; {} lost, {} overtaken (not shown); \
+         frames/s from {} ms: {:?}\n\
          latency max per second (ms): {:?}\n\
          audio a→b while video capped: {} sent ({} as datagrams), {} received, p50 {:?} p99 {:?} \
          max {:?}, {} lost, {} late\n\
@@ -400,10 +413,14 @@ async fn capped_call(imp: Impairment, passes: u32, cap: Duration, lift: Duration
         ms(lifted_at),
         video.units_sent,
         video.units_sent + video.units_dropped,
+        video.units_skipped,
+        video.units_reset,
         seen.latency_p50,
         seen.latency_p95,
         seen.latency_p99,
         seen.latency_max,
+        seen.lost,
+        seen.overtaken,
         ms(first),
         fps(seen),
         seen.per_second
@@ -436,7 +453,7 @@ async fn capped_call(imp: Impairment, passes: u32, cap: Duration, lift: Duration
     }
     let p99_bound = match check {
         Check::Print => return,
-        Check::Issue => Duration::from_millis(300),
+        Check::Issue | Check::Latency => Duration::from_millis(300),
     };
     // Adapts within 2 s: the frame rate is down (a level below full) by then.
     let down = first_at(video, capped_at, |l| l > Level::Full)
@@ -455,10 +472,14 @@ async fn capped_call(imp: Impairment, passes: u32, cap: Duration, lift: Duration
     let during = f
         .get(second(capped_at) + 2..second(lifted_at))
         .and_then(|s| s.iter().copied().min());
-    assert!(
-        matches!((before, during), (Some(b), Some(d)) if d < b),
-        "the frame rate seen did not drop: {f:?}"
-    );
+    // Asked of a call at full video when the cap came: on the lossy path the call may have
+    // stepped down before it (6 frames/s seen before the cap in one run of 5).
+    if level_at(video, capped_at) == Level::Full {
+        assert!(
+            matches!((before, during), (Some(b), Some(d)) if d < b),
+            "the frame rate seen did not drop: {f:?}"
+        );
+    }
     assert!(
         seen.latency_p99 < p99_bound,
         "video p99 {:?}",
@@ -542,12 +563,15 @@ async fn a_long_call_between_namespaces_adapts_to_a_capped_link_and_recovers() {
     .await;
 }
 
-/// The capped cycle on the issue's whole path, 2 % loss included: printed, not asserted. With
-/// quinn's BBR every loss costs a recovery round in which the sender waits (100–300 ms), which
-/// the call takes for congestion: the video stays at a half or a quarter of its frame rate
-/// after the cap is lifted, and p99 comes out at 300–390 ms (see the report of issue 16).
+/// The capped cycle on the issue's whole path, 2 % loss included, with the issue's latency
+/// bounds ([`Check::Latency`]: video p99 under 300 ms, a step down within 2 s, no growing
+/// queue). A call's video goes a unit per QUIC stream (a lost packet holds back its own frame
+/// only) and its send queue holds 20 ms beyond a round trip: video p99 183–271 ms in 20 runs,
+/// full video 0.9–5.2 s after the lift (BENCHMARKS.md, "A unit per QUIC stream"). Before, on
+/// one stream, p99 was 311–580 ms and the video never came back to full. Kept out of CI's
+/// default run for its time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "a measurement: cargo test -p chunkcast-server --test impaired_call measure -- --ignored --nocapture"]
+#[ignore = "15 s of call: cargo test -p chunkcast-server --test impaired_call measure -- --ignored --nocapture"]
 async fn measure_capped_call_on_the_lossy_path() {
     let _turn = TURN.lock().await;
     capped_call(
@@ -555,7 +579,7 @@ async fn measure_capped_call_on_the_lossy_path() {
         3,
         Duration::from_secs(2),
         Duration::from_secs(8),
-        Check::Print,
+        Check::Latency,
     )
     .await;
 }

@@ -67,6 +67,13 @@ pub struct PublishReport {
     pub units_dropped: u64,
     /// Units sent, when adapting.
     pub units_sent: u64,
+    /// Units skipped because the one before was still not all sent (a call's video on QUIC,
+    /// a unit per stream: [`crate::session::Publisher::use_unit_streams`]). Never numbered,
+    /// so never counted lost by a receiver; also in `units_dropped`.
+    pub units_skipped: u64,
+    /// Units whose stream was reset: not acknowledged within their deadline (see
+    /// [`chunkcast_transport::link::UnitGate`]). A receiver counts them lost.
+    pub units_reset: u64,
     /// The adaptation's level at the end.
     pub level: Level,
     /// The lowest level it went down to.
@@ -98,7 +105,39 @@ struct Meter {
     min_rtt: Option<Duration>,
     /// The level `rate` was measured at.
     measured_at: Level,
+    skips: Skips,
+    /// What the send queue holds beyond one least round trip of the offered rate.
+    margin: Duration,
 }
+
+/// [`Meter`]'s send queue beyond a round trip when units wait behind one another on one
+/// stream: less made the sender wait at every jitter and step down.
+const QUEUE_MARGIN: Duration = Duration::from_millis(50);
+/// The same with a unit per stream, where a unit that cannot leave at once is skipped rather
+/// than waited for: what the queue holds beyond a round trip only fills the bottleneck's
+/// queue when a cap comes, ahead of the audio and of every later frame.
+const UNIT_QUEUE_MARGIN: Duration = Duration::from_millis(20);
+
+/// The units a sender skips because the one before is not all sent yet (a unit per stream),
+/// decided before they are numbered.
+#[derive(Debug, Default)]
+struct Skips {
+    /// The unit under way was skipped (its other chunks go the same way).
+    skipping: bool,
+    /// A unit is under way.
+    in_unit: bool,
+    /// Units skipped, in all.
+    skipped: u64,
+    /// Whether each of the last [`SKIP_WINDOW`] units offered to the path was skipped, and
+    /// the share that was: the adaptation's sign that the path does not carry the rate.
+    recent: std::collections::VecDeque<bool>,
+    share: Option<f64>,
+}
+
+/// The units over which the share of skipped units is measured: a third of a second at 25
+/// frames a second, so that a cap is met in a few frames (a window of half a second met it
+/// 450–550 ms after it came, by which time the bottleneck's queue was full).
+const SKIP_WINDOW: usize = 8;
 
 impl Meter {
     fn new(session: &Session) -> Self {
@@ -112,9 +151,39 @@ impl Meter {
             rate: None,
             min_rtt: None,
             measured_at: Level::Full,
+            skips: Skips::default(),
+            margin: QUEUE_MARGIN,
         }
     }
+}
 
+impl Skips {
+    /// Whether `chunk`, admitted by the level, still goes: a unit is skipped whole when it
+    /// starts while `busy` (the unit before it is not all sent: see
+    /// [`crate::session::Publisher::busy`]). Decided before the unit is numbered, so that the
+    /// receiver sees no hole.
+    fn pass(&mut self, chunk: &Chunk, busy: bool) -> bool {
+        if chunk.has(ChunkFlags::INIT) || chunk.has(ChunkFlags::END_OF_STREAM) {
+            return true;
+        }
+        if !self.in_unit {
+            self.skipping = busy;
+            self.skipped += u64::from(busy);
+            if self.recent.len() == SKIP_WINDOW {
+                self.recent.pop_front();
+            }
+            self.recent.push_back(busy);
+            if self.recent.len() == SKIP_WINDOW {
+                let n = self.recent.iter().filter(|&&b| b).count();
+                self.share = Some(n as f64 / SKIP_WINDOW as f64);
+            }
+        }
+        self.in_unit = !chunk.has(ChunkFlags::END_OF_UNIT);
+        !self.skipping
+    }
+}
+
+impl Meter {
     /// A level change changes the offered rate at once: the rate (and so the send queue) is
     /// scaled by the share of units kept, and measured afresh. Without it a step back up to
     /// full video doubled what was offered into a send queue sized for half, for the second
@@ -133,7 +202,8 @@ impl Meter {
     }
 
     /// QUIC's send queue for what is offered now: the offered rate for the path's least
-    /// round trip plus 50 ms, at least [`CALL_SEND_QUEUE`]. Enough to keep a long path busy at the stream's
+    /// round trip plus its margin ([`QUEUE_MARGIN`], or [`UNIT_QUEUE_MARGIN`] with a unit per
+    /// stream), at least [`CALL_SEND_QUEUE`]. Enough to keep a long path busy at the stream's
     /// rate; no more, so that a slow path makes the sender wait (and adapt) at once.
     /// The rate is measured in media time (bytes over the span of their timestamps), so it is
     /// known after the first 200 ms of media, before the path has had a say.
@@ -154,7 +224,7 @@ impl Meter {
             self.min_rtt = Some(self.min_rtt.map_or(rtt, |m| m.min(rtt)));
         }
         if let (Some(rate), Some(rtt)) = (self.rate, self.min_rtt) {
-            let want = rate * (rtt + Duration::from_millis(50)).as_secs_f64();
+            let want = rate * (rtt + self.margin).as_secs_f64();
             session.limit_send_queue((want as u64).max(CALL_SEND_QUEUE));
         }
     }
@@ -180,6 +250,7 @@ impl Meter {
             queue_delay: late,
             rtt,
             loss: self.loss,
+            skipped: self.skips.share,
         };
         let mut level = self.adapter.on_sample(now, sample);
         self.rescale(self.adapter.level());
@@ -235,12 +306,16 @@ pub async fn publish_file(
     if opts.datagrams {
         publisher.use_datagrams(session.established().caps);
     }
+    let units = opts.adapt && publisher.use_unit_streams(&packetizer.codec());
     // When adapting or looping, what is sent is numbered afresh, so that a unit dropped here
     // is not taken for a loss on the way.
     let mut renumbered = 0u64;
     let mut report = PublishReport::default();
     let mut pacer = Pacer::new();
     let mut meter = opts.adapt.then(|| Meter::new(session));
+    if let Some(m) = meter.as_mut().filter(|_| units) {
+        m.margin = UNIT_QUEUE_MARGIN;
+    }
     let started = Instant::now();
     report.started_at = Some(started);
     // Media time already played by earlier passes, so that a loop's pts keep increasing.
@@ -294,7 +369,7 @@ pub async fn publish_file(
                     report.level_log.push((started.elapsed(), level));
                 }
                 report.lowest_level = report.lowest_level.max(level);
-                if !admitted {
+                if !admitted || !m.skips.pass(&chunk, publisher.busy()) {
                     continue;
                 }
             }
@@ -339,10 +414,13 @@ pub async fn publish_file(
         publisher.send(end).await?;
     }
     report.datagrams = publisher.sent_as_datagrams();
+    let units = publisher.unit_counts().unwrap_or_default();
     publisher.finish().await?;
     if let Some(m) = &meter {
-        report.units_dropped = m.filter.dropped();
-        report.units_sent = m.filter.kept();
+        report.units_skipped = m.skips.skipped + units.skipped;
+        report.units_dropped = m.filter.dropped() + report.units_skipped;
+        report.units_sent = m.filter.kept().saturating_sub(report.units_skipped);
+        report.units_reset = units.reset;
         report.level = m.adapter.level();
         report.level_changes = m.adapter.changes();
     }
@@ -445,6 +523,10 @@ pub async fn publish_stream<R: AsyncRead + Unpin>(
             if opts.datagrams {
                 p.use_datagrams(session.established().caps);
             }
+            let units = opts.adapt && p.use_unit_streams(&codec);
+            if let Some(m) = meter.as_mut().filter(|_| units) {
+                m.margin = UNIT_QUEUE_MARGIN;
+            }
             publisher = Some(p);
         }
         if let Some(p) = publisher.as_mut() {
@@ -469,7 +551,7 @@ pub async fn publish_stream<R: AsyncRead + Unpin>(
                         report.call.level_log.push((start.elapsed(), level));
                     }
                     report.call.lowest_level = report.call.lowest_level.max(level);
-                    if !admitted {
+                    if !admitted || !m.skips.pass(&chunk, p.busy()) {
                         continue;
                     }
                     chunk.seq = renumbered;
@@ -495,9 +577,15 @@ pub async fn publish_stream<R: AsyncRead + Unpin>(
     report.call.bytes = report.bytes;
     report.call.passes = 1;
     report.call.stopped = report.stopped;
+    let units = publisher
+        .as_ref()
+        .and_then(Publisher::unit_counts)
+        .unwrap_or_default();
     if let Some(m) = &meter {
-        report.call.units_dropped = m.filter.dropped();
-        report.call.units_sent = m.filter.kept();
+        report.call.units_skipped = m.skips.skipped + units.skipped;
+        report.call.units_dropped = m.filter.dropped() + report.call.units_skipped;
+        report.call.units_sent = m.filter.kept().saturating_sub(report.call.units_skipped);
+        report.call.units_reset = units.reset;
         report.call.level = m.adapter.level();
         report.call.level_changes = m.adapter.changes();
     }
@@ -564,6 +652,10 @@ pub struct TrackReport {
     pub concealed: u64,
     /// Chunks that arrived more than [`LATE_AFTER`] after they were sent.
     pub late: u64,
+    /// Video chunks that arrived after a later one (a frame on its own QUIC stream,
+    /// overtaken by the next): not shown, and not in the latency figures, which are those of
+    /// the frames shown. Not lost either.
+    pub overtaken: u64,
     /// What arrived in each second from the first chunk on (at most [`TIMELINE_SECONDS`]):
     /// a frame rate that drops and comes back, or latency that grows, shows here.
     pub per_second: Vec<Second>,
@@ -886,7 +978,7 @@ pub async fn call_with(
     let receives = tracks.iter().map(|(track, _)| async move {
         let mut latencies = Vec::new();
         let (mut chunks, mut bytes) = (0u64, 0u64);
-        let (mut lost, mut late) = (0u64, 0u64);
+        let (mut lost, mut late, mut overtaken_video) = (0u64, 0u64, 0u64);
         let mut next_seq: Option<u64> = None;
         let mut per_second: Vec<Second> = Vec::new();
         let mut first_at: Option<Instant> = None;
@@ -939,7 +1031,11 @@ pub async fn call_with(
                     }
                     next_seq = Some(next_seq.map_or(c.seq + 1, |n| n.max(c.seq + 1)));
                 }
-                if !c.has(ChunkFlags::INIT) && !c.has(ChunkFlags::END_OF_STREAM) {
+                // A video frame overtaken by a newer one is never shown: counted, and left
+                // out of the latency of the frames that are.
+                let unshown = overtaken && *track == "video";
+                overtaken_video += u64::from(unshown);
+                if !c.has(ChunkFlags::INIT) && !c.has(ChunkFlags::END_OF_STREAM) && !unshown {
                     let latency = now.saturating_sub(c.pts_us);
                     if latency > LATE_AFTER.as_micros() as u64 {
                         late += 1;
@@ -986,6 +1082,7 @@ pub async fn call_with(
             lost,
             concealed: if *track == "audio" { lost + late } else { 0 },
             late,
+            overtaken: overtaken_video,
             per_second,
             first_at,
         })
@@ -1332,26 +1429,30 @@ pub fn call_table(report: &CallReport) -> String {
         {
             let _ = writeln!(
                 out,
-                "{} adaptation: now {}, lowest {}, {} change(s), {} of {} units dropped",
+                "{} adaptation: now {}, lowest {}, {} change(s), {} of {} units dropped \
+                 ({} skipped behind an unsent one), {} reset",
                 s.track,
                 r.level.name(),
                 r.lowest_level.name(),
                 r.level_changes,
                 r.units_dropped,
-                r.units_sent + r.units_dropped
+                r.units_sent + r.units_dropped,
+                r.units_skipped,
+                r.units_reset
             );
         }
     }
     for t in &report.received {
-        if t.lost + t.late > 0 {
+        if t.lost + t.late + t.overtaken > 0 {
             let _ = writeln!(
                 out,
-                "{} received: {} lost, {} late (over {} ms), {} concealed",
+                "{} received: {} lost, {} late (over {} ms), {} concealed, {} overtaken (not shown)",
                 t.track,
                 t.lost,
                 t.late,
                 LATE_AFTER.as_millis(),
-                t.concealed
+                t.concealed,
+                t.overtaken
             );
         }
     }
@@ -1373,7 +1474,7 @@ pub fn call_json(report: &CallReport) -> String {
             Some(r) => format!(
                 "{{\"track\":\"{}\",\"chunks\":{},\"bytes\":{},\"units_sent\":{},\
                  \"units_dropped\":{},\"level\":\"{}\",\"lowest_level\":\"{}\",\
-                 \"level_changes\":{},\"datagrams\":{}}}",
+                 \"level_changes\":{},\"datagrams\":{},\"units_skipped\":{},\"units_reset\":{}}}",
                 s.track,
                 r.chunks,
                 r.bytes,
@@ -1382,7 +1483,9 @@ pub fn call_json(report: &CallReport) -> String {
                 r.level.name(),
                 r.lowest_level.name(),
                 r.level_changes,
-                r.datagrams
+                r.datagrams,
+                r.units_skipped,
+                r.units_reset
             ),
         })
         .collect();
@@ -1404,13 +1507,14 @@ pub fn call_json(report: &CallReport) -> String {
                 .collect();
             format!(
                 "{{\"track\":\"{}\",\"chunks\":{},\"bytes\":{},\"lost\":{},\"late\":{},\
-                 \"concealed\":{},\"latency_p50_us\":{},\"latency_p95_us\":{},\
+                 \"overtaken\":{},\"concealed\":{},\"latency_p50_us\":{},\"latency_p95_us\":{},\
                  \"latency_p99_us\":{},\"latency_max_us\":{},\"per_second\":[{}]}}",
                 t.track,
                 t.chunks,
                 t.bytes,
                 t.lost,
                 t.late,
+                t.overtaken,
                 t.concealed,
                 us(t.latency_p50),
                 us(t.latency_p95),
@@ -1427,4 +1531,70 @@ pub fn call_json(report: &CallReport) -> String {
         sent.join(","),
         received.join(",")
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unit_chunks(seq: u64, pieces: usize) -> Vec<Chunk> {
+        (0..pieces)
+            .map(|i| {
+                let mut flags = ChunkFlags::KEY;
+                if i + 1 == pieces {
+                    flags = flags | ChunkFlags::END_OF_UNIT;
+                }
+                Chunk::new(
+                    StreamId(0),
+                    seq,
+                    0,
+                    0,
+                    0,
+                    flags,
+                    bytes::Bytes::from_static(b"x"),
+                )
+            })
+            .collect()
+    }
+
+    /// A unit that starts while the one before is not all sent is skipped whole (its later
+    /// chunks too, even once the path is free), set-up always goes, and the share skipped
+    /// over a window is what the adaptation reads.
+    #[test]
+    fn units_are_skipped_whole_and_their_share_is_measured() {
+        let mut s = Skips::default();
+        let init = Chunk::new(
+            StreamId(0),
+            0,
+            0,
+            0,
+            0,
+            ChunkFlags::INIT,
+            bytes::Bytes::new(),
+        );
+        assert!(s.pass(&init, true), "set-up is never skipped");
+        // A unit that starts on a free path goes whole, though the path fills meanwhile.
+        let a = unit_chunks(1, 2);
+        assert!(s.pass(&a[0], false));
+        assert!(s.pass(&a[1], true));
+        // Busy at a unit's start: skipped whole, although the path is free again.
+        let b = unit_chunks(2, 3);
+        assert!(!s.pass(&b[0], true));
+        assert!(!s.pass(&b[1], false));
+        assert!(!s.pass(&b[2], false));
+        assert_eq!(s.skipped, 1);
+        assert_eq!(s.share, None, "fewer units than the window");
+        for seq in 3..=SKIP_WINDOW as u64 {
+            assert!(s.pass(&unit_chunks(seq, 1)[0], false));
+        }
+        assert_eq!(s.share, Some(1.0 / SKIP_WINDOW as f64));
+        // The window slides: the skipped unit leaves it, a new one comes in.
+        assert!(s.pass(&unit_chunks(9, 1)[0], false));
+        assert!(!s.pass(&unit_chunks(10, 1)[0], true));
+        assert_eq!(s.share, Some(1.0 / SKIP_WINDOW as f64));
+        assert!(s.pass(&unit_chunks(11, 1)[0], false));
+        assert!(!s.pass(&unit_chunks(12, 1)[0], true));
+        assert_eq!(s.share, Some(2.0 / SKIP_WINDOW as f64));
+        assert_eq!(s.skipped, 3);
+    }
 }

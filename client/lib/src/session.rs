@@ -455,6 +455,37 @@ impl Publisher {
         self.as_datagrams
     }
 
+    /// Sends each unit on its own QUIC stream (a call's intra-only video: see
+    /// [`chunkcast_transport::link::UnitGate`]), so that a lost packet holds back its own
+    /// frame and no later one, and a frame that cannot arrive in time is given up. Only for a
+    /// `codec` whose units decode alone, and only on QUIC; returns whether it is in use. Call
+    /// it before the first chunk.
+    pub fn use_unit_streams(&mut self, codec: &Codec) -> bool {
+        if !chunkcast_transport::link::unit_streams_for(codec) {
+            return false;
+        }
+        match self.link.open_unit_media() {
+            Some(units) => {
+                // The stream `publish` opened carries nothing: it just ends.
+                let unused = std::mem::replace(&mut self.media, units);
+                drop(unused);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Whether a unit starting now would be skipped (unit streams only: the unit before it is
+    /// not all sent yet). Ask before numbering a unit, so that a skipped one leaves no hole.
+    pub fn busy(&self) -> bool {
+        self.media.busy()
+    }
+
+    /// With unit streams: units sent, skipped and reset so far.
+    pub fn unit_counts(&self) -> Option<chunkcast_transport::link::UnitCounts> {
+        self.media.unit_counts()
+    }
+
     /// Sends a chunk (its stream id is set to this publisher's), waiting under backpressure.
     pub async fn send(&mut self, mut chunk: Chunk) -> Result<(), ClientError> {
         chunk.stream = self.stream;

@@ -88,6 +88,10 @@ pub struct PathSample {
     pub rtt: Option<Duration>,
     /// Fraction of packets lost since the last sample (0 to 1), when known.
     pub loss: Option<f64>,
+    /// Fraction of units the sender skipped lately (0 to 1) because the one before had not
+    /// all left yet, when it sends a unit per stream: with a sender that no longer waits
+    /// behind its own queue, this is what a path slower than the stream shows first.
+    pub skipped: Option<f64>,
 }
 
 /// The policy's thresholds.
@@ -99,6 +103,10 @@ pub struct AdaptConfig {
     pub clear_delay: Duration,
     /// Loss above this is congestion (a random-loss path below it is not the sender's to fix).
     pub max_loss: f64,
+    /// A share of skipped units above this is congestion.
+    pub max_skipped: f64,
+    /// A clear path skips at most this share of units.
+    pub clear_skipped: f64,
     /// Congestion must last this long before a step down.
     pub degrade_after: Duration,
     /// Steps down at most this often.
@@ -120,6 +128,14 @@ impl Default for AdaptConfig {
             congested_delay: Duration::from_millis(80),
             clear_delay: Duration::from_millis(30),
             max_loss: 0.25,
+            // One frame in five: a path that drops that many frames at the sender shows a
+            // frame rate the level should say, and a stray skip (a burst of loss) is not it.
+            max_skipped: 0.2,
+            // One unit in eight (the sender's window): on a lossy path a retransmission now
+            // and then holds a unit back and the next is skipped (9 % of units at 2 % loss);
+            // with no skip allowed the call seldom stepped back up after a cap (2 of 5 runs
+            // within 5 s).
+            clear_skipped: 0.125,
             degrade_after: Duration::from_millis(150),
             step_every: Duration::from_millis(400),
             hold: Duration::from_millis(500),
@@ -187,9 +203,10 @@ impl Adapter {
     pub fn on_sample(&mut self, now: Instant, s: PathSample) -> Level {
         let q = self.queueing(&s);
         let loss = s.loss.unwrap_or(0.0);
+        let skipped = s.skipped.unwrap_or(0.0);
         let c = self.config;
-        let congested = q > c.congested_delay || loss > c.max_loss;
-        let clear = q < c.clear_delay && loss <= c.max_loss / 2.0;
+        let congested = q > c.congested_delay || loss > c.max_loss || skipped > c.max_skipped;
+        let clear = q < c.clear_delay && loss <= c.max_loss / 2.0 && skipped <= c.clear_skipped;
         if congested {
             self.clear_since = None;
             let since = *self.congested_since.get_or_insert(now);
@@ -345,6 +362,7 @@ mod tests {
                     queue_delay: self.delay(),
                     rtt: Some(Duration::from_millis(60) + self.delay()),
                     loss: Some(0.02),
+                    skipped: None,
                 };
                 self.adapter.on_sample(self.now, sample);
             }
@@ -406,6 +424,7 @@ mod tests {
                 queue_delay: Duration::from_millis(5),
                 rtt: Some(Duration::from_millis(60 + u64::from(i % 10))),
                 loss: Some(0.02),
+                skipped: Some(0.0),
             };
             assert_eq!(a.on_sample(t0 + TICK * i, s), Level::Full);
         }
@@ -433,6 +452,57 @@ mod tests {
             a.on_sample(t0 + TICK * i, s);
         }
         assert!(a.level() >= Level::Half, "{:?}", a.level());
+    }
+
+    /// A sender that no longer waits behind its queue (a unit per stream) shows a slow path
+    /// by the units it skips: a sustained share above the threshold steps down, a path that
+    /// skips none lets it back up, and a stray skip now and then is neither.
+    #[test]
+    fn skipped_units_degrade_and_their_absence_recovers() {
+        let t0 = Instant::now();
+        let mut a = Adapter::new(AdaptConfig::default());
+        let skipping = PathSample {
+            skipped: Some(0.5),
+            rtt: Some(Duration::from_millis(60)),
+            ..Default::default()
+        };
+        for i in 0..=20u32 {
+            a.on_sample(t0 + TICK * i, skipping);
+        }
+        assert_eq!(a.level(), Level::Half);
+        let clear = PathSample {
+            skipped: Some(0.0),
+            rtt: Some(Duration::from_millis(60)),
+            ..Default::default()
+        };
+        let t1 = t0 + TICK * 21;
+        for i in 0..=100u32 {
+            a.on_sample(t1 + TICK * i, clear);
+        }
+        assert_eq!(a.level(), Level::Full);
+        // A few skips (under the clear bound) on a steady path: no change either way.
+        let mut b = Adapter::new(AdaptConfig::default());
+        let stray = PathSample {
+            skipped: Some(0.1),
+            rtt: Some(Duration::from_millis(60)),
+            ..Default::default()
+        };
+        for i in 0..500u32 {
+            assert_eq!(b.on_sample(t0 + TICK * i, stray), Level::Full);
+        }
+        // Between the bounds (neither congested nor clear): held where it is.
+        let mut c = Adapter::new(AdaptConfig::default());
+        for i in 0..=20u32 {
+            c.on_sample(t0 + TICK * i, skipping);
+        }
+        let middling = PathSample {
+            skipped: Some(0.15),
+            rtt: Some(Duration::from_millis(60)),
+            ..Default::default()
+        };
+        for i in 0..500u32 {
+            assert_eq!(c.on_sample(t1 + TICK * i, middling), Level::Half);
+        }
     }
 
     fn unit(key: bool, chunks: usize) -> Vec<Chunk> {

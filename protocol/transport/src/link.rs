@@ -8,10 +8,14 @@
 //!   queue: a slow consumer blocks the reader, and TCP's window pushes back on the sender.
 //! - QUIC: control frames on one bidirectional stream; each media stream on its own
 //!   unidirectional stream, so that QUIC's per-stream flow control gives the backpressure and
-//!   audio never waits behind video.
+//!   audio never waits behind video. A call's intra-only video ([`unit_streams_for`]) goes
+//!   further: each unit (frame) on its own unidirectional stream ([`LinkTx::open_unit_media`]),
+//!   reset when it cannot arrive in time ([`UnitGate`]), so that a lost packet holds back its
+//!   own frame and no later one.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
@@ -21,6 +25,7 @@ use super::io::{BoxedIo, Outbox};
 use chunkcast_protocol::error::DecodeError;
 use chunkcast_protocol::wire::chunk::{Chunk, ChunkFlags, StreamId};
 use chunkcast_protocol::wire::{Decoder, Frame, Limits};
+use chunkcast_protocol::{Codec, VisualFormat};
 
 /// Bytes gathered into one vectored write. 1 MiB: on the reference machine loopback TCP runs
 /// 4× faster with 1 MiB writes than with 64 KiB ones (`shared/machine-limits.md`).
@@ -106,7 +111,15 @@ enum Outgoing {
 struct RouteMap {
     map: HashMap<StreamId, mpsc::Sender<ChunkResult>>,
     routed: u64,
+    /// The last [`ENDED_REMEMBERED`] streams whose route ended: a chunk of theirs that comes
+    /// later (a unit on its own QUIC stream, overtaken by the stream's end or sent before a
+    /// cancel took effect) is dropped, not taken for a chunk of a stream nobody opened.
+    ended: VecDeque<StreamId>,
 }
+
+/// Ended streams a link remembers (see `RouteMap::ended`): a call's video units in flight at
+/// its end are a handful; 64 also covers a connection that ends many streams at once.
+pub const ENDED_REMEMBERED: usize = 64;
 
 impl RouteMap {
     fn new() -> Self {
@@ -114,11 +127,22 @@ impl RouteMap {
     }
 
     fn insert(&mut self, stream: StreamId, tx: mpsc::Sender<ChunkResult>) {
+        self.ended.retain(|s| *s != stream);
         self.map.insert(stream, tx);
     }
 
     fn remove(&mut self, stream: &StreamId) {
-        self.map.remove(stream);
+        if self.map.remove(stream).is_some() {
+            if self.ended.len() >= ENDED_REMEMBERED {
+                self.ended.pop_front();
+            }
+            self.ended.push_back(*stream);
+        }
+    }
+
+    /// Whether `stream`'s route ended lately (its late chunks are dropped).
+    fn ended(&self, stream: &StreamId) -> bool {
+        self.ended.contains(stream)
     }
 
     fn get(&self, stream: &StreamId) -> Option<&mpsc::Sender<ChunkResult>> {
@@ -167,6 +191,253 @@ enum Media {
         send: quinn::SendStream,
         out: Box<Outbox>,
     },
+    /// Each unit on its own QUIC unidirectional stream.
+    Units(Box<Units>),
+}
+
+/// Whether a stream of `codec` may go one unit per QUIC stream ([`LinkTx::open_unit_media`]):
+/// video whose every frame decodes alone (MJPEG, Y4M), so that a frame lost or reset costs
+/// that frame only. Inter-coded video (H.264 in MP4 or fMP4) needs every frame in order, and
+/// keeps one stream.
+pub fn unit_streams_for(codec: &Codec) -> bool {
+    matches!(codec, Codec::Video(v) if matches!(v.format, VisualFormat::Mjpeg | VisualFormat::Y4m))
+}
+
+/// How long past one round trip a unit's stream may wait, unsent or unacknowledged, before it
+/// is reset: a call's one-way budget is ~150 ms, and a frame that is still being retransmitted
+/// after this would arrive too late to show, while taking the path from the frames behind it.
+pub const UNIT_DEADLINE: Duration = Duration::from_millis(100);
+
+/// Unit streams open at once at most; a new unit is skipped beyond it. At 25 frames a second
+/// and a deadline of 100 ms past the round trip a path keeps about six open; the peer allows
+/// 64 unidirectional streams in all (`quic::MAX_UNI_STREAMS`).
+pub const MAX_OPEN_UNITS: usize = 16;
+
+/// Chunks of one unit queued towards its stream's task.
+const UNIT_QUEUE: usize = 16;
+
+/// What a unit-stream sender did, for stats and for the adaptation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UnitCounts {
+    /// Units given a stream of their own.
+    pub sent: u64,
+    /// Units skipped: the one before was still not all sent (never on the wire).
+    pub skipped: u64,
+    /// Units whose stream was reset: not delivered and acknowledged within their deadline.
+    pub reset: u64,
+    /// Units the peer acknowledged whole.
+    pub delivered: u64,
+}
+
+/// What [`UnitGate::start`] decides for a unit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Open a stream for it, numbered `id`, to reset if not acknowledged by `deadline`
+    /// (`None`: never reset, for set-up and the end of the stream).
+    Send {
+        /// The unit's number, for [`UnitGate::written`] and the rest.
+        id: u64,
+        /// When its stream is reset if still not acknowledged.
+        deadline: Option<Instant>,
+    },
+    /// Drop it: the path has not taken the unit before it yet.
+    Skip,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct OpenUnit {
+    id: u64,
+    /// All its bytes were taken by the transport (they may still wait for acknowledgement).
+    written: bool,
+}
+
+/// The per-unit streams' policy, sans IO (time is passed in): which unit gets a stream, which
+/// is skipped, and when an open one is given up.
+///
+/// - A unit is skipped while the one before it has not all been taken by the transport: QUIC
+///   is holding it back (its send window is full of unacknowledged bytes), so the path does
+///   not carry the rate, and a second frame queued behind it would only be later still. The
+///   share of skipped units is the adaptation's sign of it.
+/// - A unit's stream is reset when it is not acknowledged by its deadline ([`UNIT_DEADLINE`]
+///   past one round trip from its start): it would come too late to show, and what QUIC
+///   still retransmits of it takes the path from the newer frames.
+/// - Set-up (`INIT`) and the end of the stream are never skipped nor reset.
+#[derive(Debug, Default)]
+pub struct UnitGate {
+    open: VecDeque<OpenUnit>,
+    next_id: u64,
+    counts: UnitCounts,
+}
+
+impl UnitGate {
+    /// Nothing open.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// What was done so far.
+    pub fn counts(&self) -> UnitCounts {
+        self.counts
+    }
+
+    /// Units whose streams are open.
+    pub fn open(&self) -> usize {
+        self.open.len()
+    }
+
+    /// Whether a unit that may be dropped would be skipped now.
+    pub fn busy(&self) -> bool {
+        self.open.len() >= MAX_OPEN_UNITS || self.open.back().is_some_and(|u| !u.written)
+    }
+
+    /// A unit is ready at `now` on a path with round trip `rtt`; `framing` for set-up and the
+    /// end of the stream (always sent, never reset).
+    pub fn start(&mut self, now: Instant, rtt: Duration, framing: bool) -> Verdict {
+        if !framing && self.busy() {
+            self.counts.skipped += 1;
+            return Verdict::Skip;
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        self.counts.sent += 1;
+        self.open.push_back(OpenUnit { id, written: false });
+        Verdict::Send {
+            id,
+            deadline: (!framing).then(|| now + rtt + UNIT_DEADLINE),
+        }
+    }
+
+    /// Unit `id`'s bytes were all taken by the transport.
+    pub fn written(&mut self, id: u64) {
+        if let Some(u) = self.open.iter_mut().find(|u| u.id == id) {
+            u.written = true;
+        }
+    }
+
+    /// Unit `id` was acknowledged whole.
+    pub fn delivered(&mut self, id: u64) {
+        if self.close(id) {
+            self.counts.delivered += 1;
+        }
+    }
+
+    /// Unit `id`'s stream was reset at its deadline.
+    pub fn reset(&mut self, id: u64) {
+        if self.close(id) {
+            self.counts.reset += 1;
+        }
+    }
+
+    /// Unit `id`'s stream failed otherwise (the peer stopped it, the connection went).
+    pub fn failed(&mut self, id: u64) {
+        self.close(id);
+    }
+
+    fn close(&mut self, id: u64) -> bool {
+        let before = self.open.len();
+        self.open.retain(|u| u.id != id);
+        self.open.len() < before
+    }
+}
+
+/// A [`Media::Units`] sender: the connection, the policy, and the unit being sent.
+struct Units {
+    conn: quinn::Connection,
+    gate: Arc<Mutex<UnitGate>>,
+    /// The open unit's feed to its stream's task.
+    feed: Option<mpsc::Sender<Chunk>>,
+    /// A unit is under way (its first chunk came, its last not yet).
+    in_unit: bool,
+    tasks: tokio::task::JoinSet<()>,
+}
+
+fn gate(g: &Mutex<UnitGate>) -> std::sync::MutexGuard<'_, UnitGate> {
+    g.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Units {
+    async fn send(&mut self, chunk: Chunk) -> Result<(), LinkError> {
+        // Tasks that ended are reaped here, so the set stays as small as what is open.
+        while self.tasks.try_join_next().is_some() {}
+        let framing = chunk.has(ChunkFlags::INIT) || chunk.has(ChunkFlags::END_OF_STREAM);
+        let ends = framing || chunk.has(ChunkFlags::END_OF_UNIT);
+        if chunk.has(ChunkFlags::END_OF_STREAM) {
+            // The end goes after every unit before it has arrived or been given up, so that
+            // it does not overtake them (the receiver drops what comes after the end).
+            self.feed = None;
+            while self.tasks.join_next().await.is_some() {}
+        }
+        if !self.in_unit || framing {
+            // A skipped unit leaves no feed: its other chunks are dropped too.
+            self.feed = None;
+            let verdict = gate(&self.gate).start(Instant::now(), self.conn.rtt(), framing);
+            match verdict {
+                Verdict::Skip => {}
+                Verdict::Send { id, deadline } => {
+                    let send = self.conn.open_uni().await?;
+                    let (tx, rx) = mpsc::channel(UNIT_QUEUE);
+                    self.tasks
+                        .spawn(unit_stream(send, rx, self.gate.clone(), id, deadline));
+                    self.feed = Some(tx);
+                }
+            }
+        }
+        self.in_unit = !ends;
+        if let Some(feed) = &self.feed {
+            // A stream already given up (reset) takes nothing more of its unit.
+            if feed.send(chunk).await.is_err() {
+                self.feed = None;
+            }
+        }
+        if ends {
+            // Its task learns that the unit is whole, finishes the stream and waits for it.
+            self.feed = None;
+        }
+        Ok(())
+    }
+
+    async fn finish(mut self) {
+        self.feed = None;
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+/// Sends one unit on `send`, within `deadline`: its chunks as they come, then the stream's
+/// end, then waits for the peer's acknowledgement of all of it; resets the stream if the
+/// deadline comes first.
+async fn unit_stream(
+    mut send: quinn::SendStream,
+    mut feed: mpsc::Receiver<Chunk>,
+    units: Arc<Mutex<UnitGate>>,
+    id: u64,
+    deadline: Option<Instant>,
+) {
+    let mut out = Outbox::new();
+    let work = async {
+        while let Some(chunk) = feed.recv().await {
+            out.push(&Frame::Chunk(chunk));
+            out.write_to_quic(&mut send).await.map_err(drop)?;
+        }
+        gate(&units).written(id);
+        send.finish().map_err(drop)?;
+        match send.stopped().await {
+            // Finished and acknowledged; a stop code is the peer refusing it.
+            Ok(None) => Ok(()),
+            _ => Err(()),
+        }
+    };
+    let outcome = match deadline {
+        Some(d) => tokio::time::timeout_at(d.into(), work).await.ok(),
+        None => Some(work.await),
+    };
+    match outcome {
+        Some(Ok(())) => gate(&units).delivered(id),
+        Some(Err(())) => gate(&units).failed(id),
+        None => {
+            let _ = send.reset(quinn::VarInt::from_u32(0));
+            gate(&units).reset(id);
+        }
+    }
 }
 
 impl MediaTx {
@@ -184,6 +455,25 @@ impl MediaTx {
                 out.write_to_quic(send).await?;
                 Ok(())
             }
+            Media::Units(u) => u.send(chunk).await,
+        }
+    }
+
+    /// Whether a unit starting now would be skipped ([`UnitGate::busy`]); always `false` but
+    /// for a unit-stream sender. A sender that numbers its units asks before numbering one,
+    /// so that a skipped unit leaves no hole that a receiver would count as lost.
+    pub fn busy(&self) -> bool {
+        match &self.0 {
+            Media::Units(u) => gate(&u.gate).busy(),
+            _ => false,
+        }
+    }
+
+    /// A unit-stream sender's counts (`None` for the others).
+    pub fn unit_counts(&self) -> Option<UnitCounts> {
+        match &self.0 {
+            Media::Units(u) => Some(gate(&u.gate).counts()),
+            _ => None,
         }
     }
 
@@ -206,13 +496,23 @@ impl MediaTx {
                 let _ = send.stopped().await;
                 Ok(())
             }
+            Media::Units(u) => {
+                u.finish().await;
+                Ok(())
+            }
         }
     }
 
     /// Abandons the stream (the peer sees it end early).
     pub fn abort(self) {
-        if let Media::Quic { mut send, .. } = self.0 {
-            let _ = send.reset(quinn::VarInt::from_u32(1));
+        match self.0 {
+            Media::Quic { mut send, .. } => {
+                let _ = send.reset(quinn::VarInt::from_u32(1));
+            }
+            // Dropping the tasks ends their streams where they are: the peer decodes whole
+            // chunks only, so at most a unit is missing.
+            Media::Units(u) => drop(u),
+            Media::Tcp(_) => {}
         }
     }
 }
@@ -275,6 +575,20 @@ impl LinkTx {
                 Ok(MediaTx(Media::Tcp(tx)))
             }
         }
+    }
+
+    /// Starts sending a media stream one unit per QUIC stream ([`UnitGate`]'s policy), for a
+    /// stream whose units decode alone ([`unit_streams_for`]); `None` on TCP, where the caller
+    /// uses [`LinkTx::open_media`].
+    pub fn open_unit_media(&self) -> Option<MediaTx> {
+        let conn = self.quic.clone()?;
+        Some(MediaTx(Media::Units(Box::new(Units {
+            conn,
+            gate: Arc::new(Mutex::new(UnitGate::new())),
+            feed: None,
+            in_unit: false,
+            tasks: tokio::task::JoinSet::new(),
+        }))))
     }
 
     /// Sends `chunk` as one QUIC datagram (the `DATAGRAMS` format of `docs/PROTOCOL.md`: the
@@ -623,12 +937,17 @@ async fn dispatch(
         return in_tx.send(Ok(frame)).await.is_ok();
     };
     let stream = chunk.stream;
-    let route = {
+    let (route, late) = {
         let mut routes = routes.lock().unwrap_or_else(|e| e.into_inner());
         let route = routes.get(&stream).cloned();
         routes.routed += u64::from(route.is_some());
-        route
+        let late = route.is_none() && routes.ended(&stream);
+        (route, late)
     };
+    if late {
+        // Its stream is over: a unit that came on its own QUIC stream after the end.
+        return true;
+    }
     let Some(tx) = route else {
         return in_tx.send(Ok(Frame::Chunk(chunk))).await.is_ok();
     };
@@ -686,6 +1005,180 @@ mod tests {
         assert!(matches!(rx.recv().await, Some(Ok(Frame::Ping { .. }))));
         assert_eq!(rx.take_routed(), 2);
         assert_eq!(rx.take_routed(), 0);
+    }
+
+    fn chunk(stream: u32, seq: u64, flags: ChunkFlags) -> Frame {
+        Frame::Chunk(Chunk::new(
+            StreamId(stream),
+            seq,
+            0,
+            0,
+            0,
+            flags,
+            Bytes::from_static(b"abc"),
+        ))
+    }
+
+    /// A unit that comes on its own QUIC stream after its stream's end (or after a cancel)
+    /// is dropped, not handed to the connection as a chunk of a stream nobody opened (the
+    /// server's machine takes that for a protocol error and closes the connection). A stream
+    /// that never had a route still goes to the connection.
+    #[tokio::test]
+    async fn chunks_of_a_stream_that_ended_are_dropped() {
+        use chunkcast_protocol::wire::encode;
+        let (near, far) = tokio::io::duplex(1 << 16);
+        let (tx, mut rx) = tcp(Box::new(near), Limits::default(), BytesMut::new());
+        let (peer_tx, _peer_rx) = tcp(Box::new(far), Limits::default(), BytesMut::new());
+        let mut ended = tx.route(StreamId(1), 8);
+        let _cancelled = tx.route(StreamId(2), 8);
+        tx.unroute(StreamId(2));
+        let mut out = BytesMut::new();
+        encode(&chunk(1, 0, ChunkFlags::END_OF_STREAM), &mut out);
+        encode(&chunk(1, 1, ChunkFlags::KEY), &mut out); // late, after the end
+        encode(&chunk(2, 5, ChunkFlags::KEY), &mut out); // late, after the cancel
+        encode(&chunk(3, 0, ChunkFlags::KEY), &mut out); // never routed
+        encode(
+            &Frame::Ping {
+                nonce: 7,
+                time_us: 0,
+            },
+            &mut out,
+        );
+        peer_tx.send_raw(out.freeze()).await.unwrap();
+        assert!(matches!(ended.recv().await, Some(Ok(c)) if c.seq == 0));
+        assert!(matches!(rx.recv().await, Some(Ok(Frame::Chunk(c))) if c.stream == StreamId(3)));
+        assert!(matches!(
+            rx.recv().await,
+            Some(Ok(Frame::Ping { nonce: 7, .. }))
+        ));
+        assert!(ended.try_recv().is_err(), "nothing after the end");
+    }
+
+    /// The ended streams remembered are the last [`ENDED_REMEMBERED`]; routing an id again
+    /// forgets that it ended.
+    #[test]
+    fn ended_streams_are_remembered_boundedly() {
+        let mut routes = RouteMap::new();
+        let n = ENDED_REMEMBERED as u32 + 10;
+        for s in 0..n {
+            routes.insert(StreamId(s), mpsc::channel(1).0);
+            routes.remove(&StreamId(s));
+        }
+        assert_eq!(routes.ended.len(), ENDED_REMEMBERED);
+        assert!(!routes.ended(&StreamId(0)));
+        assert!(routes.ended(&StreamId(n - 1)));
+        routes.insert(StreamId(n - 1), mpsc::channel(1).0);
+        assert!(!routes.ended(&StreamId(n - 1)));
+        // Removing a stream that had no route remembers nothing.
+        routes.remove(&StreamId(n + 100));
+        assert!(!routes.ended(&StreamId(n + 100)));
+    }
+
+    const RTT: Duration = Duration::from_millis(60);
+
+    /// A unit is skipped while the one before it is still being written, never while it only
+    /// waits for its acknowledgement; skipped units are counted, not numbered.
+    #[test]
+    fn a_unit_is_skipped_while_the_one_before_is_unsent() {
+        let t0 = Instant::now();
+        let mut g = UnitGate::new();
+        let Verdict::Send { id: a, deadline } = g.start(t0, RTT, false) else {
+            panic!("the first unit goes");
+        };
+        assert_eq!(deadline, Some(t0 + RTT + UNIT_DEADLINE));
+        assert!(g.busy());
+        assert_eq!(
+            g.start(t0 + Duration::from_millis(40), RTT, false),
+            Verdict::Skip
+        );
+        g.written(a);
+        assert!(!g.busy(), "written, waiting for its ack: the next may go");
+        let Verdict::Send { id: b, .. } = g.start(t0 + Duration::from_millis(80), RTT, false)
+        else {
+            panic!("the path took the unit before");
+        };
+        assert_ne!(a, b);
+        assert_eq!(g.open(), 2);
+        g.delivered(a);
+        g.written(b);
+        g.delivered(b);
+        assert_eq!(g.open(), 0);
+        assert_eq!(
+            g.counts(),
+            UnitCounts {
+                sent: 2,
+                skipped: 1,
+                reset: 0,
+                delivered: 2
+            }
+        );
+    }
+
+    /// Set-up and the end of the stream go even when busy, and are never reset.
+    #[test]
+    fn framing_is_never_skipped_nor_reset() {
+        let t0 = Instant::now();
+        let mut g = UnitGate::new();
+        assert!(matches!(g.start(t0, RTT, false), Verdict::Send { .. }));
+        assert!(g.busy());
+        assert!(matches!(
+            g.start(t0, RTT, true),
+            Verdict::Send { deadline: None, .. }
+        ));
+        assert_eq!(g.counts().skipped, 0);
+    }
+
+    /// A unit reset at its deadline is counted as reset, frees its place, and only once (a
+    /// late acknowledgement does not count it again).
+    #[test]
+    fn a_unit_reset_at_its_deadline_frees_its_place() {
+        let t0 = Instant::now();
+        let mut g = UnitGate::new();
+        let Verdict::Send { id, .. } = g.start(t0, RTT, false) else {
+            panic!();
+        };
+        g.reset(id);
+        g.delivered(id);
+        assert!(!g.busy());
+        assert_eq!(g.counts().reset, 1);
+        assert_eq!(g.counts().delivered, 0);
+        g.failed(12345); // unknown: nothing
+        assert_eq!(g.open(), 0);
+    }
+
+    /// At most [`MAX_OPEN_UNITS`] streams are open: beyond, units are skipped even when each
+    /// one was written (a path that acknowledges nothing).
+    #[test]
+    fn open_units_are_bounded() {
+        let t0 = Instant::now();
+        let mut g = UnitGate::new();
+        for i in 0..MAX_OPEN_UNITS {
+            let Verdict::Send { id, .. } = g.start(t0, RTT, false) else {
+                panic!("unit {i} should go");
+            };
+            g.written(id);
+        }
+        assert_eq!(g.start(t0, RTT, false), Verdict::Skip);
+        assert_eq!(g.open(), MAX_OPEN_UNITS);
+    }
+
+    #[test]
+    fn only_intra_only_video_goes_a_unit_per_stream() {
+        use chunkcast_protocol::VideoParams;
+        let video = |format| {
+            Codec::Video(VideoParams {
+                format,
+                width: 320,
+                height: 240,
+                fps_num: 25,
+                fps_den: 1,
+            })
+        };
+        assert!(unit_streams_for(&video(VisualFormat::Mjpeg)));
+        assert!(unit_streams_for(&video(VisualFormat::Y4m)));
+        assert!(!unit_streams_for(&video(VisualFormat::Mp4)));
+        assert!(!unit_streams_for(&video(VisualFormat::Fmp4)));
+        assert!(!unit_streams_for(&Codec::Bytes));
     }
 
     #[test]
