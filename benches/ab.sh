@@ -46,7 +46,7 @@ get() { # $1: build dir; prints "MB/s client-CPU-s/GB server-CPU-s/GB"
     grep -q 'digest verified' "$WORK/get.err" || { echo "not verified" >&2; exit 1; }
     cmp -s "$WORK/srv/file.bin" "$out" || { echo "the output differs from the source" >&2; exit 1; }
     awk -v s="$SIZE" -v a="$s0" -v b="$s1" \
-        -v mb="$(sed -n 's/.*bytes, \([0-9.]*\) MB\/s.*/\1/p' "$WORK/get.err")" \
+        -v mb="$(saved_mb_per_s <"$WORK/get.err")" \
         '{printf "%s %.3f %.3f\n", mb, ($1+$2)/(s/1e9), (b-a)/100/(s/1e9)}' "$WORK/time.out"
 }
 

@@ -40,6 +40,13 @@ field() { tr ' ' '\n' <<<"$LINE" | sed -n "s/^$1=//p"; }
 # The server's CPU time so far (utime + stime, in 1/100 s).
 server_ticks() { awk '{sub(/.*\) /, ""); print $12 + $13}' "/proc/$SERVER_PID/stat"; }
 
+# The rate in MB/s of the `saved ...` line on stdin: the client prints it in decimal units
+# (`734.2 MB/s`, `1.43 GB/s`).
+saved_mb_per_s() {
+    sed -n 's/.*bytes, \([0-9.]*\) \([kMG]\)B\/s.*/\1 \2/p' |
+        awk '{f = ($2 == "G") ? 1000 : ($2 == "k") ? 0.001 : 1; printf "%.1f\n", $1 * f}'
+}
+
 # Statistics of numbers on stdin, one per line.
 minimum() { sort -g | head -1; }
 median() { sort -g | awk '{v[NR]=$1} END {if (NR==0) print "nan"; else if (NR%2) print v[(NR+1)/2]; else print (v[NR/2]+v[NR/2+1])/2}'; }

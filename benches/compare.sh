@@ -262,7 +262,7 @@ get_once() { # $1 scheme, $2 output dir, $3 row: one verified get, its rate and 
     if ! grep -q 'digest verified' <<<"$saved" || ! cmp -s "$WORK/srv/file.bin" "$out"; then
         echo NO >"$RES/$row.unverified"
     fi
-    put "$row" mbps "$(sed -n 's/.*bytes, \([0-9.]*\) MB\/s.*/\1/p' <<<"$saved")"
+    put "$row" mbps "$(saved_mb_per_s <<<"$saved")"
     put "$row" wall "$(awk -v s="$SIZE" -v a="$t0" -v b="$t1" 'BEGIN {printf "%.1f", s/1e6/(b-a)}')"
     put "$row" scpu "$(awk -v s="$SIZE" -v a="$s0" -v b="$s1" 'BEGIN {printf "%.2f", (b-a)/100/(s/1e9)}')"
     if [[ $HAVE_TIME == 1 ]]; then
