@@ -536,10 +536,14 @@ impl Live {
             reason: reason.clone(),
         };
         let mut chunks = tx.route(stream, PUBLISH_QUEUE);
-        // Audio comes as datagrams, and a call's intra-only video a unit per QUIC stream: the
-        // holes and late chunks to watch for are theirs (a unit reset or overtaken on the way).
+        // Audio comes as datagrams, and a call's intra-only video over QUIC a unit per QUIC
+        // stream: the holes and late chunks to watch for are theirs (a unit reset or overtaken
+        // on the way). Other video comes in order on one stream, and a gap in its publisher's
+        // numbering is no loss on the way: the channel numbers it on without one.
         let holes = codec.kind() == chunkcast_protocol::MediaKind::Audio
-            || chunkcast_transport::link::unit_streams_for(&codec);
+            || (name.starts_with("call/")
+                && tx.quic().is_some()
+                && chunkcast_transport::link::unit_streams_for(&codec));
         let opened = live_opened(request, stream, codec, (0, 0), max_payload as u32);
         if tx.send(Frame::Opened(opened)).await.is_err() {
             tx.unroute(stream);
