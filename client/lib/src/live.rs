@@ -913,10 +913,15 @@ pub async fn call_with(
         ));
     }
     let cancel = &opts.cancel;
+    // A call is realtime: small packets even on loopback (see `ConnectOptions::realtime`).
+    let realtime = ConnectOptions {
+        realtime: true,
+        ..connect.clone()
+    };
     let owned = tokio::select! {
         biased;
         () = cancel.cancelled() => return Err(ClientError::Interrupted),
-        s = Session::connect(url, connect) => s?,
+        s = Session::connect(url, &realtime) => s?,
     };
     let (rtt, offset) = owned.clock().await?;
     owned.limit_send_queue(CALL_SEND_QUEUE);

@@ -37,6 +37,9 @@ pub struct ConnectOptions {
     /// The highest protocol version to offer: 1 speaks as a version 1 client (no verified
     /// streaming; the digest is checked once, at the end), for comparisons and old servers.
     pub max_version: u16,
+    /// A realtime session (a call): over QUIC, a network path's packet size even to a
+    /// loopback address ([`Dial::QuicRealtime`]).
+    pub realtime: bool,
 }
 
 impl Default for ConnectOptions {
@@ -46,6 +49,7 @@ impl Default for ConnectOptions {
             token: None,
             timeout: Duration::from_secs(10),
             max_version: chunkcast_protocol::wire::VERSION,
+            realtime: false,
         }
     }
 }
@@ -168,6 +172,7 @@ impl Session {
         let how = match url.scheme {
             Scheme::Tcp => Dial::Tcp,
             Scheme::Tcps => Dial::Tls,
+            Scheme::Quic if opts.realtime => Dial::QuicRealtime,
             Scheme::Quic => Dial::Quic,
             Scheme::Http | Scheme::Https => {
                 return Err(ClientError::Usage(format!(

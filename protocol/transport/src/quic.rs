@@ -528,8 +528,9 @@ pub fn server_endpoint(addr: SocketAddr, identity: &Identity) -> Result<Endpoint
         Path::to(addr.ip()),
     )));
     let socket = udp_socket(addr).map_err(|cause| QuicSetupError::Bind { addr, cause })?;
+    let loopback_peers = Path::to(addr.ip()) == Path::Loopback || addr.ip().is_unspecified();
     Endpoint::new(
-        endpoint_config(&tuning, addr.ip()),
+        endpoint_config(&tuning, loopback_peers),
         Some(cfg),
         socket,
         Arc::new(quinn::TokioRuntime),
@@ -537,16 +538,23 @@ pub fn server_endpoint(addr: SocketAddr, identity: &Identity) -> Result<Endpoint
     .map_err(|cause| QuicSetupError::Bind { addr, cause })
 }
 
-/// A client endpoint bound to an ephemeral port of `peer`'s address family.
+/// A client endpoint bound to an ephemeral port of `peer`'s address family, for the path to
+/// `peer`.
 pub fn client_endpoint(peer: SocketAddr, trust: &Trust) -> Result<Endpoint, QuicSetupError> {
+    client_endpoint_on(peer, trust, Path::to(peer.ip()))
+}
+
+/// A client endpoint for `peer` with `path`'s packet sizes, whatever `peer`'s address.
+pub fn client_endpoint_on(
+    peer: SocketAddr,
+    trust: &Trust,
+    path: Path,
+) -> Result<Endpoint, QuicSetupError> {
     let crypto = QuicClientConfig::try_from(tls::client_config(trust)?)
         .map_err(|e| QuicSetupError::Crypto(e.to_string()))?;
     let mut cfg = quinn::ClientConfig::new(Arc::new(crypto));
     let tuning = Tuning::from_env()?;
-    cfg.transport_config(Arc::new(transport_config_with(
-        &tuning,
-        Path::to(peer.ip()),
-    )));
+    cfg.transport_config(Arc::new(transport_config_with(&tuning, path)));
     let bind: SocketAddr = if peer.is_ipv6() {
         (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
     } else {
@@ -555,7 +563,7 @@ pub fn client_endpoint(peer: SocketAddr, trust: &Trust) -> Result<Endpoint, Quic
     let bind_err = |cause| QuicSetupError::Bind { addr: bind, cause };
     let socket = udp_socket(bind).map_err(bind_err)?;
     let mut ep = Endpoint::new(
-        endpoint_config(&tuning, peer.ip()),
+        endpoint_config(&tuning, path == Path::Loopback),
         None,
         socket,
         Arc::new(quinn::TokioRuntime),
@@ -565,13 +573,13 @@ pub fn client_endpoint(peer: SocketAddr, trust: &Trust) -> Result<Endpoint, Quic
     Ok(ep)
 }
 
-/// The endpoint's configuration: one that may have a loopback peer (`ip` is loopback, or a
-/// wildcard a loopback peer can reach) accepts datagrams as large as a loopback sender makes
-/// them. quinn sizes its receive buffers by this (address space, touched only as datagrams
-/// fill it), so other endpoints keep its default (1 472).
-fn endpoint_config(tuning: &Tuning, ip: IpAddr) -> quinn::EndpointConfig {
+/// The endpoint's configuration: one that takes `large` datagrams (it may have a peer on a
+/// loopback path) accepts them as large as a loopback sender makes them. quinn sizes its
+/// receive buffers by this (address space, touched only as datagrams fill it), and a peer
+/// sends none larger, so other endpoints keep its default (1 472).
+fn endpoint_config(tuning: &Tuning, large: bool) -> quinn::EndpointConfig {
     let mut cfg = quinn::EndpointConfig::default();
-    if Path::to(ip) == Path::Loopback || ip.is_unspecified() {
+    if large {
         let size = tuning.loopback_max_udp_payload.clamp(1472, 65_527);
         cfg.max_udp_payload_size(size)
             .expect("clamped into quinn's range, 1200..=65527");
@@ -684,6 +692,44 @@ mod tests {
         assert!(
             conn.stats().path.current_mtu > 16_000,
             "the client stayed small"
+        );
+    }
+
+    /// A realtime client (`Path::Network` to a loopback address) keeps both directions'
+    /// packets at Ethernet's size: its own by its discovery bound, the server's by the
+    /// datagram size it accepts.
+    #[tokio::test]
+    async fn a_network_path_to_a_loopback_peer_keeps_small_packets() {
+        let identity = Identity::self_signed(&["localhost".to_owned()]).unwrap();
+        let trust = Trust::pin_from_hex(&identity.fingerprint_hex()).unwrap();
+        let server = server_endpoint("127.0.0.1:0".parse().unwrap(), &identity).unwrap();
+        let peer = server.local_addr().unwrap();
+        let client = client_endpoint_on(peer, &trust, Path::Network).unwrap();
+        const BYTES: usize = 4 << 20;
+        let accept = tokio::spawn(async move {
+            let conn = server.accept().await.unwrap().await.unwrap();
+            let mut send = conn.open_uni().await.unwrap();
+            send.write_all(&vec![7; BYTES]).await.unwrap();
+            send.finish().unwrap();
+            let _ = send.stopped().await;
+            (conn, server)
+        });
+        let conn = client.connect(peer, "localhost").unwrap().await.unwrap();
+        let mut up = conn.open_uni().await.unwrap();
+        up.write_all(&vec![9; BYTES]).await.unwrap();
+        up.finish().unwrap();
+        let mut recv = conn.accept_uni().await.unwrap();
+        assert_eq!(recv.read_to_end(BYTES).await.unwrap().len(), BYTES);
+        let (server_conn, _server) = accept.await.unwrap();
+        assert!(
+            conn.stats().path.current_mtu <= 1452,
+            "{:?}",
+            conn.stats().path
+        );
+        assert!(
+            server_conn.stats().path.current_mtu <= 1472,
+            "{:?}",
+            server_conn.stats().path
         );
     }
 
