@@ -132,7 +132,13 @@ async fn quic_realtime_audio_plays_on_a_lossy_jittery_path() {
         .await
         .unwrap();
     let url = url_at(relay.addr(), Scheme::Quic, "");
-    let report = tokio::time::timeout(Duration::from_secs(60), timed_play(&url, &pinned(&server)))
+    // As `chunkcast play` connects: a realtime session (small packets even through this
+    // loopback relay).
+    let opts = ConnectOptions {
+        realtime: true,
+        ..pinned(&server)
+    };
+    let report = tokio::time::timeout(Duration::from_secs(60), timed_play(&url, &opts))
         .await
         .expect("10 s of audio plays within a minute");
     let (to_server, to_client) = relay.stats();

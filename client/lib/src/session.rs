@@ -37,8 +37,8 @@ pub struct ConnectOptions {
     /// The highest protocol version to offer: 1 speaks as a version 1 client (no verified
     /// streaming; the digest is checked once, at the end), for comparisons and old servers.
     pub max_version: u16,
-    /// A realtime session (a call): over QUIC, a network path's packet size even to a
-    /// loopback address ([`Dial::QuicRealtime`]).
+    /// A realtime session (play, watch, a call): over QUIC, a network path's packet size even
+    /// to a loopback address ([`Dial::QuicRealtime`]).
     pub realtime: bool,
 }
 

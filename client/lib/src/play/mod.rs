@@ -945,6 +945,11 @@ pub async fn run_as(
     fragment: bool,
 ) -> Result<(), ClientError> {
     sink::check(&sinks)?;
+    // Playback is realtime: small packets even on loopback (see `ConnectOptions::realtime`).
+    let connect = &ConnectOptions {
+        realtime: true,
+        ..connect.clone()
+    };
     let stdout_taken = sinks.iter().any(Spec::is_stdout);
     let watch = wait_publisher.is_some();
     let opts = PlayOptions {
