@@ -23,8 +23,8 @@ pub enum Dial {
     Tls,
     /// QUIC.
     Quic,
-    /// QUIC for a realtime stream (a call): a network path's packet size even to a loopback
-    /// address ([`quic::Path::Network`]). A call's rate gains nothing from 64 KiB datagrams,
+    /// QUIC for a realtime stream (playback, a call): a network path's packet size even to a
+    /// loopback address ([`quic::Path::Network`]). Its rate gains nothing from 64 KiB datagrams,
     /// and a slow hop behind a loopback address (a relay, a tunnel) would hold each one for
     /// its whole serialisation time: 260 ms at 2 Mbit/s.
     QuicRealtime,
