@@ -652,31 +652,44 @@ mod tests {
         }
     }
 
-    /// Over loopback, MTU discovery takes both ends' packets far beyond Ethernet's 1 452
-    /// bytes (what a network path is held to), and a bulk transfer is carried in them.
-    #[tokio::test]
-    async fn loopback_paths_find_large_datagrams() {
+    /// Moves `bytes` each way between a server on 127.0.0.1 and a client made for `path`:
+    /// the server's in two halves 200 ms apart, so that MTU discovery runs while the first
+    /// is in flight. Returns the client's and the server's connections.
+    async fn transfer_on_loopback(
+        path: Path,
+        bytes: usize,
+    ) -> (quinn::Connection, quinn::Connection, Endpoint) {
         let identity = Identity::self_signed(&["localhost".to_owned()]).unwrap();
         let trust = Trust::pin_from_hex(&identity.fingerprint_hex()).unwrap();
         let server = server_endpoint("127.0.0.1:0".parse().unwrap(), &identity).unwrap();
         let peer = server.local_addr().unwrap();
-        let client = client_endpoint(peer, &trust).unwrap();
-        const BYTES: usize = 8 << 20;
+        let client = client_endpoint_on(peer, &trust, path).unwrap();
         let accept = tokio::spawn(async move {
             let conn = server.accept().await.unwrap().await.unwrap();
             let mut send = conn.open_uni().await.unwrap();
-            // Two halves, apart: discovery runs while the first is in flight.
-            send.write_all(&vec![7; BYTES / 2]).await.unwrap();
+            send.write_all(&vec![7; bytes / 2]).await.unwrap();
             tokio::time::sleep(Duration::from_millis(200)).await;
-            send.write_all(&vec![7; BYTES / 2]).await.unwrap();
+            send.write_all(&vec![7; bytes - bytes / 2]).await.unwrap();
             send.finish().unwrap();
             let _ = send.stopped().await;
             (conn, server)
         });
         let conn = client.connect(peer, "localhost").unwrap().await.unwrap();
+        let mut up = conn.open_uni().await.unwrap();
+        up.write_all(&vec![9; bytes]).await.unwrap();
+        up.finish().unwrap();
         let mut recv = conn.accept_uni().await.unwrap();
-        assert_eq!(recv.read_to_end(BYTES).await.unwrap().len(), BYTES);
-        let (server_conn, _server) = accept.await.unwrap();
+        assert_eq!(recv.read_to_end(bytes).await.unwrap().len(), bytes);
+        let (server_conn, server) = accept.await.unwrap();
+        (conn, server_conn, server)
+    }
+
+    /// Over loopback, MTU discovery takes both ends' packets far beyond Ethernet's 1 452
+    /// bytes (what a network path is held to), and a bulk transfer is carried in them.
+    #[tokio::test]
+    async fn loopback_paths_find_large_datagrams() {
+        const BYTES: usize = 8 << 20;
+        let (conn, server_conn, _server) = transfer_on_loopback(Path::Loopback, BYTES).await;
         let sent = server_conn.stats();
         assert!(
             sent.path.current_mtu > 16_000,
@@ -700,27 +713,7 @@ mod tests {
     /// datagram size it accepts.
     #[tokio::test]
     async fn a_network_path_to_a_loopback_peer_keeps_small_packets() {
-        let identity = Identity::self_signed(&["localhost".to_owned()]).unwrap();
-        let trust = Trust::pin_from_hex(&identity.fingerprint_hex()).unwrap();
-        let server = server_endpoint("127.0.0.1:0".parse().unwrap(), &identity).unwrap();
-        let peer = server.local_addr().unwrap();
-        let client = client_endpoint_on(peer, &trust, Path::Network).unwrap();
-        const BYTES: usize = 4 << 20;
-        let accept = tokio::spawn(async move {
-            let conn = server.accept().await.unwrap().await.unwrap();
-            let mut send = conn.open_uni().await.unwrap();
-            send.write_all(&vec![7; BYTES]).await.unwrap();
-            send.finish().unwrap();
-            let _ = send.stopped().await;
-            (conn, server)
-        });
-        let conn = client.connect(peer, "localhost").unwrap().await.unwrap();
-        let mut up = conn.open_uni().await.unwrap();
-        up.write_all(&vec![9; BYTES]).await.unwrap();
-        up.finish().unwrap();
-        let mut recv = conn.accept_uni().await.unwrap();
-        assert_eq!(recv.read_to_end(BYTES).await.unwrap().len(), BYTES);
-        let (server_conn, _server) = accept.await.unwrap();
+        let (conn, server_conn, _server) = transfer_on_loopback(Path::Network, 4 << 20).await;
         assert!(
             conn.stats().path.current_mtu <= 1452,
             "{:?}",
