@@ -1,13 +1,13 @@
 //! Issue 16's Done-when, measured between network namespaces: the two ends of a call each in a
 //! namespace this test makes (the server beside the second end), the path between them
 //! impaired in userspace by the TUN forwarder (`impair`: 30 ms ± 5 ms one way, 2 % loss,
-//! seeded) and, for the second test, rate-limited by a `tbf` qdisc on the first end's uplink.
+//! seeded) and, for the capped tests, rate-limited by a `tbf` qdisc on the first end's uplink.
 //! No netem (this kernel has none). Root only: skipped with a message elsewhere, a failure
 //! under `CI`.
 //!
 //! The call ends run in this process, each on a thread that joined its namespace, so their
 //! reports (per-second arrivals, the sender's level changes with their times) are at hand.
-//! The two tests take turns: they measure latency, so they must not share the two cores.
+//! The tests take turns: they measure latency, so they must not share the two cores.
 //!
 //! `cargo test -p chunkcast-server --test impaired_call -- --nocapture` prints every figure;
 //! the longer cycle is `… -- --ignored --nocapture`.
@@ -299,20 +299,6 @@ async fn a_call_between_namespaces_keeps_audio_under_150_ms_and_chat_whole() {
     check_chat(&seen_a, &seen_b);
 }
 
-/// What a capped call asserts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Check {
-    /// Nothing: a measurement.
-    Print,
-    /// The issue's bounds: video p99 under 300 ms, full video within 5 s of the lift.
-    Issue,
-    /// The issue's bounds but the recovery's (printed only): for the lossy path, where full
-    /// video came back 0.9–5.2 s after the lift (once over 5 s in 20 runs), and a receiver sees
-    /// 13–20 frames/s of it (with 2 % loss each way about one frame in three loses a packet
-    /// on one of its two legs and comes after the next one, or not at all).
-    Latency,
-}
-
 /// When the sender's level was `level` first at or after `from` (both on the sender's clock).
 fn first_at(r: &PublishReport, from: Instant, pred: impl Fn(Level) -> bool) -> Option<Instant> {
     let start = r.started_at.unwrap();
@@ -334,8 +320,9 @@ fn level_at(r: &PublishReport, at: Instant) -> Level {
 }
 
 /// A's uplink capped at half the video rate from `cap` to `lift` after the call starts, on
-/// `imp`. Prints the figures and asserts `check`'s bounds on them.
-async fn capped_call(imp: Impairment, passes: u32, cap: Duration, lift: Duration, check: Check) {
+/// `imp`. Prints the figures and asserts the issue's bounds on them: a step down within 2 s,
+/// video p99 under 300 ms, no growing queue, full video within 5 s of the lift.
+async fn capped_call(imp: Impairment, passes: u32, cap: Duration, lift: Duration) {
     let Some(path) = namespaces_or_skip(TunPath::between(imp).await) else {
         return;
     };
@@ -439,7 +426,7 @@ async fn capped_call(imp: Impairment, passes: u32, cap: Duration, lift: Duration
         mean(&backlog[half..]),
         backlog.iter().max().copied().unwrap_or(0),
     );
-    if check != Check::Print && imp.loss == 0.0 && drops == 0 {
+    if imp.loss == 0.0 && drops == 0 {
         // Nothing on the path dropped a packet, so every audio chunk arrives (the receiver
         // counts the channel's init and end too); the capped uplink's bursts reorder some
         // datagrams (3–9 %), which the server's relay once dropped.
@@ -451,10 +438,7 @@ async fn capped_call(imp: Impairment, passes: u32, cap: Duration, lift: Duration
             heard.chunks
         );
     }
-    let p99_bound = match check {
-        Check::Print => return,
-        Check::Issue | Check::Latency => Duration::from_millis(300),
-    };
+    let p99_bound = Duration::from_millis(300);
     // Adapts within 2 s: the frame rate is down (a level below full) by then.
     let down = first_at(video, capped_at, |l| l > Level::Full)
         .or_else(|| (level_at(video, capped_at) > Level::Full).then_some(capped_at));
@@ -508,24 +492,30 @@ async fn capped_call(imp: Impairment, passes: u32, cap: Duration, lift: Duration
         .and_then(|s| s.iter().copied().max())
         .unwrap_or(0);
     assert!(back > capped_max, "frames/s after the lift: {f:?}");
-    if check == Check::Issue {
-        // Full video within 5 s of the lift; the receiver sees (nearly) full frame rate. (It
-        // need not hold: a later probe may step down again, as the BBR window follows.)
-        let up = first_at(video, lifted_at, |l| l == Level::Full)
-            .or_else(|| (level_at(video, lifted_at) == Level::Full).then_some(lifted_at))
-            .expect("back at full video after the lift");
-        assert!(
-            up.duration_since(lifted_at) <= Duration::from_secs(5),
-            "full video {} ms after the lift",
-            up.duration_since(lifted_at).as_millis()
-        );
-        assert!(back >= 20, "frames/s after the lift: {f:?}");
-    }
+    // Full video within 5 s of the lift; the receiver sees (nearly) full frame rate. (It
+    // need not hold: a later probe may step down again, as the BBR window follows.)
+    let up = first_at(video, lifted_at, |l| l == Level::Full)
+        .or_else(|| (level_at(video, lifted_at) == Level::Full).then_some(lifted_at))
+        .expect("back at full video after the lift");
+    assert!(
+        up.duration_since(lifted_at) <= Duration::from_secs(5),
+        "full video {} ms after the lift",
+        up.duration_since(lifted_at).as_millis()
+    );
+    // On the lossy path about one frame in three loses a packet on one of its two legs
+    // and comes after the next one (not shown) or not at all: 13–20 frames/s at full
+    // video before the cap. After the lift it sees as many again.
+    let enough = if imp.loss == 0.0 {
+        20
+    } else {
+        before.unwrap_or(0) * 4 / 5
+    };
+    assert!(back >= enough, "frames/s after the lift: {f:?}");
 }
 
 /// The capped cycle in CI's time: 20 s of call, capped from 2 s to 8 s, on 30 ms ± 5 ms
-/// without random loss (with it, see `measure_capped_call_on_the_lossy_path`), with the
-/// issue's bounds ([`Check::Issue`]: full video 0.6–2.0 s after the lift in 7 runs, p99
+/// without random loss (with it, see `a_call_on_the_lossy_path_adapts_to_a_capped_link_and_recovers`), with the
+/// issue's bounds (full video 0.6–2.0 s after the lift in 7 runs, p99
 /// 249–285 ms, since QUIC's time threshold stopped taking jitter for loss).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_between_namespaces_adapts_to_a_capped_link_and_recovers() {
@@ -534,14 +524,7 @@ async fn a_call_between_namespaces_adapts_to_a_capped_link_and_recovers() {
         loss: 0.0,
         ..impaired(161)
     };
-    capped_call(
-        imp,
-        4,
-        Duration::from_secs(2),
-        Duration::from_secs(8),
-        Check::Issue,
-    )
-    .await;
+    capped_call(imp, 4, Duration::from_secs(2), Duration::from_secs(8)).await;
 }
 
 /// The same for longer, with the issue's bounds: 40 s of call, capped from 5 s to 25 s.
@@ -553,33 +536,24 @@ async fn a_long_call_between_namespaces_adapts_to_a_capped_link_and_recovers() {
         loss: 0.0,
         ..impaired(162)
     };
-    capped_call(
-        imp,
-        8,
-        Duration::from_secs(5),
-        Duration::from_secs(25),
-        Check::Issue,
-    )
-    .await;
+    capped_call(imp, 8, Duration::from_secs(5), Duration::from_secs(25)).await;
 }
 
-/// The capped cycle on the issue's whole path, 2 % loss included, with the issue's latency
-/// bounds ([`Check::Latency`]: video p99 under 300 ms, a step down within 2 s, no growing
-/// queue). A call's video goes a unit per QUIC stream (a lost packet holds back its own frame
-/// only) and its send queue holds 20 ms beyond a round trip: video p99 183–271 ms in 20 runs,
-/// full video 0.9–5.2 s after the lift (BENCHMARKS.md, "A unit per QUIC stream"). Before, on
-/// one stream, p99 was 311–580 ms and the video never came back to full. Kept out of CI's
-/// default run for its time.
+/// The capped cycle on the issue's whole path, 2 % loss included, with the issue's bounds.
+/// A call's video goes a unit per QUIC stream (a lost packet holds back its
+/// own frame only), its send queue holds 20 ms beyond a round trip, and the adaptation takes
+/// neither skipped units without queueing nor the coarse loss rate of a low level for
+/// congestion: video p99 200–264 ms, a step down 342–453 ms after the cap, full video 0.9–2.5 s
+/// after the lift in 8 runs (BENCHMARKS.md, "A unit per QUIC stream"). Before, skips on the
+/// lossy path stepped the call down at random: full video came back 0.9–6.0 s after the lift.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "15 s of call: cargo test -p chunkcast-server --test impaired_call measure -- --ignored --nocapture"]
-async fn measure_capped_call_on_the_lossy_path() {
+async fn a_call_on_the_lossy_path_adapts_to_a_capped_link_and_recovers() {
     let _turn = TURN.lock().await;
     capped_call(
         impaired(163),
         3,
         Duration::from_secs(2),
         Duration::from_secs(8),
-        Check::Latency,
     )
     .await;
 }
