@@ -11,12 +11,13 @@ use std::time::Duration;
 
 use chunkcast_client::error::ClientError;
 use chunkcast_client::get::{GetOptions, get, partial_path};
-use chunkcast_client::session::{ConnectOptions, Session};
+use chunkcast_client::session::{ConnectOptions, OpenOptions, Session};
 use chunkcast_client::url::Scheme;
 use chunkcast_media::ReassemblyError;
 use chunkcast_protocol::verify::{GROUP_LEN, VerifyError};
+use chunkcast_protocol::{Caps, ChunkFlags, DecodeError};
 use chunkcast_server::Server;
-use chunkcast_testkit::proxy::{cutting_proxy, tampering_proxy};
+use chunkcast_testkit::proxy::{crc_stripping_proxy, cutting_proxy, tampering_proxy};
 use chunkcast_testkit::{server_with, url_at};
 
 /// Every test is bounded: a hang is a failure, not a stuck CI.
@@ -76,11 +77,7 @@ async fn a_tampering_proxy_is_caught_at_the_altered_chunk() {
         let dir = tempfile::tempdir().unwrap();
         let out = out_path(&dir);
         let s = session_at(proxy, 2).await;
-        assert!(
-            s.established()
-                .caps
-                .contains(chunkcast_protocol::Caps::VERIFIED)
-        );
+        assert!(s.established().caps.contains(Caps::VERIFIED));
         let err = get(&s, "blob.bin", &opts(&out, false)).await.unwrap_err();
         assert_eq!(altered.load(Ordering::SeqCst), 1);
         let bad_group = n * CHUNK + GROUP_LEN;
@@ -206,11 +203,7 @@ async fn a_version_1_client_is_served_as_before_and_catches_it_only_at_the_end()
         let out = out_path(&dir);
         let s = session_at(server.tcp_addr(), 1).await;
         assert_eq!(s.established().version, 1);
-        assert!(
-            !s.established()
-                .caps
-                .contains(chunkcast_protocol::Caps::VERIFIED)
-        );
+        assert!(!s.established().caps.contains(Caps::VERIFIED));
         let r = get(&s, "blob.bin", &opts(&out, false)).await.unwrap();
         assert!(r.verified);
         assert!(std::fs::read(&out).unwrap() == data);
@@ -236,4 +229,78 @@ async fn a_version_1_client_is_served_as_before_and_catches_it_only_at_the_end()
     })
     .await
     .unwrap();
+}
+
+/// A verified download's chunks carry a CRC of their header only (`HEADER_CRC`: the tree
+/// proves the payload, so neither end passes over it for a CRC), on every transport, and only
+/// when the client asked for it: a stream opened without asking gets full CRCs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_a_stream_that_asks_gets_chunks_without_a_payload_crc() {
+    tokio::time::timeout(LIMIT, async {
+        let (server, _dir, data) = blob_server().await;
+        for scheme in chunkcast_testkit::ALL {
+            let s = Session::connect(
+                &chunkcast_testkit::url(&server, scheme, ""),
+                &chunkcast_testkit::pinned(&server),
+            )
+            .await
+            .unwrap();
+            assert!(s.established().caps.contains(Caps::HEADER_CRC));
+            for ask in [false, true] {
+                let mut incoming = s
+                    .open(&OpenOptions {
+                        header_crc: ask,
+                        ..OpenOptions::download("blob.bin")
+                    })
+                    .await
+                    .unwrap();
+                let mut bytes = Vec::new();
+                while let Some(c) = incoming.next().await {
+                    let c = c.unwrap();
+                    assert_eq!(
+                        c.has(ChunkFlags::HEADER_CRC),
+                        ask,
+                        "{scheme:?}, asked: {ask}"
+                    );
+                    bytes.extend_from_slice(&c.payload);
+                }
+                assert!(bytes == data, "{scheme:?}: the bytes differ");
+            }
+            s.close().await;
+        }
+        server.shutdown().await;
+    })
+    .await
+    .expect("in time");
+}
+
+/// A chunk without its payload CRC on a stream that nothing verifies is refused, so that a
+/// middle box cannot turn the check off: a proxy that re-encodes every chunk with `HEADER_CRC`
+/// fails a plain stream at its first chunk, while a verified download through it completes
+/// (the tree checks every byte).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunk_without_its_payload_crc_is_refused_on_a_stream_that_did_not_ask() {
+    tokio::time::timeout(LIMIT, async {
+        let (server, dir, data) = blob_server().await;
+        let proxy = crc_stripping_proxy(server.tcp_addr()).await;
+        let s = session_at(proxy, 2).await;
+        let mut incoming = s.open(&OpenOptions::download("blob.bin")).await.unwrap();
+        let first = incoming.next().await.expect("a chunk");
+        assert!(
+            matches!(
+                first,
+                Err(ClientError::Corrupt(DecodeError::Unproven { seq: 0, .. }))
+            ),
+            "{first:?}"
+        );
+        drop(incoming);
+        let out = out_path(&dir).with_extension("got");
+        let r = get(&s, "blob.bin", &opts(&out, false)).await.unwrap();
+        assert!(r.verified);
+        assert!(std::fs::read(&out).unwrap() == data);
+        s.close().await;
+        server.shutdown().await;
+    })
+    .await
+    .expect("in time");
 }

@@ -447,6 +447,7 @@ impl Driver {
             digest_at_end: caps.contains(Caps::DIGEST_AT_END),
             any_file: caps.contains(Caps::ANY_FILE),
             verified: caps.contains(Caps::VERIFIED),
+            header_crc: caps.contains(Caps::HEADER_CRC) && open.header_crc,
         };
         let max_payload = self.shared.config.limits.wire.max_payload();
         let lib = self.shared.library.clone();

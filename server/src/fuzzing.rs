@@ -194,6 +194,7 @@ mod tests {
             compress: request % 2 == 1,
             raw: false,
             fragment: false,
+            header_crc: false,
             chunk_size: 0,
         })
     }

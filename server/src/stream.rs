@@ -13,7 +13,7 @@ use chunkcast_protocol::Caps;
 use chunkcast_protocol::compress::Compressor;
 use chunkcast_protocol::verify::{self, MAX_PROOF_NODES, NODE_LEN, Outboard};
 use chunkcast_protocol::wire::{ErrorFrame, FileDigest, Frame, Mode, Open, Opened, Resume};
-use chunkcast_protocol::{Chunk, ErrorCode};
+use chunkcast_protocol::{Chunk, ChunkFlags, ErrorCode};
 use chunkcast_transport::{LinkError, LinkTx};
 use tokio::sync::{mpsc, oneshot};
 
@@ -39,6 +39,9 @@ pub(crate) struct Prepared {
     /// For a verified stream: the file's tree and the stream's first byte, whose nodes go
     /// out in a `PROOF` before each chunk.
     proof: Option<(Arc<Outboard>, u64)>,
+    /// The chunks go with [`ChunkFlags::HEADER_CRC`]: the stream is verified, and the client
+    /// checks it.
+    header_crc: bool,
 }
 
 /// What the client's capabilities let a stream use.
@@ -52,6 +55,9 @@ pub(crate) struct Wants {
     pub(crate) any_file: bool,
     /// Verified streaming (`Caps::VERIFIED`): tree nodes with the chunks.
     pub(crate) verified: bool,
+    /// The client checks every chunk of this stream against the tree (`Caps::HEADER_CRC` and
+    /// `OPEN`'s flag): a verified stream's chunks leave their payload out of the CRC.
+    pub(crate) header_crc: bool,
 }
 
 /// A file being sent and its [`Stamp`] at open. A writer that rewrites it in place meanwhile
@@ -121,6 +127,7 @@ pub(crate) async fn prepare(
             mode,
             digest,
             source,
+            header_crc: wants.header_crc && proof.is_some(),
             proof,
         }),
         Ok(Err(e)) => Err(e),
@@ -151,6 +158,7 @@ fn setup(
         digest_at_end,
         any_file,
         verified,
+        header_crc: _,
     } = wants;
     let request = open.request;
     let io_err = |e: std::io::Error| {
@@ -361,6 +369,16 @@ impl Prepared {
                     }
                 }
             }
+            // The tree proves the payload (and TLS's or QUIC's AEAD protects it in transit):
+            // the CRC covers the header only, and neither end passes over the bytes for it.
+            let chunk = if self.header_crc {
+                Chunk {
+                    flags: chunk.flags.with(ChunkFlags::HEADER_CRC),
+                    ..chunk
+                }
+            } else {
+                chunk
+            };
             let len = chunk.payload.len();
             match tokio::time::timeout(stall, media.send(chunk)).await {
                 Ok(Ok(())) => crate::metrics::chunk_sent(len),

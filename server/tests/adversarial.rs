@@ -58,6 +58,7 @@ fn open_frame(request: u32, path: &str, mode: Mode) -> Frame {
         compress: false,
         raw: false,
         fragment: false,
+        header_crc: false,
         chunk_size: 0,
     })
 }

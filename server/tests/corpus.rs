@@ -632,6 +632,7 @@ async fn an_old_client_gets_the_old_layout() {
             compress: false,
             raw: false,
             fragment: false,
+            header_crc: false,
             chunk_size: 0,
         });
         requests.extend_from_slice(&encoded(&[open]));

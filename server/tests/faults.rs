@@ -1,7 +1,8 @@
 //! Faults on the data path, injected by loopback proxies between the real client and the real
 //! server: delay, a cut connection, a flipped byte, a gap in the stream (TCP and TLS), and
 //! datagram loss and corruption (QUIC). The client must notice (a cut is `Lost`, a flipped
-//! payload byte fails the chunk's CRC32C as `Corrupt`), never leave anything under the final
+//! payload byte fails the tree check of its group as `Unverified`: a verified download's chunks
+//! carry a CRC of their header only), never leave anything under the final
 //! name, keep only verified bytes in the partial file, and `--resume` must then complete the
 //! file byte for byte.
 
@@ -15,7 +16,7 @@ use chunkcast_client::error::ClientError;
 use chunkcast_client::get::{GetOptions, GetReport, get, partial_path};
 use chunkcast_client::session::Session;
 use chunkcast_client::url::Scheme;
-use chunkcast_protocol::DecodeError;
+use chunkcast_protocol::verify::VerifyError;
 use chunkcast_server::Server;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
@@ -236,10 +237,15 @@ async fn a_flipped_byte_fails_its_chunk_and_resume_completes_the_file() {
         let err = fetch(&server, proxy, Scheme::Tcp, BIG, &out, false)
             .await
             .unwrap_err();
+        // A verified download's chunks carry a CRC of their header only (`HEADER_CRC`): the
+        // tree check catches the flipped payload byte, at the group that holds it.
         assert!(
             matches!(
                 err.cause(),
-                ClientError::Corrupt(DecodeError::Checksum { .. })
+                ClientError::Unverified {
+                    error: VerifyError::Data { .. },
+                    ..
+                }
             ),
             "{err:?}"
         );
@@ -299,7 +305,10 @@ async fn a_gap_in_the_stream_is_detected_and_resume_completes_the_file() {
             .await
             .unwrap_err();
         assert!(
-            matches!(err.cause(), ClientError::Corrupt(_) | ClientError::Lost(_)),
+            matches!(
+                err.cause(),
+                ClientError::Corrupt(_) | ClientError::Lost(_) | ClientError::Unverified { .. }
+            ),
             "{err:?}"
         );
         let have = check_failed_attempt(&out, BIG);

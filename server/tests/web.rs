@@ -92,6 +92,7 @@ fn open(request: u32, stream: u32, path: &str) -> Frame {
         compress: false,
         raw: false,
         fragment: false,
+        header_crc: false,
         chunk_size: 0,
     })
 }

@@ -1,13 +1,14 @@
 //! The work a verified `chunkcast get` cannot skip, besides moving bytes over the network,
 //! measured one piece at a time on one thread, with nothing else in the way.
 //!
-//! A download reads the file on the server, checks a CRC32C per chunk on both ends (the
-//! sender computes it, the receiver checks it), hashes every byte with BLAKE3 on the client to
-//! verify the digest, and writes the file. This tool does each of those over `FILE` in 1 MiB
-//! pieces through one reused, cache-hot buffer, and prints the CPU seconds each costs per GB:
+//! A download reads the file on the server, hashes every byte with BLAKE3 on the client to
+//! verify it against the tree, and writes the file. (Its chunks carry a CRC32C of their header
+//! only, `HEADER_CRC`; a stream that is not verified also pays a CRC32C of the payload on each
+//! end.) This tool does each of those over `FILE` in 1 MiB pieces through one reused,
+//! cache-hot buffer, and prints the CPU seconds each costs per GB:
 //!
 //! - `read`: `read(2)` of `FILE` (from the page cache when it is warm or on tmpfs);
-//! - `crc32c`: one CRC32C pass (a download does two: send and check);
+//! - `crc32c`: one CRC32C pass (an unverified download does two: send and check);
 //! - `blake3`: one BLAKE3 pass;
 //! - `write`: `write(2)` of the same bytes to a new file `OUT_DIR/get_floor.out` (deleted at
 //!   the end): on tmpfs this is the copy plus the allocation of every page of the new file.

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use chunkcast_media::{Expect, Reassembler, ReassemblyError};
 use chunkcast_protocol::verify::{GROUP_LEN, Verifier, VerifyError, verified_start};
 use chunkcast_protocol::wire::{Mode, Resume};
-use chunkcast_protocol::{Caps, ErrorCode};
+use chunkcast_protocol::{Caps, ChunkFlags, DecodeError, ErrorCode};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -240,6 +240,7 @@ pub async fn get(
         compress: opts.compress,
         raw: have > 0,
         fragment: false,
+        header_crc: verify && session.established().caps.contains(Caps::HEADER_CRC),
         chunk_size: opts.chunk_size,
     };
     let opened = session.open(&open).await;
@@ -366,6 +367,11 @@ pub async fn get(
             let Some(chunk) = chunk else { break };
             let chunk = chunk?;
             let seq = chunk.seq;
+            if chunk.has(ChunkFlags::HEADER_CRC) && verifier.is_none() {
+                // Asked for, but the server gave no tree to check the payload against.
+                let stream = chunk.stream;
+                return Err(ClientError::Corrupt(DecodeError::Unproven { stream, seq }));
+            }
             last_seq = seq;
             reasm.push(chunk)?;
             let mut ready = Vec::new();

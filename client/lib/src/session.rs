@@ -15,7 +15,7 @@ use chunkcast_protocol::conn::ClientConn;
 use chunkcast_protocol::conn::client::{ClientConnConfig, ClientEvent, ConnError, OpenRequest};
 use chunkcast_protocol::session::{ClientConfig, Established, HandshakeError};
 use chunkcast_protocol::wire::{Caps, Chat, Entry, FileDigest, Limits, Mode, Opened, Resume};
-use chunkcast_protocol::{Chunk, Codec, ErrorCode, StreamId};
+use chunkcast_protocol::{Chunk, ChunkFlags, Codec, DecodeError, ErrorCode, StreamId};
 use chunkcast_transport::dial::{self, Dial, DialError};
 use chunkcast_transport::link::{ChunkResult, LinkError};
 use chunkcast_transport::tls::Trust;
@@ -69,6 +69,10 @@ pub struct OpenOptions {
     pub raw: bool,
     /// Serve a progressive MP4 as fragmented MP4 (init segment, then fragments).
     pub fragment: bool,
+    /// The caller checks every chunk against the stream's tree (`PROOF` frames), so the server
+    /// may leave payloads out of the chunks' CRC. Chunks without a payload CRC are refused on
+    /// a stream opened without it. Set it only when the session has `Caps::HEADER_CRC`.
+    pub header_crc: bool,
     /// Payload bytes per chunk; 0 lets the server choose.
     pub chunk_size: u32,
 }
@@ -83,6 +87,7 @@ impl OpenOptions {
             compress: false,
             raw: false,
             fragment: false,
+            header_crc: false,
             chunk_size: 0,
         }
     }
@@ -305,6 +310,7 @@ impl Session {
             compress: opts.compress,
             raw: opts.raw,
             fragment: opts.fragment,
+            header_crc: opts.header_crc,
             chunk_size: opts.chunk_size,
         };
         self.incoming(StreamAsk::Open(open), capacity).await
@@ -318,6 +324,7 @@ impl Session {
     }
 
     async fn incoming(&self, ask: StreamAsk, capacity: usize) -> Result<Incoming, ClientError> {
+        let header_crc = matches!(&ask, StreamAsk::Open(o) if o.header_crc);
         let opened = self
             .ask(|reply| Command::Stream {
                 ask,
@@ -340,6 +347,7 @@ impl Session {
             digest,
             proofs,
             max_payload,
+            header_crc,
             tx: self.tx.clone(),
             commands: self.commands.clone(),
             down: self.down.clone(),
@@ -494,8 +502,7 @@ impl Publisher {
     /// Sends a chunk (its stream id is set to this publisher's), waiting under backpressure.
     pub async fn send(&mut self, mut chunk: Chunk) -> Result<(), ClientError> {
         chunk.stream = self.stream;
-        let framing =
-            chunkcast_protocol::ChunkFlags::INIT | chunkcast_protocol::ChunkFlags::END_OF_STREAM;
+        let framing = ChunkFlags::INIT | ChunkFlags::END_OF_STREAM;
         if self.datagrams && chunk.flags.0 & framing.0 == 0 {
             match self.link.send_datagram(&chunk) {
                 Ok(true) => {
@@ -544,6 +551,8 @@ pub struct Incoming {
     digest: oneshot::Receiver<[u8; 32]>,
     proofs: mpsc::Receiver<Bytes>,
     max_payload: usize,
+    /// Opened with [`OpenOptions::header_crc`]: chunks may leave their payload out of the CRC.
+    header_crc: bool,
     tx: LinkTx,
     commands: mpsc::Sender<Command>,
     down: watch::Receiver<Option<ConnError>>,
@@ -578,12 +587,18 @@ impl Incoming {
             }
         };
         let result = match item {
+            Some(Ok(c)) if c.has(ChunkFlags::HEADER_CRC) && !self.header_crc => {
+                Err(ClientError::Corrupt(DecodeError::Unproven {
+                    stream: c.stream,
+                    seq: c.seq,
+                }))
+            }
             Some(Ok(c)) => compress::decompress(c, self.max_payload).map_err(ClientError::Corrupt),
             Some(Err(e)) => Err(ClientError::Corrupt(e)),
             None => Err(self.lost()),
         };
         match &result {
-            Ok(c) if c.has(chunkcast_protocol::ChunkFlags::END_OF_STREAM) => self.done = true,
+            Ok(c) if c.has(ChunkFlags::END_OF_STREAM) => self.done = true,
             Err(_) => self.done = true,
             Ok(_) => {}
         }

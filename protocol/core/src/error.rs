@@ -67,6 +67,17 @@ pub enum DecodeError {
         /// Its sequence number.
         seq: u64,
     },
+    /// A chunk whose CRC covers its header only ([`crate::ChunkFlags::HEADER_CRC`]) on a
+    /// stream that no hash tree proves: nothing would check its payload.
+    #[error(
+        "chunk {seq} of stream {stream} has no payload checksum, and the stream is not verified"
+    )]
+    Unproven {
+        /// Its stream.
+        stream: StreamId,
+        /// Its sequence number.
+        seq: u64,
+    },
     /// An lz4 payload that does not expand to exactly its declared size, or a declared size
     /// above the limit.
     #[error("chunk {seq} of stream {stream}: bad compressed payload ({reason})")]

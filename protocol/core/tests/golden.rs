@@ -106,6 +106,7 @@ fn caps_names(c: Caps) -> Value {
         (Caps::ANY_FILE, "ANY_FILE"),
         (Caps::VERIFIED, "VERIFIED"),
         (Caps::CHAT, "CHAT"),
+        (Caps::HEADER_CRC, "HEADER_CRC"),
         (Caps::RELAY, "RELAY"),
     ];
     json!(
@@ -124,6 +125,7 @@ fn flag_names(f: ChunkFlags) -> Value {
         (ChunkFlags::END_OF_UNIT, "END_OF_UNIT"),
         (ChunkFlags::END_OF_STREAM, "END_OF_STREAM"),
         (ChunkFlags::COMPRESSED, "COMPRESSED"),
+        (ChunkFlags::HEADER_CRC, "HEADER_CRC"),
     ];
     json!(
         names
@@ -180,6 +182,7 @@ fn meaning(frame: &Frame) -> Value {
             "compress": o.compress,
             "raw": o.raw,
             "fragment": o.fragment,
+            "header_crc": o.header_crc,
             "chunk_size": o.chunk_size,
         }),
         Frame::Opened(o) => json!({
@@ -323,6 +326,16 @@ fn vectors() -> Vec<(String, Frame)> {
                 min_version: 1,
                 max_version: 2,
                 caps: Caps::LZ4 | Caps::DIGEST_AT_END | Caps::ANY_FILE | Caps::VERIFIED,
+                token: String::new(),
+                client_name: "chunkcast/0.1.0".into(),
+            }),
+        ),
+        (
+            "hello_v2_header_crc".into(),
+            Frame::Hello(Hello {
+                min_version: 1,
+                max_version: 2,
+                caps: Caps::LZ4 | Caps::VERIFIED | Caps::HEADER_CRC,
                 token: String::new(),
                 client_name: "chunkcast/0.1.0".into(),
             }),
@@ -489,6 +502,7 @@ fn vectors() -> Vec<(String, Frame)> {
                 compress: false,
                 raw: false,
                 fragment: false,
+                header_crc: false,
                 chunk_size: 0,
             },
         ),
@@ -503,6 +517,7 @@ fn vectors() -> Vec<(String, Frame)> {
                 compress: false,
                 raw: false,
                 fragment: false,
+                header_crc: false,
                 chunk_size: 0,
             },
         ),
@@ -517,6 +532,7 @@ fn vectors() -> Vec<(String, Frame)> {
                 compress: true,
                 raw: false,
                 fragment: false,
+                header_crc: false,
                 chunk_size: 65_536,
             },
         ),
@@ -531,6 +547,7 @@ fn vectors() -> Vec<(String, Frame)> {
                 compress: true,
                 raw: true,
                 fragment: false,
+                header_crc: false,
                 chunk_size: 1 << 20,
             },
         ),
@@ -545,6 +562,22 @@ fn vectors() -> Vec<(String, Frame)> {
                 compress: false,
                 raw: false,
                 fragment: true,
+                header_crc: false,
+                chunk_size: 0,
+            },
+        ),
+        open(
+            "open_header_crc",
+            Open {
+                request: 8,
+                stream: StreamId(6),
+                path: "big.bin".into(),
+                mode: Mode::Download,
+                resume: Resume::Offset(1 << 20),
+                compress: false,
+                raw: false,
+                fragment: false,
+                header_crc: true,
                 chunk_size: 0,
             },
         ),
@@ -684,6 +717,14 @@ fn vectors() -> Vec<(String, Frame)> {
                 4,
                 ChunkFlags::KEY | ChunkFlags::END_OF_UNIT | ChunkFlags::END_OF_STREAM,
                 b"last",
+            ),
+        ),
+        (
+            "chunk_header_crc".into(),
+            chunk(
+                6,
+                ChunkFlags::KEY | ChunkFlags::END_OF_UNIT | ChunkFlags::HEADER_CRC,
+                b"proven by the tree",
             ),
         ),
         (
@@ -931,7 +972,7 @@ fn golden_vectors_cover_every_type_flag_and_code() {
         }
     }
     assert_eq!(flags, ChunkFlags::ALL.0);
-    assert_eq!(caps, 0x3f | Caps::RELAY.0);
+    assert_eq!(caps, 0x7f | Caps::RELAY.0);
     for c in ErrorCode::ALL {
         assert!(codes.contains(c), "{c:?}");
     }

@@ -3,7 +3,7 @@
 use bytes::{Bytes, BytesMut};
 use chunkcast_protocol::wire::{
     Caps, Catalog, Chat, ChatKind, Decoder, Entry, ErrorFrame, FileDigest, Frame, FrameType, Hello,
-    Limits, Mode, Open, Opened, Resume, Welcome, encode, encode_chunk_head,
+    Limits, Mode, Open, Opened, Resume, Welcome, encode, encode_chunk_head, encode_chunk_head_for,
 };
 use chunkcast_protocol::{
     AudioParams, Chunk, ChunkFlags, Codec, CodedAudio, DecodeError, ErrorCode, ImageParams,
@@ -111,6 +111,7 @@ fn one_of_each() -> Vec<Frame> {
             compress: true,
             raw: true,
             fragment: false,
+            header_crc: false,
             chunk_size: 65536,
         }),
         Frame::Open(Open {
@@ -122,6 +123,7 @@ fn one_of_each() -> Vec<Frame> {
             compress: false,
             raw: false,
             fragment: false,
+            header_crc: false,
             chunk_size: 0,
         }),
         Frame::Opened(Opened {
@@ -317,6 +319,57 @@ fn corrupt_chunk_is_reported_and_decoding_goes_on() {
     ));
 }
 
+/// With `HEADER_CRC` the CRC covers the 37 header bytes only: a flipped payload bit passes
+/// the decoder (the tree check is what catches it), a flipped header bit still does not, and a
+/// head encoded for a payload held elsewhere (`sendfile`) is the same bytes.
+#[test]
+fn a_header_crc_chunk_leaves_its_payload_to_the_tree() {
+    let chunk = Chunk::new(
+        StreamId(5),
+        1,
+        2,
+        3,
+        4,
+        ChunkFlags::KEY | ChunkFlags::HEADER_CRC,
+        Bytes::from_static(b"abcdef"),
+    );
+    let mut buf = BytesMut::new();
+    encode(&Frame::Chunk(chunk.clone()), &mut buf);
+    let mut head = BytesMut::new();
+    let mut bare = chunk.clone();
+    bare.payload = Bytes::new();
+    encode_chunk_head_for(&bare, chunk.payload.len(), &mut head);
+    head.extend_from_slice(&chunk.payload);
+    assert_eq!(head, buf, "the head for a payload sent from elsewhere");
+    let len = buf.len();
+    let mut flipped = buf.clone();
+    flipped[len - 2] ^= 0x01;
+    let Ok(Some(Frame::Chunk(got))) = Decoder::default().decode(&mut flipped) else {
+        panic!("a payload outside the CRC decodes");
+    };
+    assert_eq!(&got.payload[..], b"abcddf");
+    let mut header = buf.clone();
+    header[10] ^= 0x80;
+    assert!(matches!(
+        Decoder::default().decode(&mut header),
+        Err(DecodeError::Checksum { .. })
+    ));
+    // Without the flag the same flip is a checksum error.
+    let mut full = BytesMut::new();
+    encode(
+        &Frame::Chunk(Chunk {
+            flags: ChunkFlags::KEY,
+            ..chunk
+        }),
+        &mut full,
+    );
+    full[len - 2] ^= 0x01;
+    assert!(matches!(
+        Decoder::default().decode(&mut full),
+        Err(DecodeError::Checksum { .. })
+    ));
+}
+
 #[test]
 fn limits_are_enforced_before_allocation() {
     let limits = Limits {
@@ -411,7 +464,7 @@ fn malformed_frames_get_typed_errors() {
 #[test]
 fn unknown_chunk_flags_are_rejected() {
     let mut c = Chunk::new(StreamId(1), 0, 0, 0, 0, ChunkFlags::empty(), Bytes::new());
-    c.flags = ChunkFlags(0x80);
+    c.flags = ChunkFlags(0x40);
     let mut buf = BytesMut::new();
     encode(&Frame::Chunk(c), &mut buf);
     assert!(matches!(
@@ -548,11 +601,11 @@ fn arb_frame() -> impl Strategy<Value = Frame> {
             0u8..3,
             any::<u64>(),
             any::<bool>(),
-            any::<(bool, bool)>(),
+            any::<(bool, bool, bool)>(),
             any::<u32>()
         )
             .prop_map(
-                |(r, s, p, rt, rk, at, z, (raw, fragment), cs)| Frame::Open(Open {
+                |(r, s, p, rt, rk, at, z, (raw, fragment, header_crc), cs)| Frame::Open(Open {
                     request: r,
                     stream: StreamId(s),
                     path: p,
@@ -565,6 +618,7 @@ fn arb_frame() -> impl Strategy<Value = Frame> {
                     compress: z,
                     raw,
                     fragment,
+                    header_crc,
                     chunk_size: cs
                 })
             ),

@@ -52,7 +52,9 @@ export class Player {
     stats.chunks++;
     stats.bytes += c.payload.length;
     this.rateBytes += c.payload.length;
-    if (!c.crc_ok) { stats.crcFailures++; this.breakUnit(); return; }
+    // Without a payload CRC (HEADER_CRC) nothing here would check the bytes: the page verifies
+    // no tree, and never asks for such chunks.
+    if (!c.crc_ok || (c.flags & FLAG.HEADER_CRC)) { stats.crcFailures++; this.breakUnit(); return; }
     // The page does not ask for lz4 (HELLO without the LZ4 capability).
     if (c.flags & FLAG.COMPRESSED) { stats.drops++; this.breakUnit(); return; }
     const seq = Number(c.seq);

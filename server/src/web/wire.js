@@ -37,11 +37,11 @@ export function errorName(code) {
 
 // `Caps`: protocol/core/src/wire/frame.rs.
 export const CAPS = Object.freeze({ LZ4: 0x1, DATAGRAMS: 0x2, DIGEST_AT_END: 0x4, ANY_FILE: 0x8,
-  VERIFIED: 0x10, CHAT: 0x20, RELAY: 0x80 });
+  VERIFIED: 0x10, CHAT: 0x20, HEADER_CRC: 0x40, RELAY: 0x80 });
 // `ChunkFlags`: protocol/core/src/wire/chunk.rs.
 export const FLAG = Object.freeze({ KEY: 0x01, INIT: 0x02, END_OF_UNIT: 0x04, END_OF_STREAM: 0x08,
-  COMPRESSED: 0x10 });
-const FLAGS_ALL = 0x1f;
+  COMPRESSED: 0x10, HEADER_CRC: 0x20 });
+const FLAGS_ALL = 0x3f;
 
 // The names of the bits set in `value`, in bit order.
 const bitNames = (table, value) =>
@@ -61,6 +61,7 @@ const OPEN_REALTIME = 0x01;
 const OPEN_COMPRESS = 0x02;
 const OPEN_RAW = 0x04;
 const OPEN_FRAGMENT = 0x08;
+const OPEN_HEADER_CRC = 0x10;
 const RESUME_START = 0;
 const RESUME_SEQ = 1;
 const RESUME_OFFSET = 2;
@@ -276,7 +277,9 @@ const LAYOUTS = {
   OPEN: {
     read(r) {
       const request = r.u32(), stream = r.u32(), flags = r.u8();
-      if (flags & ~(OPEN_REALTIME | OPEN_COMPRESS | OPEN_RAW | OPEN_FRAGMENT)) throw invalid('open flags', flags);
+      if (flags & ~(OPEN_REALTIME | OPEN_COMPRESS | OPEN_RAW | OPEN_FRAGMENT | OPEN_HEADER_CRC)) {
+        throw invalid('open flags', flags);
+      }
       const kind = r.u8(), at = r.u64();
       let resume;
       if (kind === RESUME_START) resume = 'start';
@@ -287,11 +290,13 @@ const LAYOUTS = {
       return { request, stream, path: r.str(),
         mode: flags & OPEN_REALTIME ? 'realtime' : 'download', resume,
         compress: (flags & OPEN_COMPRESS) !== 0, raw: (flags & OPEN_RAW) !== 0,
-        fragment: (flags & OPEN_FRAGMENT) !== 0, chunk_size };
+        fragment: (flags & OPEN_FRAGMENT) !== 0, header_crc: (flags & OPEN_HEADER_CRC) !== 0,
+        chunk_size };
     },
     write(w, f) {
       const flags = (f.mode === 'realtime' ? OPEN_REALTIME : 0) | (f.compress ? OPEN_COMPRESS : 0)
-        | (f.raw ? OPEN_RAW : 0) | (f.fragment ? OPEN_FRAGMENT : 0);
+        | (f.raw ? OPEN_RAW : 0) | (f.fragment ? OPEN_FRAGMENT : 0)
+        | (f.header_crc ? OPEN_HEADER_CRC : 0);
       const r = f.resume;
       const [kind, at] = r === 'start' ? [RESUME_START, 0]
         : 'seq' in r ? [RESUME_SEQ, r.seq] : [RESUME_OFFSET, r.offset];
@@ -330,8 +335,10 @@ const LAYOUTS = {
     },
   },
   // stream u32 | seq u64 | offset u64 | pts_us u64 | duration_us u32 | flags u8 | raw_len u32
-  // | crc u32 | payload. The CRC32C covers the header before it, then the payload; a
-  // mismatch is reported in `crc_ok`, not thrown, so that the player can count it and go on.
+  // | crc u32 | payload. The CRC32C covers the header before it, then the payload (the header
+  // only with HEADER_CRC, whose payload a tree check covers: the page has none, so its player
+  // refuses such chunks); a mismatch is reported in `crc_ok`, not thrown, so that the player
+  // can count it and go on.
   CHUNK: {
     read(r) {
       const header = r.bytes(CHUNK_HEADER_LEN - CHUNK_CRC_LEN);
@@ -340,7 +347,8 @@ const LAYOUTS = {
         duration_us: h.u32(), flags: h.u8(), raw_len: h.u32() };
       const crc = r.u32();
       f.payload = r.bytes(r.b.length - r.p);
-      f.crc_ok = crc32c(header, f.payload) === crc;
+      const covered = f.flags & FLAG.HEADER_CRC ? new Uint8Array(0) : f.payload;
+      f.crc_ok = crc32c(header, covered) === crc;
       if (f.crc_ok && (f.flags & ~FLAGS_ALL)) throw invalid('chunk flags', f.flags);
       if (f.crc_ok && !(f.flags & FLAG.COMPRESSED) && f.raw_len !== f.payload.length) {
         throw invalid('chunk raw_len', f.raw_len);
@@ -352,7 +360,8 @@ const LAYOUTS = {
       w.u32(f.stream).u64(f.seq).u64(f.offset).u64(f.pts_us).u32(f.duration_us).u8(f.flags)
         .u32(f.raw_len);
       const header = Uint8Array.from(w.bytes.slice(start));
-      return w.u32(crc32c(header, f.payload)).raw(f.payload);
+      const covered = f.flags & FLAG.HEADER_CRC ? new Uint8Array(0) : f.payload;
+      return w.u32(crc32c(header, covered)).raw(f.payload);
     },
   },
   // stream u32 | code u16 | message str

@@ -66,16 +66,38 @@ pub async fn tampering_proxy(
     seq: u64,
     at: usize,
 ) -> (SocketAddr, Arc<AtomicUsize>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("binds");
-    let addr = listener.local_addr().expect("bound");
     let altered = Arc::new(AtomicUsize::new(0));
     let count = altered.clone();
+    let addr = frame_proxy(target, move |frame| alter(frame, seq, at, &count)).await;
+    (addr, altered)
+}
+
+/// A plain-TCP proxy to `target` that re-encodes every `CHUNK` from the server with
+/// `HEADER_CRC`: a CRC over its header only, the payload left to a tree check that a stream
+/// opened without asking for it does not have. It serves at most 64 connections.
+pub async fn crc_stripping_proxy(target: SocketAddr) -> SocketAddr {
+    frame_proxy(target, |frame| {
+        map_chunk(frame, |c| {
+            c.flags = c.flags.with(chunkcast_protocol::ChunkFlags::HEADER_CRC);
+        })
+    })
+    .await
+}
+
+/// A plain-TCP proxy to `target` that passes the server's frames through `f` (each with its
+/// length prefix) and the client's bytes as they are. At most 64 connections.
+async fn frame_proxy(
+    target: SocketAddr,
+    f: impl Fn(Vec<u8>) -> Vec<u8> + Clone + Send + 'static,
+) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("binds");
+    let addr = listener.local_addr().expect("bound");
     tokio::spawn(async move {
         for _ in 0..64 {
             let Ok((client, _)) = listener.accept().await else {
                 return;
             };
-            let count = count.clone();
+            let f = f.clone();
             tokio::spawn(async move {
                 let Ok(server) = TcpStream::connect(target).await else {
                     return;
@@ -96,8 +118,7 @@ pub async fn tampering_proxy(
                     if sr.read_exact(&mut frame[4..]).await.is_err() {
                         break;
                     }
-                    let frame = alter(frame, seq, at, &count);
-                    if cw.write_all(&frame).await.is_err() {
+                    if cw.write_all(&f(frame)).await.is_err() {
                         break;
                     }
                 }
@@ -105,12 +126,12 @@ pub async fn tampering_proxy(
             });
         }
     });
-    (addr, altered)
+    addr
 }
 
-/// `frame` (length prefix included), with chunk `seq`'s payload byte `at` flipped and its
-/// CRC recomputed; any other frame untouched.
-fn alter(frame: Vec<u8>, seq: u64, at: usize, count: &AtomicUsize) -> Vec<u8> {
+/// `frame` (length prefix included), re-encoded after `f` had its say if it is a `CHUNK`
+/// (so that its CRC is right for what it then holds); any other frame untouched.
+fn map_chunk(frame: Vec<u8>, f: impl FnOnce(&mut chunkcast_protocol::Chunk)) -> Vec<u8> {
     use chunkcast_protocol::Frame;
     use chunkcast_protocol::wire::{Decoder, encode};
     if frame.get(4) != Some(&chunkcast_protocol::wire::FrameType::Chunk.to_u8()) {
@@ -120,15 +141,23 @@ fn alter(frame: Vec<u8>, seq: u64, at: usize, count: &AtomicUsize) -> Vec<u8> {
     let Ok(Some(Frame::Chunk(mut c))) = Decoder::default().decode(&mut src) else {
         return frame;
     };
-    if c.seq != seq || c.payload.is_empty() {
-        return frame;
-    }
-    let mut payload = c.payload.to_vec();
-    let i = at.min(payload.len() - 1);
-    payload[i] ^= 0x01;
-    c.payload = payload.into();
-    count.fetch_add(1, Ordering::SeqCst);
+    f(&mut c);
     let mut out = bytes::BytesMut::new();
     encode(&Frame::Chunk(c), &mut out);
     out.to_vec()
+}
+
+/// `frame` (length prefix included), with chunk `seq`'s payload byte `at` flipped and its
+/// CRC recomputed; any other frame untouched.
+fn alter(frame: Vec<u8>, seq: u64, at: usize, count: &AtomicUsize) -> Vec<u8> {
+    map_chunk(frame, |c| {
+        if c.seq != seq || c.payload.is_empty() {
+            return;
+        }
+        let mut payload = c.payload.to_vec();
+        let i = at.min(payload.len() - 1);
+        payload[i] ^= 0x01;
+        c.payload = payload.into();
+        count.fetch_add(1, Ordering::SeqCst);
+    })
 }

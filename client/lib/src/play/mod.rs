@@ -264,6 +264,7 @@ impl<'s> Player<'s> {
                 compress: false,
                 raw: false,
                 fragment,
+                header_crc: false,
                 chunk_size: 0,
             })
             .await?;

@@ -91,6 +91,9 @@ pub struct OpenRequest {
     pub raw: bool,
     /// Serve a progressive MP4 as fragmented MP4.
     pub fragment: bool,
+    /// The application checks every chunk against the stream's tree: header-only CRCs are
+    /// welcome ([`Open::header_crc`]).
+    pub header_crc: bool,
     /// Payload bytes per chunk; 0 lets the server choose.
     pub chunk_size: u32,
 }
@@ -588,6 +591,7 @@ impl ClientConn {
             compress: open.compress,
             raw: open.raw,
             fragment: open.fragment,
+            header_crc: open.header_crc,
             chunk_size: open.chunk_size,
         }));
         Ok((request, stream))

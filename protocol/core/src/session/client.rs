@@ -34,7 +34,8 @@ impl Default for ClientConfig {
                 | Caps::ANY_FILE
                 | Caps::VERIFIED
                 | Caps::DATAGRAMS
-                | Caps::CHAT,
+                | Caps::CHAT
+                | Caps::HEADER_CRC,
             token: None,
             name: concat!("chunkcast/", env!("CARGO_PKG_VERSION")).to_owned(),
             timeout: DEFAULT_HANDSHAKE_TIMEOUT,
@@ -104,7 +105,7 @@ impl ClientHandshake {
                 }
                 let mut caps = w.caps.intersect(self.config.caps);
                 if w.version < VERIFIED_VERSION {
-                    caps = Caps(caps.0 & !Caps::VERIFIED.0);
+                    caps = Caps(caps.0 & !(Caps::VERIFIED.0 | Caps::HEADER_CRC.0));
                 }
                 Ok(Established {
                     version: w.version,

@@ -32,7 +32,8 @@ impl Default for ServerConfig {
                 | Caps::ANY_FILE
                 | Caps::VERIFIED
                 | Caps::DATAGRAMS
-                | Caps::CHAT,
+                | Caps::CHAT
+                | Caps::HEADER_CRC,
             token: None,
             name: concat!("chunkcast-server/", env!("CARGO_PKG_VERSION")).to_owned(),
             timeout: DEFAULT_HANDSHAKE_TIMEOUT,
@@ -121,7 +122,7 @@ impl ServerHandshake {
         let version = hello.max_version.min(VERSION);
         let mut caps = hello.caps.intersect(self.config.caps);
         if version < VERIFIED_VERSION {
-            caps = Caps(caps.0 & !Caps::VERIFIED.0);
+            caps = Caps(caps.0 & !(Caps::VERIFIED.0 | Caps::HEADER_CRC.0));
         }
         encode(
             &Frame::Welcome(Welcome {

@@ -260,8 +260,8 @@ fn a_v1_client_gets_v1_and_no_verified_streams() {
     let client = ClientConfig {
         min_version: 1,
         max_version: 1,
-        // Even if a confused v1 client set the bit, v1 has no PROOF frame.
-        caps: Caps::LZ4 | Caps::VERIFIED,
+        // Even if a confused v1 client set the bits, v1 has no PROOF frame.
+        caps: Caps::LZ4 | Caps::VERIFIED | Caps::HEADER_CRC,
         ..Default::default()
     };
     let (c, s) = handshake(client, ServerConfig::default());
@@ -277,6 +277,7 @@ fn a_v2_pair_agrees_on_verified_streams() {
     let (c, s) = (c.unwrap(), s.unwrap());
     assert_eq!((c.version, s.version), (2, 2));
     assert!(c.caps.contains(Caps::VERIFIED) && s.caps.contains(Caps::VERIFIED));
+    assert!(c.caps.contains(Caps::HEADER_CRC) && s.caps.contains(Caps::HEADER_CRC));
 }
 
 #[test]
@@ -286,7 +287,7 @@ fn a_v2_client_takes_a_v1_servers_welcome_without_verified() {
     c.poll_transmit(&mut BytesMut::new());
     let welcome = Frame::Welcome(crate::wire::Welcome {
         version: 1,
-        caps: Caps::LZ4 | Caps::VERIFIED,
+        caps: Caps::LZ4 | Caps::VERIFIED | Caps::HEADER_CRC,
         session_id: 1,
         server_name: "old".into(),
     });

@@ -29,8 +29,14 @@ impl ChunkFlags {
     pub const END_OF_STREAM: Self = Self(0x08);
     /// The payload is one lz4 block; `raw_len` is its decompressed size.
     pub const COMPRESSED: Self = Self(0x10);
+    /// The `crc` covers the header fields only, not the payload: the payload is proven by the
+    /// stream's hash tree instead (`PROOF` frames, [`crate::verify`]). Only on a verified
+    /// stream, to a peer that offered [`crate::Caps::HEADER_CRC`]; a receiver refuses it on any
+    /// other stream. It lets a server send a cached file's bytes without reading them
+    /// (`sendfile`), and spares TLS and QUIC a checksum their AEAD makes redundant.
+    pub const HEADER_CRC: Self = Self(0x20);
     /// Every bit this version defines; others are rejected by the decoder.
-    pub const ALL: Self = Self(0x1f);
+    pub const ALL: Self = Self(0x3f);
 
     /// No flag set.
     pub const fn empty() -> Self {

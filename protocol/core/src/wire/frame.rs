@@ -43,6 +43,9 @@ impl Caps {
     pub const VERIFIED: Self = Self(0x10);
     /// Chat beside calls and live channels: the `CHAT` frame (see [`Chat`]).
     pub const CHAT: Self = Self(0x20);
+    /// The receiver takes chunks of a verified stream whose CRC covers their header only
+    /// ([`crate::ChunkFlags::HEADER_CRC`]): the hash tree proves the payload.
+    pub const HEADER_CRC: Self = Self(0x40);
     /// The client is an edge relay of this server: its subscriptions are counted as upstream
     /// subscriptions (one per channel per edge), and the server may be one itself (chains).
     pub const RELAY: Self = Self(0x80);
@@ -144,6 +147,10 @@ pub struct Open {
     pub raw: bool,
     /// Serve a progressive MP4 as fragmented MP4 (protocol version 2; see PROTOCOL.md §4.8).
     pub fragment: bool,
+    /// The client checks every chunk of this stream against its hash tree, so the server may
+    /// send them with a CRC over their header only ([`crate::ChunkFlags::HEADER_CRC`]). Only
+    /// with [`Caps::HEADER_CRC`].
+    pub header_crc: bool,
     /// Requested payload bytes per chunk; 0 lets the server choose.
     pub chunk_size: u32,
 }

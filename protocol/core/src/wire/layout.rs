@@ -303,8 +303,10 @@ pub(crate) const OPEN_COMPRESS: u8 = 0x02;
 pub(crate) const OPEN_RAW: u8 = 0x04;
 /// `OPEN` flags: serve a progressive MP4 as fragmented MP4 (init segment, then fragments).
 pub(crate) const OPEN_FRAGMENT: u8 = 0x08;
+/// `OPEN` flags: the client verifies every chunk against the tree; header-only CRCs welcome.
+pub(crate) const OPEN_HEADER_CRC: u8 = 0x10;
 /// Every `OPEN` flag this version defines; others are rejected.
-const OPEN_FLAGS: u8 = OPEN_REALTIME | OPEN_COMPRESS | OPEN_RAW | OPEN_FRAGMENT;
+const OPEN_FLAGS: u8 = OPEN_REALTIME | OPEN_COMPRESS | OPEN_RAW | OPEN_FRAGMENT | OPEN_HEADER_CRC;
 /// `OPEN` resume kind: from the start (`resume_at` ignored, sent as 0).
 pub(crate) const RESUME_START: u8 = 0;
 /// `OPEN` resume kind: from chunk sequence number `resume_at`.
@@ -341,6 +343,7 @@ pub(crate) fn read_open(r: &mut Reader<'_>) -> Result<Open, DecodeError> {
         compress: flags & OPEN_COMPRESS != 0,
         raw: flags & OPEN_RAW != 0,
         fragment: flags & OPEN_FRAGMENT != 0,
+        header_crc: flags & OPEN_HEADER_CRC != 0,
     })
 }
 
@@ -359,6 +362,9 @@ pub(crate) fn write_open(o: &Open, dst: &mut BytesMut) {
     }
     if o.fragment {
         flags |= OPEN_FRAGMENT;
+    }
+    if o.header_crc {
+        flags |= OPEN_HEADER_CRC;
     }
     dst.put_u8(flags);
     let (kind, at) = match o.resume {
@@ -430,7 +436,8 @@ pub(crate) fn write_opened(o: &Opened, dst: &mut BytesMut) {
 
 // --- CHUNK: stream u32 | seq u64 | offset u64 | pts_us u64 | duration_us u32 | flags u8
 //            | raw_len u32 | crc u32 | payload (the rest)
-//     crc: CRC32C over the header fields before it, then the payload.
+//     crc: CRC32C over the header fields before it, then the payload (the header fields only
+//     with HEADER_CRC).
 
 /// Bytes of the chunk header after the type byte, the CRC included.
 pub(crate) const CHUNK_HEADER_LEN: usize = 4 + 8 + 8 + 8 + 4 + 1 + 4 + CHUNK_CRC_LEN;
@@ -452,7 +459,12 @@ pub(crate) fn read_chunk(mut body: Bytes) -> Result<Chunk, DecodeError> {
     let flags = ChunkFlags(body.get_u8());
     let raw_len = body.get_u32();
     let crc = body.get_u32();
-    if crc32c::crc32c_append(covered, &body) != crc {
+    let expected = if flags.contains(ChunkFlags::HEADER_CRC) {
+        covered
+    } else {
+        crc32c::crc32c_append(covered, &body)
+    };
+    if expected != crc {
         return Err(DecodeError::Checksum { stream, seq });
     }
     if !ChunkFlags::ALL.contains(flags) {
@@ -473,8 +485,8 @@ pub(crate) fn read_chunk(mut body: Bytes) -> Result<Chunk, DecodeError> {
     })
 }
 
-/// Writes a chunk's header, CRC included, but not its payload (which the CRC covers): the
-/// caller sends the payload by reference.
+/// Writes a chunk's header, CRC included, but not its payload (which the CRC covers, unless
+/// [`ChunkFlags::HEADER_CRC`]): the caller sends the payload by reference.
 #[inline]
 pub(crate) fn write_chunk_header(c: &Chunk, dst: &mut BytesMut) {
     let fields = dst.len();
@@ -485,7 +497,10 @@ pub(crate) fn write_chunk_header(c: &Chunk, dst: &mut BytesMut) {
     dst.put_u32(c.duration_us);
     dst.put_u8(c.flags.0);
     dst.put_u32(c.raw_len);
-    let crc = crc32c::crc32c_append(crc32c::crc32c(&dst[fields..]), &c.payload);
+    let mut crc = crc32c::crc32c(&dst[fields..]);
+    if !c.flags.contains(ChunkFlags::HEADER_CRC) {
+        crc = crc32c::crc32c_append(crc, &c.payload);
+    }
     dst.put_u32(crc);
 }
 

@@ -284,6 +284,7 @@ impl Part for Download {
             compress: c.rng.random_bool(0.5),
             raw: c.rng.random_bool(0.2),
             fragment: false,
+            header_crc: false,
             chunk_size: [0, 512, 4096, 16384][c.rng.random_range(0..4)],
         };
         match c.machine.open(open) {

@@ -197,6 +197,7 @@ impl Part for Play {
             compress: c.rng.random_bool(0.5),
             raw: false,
             fragment: false,
+            header_crc: false,
             chunk_size: 0,
         };
         match c.machine.open(open) {

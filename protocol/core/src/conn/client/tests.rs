@@ -118,6 +118,7 @@ fn download(path: &str) -> OpenRequest {
         compress: false,
         raw: false,
         fragment: false,
+        header_crc: false,
         chunk_size: 0,
     }
 }
