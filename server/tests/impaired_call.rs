@@ -299,6 +299,21 @@ async fn a_call_between_namespaces_keeps_audio_under_150_ms_and_chat_whole() {
     check_chat(&seen_a, &seen_b);
 }
 
+/// The cap's queue, sampled every 100 ms while capped: its largest once the call had 2 s to
+/// adapt, then its mean over the 1.5 s before the last 1.5 s and over the last 1.5 s.
+fn queue_phases(backlog: &[u64]) -> (u64, u64, u64) {
+    let mean = |v: &[u64]| v.iter().sum::<u64>() / v.len().max(1) as u64;
+    let adapted = backlog.get(20..).unwrap_or(&[]);
+    let n = backlog.len();
+    let later = &backlog[n.saturating_sub(15)..];
+    let late = &backlog[n.saturating_sub(30)..n.saturating_sub(15)];
+    (
+        adapted.iter().copied().max().unwrap_or(0),
+        mean(late),
+        mean(later),
+    )
+}
+
 /// When the sender's level was `level` first at or after `from` (both on the sender's clock).
 fn first_at(r: &PublishReport, from: Instant, pred: impl Fn(Level) -> bool) -> Option<Instant> {
     let start = r.started_at.unwrap();
@@ -394,7 +409,8 @@ async fn capped_call(imp: Impairment, passes: u32, cap: Duration, lift: Duration
          latency max per second (ms): {:?}\n\
          audio a→b while video capped: {} sent ({} as datagrams), {} received, p50 {:?} p99 {:?} \
          max {:?}, {} lost, {} late\n\
-         cap queue (bytes, every 100 ms): first half mean {}, second half mean {}, max {}",
+         cap queue (bytes, every 100 ms): first half mean {}, second half mean {}, max {}; \
+         once adapted: max {}, last 3 s' means {} then {}",
         rate,
         ms(capped_at),
         ms(lifted_at),
@@ -425,6 +441,9 @@ async fn capped_call(imp: Impairment, passes: u32, cap: Duration, lift: Duration
         mean(&backlog[..half]),
         mean(&backlog[half..]),
         backlog.iter().max().copied().unwrap_or(0),
+        queue_phases(&backlog).0,
+        queue_phases(&backlog).1,
+        queue_phases(&backlog).2,
     );
     if imp.loss == 0.0 && drops == 0 {
         // Nothing on the path dropped a packet, so every audio chunk arrives (the receiver
@@ -469,11 +488,15 @@ async fn capped_call(imp: Impairment, passes: u32, cap: Duration, lift: Duration
         "video p99 {:?}",
         seen.latency_p99
     );
-    // No growing queue: the cap's queue is not longer in the second half of the capped span
-    // than in the first (beyond a few packets), and the video's latency in the last capped
-    // second is within the budget.
+    // No growing queue: once the call has adapted (2 s into the cap) the cap's queue stays
+    // under half its limit (125 ms at the capped rate) and is not longer in the last 1.5 s of
+    // the cap than in the 1.5 s before (beyond a few packets); and the video's latency in the
+    // last capped second is within the budget. (A level that the cap just carries keeps a
+    // standing queue of 40–90 ms: bounded, so not growing. Comparing the two halves of the
+    // cap took one for growth when a probe came to rest there in the second half.)
+    let (adapted, late, later) = queue_phases(&backlog);
     assert!(
-        mean(&backlog[half..]) <= mean(&backlog[..half]) + 4_500,
+        adapted <= CAP_QUEUE / 2 && later <= late + 4_500,
         "the queue grew: {backlog:?}"
     );
     let last_capped = seen.per_second.get(second(lifted_at).saturating_sub(1));
