@@ -120,6 +120,50 @@ async fn one_publisher_fifty_viewers_each_get_every_chunk_in_order() {
     .unwrap();
 }
 
+/// A publisher's chunk without its payload CRC (`HEADER_CRC`, meant only for verified
+/// downloads) never reaches the viewers: a live channel has no tree to check it, so the server
+/// drops it as corrupt and the viewers get the rest, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_published_chunk_without_its_payload_crc_is_dropped_as_corrupt() {
+    tokio::time::timeout(LIMIT, async {
+        let server = server().await;
+        let channel = "live/unproven";
+        let viewer = connect(&server, Scheme::Tcp).await;
+        let publisher = connect(&server, Scheme::Tcp).await;
+        // A subscription waits for its publisher: the viewer is waiting before it starts.
+        let (inc, p) = tokio::join!(viewer.subscribe(channel), async {
+            await_viewers(&publisher, channel, 1, PROMPT).await;
+            publisher.publish(channel, video()).await
+        });
+        let (inc, mut p) = (inc.unwrap(), p.unwrap());
+        for n in 0..20 {
+            let mut c = frame(n, 1_000);
+            if n == 5 {
+                c.flags = c.flags.with(ChunkFlags::HEADER_CRC);
+            }
+            if n == 19 {
+                c.flags = c.flags.with(ChunkFlags::END_OF_STREAM);
+            }
+            p.send(c).await.unwrap();
+        }
+        p.finish().await.unwrap();
+        let (chunks, err) = drain(inc).await;
+        assert!(err.is_none(), "{err:?}");
+        let frames: Vec<u64> = chunks
+            .iter()
+            .filter(|c| c.payload.len() >= 8)
+            .map(frame_number)
+            .collect();
+        assert_eq!(frames, (0..20).filter(|&n| n != 5).collect::<Vec<_>>());
+        assert!(chunks.iter().all(|c| !c.has(ChunkFlags::HEADER_CRC)));
+        publisher.close().await;
+        viewer.close().await;
+        server.shutdown().await;
+    })
+    .await
+    .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_viewer_is_dropped_while_the_others_lose_nothing() {
     tokio::time::timeout(LIMIT, async {

@@ -1264,6 +1264,11 @@ async fn relay(
             break RelayEnd::Lost;
         };
         let Ok(chunk) = item else { continue }; // corrupted in transit: dropped, as loss
+        // Without a payload CRC nothing would have checked the bytes (a live channel has no
+        // tree), and the viewers would refuse it: dropped, as corrupt.
+        if chunk.has(ChunkFlags::HEADER_CRC) {
+            continue;
+        }
         let Ok(chunk) = compress::decompress(chunk, max_payload) else {
             continue;
         };

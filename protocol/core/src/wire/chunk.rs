@@ -32,8 +32,8 @@ impl ChunkFlags {
     /// The `crc` covers the header fields only, not the payload: the payload is proven by the
     /// stream's hash tree instead (`PROOF` frames, [`crate::verify`]). Only on a verified
     /// stream, to a peer that offered [`crate::Caps::HEADER_CRC`]; a receiver refuses it on any
-    /// other stream. It lets a server send a cached file's bytes without reading them
-    /// (`sendfile`), and spares TLS and QUIC a checksum their AEAD makes redundant.
+    /// other stream. Neither end then passes over the payload for a CRC (over TLS and QUIC,
+    /// whose AEAD already rejects altered bytes, it was a second check of the same bytes).
     pub const HEADER_CRC: Self = Self(0x20);
     /// Every bit this version defines; others are rejected by the decoder.
     pub const ALL: Self = Self(0x3f);

@@ -231,21 +231,8 @@ pub fn encode(frame: &Frame, dst: &mut BytesMut) {
 /// its payload: the caller sends `chunk.payload` right after, by reference (vectored write),
 /// instead of copying it into `dst`.
 pub fn encode_chunk_head(c: &Chunk, dst: &mut BytesMut) {
-    encode_chunk_head_for(c, c.payload.len(), dst);
-}
-
-/// [`encode_chunk_head`] for a payload of `payload_len` bytes that `c` does not hold: bytes
-/// the caller sends from elsewhere (a file, with `sendfile`). The CRC then cannot cover them:
-/// `c` must have [`ChunkFlags::HEADER_CRC`] (or an empty payload to stand for).
-///
-/// [`ChunkFlags::HEADER_CRC`]: crate::ChunkFlags::HEADER_CRC
-pub fn encode_chunk_head_for(c: &Chunk, payload_len: usize, dst: &mut BytesMut) {
-    debug_assert!(
-        c.flags.contains(crate::ChunkFlags::HEADER_CRC) || payload_len == c.payload.len(),
-        "a CRC over a payload the chunk does not hold"
-    );
     dst.reserve(CHUNK_OVERHEAD);
-    let len = (1 + CHUNK_HEADER_LEN + payload_len) as u32;
+    let len = (1 + CHUNK_HEADER_LEN + c.payload.len()) as u32;
     dst.put_u32(len);
     dst.put_u8(FrameType::Chunk.to_u8());
     layout::write_chunk_header(c, dst);
