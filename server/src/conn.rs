@@ -147,6 +147,10 @@ pub(crate) async fn serve(
     info!(peer = %driver.peer, session = id, "disconnected");
 }
 
+/// How long a publisher's relay may still run after its client left, to take the chunks that
+/// were on their way (see [`Driver::finish`]).
+const PUBLISHER_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// The drivers' one clock, as the machine takes it.
 fn now() -> std::time::Instant {
     Instant::now().into_std()
@@ -500,6 +504,18 @@ impl Driver {
     /// sending (a half-closed client may still be reading).
     async fn finish(&mut self, ending: Ending) {
         let tx = self.tx.clone();
+        // A publisher that ended its stream and then said goodbye may still have its last
+        // chunks on the way: on QUIC they travel on a stream of their own, which the GOODBYE
+        // can overtake. Its relay gets a moment to take them and end the channel itself; cut
+        // now, its viewers were told the publisher was lost (a pipe test over QUIC, once).
+        let publishing = async {
+            for r in self.tasks.values_mut() {
+                if r.kind == StreamKind::Publisher {
+                    let _ = (&mut r.task).await;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(PUBLISHER_GRACE, publishing).await;
         self.tasks.retain(|&stream, r| match r.kind {
             StreamKind::File => {
                 if ending == Ending::Aborted {
