@@ -507,7 +507,8 @@ impl Driver {
         // A publisher that ended its stream and then said goodbye may still have its last
         // chunks on the way: on QUIC they travel on a stream of their own, which the GOODBYE
         // can overtake. Its relay gets a moment to take them and end the channel itself; cut
-        // now, its viewers were told the publisher was lost (a pipe test over QUIC, once).
+        // now, its viewers were told the publisher was lost (a pipe test over QUIC, once). A
+        // client that vanished without a word is a lost publisher at once.
         let publishing = async {
             for r in self.tasks.values_mut() {
                 if r.kind == StreamKind::Publisher {
@@ -515,10 +516,12 @@ impl Driver {
                 }
             }
         };
-        let _ = tokio::time::timeout(PUBLISHER_GRACE, publishing).await;
+        if ending == Ending::Goodbye {
+            let _ = tokio::time::timeout(PUBLISHER_GRACE, publishing).await;
+        }
         self.tasks.retain(|&stream, r| match r.kind {
             StreamKind::File => {
-                if ending == Ending::Aborted {
+                if ending != Ending::PeerLeft {
                     r.task.abort();
                 }
                 ending == Ending::PeerLeft

@@ -344,7 +344,7 @@ impl Server {
                     let streams: Vec<StreamId> = side
                         .tasks
                         .iter()
-                        .filter(|(_, t)| ending == Ending::Aborted || !matches!(t, Task::File(_)))
+                        .filter(|(_, t)| ending != Ending::PeerLeft || !matches!(t, Task::File(_)))
                         .map(|(s, _)| *s)
                         .collect();
                     for s in streams {

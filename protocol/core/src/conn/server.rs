@@ -116,6 +116,10 @@ pub enum Ending {
     PeerLeft,
     /// The connection is over for everyone: stop every stream.
     Aborted,
+    /// The client said `GOODBYE`: as [`Ending::Aborted`], but a publisher that ended its stream
+    /// first may still have its last chunks on the way (on QUIC they travel on a stream of
+    /// their own, which the `GOODBYE` can overtake), so its relay may take them before it stops.
+    Goodbye,
 }
 
 /// What the application hears from a [`ServerConn`].
@@ -512,7 +516,7 @@ impl ServerConn {
                 }
             }
             // Nobody will read what its streams would send.
-            Frame::Goodbye { .. } => self.closed(Ending::Aborted),
+            Frame::Goodbye { .. } => self.closed(Ending::Goodbye),
             Frame::Ping { nonce, time_us } => {
                 if !self.within_rate(now, None) {
                     return;

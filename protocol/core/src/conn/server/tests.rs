@@ -768,7 +768,7 @@ fn the_clients_goodbye_aborts_and_its_eof_lets_files_finish() {
     p.events();
     p.send(goodbye(ErrorCode::None, "bye"));
     assert!(p.sent().is_empty());
-    assert_eq!(p.events(), [ServerEvent::Closed(Ending::Aborted)]);
+    assert_eq!(p.events(), [ServerEvent::Closed(Ending::Goodbye)]);
 
     let mut p = Peer::connected();
     p.send(open(1, 1));
@@ -831,7 +831,7 @@ fn a_whole_session_as_a_conversation() {
     p.conn.stream_ended(StreamId(1));
     assert_eq!(p.conn.streams().count(), 0);
     p.send(goodbye(ErrorCode::None, ""));
-    assert_eq!(p.events(), [ServerEvent::Closed(Ending::Aborted)]);
+    assert_eq!(p.events(), [ServerEvent::Closed(Ending::Goodbye)]);
     assert!(p.sent().is_empty());
 }
 
