@@ -6,7 +6,7 @@ use std::io::IoSlice;
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
-use chunkcast_protocol::wire::chunk::Chunk;
+use chunkcast_protocol::wire::chunk::{Chunk, ChunkFlags};
 use chunkcast_protocol::wire::{Frame, encode, encode_chunk_head};
 
 /// A bidirectional byte stream: plain TCP or TLS over TCP.
@@ -207,7 +207,11 @@ fn same_head(a: &Chunk, b: &Chunk) -> bool {
 /// The `CHUNK` frame's head for `c`: a recent one if this thread encoded it already, else
 /// encoded now (into `scratch`, or on its own when it is kept for the next viewers).
 fn chunk_head(c: &Chunk, scratch: &mut BytesMut) -> Bytes {
-    let keep = !c.payload.is_empty() && c.payload.len() <= HEAD_PAYLOAD_MAX;
+    // A head whose CRC covers its 37 header bytes only (`HEADER_CRC`: a verified download's,
+    // which goes to one peer) costs nothing worth keeping it for.
+    let keep = !c.payload.is_empty()
+        && c.payload.len() <= HEAD_PAYLOAD_MAX
+        && !c.has(ChunkFlags::HEADER_CRC);
     if !keep {
         encode_chunk_head(c, scratch);
         return scratch.split().freeze();
