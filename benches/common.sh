@@ -23,10 +23,13 @@ cleanup_common() {
     return 0
 }
 
-# Starts $1/chunkcast-server serving $2 on 127.0.0.1:0 and waits for its `listening` line,
-# which it keeps in LINE (read its fields with `field tcp`, `field quic`, `field cert-sha256`).
+# Starts $1/chunkcast-server serving $2 on 127.0.0.1:0 (more arguments go to the server) and
+# waits for its `listening` line, which it keeps in LINE (read its fields with `field tcp`,
+# `field quic`, `field cert-sha256`).
 start_server() {
-    "$1/chunkcast-server" --root "$2" --listen 127.0.0.1:0 >"$WORK/server.out" 2>"$WORK/server.log" &
+    local bin=$1 root=$2
+    shift 2
+    "$bin/chunkcast-server" --root "$root" --listen 127.0.0.1:0 "$@" >"$WORK/server.out" 2>"$WORK/server.log" &
     SERVER_PID=$!
     for _ in $(seq 100); do
         grep -q '^listening' "$WORK/server.out" 2>/dev/null && break

@@ -274,6 +274,128 @@ async fn only_a_stream_that_asks_gets_chunks_without_a_payload_crc() {
     .expect("in time");
 }
 
+/// A verified download on plain TCP goes from the page cache (`sendfile`): the server counts
+/// every payload byte of it there, from the start and from a resume offset, and the file
+/// arrives verified, byte for byte. Over TLS and QUIC the bytes must pass through user space
+/// (encryption), and a server told not to (`--no-sendfile`) reads them: nothing is counted,
+/// and the same file arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_verified_download_on_plain_tcp_goes_from_the_page_cache() {
+    use chunkcast_testkit::metrics::{metric, scrape};
+    const SENDFILE: &str = "chunkcast_chunk_payload_bytes_sendfile_total";
+    const SENT: &str = "chunkcast_chunk_payload_bytes_sent_total";
+    tokio::time::timeout(LIMIT, async {
+        let data = blob();
+        for sendfile in [true, false] {
+            let lib = tempfile::tempdir().unwrap();
+            std::fs::write(lib.path().join("blob.bin"), &data).unwrap();
+            let root = lib.path().to_owned();
+            let server = server_with(move |c| {
+                c.root = Some(root);
+                c.metrics = Some("127.0.0.1:0".parse().unwrap());
+                c.sendfile = sendfile;
+            })
+            .await;
+            let maddr = server.metrics_addr().unwrap();
+            for scheme in chunkcast_testkit::ALL {
+                let dir = tempfile::tempdir().unwrap();
+                let out = out_path(&dir);
+                let before = scrape(maddr).await;
+                let s = Session::connect(
+                    &chunkcast_testkit::url(&server, scheme, ""),
+                    &chunkcast_testkit::pinned(&server),
+                )
+                .await
+                .unwrap();
+                let r = get(&s, "blob.bin", &opts(&out, false)).await.unwrap();
+                assert!(r.verified);
+                assert!(std::fs::read(&out).unwrap() == data, "{scheme:?}");
+
+                // Resumed from an odd offset.
+                let odd = 1_234_567;
+                std::fs::rename(&out, partial_path(&out)).unwrap();
+                let partial = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(partial_path(&out))
+                    .unwrap();
+                partial.set_len(odd).unwrap();
+                let r = get(&s, "blob.bin", &opts(&out, true)).await.unwrap();
+                assert!(r.verified && r.resumed_from > 0 && r.resumed_from <= odd);
+                assert!(std::fs::read(&out).unwrap() == data, "{scheme:?}, resumed");
+                s.close().await;
+
+                let after = scrape(maddr).await;
+                let counted = |series| metric(&after, series) - metric(&before, series);
+                // The resume starts at the verification group holding the last kept byte.
+                let resent_from = (r.resumed_from - 1) / GROUP_LEN * GROUP_LEN;
+                let both = (2 * LEN as u64 - resent_from) as f64;
+                assert_eq!(counted(SENT), both, "{scheme:?}");
+                let from_file = if sendfile && scheme == Scheme::Tcp {
+                    both
+                } else {
+                    0.0
+                };
+                assert_eq!(
+                    counted(SENDFILE),
+                    from_file,
+                    "{scheme:?}, sendfile {sendfile}"
+                );
+            }
+            server.shutdown().await;
+        }
+    })
+    .await
+    .expect("in time");
+}
+
+/// A file that shrinks while a verified download sends it from the page cache cuts the
+/// stream: the client gets an error, never a short chunk or an early end it could take for
+/// the whole file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_that_shrinks_under_sendfile_cuts_the_stream() {
+    tokio::time::timeout(LIMIT, async {
+        // Larger than what the socket buffers and the stream's queue hold.
+        let data: Vec<u8> = (0..64u64 << 20)
+            .map(|i| (i.wrapping_mul(31) >> 7) as u8)
+            .collect();
+        let lib = tempfile::tempdir().unwrap();
+        let path = lib.path().join("big.bin");
+        std::fs::write(&path, &data).unwrap();
+        let root = lib.path().to_owned();
+        let server = server_with(move |c| c.root = Some(root)).await;
+        let s = session_at(server.tcp_addr(), 2).await;
+        let mut incoming = s
+            .open(&OpenOptions {
+                header_crc: true,
+                chunk_size: CHUNK as u32,
+                ..OpenOptions::download("big.bin")
+            })
+            .await
+            .unwrap();
+        let first = incoming.next().await.unwrap().unwrap();
+        assert!(first.has(ChunkFlags::HEADER_CRC));
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(16 << 20)
+            .unwrap();
+        let mut bytes = first.payload.len();
+        let end = loop {
+            match incoming.next().await {
+                Some(Ok(c)) => bytes += c.payload.len(),
+                other => break other,
+            }
+        };
+        assert!(matches!(end, Some(Err(_))), "the stream is cut: {end:?}");
+        assert!(bytes < data.len() - (16 << 20), "{bytes}");
+        drop(s);
+        server.shutdown().await;
+    })
+    .await
+    .expect("in time");
+}
+
 /// A chunk without its payload CRC on a stream that nothing verifies is refused, so that a
 /// middle box cannot turn the check off: a proxy that re-encodes every chunk with `HEADER_CRC`
 /// fails a plain stream at its first chunk, while a verified download through it completes

@@ -60,6 +60,11 @@ pub struct Args {
     /// .git/). Default: they are answered as not found.
     #[arg(long)]
     pub serve_hidden: bool,
+    /// Read verified downloads' bytes before sending them on plain TCP, instead of letting
+    /// the kernel send them from the page cache (sendfile). For filesystems whose sendfile
+    /// misbehaves, and to measure what it saves.
+    #[arg(long)]
+    pub no_sendfile: bool,
     /// Save every publisher run of every live channel into DIR, a file each
     /// (CHANNEL-STARTMS-N.mjpeg, .y4m, .wav or .mp4), finished when the run ends.
     #[arg(long, value_name = "DIR")]
@@ -333,6 +338,7 @@ impl Args {
         c.allow_anonymous = self.allow_anonymous;
         c.allow_plaintext = self.allow_plaintext;
         c.serve_hidden = self.serve_hidden;
+        c.sendfile = !self.no_sendfile;
         c.record = self.record;
         c.cert = self.cert.zip(self.key);
         c.state_dir = self.state_dir;

@@ -122,6 +122,10 @@ pub struct Config {
     pub record: Option<PathBuf>,
     /// The most edge relays a subscription may come through before it is refused.
     pub max_relay_hops: usize,
+    /// Send a verified download's payload on plain TCP with `sendfile(2)`, from the page
+    /// cache, instead of reading it first. Off: for filesystems whose `sendfile` misbehaves,
+    /// and to measure what it saves.
+    pub sendfile: bool,
 }
 
 /// How long a directory entry lives unrefreshed by default: a publisher that moved is
@@ -161,6 +165,7 @@ impl Config {
             origin_cert_sha256: None,
             record: None,
             max_relay_hops: chunkcast_protocol::conn::server::DEFAULT_MAX_RELAY_HOPS,
+            sendfile: true,
         }
     }
 

@@ -452,6 +452,7 @@ impl Driver {
             any_file: caps.contains(Caps::ANY_FILE),
             verified: caps.contains(Caps::VERIFIED),
             header_crc: caps.contains(Caps::HEADER_CRC) && open.header_crc,
+            sendfile: self.shared.config.sendfile && self.tx.sends_files(),
         };
         let max_payload = self.shared.config.limits.wire.max_payload();
         let lib = self.shared.library.clone();

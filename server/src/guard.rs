@@ -144,6 +144,30 @@ impl<T: AsyncRead + Unpin> AsyncRead for Guarded<T> {
     }
 }
 
+/// Files go through the same kill switch, stall bound and byte count as any other write.
+impl<T: chunkcast_transport::Io> chunkcast_transport::Io for Guarded<T> {
+    fn sends_files(&self) -> bool {
+        self.inner.sends_files()
+    }
+
+    fn poll_send_file(
+        &mut self,
+        cx: &mut Context<'_>,
+        file: &std::fs::File,
+        offset: u64,
+        len: usize,
+    ) -> Poll<std::io::Result<usize>> {
+        if self.killed(cx, true) {
+            return Poll::Ready(Err(killed_error()));
+        }
+        let r = self.inner.poll_send_file(cx, file, offset, len);
+        if let Poll::Ready(Ok(n)) = r {
+            self.sent.inc_by(n as u64);
+        }
+        self.after_write(cx, r)
+    }
+}
+
 impl<T: AsyncWrite + Unpin> AsyncWrite for Guarded<T> {
     fn poll_write(
         self: Pin<&mut Self>,

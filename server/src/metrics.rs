@@ -152,6 +152,7 @@ pub(crate) struct Metrics {
     bytes_received: Family<TransportLabel, Counter>,
     chunks_sent: Counter,
     chunk_bytes_sent: Counter,
+    chunk_bytes_from_file: Counter,
     streams_open: Gauge,
     streams: Counter,
     requests_limited: Counter,
@@ -217,6 +218,7 @@ impl Metrics {
             bytes_received: Family::default(),
             chunks_sent: Counter::default(),
             chunk_bytes_sent: Counter::default(),
+            chunk_bytes_from_file: Counter::default(),
             streams_open: Gauge::default(),
             streams: Counter::default(),
             requests_limited: Counter::default(),
@@ -284,6 +286,11 @@ impl Metrics {
             "chunk_payload_bytes_sent",
             "Payload bytes of the media chunks handed to the transport",
             m.chunk_bytes_sent.clone(),
+        );
+        r.register(
+            "chunk_payload_bytes_sendfile",
+            "Of those, bytes the kernel sent from the page cache (sendfile: verified downloads on plain TCP)",
+            m.chunk_bytes_from_file.clone(),
         );
         r.register(
             "streams_open",
@@ -485,9 +492,12 @@ impl Metrics {
         OpenGuard(self.http_blocked_now.clone())
     }
 
-    pub(crate) fn chunk_sent(&self, payload_len: usize) {
+    pub(crate) fn chunk_sent(&self, payload_len: usize, from_file: bool) {
         self.chunks_sent.inc();
         self.chunk_bytes_sent.inc_by(payload_len as u64);
+        if from_file {
+            self.chunk_bytes_from_file.inc_by(payload_len as u64);
+        }
     }
 }
 
@@ -525,8 +535,9 @@ pub(crate) fn scope<F: Future>(metrics: Arc<Metrics>, task: F) -> impl Future<Ou
 /// Counts one media chunk of `payload_len` bytes handed to the transport by the current
 /// stream task (see [`scope`]); does nothing outside one. The stream code calls this so that
 /// it needs no handle of its own.
-pub(crate) fn chunk_sent(payload_len: usize) {
-    let _ = CURRENT.try_with(|m| m.chunk_sent(payload_len));
+/// `from_file`: its payload goes from the page cache (`sendfile`), not from memory.
+pub(crate) fn chunk_sent(payload_len: usize, from_file: bool) {
+    let _ = CURRENT.try_with(|m| m.chunk_sent(payload_len, from_file));
     let _ = SENT.try_with(|s| s.set(s.get() + payload_len as u64));
 }
 
@@ -612,7 +623,7 @@ mod tests {
         m.error_sent(ErrorCode::Busy);
         m.error_sent(ErrorCode::None);
         m.handshake_failed(HandshakeFailed::Refused(ErrorCode::UnsupportedVersion));
-        m.chunk_sent(100);
+        m.chunk_sent(100, false);
         let guard = m.stream_opened();
         let text = m.encode();
         for want in [
@@ -640,8 +651,8 @@ mod tests {
     #[tokio::test]
     async fn chunk_sent_counts_inside_a_scope_only() {
         let m = Arc::new(Metrics::new());
-        chunk_sent(5);
-        scope(m.clone(), async { chunk_sent(7) }).await;
+        chunk_sent(5, false);
+        scope(m.clone(), async { chunk_sent(7, false) }).await;
         assert_eq!(m.chunks_sent.get(), 1);
         assert_eq!(m.chunk_bytes_sent.get(), 7);
     }

@@ -13,8 +13,8 @@ use chunkcast_protocol::Caps;
 use chunkcast_protocol::compress::Compressor;
 use chunkcast_protocol::verify::{self, MAX_PROOF_NODES, NODE_LEN, Outboard};
 use chunkcast_protocol::wire::{ErrorFrame, FileDigest, Frame, Mode, Open, Opened, Resume};
-use chunkcast_protocol::{Chunk, ChunkFlags, ErrorCode};
-use chunkcast_transport::{LinkError, LinkTx};
+use chunkcast_protocol::{Chunk, ChunkFlags, Codec, ErrorCode};
+use chunkcast_transport::{FileRegion, LinkError, LinkTx};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::library::{Library, Stamp};
@@ -30,7 +30,7 @@ type Produced = Result<Chunk, MediaError>;
 /// A stream ready to send: what `OPENED` says, and its chunks.
 pub(crate) struct Prepared {
     pub(crate) opened: Opened,
-    chunks: mpsc::Receiver<Produced>,
+    chunks: Chunks,
     mode: Mode,
     /// For [`FileDigest::AtEnd`]: the digest the reader thread computes as it reads.
     digest: Option<PendingDigest>,
@@ -58,6 +58,88 @@ pub(crate) struct Wants {
     /// The client checks every chunk of this stream against the tree (`Caps::HEADER_CRC` and
     /// `OPEN`'s flag): a verified stream's chunks leave their payload out of the CRC.
     pub(crate) header_crc: bool,
+    /// The link sends files from the page cache ([`LinkTx::sends_files`]) and the server
+    /// may ([`crate::Config::sendfile`]).
+    pub(crate) sendfile: bool,
+}
+
+/// Where a stream's chunks come from.
+enum Chunks {
+    /// The reader thread: read, cut (and compressed) in memory.
+    Read(mpsc::Receiver<Produced>),
+    /// Never read here: a verified download of bytes on a link that sends files, cut by
+    /// arithmetic and sent by the kernel from the page cache.
+    File(FileChunks),
+}
+
+/// A byte stream's chunks as regions of its file: what the packetizer's bytes layout cuts
+/// (pieces of the chunk size, each a key unit, the last one `END_OF_STREAM`), without the
+/// bytes. Their CRC covers the header only (`HEADER_CRC`): the tree proves the payload.
+struct FileChunks {
+    file: Arc<File>,
+    stream: chunkcast_protocol::StreamId,
+    chunk_size: u64,
+    seq: u64,
+    /// The next chunk's first byte, and the file's end.
+    at: u64,
+    end: u64,
+}
+
+impl FileChunks {
+    /// The chunks of `file` from `start` (a resumed download's offset) to `end`, from the
+    /// `skip`th piece on (a download resumed from a sequence number). The file back when
+    /// that leaves nothing: the reader's path says what an empty stream is.
+    fn new(
+        file: File,
+        stream: chunkcast_protocol::StreamId,
+        chunk_size: usize,
+        (start, end): (u64, u64),
+        skip: u64,
+    ) -> Result<Self, File> {
+        let chunk_size = (chunk_size as u64).max(1);
+        match skip
+            .checked_mul(chunk_size)
+            .and_then(|n| n.checked_add(start))
+        {
+            Some(at) if at < end => Ok(Self {
+                file: Arc::new(file),
+                stream,
+                chunk_size,
+                seq: skip,
+                at,
+                end,
+            }),
+            _ => Err(file),
+        }
+    }
+}
+
+impl Iterator for FileChunks {
+    type Item = (Chunk, FileRegion);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.at >= self.end {
+            return None;
+        }
+        let len = self.chunk_size.min(self.end - self.at);
+        let mut flags = ChunkFlags::KEY | ChunkFlags::END_OF_UNIT | ChunkFlags::HEADER_CRC;
+        if self.at + len == self.end {
+            flags = flags | ChunkFlags::END_OF_STREAM;
+        }
+        let chunk = Chunk {
+            // At most the chunk size, itself at most MAX_CHUNK_SIZE.
+            raw_len: len as u32,
+            ..Chunk::new(self.stream, self.seq, self.at, 0, 0, flags, Bytes::new())
+        };
+        let region = FileRegion {
+            file: self.file.clone(),
+            offset: self.at,
+            len: len as usize,
+        };
+        self.seq += 1;
+        self.at += len;
+        Some((chunk, region))
+    }
 }
 
 /// A file being sent and its [`Stamp`] at open. A writer that rewrites it in place meanwhile
@@ -139,7 +221,7 @@ pub(crate) async fn prepare(
 /// file at open, and a verified stream's tree and first byte.
 type Setup = (
     Opened,
-    mpsc::Receiver<Produced>,
+    Chunks,
     Option<PendingDigest>,
     Source,
     Option<(Arc<Outboard>, u64)>,
@@ -158,7 +240,8 @@ fn setup(
         digest_at_end,
         any_file,
         verified,
-        header_crc: _,
+        header_crc,
+        sendfile,
     } = wants;
     let request = open.request;
     let io_err = |e: std::io::Error| {
@@ -296,10 +379,42 @@ fn setup(
         compressor: (lz4 && opened.codec.worth_compressing()).then(Compressor::new),
         digest: digest_tx,
     };
-    let ahead = (AHEAD_BYTES / cfg.chunk_size.max(1)).clamp(2, 64);
-    let chunks = reader::spawn(file, packetizer, shaping, ahead);
+    // Nothing to read for: the client checks the payload against the tree (no CRC over
+    // it), the bytes go as they are in the file (no compression, no units to find), and the
+    // digest is the tree's root (no hashing as the file is read).
+    let unread = sendfile
+        && header_crc
+        && outboard.is_some()
+        && opened.codec == Codec::Bytes
+        && shaping.compressor.is_none()
+        && shaping.digest.is_none();
+    let regions = match unread {
+        true => FileChunks::new(
+            file,
+            open.stream,
+            cfg.chunk_size,
+            (start_offset, len),
+            start_seq,
+        ),
+        false => Err(file),
+    };
+    let chunks = match regions {
+        Ok(regions) => Chunks::File(regions),
+        Err(file) => Chunks::Read(spawn_reader(file, packetizer, shaping, cfg.chunk_size)),
+    };
     let proof = outboard.map(|ob| (ob, start_offset));
     Ok((opened, chunks, pending, source, proof))
+}
+
+/// The reader thread for `file`, read from where it is.
+fn spawn_reader(
+    file: File,
+    packetizer: Packetizer,
+    shaping: Shaping,
+    chunk_size: usize,
+) -> mpsc::Receiver<Produced> {
+    let ahead = (AHEAD_BYTES / chunk_size.max(1)).clamp(2, 64);
+    reader::spawn(file, packetizer, shaping, ahead)
 }
 
 /// How a stream ended on the server's side.
@@ -330,8 +445,13 @@ impl Prepared {
             Err(e) => return Ended::Link(e),
         };
         let mut pacer = Pacer::new();
-        while let Some(item) = self.chunks.recv().await {
-            let chunk = match item {
+        loop {
+            let item = match &mut self.chunks {
+                Chunks::Read(rx) => rx.recv().await.map(|r| r.map(|c| (c, None))),
+                Chunks::File(regions) => regions.next().map(|(c, r)| Ok((c, Some(r)))),
+            };
+            let Some(item) = item else { break };
+            let (chunk, region) = match item {
                 Ok(c) => c,
                 Err(e) => {
                     media.abort();
@@ -379,9 +499,16 @@ impl Prepared {
             } else {
                 chunk
             };
-            let len = chunk.payload.len();
-            match tokio::time::timeout(stall, media.send(chunk)).await {
-                Ok(Ok(())) => crate::metrics::chunk_sent(len),
+            let len = region.as_ref().map_or(chunk.payload.len(), |r| r.len);
+            let from_file = region.is_some();
+            let sent = async {
+                match region {
+                    Some(region) => media.send_file(chunk, region).await,
+                    None => media.send(chunk).await,
+                }
+            };
+            match tokio::time::timeout(stall, sent).await {
+                Ok(Ok(())) => crate::metrics::chunk_sent(len, from_file),
                 Ok(Err(e)) => return Ended::Link(e),
                 Err(_) => {
                     media.abort();
@@ -420,5 +547,80 @@ impl Prepared {
             }
         }
         Ended::Complete
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use chunkcast_protocol::StreamId;
+
+    use super::*;
+
+    /// What the reader's path sends for the bytes of a file from `start`, from the `skip`th
+    /// chunk on: the packetizer's bytes layout, as `setup` shapes it.
+    fn read_path(data: &[u8], chunk_size: usize, start: usize, skip: u64) -> Vec<Chunk> {
+        let mut cfg = ChunkConfig::new(StreamId(5));
+        cfg.chunk_size = chunk_size;
+        cfg.raw = true;
+        let rest = &data[start..];
+        let mut src = std::io::Cursor::new(rest);
+        let mut p = Packetizer::open_any(cfg, &mut src, rest.len() as u64, "x.bin").unwrap();
+        let mut out = Vec::new();
+        p.push(Bytes::copy_from_slice(rest), &mut out).unwrap();
+        p.finish(&mut out).unwrap();
+        out.into_iter()
+            .filter(|c| c.seq >= skip)
+            .map(|c| Chunk {
+                offset: c.offset + start as u64,
+                ..c
+            })
+            .collect()
+    }
+
+    /// The chunks cut by arithmetic for `sendfile` are the reader's, header for header (with
+    /// `HEADER_CRC`), and each region holds that chunk's bytes: for whole files, short last
+    /// chunks, resumed offsets and sequence numbers.
+    #[test]
+    fn file_chunks_are_the_readers_chunks_without_their_bytes() {
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i % 253) as u8).collect();
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(&data).unwrap();
+        let cases = [
+            (1000, 0, 0),
+            (1024, 0, 0),
+            (10_000, 0, 0),
+            (20_000, 0, 0),
+            (1000, 4321, 0),
+            (1024, 0, 3),
+            (1024, 9999, 0),
+        ];
+        for (chunk_size, start, skip) in cases {
+            let want = read_path(&data, chunk_size, start, skip);
+            let file = f.try_clone().unwrap();
+            let span = (start as u64, data.len() as u64);
+            let Ok(got) = FileChunks::new(file, StreamId(5), chunk_size, span, skip) else {
+                panic!("{chunk_size} {start} {skip}: nothing to send");
+            };
+            let got: Vec<(Chunk, FileRegion)> = got.collect();
+            assert_eq!(got.len(), want.len(), "{chunk_size} {start} {skip}");
+            for ((c, region), w) in got.iter().zip(&want) {
+                let with_crc = Chunk {
+                    flags: w.flags.with(ChunkFlags::HEADER_CRC),
+                    payload: Bytes::new(),
+                    ..w.clone()
+                };
+                assert_eq!(*c, with_crc, "{chunk_size} {start} {skip}");
+                let (a, b) = (region.offset as usize, region.offset as usize + region.len);
+                assert!(data[a..b] == w.payload[..], "{chunk_size} {start} {skip}");
+            }
+        }
+        // Nothing left: the reader's path takes it (an empty stream is one empty chunk).
+        for (start, skip) in [(10_000, 0), (0, 10)] {
+            let span = (start, data.len() as u64);
+            let file = f.try_clone().unwrap();
+            assert!(FileChunks::new(file, StreamId(5), 1000, span, skip).is_err());
+        }
     }
 }

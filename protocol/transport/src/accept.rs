@@ -20,7 +20,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use chunkcast_protocol::ErrorCode;
 use chunkcast_protocol::wire::{ErrorFrame, Frame, Limits, encode};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::time::Instant;
@@ -101,7 +101,7 @@ pub trait Gate: Send + Sync + 'static {
     /// Held for an admitted connection's whole life (its slot in the connection limits).
     type Permit: Send + 'static;
     /// A TCP socket as the server wants it read and written (byte counting, a stall bound).
-    type Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+    type Stream: crate::io::Io;
     /// The server's handle on a [`Gate::Stream`], kept while the link owns the stream.
     type Guard: Send + 'static;
 

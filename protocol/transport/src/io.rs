@@ -1,20 +1,201 @@
 //! Byte streams and vectored frame output shared by every transport.
 
 use std::cell::RefCell;
+use std::fs::File;
 use std::io::IoSlice;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use chunkcast_protocol::wire::chunk::{Chunk, ChunkFlags};
-use chunkcast_protocol::wire::{Frame, encode, encode_chunk_head};
+use chunkcast_protocol::wire::{Frame, encode, encode_chunk_head, encode_detached_chunk_head};
 
-/// A bidirectional byte stream: plain TCP or TLS over TCP.
-pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
+/// A bidirectional byte stream: plain TCP, TLS over TCP, or a WebSocket.
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    /// Whether [`Io::poll_send_file`] sends a file's pages without reading them into user
+    /// space: a plain TCP socket on Linux. Where it does not, a [`FileRegion`] is read and
+    /// written like any other bytes.
+    fn sends_files(&self) -> bool {
+        false
+    }
+
+    /// Writes up to `len` bytes of `file` from `offset` straight from the page cache
+    /// (`sendfile(2)`), as `poll_write` writes from a buffer: the count written, 0 if the
+    /// file ends before `offset`. Only called where [`Io::sends_files`] says so.
+    fn poll_send_file(
+        &mut self,
+        cx: &mut Context<'_>,
+        file: &File,
+        offset: u64,
+        len: usize,
+    ) -> Poll<std::io::Result<usize>> {
+        let _ = (cx, file, offset, len);
+        Poll::Ready(Err(std::io::ErrorKind::Unsupported.into()))
+    }
+}
+
+impl Io for tokio::net::TcpStream {
+    fn sends_files(&self) -> bool {
+        cfg!(target_os = "linux")
+    }
+
+    #[cfg(target_os = "linux")]
+    fn poll_send_file(
+        &mut self,
+        cx: &mut Context<'_>,
+        file: &File,
+        offset: u64,
+        len: usize,
+    ) -> Poll<std::io::Result<usize>> {
+        loop {
+            std::task::ready!(self.poll_write_ready(cx))?;
+            let mut at = offset;
+            let sent = self.try_io(tokio::io::Interest::WRITABLE, || {
+                rustix::fs::sendfile(&*self, file, Some(&mut at), len).map_err(Into::into)
+            });
+            match sent {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                r => return Poll::Ready(r),
+            }
+        }
+    }
+}
+
+impl Io for Box<dyn Io> {
+    fn sends_files(&self) -> bool {
+        (**self).sends_files()
+    }
+
+    fn poll_send_file(
+        &mut self,
+        cx: &mut Context<'_>,
+        file: &File,
+        offset: u64,
+        len: usize,
+    ) -> Poll<std::io::Result<usize>> {
+        (**self).poll_send_file(cx, file, offset, len)
+    }
+}
+
+impl<T: Io> Io for tokio_rustls::server::TlsStream<T> {}
+impl<T: Io> Io for tokio_rustls::client::TlsStream<T> {}
+impl Io for tokio::io::DuplexStream {}
 
 /// A boxed [`Io`], so that plain and TLS connections share one code path.
 pub type BoxedIo = Box<dyn Io>;
+
+/// One half of a split [`BoxedIo`]: a link's reader task holds one, its writer task the
+/// other. Like tokio's `split`, but the writer's half still sends files.
+pub(crate) struct Half(Arc<std::sync::Mutex<BoxedIo>>);
+
+/// Splits `io` for a reader and a writer. The lock is held for one poll at a time, never
+/// across an await.
+pub(crate) fn split(io: BoxedIo) -> (Half, Half) {
+    let shared = Arc::new(std::sync::Mutex::new(io));
+    (Half(shared.clone()), Half(shared))
+}
+
+impl Half {
+    fn io(&self) -> std::sync::MutexGuard<'_, BoxedIo> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl AsyncRead for Half {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut **self.io()).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Half {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut **self.io()).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut **self.io()).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io().is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut **self.io()).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut **self.io()).poll_shutdown(cx)
+    }
+}
+
+impl Io for Half {
+    fn sends_files(&self) -> bool {
+        self.io().sends_files()
+    }
+
+    fn poll_send_file(
+        &mut self,
+        cx: &mut Context<'_>,
+        file: &File,
+        offset: u64,
+        len: usize,
+    ) -> Poll<std::io::Result<usize>> {
+        self.io().poll_send_file(cx, file, offset, len)
+    }
+}
+
+/// Bytes of a file to send as they are, without reading them here: a verified download's
+/// payload on plain TCP, which the kernel sends from the page cache.
+#[derive(Debug, Clone)]
+pub struct FileRegion {
+    /// The open file.
+    pub file: Arc<File>,
+    /// Where the bytes start.
+    pub offset: u64,
+    /// How many.
+    pub len: usize,
+}
+
+/// Writes all of `region` to `w`: from the page cache where `w` can, else read and written.
+/// A file that ends early is an error (`UnexpectedEof`): the frame around it is then broken,
+/// so the connection cannot go on.
+async fn send_region<W: Io + ?Sized>(w: &mut W, region: &FileRegion) -> std::io::Result<()> {
+    let (mut offset, mut left) = (region.offset, region.len);
+    if !w.sends_files() {
+        use std::os::unix::fs::FileExt;
+        let mut buf = vec![0; left];
+        region.file.read_exact_at(&mut buf, offset)?;
+        return w.write_all(&buf).await;
+    }
+    while left > 0 {
+        let n = std::future::poll_fn(|cx| w.poll_send_file(cx, &region.file, offset, left)).await?;
+        if n == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the file ended while it was sent",
+            ));
+        }
+        offset += n as u64;
+        left -= n;
+    }
+    Ok(())
+}
 
 /// Frames waiting to be written: small headers encoded into one reused buffer (a live chunk's
 /// head shared with the other viewers' outboxes), chunk payloads kept by reference, so that a
@@ -23,6 +204,8 @@ pub type BoxedIo = Box<dyn Io>;
 pub struct Outbox {
     scratch: BytesMut,
     parts: Vec<Bytes>,
+    /// File regions, each sent before the part at its index (TCP only).
+    files: Vec<(usize, FileRegion)>,
     len: usize,
     frames: usize,
 }
@@ -52,6 +235,18 @@ impl Outbox {
         self.frames += 1;
     }
 
+    /// Queues a chunk whose payload is `region` of a file (`chunk` carries `HEADER_CRC`, no
+    /// payload, and `raw_len == region.len`): its head now, the bytes from the file when the
+    /// outbox is written. TCP only ([`Outbox::write_to`]).
+    pub fn push_file_chunk(&mut self, chunk: &Chunk, region: FileRegion) {
+        encode_detached_chunk_head(chunk, &mut self.scratch);
+        let head = self.scratch.split().freeze();
+        self.push_bytes(head);
+        self.len += region.len;
+        self.files.push((self.parts.len(), region));
+        self.frames += 1;
+    }
+
     /// Queues bytes that are already encoded frames (a handshake state machine's output).
     pub fn push_bytes(&mut self, bytes: Bytes) {
         self.len += bytes.len();
@@ -76,16 +271,31 @@ impl Outbox {
     /// Writes everything queued with vectored writes.
     ///
     /// Not cancel-safe: dropping the future mid-write loses track of what was written.
-    pub async fn write_to<W: AsyncWrite + Unpin + ?Sized>(
+    pub async fn write_to<W: Io + ?Sized>(&mut self, w: &mut W) -> std::io::Result<()> {
+        let files = std::mem::take(&mut self.files);
+        let mut first = 0;
+        for (at, region) in &files {
+            self.write_parts(w, &mut first, *at).await?;
+            send_region(w, region).await?;
+        }
+        let all = self.parts.len();
+        self.write_parts(w, &mut first, all).await?;
+        self.clear();
+        Ok(())
+    }
+
+    /// Writes the parts from `*first` up to `end` with vectored writes.
+    async fn write_parts<W: AsyncWrite + Unpin + ?Sized>(
         &mut self,
         w: &mut W,
+        first: &mut usize,
+        end: usize,
     ) -> std::io::Result<()> {
         // At most this many slices per writev: Linux's IOV_MAX is 1024.
         const MAX_SLICES: usize = 512;
-        let mut first = 0;
-        while first < self.parts.len() {
-            let end = (first + MAX_SLICES).min(self.parts.len());
-            let slices: Vec<IoSlice<'_>> = self.parts[first..end]
+        while *first < end {
+            let stop = (*first + MAX_SLICES).min(end);
+            let slices: Vec<IoSlice<'_>> = self.parts[*first..stop]
                 .iter()
                 .map(|b| IoSlice::new(b))
                 .collect();
@@ -94,16 +304,15 @@ impl Outbox {
                 return Err(std::io::ErrorKind::WriteZero.into());
             }
             while n > 0 {
-                let part = &mut self.parts[first];
+                let part = &mut self.parts[*first];
                 let take = n.min(part.len());
                 part.advance(take);
                 n -= take;
                 if part.is_empty() {
-                    first += 1;
+                    *first += 1;
                 }
             }
         }
-        self.clear();
         Ok(())
     }
 
@@ -112,6 +321,7 @@ impl Outbox {
         &mut self,
         s: &mut quinn::SendStream,
     ) -> Result<(), quinn::WriteError> {
+        debug_assert!(self.files.is_empty(), "file regions go on TCP only");
         s.write_all_chunks(&mut self.parts).await?;
         self.clear();
         Ok(())
@@ -124,6 +334,7 @@ impl Outbox {
 
     fn clear(&mut self) {
         self.parts.clear();
+        self.files.clear();
         self.len = 0;
         self.frames = 0;
     }
@@ -228,8 +439,6 @@ fn chunk_head(c: &Chunk, scratch: &mut BytesMut) -> Bytes {
 
 #[cfg(test)]
 mod tests {
-    use std::pin::Pin;
-    use std::task::{Context, Poll};
 
     use chunkcast_protocol::wire::CHUNK_OVERHEAD;
     use chunkcast_protocol::wire::chunk::{Chunk, ChunkFlags, StreamId};
@@ -282,6 +491,19 @@ mod tests {
             Poll::Ready(Ok(()))
         }
     }
+
+    /// Reads nothing (end of stream): only its writes matter.
+    impl AsyncRead for Recorder {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            _: &mut tokio::io::ReadBuf<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    impl Io for Recorder {}
 
     fn chunk(stream: u32, seq: u64, payload: &Bytes) -> Chunk {
         Chunk::new(
@@ -377,6 +599,105 @@ mod tests {
         let c2 = chunk(3, 9, &second);
         assert_eq!(head(&c2), fresh(&c2));
         assert_ne!(h1, fresh(&c2));
+    }
+
+    /// What an outbox holding a chunk whose payload is a file region writes: a ping, the
+    /// chunk, a ping.
+    async fn file_chunk_through<W: Io>(w: &mut W, file: &Arc<File>, c: &Chunk, at: u64) {
+        let ping = Frame::Ping {
+            nonce: 1,
+            time_us: 2,
+        };
+        let mut out = Outbox::new();
+        out.push(&ping);
+        let region = FileRegion {
+            file: file.clone(),
+            offset: at,
+            len: c.raw_len as usize,
+        };
+        out.push_file_chunk(c, region);
+        out.push(&ping);
+        assert_eq!(out.frames(), 3);
+        out.write_to(w).await.unwrap();
+        w.shutdown().await.unwrap();
+    }
+
+    /// A chunk whose payload is a region of a file goes out as the very bytes of the same
+    /// chunk held in memory: from the page cache on a TCP socket, read and written on a
+    /// stream that cannot send files. A file that ends before the region does is an error,
+    /// not a short frame followed by the next one.
+    #[tokio::test]
+    async fn a_file_chunk_is_the_same_bytes_from_the_page_cache_as_from_memory() {
+        use std::io::Write;
+        use tokio::io::AsyncReadExt;
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(&data).unwrap();
+        let file = Arc::new(f);
+        let (at, len) = (1000u64, 200_000usize);
+        let flags = ChunkFlags::KEY | ChunkFlags::END_OF_UNIT | ChunkFlags::HEADER_CRC;
+        let payload = Bytes::copy_from_slice(&data[at as usize..at as usize + len]);
+        let in_memory = Chunk::new(StreamId(3), 7, at, 0, 0, flags, payload);
+        let ping = Frame::Ping {
+            nonce: 1,
+            time_us: 2,
+        };
+        let mut expected = BytesMut::new();
+        encode(&ping, &mut expected);
+        encode(&Frame::Chunk(in_memory.clone()), &mut expected);
+        encode(&ping, &mut expected);
+        let detached = Chunk {
+            payload: Bytes::new(),
+            ..in_memory
+        };
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let reader = tokio::spawn(async move {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            let mut got = Vec::new();
+            sock.read_to_end(&mut got).await.unwrap();
+            got
+        });
+        let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        assert!(tcp.sends_files());
+        file_chunk_through(&mut tcp, &file, &detached, at).await;
+        assert!(
+            reader.await.unwrap() == expected[..],
+            "sent from the page cache"
+        );
+
+        let (mut near, mut far) = tokio::io::duplex(1 << 16);
+        assert!(!near.sends_files());
+        let reader = tokio::spawn(async move {
+            let mut got = Vec::new();
+            far.read_to_end(&mut got).await.unwrap();
+            got
+        });
+        file_chunk_through(&mut near, &file, &detached, at).await;
+        assert!(reader.await.unwrap() == expected[..], "read and written");
+
+        // The file shrank under the region.
+        file.set_len(at + 10).unwrap();
+        let shrunk = || {
+            let mut out = Outbox::new();
+            let region = FileRegion {
+                file: file.clone(),
+                offset: at,
+                len,
+            };
+            out.push_file_chunk(&detached, region);
+            out
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _peer = tokio::spawn(async move { listener.accept().await });
+        let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let e = shrunk().write_to(&mut tcp).await.unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::UnexpectedEof, "{e}");
+        let (mut near, _far) = tokio::io::duplex(1 << 20);
+        let e = shrunk().write_to(&mut near).await.unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::UnexpectedEof, "{e}");
     }
 
     /// A batch of frames (what the TCP writer gathers) is one vectored write holding every

@@ -32,5 +32,5 @@ pub mod ws;
 /// The ALPN protocol id of chunkcast v1 over TLS and QUIC.
 pub const ALPN: &[u8] = b"chunkcast/1";
 
-pub use io::{BoxedIo, Outbox};
+pub use io::{BoxedIo, FileRegion, Io, Outbox};
 pub use link::{LinkError, LinkRx, LinkTx, MediaTx};

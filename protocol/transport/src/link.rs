@@ -21,7 +21,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 
-use super::io::{BoxedIo, Outbox};
+use super::io::{BoxedIo, FileRegion, Half, Io, Outbox};
 use chunkcast_protocol::error::DecodeError;
 use chunkcast_protocol::wire::chunk::{Chunk, ChunkFlags, StreamId};
 use chunkcast_protocol::wire::{Decoder, Frame, Limits};
@@ -94,6 +94,9 @@ pub type ChunkResult = Result<Chunk, DecodeError>;
 /// What a TCP media stream's queue carries.
 enum StreamItem {
     Chunk(Chunk),
+    /// A chunk whose payload is a file's bytes, sent from the page cache
+    /// ([`MediaTx::send_file`]).
+    File(Chunk, FileRegion),
     /// Answered once every chunk queued before it has been written to the socket, so that a
     /// control frame sent afterwards (`GOODBYE`) cannot overtake them.
     Flush(oneshot::Sender<()>),
@@ -156,6 +159,8 @@ pub struct LinkTx {
     out: mpsc::Sender<Outgoing>,
     routes: Arc<Mutex<RouteMap>>,
     quic: Option<quinn::Connection>,
+    /// The byte stream underneath sends files from the page cache ([`Io::sends_files`]).
+    sends_files: bool,
 }
 
 /// The receiving half: control frames (and chunks of streams nobody routed) in arrival order.
@@ -459,6 +464,29 @@ impl MediaTx {
         }
     }
 
+    /// Sends a chunk whose payload is `region` of a file, which the kernel sends from the page
+    /// cache: `chunk` has no payload, `raw_len == region.len`, and [`ChunkFlags::HEADER_CRC`]
+    /// (its CRC does not cover the bytes). Only on a link whose
+    /// [`LinkTx::sends_files`] says so; anywhere else the bytes are read and sent as a chunk.
+    pub async fn send_file(&mut self, chunk: Chunk, region: FileRegion) -> Result<(), LinkError> {
+        match &mut self.0 {
+            Media::Tcp(tx) => tx
+                .send(StreamItem::File(chunk, region))
+                .await
+                .map_err(|_| LinkError::Closed),
+            _ => {
+                use std::os::unix::fs::FileExt;
+                let mut buf = vec![0; region.len];
+                region.file.read_exact_at(&mut buf, region.offset)?;
+                let chunk = Chunk {
+                    payload: Bytes::from(buf),
+                    ..chunk
+                };
+                self.send(chunk).await
+            }
+        }
+    }
+
     /// Whether a unit starting now would be skipped ([`UnitGate::busy`]); always `false` but
     /// for a unit-stream sender. A sender that numbers its units asks before numbering one,
     /// so that a skipped unit leaves no hole that a receiver would count as lost.
@@ -620,11 +648,18 @@ impl LinkTx {
     pub fn quic(&self) -> Option<&quinn::Connection> {
         self.quic.as_ref()
     }
+
+    /// Whether [`MediaTx::send_file`] sends from the page cache on this link (plain TCP on
+    /// Linux), so that a sender need not read what it sends.
+    pub fn sends_files(&self) -> bool {
+        self.sends_files
+    }
 }
 
 /// Runs a link over a TCP or TLS byte stream. `leftover` holds bytes already read from it.
 pub fn tcp(io: BoxedIo, limits: Limits, leftover: BytesMut) -> (LinkTx, LinkRx) {
-    let (rd, wr) = tokio::io::split(io);
+    let sends_files = io.sends_files();
+    let (rd, wr) = super::io::split(io);
     let (out_tx, out_rx) = mpsc::channel(CONTROL_QUEUE);
     let (in_tx, in_rx) = mpsc::channel(CONTROL_QUEUE);
     let routes = Arc::new(Mutex::new(RouteMap::new()));
@@ -642,6 +677,7 @@ pub fn tcp(io: BoxedIo, limits: Limits, leftover: BytesMut) -> (LinkTx, LinkRx) 
             out: out_tx,
             routes: routes.clone(),
             quic: None,
+            sends_files,
         },
         LinkRx { rx: in_rx, routes },
     )
@@ -674,12 +710,13 @@ pub fn quic(
             out: out_tx,
             routes: routes.clone(),
             quic: Some(conn),
+            sends_files: false,
         },
         LinkRx { rx: in_rx, routes },
     )
 }
 
-async fn tcp_writer(mut wr: tokio::io::WriteHalf<BoxedIo>, mut out_rx: mpsc::Receiver<Outgoing>) {
+async fn tcp_writer(mut wr: Half, mut out_rx: mpsc::Receiver<Outgoing>) {
     let mut streams: Vec<mpsc::Receiver<StreamItem>> = Vec::new();
     let mut flushed: Vec<oneshot::Sender<()>> = Vec::new();
     let mut next = 0usize;
@@ -708,6 +745,10 @@ async fn tcp_writer(mut wr: tokio::io::WriteHalf<BoxedIo>, mut out_rx: mpsc::Rec
                     match streams[idx].poll_recv(cx) {
                         Poll::Ready(Some(StreamItem::Chunk(c))) => {
                             batch.push(&Frame::Chunk(c));
+                            took = true;
+                        }
+                        Poll::Ready(Some(StreamItem::File(c, region))) => {
+                            batch.push_file_chunk(&c, region);
                             took = true;
                         }
                         Poll::Ready(Some(StreamItem::Flush(done))) => {
@@ -740,6 +781,10 @@ async fn tcp_writer(mut wr: tokio::io::WriteHalf<BoxedIo>, mut out_rx: mpsc::Rec
             break;
         }
         if batch.write_to(&mut wr).await.is_err() || wr.flush().await.is_err() {
+            // A frame may be cut short (a file that ended early): the peer must see the
+            // stream end here, not wait for the connection's end.
+            // Bounded: a peer that stopped reading can hold a TLS close_notify back forever.
+            let _ = tokio::time::timeout(Duration::from_secs(1), wr.shutdown()).await;
             return;
         }
         for done in flushed.drain(..) {

@@ -96,6 +96,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsIo<S> {
     }
 }
 
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> crate::io::Io for WsIo<S> {}
+
 impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for WsIo<S> {
     fn poll_read(
         self: Pin<&mut Self>,

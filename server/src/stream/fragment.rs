@@ -109,7 +109,7 @@ pub(super) fn setup(
     let (tx, rx) = mpsc::channel(ahead);
     let chunker = Chunker::new(open.stream, cfg.chunk_size);
     tokio::task::spawn_blocking(move || produce(frag, file, chunker, start_seq, digest_tx, &tx));
-    Ok((opened, rx, pending, source, None))
+    Ok((opened, super::Chunks::Read(rx), pending, source, None))
 }
 
 /// Reads and cuts every fragment into `tx`, skipping chunks below `skip_below`; hashes the

@@ -8,7 +8,7 @@
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use crate::error::DecodeError;
-use crate::wire::chunk::Chunk;
+use crate::wire::chunk::{Chunk, ChunkFlags};
 use crate::wire::frame::{Frame, FrameType};
 use crate::wire::layout::{self, CHUNK_HEADER_LEN, Reader};
 
@@ -233,6 +233,20 @@ pub fn encode(frame: &Frame, dst: &mut BytesMut) {
 pub fn encode_chunk_head(c: &Chunk, dst: &mut BytesMut) {
     dst.reserve(CHUNK_OVERHEAD);
     let len = (1 + CHUNK_HEADER_LEN + c.payload.len()) as u32;
+    dst.put_u32(len);
+    dst.put_u8(FrameType::Chunk.to_u8());
+    layout::write_chunk_header(c, dst);
+}
+
+/// Appends the head of a `CHUNK` whose payload is not in memory: `c.raw_len` bytes that the
+/// caller sends right after it from elsewhere (a file's pages, by the kernel's `sendfile`).
+/// `c` has no payload, no `COMPRESSED` flag, and `HEADER_CRC`: its CRC covers the header
+/// only, so nothing needs the payload's bytes to encode it.
+pub fn encode_detached_chunk_head(c: &Chunk, dst: &mut BytesMut) {
+    debug_assert!(c.payload.is_empty() && c.has(ChunkFlags::HEADER_CRC));
+    debug_assert!(!c.has(ChunkFlags::COMPRESSED));
+    dst.reserve(CHUNK_OVERHEAD);
+    let len = (1 + CHUNK_HEADER_LEN) as u32 + c.raw_len;
     dst.put_u32(len);
     dst.put_u8(FrameType::Chunk.to_u8());
     layout::write_chunk_header(c, dst);

@@ -6,7 +6,8 @@ pub mod frame;
 mod layout;
 
 pub use codec::{
-    CHUNK_OVERHEAD, DEFAULT_MAX_PAYLOAD, Decoder, Limits, encode, encode_chunk_head, parse,
+    CHUNK_OVERHEAD, DEFAULT_MAX_PAYLOAD, Decoder, Limits, encode, encode_chunk_head,
+    encode_detached_chunk_head, parse,
 };
 pub use frame::{
     Caps, Catalog, Chat, ChatKind, Entry, ErrorFrame, FileDigest, Frame, FrameType, Hello, MAGIC,
