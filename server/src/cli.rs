@@ -182,6 +182,7 @@ struct FileConfig {
     allow_anonymous: Option<bool>,
     allow_plaintext: Option<bool>,
     serve_hidden: Option<bool>,
+    no_sendfile: Option<bool>,
     record: Option<PathBuf>,
     cert: Option<PathBuf>,
     key: Option<PathBuf>,
@@ -293,6 +294,7 @@ impl Args {
         take!(allow_anonymous, v => v);
         take!(allow_plaintext, v => v);
         take!(serve_hidden, v => v);
+        take!(no_sendfile, v => v);
         take!(record, v => Some(rel(v)));
         take!(cert, v => Some(rel(v)));
         take!(key, v => Some(rel(v)));
