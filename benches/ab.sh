@@ -9,15 +9,16 @@
 #   `chunkcast-server` unless SERVER_BIN=DIR says otherwise.
 #   env: SCHEME=tcp|tcps|quic (tcp)  RUNS=per build (8)  SIZE=file bytes (1000000000)
 #        WORK=dir for the file and the output (a new one under /dev/shm when there is one)
-#        SERVER_FLAGS_A, SERVER_FLAGS_B: an A/B of server options instead (DIR_A = DIR_B):
-#        each side's gets go to a server of its own started with these flags, one at a time
+#        SERVER_FLAGS_A, SERVER_FLAGS_B: an A/B of server options (DIR_A = DIR_B), or
+#        SERVER_PER_SIDE=1: of whole builds, each side's client against its own server. Each
+#        side's gets then go to a server of its own, restarted before each of its gets
 #
 # Prints, per build: the median of the client's own MB/s (open -> rename, digest verified,
 # file compared with the source) and of the client's and the server's CPU seconds per GB.
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 
-[[ $# -eq 2 ]] || { sed -n '2,16p' "$0" >&2; exit 2; }
+[[ $# -eq 2 ]] || { sed -n '2,17p' "$0" >&2; exit 2; }
 A=$1 B=$2
 SCHEME=${SCHEME:-tcp}
 RUNS=${RUNS:-8}
@@ -32,18 +33,26 @@ trap cleanup_common EXIT
 
 mkdir -p "$WORK/srv" "$WORK/out"
 head -c "$SIZE" /dev/urandom >"$WORK/srv/file.bin"
-SERVER_FLAGS=${SERVER_FLAGS_A:-}${SERVER_FLAGS_B:-}
+PER_SIDE=${SERVER_PER_SIDE:-}${SERVER_FLAGS_A:-}${SERVER_FLAGS_B:-}
 
-# Starts the server with flags $1 (split on spaces) and reads its address.
+# Starts $1/chunkcast-server with flags $2 (split on spaces) and reads its address.
 serve() {
     [[ -n $SERVER_PID ]] && kill "$SERVER_PID" && wait "$SERVER_PID" 2>/dev/null
     # shellcheck disable=SC2086
-    start_server "$SERVER_BIN" "$WORK/srv" $1
+    start_server "$1" "$WORK/srv" $2
     ADDR=$(field tcp)
     [[ $SCHEME == quic ]] && ADDR=$(field quic)
     FP=$(field cert-sha256)
 }
-serve "${SERVER_FLAGS_B:-}"
+side_server() { # $1: a or b
+    local bin=$SERVER_BIN flags=${SERVER_FLAGS_B:-}
+    if [[ $1 == a ]]; then
+        flags=${SERVER_FLAGS_A:-}
+        [[ -n ${SERVER_PER_SIDE:-} ]] && bin=$A
+    fi
+    serve "$bin" "$flags"
+}
+side_server b
 
 get() { # $1: build dir; prints "MB/s client-CPU-s/GB server-CPU-s/GB"
     local out=$WORK/out/file.bin s0 s1
@@ -65,12 +74,12 @@ get "$B" >/dev/null # warm: the server hashes the file on its first open
 : >"$WORK/b.txt"
 for _ in $(seq "$RUNS"); do
     # A server of each side's own: a warm get first (its tree is computed on first open).
-    [[ -n $SERVER_FLAGS ]] && serve "${SERVER_FLAGS_A:-}" && get "$A" >/dev/null
+    [[ -n $PER_SIDE ]] && side_server a && get "$A" >/dev/null
     get "$A" >>"$WORK/a.txt"
-    [[ -n $SERVER_FLAGS ]] && serve "${SERVER_FLAGS_B:-}" && get "$B" >/dev/null
+    [[ -n $PER_SIDE ]] && side_server b && get "$B" >/dev/null
     get "$B" >>"$WORK/b.txt"
 done
-echo "$SCHEME, $SIZE bytes, $RUNS gets per build, alternated${SERVER_FLAGS:+; servers: A '${SERVER_FLAGS_A:-}', B '${SERVER_FLAGS_B:-}'}"
+echo "$SCHEME, $SIZE bytes, $RUNS gets per build, alternated${PER_SIDE:+; a server per side (flags A '${SERVER_FLAGS_A:-}', B '${SERVER_FLAGS_B:-}')}"
 for x in a b; do
     f=$WORK/$x.txt
     name=$A; [[ $x == b ]] && name=$B

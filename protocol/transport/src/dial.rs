@@ -106,6 +106,7 @@ pub async fn connect(
             let io: BoxedIo = if how == Dial::Tls {
                 let cfg = tls::client_config(trust)?;
                 let name = server_name(host)?;
+                let sock = tokio::io::BufReader::with_capacity(tls::SOCKET_READ, sock);
                 let s = tokio_rustls::TlsConnector::from(cfg)
                     .connect(name, sock)
                     .await

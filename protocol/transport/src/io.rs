@@ -83,6 +83,7 @@ impl Io for Box<dyn Io> {
 impl<T: Io> Io for tokio_rustls::server::TlsStream<T> {}
 impl<T: Io> Io for tokio_rustls::client::TlsStream<T> {}
 impl Io for tokio::io::DuplexStream {}
+impl<T: Io> Io for tokio::io::BufReader<T> {}
 
 /// A boxed [`Io`], so that plain and TLS connections share one code path.
 pub type BoxedIo = Box<dyn Io>;
