@@ -150,6 +150,10 @@ impl<T: chunkcast_transport::Io> chunkcast_transport::Io for Guarded<T> {
         self.inner.sends_files()
     }
 
+    fn cork(&mut self, on: bool) -> std::io::Result<()> {
+        self.inner.cork(on)
+    }
+
     fn poll_send_file(
         &mut self,
         cx: &mut Context<'_>,

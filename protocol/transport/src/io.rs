@@ -35,6 +35,14 @@ pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + 'static {
         let _ = (cx, file, offset, len);
         Poll::Ready(Err(std::io::ErrorKind::Unsupported.into()))
     }
+
+    /// Holds partial segments back until `false` (`TCP_CORK`), so that a chunk's head and the
+    /// file bytes sent after it by another call leave in the same segments, not the head in
+    /// one of its own. Nothing where the stream writes through a buffer of its own.
+    fn cork(&mut self, on: bool) -> std::io::Result<()> {
+        let _ = on;
+        Ok(())
+    }
 }
 
 impl Io for tokio::net::TcpStream {
@@ -62,11 +70,20 @@ impl Io for tokio::net::TcpStream {
             }
         }
     }
+
+    #[cfg(target_os = "linux")]
+    fn cork(&mut self, on: bool) -> std::io::Result<()> {
+        socket2::SockRef::from(&*self).set_tcp_cork(on)
+    }
 }
 
 impl Io for Box<dyn Io> {
     fn sends_files(&self) -> bool {
         (**self).sends_files()
+    }
+
+    fn cork(&mut self, on: bool) -> std::io::Result<()> {
+        (**self).cork(on)
     }
 
     fn poll_send_file(
@@ -148,6 +165,10 @@ impl AsyncWrite for Half {
 impl Io for Half {
     fn sends_files(&self) -> bool {
         self.io().sends_files()
+    }
+
+    fn cork(&mut self, on: bool) -> std::io::Result<()> {
+        self.io().cork(on)
     }
 
     fn poll_send_file(
@@ -274,6 +295,10 @@ impl Outbox {
     /// Not cancel-safe: dropping the future mid-write loses track of what was written.
     pub async fn write_to<W: Io + ?Sized>(&mut self, w: &mut W) -> std::io::Result<()> {
         let files = std::mem::take(&mut self.files);
+        let corked = !files.is_empty() && w.sends_files();
+        if corked {
+            w.cork(true)?;
+        }
         let mut first = 0;
         for (at, region) in &files {
             self.write_parts(w, &mut first, *at).await?;
@@ -281,6 +306,10 @@ impl Outbox {
         }
         let all = self.parts.len();
         self.write_parts(w, &mut first, all).await?;
+        if corked {
+            // Uncorking sends what is held: the batch's tail goes out now.
+            w.cork(false)?;
+        }
         self.clear();
         Ok(())
     }
