@@ -105,6 +105,25 @@ impl<T> Guarded<T> {
     }
 }
 
+impl<T> Guarded<T> {
+    /// One write to the inner stream (`write` is `poll_write`, `poll_write_vectored` or
+    /// `poll_send_file`), through the kill switch, the byte count and the stall bound.
+    fn write_with(
+        &mut self,
+        cx: &mut Context<'_>,
+        write: impl FnOnce(&mut T, &mut Context<'_>) -> Poll<std::io::Result<usize>>,
+    ) -> Poll<std::io::Result<usize>> {
+        if self.killed(cx, true) {
+            return Poll::Ready(Err(killed_error()));
+        }
+        let r = write(&mut self.inner, cx);
+        if let Poll::Ready(Ok(n)) = r {
+            self.sent.inc_by(n as u64);
+        }
+        self.after_write(cx, r)
+    }
+}
+
 fn killed_error() -> std::io::Error {
     std::io::Error::new(
         std::io::ErrorKind::ConnectionAborted,
@@ -161,14 +180,7 @@ impl<T: chunkcast_transport::Io> chunkcast_transport::Io for Guarded<T> {
         offset: u64,
         len: usize,
     ) -> Poll<std::io::Result<usize>> {
-        if self.killed(cx, true) {
-            return Poll::Ready(Err(killed_error()));
-        }
-        let r = self.inner.poll_send_file(cx, file, offset, len);
-        if let Poll::Ready(Ok(n)) = r {
-            self.sent.inc_by(n as u64);
-        }
-        self.after_write(cx, r)
+        self.write_with(cx, |inner, cx| inner.poll_send_file(cx, file, offset, len))
     }
 }
 
@@ -178,15 +190,8 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Guarded<T> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        let this = self.get_mut();
-        if this.killed(cx, true) {
-            return Poll::Ready(Err(killed_error()));
-        }
-        let r = Pin::new(&mut this.inner).poll_write(cx, buf);
-        if let Poll::Ready(Ok(n)) = r {
-            this.sent.inc_by(n as u64);
-        }
-        this.after_write(cx, r)
+        self.get_mut()
+            .write_with(cx, |inner, cx| Pin::new(inner).poll_write(cx, buf))
     }
 
     fn poll_write_vectored(
@@ -194,15 +199,9 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Guarded<T> {
         cx: &mut Context<'_>,
         bufs: &[IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        let this = self.get_mut();
-        if this.killed(cx, true) {
-            return Poll::Ready(Err(killed_error()));
-        }
-        let r = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
-        if let Poll::Ready(Ok(n)) = r {
-            this.sent.inc_by(n as u64);
-        }
-        this.after_write(cx, r)
+        self.get_mut().write_with(cx, |inner, cx| {
+            Pin::new(inner).poll_write_vectored(cx, bufs)
+        })
     }
 
     fn is_write_vectored(&self) -> bool {

@@ -194,16 +194,24 @@ pub struct FileRegion {
     pub len: usize,
 }
 
+impl FileRegion {
+    /// The region's bytes, read: for a stream that cannot send files. A file that ends
+    /// before the region does is `UnexpectedEof`.
+    pub fn read(&self) -> std::io::Result<Vec<u8>> {
+        use std::os::unix::fs::FileExt;
+        let mut buf = vec![0; self.len];
+        self.file.read_exact_at(&mut buf, self.offset)?;
+        Ok(buf)
+    }
+}
+
 /// Writes all of `region` to `w`: from the page cache where `w` can, else read and written.
 /// A file that ends early is an error (`UnexpectedEof`): the frame around it is then broken,
 /// so the connection cannot go on.
 async fn send_region<W: Io + ?Sized>(w: &mut W, region: &FileRegion) -> std::io::Result<()> {
     let (mut offset, mut left) = (region.offset, region.len);
     if !w.sends_files() {
-        use std::os::unix::fs::FileExt;
-        let mut buf = vec![0; left];
-        region.file.read_exact_at(&mut buf, offset)?;
-        return w.write_all(&buf).await;
+        return w.write_all(&region.read()?).await;
     }
     while left > 0 {
         let n = std::future::poll_fn(|cx| w.poll_send_file(cx, &region.file, offset, left)).await?;

@@ -475,11 +475,8 @@ impl MediaTx {
                 .await
                 .map_err(|_| LinkError::Closed),
             _ => {
-                use std::os::unix::fs::FileExt;
-                let mut buf = vec![0; region.len];
-                region.file.read_exact_at(&mut buf, region.offset)?;
                 let chunk = Chunk {
-                    payload: Bytes::from(buf),
+                    payload: Bytes::from(region.read()?),
                     ..chunk
                 };
                 self.send(chunk).await
